@@ -1,0 +1,10 @@
+"""geosparse: dense per-pixel maps with uncertainty from sparse or coarse labels."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version('geosparse')
+except PackageNotFoundError:  # pragma: no cover - source tree without install
+    __version__ = '0.0.0'
+
+__all__ = ['__version__']

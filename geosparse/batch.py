@@ -1,0 +1,80 @@
+"""Batching that keeps every sample's georeference.
+
+TorchGeo's :func:`~torchgeo.datasets.stack_samples` leaves ``crs`` and ``bounds`` as
+lists, and :class:`~torchgeo.datamodules.GeoDataModule` deletes them before moving a
+batch to the device. geosparse keeps them: :func:`collate_geo` adds ``transform``,
+a ``(B, 6)`` float64 tensor of affine coefficients ``(a, b, c, d, e, f)`` of each
+window, and :func:`move_batch` moves tensors while carrying ``crs`` and ``bounds``
+along. Together, ``(crs, transform)`` locate every pixel of every sample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import torch
+from affine import Affine
+from torch import Tensor
+from torchgeo.datasets import stack_samples
+
+__all__ = ['GEO_KEYS', 'collate_geo', 'move_batch', 'transform_from_bounds']
+
+#: Keys that are not tensors and must survive device transfer.
+GEO_KEYS = ('crs', 'bounds')
+
+
+def transform_from_bounds(bounds: tuple[slice, ...], shape: tuple[int, int]) -> Affine:
+    """Affine transform of a window.
+
+    Args:
+        bounds: ``(x, y, t)`` slices of the window.
+        shape: ``(height, width)`` in pixels.
+
+    Returns:
+        ``Affine(xres, 0, xmin, 0, -yres, ymax)``.
+    """
+    x, y = bounds[0], bounds[1]
+    h, w = shape
+    return Affine(
+        (x.stop - x.start) / w, 0.0, x.start, 0.0, -(y.stop - y.start) / h, y.stop
+    )
+
+
+def collate_geo(samples: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Stack samples and add each window's affine ``transform``.
+
+    Args:
+        samples: samples of a GeoDataset.
+
+    Returns:
+        The batch.
+    """
+    batch = stack_samples(samples)
+    if 'bounds' in batch:
+        ref = batch.get('image', batch.get('mask'))
+        if isinstance(ref, Tensor):
+            shape = (int(ref.shape[-2]), int(ref.shape[-1]))
+            batch['transform'] = torch.tensor(
+                [tuple(transform_from_bounds(b, shape))[:6] for b in batch['bounds']],
+                dtype=torch.float64,
+            )
+    return batch
+
+
+def move_batch(
+    batch: dict[str, Any], move: Callable[[dict[str, Any]], dict[str, Any]]
+) -> dict[str, Any]:
+    """Apply a tensor-moving function to a batch but keep :data:`GEO_KEYS`.
+
+    Args:
+        batch: the batch.
+        move: moves the tensors of a batch (e.g. Lightning's default transfer).
+
+    Returns:
+        The moved batch with ``crs`` and ``bounds`` restored.
+    """
+    kept = {k: batch.pop(k) for k in GEO_KEYS if k in batch}
+    moved = move(batch)
+    moved.update(kept)
+    return moved

@@ -1,0 +1,5 @@
+"""Lightning data modules of geosparse."""
+
+from .lsr import LabelSuperResolutionDataModule
+
+__all__ = ['LabelSuperResolutionDataModule']

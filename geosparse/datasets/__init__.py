@@ -1,0 +1,14 @@
+"""Datasets of geosparse."""
+
+from .coarse import CoarseLabels, FineLabels, ImageryDataset
+from .synthetic import FINE_CLASSES, SyntheticScene, make_scene, nlcd_from_fractions
+
+__all__ = [
+    'FINE_CLASSES',
+    'CoarseLabels',
+    'FineLabels',
+    'ImageryDataset',
+    'SyntheticScene',
+    'make_scene',
+    'nlcd_from_fractions',
+]

@@ -1,0 +1,213 @@
+"""Coarse and fine label rasters for label super-resolution, TorchGeo-native.
+
+Imagery comes from any :class:`~torchgeo.datasets.RasterDataset` (TorchGeo's NAIP
+included). Coarse labels (e.g. NLCD at 30 m in EPSG:5070) come from
+:class:`CoarseLabels`, which behaves like any categorical RasterDataset (it is
+reprojected onto the imagery's grid with nearest-neighbour resampling by ``&``) and
+adds, for every fine pixel, the id of the *coarse pixel it falls in*, computed from
+the coarse raster's own transform and CRS. Those ids are the blocks of the label
+counting layer.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Iterable
+from typing import Any, Literal
+
+import numpy as np
+import rasterio
+import torch
+from pyproj import Transformer
+from rasterio.crs import CRS
+from torchgeo.datasets import RasterDataset
+from torchgeo.datasets.utils import GeoSlice, Path
+
+__all__ = ['CoarseLabels', 'FineLabels', 'ImageryDataset']
+
+
+class ImageryDataset(RasterDataset):
+    """Multiband imagery from any GeoTIFFs matching ``filename_glob``.
+
+    A thin, configurable RasterDataset: ``ImageryDataset(paths, glob='*_naip.tif')``.
+    TorchGeo's own :class:`~torchgeo.datasets.NAIP` works just as well.
+    """
+
+    is_image = True
+
+    def __init__(
+        self,
+        paths: Path | Iterable[Path] = 'data',
+        glob: str = '*.tif',
+        crs: CRS | None = None,
+        res: float | tuple[float, float] | None = None,
+        bands: list[str] | None = None,
+        transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        cache: bool = True,
+    ) -> None:
+        """Index the rasters.
+
+        Args:
+            paths: files or folders.
+            glob: file name pattern.
+            crs: output CRS (default: the first file's).
+            res: output resolution (default: the first file's).
+            bands: band names (all bands by default).
+            transforms: sample transforms.
+            cache: keep opened files.
+        """
+        self.filename_glob = glob
+        super().__init__(paths, crs, res, bands, transforms, cache)
+
+
+class FineLabels(RasterDataset):
+    """Fine (high-resolution) categorical labels, returned under ``mask``."""
+
+    is_image = False
+
+    def __init__(
+        self,
+        paths: Path | Iterable[Path] = 'data',
+        glob: str = '*.tif',
+        crs: CRS | None = None,
+        res: float | tuple[float, float] | None = None,
+        transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        cache: bool = True,
+    ) -> None:
+        """Index the rasters (see :class:`ImageryDataset` for the arguments)."""
+        self.filename_glob = glob
+        super().__init__(paths, crs, res, None, transforms, cache)
+
+
+class CoarseLabels(RasterDataset):
+    """Coarse categorical labels with the block structure of their own grid.
+
+    Each sample holds ``coarse`` (the coarse code at every pixel of the query grid,
+    nearest-neighbour) and, with ``blocks='grid'``, ``block``: an integer per pixel
+    naming the coarse pixel it falls in (``-1`` where the coarse value is nodata).
+    The block of pixel centre :math:`(x, y)` (query CRS) is the cell
+    :math:`(\\lfloor (Y - f)/e \\rfloor, \\lfloor (X - c)/a \\rfloor)` of the coarse
+    raster's affine transform :math:`(a, 0, c, 0, e, f)`, where :math:`(X, Y)` is
+    :math:`(x, y)` reprojected to the coarse raster's CRS. With ``blocks='regions'``
+    (coarse labels that were already resampled onto the fine grid, so their cells
+    are lost) no ``block`` is returned, and the loss uses the regions of one coarse
+    class within a sample, as the authors' code does.
+    """
+
+    is_image = False
+
+    def __init__(
+        self,
+        paths: Path | Iterable[Path] = 'data',
+        glob: str = '*.tif',
+        crs: CRS | None = None,
+        res: float | tuple[float, float] | None = None,
+        transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        cache: bool = True,
+        nodata: int | None = 0,
+        blocks: Literal['grid', 'regions'] = 'grid',
+    ) -> None:
+        """Index the coarse rasters.
+
+        Args:
+            paths: files or folders.
+            glob: file name pattern.
+            crs: output CRS (set by ``&`` to the imagery's).
+            res: output resolution (set by ``&`` to the imagery's).
+            transforms: sample transforms.
+            cache: keep opened files.
+            nodata: coarse value meaning "no label" (NLCD: 0).
+            blocks: ``grid`` (blocks are coarse pixels) or ``regions``.
+
+        Raises:
+            ValueError: if the coarse rasters do not share one grid.
+        """
+        if blocks not in ('grid', 'regions'):
+            raise ValueError(f"blocks={blocks!r}: choose 'grid' or 'regions'.")
+        self.filename_glob = glob
+        self.nodata = nodata
+        self.blocks = blocks
+        self._sample_transforms = transforms
+        super().__init__(paths, crs, res, None, None, cache)
+        self._native_crs, self._native = self._native_grid()
+
+    def _native_grid(self) -> tuple[CRS, tuple[float, float, float, float]]:
+        """CRS and grid (a, c, e, f) of the coarse rasters, checked to agree."""
+        files = sorted(set(self.index.filepath))
+        grid: tuple[float, float, float, float] | None = None
+        crs: CRS | None = None
+        for path in files:
+            with rasterio.open(path) as src:
+                t = src.transform
+                this = (t.a, t.c, t.e, t.f)
+                if grid is None:
+                    grid, crs = this, src.crs
+                    continue
+                same_res = math.isclose(t.a, grid[0]) and math.isclose(t.e, grid[2])
+                dx = (t.c - grid[1]) / grid[0]
+                dy = (t.f - grid[3]) / grid[2]
+                aligned = abs(dx - round(dx)) < 1e-3 and abs(dy - round(dy)) < 1e-3
+                if src.crs != crs or not (same_res and aligned):
+                    raise ValueError(
+                        f'{path}: coarse rasters must share one grid (CRS, resolution '
+                        f'and alignment) so that their pixels define the blocks; '
+                        f'this file differs from {files[0]}. Warp it onto that grid, '
+                        "or use blocks='regions'."
+                    )
+        assert grid is not None and crs is not None
+        return crs, grid
+
+    def block_ids(self, query: GeoSlice, shape: tuple[int, int]) -> np.ndarray:
+        """Coarse-pixel id of every pixel centre of a query window.
+
+        Args:
+            query: the window, in this dataset's CRS.
+            shape: ``(height, width)`` of the window in pixels.
+
+        Returns:
+            ``(H, W)`` int64 ids, unique per coarse pixel, relabelled to ``0..n-1``.
+        """
+        x, y, _ = self._disambiguate_slice(query)
+        h, w = shape
+        xs = x.start + (np.arange(w) + 0.5) * (x.stop - x.start) / w
+        ys = y.stop - (np.arange(h) + 0.5) * (y.stop - y.start) / h
+        gx, gy = np.meshgrid(xs, ys)
+        if CRS.from_user_input(self.crs) != self._native_crs:
+            tr = Transformer.from_crs(self.crs, self._native_crs, always_xy=True)
+            gx, gy = tr.transform(gx, gy)
+        a, c, e, f = self._native
+        col = np.floor((np.asarray(gx) - c) / a).astype(np.int64)
+        row = np.floor((np.asarray(gy) - f) / e).astype(np.int64)
+        col -= col.min()
+        row -= row.min()
+        ids = row * (int(col.max()) + 1) + col
+        _, inv = np.unique(ids, return_inverse=True)
+        return inv.reshape(h, w).astype(np.int64)
+
+    def __getitem__(self, query: GeoSlice) -> dict[str, Any]:
+        """Return ``coarse`` (and ``block``) for a window.
+
+        Args:
+            query: ``[xmin:xmax:xres, ymin:ymax:yres, tmin:tmax:tres]``.
+
+        Returns:
+            The sample; ``coarse`` is int64 with nodata as stored in the file.
+        """
+        sample = super().__getitem__(query)
+        coarse = sample.pop('mask')
+        sample['coarse'] = coarse
+        if self.blocks == 'grid':
+            ids = torch.from_numpy(self.block_ids(query, tuple(coarse.shape[-2:])))
+            if self.nodata is not None:
+                ids[coarse == self.nodata] = -1
+            sample['block'] = ids
+        if self.nodata is not None and bool((coarse == self.nodata).all()):
+            warnings.warn(
+                f'{type(self).__name__}: a window holds only coarse nodata '
+                f'({self.nodata}); it contributes nothing to a coarse-label loss.',
+                stacklevel=2,
+            )
+        if self._sample_transforms is not None:
+            sample = self._sample_transforms(sample)
+        return sample

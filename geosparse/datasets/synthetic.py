@@ -1,0 +1,220 @@
+"""Synthetic NAIP-like scenes with NLCD-like coarse labels, for demos and tests.
+
+A scene is three GeoTIFFs:
+
+* ``<name>_naip.tif``: 4-band (R, G, B, NIR) uint8 imagery at 1 m in UTM 18N, with
+  water, forest, field and impervious (roads, buildings) whose spectra differ as in
+  NAIP (water dark with low NIR, vegetation with high NIR, impervious bright and flat);
+* ``<name>_nlcd.tif``: NLCD-like codes at 30 m in EPSG:5070 (CONUS Albers), derived
+  from the fine map cell by cell with NLCD's class rules (impervious fraction for
+  the developed classes 21-24, 75 % water for 11, forest and herbaceous majority);
+* ``<name>_lc.tif``: the fine map (1 water, 2 forest, 3 field, 4 impervious) as truth.
+
+Everything is deterministic in ``seed``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from pyproj import Transformer
+from rasterio.transform import from_origin
+from rasterio.warp import transform_bounds
+from scipy.ndimage import gaussian_filter
+
+from ..io.raster import atomic_write_raster
+
+__all__ = ['FINE_CLASSES', 'SyntheticScene', 'make_scene', 'nlcd_from_fractions']
+
+#: Fine classes of the synthetic scenes (raster value -> name).
+FINE_CLASSES: dict[int, str] = {1: 'water', 2: 'forest', 3: 'field', 4: 'impervious'}
+
+# Mean NAIP-like digital numbers (R, G, B, NIR) per fine class.
+_SPECTRA = np.array(
+    [
+        [38, 52, 62, 18],  # water
+        [58, 82, 55, 140],  # forest
+        [122, 138, 92, 172],  # field
+        [168, 162, 152, 118],  # impervious
+    ],
+    dtype=np.float32,
+)
+
+
+@dataclass(frozen=True)
+class SyntheticScene:
+    """Paths of one synthetic scene."""
+
+    image: Path
+    coarse: Path
+    fine: Path
+
+
+def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float):
+    field = gaussian_filter(rng.standard_normal(shape), sigma, mode='wrap')
+    return (field - field.mean()) / (field.std() + 1e-9)
+
+
+def _fine_map(size: int, rng: np.random.Generator) -> np.ndarray:
+    """Fine land cover: forest/field mosaic, a lake and a river, roads, buildings."""
+    fine = np.full((size, size), 3, dtype=np.uint8)
+    fine[_smooth_noise(rng, (size, size), size / 14) > 0.0] = 2
+    fine[_smooth_noise(rng, (size, size), size / 10) > 1.6] = 1
+    yy, xx = np.mgrid[0:size, 0:size]
+    # A meandering river.
+    phase, amp = rng.uniform(0, 2 * np.pi), rng.uniform(0.05, 0.12) * size
+    centre = size * rng.uniform(0.3, 0.7) + amp * np.sin(xx / size * 2 * np.pi + phase)
+    fine[np.abs(yy - centre) < rng.uniform(4, 9)] = 1
+    # A town: denser roads and buildings in one quadrant.
+    town_x, town_y = rng.uniform(0.2, 0.8, size=2) * size
+    town = np.hypot(xx - town_x, yy - town_y) < size * 0.3
+    n_roads = max(2, size // 128)
+    for axis in (0, 1):
+        for pos in rng.uniform(0.05, 0.95, n_roads) * size:
+            half = rng.uniform(3, 5)
+            band = np.abs((yy if axis == 0 else xx) - pos) < half
+            fine[band] = 4
+    n_buildings = int(size * size / 2500)
+    for _ in range(n_buildings):
+        bx, by = rng.integers(0, size, 2)
+        if not town[by, bx] and rng.random() > 0.15:
+            continue
+        w, h = rng.integers(8, 26, 2)
+        fine[by : by + h, bx : bx + w] = 4
+    return fine
+
+
+def _imagery(fine: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    size = fine.shape[0]
+    img = _SPECTRA[fine - 1].transpose(2, 0, 1).copy()
+    # Shared low-frequency brightness (illumination, soil moisture).
+    img *= 1 + 0.08 * _smooth_noise(rng, fine.shape, size / 8)[None]
+    # Class-specific texture: canopy speckle in forest, rows in fields.
+    speckle = gaussian_filter(rng.standard_normal(fine.shape), 1.2)
+    img += (fine == 2)[None] * 18 * speckle[None] * np.array([0.6, 0.8, 0.5, 1.0])[
+        :, None, None
+    ]
+    rows = np.sin(np.arange(size)[None, :] / 3.0 + rng.uniform(0, 6)) * 6
+    img += (fine == 3)[None] * rows[None] * np.array([1, 1, 0.8, 1.2])[:, None, None]
+    img += rng.normal(0, 6, img.shape)
+    return np.clip(np.round(img), 0, 255).astype(np.uint8)
+
+
+def nlcd_from_fractions(frac: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """NLCD-like code of each coarse cell from its fine-class fractions.
+
+    Rules (after the NLCD 2011 legend): impervious :math:`\\geq` 80 % -> 24,
+    :math:`\\geq` 50 % -> 23, :math:`\\geq` 20 % -> 22; water :math:`\\geq` 75 % -> 11;
+    impervious :math:`\\geq` 5 % -> 21 (developed, open space); forest majority -> 41
+    (some 42/43); otherwise herbaceous -> 81 or 82; water majority -> 11.
+
+    Args:
+        frac: ``(..., 4)`` fractions of water, forest, field, impervious.
+        rng: random generator (for forest and crop subtypes).
+
+    Returns:
+        ``(...)`` uint8 NLCD codes.
+    """
+    w, f, g, i = (frac[..., k] for k in range(4))
+    code = np.where(g >= 0.0, 81, 0).astype(np.uint8)
+    crop = rng.random(code.shape) < 0.5
+    code[crop] = 82
+    forest_type = rng.choice([41, 41, 41, 42, 43], size=code.shape).astype(np.uint8)
+    code = np.where(f >= np.maximum(g, w), forest_type, code)
+    code = np.where((w > f) & (w > g), 11, code)
+    code = np.where(i >= 0.05, 21, code)
+    code = np.where(w >= 0.75, 11, code)
+    code = np.where(i >= 0.2, 22, code)
+    code = np.where(i >= 0.5, 23, code)
+    code = np.where(i >= 0.8, 24, code)
+    return code.astype(np.uint8)
+
+
+def make_scene(
+    root: str | os.PathLike[str],
+    size: int = 512,
+    seed: int = 0,
+    name: str = 'scene',
+    origin: tuple[float, float] = (360000.0, 4310000.0),
+    utm_epsg: int = 32618,
+    coarse_res: float = 30.0,
+) -> SyntheticScene:
+    """Write one synthetic scene (imagery, NLCD-like coarse labels, fine truth).
+
+    Args:
+        root: output folder.
+        size: side length in 1 m pixels.
+        seed: random seed; the same seed gives the same files.
+        name: file name prefix.
+        origin: upper-left corner (easting, northing) in the UTM zone.
+        utm_epsg: EPSG code of the imagery's UTM zone.
+        coarse_res: coarse pixel size in metres (EPSG:5070).
+
+    Returns:
+        The paths written.
+    """
+    if size < 64:
+        raise ValueError(f'size={size}: a scene needs at least 64 pixels a side.')
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    fine = _fine_map(size, rng)
+    image = _imagery(fine, rng)
+    fine_tr = from_origin(origin[0], origin[1], 1.0, 1.0)
+    utm = f'EPSG:{utm_epsg}'
+
+    # The coarse grid: EPSG:5070 cells of coarse_res, aligned to multiples of it.
+    left, bottom, right, top = transform_bounds(
+        utm, 'EPSG:5070', origin[0], origin[1] - size, origin[0] + size, origin[1]
+    )
+    x0 = np.floor(left / coarse_res) * coarse_res
+    y0 = np.ceil(top / coarse_res) * coarse_res
+    ncol = int(np.ceil((right - x0) / coarse_res))
+    nrow = int(np.ceil((y0 - bottom) / coarse_res))
+    yy, xx = np.mgrid[0:size, 0:size]
+    ex, ny = fine_tr * (xx + 0.5, yy + 0.5)
+    ax, ay = Transformer.from_crs(utm, 'EPSG:5070', always_xy=True).transform(ex, ny)
+    col = np.floor((ax - x0) / coarse_res).astype(np.int64)
+    row = np.floor((y0 - ay) / coarse_res).astype(np.int64)
+    cell = (row * ncol + col).ravel()
+    counts = np.zeros((nrow * ncol, 4))
+    np.add.at(counts, (cell, fine.ravel().astype(np.int64) - 1), 1)
+    total = counts.sum(1, keepdims=True)
+    frac = counts / np.maximum(total, 1)
+    nlcd = nlcd_from_fractions(frac, rng)
+    nlcd[total[:, 0] < 0.25 * coarse_res**2] = 0  # cells mostly outside: nodata
+    nlcd = nlcd.reshape(nrow, ncol)
+
+    scene = SyntheticScene(
+        root / f'{name}_naip.tif', root / f'{name}_nlcd.tif', root / f'{name}_lc.tif'
+    )
+    common = dict(driver='GTiff', tiled=True, blockxsize=256, blockysize=256)
+    atomic_write_raster(
+        scene.image,
+        image,
+        dict(common, crs=utm, transform=fine_tr, photometric='MINISBLACK'),
+        descriptions=['red', 'green', 'blue', 'nir'],
+    )
+    atomic_write_raster(
+        scene.fine, fine[None], dict(common, crs=utm, transform=fine_tr, nodata=0)
+    )
+    coarse_tr = from_origin(x0, y0, coarse_res, coarse_res)
+    atomic_write_raster(
+        scene.coarse,
+        nlcd[None],
+        dict(driver='GTiff', crs='EPSG:5070', transform=coarse_tr, nodata=0),
+    )
+    return scene
+
+
+def read_scene(scene: SyntheticScene) -> dict[str, np.ndarray]:
+    """Read a scene's arrays (for plots and tests)."""
+    out = {}
+    for key in ('image', 'coarse', 'fine'):
+        with rasterio.open(getattr(scene, key)) as src:
+            out[key] = src.read()
+    return out

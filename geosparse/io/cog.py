@@ -1,0 +1,153 @@
+"""Cloud-Optimized GeoTIFF output.
+
+Data is first written as a tiled GeoTIFF and then converted with GDAL's COG driver
+(512-pixel internal tiles, compression with a predictor, overviews), all into a
+temporary file that is renamed onto the destination only when complete.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from affine import Affine
+from rasterio.crs import CRS
+
+from .. import __version__
+from .raster import atomic_path
+
+__all__ = ['cog_profile', 'translate_to_cog', 'write_cog']
+
+
+def cog_profile(
+    compress: Literal['ZSTD', 'DEFLATE'] = 'DEFLATE',
+    blocksize: int = 512,
+    categorical: bool = False,
+    dtype: str = 'uint8',
+) -> dict[str, Any]:
+    """Creation options of GDAL's COG driver used by geosparse.
+
+    Args:
+        compress: ZSTD or DEFLATE.
+        blocksize: internal tile size.
+        categorical: nearest-neighbour overviews (class maps) instead of averages.
+        dtype: data type (floating point uses the floating-point predictor).
+
+    Returns:
+        Options for :func:`rasterio.shutil.copy` with ``driver='COG'``.
+    """
+    return {
+        'driver': 'COG',
+        'BLOCKSIZE': blocksize,
+        'COMPRESS': compress,
+        'PREDICTOR': 'YES' if not categorical or np.dtype(dtype).kind == 'f' else 'NO',
+        'OVERVIEWS': 'AUTO',
+        'OVERVIEW_RESAMPLING': 'NEAREST' if categorical else 'AVERAGE',
+        'BIGTIFF': 'IF_SAFER',
+    }
+
+
+def translate_to_cog(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    categorical: bool = False,
+    compress: Literal['ZSTD', 'DEFLATE'] = 'DEFLATE',
+) -> Path:
+    """Convert a (tiled) GeoTIFF into a COG, atomically.
+
+    Args:
+        src: existing raster.
+        dst: output COG.
+        categorical: nearest-neighbour overviews.
+        compress: ZSTD or DEFLATE.
+
+    Returns:
+        ``dst``.
+    """
+    with rasterio.open(src) as ds:
+        dtype = ds.dtypes[0]
+    opts = cog_profile(compress=compress, categorical=categorical, dtype=dtype)
+    driver = opts.pop('driver')
+    with atomic_path(dst, suffix='.tif') as tmp:
+        rasterio.shutil.copy(src, tmp, driver=driver, **opts)
+    return Path(dst)
+
+
+def write_cog(
+    path: str | os.PathLike[str],
+    data: np.ndarray,
+    crs: CRS | str,
+    transform: Affine,
+    nodata: float | None = None,
+    descriptions: Sequence[str] = (),
+    colormap: Mapping[int, tuple[int, int, int, int]] | None = None,
+    tags: Mapping[str, str] | None = None,
+    band_tags: Sequence[Mapping[str, str]] = (),
+    scales: Sequence[float] | None = None,
+    offsets: Sequence[float] | None = None,
+    categorical: bool = False,
+    compress: Literal['ZSTD', 'DEFLATE'] = 'DEFLATE',
+) -> Path:
+    """Write an in-memory ``(bands, rows, cols)`` array as a COG, atomically.
+
+    Args:
+        path: output file.
+        data: the array.
+        crs: its CRS.
+        transform: its affine transform.
+        nodata: nodata value.
+        descriptions: band descriptions.
+        colormap: colour table of band 1 (value -> RGBA).
+        tags: dataset tags (``geosparse_version`` is always added).
+        band_tags: tags per band.
+        scales: band scale factors (physical value = raw * scale + offset).
+        offsets: band offsets.
+        categorical: class map (nearest-neighbour overviews).
+        compress: ZSTD or DEFLATE.
+
+    Returns:
+        ``path``.
+    """
+    if data.ndim != 3:
+        raise ValueError(f'{path}: data must be (bands, rows, cols), got {data.shape}.')
+    profile = {
+        'driver': 'GTiff',
+        'count': data.shape[0],
+        'height': data.shape[1],
+        'width': data.shape[2],
+        'dtype': data.dtype,
+        'crs': crs,
+        'transform': transform,
+        'nodata': nodata,
+        'tiled': True,
+        'blockxsize': 512,
+        'blockysize': 512,
+        'photometric': 'MINISBLACK',
+        'interleave': 'band',
+    }
+    all_tags = {'geosparse_version': __version__, **(tags or {})}
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f'.{out.name}.') as tmp:
+        stage = Path(tmp) / 'stage.tif'
+        with rasterio.open(stage, 'w', **profile) as dst:
+            dst.write(data)
+            for i, text in enumerate(descriptions, start=1):
+                dst.set_band_description(i, text)
+            if colormap is not None:
+                dst.write_colormap(1, dict(colormap))
+            dst.update_tags(**all_tags)
+            for i, bt in enumerate(band_tags, start=1):
+                dst.update_tags(i, **bt)
+            if scales is not None:
+                dst.scales = tuple(scales)
+            if offsets is not None:
+                dst.offsets = tuple(offsets)
+        translate_to_cog(stage, out, categorical=categorical, compress=compress)
+    return out

@@ -1,0 +1,73 @@
+"""Atomic raster writes: a temporary file in the destination folder, then a rename."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+
+__all__ = ['atomic_path', 'atomic_write_raster']
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike[str], suffix: str = '') -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
+
+    A failure or interruption inside the block removes the temporary file, so
+    nothing (in particular no partial file) appears at ``path``.
+
+    Args:
+        path: final destination.
+        suffix: suffix of the temporary file (GDAL picks drivers by extension).
+
+    Yields:
+        The temporary path to write.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix=suffix)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+        for side in tmp_path.parent.glob(tmp_path.name + '.*'):
+            side.unlink(missing_ok=True)
+
+
+def atomic_write_raster(
+    path: str | os.PathLike[str],
+    data: np.ndarray,
+    profile: dict[str, Any],
+    descriptions: Sequence[str] | None = None,
+) -> Path:
+    """Write a ``(bands, rows, cols)`` array as a raster, atomically.
+
+    Args:
+        path: output file.
+        data: the array; its dtype and shape complete ``profile``.
+        profile: rasterio creation options (driver, crs, transform, nodata, ...).
+        descriptions: optional band descriptions.
+
+    Returns:
+        ``path``.
+    """
+    if data.ndim != 3:
+        raise ValueError(f'{path}: data must be (bands, rows, cols), got {data.shape}.')
+    prof = dict(profile)
+    prof.update(count=data.shape[0], height=data.shape[1], width=data.shape[2])
+    prof.setdefault('dtype', data.dtype)
+    with atomic_path(path, suffix='.tif') as tmp:
+        with rasterio.open(tmp, 'w', **prof) as dst:
+            dst.write(data)
+            for i, text in enumerate(descriptions or [], start=1):
+                dst.set_band_description(i, text)
+    return Path(path)

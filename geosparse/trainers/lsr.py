@@ -1,0 +1,361 @@
+"""Label super-resolution as a TorchGeo task."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchgeo.trainers import SemanticSegmentationTask
+
+from ..losses import HardNaiveLoss, SoftNaiveLoss, StatisticsMatchingLoss
+from ..metrics import LandCoverMetrics
+from ..priors import NLCD_DEVELOPED, JointDistribution, PriorError
+
+__all__ = ['LabelSuperResolutionTask', 'combine_with_prior', 'normalised_entropy']
+
+LossName = Literal['lsr', 'soft-naive', 'hard-naive', 'hr', 'hr+lsr']
+
+
+def combine_with_prior(
+    probs: Tensor, coarse: Tensor, eta: Tensor, weight: float = 1.0, eps: float = 0.01
+) -> Tensor:
+    """Combine the network's class probabilities with the coarse label's prior.
+
+    Where the coarse label :math:`z` of a pixel is known, the prediction is
+    :math:`p(l \\mid x, z) \\propto p(l \\mid x)\\,(\\eta_{l,z} + \\epsilon)^{\\gamma}`:
+    the network's belief reweighted by the joint distribution, as a product of
+    experts. :math:`\\gamma` is ``weight`` (0 returns ``probs``); pixels with
+    ``coarse < 0`` keep the network's probabilities.
+
+    Args:
+        probs: ``(B, L, H, W)`` probabilities.
+        coarse: ``(B, H, W)`` coarse class index, negative for nodata.
+        eta: ``(Z, L)`` prior mean fractions.
+        weight: exponent :math:`\\gamma`.
+        eps: floor on :math:`\\eta` so that no class is ruled out.
+
+    Returns:
+        ``(B, L, H, W)`` probabilities.
+    """
+    if weight == 0:
+        return probs
+    valid = coarse >= 0
+    prior = (eta[coarse.clamp(min=0)] + eps) ** weight  # B, H, W, L
+    prior = torch.where(valid[..., None], prior, torch.ones_like(prior))
+    out = probs * prior.permute(0, 3, 1, 2).to(probs.dtype)
+    return out / out.sum(dim=1, keepdim=True).clamp(min=1e-12)
+
+
+def normalised_entropy(probs: Tensor) -> Tensor:
+    """Entropy of ``(B, L, H, W)`` probabilities divided by :math:`\\log L` (0..1)."""
+    ent = -(probs * probs.clamp(min=1e-12).log()).sum(dim=1)
+    return ent / torch.log(torch.tensor(float(probs.shape[1])))
+
+
+class LabelSuperResolutionTask(SemanticSegmentationTask):
+    """Segmentation trained from coarse labels and a coarse-to-fine joint distribution.
+
+    Losses (``loss``):
+
+    * ``lsr``: label counting + statistics matching
+      (:class:`~geosparse.losses.StatisticsMatchingLoss`; Malkin et al., ICLR 2019);
+    * ``soft-naive`` / ``hard-naive``: cross-entropy against :math:`\\eta_z` or its
+      argmax at every pixel;
+    * ``hr``: cross-entropy on fine labels (an upper bound when they exist);
+    * ``hr+lsr``: :math:`\\lambda\\,\\mathrm{CE}_{hr} + \\mathrm{LSR}` where fine labels
+      exist.
+
+    Batches carry ``image`` (raw digital numbers), ``coarse`` (raw coarse codes),
+    optionally ``block`` (coarse-pixel ids) and ``mask`` (raw fine codes). The task
+    maps codes to class indices with the joint distribution, normalises the input
+    itself (``input_scale`` and per-sample standardisation), so a checkpoint predicts
+    from raw imagery exactly as in training. At validation, test and prediction the
+    network's probabilities are combined with the coarse label where one is given
+    (:func:`combine_with_prior`, exponent ``prior_weight``).
+    """
+
+    def __init__(
+        self,
+        model: Literal['unet', 'deeplabv3+', 'fcn', 'upernet', 'segformer'] = 'unet',
+        backbone: str = 'resnet18',
+        weights: bool | str | None = None,
+        in_channels: int = 4,
+        priors: str | Mapping[str, Any] = 'nlcd-landcover4',
+        loss: LossName = 'lsr',
+        lsr_variant: Literal['gaussian', 'interval', 'kl'] = 'gaussian',
+        var_floor: float = 0.03,
+        coarse_class_weights: Sequence[float] | None = None,
+        hr_weight: float = 1.0,
+        coarse_nodata: int | None = 0,
+        fine_nodata: int | None = 0,
+        eval_coarse_classes: Sequence[int] = NLCD_DEVELOPED,
+        prior_weight: float = 1.0,
+        input_scale: float = 255.0,
+        standardize: Literal['sample', 'none'] = 'sample',
+        num_filters: int = 64,
+        lr: float = 1e-3,
+        patience: int = 10,
+        freeze_backbone: bool = False,
+        freeze_decoder: bool = False,
+    ) -> None:
+        """Initialise the task.
+
+        Args:
+            model: segmentation model (smp / TorchGeo names).
+            backbone: encoder of the model.
+            weights: pretrained encoder weights; off by default (no downloads).
+            in_channels: image bands.
+            priors: built-in joint distribution name, CSV path, or a mapping from
+                :meth:`JointDistribution.to_dict` (checkpoints store the mapping).
+            loss: ``lsr``, ``soft-naive``, ``hard-naive``, ``hr`` or ``hr+lsr``.
+            lsr_variant: ``gaussian`` (Eq. 7), ``interval`` or ``kl``.
+            var_floor: :math:`\\epsilon` in the log-variance term.
+            coarse_class_weights: weight per coarse class (table order).
+            hr_weight: :math:`\\lambda` of the fine-label term in ``hr+lsr``.
+            coarse_nodata: coarse code meaning "no label".
+            fine_nodata: fine code meaning "no label".
+            eval_coarse_classes: coarse codes of the ``dev_`` metrics.
+            prior_weight: :math:`\\gamma` of :func:`combine_with_prior` at inference.
+            input_scale: raw values are divided by this first.
+            standardize: ``sample`` standardises each band of each sample.
+            num_filters: width of the ``fcn`` model.
+            lr: learning rate.
+            patience: plateau patience of the scheduler.
+            freeze_backbone: freeze the encoder.
+            freeze_decoder: freeze the decoder.
+        """
+        table = JointDistribution.load(priors)
+        priors = table.to_dict()  # noqa: F841 - stored by save_hyperparameters
+        self.table = table
+        num_classes = table.num_fine
+        super().__init__(  # type: ignore[call-arg]
+            model=model,  # type: ignore[arg-type]
+            backbone=backbone,
+            weights=weights,
+            in_channels=in_channels,
+            task='multiclass',
+            num_classes=num_classes,
+            num_filters=num_filters,
+            loss=loss,  # type: ignore[arg-type]
+            lr=lr,
+            patience=patience,
+            freeze_backbone=freeze_backbone,
+            freeze_decoder=freeze_decoder,
+        )
+
+    # ----------------------------------------------------------------- setup
+    def configure_losses(self) -> None:
+        """Build the criterion and the code lookup tables."""
+        table = self.table
+        eta = torch.tensor(table.eta, dtype=torch.float32)
+        rho = torch.tensor(table.rho, dtype=torch.float32)
+        self.register_buffer('eta', eta)
+        n_codes = max(max(table.coarse_codes), 255) + 1
+        coarse_lut = torch.full((n_codes,), -2, dtype=torch.long)
+        coarse_lut[torch.tensor(table.coarse_codes)] = torch.arange(table.num_coarse)
+        nodata = self.hparams['coarse_nodata']
+        if nodata is not None and 0 <= nodata < n_codes:
+            coarse_lut[nodata] = -1
+        self.register_buffer('coarse_lut', coarse_lut)
+        n_fine = max(max(table.fine_codes), 255) + 1
+        fine_lut = torch.full((n_fine,), -2, dtype=torch.long)
+        fine_lut[torch.tensor(table.fine_codes)] = torch.arange(table.num_fine)
+        fnod = self.hparams['fine_nodata']
+        if fnod is not None and 0 <= fnod < n_fine:
+            fine_lut[fnod] = -1
+        self.register_buffer('fine_lut', fine_lut)
+        sub = [c for c in self.hparams['eval_coarse_classes'] if c in table.coarse_codes]
+        self.register_buffer(
+            'eval_subset', torch.tensor([table.coarse_codes.index(c) for c in sub])
+        )
+        weights = self.hparams['coarse_class_weights']
+        cw = None if weights is None else torch.tensor(weights, dtype=torch.float32)
+        if cw is not None and cw.numel() != table.num_coarse:
+            raise PriorError(
+                f'coarse_class_weights has {cw.numel()} values but the joint '
+                f'distribution has {table.num_coarse} coarse classes.'
+            )
+        loss: str = self.hparams['loss']
+        self.lsr_loss = StatisticsMatchingLoss(
+            eta,
+            rho,
+            variant=self.hparams['lsr_variant'],
+            var_floor=self.hparams['var_floor'],
+            class_weights=cw,
+        )
+        self.soft_naive = SoftNaiveLoss(eta)
+        self.hard_naive = HardNaiveLoss(eta)
+        if loss not in ('lsr', 'soft-naive', 'hard-naive', 'hr', 'hr+lsr'):
+            raise ValueError(
+                f'loss={loss!r}: choose lsr, soft-naive, hard-naive, hr or hr+lsr.'
+            )
+        self.criterion: nn.Module = self.lsr_loss
+
+    def configure_metrics(self) -> None:
+        """Land-cover metrics for validation and test."""
+        names = list(self.table.fine_names)
+        self.val_scores = LandCoverMetrics(self.table.num_fine, names)
+        self.test_scores = LandCoverMetrics(self.table.num_fine, names)
+
+    # ------------------------------------------------------------- helpers
+    def normalize(self, x: Tensor) -> Tensor:
+        """Scale raw imagery and (``standardize='sample'``) standardise it.
+
+        :math:`x' = (x/s - \\bar{x})/\\max(\\mathrm{sd}(x/s), 10^{-2})`, the mean and
+        standard deviation taken per band over each sample's pixels.
+        """
+        x = x.float() / self.hparams['input_scale']
+        if self.hparams['standardize'] == 'sample':
+            mean = x.mean(dim=(-2, -1), keepdim=True)
+            std = x.std(dim=(-2, -1), keepdim=True).clamp(min=1e-2)
+            x = (x - mean) / std
+        return x
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits ``(B, L, H, W)`` from raw imagery ``(B, C, H, W)``."""
+        return super().forward(self.normalize(x))
+
+    def coarse_index(self, coarse: Tensor, source: str = 'batch') -> Tensor:
+        """Map raw coarse codes to table rows (``-1`` nodata).
+
+        Raises:
+            PriorError: if a code is neither nodata nor in the table.
+        """
+        codes = coarse.long()
+        if bool(((codes < 0) | (codes >= self.coarse_lut.numel())).any()):
+            bad = codes[(codes < 0) | (codes >= self.coarse_lut.numel())]
+            self.table.check_codes(bad.unique().cpu().numpy(), source)
+        idx = self.coarse_lut[codes.clamp(0, self.coarse_lut.numel() - 1)]
+        if bool((idx == -2).any()):
+            self.table.check_codes(codes[idx == -2].unique().cpu().numpy(), source)
+        return idx
+
+    def fine_index(self, mask: Tensor, source: str = 'batch') -> Tensor:
+        """Map raw fine codes to class indices (``-1`` nodata)."""
+        codes = mask.long().clamp(0, self.fine_lut.numel() - 1)
+        idx = self.fine_lut[codes]
+        if bool((idx == -2).any()):
+            bad = sorted(codes[idx == -2].unique().tolist())
+            raise PriorError(
+                f'{source}: fine labels hold values {bad} that are neither nodata '
+                f'({self.hparams["fine_nodata"]}) nor fine codes '
+                f'{self.table.fine_codes}.'
+            )
+        return idx
+
+    def compute_loss(self, batch: Mapping[str, Any], logits: Tensor) -> Tensor | None:
+        """The configured loss of a batch, or None if it carries no usable label."""
+        name: str = self.hparams['loss']
+        coarse = self.coarse_index(batch['coarse']) if 'coarse' in batch else None
+        fine = self.fine_index(batch['mask']) if 'mask' in batch else None
+        needs_coarse = name != 'hr'
+        needs_fine = name.startswith('hr')
+        if needs_coarse and coarse is None:
+            raise KeyError(f"loss={name!r} needs 'coarse' labels in the batch.")
+        if needs_fine and fine is None:
+            raise KeyError(f"loss={name!r} needs fine labels ('mask') in the batch.")
+        if needs_coarse and not bool((coarse >= 0).any()):  # type: ignore[operator]
+            return None
+        if needs_fine and not bool((fine >= 0).any()):  # type: ignore[operator]
+            return None
+        blocks = batch.get('block')
+        match name:
+            case 'lsr':
+                return self.lsr_loss(logits, coarse, blocks)
+            case 'soft-naive':
+                return self.soft_naive(logits, coarse)
+            case 'hard-naive':
+                return self.hard_naive(logits, coarse)
+            case 'hr':
+                return self.hr_loss(logits, fine)  # type: ignore[arg-type]
+            case _:
+                hr = self.hr_loss(logits, fine)  # type: ignore[arg-type]
+                lsr = self.lsr_loss(logits, coarse, blocks)
+                return self.hparams['hr_weight'] * hr + lsr
+
+    @staticmethod
+    def hr_loss(logits: Tensor, fine: Tensor) -> Tensor:
+        """Pixel cross-entropy on fine labels (``-1`` ignored)."""
+        target = torch.where(fine >= 0, fine, torch.full_like(fine, -100))
+        return F.cross_entropy(logits.float(), target, ignore_index=-100)
+
+    def predict_probs(self, batch: Mapping[str, Any]) -> Tensor:
+        """Class probabilities, combined with the coarse prior where given."""
+        probs = self(batch['image']).softmax(dim=1)
+        if 'coarse' in batch and self.hparams['prior_weight'] > 0:
+            coarse = self.coarse_index(batch['coarse'])
+            probs = combine_with_prior(
+                probs, coarse, self.eta, self.hparams['prior_weight']
+            )
+        return probs
+
+    # ------------------------------------------------------------- steps
+    def training_step(
+        self, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> Tensor | None:
+        """Loss of a training batch; batches without labels are skipped with a warning."""
+        logits = self(batch['image'])
+        loss = self.compute_loss(batch, logits)
+        if loss is None:
+            warnings.warn(
+                f'training batch {batch_idx} holds no labelled pixel (all nodata); '
+                'skipped.',
+                stacklevel=2,
+            )
+            return None
+        self.log('train_loss', loss, batch_size=logits.shape[0])
+        return loss
+
+    def _eval_step(self, batch: Any, scores: LandCoverMetrics, prefix: str) -> None:
+        logits = self(batch['image'])
+        loss = self.compute_loss(batch, logits)
+        if loss is not None:
+            self.log(f'{prefix}_loss', loss, batch_size=logits.shape[0])
+        if 'mask' not in batch:
+            return
+        probs = logits.softmax(dim=1)
+        subset = None
+        if 'coarse' in batch:
+            coarse = self.coarse_index(batch['coarse'])
+            probs = combine_with_prior(
+                probs, coarse, self.eta, self.hparams['prior_weight']
+            )
+            subset = torch.isin(coarse, self.eval_subset)
+        scores.update(probs.argmax(dim=1), self.fine_index(batch['mask']), subset)
+
+    def _log_scores(self, scores: LandCoverMetrics, prefix: str) -> None:
+        if int(scores.cm.sum()) == 0:
+            return
+        out = scores.compute()
+        flat = {f'{prefix}_{k}': v for k, v in out.items() if isinstance(v, float)}
+        flat.update({f'{prefix}_iou_{k}': v for k, v in out['iou'].items()})
+        self.log_dict({k: v for k, v in flat.items() if v == v})
+        scores.reset()
+
+    def validation_step(
+        self, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        """Loss and metrics (the latter when fine labels are present)."""
+        self._eval_step(batch, self.val_scores, 'val')
+
+    def on_validation_epoch_end(self) -> None:
+        """Log validation scores."""
+        self._log_scores(self.val_scores, 'val')
+
+    def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Loss and metrics (the latter when fine labels are present)."""
+        self._eval_step(batch, self.test_scores, 'test')
+
+    def on_test_epoch_end(self) -> None:
+        """Log test scores."""
+        self._log_scores(self.test_scores, 'test')
+
+    def predict_step(
+        self, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> Tensor:
+        """Class probabilities (combined with the coarse prior where given)."""
+        return self.predict_probs(batch)
