@@ -43,7 +43,8 @@ class LabelSuperResolutionDataModule(GeoDataModule):
         coarse_glob: str = '*.tif',
         fine_glob: str = '*.tif',
         coarse_nodata: int | None = 0,
-        coarse_blocks: Literal['grid', 'regions'] = 'grid',
+        coarse_blocks: Literal['grid', 'regions', 'cells'] = 'grid',
+        cell_size: float = 30.0,
         patch_size: int = 256,
         batch_size: int = 8,
         length: int | None = 200,
@@ -65,7 +66,10 @@ class LabelSuperResolutionDataModule(GeoDataModule):
             coarse_glob: coarse file pattern (e.g. ``*_nlcd.tif``).
             fine_glob: fine file pattern (e.g. ``*_lc.tif``).
             coarse_nodata: coarse value meaning "no label".
-            coarse_blocks: ``grid`` (blocks = coarse pixels) or ``regions``.
+            coarse_blocks: ``grid`` (blocks = coarse pixels), ``regions`` (one block
+                per coarse class and window) or ``cells`` (regions cut by a grid of
+                ``cell_size``), see :class:`~geosparse.datasets.CoarseLabels`.
+            cell_size: block size of ``cells`` in CRS units.
             patch_size: window size in pixels.
             batch_size: samples per batch.
             length: training windows per epoch.
@@ -94,6 +98,7 @@ class LabelSuperResolutionDataModule(GeoDataModule):
             glob=hp['coarse_glob'],
             nodata=hp['coarse_nodata'],
             blocks=hp['coarse_blocks'],
+            cell_size=hp['cell_size'],
         )
         dataset: GeoDataset = image & coarse
         if hp['fine_paths']:

@@ -89,10 +89,14 @@ class CoarseLabels(RasterDataset):
     The block of pixel centre :math:`(x, y)` (query CRS) is the cell
     :math:`(\\lfloor (Y - f)/e \\rfloor, \\lfloor (X - c)/a \\rfloor)` of the coarse
     raster's affine transform :math:`(a, 0, c, 0, e, f)`, where :math:`(X, Y)` is
-    :math:`(x, y)` reprojected to the coarse raster's CRS. With ``blocks='regions'``
-    (coarse labels that were already resampled onto the fine grid, so their cells
-    are lost) no ``block`` is returned, and the loss uses the regions of one coarse
-    class within a sample, as the authors' code does.
+    :math:`(x, y)` reprojected to the coarse raster's CRS.
+
+    For coarse labels that were already resampled onto the fine grid (their cells
+    are lost) two approximations exist: ``blocks='regions'`` returns no ``block``,
+    and the loss uses the regions of one coarse class within a sample, as the
+    authors' code does; ``blocks='cells'`` cuts those regions with a grid of
+    ``cell_size`` (query CRS units, anchored at the CRS origin), which restores
+    blocks of about the coarse pixel's size.
     """
 
     is_image = False
@@ -106,7 +110,8 @@ class CoarseLabels(RasterDataset):
         transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
         cache: bool = True,
         nodata: int | None = 0,
-        blocks: Literal['grid', 'regions'] = 'grid',
+        blocks: Literal['grid', 'regions', 'cells'] = 'grid',
+        cell_size: float = 30.0,
     ) -> None:
         """Index the coarse rasters.
 
@@ -118,13 +123,19 @@ class CoarseLabels(RasterDataset):
             transforms: sample transforms.
             cache: keep opened files.
             nodata: coarse value meaning "no label" (NLCD: 0).
-            blocks: ``grid`` (blocks are coarse pixels) or ``regions``.
+            blocks: ``grid`` (blocks are coarse pixels), ``regions`` or ``cells``.
+            cell_size: block size for ``blocks='cells'``.
 
         Raises:
             ValueError: if the coarse rasters do not share one grid.
         """
-        if blocks not in ('grid', 'regions'):
-            raise ValueError(f"blocks={blocks!r}: choose 'grid' or 'regions'.")
+        if blocks not in ('grid', 'regions', 'cells'):
+            raise ValueError(
+                f"blocks={blocks!r}: choose 'grid', 'regions' or 'cells'."
+            )
+        if cell_size <= 0:
+            raise ValueError(f'cell_size={cell_size} must be > 0.')
+        self.cell_size = cell_size
         self.filename_glob = glob
         self.nodata = nodata
         self.blocks = blocks
@@ -185,6 +196,32 @@ class CoarseLabels(RasterDataset):
         _, inv = np.unique(ids, return_inverse=True)
         return inv.reshape(h, w).astype(np.int64)
 
+    def cell_ids(
+        self, query: GeoSlice, shape: tuple[int, int], coarse: np.ndarray
+    ) -> np.ndarray:
+        """Ids of (grid cell of ``cell_size``, coarse value) pairs in a window.
+
+        Args:
+            query: the window, in this dataset's CRS.
+            shape: ``(height, width)`` in pixels.
+            coarse: ``(H, W)`` coarse values of the window.
+
+        Returns:
+            ``(H, W)`` int64 ids relabelled to ``0..n-1``.
+        """
+        x, y, _ = self._disambiguate_slice(query)
+        h, w = shape
+        xs = x.start + (np.arange(w) + 0.5) * (x.stop - x.start) / w
+        ys = y.stop - (np.arange(h) + 0.5) * (y.stop - y.start) / h
+        col = np.floor(xs / self.cell_size).astype(np.int64)
+        row = np.floor(ys / self.cell_size).astype(np.int64)
+        col -= col.min()
+        row -= row.min()
+        cell = row[:, None] * (int(col.max()) + 1) + col[None, :]
+        key = cell * (int(coarse.max()) + 1) + coarse.astype(np.int64)
+        _, inv = np.unique(key, return_inverse=True)
+        return inv.reshape(h, w).astype(np.int64)
+
     def __getitem__(self, query: GeoSlice) -> dict[str, Any]:
         """Return ``coarse`` (and ``block``) for a window.
 
@@ -197,8 +234,12 @@ class CoarseLabels(RasterDataset):
         sample = super().__getitem__(query)
         coarse = sample.pop('mask')
         sample['coarse'] = coarse
-        if self.blocks == 'grid':
-            ids = torch.from_numpy(self.block_ids(query, tuple(coarse.shape[-2:])))
+        if self.blocks != 'regions':
+            shape = (int(coarse.shape[-2]), int(coarse.shape[-1]))
+            if self.blocks == 'grid':
+                ids = torch.from_numpy(self.block_ids(query, shape))
+            else:
+                ids = torch.from_numpy(self.cell_ids(query, shape, coarse.numpy()))
             if self.nodata is not None:
                 ids[coarse == self.nodata] = -1
             sample['block'] = ids

@@ -48,7 +48,7 @@ class CoarseBalancedGeoSampler(GeoSampler):
             coarse: the coarse labels inside ``dataset`` (read at low resolution).
             size: window size in pixels.
             length: windows per epoch.
-            pool: candidate windows (default ``max(8 * length, 256)``).
+            pool: candidate windows (default ``min(max(2 * length, 128), 512)``).
             power: balancing exponent :math:`\\gamma`.
             probe: pixels per side at which a window's coarse labels are read.
             generator: random generator.
@@ -56,7 +56,7 @@ class CoarseBalancedGeoSampler(GeoSampler):
         super().__init__(dataset)
         self.length = length
         self.generator = generator
-        n_pool = pool or max(8 * length, 256)
+        n_pool = pool or min(max(2 * length, 128), 512)
         base = RandomGeoSampler(dataset, size, length=n_pool, generator=generator)
         self.candidates = list(base)
         sy, sx = _to_tuple(size)

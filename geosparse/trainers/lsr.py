@@ -201,6 +201,10 @@ class LabelSuperResolutionTask(SemanticSegmentationTask):
         self.val_scores = LandCoverMetrics(self.table.num_fine, names)
         self.test_scores = LandCoverMetrics(self.table.num_fine, names)
 
+    #: Metric watched by the learning-rate scheduler (always logged, even when a
+    #: run has no validation data).
+    monitor = 'train_loss'
+
     # ------------------------------------------------------------- helpers
     def normalize(self, x: Tensor) -> Tensor:
         """Scale raw imagery and (``standardize='sample'``) standardise it.
