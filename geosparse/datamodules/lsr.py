@@ -129,6 +129,14 @@ class LabelSuperResolutionDataModule(GeoDataModule):
                 dataset, frac, grid_size=hp['grid_size'], generator=gen
             )
         self.train_dataset, self.val_dataset, self.test_dataset = train, val, val
+        from torchgeo.samplers import RandomGeoSampler
+
+        if not RandomGeoSampler(train, self.patch_size, length=1).bounds:
+            raise ValueError(
+                f'no training area is at least patch_size={self.patch_size} pixels '
+                f'wide after the {split!r} split (grid_size={hp["grid_size"]}); lower '
+                'patch_size or grid_size, or give larger rasters.'
+            )
         if stage in ('fit', 'train'):
             if hp['balance'] > 0:
                 self.train_sampler = CoarseBalancedGeoSampler(
@@ -140,8 +148,6 @@ class LabelSuperResolutionDataModule(GeoDataModule):
                     generator=gen,
                 )
             else:
-                from torchgeo.samplers import RandomGeoSampler
-
                 self.train_sampler = RandomGeoSampler(
                     train, self.patch_size, hp['length'], generator=gen
                 )

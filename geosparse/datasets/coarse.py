@@ -237,7 +237,19 @@ class CoarseLabels(RasterDataset):
         if self.blocks != 'regions':
             shape = (int(coarse.shape[-2]), int(coarse.shape[-1]))
             if self.blocks == 'grid':
-                ids = torch.from_numpy(self.block_ids(query, shape))
+                ids_np = self.block_ids(query, shape)
+                # GDAL's warper samples with an approximate transformer, so near cell
+                # borders its nearest value can come from the neighbouring coarse
+                # pixel; the exact cell index is authoritative: every block takes
+                # the code that most of its pixels received.
+                codes = coarse.numpy().astype(np.int64)
+                k = int(codes.max()) + 1
+                counts = np.bincount(
+                    (ids_np * k + codes).ravel(), minlength=(int(ids_np.max()) + 1) * k
+                ).reshape(-1, k)
+                coarse = torch.from_numpy(counts.argmax(1)[ids_np]).to(coarse.dtype)
+                sample['coarse'] = coarse
+                ids = torch.from_numpy(ids_np)
             else:
                 ids = torch.from_numpy(self.cell_ids(query, shape, coarse.numpy()))
             if self.nodata is not None:

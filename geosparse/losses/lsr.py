@@ -58,18 +58,23 @@ def label_counting(probs: Tensor, blocks: Tensor, coarse: Tensor) -> BlockStatis
     blocks = blocks.long()
     valid = blocks >= 0
     span = int(blocks.max().item()) + 1 if bool(valid.any()) else 0
-    offsets = torch.arange(b, device=probs.device).view(b, 1, 1) * span
-    gid = torch.where(valid, blocks + offsets, torch.full_like(blocks, b * span))
-    gid = gid.reshape(-1)
-    n_slots = b * span + 1
-    p = probs.permute(0, 2, 3, 1).reshape(-1, n_cls)
-    count = torch.bincount(gid, minlength=n_slots).to(probs.dtype)
-    s1 = probs.new_zeros(n_slots, n_cls).index_add_(0, gid, p)
-    s2 = probs.new_zeros(n_slots, n_cls).index_add_(0, gid, p * (1 - p))
-    z = torch.zeros(n_slots, dtype=torch.long, device=probs.device)
-    z.scatter_(0, gid, coarse.reshape(-1).long())
-    keep = count[:-1] > 0
-    count, s1, s2, z = count[:-1][keep], s1[:-1][keep], s2[:-1][keep], z[:-1][keep]
+    # Slot `span` of each sample collects the pixels outside every block.
+    ids = torch.where(valid, blocks, torch.full_like(blocks, span)).view(b, h * w)
+    p = probs.reshape(b, n_cls, h * w)
+    idx = ids.unsqueeze(1).expand(b, n_cls, h * w)
+    s1 = probs.new_zeros(b, n_cls, span + 1).scatter_add_(2, idx, p)
+    s2 = probs.new_zeros(b, n_cls, span + 1).scatter_add_(2, idx, p * (1 - p))
+    count = probs.new_zeros(b, span + 1).scatter_add_(
+        1, ids, probs.new_ones(()).expand(b, h * w)
+    )
+    z = torch.zeros(b, span + 1, dtype=torch.long, device=probs.device)
+    z.scatter_(1, ids, coarse.reshape(b, h * w).long())
+    count = count[:, :span].reshape(-1)
+    keep = count > 0
+    s1 = s1[:, :, :span].permute(0, 2, 1).reshape(-1, n_cls)[keep]
+    s2 = s2[:, :, :span].permute(0, 2, 1).reshape(-1, n_cls)[keep]
+    z = z[:, :span].reshape(-1)[keep]
+    count = count[keep]
     mean = s1 / count[:, None]
     var = s2 / count[:, None] ** 2
     return BlockStatistics(mean, var, count, z)

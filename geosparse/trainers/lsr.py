@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -148,6 +149,27 @@ class LabelSuperResolutionTask(SemanticSegmentationTask):
         )
 
     # ----------------------------------------------------------------- setup
+    def configure_models(self) -> None:
+        """Complete the hyperparameters, then build the model.
+
+        Under LightningCLI, ``save_hyperparameters`` records only the arguments of
+        the config file; the derived values (number of classes, the resolved joint
+        distribution, defaults of this class) are filled in here so that every
+        checkpoint carries the full table and loads without the original CSV.
+        """
+        for name, param in inspect.signature(LabelSuperResolutionTask).parameters.items():
+            if name not in self.hparams and param.default is not inspect.Parameter.empty:
+                self.hparams[name] = param.default
+        self.hparams.update(
+            priors=self.table.to_dict(),
+            num_classes=self.table.num_fine,
+            task='multiclass',
+            num_labels=None,
+            ignore_index=None,
+            class_weights=None,
+        )
+        super().configure_models()
+
     def configure_losses(self) -> None:
         """Build the criterion and the code lookup tables."""
         table = self.table

@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+import rasterio
+from torchgeo.samplers import RandomGeoSampler
+
+from geosparse.datasets import CoarseLabels, FineLabels, ImageryDataset, make_scene
+
+
+def test_scene_is_deterministic(tmp_path):
+    a = make_scene(tmp_path / 'a', size=96, seed=5)
+    b = make_scene(tmp_path / 'b', size=96, seed=5)
+    for x, y in zip((a.image, a.coarse, a.fine), (b.image, b.coarse, b.fine), strict=True):
+        with rasterio.open(x) as s, rasterio.open(y) as t:
+            np.testing.assert_array_equal(s.read(), t.read())
+    with rasterio.open(a.image) as s:
+        assert s.count == 4 and s.crs.to_epsg() == 32618 and s.colorinterp[3].name != 'alpha'
+    with rasterio.open(a.coarse) as s:
+        assert s.crs.to_epsg() == 5070 and s.res == (30.0, 30.0)
+
+
+def test_blocks_follow_the_coarse_grid(scene):
+    ds = ImageryDataset(scene.image.parent, glob='*_naip.tif') & CoarseLabels(
+        scene.coarse.parent, glob='*_nlcd.tif'
+    ) & FineLabels(scene.fine.parent, glob='*_lc.tif')
+    q = next(iter(RandomGeoSampler(ds, 96, length=1)))
+    s = ds[q]
+    block, coarse = s['block'].numpy(), s['coarse'].numpy()
+    assert s['image'].shape == (4, 96, 96) and s['mask'].shape == (96, 96)
+    # every block holds a single coarse code, and blocks are about 30 x 30 m
+    for b in np.unique(block[block >= 0]):
+        assert len(np.unique(coarse[block == b])) == 1
+    sizes = np.bincount(block[block >= 0].ravel())
+    assert sizes.max() <= 31 * 31 + 62
+    assert (block[coarse == 0] == -1).all()
+
+
+def test_cells_cut_regions(scene):
+    co = CoarseLabels(scene.coarse.parent, glob='*_nlcd.tif', blocks='cells', cell_size=30)
+    ds = ImageryDataset(scene.image.parent, glob='*_naip.tif') & co
+    s = ds[next(iter(RandomGeoSampler(ds, 64, length=1)))]
+    block = s['block'].numpy()
+    assert block.max() >= 3
+
+
+def test_misaligned_coarse_grids_are_rejected(tmp_path, scene):
+    import shutil
+
+    folder = tmp_path / 'c'
+    folder.mkdir()
+    shutil.copy(scene.coarse, folder / 'a_nlcd.tif')
+    with rasterio.open(scene.coarse) as src:
+        prof, data = src.profile, src.read()
+    t = prof['transform']
+    prof['transform'] = rasterio.Affine(t.a, 0, t.c + 7, 0, t.e, t.f)
+    with rasterio.open(folder / 'b_nlcd.tif', 'w', **prof) as dst:
+        dst.write(data)
+    with pytest.raises(ValueError, match='share one grid'):
+        CoarseLabels(folder, glob='*_nlcd.tif')

@@ -1,0 +1,37 @@
+import json
+import subprocess
+import sys
+
+from .conftest import ROOT
+
+
+def test_loss_overhead_prints_ratio():
+    res = subprocess.run(
+        [sys.executable, str(ROOT / 'benchmarks' / 'loss_overhead.py'), '--repeats', '1',
+         '--size', '64', '--batch-size', '2'],
+        capture_output=True, text=True, check=True,
+    )
+    out = json.loads(res.stdout)
+    assert out['lsr_over_ce'] > 0
+
+
+def test_lsr_chesapeake_runs_on_real_patches(data_dir, tmp_path):
+    src = data_dir / 'chesapeake-wv2014' / 'train'
+    for split, ids in (('tr', ['00', '03']), ('ev', ['07'])):
+        (tmp_path / split).mkdir()
+        for i in ids:
+            for f in src.glob(f'*_{i}_*.tif'):
+                (tmp_path / split / f.name).symlink_to(f)
+    out = tmp_path / 'r.json'
+    ckpt = tmp_path / 'lsr.ckpt'
+    subprocess.run(
+        [sys.executable, str(ROOT / 'benchmarks' / 'lsr_chesapeake.py'), '--train',
+         str(tmp_path / 'tr'), '--eval', str(tmp_path / 'ev'), '--steps', '1',
+         '--batch-size', '2', '--out', str(out), '--save-checkpoint', str(ckpt)],
+        capture_output=True, text=True, check=True,
+    )
+    res = json.loads(out.read_text())
+    assert set(res['methods']) == {'lsr', 'soft-naive', 'hard-naive', 'hr', 'nlcd-argmax'}
+    for scores in res['methods'].values():
+        assert 0 <= scores['acc'] <= 1 and 0 <= scores['miou'] <= 1
+    assert ckpt.stat().st_size > 0

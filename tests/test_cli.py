@@ -1,0 +1,57 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import rasterio
+from rio_cogeo.cogeo import cog_validate
+
+from geosparse.cli import main
+from geosparse.priors import JointDistribution
+
+
+def test_demo_writes_valid_cog_and_png(tmp_path, capsys):
+    assert main(['demo', '--out', str(tmp_path), '--size', '128', '--steps', '2']) == 0
+    out = capsys.readouterr().out
+    assert 'landcover.tif' in out and 'accuracy' in out
+    cog = tmp_path / 'landcover.tif'
+    valid, errors, _ = cog_validate(str(cog))
+    assert valid, errors
+    with rasterio.open(cog) as src:
+        assert src.descriptions == ('class', 'uncertainty')
+        assert src.crs.to_epsg() == 32618
+        assert src.colormap(1)[1][:3] == (38, 115, 0)
+        assert 'geosparse_version' in src.tags()
+        classes = src.read(1)
+        assert set(np.unique(classes)) <= {0, 1, 2, 3}
+    assert (tmp_path / 'landcover.png').stat().st_size > 10_000
+    assert not list(tmp_path.glob('.*'))  # no temporary files left behind
+
+
+def test_priors_estimate_and_show(scene, tmp_path, capsys):
+    out = tmp_path / 'est.csv'
+    code = main(['priors', 'estimate', '--coarse', str(scene.coarse), '--fine',
+                 str(scene.fine), '--out', str(out)])
+    assert code == 0
+    table = JointDistribution.from_csv(out)
+    assert np.allclose(table.eta.sum(1), 1)
+    # the synthetic NLCD rules: developed-high cells are mostly impervious
+    if 24 in table.coarse_codes:
+        assert table.eta[table.coarse_codes.index(24), 3] > 0.7
+    assert main(['priors', 'show', str(out)]) == 0
+    assert 'impervious' in capsys.readouterr().out
+
+
+def test_bad_table_is_reported(tmp_path, capsys):
+    bad = tmp_path / 'bad.csv'
+    bad.write_text('coarse_code,a_mean,a_std\n1,0.4,0.1\n')
+    assert main(['priors', 'show', str(bad)]) == 2
+    assert 'sum to 0.400' in capsys.readouterr().err
+
+
+def test_help_teaches():
+    res = subprocess.run([sys.executable, '-m', 'geosparse.cli', '--help'],
+                         capture_output=True, text=True, check=True)
+    assert 'torchgeo fit --config' in res.stdout and 'demo' in res.stdout
+    with pytest.raises(SystemExit):
+        main(['demo', '--help'])

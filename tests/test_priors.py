@@ -1,0 +1,64 @@
+import numpy as np
+import pytest
+
+from geosparse.priors import JointDistribution, PriorError
+
+
+def test_builtin_table_matches_published_values():
+    t = JointDistribution.builtin('nlcd-landcover4')
+    assert t.fine_names == ['water', 'forest', 'field', 'impervious']
+    i = t.coarse_codes.index(22)
+    np.testing.assert_allclose(t.eta[i], [0.01, 0.31, 0.34, 0.35])
+    np.testing.assert_allclose(t.rho[i], [0.06, 0.24, 0.21, 0.18])
+    assert t.argmax_map()[41] == 1 and t.argmax_map()[24] == 3
+
+
+def test_csv_round_trip(tmp_path):
+    t = JointDistribution.builtin()
+    t.to_csv(tmp_path / 'table.csv')
+    u = JointDistribution.from_csv(tmp_path / 'table.csv')
+    assert u.coarse_codes == t.coarse_codes and u.fine_codes == t.fine_codes
+    np.testing.assert_allclose(u.eta, t.eta)
+    np.testing.assert_allclose(u.rho, t.rho)
+    v = JointDistribution.load(t.to_dict())
+    np.testing.assert_allclose(v.eta, t.eta)
+
+
+def _write(path, rows):
+    path.write_text('coarse_code,a_mean,a_std,b_mean,b_std\n' + '\n'.join(rows))
+    return path
+
+
+def test_validation_errors(tmp_path):
+    with pytest.raises(PriorError, match='sum to 0.500'):
+        JointDistribution.from_csv(_write(tmp_path / 'x.csv', ['1,0.2,0.1,0.3,0.1']))
+    with pytest.raises(PriorError, match='non-positive std'):
+        JointDistribution.from_csv(_write(tmp_path / 'y.csv', ['1,0.5,0.0,0.5,0.1']))
+    (tmp_path / 'z.csv').write_text('coarse_code,a_mean\n1,1.0\n')
+    with pytest.raises(PriorError, match='a_std'):
+        JointDistribution.from_csv(tmp_path / 'z.csv')
+    with pytest.raises(PriorError, match='no such'):
+        JointDistribution.from_csv(tmp_path / 'missing.csv')
+    with pytest.raises(PriorError, match=r'\[99\]'):
+        JointDistribution.builtin().check_codes([41, 99], 'nlcd.tif')
+
+
+def test_from_intervals_uniform_moments():
+    t = JointDistribution.from_intervals(
+        {22: {'impervious': (0.20, 0.49)}}, ['water', 'forest', 'field', 'impervious']
+    )
+    assert t.eta[0, 3] == pytest.approx(0.345)
+    assert t.rho[0, 3] == pytest.approx(0.29 / np.sqrt(12))
+    assert t.eta[0].sum() == pytest.approx(1.0)
+
+
+def test_estimate_recovers_fractions():
+    coarse = np.repeat([[11, 41]], 10, axis=0).repeat(5, axis=1)  # 10 x 10
+    fine = np.ones((10, 10), dtype=int)
+    fine[:, 5:] = 2
+    fine[:5, 5:] = 3  # the 41 block: half forest(2), half field(3)
+    t = JointDistribution.estimate(coarse, fine, fine_codes=[1, 2, 3, 4])
+    i = t.coarse_codes.index(41)
+    np.testing.assert_allclose(t.eta[i], [0, 0.5, 0.5, 0])
+    with pytest.raises(PriorError, match=r'\[7\]'):
+        JointDistribution.estimate(coarse, fine * 0 + 7, fine_codes=[1, 2, 3, 4])

@@ -1,0 +1,84 @@
+import warnings
+
+import pytest
+import torch
+from lightning.pytorch import Trainer
+
+from geosparse.datamodules import LabelSuperResolutionDataModule
+from geosparse.priors import PriorError
+from geosparse.trainers import LabelSuperResolutionTask, combine_with_prior
+
+
+def _dm(scene, **kw):
+    args = dict(
+        image_paths=str(scene.image), coarse_paths=str(scene.coarse),
+        fine_paths=str(scene.fine), patch_size=64, batch_size=2, length=4,
+        val_fraction=0.25, split='grid', grid_size=2,
+    )
+    args.update(kw)
+    return LabelSuperResolutionDataModule(**args)
+
+
+def _trainer(steps=2):
+    return Trainer(accelerator='cpu', max_steps=steps, max_epochs=1, logger=False,
+                   enable_checkpointing=False, enable_progress_bar=False,
+                   enable_model_summary=False, limit_val_batches=2)
+
+
+@pytest.mark.parametrize('loss', ['lsr', 'soft-naive', 'hard-naive', 'hr', 'hr+lsr'])
+def test_every_loss_trains_and_validates(scene, loss):
+    task = LabelSuperResolutionTask(model='fcn', num_filters=8, loss=loss)
+    before = [p.clone() for p in task.parameters()]
+    trainer = _trainer()
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        trainer.fit(task, datamodule=_dm(scene))
+    assert any((a != b).any() for a, b in zip(before, task.parameters(), strict=True))
+    assert 'val_acc' in trainer.callback_metrics
+    assert 0 <= float(trainer.callback_metrics['val_miou']) <= 1
+
+
+def test_batches_keep_georeference(scene):
+    dm = _dm(scene)
+    dm.setup('fit')
+    batch = next(iter(dm.train_dataloader()))
+    moved = dm.transfer_batch_to_device(batch, torch.device('cpu'), 0)
+    assert 'crs' in moved and 'bounds' in moved
+    assert moved['transform'].shape == (2, 6)
+    assert moved['transform'][0, 0] == pytest.approx(1.0)
+
+
+def test_unknown_coarse_code_is_named():
+    task = LabelSuperResolutionTask(model='fcn', num_filters=8)
+    batch = {'image': torch.rand(1, 4, 16, 16), 'coarse': torch.full((1, 16, 16), 77)}
+    with pytest.raises(PriorError, match=r'\[77\]'):
+        task.compute_loss(batch, task(batch['image']))
+
+
+def test_all_nodata_batch_is_skipped_with_warning():
+    task = LabelSuperResolutionTask(model='fcn', num_filters=8)
+    batch = {'image': torch.rand(1, 4, 16, 16), 'coarse': torch.zeros(1, 16, 16)}
+    with pytest.warns(UserWarning, match='no labelled pixel'):
+        assert task.training_step(batch, 0) is None
+
+
+def test_combine_with_prior():
+    probs = torch.full((1, 2, 1, 2), 0.5)
+    eta = torch.tensor([[0.9, 0.1]])
+    out = combine_with_prior(probs, torch.tensor([[[0, -1]]]), eta, weight=1.0, eps=0)
+    torch.testing.assert_close(out[0, :, 0, 0], torch.tensor([0.9, 0.1]))
+    torch.testing.assert_close(out[0, :, 0, 1], torch.tensor([0.5, 0.5]))
+
+
+def test_checkpoint_round_trip_keeps_priors(scene, tmp_path):
+    task = LabelSuperResolutionTask(model='fcn', num_filters=8)
+    trainer = _trainer(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        trainer.fit(task, datamodule=_dm(scene))
+    trainer.save_checkpoint(tmp_path / 'm.ckpt')
+    loaded = LabelSuperResolutionTask.load_from_checkpoint(tmp_path / 'm.ckpt')
+    x = {'image': torch.rand(1, 4, 32, 32) * 255}
+    task.eval()
+    torch.testing.assert_close(loaded.predict_probs(x), task.predict_probs(x))
+    assert loaded.table.coarse_codes == task.table.coarse_codes
