@@ -151,14 +151,14 @@ def main(argv: list[str] | None = None) -> None:
         '--blocks',
         default='regions',
         choices=('regions', 'cells'),
-        help='blocks: whole NLCD regions of a window (default, as in the authors\' '
+        help="blocks: whole NLCD regions of a window (default, as in the authors' "
         'code) or their 30 m cells',
     )
     parser.add_argument('--methods', default=','.join(METHODS))
     args = parser.parse_args(argv)
     warnings.filterwarnings('ignore')
     torch.set_num_threads(os.cpu_count() or 1)
-    train_data, eval_data = triples(args.train), triples(args.eval)
+    _train_data, eval_data = triples(args.train), triples(args.eval)
     table = JointDistribution.builtin('nlcd-landcover4')
     start = time.perf_counter()
     results: dict[str, Any] = {}

@@ -90,7 +90,9 @@ def _priors_estimate(args: argparse.Namespace) -> int:
         block_ids=None if block is None else np.asarray(block),
     )
     table.to_csv(args.out)
-    print(f'wrote {args.out}: {table.num_coarse} coarse x {table.num_fine} fine classes')
+    print(
+        f'wrote {args.out}: {table.num_coarse} coarse x {table.num_fine} fine classes'
+    )
     return 0
 
 
@@ -124,7 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument('--seed', type=int, default=0)
     demo.set_defaults(func=_demo)
 
-    priors = sub.add_parser('priors', help='joint distributions of coarse and fine classes')
+    priors = sub.add_parser(
+        'priors', help='joint distributions of coarse and fine classes'
+    )
     psub = priors.add_subparsers(dest='priors_command', required=True)
     show = psub.add_parser('show', help='print a table (built-in name or CSV)')
     show.add_argument('table', nargs='?', default='nlcd-landcover4')

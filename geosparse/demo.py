@@ -94,7 +94,9 @@ def run_demo(
         fine = src.read(1).astype(np.int64) - 1
     coarse = read_coarse_on_grid(scene.coarse, scene.image)
     metrics = LandCoverMetrics(task.table.num_fine, list(task.table.fine_names))
-    metrics.update(torch.from_numpy(result['classes'].astype(np.int64)), torch.from_numpy(fine))
+    metrics.update(
+        torch.from_numpy(result['classes'].astype(np.int64)), torch.from_numpy(fine)
+    )
     scores = scores_from_confusion(metrics.cm, list(task.table.fine_names))
     names = list(task.table.fine_names)
     with rasterio.open(cog) as src:

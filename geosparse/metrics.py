@@ -1,4 +1,4 @@
-"""Land-cover metrics: overall accuracy, IoU per class, mIoU, and a coarse subset.
+r"""Land-cover metrics: overall accuracy, IoU per class, mIoU, and a coarse subset.
 
 All scores come from one confusion matrix :math:`C` (rows truth, columns
 prediction): accuracy :math:`\\sum_l C_{ll} / \\sum C`, IoU
@@ -19,9 +19,7 @@ from torchmetrics import Metric
 __all__ = ['LandCoverMetrics', 'scores_from_confusion']
 
 
-def scores_from_confusion(
-    cm: Tensor, names: list[str] | None = None
-) -> dict[str, Any]:
+def scores_from_confusion(cm: Tensor, names: list[str] | None = None) -> dict[str, Any]:
     """Accuracy, IoU per class and mIoU over the classes present in the truth.
 
     Args:
@@ -39,12 +37,12 @@ def scores_from_confusion(
     truth = cm.sum(1)
     pred = cm.sum(0)
     union = truth + pred - tp
-    iou = {
-        names[i]: float(tp[i] / union[i]) for i in range(len(names)) if union[i] > 0
-    }
+    iou = {names[i]: float(tp[i] / union[i]) for i in range(len(names)) if union[i] > 0}
     present = truth > 0
     acc = float(tp.sum() / total) if total > 0 else float('nan')
-    miou = float((tp[present] / union[present]).mean()) if present.any() else float('nan')
+    miou = (
+        float((tp[present] / union[present]).mean()) if present.any() else float('nan')
+    )
     return {'acc': acc, 'miou': miou, 'iou': iou}
 
 

@@ -64,16 +64,18 @@ def plot_landcover(
         elif name == 'coarse labels':
             ax.imshow(coarse, cmap='tab20', interpolation='nearest')
         elif name == 'prediction':
-            ax.imshow(prediction, cmap=cmap, vmin=-0.5, vmax=k - 0.5, interpolation='nearest')
+            ax.imshow(
+                prediction, cmap=cmap, vmin=-0.5, vmax=k - 0.5, interpolation='nearest'
+            )
         elif name == 'uncertainty':
             im = ax.imshow(uncertainty, cmap='magma', vmin=0, vmax=1)
             fig.colorbar(im, ax=ax, fraction=0.046)
         else:
             shown = np.ma.masked_less(truth, 0)  # type: ignore[arg-type]
-            ax.imshow(shown, cmap=cmap, vmin=-0.5, vmax=k - 0.5, interpolation='nearest')
-    handles = [
-        plt.Rectangle((0, 0), 1, 1, color=np.array(c[:3]) / 255) for c in colors
-    ]
+            ax.imshow(
+                shown, cmap=cmap, vmin=-0.5, vmax=k - 0.5, interpolation='nearest'
+            )
+    handles = [plt.Rectangle((0, 0), 1, 1, color=np.array(c[:3]) / 255) for c in colors]
     fig.legend(handles, list(names), loc='lower center', ncol=len(names), frameon=False)
     if title:
         fig.suptitle(title)

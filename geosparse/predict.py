@@ -1,4 +1,4 @@
-"""Whole-raster prediction of a label super-resolution model, written as a COG.
+r"""Whole-raster prediction of a label super-resolution model, written as a COG.
 
 The raster is cut into windows with a halo; each window is predicted and only its
 centre is kept (crop-centre), so where the model's receptive field fits inside the
@@ -97,7 +97,9 @@ def predict_landcover(
             f'{image_path}: {image.shape[0]} bands, but the model was trained on '
             f'{task.hparams["in_channels"]}.'
         )
-    coarse = None if coarse_path is None else read_coarse_on_grid(coarse_path, image_path)
+    coarse = (
+        None if coarse_path is None else read_coarse_on_grid(coarse_path, image_path)
+    )
     _, h, w = image.shape
     n_cls = task.table.num_fine
     probs = np.zeros((n_cls, h, w), dtype=np.float32)
@@ -110,7 +112,9 @@ def predict_landcover(
             'image': torch.from_numpy(image[None, :, r:r1, c:c1].astype(np.float32))
         }
         if coarse is not None:
-            batch['coarse'] = torch.from_numpy(coarse[None, r:r1, c:c1].astype(np.int64))
+            batch['coarse'] = torch.from_numpy(
+                coarse[None, r:r1, c:c1].astype(np.int64)
+            )
         with torch.no_grad():
             p = task.predict_probs(batch)[0].numpy()
         # Keep the centre: drop the halo except at the raster's edges.
@@ -118,7 +122,9 @@ def predict_landcover(
         left = 0 if c == 0 else halo
         bottom = r1 - r if r1 == h else r1 - r - halo
         right = c1 - c if c1 == w else c1 - c - halo
-        probs[:, r + top : r + bottom, c + left : c + right] = p[:, top:bottom, left:right]
+        probs[:, r + top : r + bottom, c + left : c + right] = p[
+            :, top:bottom, left:right
+        ]
     classes = probs.argmax(0).astype(np.uint8)
     unc = normalised_entropy(torch.from_numpy(probs)[None])[0].numpy()
     unc8 = np.round(np.clip(unc, 0, 1) * 254).astype(np.uint8)
@@ -127,7 +133,9 @@ def predict_landcover(
         classes[invalid] = 255
         unc8[invalid] = 255
     names = list(task.table.fine_names)
-    colormap = {i: CLASS_COLORS.get(n, (128, 128, 128, 255)) for i, n in enumerate(names)}
+    colormap = {
+        i: CLASS_COLORS.get(n, (128, 128, 128, 255)) for i, n in enumerate(names)
+    }
     write_cog(
         out_path,
         np.stack([classes, unc8]),

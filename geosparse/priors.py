@@ -1,4 +1,4 @@
-"""Joint distributions between coarse and fine classes.
+r"""Joint distributions between coarse and fine classes.
 
 Label super-resolution (Malkin et al., "Label Super-Resolution Networks", ICLR 2019)
 needs, for every coarse class ``z`` and fine class ``l``, a Gaussian over the fraction
@@ -65,7 +65,7 @@ class PriorError(ValueError):
 
 @dataclass
 class JointDistribution:
-    """Gaussian joint distribution between coarse classes and fine classes.
+    r"""Gaussian joint distribution between coarse classes and fine classes.
 
     For coarse class :math:`z` and fine class :math:`l`, the fraction of fine class
     :math:`l` in a block labelled :math:`z` is modelled as
@@ -104,7 +104,7 @@ class JointDistribution:
 
     # ------------------------------------------------------------------ checks
     def validate(self, tolerance: float = 0.05, source: str = 'table') -> None:
-        """Check shapes, ranges and normalisation.
+        r"""Check shapes, ranges and normalisation.
 
         Args:
             tolerance: largest allowed deviation of :math:`\\sum_l \\eta_{l,z}` from 1.
@@ -175,9 +175,7 @@ class JointDistribution:
 
     def argmax_map(self) -> dict[int, int]:
         """Most likely fine class index for each coarse code (the no-learning map)."""
-        return {
-            c: int(np.argmax(self.eta[i])) for i, c in enumerate(self.coarse_codes)
-        }
+        return {c: int(np.argmax(self.eta[i])) for i, c in enumerate(self.coarse_codes)}
 
     def subset(self, codes: Sequence[int]) -> JointDistribution:
         """Return a table restricted to the given coarse codes (order kept)."""
@@ -338,7 +336,9 @@ class JointDistribution:
             return cls.from_csv(path)
 
     @classmethod
-    def load(cls, spec: str | os.PathLike[str] | Mapping[str, Any]) -> JointDistribution:
+    def load(
+        cls, spec: str | os.PathLike[str] | Mapping[str, Any]
+    ) -> JointDistribution:
         """Load from a built-in name, a CSV path or a :meth:`to_dict` mapping."""
         if isinstance(spec, Mapping):
             table = cls.from_dict(spec)
@@ -356,7 +356,7 @@ class JointDistribution:
         fine_names: Sequence[str],
         fine_codes: Sequence[int] = (),
     ) -> JointDistribution:
-        """Build a table from interval constraints such as NLCD class descriptions.
+        r"""Build a table from interval constraints such as NLCD class descriptions.
 
         A constraint ``lo <= fraction_l <= hi`` is read as a uniform distribution on
         ``[lo, hi]``: :math:`\\eta = (lo + hi)/2`, :math:`\\rho = (hi - lo)/\\sqrt{12}`.
@@ -416,7 +416,7 @@ class JointDistribution:
         min_std: float = 0.01,
         block_ids: np.ndarray | None = None,
     ) -> JointDistribution:
-        """Estimate the table by counting fine classes inside coarse blocks.
+        r"""Estimate the table by counting fine classes inside coarse blocks.
 
         For each block (a coarse pixel, given by ``block_ids``; without them, all
         pixels of one coarse class form one block) the fraction of each fine class

@@ -7,9 +7,19 @@ from .conftest import ROOT
 
 def test_loss_overhead_prints_ratio():
     res = subprocess.run(
-        [sys.executable, str(ROOT / 'benchmarks' / 'loss_overhead.py'), '--repeats', '1',
-         '--size', '64', '--batch-size', '2'],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            str(ROOT / 'benchmarks' / 'loss_overhead.py'),
+            '--repeats',
+            '1',
+            '--size',
+            '64',
+            '--batch-size',
+            '2',
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     out = json.loads(res.stdout)
     assert out['lsr_over_ce'] > 0
@@ -25,13 +35,34 @@ def test_lsr_chesapeake_runs_on_real_patches(data_dir, tmp_path):
     out = tmp_path / 'r.json'
     ckpt = tmp_path / 'lsr.ckpt'
     subprocess.run(
-        [sys.executable, str(ROOT / 'benchmarks' / 'lsr_chesapeake.py'), '--train',
-         str(tmp_path / 'tr'), '--eval', str(tmp_path / 'ev'), '--steps', '1',
-         '--batch-size', '2', '--out', str(out), '--save-checkpoint', str(ckpt)],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            str(ROOT / 'benchmarks' / 'lsr_chesapeake.py'),
+            '--train',
+            str(tmp_path / 'tr'),
+            '--eval',
+            str(tmp_path / 'ev'),
+            '--steps',
+            '1',
+            '--batch-size',
+            '2',
+            '--out',
+            str(out),
+            '--save-checkpoint',
+            str(ckpt),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     res = json.loads(out.read_text())
-    assert set(res['methods']) == {'lsr', 'soft-naive', 'hard-naive', 'hr', 'nlcd-argmax'}
+    assert set(res['methods']) == {
+        'lsr',
+        'soft-naive',
+        'hard-naive',
+        'hr',
+        'nlcd-argmax',
+    }
     for scores in res['methods'].values():
         assert 0 <= scores['acc'] <= 1 and 0 <= scores['miou'] <= 1
     assert ckpt.stat().st_size > 0

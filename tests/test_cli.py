@@ -30,8 +30,18 @@ def test_demo_writes_valid_cog_and_png(tmp_path, capsys):
 
 def test_priors_estimate_and_show(scene, tmp_path, capsys):
     out = tmp_path / 'est.csv'
-    code = main(['priors', 'estimate', '--coarse', str(scene.coarse), '--fine',
-                 str(scene.fine), '--out', str(out)])
+    code = main(
+        [
+            'priors',
+            'estimate',
+            '--coarse',
+            str(scene.coarse),
+            '--fine',
+            str(scene.fine),
+            '--out',
+            str(out),
+        ]
+    )
     assert code == 0
     table = JointDistribution.from_csv(out)
     assert np.allclose(table.eta.sum(1), 1)
@@ -50,8 +60,12 @@ def test_bad_table_is_reported(tmp_path, capsys):
 
 
 def test_help_teaches():
-    res = subprocess.run([sys.executable, '-m', 'geosparse.cli', '--help'],
-                         capture_output=True, text=True, check=True)
+    res = subprocess.run(
+        [sys.executable, '-m', 'geosparse.cli', '--help'],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert 'torchgeo fit --config' in res.stdout and 'demo' in res.stdout
     with pytest.raises(SystemExit):
         main(['demo', '--help'])

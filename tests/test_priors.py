@@ -30,7 +30,7 @@ def _write(path, rows):
 
 
 def test_validation_errors(tmp_path):
-    with pytest.raises(PriorError, match='sum to 0.500'):
+    with pytest.raises(PriorError, match=r'sum to 0\.500'):
         JointDistribution.from_csv(_write(tmp_path / 'x.csv', ['1,0.2,0.1,0.3,0.1']))
     with pytest.raises(PriorError, match='non-positive std'):
         JointDistribution.from_csv(_write(tmp_path / 'y.csv', ['1,0.5,0.0,0.5,0.1']))

@@ -81,9 +81,7 @@ class LabelSuperResolutionDataModule(GeoDataModule):
             seed: seed of the split and the samplers.
             num_workers: data loader workers.
         """
-        super().__init__(
-            ImageryDataset, batch_size, patch_size, length, num_workers
-        )
+        super().__init__(ImageryDataset, batch_size, patch_size, length, num_workers)
         self.save_hyperparameters()
         self.collate_fn = collate_geo
         self.aug = None
@@ -159,6 +157,7 @@ class LabelSuperResolutionDataModule(GeoDataModule):
         self, batch: dict[str, Any], device: torch.device, dataloader_idx: int
     ) -> dict[str, Any]:
         """Move tensors, keep ``crs`` and ``bounds`` (TorchGeo drops them)."""
+
         def move(b: dict[str, Any]) -> dict[str, Any]:
             return LightningDataModule.transfer_batch_to_device(
                 self, b, device, dataloader_idx

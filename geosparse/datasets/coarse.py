@@ -81,7 +81,7 @@ class FineLabels(RasterDataset):
 
 
 class CoarseLabels(RasterDataset):
-    """Coarse categorical labels with the block structure of their own grid.
+    r"""Coarse categorical labels with the block structure of their own grid.
 
     Each sample holds ``coarse`` (the coarse code at every pixel of the query grid,
     nearest-neighbour) and, with ``blocks='grid'``, ``block``: an integer per pixel
@@ -130,9 +130,7 @@ class CoarseLabels(RasterDataset):
             ValueError: if the coarse rasters do not share one grid.
         """
         if blocks not in ('grid', 'regions', 'cells'):
-            raise ValueError(
-                f"blocks={blocks!r}: choose 'grid', 'regions' or 'cells'."
-            )
+            raise ValueError(f"blocks={blocks!r}: choose 'grid', 'regions' or 'cells'.")
         if cell_size <= 0:
             raise ValueError(f'cell_size={cell_size} must be > 0.')
         self.cell_size = cell_size

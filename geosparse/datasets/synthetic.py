@@ -95,9 +95,12 @@ def _imagery(fine: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     img *= 1 + 0.08 * _smooth_noise(rng, fine.shape, size / 8)[None]
     # Class-specific texture: canopy speckle in forest, rows in fields.
     speckle = gaussian_filter(rng.standard_normal(fine.shape), 1.2)
-    img += (fine == 2)[None] * 18 * speckle[None] * np.array([0.6, 0.8, 0.5, 1.0])[
-        :, None, None
-    ]
+    img += (
+        (fine == 2)[None]
+        * 18
+        * speckle[None]
+        * np.array([0.6, 0.8, 0.5, 1.0])[:, None, None]
+    )
     rows = np.sin(np.arange(size)[None, :] / 3.0 + rng.uniform(0, 6)) * 6
     img += (fine == 3)[None] * rows[None] * np.array([1, 1, 0.8, 1.2])[:, None, None]
     img += rng.normal(0, 6, img.shape)
@@ -105,7 +108,7 @@ def _imagery(fine: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def nlcd_from_fractions(frac: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """NLCD-like code of each coarse cell from its fine-class fractions.
+    r"""NLCD-like code of each coarse cell from its fine-class fractions.
 
     Rules (after the NLCD 2011 legend): impervious :math:`\\geq` 80 % -> 24,
     :math:`\\geq` 50 % -> 23, :math:`\\geq` 20 % -> 22; water :math:`\\geq` 75 % -> 11;

@@ -19,7 +19,7 @@ LOG_2PI = math.log(2 * math.pi)
 
 
 class BlockStatistics:
-    """Output of :func:`label_counting`.
+    r"""Output of :func:`label_counting`.
 
     Attributes:
         mean: ``(N, L)`` mean predicted fraction :math:`\\mu_l` per block.
@@ -33,7 +33,7 @@ class BlockStatistics:
 
 
 def label_counting(probs: Tensor, blocks: Tensor, coarse: Tensor) -> BlockStatistics:
-    """Summarise per-pixel class probabilities over blocks (the label counting layer).
+    r"""Summarise per-pixel class probabilities over blocks (the label counting layer).
 
     With :math:`p_{i,l}` the softmax output at pixel :math:`i` of block :math:`B`,
     each pixel's label is an independent Bernoulli(:math:`p_{i,l}`), so the fraction
@@ -81,7 +81,7 @@ def label_counting(probs: Tensor, blocks: Tensor, coarse: Tensor) -> BlockStatis
 
 
 class StatisticsMatchingLoss(nn.Module):
-    """Statistics matching loss between block statistics and the joint distribution.
+    r"""Statistics matching loss between block statistics and the joint distribution.
 
     For a block with coarse class :math:`z` and fine class :math:`l`, with the
     label-counting statistics :math:`(\\mu_l, \\sigma^2_l)` and the prior
@@ -118,7 +118,7 @@ class StatisticsMatchingLoss(nn.Module):
         var_floor: float = 0.03,
         class_weights: Tensor | None = None,
     ) -> None:
-        """Initialise the loss.
+        r"""Initialise the loss.
 
         Args:
             eta: ``(Z, L)`` prior mean fractions.
@@ -129,9 +129,7 @@ class StatisticsMatchingLoss(nn.Module):
         """
         super().__init__()
         if variant not in ('gaussian', 'interval', 'kl'):
-            raise ValueError(
-                f'variant={variant!r}: choose gaussian, interval or kl.'
-            )
+            raise ValueError(f'variant={variant!r}: choose gaussian, interval or kl.')
         if var_floor < 0:
             raise ValueError(f'var_floor={var_floor} must be >= 0.')
         self.variant = variant
@@ -142,14 +140,17 @@ class StatisticsMatchingLoss(nn.Module):
         self.register_buffer('class_weights', torch.as_tensor(w, dtype=torch.float32))
 
     def block_loss(self, stats: BlockStatistics) -> Tensor:
-        """Per-block, per-class loss :math:`\\ell_{b,l}`, shape ``(N, L)``."""
+        r"""Per-block, per-class loss :math:`\\ell_{b,l}`, shape ``(N, L)``."""
         eta = self.eta[stats.coarse].to(stats.mean.dtype)
         rho2 = self.rho[stats.coarse].to(stats.mean.dtype) ** 2
         mu, var = stats.mean, stats.var
         var_b = var + self.var_floor
         if self.variant == 'kl':
             return 0.5 * (
-                torch.log(rho2) - torch.log(var_b) + (var_b + (mu - eta) ** 2) / rho2 - 1
+                torch.log(rho2)
+                - torch.log(var_b)
+                + (var_b + (mu - eta) ** 2) / rho2
+                - 1
             )
         diff = mu - eta
         if self.variant == 'interval':

@@ -1,4 +1,4 @@
-"""Naive baselines for learning from coarse labels (Malkin et al., ICLR 2019, Sec. 5).
+r"""Naive baselines for learning from coarse labels (Malkin et al., ICLR 2019, Sec. 5).
 
 * soft naive: every pixel of a block labelled :math:`z` is trained with
   cross-entropy against the soft target :math:`\\eta_{\\cdot,z}`:
@@ -36,7 +36,7 @@ class SoftNaiveLoss(nn.Module):
         self.register_buffer('eta', torch.as_tensor(eta, dtype=torch.float32))
 
     def forward(self, logits: Tensor, coarse: Tensor) -> Tensor:
-        """Mean of :math:`-\\sum_l \\eta_{l,z_i}\\log p_{i,l}` over labelled pixels."""
+        r"""Mean of :math:`-\\sum_l \\eta_{l,z_i}\\log p_{i,l}` over labelled pixels."""
         valid = _check(logits, coarse, self.eta)
         logp = F.log_softmax(logits.float(), dim=1).permute(0, 2, 3, 1)[valid]
         target = self.eta[coarse[valid]]
@@ -53,7 +53,7 @@ class HardNaiveLoss(nn.Module):
         self.register_buffer('eta', torch.as_tensor(eta, dtype=torch.float32))
 
     def forward(self, logits: Tensor, coarse: Tensor) -> Tensor:
-        """Cross-entropy with target :math:`\\arg\\max_l \\eta_{l,z_i}`."""
+        r"""Cross-entropy with target :math:`\\arg\\max_l \\eta_{l,z_i}`."""
         valid = _check(logits, coarse, self.eta)
         target = torch.where(valid, self.target[coarse.clamp(min=0)], -100)
         return F.cross_entropy(logits.float(), target, ignore_index=-100)

@@ -1,4 +1,4 @@
-"""Random windows drawn inversely to the frequency of their coarse classes.
+r"""Random windows drawn inversely to the frequency of their coarse classes.
 
 Malkin et al. (ICLR 2019, Sec. 5.1) sample training patches so that rare coarse
 classes (e.g. NLCD's developed classes) are seen as often as common ones. This
@@ -41,7 +41,7 @@ class CoarseBalancedGeoSampler(GeoSampler):
         probe: int = 16,
         generator: torch.Generator | None = None,
     ) -> None:
-        """Draw the pool and weigh it.
+        r"""Draw the pool and weigh it.
 
         Args:
             dataset: the dataset to sample (e.g. imagery & coarse labels).
@@ -59,7 +59,7 @@ class CoarseBalancedGeoSampler(GeoSampler):
         n_pool = pool or min(max(2 * length, 128), 512)
         base = RandomGeoSampler(dataset, size, length=n_pool, generator=generator)
         self.candidates = list(base)
-        sy, sx = _to_tuple(size)
+        _sy, _sx = _to_tuple(size)
         hist = []
         codes: dict[int, int] = {}
         for x, y, t in self.candidates:

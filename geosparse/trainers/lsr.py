@@ -24,7 +24,7 @@ LossName = Literal['lsr', 'soft-naive', 'hard-naive', 'hr', 'hr+lsr']
 def combine_with_prior(
     probs: Tensor, coarse: Tensor, eta: Tensor, weight: float = 1.0, eps: float = 0.01
 ) -> Tensor:
-    """Combine the network's class probabilities with the coarse label's prior.
+    r"""Combine the network's class probabilities with the coarse label's prior.
 
     Where the coarse label :math:`z` of a pixel is known, the prediction is
     :math:`p(l \\mid x, z) \\propto p(l \\mid x)\\,(\\eta_{l,z} + \\epsilon)^{\\gamma}`:
@@ -52,13 +52,13 @@ def combine_with_prior(
 
 
 def normalised_entropy(probs: Tensor) -> Tensor:
-    """Entropy of ``(B, L, H, W)`` probabilities divided by :math:`\\log L` (0..1)."""
+    r"""Entropy of ``(B, L, H, W)`` probabilities divided by :math:`\\log L` (0..1)."""
     ent = -(probs * probs.clamp(min=1e-12).log()).sum(dim=1)
     return ent / torch.log(torch.tensor(float(probs.shape[1])))
 
 
 class LabelSuperResolutionTask(SemanticSegmentationTask):
-    """Segmentation trained from coarse labels and a coarse-to-fine joint distribution.
+    r"""Segmentation trained from coarse labels and a coarse-to-fine joint distribution.
 
     Losses (``loss``):
 
@@ -103,7 +103,7 @@ class LabelSuperResolutionTask(SemanticSegmentationTask):
         freeze_backbone: bool = False,
         freeze_decoder: bool = False,
     ) -> None:
-        """Initialise the task.
+        r"""Initialise the task.
 
         Args:
             model: segmentation model (smp / TorchGeo names).
@@ -130,7 +130,7 @@ class LabelSuperResolutionTask(SemanticSegmentationTask):
             freeze_decoder: freeze the decoder.
         """
         table = JointDistribution.load(priors)
-        priors = table.to_dict()  # noqa: F841 - stored by save_hyperparameters
+        priors = table.to_dict()
         self.table = table
         num_classes = table.num_fine
         super().__init__(  # type: ignore[call-arg]
@@ -157,8 +157,13 @@ class LabelSuperResolutionTask(SemanticSegmentationTask):
         distribution, defaults of this class) are filled in here so that every
         checkpoint carries the full table and loads without the original CSV.
         """
-        for name, param in inspect.signature(LabelSuperResolutionTask).parameters.items():
-            if name not in self.hparams and param.default is not inspect.Parameter.empty:
+        for name, param in inspect.signature(
+            LabelSuperResolutionTask
+        ).parameters.items():
+            if (
+                name not in self.hparams
+                and param.default is not inspect.Parameter.empty
+            ):
                 self.hparams[name] = param.default
         self.hparams.update(
             priors=self.table.to_dict(),
@@ -190,7 +195,9 @@ class LabelSuperResolutionTask(SemanticSegmentationTask):
         if fnod is not None and 0 <= fnod < n_fine:
             fine_lut[fnod] = -1
         self.register_buffer('fine_lut', fine_lut)
-        sub = [c for c in self.hparams['eval_coarse_classes'] if c in table.coarse_codes]
+        sub = [
+            c for c in self.hparams['eval_coarse_classes'] if c in table.coarse_codes
+        ]
         self.register_buffer(
             'eval_subset', torch.tensor([table.coarse_codes.index(c) for c in sub])
         )
@@ -229,7 +236,7 @@ class LabelSuperResolutionTask(SemanticSegmentationTask):
 
     # ------------------------------------------------------------- helpers
     def normalize(self, x: Tensor) -> Tensor:
-        """Scale raw imagery and (``standardize='sample'``) standardise it.
+        r"""Scale raw imagery and (``standardize='sample'``) standardise it.
 
         :math:`x' = (x/s - \\bar{x})/\\max(\\mathrm{sd}(x/s), 10^{-2})`, the mean and
         standard deviation taken per band over each sample's pixels.

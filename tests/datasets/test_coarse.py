@@ -9,19 +9,27 @@ from geosparse.datasets import CoarseLabels, FineLabels, ImageryDataset, make_sc
 def test_scene_is_deterministic(tmp_path):
     a = make_scene(tmp_path / 'a', size=96, seed=5)
     b = make_scene(tmp_path / 'b', size=96, seed=5)
-    for x, y in zip((a.image, a.coarse, a.fine), (b.image, b.coarse, b.fine), strict=True):
+    for x, y in zip(
+        (a.image, a.coarse, a.fine), (b.image, b.coarse, b.fine), strict=True
+    ):
         with rasterio.open(x) as s, rasterio.open(y) as t:
             np.testing.assert_array_equal(s.read(), t.read())
     with rasterio.open(a.image) as s:
-        assert s.count == 4 and s.crs.to_epsg() == 32618 and s.colorinterp[3].name != 'alpha'
+        assert (
+            s.count == 4
+            and s.crs.to_epsg() == 32618
+            and s.colorinterp[3].name != 'alpha'
+        )
     with rasterio.open(a.coarse) as s:
         assert s.crs.to_epsg() == 5070 and s.res == (30.0, 30.0)
 
 
 def test_blocks_follow_the_coarse_grid(scene):
-    ds = ImageryDataset(scene.image.parent, glob='*_naip.tif') & CoarseLabels(
-        scene.coarse.parent, glob='*_nlcd.tif'
-    ) & FineLabels(scene.fine.parent, glob='*_lc.tif')
+    ds = (
+        ImageryDataset(scene.image.parent, glob='*_naip.tif')
+        & CoarseLabels(scene.coarse.parent, glob='*_nlcd.tif')
+        & FineLabels(scene.fine.parent, glob='*_lc.tif')
+    )
     q = next(iter(RandomGeoSampler(ds, 96, length=1)))
     s = ds[q]
     block, coarse = s['block'].numpy(), s['coarse'].numpy()
@@ -35,7 +43,9 @@ def test_blocks_follow_the_coarse_grid(scene):
 
 
 def test_cells_cut_regions(scene):
-    co = CoarseLabels(scene.coarse.parent, glob='*_nlcd.tif', blocks='cells', cell_size=30)
+    co = CoarseLabels(
+        scene.coarse.parent, glob='*_nlcd.tif', blocks='cells', cell_size=30
+    )
     ds = ImageryDataset(scene.image.parent, glob='*_naip.tif') & co
     s = ds[next(iter(RandomGeoSampler(ds, 64, length=1)))]
     block = s['block'].numpy()

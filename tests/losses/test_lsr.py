@@ -42,8 +42,10 @@ def test_gaussian_loss_is_eq7_for_one_block():
     loss = StatisticsMatchingLoss(ETA, RHO, var_floor=0.0)(logits, coarse)
     p = logits.softmax(1)[0].reshape(2, -1)
     mu, var = p.mean(1), (p * (1 - p)).sum(1) / 16**2
-    ref = (0.5 * (mu - ETA[0]) ** 2 / (var + RHO[0] ** 2)
-           + 0.5 * torch.log(2 * math.pi * var)).sum()
+    ref = (
+        0.5 * (mu - ETA[0]) ** 2 / (var + RHO[0] ** 2)
+        + 0.5 * torch.log(2 * math.pi * var)
+    ).sum()
     torch.testing.assert_close(loss, ref)
 
 
@@ -91,8 +93,15 @@ def test_naive_losses():
     coarse = torch.tensor([[[0, 1]]])
     logits = torch.log(torch.tensor([[0.9, 0.2], [0.1, 0.8]])).view(1, 2, 1, 2)
     soft = SoftNaiveLoss(ETA)(logits, coarse)
-    ref = -(0.9 * math.log(0.9) + 0.1 * math.log(0.1)
-            + 0.2 * math.log(0.2) + 0.8 * math.log(0.8)) / 2
+    ref = (
+        -(
+            0.9 * math.log(0.9)
+            + 0.1 * math.log(0.1)
+            + 0.2 * math.log(0.2)
+            + 0.8 * math.log(0.8)
+        )
+        / 2
+    )
     assert soft.item() == pytest.approx(ref, rel=1e-5)
     hard = HardNaiveLoss(ETA)(logits, coarse)
     assert hard.item() == pytest.approx(-(math.log(0.9) + math.log(0.8)) / 2, rel=1e-5)

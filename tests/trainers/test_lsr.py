@@ -11,18 +11,31 @@ from geosparse.trainers import LabelSuperResolutionTask, combine_with_prior
 
 def _dm(scene, **kw):
     args = dict(
-        image_paths=str(scene.image), coarse_paths=str(scene.coarse),
-        fine_paths=str(scene.fine), patch_size=64, batch_size=2, length=4,
-        val_fraction=0.25, split='grid', grid_size=2,
+        image_paths=str(scene.image),
+        coarse_paths=str(scene.coarse),
+        fine_paths=str(scene.fine),
+        patch_size=64,
+        batch_size=2,
+        length=4,
+        val_fraction=0.25,
+        split='grid',
+        grid_size=2,
     )
     args.update(kw)
     return LabelSuperResolutionDataModule(**args)
 
 
 def _trainer(steps=2):
-    return Trainer(accelerator='cpu', max_steps=steps, max_epochs=1, logger=False,
-                   enable_checkpointing=False, enable_progress_bar=False,
-                   enable_model_summary=False, limit_val_batches=2)
+    return Trainer(
+        accelerator='cpu',
+        max_steps=steps,
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=2,
+    )
 
 
 @pytest.mark.parametrize('loss', ['lsr', 'soft-naive', 'hard-naive', 'hr', 'hr+lsr'])
