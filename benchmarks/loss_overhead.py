@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from geosparse.io.raster import atomic_path
+from geosparse.io.raster import atomic_write_text
 from geosparse.trainers import LabelSuperResolutionTask
 
 
@@ -72,8 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     text = json.dumps(out)
     print(text)
     if args.out:
-        with atomic_path(args.out) as tmp:
-            tmp.write_text(text + '\n')
+        atomic_write_text(args.out, text + '\n')
 
 
 if __name__ == '__main__':

@@ -34,10 +34,10 @@ import torch
 from lightning.pytorch import Trainer, seed_everything
 
 from geosparse.datamodules import LabelSuperResolutionDataModule
-from geosparse.io.raster import atomic_path
+from geosparse.io.raster import atomic_path, atomic_write_text
 from geosparse.metrics import LandCoverMetrics, scores_from_confusion
 from geosparse.priors import JointDistribution
-from geosparse.trainers import LabelSuperResolutionTask
+from geosparse.trainers import LabelSuperResolutionTask, brief_trainer
 
 METHODS = ('lsr', 'soft-naive', 'hard-naive', 'hr')
 
@@ -91,7 +91,7 @@ def evaluate(
 
 def train(
     method: str, folder: Path, steps: int, seed: int, args: argparse.Namespace
-) -> LabelSuperResolutionTask:
+) -> tuple[LabelSuperResolutionTask, Trainer]:
     seed_everything(seed, workers=True)
     dm = LabelSuperResolutionDataModule(
         image_paths=str(folder),
@@ -116,21 +116,10 @@ def train(
         prior_weight=args.prior_weight,
         var_floor=args.var_floor,
     )
-    trainer = Trainer(
-        accelerator='cpu',
-        max_steps=steps,
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-    )
+    trainer = brief_trainer(steps)
     trainer.fit(task, datamodule=dm)
     task.eval()
-    task._trainer_for_save = trainer  # type: ignore[attr-defined]
-    return task
+    return task, trainer
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -163,12 +152,12 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     results: dict[str, Any] = {}
     for method in args.methods.split(','):
-        task = train(method, args.train, args.steps, args.seed, args)
+        task, trainer = train(method, args.train, args.steps, args.seed, args)
         results[method] = evaluate(task, eval_data, table)
         print(method, json.dumps(results[method]), file=sys.stderr)
         if method == 'lsr' and args.save_checkpoint:
             with atomic_path(args.save_checkpoint, suffix='.ckpt') as tmp:
-                task._trainer_for_save.save_checkpoint(tmp)  # type: ignore[attr-defined]
+                trainer.save_checkpoint(tmp)
     results['nlcd-argmax'] = evaluate(None, eval_data, table)
     out = {
         'methods': results,
@@ -178,8 +167,7 @@ def main(argv: list[str] | None = None) -> None:
     text = json.dumps(out, indent=2)
     print(text)
     if args.out:
-        with atomic_path(args.out) as tmp:
-            tmp.write_text(text + '\n')
+        atomic_write_text(args.out, text + '\n')
 
 
 if __name__ == '__main__':

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import rasterio
 import torch
-from lightning.pytorch import Trainer, seed_everything
+from lightning.pytorch import seed_everything
 
 from .datamodules import LabelSuperResolutionDataModule
 from .datasets.synthetic import make_scene
@@ -19,7 +19,7 @@ from .io.raster import atomic_path
 from .metrics import LandCoverMetrics, scores_from_confusion
 from .plot import plot_landcover
 from .predict import CLASS_COLORS, predict_landcover, read_coarse_on_grid
-from .trainers import LabelSuperResolutionTask
+from .trainers import LabelSuperResolutionTask, brief_trainer
 
 __all__ = ['run_demo']
 
@@ -69,17 +69,7 @@ def run_demo(
     with warnings.catch_warnings():
         warnings.filterwarnings('ignore', '.*does not have many workers.*')
         warnings.filterwarnings('ignore', '.*GPU available.*')
-        trainer = Trainer(
-            accelerator='cpu',
-            max_steps=steps,
-            max_epochs=1,
-            logger=False,
-            enable_checkpointing=False,
-            enable_model_summary=False,
-            enable_progress_bar=progress,
-            limit_val_batches=0,
-            num_sanity_val_steps=0,
-        )
+        trainer = brief_trainer(steps, progress=progress)
         trainer.fit(task, datamodule=dm)
     ckpt = out / 'lsr.ckpt'
     with atomic_path(ckpt, suffix='.ckpt') as tmp:

@@ -1,11 +1,12 @@
 """Raster input and output."""
 
 from .cog import cog_profile, translate_to_cog, write_cog
-from .raster import atomic_path, atomic_write_raster
+from .raster import atomic_path, atomic_write_raster, atomic_write_text
 
 __all__ = [
     'atomic_path',
     'atomic_write_raster',
+    'atomic_write_text',
     'cog_profile',
     'translate_to_cog',
     'write_cog',

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import rasterio
 
-__all__ = ['atomic_path', 'atomic_write_raster']
+__all__ = ['atomic_path', 'atomic_write_raster', 'atomic_write_text']
 
 
 @contextmanager
@@ -45,6 +45,13 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = '') -> Iterator[Path
         tmp_path.unlink(missing_ok=True)
         for side in tmp_path.parent.glob(tmp_path.name + '.*'):
             side.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write a text file atomically (e.g. a benchmark's JSON result)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
 
 
 def atomic_write_raster(

@@ -2,11 +2,14 @@ import warnings
 
 import pytest
 import torch
-from lightning.pytorch import Trainer
 
 from geosparse.datamodules import LabelSuperResolutionDataModule
 from geosparse.priors import PriorError
-from geosparse.trainers import LabelSuperResolutionTask, combine_with_prior
+from geosparse.trainers import (
+    LabelSuperResolutionTask,
+    brief_trainer,
+    combine_with_prior,
+)
 
 
 def _dm(scene, **kw):
@@ -26,16 +29,7 @@ def _dm(scene, **kw):
 
 
 def _trainer(steps=2):
-    return Trainer(
-        accelerator='cpu',
-        max_steps=steps,
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=2,
-    )
+    return brief_trainer(steps, val_batches=2)
 
 
 @pytest.mark.parametrize('loss', ['lsr', 'soft-naive', 'hard-naive', 'hr', 'hr+lsr'])
