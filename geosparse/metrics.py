@@ -50,6 +50,8 @@ class LandCoverMetrics(Metric):
     """Confusion matrices over all pixels and over a subset of coarse classes."""
 
     full_state_update = False
+    cm: Tensor
+    cm_sub: Tensor
 
     def __init__(self, num_classes: int, names: list[str] | None = None) -> None:
         """Initialise.

@@ -8,6 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 __all__ = ['plot_landcover', 'rgb_quicklook']
 
@@ -75,7 +76,7 @@ def plot_landcover(
             ax.imshow(
                 shown, cmap=cmap, vmin=-0.5, vmax=k - 0.5, interpolation='nearest'
             )
-    handles = [plt.Rectangle((0, 0), 1, 1, color=np.array(c[:3]) / 255) for c in colors]
+    handles = [Rectangle((0, 0), 1, 1, color=np.array(c[:3]) / 255) for c in colors]
     fig.legend(handles, list(names), loc='lower center', ncol=len(names), frameon=False)
     if title:
         fig.suptitle(title)

@@ -84,7 +84,7 @@ class LabelSuperResolutionDataModule(GeoDataModule):
         super().__init__(ImageryDataset, batch_size, patch_size, length, num_workers)
         self.save_hyperparameters()
         self.collate_fn = collate_geo
-        self.aug = None
+        self.aug = None  # type: ignore[assignment]  # the task normalises inputs
         self.train_aug = RandomDihedral() if augment else None
 
     def build_dataset(self) -> tuple[GeoDataset, CoarseLabels]:

@@ -54,7 +54,9 @@ class SyntheticScene:
     fine: Path
 
 
-def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float):
+def _smooth_noise(
+    rng: np.random.Generator, shape: tuple[int, int], sigma: float
+) -> np.ndarray:
     field = gaussian_filter(rng.standard_normal(shape), sigma, mode='wrap')
     return (field - field.mean()) / (field.std() + 1e-9)
 

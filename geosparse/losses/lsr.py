@@ -110,6 +110,10 @@ class StatisticsMatchingLoss(nn.Module):
     optional per-coarse-class weight :math:`w_z`.
     """
 
+    eta: Tensor
+    rho: Tensor
+    class_weights: Tensor
+
     def __init__(
         self,
         eta: Tensor,

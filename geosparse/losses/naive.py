@@ -30,6 +30,8 @@ def _check(logits: Tensor, coarse: Tensor, eta: Tensor) -> Tensor:
 class SoftNaiveLoss(nn.Module):
     """Cross-entropy against the prior mean fractions of each pixel's coarse class."""
 
+    eta: Tensor
+
     def __init__(self, eta: Tensor) -> None:
         """Initialise with the ``(Z, L)`` prior mean fractions."""
         super().__init__()
@@ -45,6 +47,9 @@ class SoftNaiveLoss(nn.Module):
 
 class HardNaiveLoss(nn.Module):
     """Cross-entropy against the most likely fine class of each pixel's coarse class."""
+
+    eta: Tensor
+    target: Tensor
 
     def __init__(self, eta: Tensor) -> None:
         """Initialise with the ``(Z, L)`` prior mean fractions."""

@@ -37,7 +37,10 @@ class CoverGeoSampler(GeoSampler):
     """Grid of windows over each indexed raster, last row/column kept inside."""
 
     def __init__(
-        self, dataset: GeoDataset, size: int, stride: int | None = None
+        self,
+        dataset: GeoDataset,
+        size: int | tuple[int, int],
+        stride: int | tuple[int, int] | None = None,
     ) -> None:
         """Build the windows.
 

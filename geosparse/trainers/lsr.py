@@ -79,6 +79,11 @@ class LabelSuperResolutionTask(SemanticSegmentationTask):
     (:func:`combine_with_prior`, exponent ``prior_weight``).
     """
 
+    eta: Tensor
+    coarse_lut: Tensor
+    fine_lut: Tensor
+    eval_subset: Tensor
+
     def __init__(
         self,
         model: Literal['unet', 'deeplabv3+', 'fcn', 'upernet', 'segformer'] = 'unet',
@@ -133,8 +138,8 @@ class LabelSuperResolutionTask(SemanticSegmentationTask):
         priors = table.to_dict()
         self.table = table
         num_classes = table.num_fine
-        super().__init__(  # type: ignore[call-arg]
-            model=model,  # type: ignore[arg-type]
+        super().__init__(
+            model=model,
             backbone=backbone,
             weights=weights,
             in_channels=in_channels,
@@ -291,9 +296,9 @@ class LabelSuperResolutionTask(SemanticSegmentationTask):
             raise KeyError(f"loss={name!r} needs 'coarse' labels in the batch.")
         if needs_fine and fine is None:
             raise KeyError(f"loss={name!r} needs fine labels ('mask') in the batch.")
-        if needs_coarse and not bool((coarse >= 0).any()):  # type: ignore[operator]
+        if coarse is not None and needs_coarse and not bool((coarse >= 0).any()):
             return None
-        if needs_fine and not bool((fine >= 0).any()):  # type: ignore[operator]
+        if fine is not None and needs_fine and not bool((fine >= 0).any()):
             return None
         blocks = batch.get('block')
         match name:
@@ -327,7 +332,7 @@ class LabelSuperResolutionTask(SemanticSegmentationTask):
         return probs
 
     # ------------------------------------------------------------- steps
-    def training_step(
+    def training_step(  # type: ignore[override]  # Lightning skips a None loss
         self, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> Tensor | None:
         """Loss of a training batch; batches without labels are skipped with a warning."""
