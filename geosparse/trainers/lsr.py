@@ -22,22 +22,36 @@ LossName = Literal['lsr', 'soft-naive', 'hard-naive', 'hr', 'hr+lsr']
 
 
 def combine_with_prior(
-    probs: Tensor, coarse: Tensor, eta: Tensor, weight: float = 1.0, eps: float = 0.01
+    probs: Tensor,
+    coarse: Tensor,
+    eta: Tensor,
+    weight: float = 1.0,
+    eps: float = 0.01,
+    marginal: Tensor | None = None,
 ) -> Tensor:
     r"""Combine the network's class probabilities with the coarse label's prior.
 
-    Where the coarse label :math:`z` of a pixel is known, the prediction is
-    :math:`p(l \\mid x, z) \\propto p(l \\mid x)\\,(\\eta_{l,z} + \\epsilon)^{\\gamma}`:
-    the network's belief reweighted by the joint distribution, as a product of
-    experts. :math:`\\gamma` is ``weight`` (0 returns ``probs``); pixels with
-    ``coarse < 0`` keep the network's probabilities.
+    Where the coarse label :math:`z` of a pixel is known, Bayes' rule with the image
+    and the coarse label conditionally independent given the fine class gives
+
+    .. math::
+        p(l \mid x, z) \propto p(l \mid x)\,\frac{p(l \mid z)}{p(l)}
+        \approx p(l \mid x)\left(\frac{\eta_{l,z} + \epsilon}{\pi_l}\right)^{\gamma},
+
+    where :math:`\pi_l` (``marginal``) is the fine-class distribution the network was
+    trained under (without it, :math:`\pi` is uniform and this is the plain product
+    of experts :math:`p(l \mid x)\,\eta_{l,z}^{\gamma}`). Dividing by :math:`\pi`
+    keeps the dominant class of the training data from being counted twice, once
+    in the network and once in :math:`\eta`. :math:`\gamma` is ``weight`` (0 returns
+    ``probs``); pixels with ``coarse < 0`` keep the network's probabilities.
 
     Args:
         probs: ``(B, L, H, W)`` probabilities.
         coarse: ``(B, H, W)`` coarse class index, negative for nodata.
         eta: ``(Z, L)`` prior mean fractions.
-        weight: exponent :math:`\\gamma`.
-        eps: floor on :math:`\\eta` so that no class is ruled out.
+        weight: exponent :math:`\gamma`.
+        eps: floor on :math:`\eta` so that no class is ruled out.
+        marginal: ``(L,)`` training marginal :math:`\pi` of the fine classes.
 
     Returns:
         ``(B, L, H, W)`` probabilities.
@@ -45,7 +59,11 @@ def combine_with_prior(
     if weight == 0:
         return probs
     valid = coarse >= 0
-    prior = (eta[coarse.clamp(min=0)] + eps) ** weight  # B, H, W, L
+    ratio = eta[coarse.clamp(min=0)] + eps  # B, H, W, L
+    if marginal is not None:
+        pi = marginal.to(ratio.dtype).clamp(min=0) + eps
+        ratio = ratio / (pi / pi.sum())
+    prior = ratio**weight
     prior = torch.where(valid[..., None], prior, torch.ones_like(prior))
     out = probs * prior.permute(0, 3, 1, 2).to(probs.dtype)
     return out / out.sum(dim=1, keepdim=True).clamp(min=1e-12)
@@ -83,6 +101,8 @@ class LabelSuperResolutionTask(SemanticSegmentationTask):
     coarse_lut: Tensor
     fine_lut: Tensor
     eval_subset: Tensor
+    coarse_seen: Tensor
+    fine_seen: Tensor
 
     def __init__(
         self,
@@ -100,6 +120,7 @@ class LabelSuperResolutionTask(SemanticSegmentationTask):
         fine_nodata: int | None = 0,
         eval_coarse_classes: Sequence[int] = NLCD_DEVELOPED,
         prior_weight: float = 1.0,
+        prior_rule: Literal['bayes', 'product'] = 'bayes',
         input_scale: float = 255.0,
         standardize: Literal['sample', 'none'] = 'sample',
         num_filters: int = 64,
@@ -126,6 +147,8 @@ class LabelSuperResolutionTask(SemanticSegmentationTask):
             fine_nodata: fine code meaning "no label".
             eval_coarse_classes: coarse codes of the ``dev_`` metrics.
             prior_weight: :math:`\\gamma` of :func:`combine_with_prior` at inference.
+            prior_rule: ``bayes`` divides by the fine-class marginal seen in
+                training (:meth:`training_marginal`); ``product`` does not.
             input_scale: raw values are divided by this first.
             standardize: ``sample`` standardises each band of each sample.
             num_filters: width of the ``fcn`` model.
@@ -200,6 +223,9 @@ class LabelSuperResolutionTask(SemanticSegmentationTask):
         if fnod is not None and 0 <= fnod < n_fine:
             fine_lut[fnod] = -1
         self.register_buffer('fine_lut', fine_lut)
+        # Label counts seen in training: the marginal of the Bayes combination.
+        self.register_buffer('coarse_seen', torch.zeros(table.num_coarse))
+        self.register_buffer('fine_seen', torch.zeros(table.num_fine))
         sub = [
             c for c in self.hparams['eval_coarse_classes'] if c in table.coarse_codes
         ]
@@ -321,15 +347,47 @@ class LabelSuperResolutionTask(SemanticSegmentationTask):
         target = torch.where(fine >= 0, fine, torch.full_like(fine, -100))
         return F.cross_entropy(logits.float(), target, ignore_index=-100)
 
+    def training_marginal(self) -> Tensor | None:
+        r"""Fine-class distribution :math:`\pi` the network was trained under.
+
+        For losses on fine labels, the frequency of the fine labels seen in
+        training; for losses on coarse labels, :math:`\pi_l = \sum_z f_z\,\eta_{l,z}`
+        with :math:`f_z` the frequency of the coarse labels seen (after any balanced
+        sampling, which is what the network saw). None before training.
+        """
+        if self.hparams['loss'].startswith('hr') and float(self.fine_seen.sum()) > 0:
+            return self.fine_seen / self.fine_seen.sum()
+        total = float(self.coarse_seen.sum())
+        if total == 0:
+            return None
+        return (self.coarse_seen / total) @ self.eta
+
+    def combine(self, probs: Tensor, coarse: Tensor) -> Tensor:
+        """Apply :func:`combine_with_prior` with this task's settings."""
+        marginal = None
+        if self.hparams['prior_rule'] == 'bayes':
+            marginal = self.training_marginal()
+        return combine_with_prior(
+            probs, coarse, self.eta, self.hparams['prior_weight'], marginal=marginal
+        )
+
     def predict_probs(self, batch: Mapping[str, Any]) -> Tensor:
         """Class probabilities, combined with the coarse prior where given."""
         probs = self(batch['image']).softmax(dim=1)
         if 'coarse' in batch and self.hparams['prior_weight'] > 0:
-            coarse = self.coarse_index(batch['coarse'])
-            probs = combine_with_prior(
-                probs, coarse, self.eta, self.hparams['prior_weight']
-            )
+            probs = self.combine(probs, self.coarse_index(batch['coarse']))
         return probs
+
+    @torch.no_grad()
+    def _count_labels(self, batch: Mapping[str, Any]) -> None:
+        if 'coarse' in batch:
+            idx = self.coarse_index(batch['coarse'])
+            idx = idx[idx >= 0]
+            self.coarse_seen += torch.bincount(idx, minlength=self.table.num_coarse)
+        if 'mask' in batch:
+            idx = self.fine_index(batch['mask'])
+            idx = idx[idx >= 0]
+            self.fine_seen += torch.bincount(idx, minlength=self.table.num_fine)
 
     # ------------------------------------------------------------- steps
     def training_step(  # type: ignore[override]  # Lightning skips a None loss
@@ -338,6 +396,7 @@ class LabelSuperResolutionTask(SemanticSegmentationTask):
         """Loss of a training batch; batches without labels are skipped with a warning."""
         logits = self(batch['image'])
         loss = self.compute_loss(batch, logits)
+        self._count_labels(batch)
         if loss is None:
             warnings.warn(
                 f'training batch {batch_idx} holds no labelled pixel (all nodata); '
@@ -359,9 +418,7 @@ class LabelSuperResolutionTask(SemanticSegmentationTask):
         subset = None
         if 'coarse' in batch:
             coarse = self.coarse_index(batch['coarse'])
-            probs = combine_with_prior(
-                probs, coarse, self.eta, self.hparams['prior_weight']
-            )
+            probs = self.combine(probs, coarse)
             subset = torch.isin(coarse, self.eval_subset)
         scores.update(probs.argmax(dim=1), self.fine_index(batch['mask']), subset)
 

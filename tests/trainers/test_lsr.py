@@ -77,6 +77,29 @@ def test_combine_with_prior():
     torch.testing.assert_close(out[0, :, 0, 1], torch.tensor([0.5, 0.5]))
 
 
+def test_bayes_combination_divides_by_the_training_marginal():
+    # Network says 50/50; prior of the block 0.8/0.2; training marginal 0.8/0.2:
+    # the block is no more forest than the training data, so the network stands.
+    probs = torch.full((1, 2, 1, 1), 0.5)
+    eta = torch.tensor([[0.8, 0.2]])
+    coarse = torch.tensor([[[0]]])
+    out = combine_with_prior(probs, coarse, eta, eps=0, marginal=torch.tensor([8.0, 2]))
+    torch.testing.assert_close(out[0, :, 0, 0], torch.tensor([0.5, 0.5]))
+    plain = combine_with_prior(probs, coarse, eta, eps=0)
+    torch.testing.assert_close(plain[0, :, 0, 0], torch.tensor([0.8, 0.2]))
+
+
+def test_training_counts_labels_for_the_marginal():
+    task = LabelSuperResolutionTask(model='fcn', num_filters=8)
+    assert task.training_marginal() is None
+    coarse = torch.full((1, 8, 8), 41)
+    coarse[0, :2] = 82
+    task.training_step({'image': torch.rand(1, 4, 8, 8), 'coarse': coarse}, 0)
+    rows = [task.table.coarse_codes.index(c) for c in (41, 82)]
+    expected = 0.75 * task.eta[rows[0]] + 0.25 * task.eta[rows[1]]
+    torch.testing.assert_close(task.training_marginal(), expected)
+
+
 def test_checkpoint_round_trip_keeps_priors(scene, tmp_path):
     task = LabelSuperResolutionTask(model='fcn', num_filters=8)
     trainer = _trainer(1)
@@ -89,3 +112,5 @@ def test_checkpoint_round_trip_keeps_priors(scene, tmp_path):
     task.eval()
     torch.testing.assert_close(loaded.predict_probs(x), task.predict_probs(x))
     assert loaded.table.coarse_codes == task.table.coarse_codes
+    assert float(loaded.coarse_seen.sum()) > 0
+    torch.testing.assert_close(loaded.coarse_seen, task.coarse_seen)
