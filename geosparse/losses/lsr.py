@@ -105,9 +105,12 @@ class StatisticsMatchingLoss(nn.Module):
     is tiny and :math:`\\log\\sigma^2` dominates, rewarding confidence whatever the
     class. The authors' code uses :math:`\\epsilon = 0.03`, the default here.
 
-    Blocks are combined as :math:`\\sum_b w_{z_b} |B_b| \\sum_l \\ell_{b,l} /
-    \\sum_b w_{z_b} |B_b|`, i.e. weighted by size as in the authors' code, and by an
-    optional per-coarse-class weight :math:`w_z`.
+    Blocks are combined as :math:`\\sum_b w_{z_b} |B_b|^a \\sum_l \\ell_{b,l} /
+    \\sum_b w_{z_b} |B_b|^a`: with :math:`a = 1` (``size_power``) weighted by size
+    as in the authors' code, and by an optional per-coarse-class weight :math:`w_z`.
+    With region blocks (all pixels of one coarse class in a window), :math:`a = 1`
+    treats a region as that many independent coarse pixels, :math:`a = 0` as one
+    observation; the truth, with spatially correlated coarse pixels, is between.
     """
 
     eta: Tensor
@@ -121,6 +124,7 @@ class StatisticsMatchingLoss(nn.Module):
         variant: Literal['gaussian', 'interval', 'kl'] = 'gaussian',
         var_floor: float = 0.03,
         class_weights: Tensor | None = None,
+        size_power: float = 1.0,
     ) -> None:
         r"""Initialise the loss.
 
@@ -130,6 +134,9 @@ class StatisticsMatchingLoss(nn.Module):
             variant: ``gaussian``, ``interval`` or ``kl`` (see class docstring).
             var_floor: :math:`\\epsilon` added to :math:`\\sigma^2` inside the log.
             class_weights: optional ``(Z,)`` weight per coarse class.
+            size_power: exponent :math:`a` of the block size in the block weight
+                :math:`w_{z_b}|B_b|^a` (1: by size, as the authors' code; 0: every
+                block counts the same, as Eq. 7 summed over blocks).
         """
         super().__init__()
         if variant not in ('gaussian', 'interval', 'kl'):
@@ -138,6 +145,7 @@ class StatisticsMatchingLoss(nn.Module):
             raise ValueError(f'var_floor={var_floor} must be >= 0.')
         self.variant = variant
         self.var_floor = float(var_floor)
+        self.size_power = float(size_power)
         self.register_buffer('eta', torch.as_tensor(eta, dtype=torch.float32))
         self.register_buffer('rho', torch.as_tensor(rho, dtype=torch.float32))
         w = torch.ones(self.eta.shape[0]) if class_weights is None else class_weights
@@ -203,5 +211,5 @@ class StatisticsMatchingLoss(nn.Module):
         probs = logits.float().softmax(dim=1)
         stats = label_counting(probs, blocks, coarse.clamp(min=0))
         per_block = self.block_loss(stats).sum(dim=1)
-        weight = stats.count * self.class_weights[stats.coarse]
+        weight = stats.count**self.size_power * self.class_weights[stats.coarse]
         return (per_block * weight).sum() / weight.sum().clamp(min=1e-12)

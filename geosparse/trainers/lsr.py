@@ -115,6 +115,7 @@ class LabelSuperResolutionTask(SemanticSegmentationTask):
         lsr_variant: Literal['gaussian', 'interval', 'kl'] = 'gaussian',
         var_floor: float = 0.03,
         coarse_class_weights: Sequence[float] | None = None,
+        block_size_power: float = 1.0,
         hr_weight: float = 1.0,
         coarse_nodata: int | None = 0,
         fine_nodata: int | None = 0,
@@ -142,6 +143,9 @@ class LabelSuperResolutionTask(SemanticSegmentationTask):
             lsr_variant: ``gaussian`` (Eq. 7), ``interval`` or ``kl``.
             var_floor: :math:`\\epsilon` in the log-variance term.
             coarse_class_weights: weight per coarse class (table order).
+            block_size_power: exponent of the block size in the block weights of
+                the lsr loss (``size_power`` of
+                :class:`~geosparse.losses.StatisticsMatchingLoss`).
             hr_weight: :math:`\\lambda` of the fine-label term in ``hr+lsr``.
             coarse_nodata: coarse code meaning "no label".
             fine_nodata: fine code meaning "no label".
@@ -246,6 +250,7 @@ class LabelSuperResolutionTask(SemanticSegmentationTask):
             variant=self.hparams['lsr_variant'],
             var_floor=self.hparams['var_floor'],
             class_weights=cw,
+            size_power=self.hparams['block_size_power'],
         )
         self.soft_naive = SoftNaiveLoss(eta)
         self.hard_naive = HardNaiveLoss(eta)

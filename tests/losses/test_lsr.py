@@ -105,3 +105,19 @@ def test_naive_losses():
     assert soft.item() == pytest.approx(ref, rel=1e-5)
     hard = HardNaiveLoss(ETA)(logits, coarse)
     assert hard.item() == pytest.approx(-(math.log(0.9) + math.log(0.8)) / 2, rel=1e-5)
+
+
+@pytest.mark.parametrize('power', [0.0, 0.5, 1.0])
+def test_block_weights_follow_size_power(power):
+    torch.manual_seed(1)
+    logits = torch.randn(1, 2, 4, 4)
+    coarse = torch.zeros(1, 4, 4, dtype=torch.long)
+    coarse[0, :1] = 1  # a 4-pixel block of class 1 beside a 12-pixel block of class 0
+    loss = StatisticsMatchingLoss(ETA, RHO, size_power=power)
+    stats = label_counting(logits.softmax(1), coarse, coarse)
+    per_block = loss.block_loss(stats).sum(1)
+    w = stats.count**power
+    expected = (per_block * w).sum() / w.sum()
+    torch.testing.assert_close(loss(logits, coarse), expected)
+    sizes = sorted(stats.count.tolist())
+    assert sizes == [4.0, 12.0]
