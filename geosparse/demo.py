@@ -78,22 +78,22 @@ def run_demo(
     result = predict_landcover(
         task, scene.image, cog, coarse_path=scene.coarse, progress=progress
     )
+    with rasterio.open(result['path']) as src:
+        classes = src.read(1)
     with rasterio.open(scene.image) as src:
         image = src.read()
     with rasterio.open(scene.fine) as src:
         fine = src.read(1).astype(np.int64) - 1
     coarse = read_coarse_on_grid(scene.coarse, scene.image)
     metrics = LandCoverMetrics(task.table.num_fine, list(task.table.fine_names))
-    metrics.update(
-        torch.from_numpy(result['classes'].astype(np.int64)), torch.from_numpy(fine)
-    )
+    metrics.update(torch.from_numpy(classes.astype(np.int64)), torch.from_numpy(fine))
     scores = scores_from_confusion(metrics.cm, list(task.table.fine_names))
     names = list(task.table.fine_names)
     with rasterio.open(cog) as src:
         unc = src.read(2) * src.scales[1]
     fig = plot_landcover(
         image,
-        result['classes'],
+        classes,
         names,
         [CLASS_COLORS[n] for n in names],
         uncertainty=unc,

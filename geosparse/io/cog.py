@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,11 +19,12 @@ import rasterio
 import rasterio.shutil
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio.io import DatasetWriter
 
 from .. import __version__
 from .raster import atomic_path
 
-__all__ = ['cog_profile', 'translate_to_cog', 'write_cog']
+__all__ = ['cog_profile', 'cog_writer', 'translate_to_cog', 'write_cog']
 
 
 def cog_profile(
@@ -79,6 +81,90 @@ def translate_to_cog(
     return Path(dst)
 
 
+@contextmanager
+def cog_writer(
+    path: str | os.PathLike[str],
+    count: int,
+    height: int,
+    width: int,
+    dtype: str | np.dtype[Any],
+    crs: CRS | str,
+    transform: Affine,
+    nodata: float | None = None,
+    descriptions: Sequence[str] = (),
+    colormap: Mapping[int, tuple[int, int, int, int]] | None = None,
+    tags: Mapping[str, str] | None = None,
+    band_tags: Sequence[Mapping[str, str]] = (),
+    scales: Sequence[float] | None = None,
+    offsets: Sequence[float] | None = None,
+    categorical: bool = False,
+    compress: Literal['ZSTD', 'DEFLATE'] = 'DEFLATE',
+) -> Iterator[DatasetWriter]:
+    """Open a tiled staging GeoTIFF for block writes; on exit, convert it to a COG.
+
+    Blocks written into the yielded dataset (``dst.write(arr, window=...)``) go to
+    disk as they come, so memory does not grow with the raster. When the ``with``
+    body finishes, the stage becomes the COG at ``path`` (atomically); if it
+    raises, nothing appears at ``path``.
+
+    Args:
+        path: output COG.
+        count: number of bands.
+        height: rows.
+        width: columns.
+        dtype: data type.
+        crs: CRS.
+        transform: affine transform.
+        nodata: nodata value.
+        descriptions: band descriptions.
+        colormap: colour table of band 1 (value -> RGBA).
+        tags: dataset tags (``geosparse_version`` is always added).
+        band_tags: tags per band.
+        scales: band scale factors (physical value = raw * scale + offset).
+        offsets: band offsets.
+        categorical: class map (nearest-neighbour overviews).
+        compress: ZSTD or DEFLATE.
+
+    Yields:
+        The open staging dataset (512-pixel tiles, band interleaved).
+    """
+    profile = {
+        'driver': 'GTiff',
+        'count': count,
+        'height': height,
+        'width': width,
+        'dtype': dtype,
+        'crs': crs,
+        'transform': transform,
+        'nodata': nodata,
+        'tiled': True,
+        'blockxsize': 512,
+        'blockysize': 512,
+        'photometric': 'MINISBLACK',
+        'interleave': 'band',
+        'BIGTIFF': 'IF_SAFER',
+    }
+    all_tags = {'geosparse_version': __version__, **(tags or {})}
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f'.{out.name}.') as tmp:
+        stage = Path(tmp) / 'stage.tif'
+        with rasterio.open(stage, 'w', **profile) as dst:
+            for i, text in enumerate(descriptions, start=1):
+                dst.set_band_description(i, text)
+            if colormap is not None:
+                dst.write_colormap(1, dict(colormap))
+            dst.update_tags(**all_tags)
+            for i, bt in enumerate(band_tags, start=1):
+                dst.update_tags(i, **bt)
+            if scales is not None:
+                dst.scales = tuple(scales)
+            if offsets is not None:
+                dst.offsets = tuple(offsets)
+            yield dst
+        translate_to_cog(stage, out, categorical=categorical, compress=compress)
+
+
 def write_cog(
     path: str | os.PathLike[str],
     data: np.ndarray,
@@ -96,58 +182,30 @@ def write_cog(
 ) -> Path:
     """Write an in-memory ``(bands, rows, cols)`` array as a COG, atomically.
 
-    Args:
-        path: output file.
-        data: the array.
-        crs: its CRS.
-        transform: its affine transform.
-        nodata: nodata value.
-        descriptions: band descriptions.
-        colormap: colour table of band 1 (value -> RGBA).
-        tags: dataset tags (``geosparse_version`` is always added).
-        band_tags: tags per band.
-        scales: band scale factors (physical value = raw * scale + offset).
-        offsets: band offsets.
-        categorical: class map (nearest-neighbour overviews).
-        compress: ZSTD or DEFLATE.
+    Arguments as in :func:`cog_writer`; ``data`` is the array.
 
     Returns:
         ``path``.
     """
     if data.ndim != 3:
         raise ValueError(f'{path}: data must be (bands, rows, cols), got {data.shape}.')
-    profile = {
-        'driver': 'GTiff',
-        'count': data.shape[0],
-        'height': data.shape[1],
-        'width': data.shape[2],
-        'dtype': data.dtype,
-        'crs': crs,
-        'transform': transform,
-        'nodata': nodata,
-        'tiled': True,
-        'blockxsize': 512,
-        'blockysize': 512,
-        'photometric': 'MINISBLACK',
-        'interleave': 'band',
-    }
-    all_tags = {'geosparse_version': __version__, **(tags or {})}
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f'.{out.name}.') as tmp:
-        stage = Path(tmp) / 'stage.tif'
-        with rasterio.open(stage, 'w', **profile) as dst:
-            dst.write(data)
-            for i, text in enumerate(descriptions, start=1):
-                dst.set_band_description(i, text)
-            if colormap is not None:
-                dst.write_colormap(1, dict(colormap))
-            dst.update_tags(**all_tags)
-            for i, bt in enumerate(band_tags, start=1):
-                dst.update_tags(i, **bt)
-            if scales is not None:
-                dst.scales = tuple(scales)
-            if offsets is not None:
-                dst.offsets = tuple(offsets)
-        translate_to_cog(stage, out, categorical=categorical, compress=compress)
-    return out
+    with cog_writer(
+        path,
+        count=data.shape[0],
+        height=data.shape[1],
+        width=data.shape[2],
+        dtype=data.dtype,
+        crs=crs,
+        transform=transform,
+        nodata=nodata,
+        descriptions=descriptions,
+        colormap=colormap,
+        tags=tags,
+        band_tags=band_tags,
+        scales=scales,
+        offsets=offsets,
+        categorical=categorical,
+        compress=compress,
+    ) as dst:
+        dst.write(data)
+    return Path(path)

@@ -11,8 +11,16 @@ from typing import Any
 
 import numpy as np
 import rasterio
+from rasterio.enums import Resampling
+from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
 
-__all__ = ['atomic_path', 'atomic_write_raster', 'atomic_write_text']
+__all__ = [
+    'atomic_path',
+    'atomic_write_raster',
+    'atomic_write_text',
+    'read_coarse_on_grid',
+]
 
 
 @contextmanager
@@ -82,3 +90,32 @@ def atomic_write_raster(
             for i, text in enumerate(descriptions or [], start=1):
                 dst.set_band_description(i, text)
     return Path(path)
+
+
+def read_coarse_on_grid(
+    coarse_path: str | os.PathLike[str],
+    image_path: str | os.PathLike[str],
+    window: Window | None = None,
+) -> np.ndarray:
+    """Coarse codes reprojected (nearest) onto an image's grid.
+
+    Args:
+        coarse_path: coarse raster (any CRS and resolution).
+        image_path: raster whose grid is the target.
+        window: read only this window of the target grid.
+
+    Returns:
+        ``(H, W)`` coarse codes; outside the coarse raster: its nodata (or 0).
+    """
+    with rasterio.open(image_path) as img, rasterio.open(coarse_path) as src:
+        nodata = src.nodata if src.nodata is not None else 0
+        with WarpedVRT(
+            src,
+            crs=img.crs,
+            transform=img.transform,
+            width=img.width,
+            height=img.height,
+            resampling=Resampling.nearest,
+            nodata=nodata,
+        ) as vrt:
+            return vrt.read(1, window=window)
