@@ -6,6 +6,7 @@ import argparse
 import sys
 import textwrap
 from collections.abc import Sequence
+from pathlib import Path
 
 __all__ = ['main']
 
@@ -16,6 +17,9 @@ EPILOG = textwrap.dedent(
 
     Examples:
       geosparse demo                      # synthetic scene -> map COG + PNG
+      geosparse predict --checkpoint geosparse-demo/lsr.ckpt \
+          geosparse-demo/scene/scene_naip.tif \
+          --coarse geosparse-demo/scene/scene_nlcd.tif --out maps/
       geosparse priors show nlcd-landcover4
       geosparse priors estimate --coarse nlcd.tif --fine lc.tif --out table.csv
     """
@@ -33,6 +37,52 @@ def _demo(args: argparse.Namespace) -> int:
         f'accuracy against the synthetic truth: {res["acc"]:.3f} '
         f'(mIoU {res["miou"]:.3f}) in {res["seconds"]:.0f} s'
     )
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from .predict import predict_landcover
+    from .trainers import LabelSuperResolutionTask
+
+    ckpt = Path(args.checkpoint)
+    if not ckpt.is_file():
+        print(f'geosparse: error: --checkpoint {ckpt}: no such file.', file=sys.stderr)
+        return 2
+    task = LabelSuperResolutionTask.load_from_checkpoint(ckpt, map_location='cpu')
+    out_dir = Path(args.out)
+    failures: list[str] = []
+    for item in args.inputs:
+        src = Path(item)
+        dst = out_dir / f'{src.stem}_landcover.tif'
+        if args.resume and dst.exists():
+            print(f'{src}: skipped (--resume, {dst} exists)')
+            continue
+        try:
+            if not src.is_file():
+                raise FileNotFoundError(f'no such file: {src}')
+            predict_landcover(
+                task,
+                src,
+                dst,
+                coarse_path=args.coarse,
+                block=args.block,
+                halo=args.halo,
+                workers=args.workers,
+                progress=not args.quiet,
+            )
+        except Exception as err:  # one failed item must not stop the others
+            failures.append(f'{src}: {err}')
+            print(f'{src}: FAILED: {err}', file=sys.stderr)
+            continue
+        print(f'{src} -> {dst}')
+    if failures:
+        print(
+            f'geosparse: {len(failures)} of {len(args.inputs)} inputs failed:',
+            file=sys.stderr,
+        )
+        for line in failures:
+            print(f'  {line}', file=sys.stderr)
+        return 1
     return 0
 
 
@@ -125,6 +175,42 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument('--steps', type=int, default=60, help='training steps')
     demo.add_argument('--seed', type=int, default=0)
     demo.set_defaults(func=_demo)
+
+    pred = sub.add_parser(
+        'predict',
+        help='predict land-cover COGs (class + uncertainty) from a checkpoint',
+        description=(
+            'Load a LabelSuperResolutionTask checkpoint (from `geosparse demo`, '
+            '`torchgeo fit` or benchmarks/lsr_chesapeake.py --save-checkpoint) and '
+            'predict every input raster block by block with dask: each block is read '
+            'with a halo, predicted, cropped to its centre and streamed into a '
+            'Cloud-Optimized GeoTIFF <out>/<name>_landcover.tif (band 1 class with a '
+            'colour table, band 2 uncertainty = normalised entropy). Outputs are '
+            'written atomically; a failed input is reported and the others go on; '
+            'the exit status is 1 if any input failed.'
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    pred.add_argument(
+        'inputs', nargs='+', help='imagery rasters (bands as in training)'
+    )
+    pred.add_argument('--checkpoint', required=True, help='Lightning checkpoint')
+    pred.add_argument('--out', required=True, help='output folder')
+    pred.add_argument(
+        '--coarse',
+        help='coarse label raster (any CRS), combined with the network where it '
+        'covers the input',
+    )
+    pred.add_argument('--block', type=int, default=512, help='block size (pixels)')
+    pred.add_argument(
+        '--halo', type=int, default=32, help='context around each block (pixels)'
+    )
+    pred.add_argument('--workers', type=int, default=1, help='dask threads')
+    pred.add_argument(
+        '--resume', action='store_true', help='skip inputs whose output exists'
+    )
+    pred.add_argument('--quiet', action='store_true', help='no progress bar')
+    pred.set_defaults(func=_predict)
 
     priors = sub.add_parser(
         'priors', help='joint distributions of coarse and fine classes'

@@ -69,3 +69,28 @@ def test_help_teaches():
     assert 'torchgeo fit --config' in res.stdout and 'demo' in res.stdout
     with pytest.raises(SystemExit):
         main(['demo', '--help'])
+
+
+def test_predict_cli_writes_cogs_resumes_and_lists_failures(tmp_path, capsys):
+    demo = tmp_path / 'demo'
+    assert main(['demo', '--out', str(demo), '--size', '128', '--steps', '1']) == 0
+    image = demo / 'scene' / 'scene_naip.tif'
+    coarse = demo / 'scene' / 'scene_nlcd.tif'
+    out = tmp_path / 'maps'
+    args = ['predict', '--checkpoint', str(demo / 'lsr.ckpt'), '--out', str(out)]
+    args += ['--coarse', str(coarse), '--quiet']
+    missing = tmp_path / 'missing.tif'
+    capsys.readouterr()
+    assert main([*args, str(image), str(missing)]) == 1
+    err = capsys.readouterr().err
+    assert 'missing.tif' in err and '1 of 2 inputs failed' in err
+    cog = out / 'scene_naip_landcover.tif'
+    valid, errors, _ = cog_validate(str(cog))
+    assert valid, errors
+    with rasterio.open(cog) as src, rasterio.open(demo / 'landcover.tif') as ref:
+        assert src.descriptions == ('class', 'uncertainty')
+        # The same checkpoint and blocks reproduce the demo's map exactly.
+        np.testing.assert_array_equal(src.read(), ref.read())
+    assert not list(out.glob('.*'))
+    assert main([*args, '--resume', str(image)]) == 0
+    assert 'skipped' in capsys.readouterr().out
