@@ -23,7 +23,6 @@ import dask
 import dask.array as da
 import numpy as np
 import rasterio
-from dask.callbacks import Callback
 from rasterio.io import DatasetWriter
 from rasterio.windows import Window
 from tqdm.auto import tqdm
@@ -36,21 +35,6 @@ __all__ = ['BlockFunction', 'predict_blocks']
 #: ``fn(image (C, h, w) float32, coarse (h, w) int64 or None) -> (K, h, w)``: the
 #: model applied to one window (halo included).
 BlockFunction = Callable[[np.ndarray, np.ndarray | None], np.ndarray]
-
-
-class _TqdmCallback(Callback):
-    """Advance a progress bar as dask finishes the block tasks."""
-
-    def __init__(self, bar: tqdm[Any], prefix: str) -> None:
-        super().__init__()
-        self.bar, self.prefix = bar, prefix
-
-    def _posttask(
-        self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any
-    ) -> None:
-        name = key[0] if isinstance(key, tuple) else key
-        if isinstance(name, str) and name.startswith(self.prefix):
-            self.bar.update(1)
 
 
 class _WindowTarget:
@@ -138,6 +122,8 @@ def predict_blocks(
         tuple(min(block, height - r) for r in range(0, height, block)),
         tuple(min(block, width - c) for c in range(0, width, block)),
     )
+    n_blocks = len(chunks[1]) * len(chunks[2])
+    bar = tqdm(total=n_blocks, desc='predict', unit='block', disable=not progress)
     name = (
         f'geosparse-block-{dask.base.tokenize(image_path, coarse, id(fn), block, halo)}'
     )
@@ -159,12 +145,12 @@ def predict_blocks(
         if invalid is not None and nodata is not None:
             out = np.where(invalid[None], np.asarray(nodata, dtype=dtype), out)
         top, left = r0 - rr[0], c0 - cc[0]
+        bar.update(1)
         return np.ascontiguousarray(out[:, top : top + r1 - r0, left : left + c1 - c0])
 
     arr = da.map_blocks(
         run, chunks=chunks, dtype=dtype, name=name, meta=np.empty((0, 0, 0), dtype)
     )
-    n_blocks = len(chunks[1]) * len(chunks[2])
     with (
         cog_writer(
             out_path,
@@ -177,8 +163,7 @@ def predict_blocks(
             nodata=nodata,
             **dict(cog or {}),
         ) as dst,
-        tqdm(total=n_blocks, desc='predict', unit='block', disable=not progress) as bar,
-        _TqdmCallback(bar, name),
+        bar,
     ):
         da.store(
             arr,

@@ -149,3 +149,16 @@ def test_wrong_output_shape_names_the_block(tmp_path):
             count=2,
             progress=False,
         )
+
+
+def test_progress_bar_counts_every_block(tmp_path, capsys):
+    _raster(tmp_path / 'in.tif', h=300, w=300)
+    predict_blocks(
+        tmp_path / 'in.tif',
+        lambda img, c: img[:1].astype(np.uint8),
+        tmp_path / 'o.tif',
+        count=1,
+        block=128,
+        progress=True,
+    )
+    assert '9/9' in capsys.readouterr().err
