@@ -59,10 +59,9 @@ def _read_window(
     with rasterio.open(image_path) as src:
         image = src.read(window=window)
         invalid = None if src.nodata is None else (image == src.nodata).all(0)
-    if coarse_path is None:
-        return image, None, invalid
-    coarse = read_coarse_on_grid(coarse_path, image_path, window)
-    return image, coarse, invalid
+        if coarse_path is None:
+            return image, None, invalid
+        return image, read_coarse_on_grid(coarse_path, src, window), invalid
 
 
 def predict_blocks(
@@ -123,7 +122,6 @@ def predict_blocks(
         tuple(min(block, width - c) for c in range(0, width, block)),
     )
     n_blocks = len(chunks[1]) * len(chunks[2])
-    bar = tqdm(total=n_blocks, desc='predict', unit='block', disable=not progress)
     name = (
         f'geosparse-block-{dask.base.tokenize(image_path, coarse, id(fn), block, halo)}'
     )
@@ -163,7 +161,7 @@ def predict_blocks(
             nodata=nodata,
             **dict(cog or {}),
         ) as dst,
-        bar,
+        tqdm(total=n_blocks, desc='predict', unit='block', disable=not progress) as bar,
     ):
         da.store(
             arr,

@@ -48,7 +48,16 @@ def _predict(args: argparse.Namespace) -> int:
     if not ckpt.is_file():
         print(f'geosparse: error: --checkpoint {ckpt}: no such file.', file=sys.stderr)
         return 2
-    task = LabelSuperResolutionTask.load_from_checkpoint(ckpt, map_location='cpu')
+    try:
+        task = LabelSuperResolutionTask.load_from_checkpoint(ckpt, map_location='cpu')
+    except Exception as err:
+        print(
+            f'geosparse: error: --checkpoint {ckpt}: not a LabelSuperResolutionTask '
+            f'checkpoint ({type(err).__name__}: {err}). Pass a checkpoint from '
+            '`geosparse demo`, `torchgeo fit` or benchmarks/lsr_chesapeake.py.',
+            file=sys.stderr,
+        )
+        return 2
     out_dir = Path(args.out)
     failures: list[str] = []
     for item in args.inputs:

@@ -80,6 +80,7 @@ def run_demo(
     )
     with rasterio.open(result['path']) as src:
         classes = src.read(1)
+        unc = src.read(2) * src.scales[1]
     with rasterio.open(scene.image) as src:
         image = src.read()
     with rasterio.open(scene.fine) as src:
@@ -89,8 +90,6 @@ def run_demo(
     metrics.update(torch.from_numpy(classes.astype(np.int64)), torch.from_numpy(fine))
     scores = scores_from_confusion(metrics.cm, list(task.table.fine_names))
     names = list(task.table.fine_names)
-    with rasterio.open(cog) as src:
-        unc = src.read(2) * src.scales[1]
     fig = plot_landcover(
         image,
         classes,

@@ -94,3 +94,18 @@ def test_predict_cli_writes_cogs_resumes_and_lists_failures(tmp_path, capsys):
     assert not list(out.glob('.*'))
     assert main([*args, '--resume', str(image)]) == 0
     assert 'skipped' in capsys.readouterr().out
+
+
+def test_predict_cli_rejects_bad_checkpoints(tmp_path, capsys):
+    image = tmp_path / 'in.tif'
+    args = ['predict', str(image), '--out', str(tmp_path / 'maps'), '--checkpoint']
+    assert main([*args, str(tmp_path / 'none.ckpt')]) == 2
+    assert 'none.ckpt: no such file' in capsys.readouterr().err
+    junk = tmp_path / 'junk.ckpt'
+    junk.write_text('not a checkpoint')
+    assert main([*args, str(junk)]) == 2
+    assert (
+        'junk.ckpt: not a LabelSuperResolutionTask checkpoint'
+        in capsys.readouterr().err
+    )
+    assert not (tmp_path / 'maps').exists()

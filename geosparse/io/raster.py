@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import rasterio
 from rasterio.enums import Resampling
+from rasterio.io import DatasetReader
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
@@ -94,27 +95,30 @@ def atomic_write_raster(
 
 def read_coarse_on_grid(
     coarse_path: str | os.PathLike[str],
-    image_path: str | os.PathLike[str],
+    image: str | os.PathLike[str] | DatasetReader,
     window: Window | None = None,
 ) -> np.ndarray:
     """Coarse codes reprojected (nearest) onto an image's grid.
 
     Args:
         coarse_path: coarse raster (any CRS and resolution).
-        image_path: raster whose grid is the target.
+        image: raster (path or open dataset) whose grid is the target.
         window: read only this window of the target grid.
 
     Returns:
         ``(H, W)`` coarse codes; outside the coarse raster: its nodata (or 0).
     """
-    with rasterio.open(image_path) as img, rasterio.open(coarse_path) as src:
+    if not isinstance(image, DatasetReader):
+        with rasterio.open(image) as img:
+            return read_coarse_on_grid(coarse_path, img, window)
+    with rasterio.open(coarse_path) as src:
         nodata = src.nodata if src.nodata is not None else 0
         with WarpedVRT(
             src,
-            crs=img.crs,
-            transform=img.transform,
-            width=img.width,
-            height=img.height,
+            crs=image.crs,
+            transform=image.transform,
+            width=image.width,
+            height=image.height,
             resampling=Resampling.nearest,
             nodata=nodata,
         ) as vrt:

@@ -316,11 +316,26 @@ class LabelSuperResolutionTask(SemanticSegmentationTask):
             )
         return idx
 
-    def compute_loss(self, batch: Mapping[str, Any], logits: Tensor) -> Tensor | None:
-        """The configured loss of a batch, or None if it carries no usable label."""
-        name: str = self.hparams['loss']
+    def label_indices(
+        self, batch: Mapping[str, Any]
+    ) -> tuple[Tensor | None, Tensor | None]:
+        """Coarse-table rows and fine class indices of a batch (``-1`` nodata)."""
         coarse = self.coarse_index(batch['coarse']) if 'coarse' in batch else None
         fine = self.fine_index(batch['mask']) if 'mask' in batch else None
+        return coarse, fine
+
+    def compute_loss(
+        self,
+        batch: Mapping[str, Any],
+        logits: Tensor,
+        labels: tuple[Tensor | None, Tensor | None] | None = None,
+    ) -> Tensor | None:
+        """The configured loss of a batch, or None if it carries no usable label.
+
+        ``labels`` are :meth:`label_indices` of the batch, when already computed.
+        """
+        name: str = self.hparams['loss']
+        coarse, fine = self.label_indices(batch) if labels is None else labels
         needs_coarse = name != 'hr'
         needs_fine = name.startswith('hr')
         if needs_coarse and coarse is None:
@@ -384,14 +399,12 @@ class LabelSuperResolutionTask(SemanticSegmentationTask):
         return probs
 
     @torch.no_grad()
-    def _count_labels(self, batch: Mapping[str, Any]) -> None:
-        if 'coarse' in batch:
-            idx = self.coarse_index(batch['coarse'])
-            idx = idx[idx >= 0]
+    def _count_labels(self, coarse: Tensor | None, fine: Tensor | None) -> None:
+        if coarse is not None:
+            idx = coarse[coarse >= 0]
             self.coarse_seen += torch.bincount(idx, minlength=self.table.num_coarse)
-        if 'mask' in batch:
-            idx = self.fine_index(batch['mask'])
-            idx = idx[idx >= 0]
+        if fine is not None:
+            idx = fine[fine >= 0]
             self.fine_seen += torch.bincount(idx, minlength=self.table.num_fine)
 
     # ------------------------------------------------------------- steps
@@ -400,8 +413,9 @@ class LabelSuperResolutionTask(SemanticSegmentationTask):
     ) -> Tensor | None:
         """Loss of a training batch; batches without labels are skipped with a warning."""
         logits = self(batch['image'])
-        loss = self.compute_loss(batch, logits)
-        self._count_labels(batch)
+        labels = self.label_indices(batch)
+        loss = self.compute_loss(batch, logits, labels)
+        self._count_labels(*labels)
         if loss is None:
             warnings.warn(
                 f'training batch {batch_idx} holds no labelled pixel (all nodata); '
@@ -414,18 +428,18 @@ class LabelSuperResolutionTask(SemanticSegmentationTask):
 
     def _eval_step(self, batch: Any, scores: LandCoverMetrics, prefix: str) -> None:
         logits = self(batch['image'])
-        loss = self.compute_loss(batch, logits)
+        coarse, fine = labels = self.label_indices(batch)
+        loss = self.compute_loss(batch, logits, labels)
         if loss is not None:
             self.log(f'{prefix}_loss', loss, batch_size=logits.shape[0])
-        if 'mask' not in batch:
+        if fine is None:
             return
         probs = logits.softmax(dim=1)
         subset = None
-        if 'coarse' in batch:
-            coarse = self.coarse_index(batch['coarse'])
+        if coarse is not None:
             probs = self.combine(probs, coarse)
             subset = torch.isin(coarse, self.eval_subset)
-        scores.update(probs.argmax(dim=1), self.fine_index(batch['mask']), subset)
+        scores.update(probs.argmax(dim=1), fine, subset)
 
     def _log_scores(self, scores: LandCoverMetrics, prefix: str) -> None:
         if int(scores.cm.sum()) == 0:
