@@ -9,26 +9,36 @@ seams and no overhang at the last row and column. Blocks form a dask graph
 (:func:`dask.array.map_blocks`) that is stored, block by block, into a tiled staging
 GeoTIFF (:func:`dask.array.store`), then converted to a COG; memory is bounded by
 the blocks in flight, not by the raster's size.
+
+The input is an :class:`~geosparse.io.source.ImageSource`: one raster, or a mosaic
+of several on one grid. Blocks run on dask's threaded scheduler by default, or on a
+dask.distributed cluster (a :class:`distributed.Client`), whose workers compute the
+blocks while this process writes them, in any order, as they arrive; the bytes
+written are the same either way.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask
 import dask.array as da
 import numpy as np
-import rasterio
 from rasterio.io import DatasetWriter
 from rasterio.windows import Window
 from tqdm.auto import tqdm
 
 from .io.cog import cog_writer
-from .io.raster import read_coarse_on_grid
+from .io.source import ImageSource
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 __all__ = ['BlockFunction', 'predict_blocks']
 
@@ -48,24 +58,83 @@ class _WindowTarget:
         self.dst.write(value, window=Window.from_slices(rows, cols))
 
 
-def _read_window(
-    image_path: str,
-    coarse_path: str | None,
-    rows: tuple[int, int],
-    cols: tuple[int, int],
-) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """Imagery, coarse codes on the image grid, and the image's nodata mask."""
-    window = Window.from_slices(rows, cols)
-    with rasterio.open(image_path) as src:
-        image = src.read(window=window)
-        invalid = None if src.nodata is None else (image == src.nodata).all(0)
-        if coarse_path is None:
-            return image, None, invalid
-        return image, read_coarse_on_grid(coarse_path, src, window), invalid
+@dataclass(frozen=True)
+class _BlockJob:
+    """Everything one block needs; pickles small enough to send to dask workers."""
+
+    source: ImageSource
+    fn: BlockFunction
+    coarse: str | None
+    halo: int
+    count: int
+    dtype: str
+    nodata: float | None
+
+    def __call__(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+        grid = self.source.grid
+        rr = (max(r0 - self.halo, 0), min(r1 + self.halo, grid.height))
+        cc = (max(c0 - self.halo, 0), min(c1 + self.halo, grid.width))
+        window = Window.from_slices(rr, cc)
+        image, invalid = self.source.read(window)
+        coarse = (
+            None
+            if self.coarse is None
+            else self.source.coarse_window(self.coarse, window)
+        )
+        out = np.asarray(self.fn(image.astype(np.float32), coarse))
+        expected = (self.count, rr[1] - rr[0], cc[1] - cc[0])
+        if out.shape != expected:
+            raise ValueError(
+                f'{", ".join(self.source.paths)}: block rows {r0}:{r1}, cols {c0}:{c1}: '
+                f'the model returned shape {out.shape}, expected {expected}.'
+            )
+        out = out.astype(self.dtype, copy=False)
+        if invalid is not None and self.nodata is not None:
+            out = np.where(
+                invalid[None], np.asarray(self.nodata, dtype=self.dtype), out
+            )
+        top, left = r0 - rr[0], c0 - cc[0]
+        return np.ascontiguousarray(out[:, top : top + r1 - r0, left : left + c1 - c0])
+
+
+def _store_distributed(
+    job: _BlockJob,
+    locations: list[tuple[int, int, int, int]],
+    dst: DatasetWriter,
+    client: Client,
+    bar: tqdm[Any],
+) -> None:
+    """Run the blocks on a dask.distributed cluster and write them as they arrive.
+
+    At most two blocks per worker thread are in flight, so memory on both sides
+    stays bounded whatever the raster's size.
+    """
+    from distributed import as_completed
+
+    [remote] = client.scatter([job], broadcast=True)
+    pending = iter(locations)
+    limit = max(2 * sum(client.nthreads().values()), 2)
+    futures = {}
+    for loc in itertools.islice(pending, limit):
+        futures[client.submit(_run_remote, remote, loc, pure=False)] = loc
+    queue = as_completed(list(futures))
+    for fut in queue:
+        r0, r1, c0, c1 = futures.pop(fut)
+        data = fut.result()
+        dst.write(data, window=Window.from_slices((r0, r1), (c0, c1)))
+        bar.update(1)
+        for loc in itertools.islice(pending, 1):
+            nxt = client.submit(_run_remote, remote, loc, pure=False)
+            futures[nxt] = loc
+            queue.add(nxt)
+
+
+def _run_remote(job: _BlockJob, loc: tuple[int, int, int, int]) -> np.ndarray:
+    return job(*loc)
 
 
 def predict_blocks(
-    image_path: str | os.PathLike[str],
+    source: str | os.PathLike[str] | ImageSource,
     fn: BlockFunction,
     out_path: str | os.PathLike[str],
     count: int,
@@ -74,29 +143,34 @@ def predict_blocks(
     coarse_path: str | os.PathLike[str] | None = None,
     block: int = 512,
     halo: int = 32,
-    workers: int = 1,
-    scheduler: str = 'threads',
+    threads: int = 1,
+    scheduler: str | Client = 'threads',
     progress: bool = True,
     cog: Mapping[str, Any] | None = None,
 ) -> Path:
     """Predict a raster block by block and write the result as a COG.
 
     Args:
-        image_path: input raster.
+        source: input raster, or an :class:`~geosparse.io.source.ImageSource`
+            (e.g. a mosaic); the output has the source's grid.
         fn: the model on one window (:data:`BlockFunction`), returning ``count``
-            bands of ``dtype`` with the window's height and width.
+            bands of ``dtype`` with the window's height and width. With a
+            distributed scheduler it must pickle (geosparse's
+            :class:`~geosparse.predictors.Predictor` pickles to its checkpoint path).
         out_path: output COG (written atomically: nothing appears there if the
             run fails or is killed).
         count: number of output bands.
         dtype: output data type.
-        nodata: output nodata, written where every input band equals the input's
-            nodata.
+        nodata: output nodata, written where the input has no data.
         coarse_path: optional coarse raster (any CRS), reprojected (nearest) onto
             each window and passed to ``fn``.
         block: block size in pixels (a multiple of 512 keeps writes tile-aligned).
         halo: context read around each block and discarded.
-        workers: dask threads (the model itself also uses torch's threads).
-        scheduler: dask scheduler: ``threads`` or ``synchronous``.
+        threads: threads of the local ``threads`` scheduler (the model itself also
+            uses torch's threads).
+        scheduler: ``threads`` (default), ``synchronous``, or a
+            :class:`distributed.Client` (a cluster; blocks run on its workers and
+            are written here as they arrive).
         progress: show a progress bar over the blocks.
         cog: keyword arguments of :func:`~geosparse.io.cog.cog_writer`
             (descriptions, colormap, tags, band_tags, scales, categorical, ...).
@@ -105,69 +179,79 @@ def predict_blocks(
         ``out_path``.
 
     Raises:
-        ValueError: if ``block``/``halo`` are invalid or ``fn`` returns the wrong
-            shape (the message names the block).
+        ValueError: if ``block``/``halo``/``scheduler`` are invalid or ``fn``
+            returns the wrong shape (the message names the block).
     """
     if block <= 0 or halo < 0:
         raise ValueError(f'block={block} must be > 0 and halo={halo} >= 0.')
-    if scheduler not in ('threads', 'synchronous'):
-        raise ValueError(f"scheduler={scheduler!r}: choose 'threads' or 'synchronous'.")
-    image_path = str(image_path)
-    coarse = None if coarse_path is None else str(coarse_path)
-    with rasterio.open(image_path) as src:
-        height, width, crs, transform = src.height, src.width, src.crs, src.transform
-    chunks = (
-        (count,),
-        tuple(min(block, height - r) for r in range(0, height, block)),
-        tuple(min(block, width - c) for c in range(0, width, block)),
+    local = isinstance(scheduler, str)
+    if local and scheduler not in ('threads', 'synchronous'):
+        raise ValueError(
+            f"scheduler={scheduler!r}: choose 'threads', 'synchronous' or pass a "
+            'distributed.Client.'
+        )
+    src = source if isinstance(source, ImageSource) else ImageSource.open(source)
+    grid = src.grid
+    job = _BlockJob(
+        src,
+        fn,
+        None if coarse_path is None else str(coarse_path),
+        halo,
+        count,
+        dtype,
+        nodata,
     )
-    n_blocks = len(chunks[1]) * len(chunks[2])
-    name = (
-        f'geosparse-block-{dask.base.tokenize(image_path, coarse, id(fn), block, halo)}'
-    )
-
-    def run(block_info: dict[Any, Any] | None = None) -> np.ndarray:
-        assert block_info is not None
-        (_, _), (r0, r1), (c0, c1) = block_info[None]['array-location']
-        rr = (max(r0 - halo, 0), min(r1 + halo, height))
-        cc = (max(c0 - halo, 0), min(c1 + halo, width))
-        image, coarse_codes, invalid = _read_window(image_path, coarse, rr, cc)
-        out = np.asarray(fn(image.astype(np.float32), coarse_codes))
-        expected = (count, rr[1] - rr[0], cc[1] - cc[0])
-        if out.shape != expected:
-            raise ValueError(
-                f'{image_path}: block rows {r0}:{r1}, cols {c0}:{c1}: the model '
-                f'returned shape {out.shape}, expected {expected}.'
-            )
-        out = out.astype(dtype, copy=False)
-        if invalid is not None and nodata is not None:
-            out = np.where(invalid[None], np.asarray(nodata, dtype=dtype), out)
-        top, left = r0 - rr[0], c0 - cc[0]
-        bar.update(1)
-        return np.ascontiguousarray(out[:, top : top + r1 - r0, left : left + c1 - c0])
-
-    arr = da.map_blocks(
-        run, chunks=chunks, dtype=dtype, name=name, meta=np.empty((0, 0, 0), dtype)
-    )
+    rows = [(r, min(r + block, grid.height)) for r in range(0, grid.height, block)]
+    cols = [(c, min(c + block, grid.width)) for c in range(0, grid.width, block)]
     with (
         cog_writer(
             out_path,
             count=count,
-            height=height,
-            width=width,
+            height=grid.height,
+            width=grid.width,
             dtype=dtype,
-            crs=crs,
-            transform=transform,
+            crs=grid.crs,
+            transform=grid.transform,
             nodata=nodata,
             **dict(cog or {}),
         ) as dst,
-        tqdm(total=n_blocks, desc='predict', unit='block', disable=not progress) as bar,
+        tqdm(
+            total=len(rows) * len(cols),
+            desc='predict',
+            unit='block',
+            disable=not progress,
+        ) as bar,
     ):
-        da.store(
-            arr,
-            _WindowTarget(dst),  # type: ignore[arg-type]  # any __setitem__ target
-            lock=threading.Lock(),
-            scheduler=scheduler,
-            num_workers=workers,
-        )
+        if not local:
+            locations = [(r0, r1, c0, c1) for r0, r1 in rows for c0, c1 in cols]
+            _store_distributed(job, locations, dst, scheduler, bar)  # type: ignore[arg-type]
+        else:
+
+            def run(block_info: dict[Any, Any] | None = None) -> np.ndarray:
+                assert block_info is not None
+                (_, _), (r0, r1), (c0, c1) = block_info[None]['array-location']
+                out = job(r0, r1, c0, c1)
+                bar.update(1)
+                return out
+
+            chunks = (
+                (count,),
+                tuple(r1 - r0 for r0, r1 in rows),
+                tuple(c1 - c0 for c0, c1 in cols),
+            )
+            token = dask.base.tokenize(src.paths, job.coarse, id(fn), block, halo)
+            arr = da.map_blocks(
+                run,
+                chunks=chunks,
+                dtype=dtype,
+                name=f'geosparse-block-{token}',
+                meta=np.empty((0, 0, 0), dtype),
+            )
+            da.store(
+                arr,
+                _WindowTarget(dst),  # type: ignore[arg-type]  # any __setitem__ target
+                lock=threading.Lock(),
+                scheduler=scheduler,
+                num_workers=threads,
+            )
     return Path(out_path)

@@ -7,6 +7,7 @@ import sys
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 __all__ = ['main']
 
@@ -40,53 +41,172 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _predict(args: argparse.Namespace) -> int:
-    from .predict import predict_landcover
-    from .trainers import LabelSuperResolutionTask
+def _floats(text: str | None) -> list[float] | None:
+    return None if text is None else [float(v) for v in text.split(',')]
 
+
+def _predict_jobs(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The outputs to make: name, source rasters, coarse raster, source items."""
+    from .stac import asset_href, search_items
+
+    jobs: list[dict[str, Any]] = []
+    if args.stac:
+        items = search_items(
+            args.stac,
+            collections=args.collections,
+            bbox=args.bbox,
+            datetime=args.datetime,
+            ids=args.ids,
+            max_items=args.max_items,
+        )
+        if not items:
+            raise SystemExit(
+                f'geosparse: error: --stac {args.stac}: the search matched no items '
+                '(check --collections, --bbox, --datetime and --ids).'
+            )
+        for item in items:
+            job: dict[str, Any] = {'name': item.id, 'items': [item], 'error': None}
+            try:
+                job['paths'] = [asset_href(item, args.asset)]
+                job['coarse'] = (
+                    asset_href(item, args.coarse)
+                    if args.coarse and args.coarse in item.assets
+                    else args.coarse
+                )
+            except KeyError as err:
+                job['paths'], job['coarse'], job['error'] = [], None, str(err.args[0])
+            jobs.append(job)
+    else:
+        for item in args.inputs:
+            jobs.append(
+                {
+                    'name': Path(item).stem,
+                    'paths': [item],
+                    'coarse': args.coarse,
+                    'items': [],
+                    'error': None,
+                }
+            )
+    if args.mosaic:
+        good = [j for j in jobs if j['error'] is None]
+        bad = [j for j in jobs if j['error'] is not None]
+        coarse = {j['coarse'] for j in good}
+        mosaic = {
+            'name': 'mosaic',
+            'paths': [p for j in good for p in j['paths']],
+            'coarse': coarse.pop() if len(coarse) == 1 else None,
+            'items': [i for j in good for i in j['items']],
+            'error': None,
+        }
+        return [mosaic, *bad]
+    return jobs
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from .io.source import ImageSource
+    from .predict import predict_raster
+    from .predictors import Predictor
+    from .stac import output_item, write_item
+
+    if not args.inputs and not args.stac:
+        print('geosparse: error: give input rasters or --stac URL.', file=sys.stderr)
+        return 2
+    if args.inputs and args.stac:
+        print(
+            'geosparse: error: give input rasters or --stac, not both.', file=sys.stderr
+        )
+        return 2
     ckpt = Path(args.checkpoint)
     if not ckpt.is_file():
         print(f'geosparse: error: --checkpoint {ckpt}: no such file.', file=sys.stderr)
         return 2
     try:
-        task = LabelSuperResolutionTask.load_from_checkpoint(ckpt, map_location='cpu')
+        predictor = Predictor(
+            checkpoint=ckpt,
+            task_class=args.task,
+            probabilities=args.probabilities,
+            mean=_floats(args.mean),
+            std=_floats(args.std),
+            class_names=args.class_names.split(',') if args.class_names else None,
+        )
     except Exception as err:
         print(
-            f'geosparse: error: --checkpoint {ckpt}: not a LabelSuperResolutionTask '
-            f'checkpoint ({type(err).__name__}: {err}). Pass a checkpoint from '
-            '`geosparse demo`, `torchgeo fit` or benchmarks/lsr_chesapeake.py.',
+            f'geosparse: error: --checkpoint {ckpt}: cannot load the model '
+            f'({type(err).__name__}: {err}). Pass a checkpoint of a geosparse task or '
+            "of TorchGeo's SemanticSegmentationTask/PixelwiseRegressionTask (from "
+            '`geosparse demo`, `torchgeo fit` or Trainer.save_checkpoint).',
             file=sys.stderr,
         )
         return 2
+    try:
+        jobs = _predict_jobs(args)
+    except RuntimeError as err:
+        print(f'geosparse: error: {err}', file=sys.stderr)
+        return 2
+    suffix = args.suffix or ('landcover' if predictor.uses_coarse else predictor.kind)
+    client = None
+    if args.scheduler or args.workers:
+        from distributed import Client, LocalCluster
+
+        if args.scheduler:
+            client = Client(args.scheduler)
+        else:
+            cluster = LocalCluster(
+                n_workers=args.workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+            )
+            client = Client(cluster)
+        predictor.torch_threads = 1
     out_dir = Path(args.out)
     failures: list[str] = []
-    for item in args.inputs:
-        src = Path(item)
-        dst = out_dir / f'{src.stem}_landcover.tif'
-        if args.resume and dst.exists():
-            print(f'{src}: skipped (--resume, {dst} exists)')
-            continue
-        try:
-            if not src.is_file():
-                raise FileNotFoundError(f'no such file: {src}')
-            predict_landcover(
-                task,
-                src,
-                dst,
-                coarse_path=args.coarse,
-                block=args.block,
-                halo=args.halo,
-                workers=args.workers,
-                progress=not args.quiet,
-            )
-        except Exception as err:  # one failed item must not stop the others
-            failures.append(f'{src}: {err}')
-            print(f'{src}: FAILED: {err}', file=sys.stderr)
-            continue
-        print(f'{src} -> {dst}')
+    try:
+        for job in jobs:
+            label = ', '.join(job['paths']) or job['name']
+            dst = out_dir / f'{job["name"]}_{suffix}.tif'
+            meta = dst.with_suffix('.json')
+            if args.resume and dst.exists() and meta.exists():
+                print(f'{label}: skipped (--resume, {dst} exists)')
+                continue
+            try:
+                if job['error'] is not None:
+                    raise ValueError(job['error'])
+                if len(job['paths']) == 1 and not args.mosaic:
+                    source = ImageSource.open(job['paths'][0])
+                else:
+                    source = ImageSource.mosaic(job['paths'])
+                predict_raster(
+                    predictor,
+                    source,
+                    dst,
+                    coarse_path=job['coarse'],
+                    block=args.block,
+                    halo=args.halo,
+                    threads=args.threads,
+                    scheduler=client or 'threads',
+                    progress=not args.quiet,
+                )
+                item = output_item(
+                    dst,
+                    item_id=dst.stem,
+                    sources=job['items'],
+                    source_paths=job['paths'],
+                )
+                write_item(item, meta)
+            except Exception as err:  # one failed item must not stop the others
+                failures.append(f'{label}: {err}')
+                print(f'{label}: FAILED: {err}', file=sys.stderr)
+                continue
+            print(f'{label} -> {dst} (+ {meta.name})')
+    finally:
+        if client is not None:
+            client.close()
+            if not args.scheduler:
+                cluster.close()
     if failures:
         print(
-            f'geosparse: {len(failures)} of {len(args.inputs)} inputs failed:',
+            f'geosparse: {len(failures)} of {len(jobs)} outputs failed:',
             file=sys.stderr,
         )
         for line in failures:
@@ -187,38 +307,109 @@ def build_parser() -> argparse.ArgumentParser:
 
     pred = sub.add_parser(
         'predict',
-        help='predict land-cover COGs (class + uncertainty) from a checkpoint',
+        help='predict COGs with uncertainty (+ STAC items) from a checkpoint',
         description=(
-            'Load a LabelSuperResolutionTask checkpoint (from `geosparse demo`, '
-            '`torchgeo fit` or benchmarks/lsr_chesapeake.py --save-checkpoint) and '
-            'predict every input raster block by block with dask: each block is read '
+            'Load a checkpoint of a geosparse task (e.g. from `geosparse demo` or '
+            "`torchgeo fit`) or of TorchGeo's SemanticSegmentationTask or "
+            'PixelwiseRegressionTask, and predict every input raster, or every item '
+            'a STAC API search returns, block by block with dask: each block is read '
             'with a halo, predicted, cropped to its centre and streamed into a '
-            'Cloud-Optimized GeoTIFF <out>/<name>_landcover.tif (band 1 class with a '
-            'colour table, band 2 uncertainty = normalised entropy). Outputs are '
-            'written atomically; a failed input is reported and the others go on; '
-            'the exit status is 1 if any input failed.'
+            'Cloud-Optimized GeoTIFF <out>/<name>_<suffix>.tif, described by a STAC '
+            'Item <out>/<name>_<suffix>.json beside it. Segmentation writes band 1 '
+            'class (colour table), band 2 uncertainty (normalised entropy) and, with '
+            '--probabilities, one band per class; regression writes the mean. '
+            'Outputs are written atomically; a failed input is reported and the '
+            'others go on; the exit status is 1 if any failed.'
+        ),
+        epilog=textwrap.dedent(
+            """\
+            Examples:
+              geosparse predict --checkpoint lsr.ckpt naip1.tif naip2.tif \\
+                  --coarse nlcd.tif --out maps/
+              geosparse predict --checkpoint lsr.ckpt --out maps/ \\
+                  --stac http://127.0.0.1:7822 --collections naip \\
+                  --bbox -76.6 38.9 -76.5 39.0 --datetime 2018 --asset image \\
+                  --coarse nlcd --mosaic --workers 2
+            """
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     pred.add_argument(
-        'inputs', nargs='+', help='imagery rasters (bands as in training)'
+        'inputs', nargs='*', help='imagery rasters (bands as in training)'
     )
     pred.add_argument('--checkpoint', required=True, help='Lightning checkpoint')
     pred.add_argument('--out', required=True, help='output folder')
+    stac = pred.add_argument_group('STAC search (instead of input rasters)')
+    stac.add_argument('--stac', metavar='URL', help='STAC API root URL')
+    stac.add_argument('--collections', nargs='+', help='collection ids')
+    stac.add_argument(
+        '--bbox',
+        nargs=4,
+        type=float,
+        metavar=('W', 'S', 'E', 'N'),
+        help='bounding box in WGS84 degrees',
+    )
+    stac.add_argument(
+        '--datetime', help='instant or interval, e.g. 2018-01-01/2018-12-31'
+    )
+    stac.add_argument('--ids', nargs='+', help='item ids')
+    stac.add_argument('--max-items', type=int, help='stop after this many items')
+    stac.add_argument(
+        '--asset', default='image', help='asset key of the imagery (default: image)'
+    )
     pred.add_argument(
         '--coarse',
-        help='coarse label raster (any CRS), combined with the network where it '
-        'covers the input',
+        help='coarse labels for models that use them (label super-resolution): a '
+        'raster (any CRS), or with --stac an asset key of each item',
     )
-    pred.add_argument('--block', type=int, default=512, help='block size (pixels)')
     pred.add_argument(
+        '--mosaic',
+        action='store_true',
+        help='one output over the union of all inputs (first input wins in overlaps)',
+    )
+    pred.add_argument(
+        '--probabilities',
+        action='store_true',
+        help='segmentation: add one probability band per class',
+    )
+    model = pred.add_argument_group('model')
+    model.add_argument(
+        '--task',
+        help='task class (package.module.Class) if the checkpoint does not tell',
+    )
+    model.add_argument(
+        '--mean',
+        help="TorchGeo tasks: per-band means of the training datamodule's "
+        'normalisation, comma separated (default 0)',
+    )
+    model.add_argument(
+        '--std', help='TorchGeo tasks: per-band divisors, comma separated (default 255)'
+    )
+    model.add_argument('--class-names', help='class names, comma separated')
+    model.add_argument('--suffix', help='output name suffix (default: by task)')
+    run = pred.add_argument_group('blocks and scheduling')
+    run.add_argument('--block', type=int, default=512, help='block size (pixels)')
+    run.add_argument(
         '--halo', type=int, default=32, help='context around each block (pixels)'
     )
-    pred.add_argument('--workers', type=int, default=1, help='dask threads')
-    pred.add_argument(
-        '--resume', action='store_true', help='skip inputs whose output exists'
+    run.add_argument(
+        '--threads', type=int, default=1, help='threads of the local dask scheduler'
     )
-    pred.add_argument('--quiet', action='store_true', help='no progress bar')
+    run.add_argument(
+        '--workers',
+        type=int,
+        help='run the blocks on a dask LocalCluster of N single-threaded processes',
+    )
+    run.add_argument(
+        '--scheduler',
+        metavar='ADDRESS',
+        help='run the blocks on an existing dask.distributed scheduler '
+        '(tcp://host:8786)',
+    )
+    run.add_argument(
+        '--resume', action='store_true', help='skip inputs whose outputs exist'
+    )
+    run.add_argument('--quiet', action='store_true', help='no progress bar')
     pred.set_defaults(func=_predict)
 
     priors = sub.add_parser(

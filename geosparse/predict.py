@@ -1,36 +1,83 @@
-r"""Whole-raster prediction of a label super-resolution model, written as a COG.
+r"""Whole-raster prediction of any geosparse or TorchGeo task, written as a COG.
 
-The raster is predicted block by block with a halo (:mod:`geosparse.blocks`), so
-where the model's receptive field fits inside the halo, the result equals one
-forward pass over the whole raster. The output COG has
-band 1 ``class`` (uint8, with colour table and class names; 255 = nodata) and band 2
-``uncertainty``: the normalised entropy :math:`-\\sum_l p_l \\log p_l / \\log L` in
-0..1, stored as uint8 with scale 1/254 (255 = nodata).
+The flow is predictor → blocks → COG → STAC item: a
+:class:`~geosparse.predictors.Predictor` turns the trained task into a block function,
+:func:`~geosparse.blocks.predict_blocks` runs it block by block with a halo (so where
+the model's receptive field fits inside the halo, the result equals one forward pass
+over the whole raster) and streams the blocks into a COG, and
+:func:`~geosparse.stac.output_item` describes the COG as a STAC Item.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from typing import Any
-
-import numpy as np
-import rasterio
-import torch
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .blocks import predict_blocks
 from .io.raster import read_coarse_on_grid
-from .trainers.lsr import LabelSuperResolutionTask, normalised_entropy
+from .io.source import ImageSource
+from .predictors import CLASS_COLORS, Predictor
+from .trainers.lsr import LabelSuperResolutionTask
 
-__all__ = ['CLASS_COLORS', 'predict_landcover', 'read_coarse_on_grid']
+if TYPE_CHECKING:
+    from distributed import Client
 
-#: Colours of the fine classes by name (others get grey).
-CLASS_COLORS: dict[str, tuple[int, int, int, int]] = {
-    'water': (0, 112, 255, 255),
-    'forest': (38, 115, 0, 255),
-    'field': (163, 255, 115, 255),
-    'impervious': (156, 156, 156, 255),
-}
+__all__ = ['CLASS_COLORS', 'predict_landcover', 'predict_raster', 'read_coarse_on_grid']
+
+
+def predict_raster(
+    predictor: Predictor,
+    source: str | os.PathLike[str] | ImageSource,
+    out_path: str | os.PathLike[str],
+    coarse_path: str | os.PathLike[str] | None = None,
+    block: int = 512,
+    halo: int = 32,
+    threads: int = 1,
+    scheduler: str | Client = 'threads',
+    progress: bool = True,
+) -> Path:
+    """Predict one raster (or mosaic) with a predictor and write its COG.
+
+    Args:
+        predictor: the model and its output bands.
+        source: imagery raster or :class:`~geosparse.io.source.ImageSource`.
+        out_path: output COG (atomic).
+        coarse_path: coarse labels, for predictors that use them
+            (:attr:`Predictor.uses_coarse`); ignored otherwise.
+        block: block size in pixels.
+        halo: context kept around each block and discarded.
+        threads: threads of the local threaded scheduler.
+        scheduler: ``threads``, ``synchronous`` or a :class:`distributed.Client`.
+        progress: show a progress bar.
+
+    Returns:
+        ``out_path``.
+
+    Raises:
+        ValueError: if the imagery's band count differs from the model's.
+    """
+    src = source if isinstance(source, ImageSource) else ImageSource.open(source)
+    if predictor.in_channels is not None and src.count != predictor.in_channels:
+        raise ValueError(
+            f'{", ".join(src.paths)}: {src.count} bands, but the model was trained on '
+            f'{predictor.in_channels}; pass imagery with the training bands.'
+        )
+    return predict_blocks(
+        src,
+        predictor,
+        out_path,
+        count=predictor.count,
+        dtype=predictor.dtype,
+        nodata=predictor.nodata,
+        coarse_path=coarse_path if predictor.uses_coarse else None,
+        block=block,
+        halo=halo,
+        threads=threads,
+        scheduler=scheduler,
+        progress=progress,
+        cog=predictor.cog_options(),
+    )
 
 
 def predict_landcover(
@@ -40,13 +87,15 @@ def predict_landcover(
     coarse_path: str | os.PathLike[str] | None = None,
     block: int = 512,
     halo: int = 32,
-    workers: int = 1,
+    threads: int = 1,
     progress: bool = True,
+    probabilities: bool = False,
 ) -> dict[str, Any]:
-    """Predict a land-cover map with uncertainty and write it as a COG, block by block.
+    """Predict a land-cover map with uncertainty from an in-memory LSR task.
 
-    Runs :func:`~geosparse.blocks.predict_blocks` (dask blocks with a halo, streamed
-    into the COG).
+    Band 1 ``class`` (uint8, colour table and class names; 255 nodata), band 2
+    ``uncertainty`` (normalised entropy, uint8 with scale 1/254), then the class
+    probabilities if asked for (:class:`~geosparse.predictors.Predictor`).
 
     Args:
         task: trained model.
@@ -56,61 +105,22 @@ def predict_landcover(
             (:meth:`LabelSuperResolutionTask.combine`).
         block: block size in pixels.
         halo: context kept around each block and discarded.
-        workers: dask threads.
+        threads: dask threads.
         progress: show a progress bar.
+        probabilities: also write one probability band per class.
 
     Returns:
         ``{"path": out_path}``.
-
-    Raises:
-        ValueError: if the raster's band count differs from the model's.
     """
-    task.eval()
-    with rasterio.open(image_path) as src:
-        bands = src.count
-    if bands != task.hparams['in_channels']:
-        raise ValueError(
-            f'{image_path}: {bands} bands, but the model was trained on '
-            f'{task.hparams["in_channels"]}; pass imagery with the training bands.'
-        )
-
-    def fn(image: np.ndarray, coarse: np.ndarray | None) -> np.ndarray:
-        batch = {'image': torch.from_numpy(image[None])}
-        if coarse is not None:
-            batch['coarse'] = torch.from_numpy(coarse[None].astype(np.int64))
-        with torch.no_grad():
-            probs = task.predict_probs(batch)
-        classes = probs[0].argmax(0).numpy().astype(np.uint8)
-        unc = normalised_entropy(probs)[0].numpy()
-        unc8 = np.round(np.clip(unc, 0, 1) * 254).astype(np.uint8)
-        return np.stack([classes, unc8])
-
-    names = list(task.table.fine_names)
-    colormap = {
-        i: CLASS_COLORS.get(n, (128, 128, 128, 255)) for i, n in enumerate(names)
-    }
-    path = predict_blocks(
+    predictor = Predictor(task, probabilities=probabilities)
+    path = predict_raster(
+        predictor,
         image_path,
-        fn,
         out_path,
-        count=2,
-        dtype='uint8',
-        nodata=255,
         coarse_path=coarse_path,
         block=block,
         halo=halo,
-        workers=workers,
+        threads=threads,
         progress=progress,
-        cog={
-            'descriptions': ['class', 'uncertainty'],
-            'colormap': colormap,
-            'tags': {'task': type(task).__name__, 'class_names': json.dumps(names)},
-            'band_tags': [
-                {'class_names': json.dumps(names)},
-                {'definition': 'normalised entropy of the class probabilities, 0..1'},
-            ],
-            'scales': [1.0, 1 / 254],
-            'categorical': True,
-        },
     )
     return {'path': path}

@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 
@@ -83,7 +84,7 @@ def test_predict_cli_writes_cogs_resumes_and_lists_failures(tmp_path, capsys):
     capsys.readouterr()
     assert main([*args, str(image), str(missing)]) == 1
     err = capsys.readouterr().err
-    assert 'missing.tif' in err and '1 of 2 inputs failed' in err
+    assert 'missing.tif' in err and '1 of 2 outputs failed' in err
     cog = out / 'scene_naip_landcover.tif'
     valid, errors, _ = cog_validate(str(cog))
     assert valid, errors
@@ -91,6 +92,9 @@ def test_predict_cli_writes_cogs_resumes_and_lists_failures(tmp_path, capsys):
         assert src.descriptions == ('class', 'uncertainty')
         # The same checkpoint and blocks reproduce the demo's map exactly.
         np.testing.assert_array_equal(src.read(), ref.read())
+    item = json.loads((out / 'scene_naip_landcover.json').read_text())
+    assert item['assets']['data']['href'] == './scene_naip_landcover.tif'
+    assert item['properties']['geosparse:checkpoint'] == 'lsr.ckpt'
     assert not list(out.glob('.*'))
     assert main([*args, '--resume', str(image)]) == 0
     assert 'skipped' in capsys.readouterr().out
@@ -104,8 +108,5 @@ def test_predict_cli_rejects_bad_checkpoints(tmp_path, capsys):
     junk = tmp_path / 'junk.ckpt'
     junk.write_text('not a checkpoint')
     assert main([*args, str(junk)]) == 2
-    assert (
-        'junk.ckpt: not a LabelSuperResolutionTask checkpoint'
-        in capsys.readouterr().err
-    )
+    assert 'junk.ckpt: cannot load the model' in capsys.readouterr().err
     assert not (tmp_path / 'maps').exists()

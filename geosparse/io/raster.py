@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 import rasterio
 from rasterio.enums import Resampling
-from rasterio.io import DatasetReader
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
@@ -95,20 +94,22 @@ def atomic_write_raster(
 
 def read_coarse_on_grid(
     coarse_path: str | os.PathLike[str],
-    image: str | os.PathLike[str] | DatasetReader,
+    image: str | os.PathLike[str] | Any,
     window: Window | None = None,
 ) -> np.ndarray:
     """Coarse codes reprojected (nearest) onto an image's grid.
 
     Args:
         coarse_path: coarse raster (any CRS and resolution).
-        image: raster (path or open dataset) whose grid is the target.
+        image: the target grid: a raster path, or any object with ``crs``,
+            ``transform``, ``width`` and ``height`` (an open dataset, a
+            :class:`~geosparse.io.source.RasterGrid`).
         window: read only this window of the target grid.
 
     Returns:
         ``(H, W)`` coarse codes; outside the coarse raster: its nodata (or 0).
     """
-    if not isinstance(image, DatasetReader):
+    if isinstance(image, str | os.PathLike):
         with rasterio.open(image) as img:
             return read_coarse_on_grid(coarse_path, img, window)
     with rasterio.open(coarse_path) as src:

@@ -1,0 +1,221 @@
+"""Imagery to predict, on the output grid: one raster, or a mosaic of several.
+
+An :class:`ImageSource` is the input side of block-wise prediction. It names its
+rasters by path or URL (anything rasterio opens, e.g. ``/vsicurl/...``) and opens
+them for each window it reads, so it pickles to a few strings and can be sent to
+dask workers. For one raster, the output grid is the raster's own grid and a window
+is a plain read. For a mosaic (:meth:`ImageSource.mosaic`), the output grid covers
+the union of the rasters' footprints in the first raster's CRS and resolution, and
+each window is assembled by warping (nearest neighbour) every raster that overlaps
+it; where rasters overlap, the first one listed wins.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import rasterio
+import rasterio.transform
+import rasterio.windows
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioIOError
+from rasterio.vrt import WarpedVRT
+from rasterio.warp import transform_bounds
+from rasterio.windows import Window
+
+__all__ = ['ImageSource', 'RasterGrid']
+
+
+@dataclass(frozen=True)
+class RasterGrid:
+    """A georeferenced pixel grid: ``crs``, ``transform``, ``height``, ``width``."""
+
+    crs: CRS
+    transform: Affine
+    height: int
+    width: int
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """``(west, south, east, north)`` in the grid's CRS."""
+        w, s, e, n = rasterio.transform.array_bounds(
+            self.height, self.width, self.transform
+        )
+        return float(w), float(s), float(e), float(n)
+
+    def window_transform(self, window: Window) -> Affine:
+        """Affine transform of a window of this grid."""
+        return rasterio.windows.transform(window, self.transform)
+
+
+def _open_error(path: str, err: Exception) -> RasterioIOError:
+    return RasterioIOError(
+        f'{path}: cannot open the input raster ({err}). Check that the file or URL '
+        'exists and is readable.'
+    )
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """Imagery rasters read window by window on an output :class:`RasterGrid`.
+
+    Use :meth:`open` for one raster and :meth:`mosaic` for several.
+
+    Attributes:
+        paths: rasters (paths or URLs rasterio opens).
+        grid: output grid.
+        count: bands (every raster must have this many).
+        nodata: input nodata (of the first raster), or None.
+        dtype: data type of the first raster.
+        aligned: True when ``paths`` is one raster whose grid is ``grid``.
+    """
+
+    paths: tuple[str, ...]
+    grid: RasterGrid
+    count: int
+    nodata: float | None
+    dtype: str
+    aligned: bool
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> ImageSource:
+        """One raster on its own grid.
+
+        Raises:
+            RasterioIOError: naming the path, if it cannot be opened.
+        """
+        path = str(path)
+        try:
+            with rasterio.open(path) as src:
+                grid = RasterGrid(src.crs, src.transform, src.height, src.width)
+                return cls((path,), grid, src.count, src.nodata, src.dtypes[0], True)
+        except RasterioIOError as err:
+            raise _open_error(path, err) from err
+
+    @classmethod
+    def mosaic(
+        cls,
+        paths: Sequence[str | os.PathLike[str]],
+        crs: CRS | str | None = None,
+        res: float | None = None,
+    ) -> ImageSource:
+        """Several rasters on one grid covering the union of their footprints.
+
+        Args:
+            paths: rasters with the same band count; the first wins in overlaps.
+            crs: output CRS (default: the first raster's).
+            res: output pixel size in CRS units (default: the first raster's).
+
+        Returns:
+            The mosaic source. The grid is snapped to multiples of ``res``.
+
+        Raises:
+            ValueError: if ``paths`` is empty or band counts differ.
+            RasterioIOError: naming the path, if one cannot be opened.
+        """
+        names = [str(p) for p in paths]
+        if not names:
+            raise ValueError('mosaic: no input rasters.')
+        boxes: list[tuple[float, float, float, float]] = []
+        count = 0
+        nodata: float | None = None
+        dtype = 'uint8'
+        out_crs: CRS | None = CRS.from_user_input(crs) if crs is not None else None
+        for i, name in enumerate(names):
+            try:
+                with rasterio.open(name) as src:
+                    if i == 0:
+                        count, nodata, dtype = src.count, src.nodata, src.dtypes[0]
+                        out_crs = out_crs or src.crs
+                        res = res or float(src.res[0])
+                    elif src.count != count:
+                        raise ValueError(
+                            f'{name}: {src.count} bands, but {names[0]} has {count}; '
+                            'a mosaic needs rasters with the same bands.'
+                        )
+                    boxes.append(transform_bounds(src.crs, out_crs, *src.bounds))
+            except RasterioIOError as err:
+                raise _open_error(name, err) from err
+        assert out_crs is not None and res is not None
+        west = math.floor(min(b[0] for b in boxes) / res) * res
+        south = math.floor(min(b[1] for b in boxes) / res) * res
+        east = math.ceil(max(b[2] for b in boxes) / res) * res
+        north = math.ceil(max(b[3] for b in boxes) / res) * res
+        grid = RasterGrid(
+            out_crs,
+            Affine(res, 0, west, 0, -res, north),
+            round((north - south) / res),
+            round((east - west) / res),
+        )
+        return cls(tuple(names), grid, count, nodata, dtype, False)
+
+    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray | None]:
+        """Imagery of a window of the grid and its nodata mask.
+
+        Args:
+            window: window of :attr:`grid` (inside it).
+
+        Returns:
+            ``(count, h, w)`` array in the rasters' dtype, and a ``(h, w)`` mask that
+            is True where no raster has data (None if the input has no nodata and
+            is a single raster).
+        """
+        if self.aligned:
+            with rasterio.open(self.paths[0]) as src:
+                image = src.read(window=window)
+            invalid = None if self.nodata is None else (image == self.nodata).all(0)
+            return image, invalid
+        h, w = int(window.height), int(window.width)
+        fill = 0 if self.nodata is None else self.nodata
+        image = np.full((self.count, h, w), fill, dtype=self.dtype)
+        invalid = np.ones((h, w), dtype=bool)
+        west, south, east, north = rasterio.windows.bounds(window, self.grid.transform)
+        for name in self.paths:
+            with rasterio.open(name) as src:
+                box = transform_bounds(self.grid.crs, src.crs, west, south, east, north)
+                left, bottom, right, top = src.bounds
+                if (
+                    box[0] >= right
+                    or box[2] <= left
+                    or box[1] >= top
+                    or box[3] <= bottom
+                ):
+                    continue
+                # A warped view of this raster on the output grid: GDAL reads only
+                # the source pixels the window needs. Without a nodata value an
+                # alpha band marks the raster's footprint.
+                with WarpedVRT(
+                    src,
+                    crs=self.grid.crs,
+                    transform=self.grid.transform,
+                    width=self.grid.width,
+                    height=self.grid.height,
+                    resampling=Resampling.nearest,
+                    add_alpha=src.nodata is None,
+                ) as vrt:
+                    part = vrt.read(
+                        indexes=list(range(1, self.count + 1)), window=window
+                    )
+                    covered = vrt.dataset_mask(window=window) > 0
+            take = covered & invalid
+            image[:, take] = part[:, take]
+            invalid &= ~take
+        return image, invalid
+
+    def coarse_window(
+        self, coarse_path: str | os.PathLike[str], window: Window
+    ) -> np.ndarray:
+        """Coarse codes reprojected (nearest) onto a window of the grid.
+
+        Returns:
+            ``(h, w)`` codes; outside the coarse raster, its nodata (or 0).
+        """
+        from .raster import read_coarse_on_grid
+
+        return read_coarse_on_grid(coarse_path, self.grid, window)

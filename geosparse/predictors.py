@@ -1,0 +1,381 @@
+r"""Model adapters for prediction: a trained task turned into a block function.
+
+A :class:`Predictor` wraps a trained task and applies it to one window of raw
+imagery, returning the output bands that :func:`~geosparse.blocks.predict_blocks`
+writes. It knows the bands it writes (names, data type, nodata, scales, colour
+table) and normalises the input exactly as the task did in training:
+
+- :class:`~geosparse.trainers.LabelSuperResolutionTask` normalises inside the model
+  (:meth:`~geosparse.trainers.LabelSuperResolutionTask.normalize`), and combines
+  the network with coarse labels where they are given (``--coarse``).
+- TorchGeo's :class:`~torchgeo.trainers.SemanticSegmentationTask` and
+  :class:`~torchgeo.trainers.PixelwiseRegressionTask` receive imagery normalised by
+  the datamodule, :math:`x' = (x - m)/s`; :math:`m = 0, s = 255` is the default of
+  TorchGeo's data modules, other values come from ``mean``/``std``.
+
+Segmentation writes ``class`` (uint8, colour table, class names; 255 nodata),
+``uncertainty`` (normalised entropy :math:`-\sum_l p_l \log p_l / \log L`, uint8 with
+scale 1/254) and optionally one probability band per class (uint8, scale 1/254).
+Regression writes ``mean`` (float32, NaN nodata) for every output of the network.
+
+Windows are padded (reflect) to a multiple of 32 for encoder-decoder models and the
+padding is cropped off again. A predictor made by :meth:`Predictor.from_checkpoint`
+pickles to its checkpoint path and options (not its weights), so dask workers load
+the model once each.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from torchgeo.trainers import PixelwiseRegressionTask, SemanticSegmentationTask
+
+from .trainers.lsr import LabelSuperResolutionTask, normalised_entropy
+
+__all__ = ['CLASS_COLORS', 'Predictor', 'file_sha256', 'task_class_for']
+
+#: Colours of fine classes by name (others get a palette colour).
+CLASS_COLORS: dict[str, tuple[int, int, int, int]] = {
+    'water': (0, 112, 255, 255),
+    'forest': (38, 115, 0, 255),
+    'field': (163, 255, 115, 255),
+    'impervious': (156, 156, 156, 255),
+}
+
+_PALETTE = [
+    (228, 26, 28, 255),
+    (55, 126, 184, 255),
+    (77, 175, 74, 255),
+    (152, 78, 163, 255),
+    (255, 127, 0, 255),
+    (255, 255, 51, 255),
+    (166, 86, 40, 255),
+    (247, 129, 191, 255),
+]
+
+Kind = Literal['segmentation', 'regression']
+
+# Models loaded in this process, by checkpoint path and hash (dask workers keep one).
+_LOADED: dict[tuple[str, str], LightningModule] = {}
+_LOAD_LOCK = threading.Lock()
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """SHA-256 hex digest of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def task_class_for(hparams: Mapping[str, Any]) -> type[LightningModule]:
+    """The task class that wrote a checkpoint, from its hyperparameters.
+
+    LightningCLI records ``_class_path``; otherwise the hyperparameters tell:
+    ``priors`` → :class:`~geosparse.trainers.LabelSuperResolutionTask`,
+    ``num_outputs`` → :class:`~torchgeo.trainers.PixelwiseRegressionTask`,
+    ``num_classes`` → :class:`~torchgeo.trainers.SemanticSegmentationTask`.
+
+    Raises:
+        ValueError: if none of these apply.
+    """
+    path = hparams.get('_class_path')
+    if isinstance(path, str) and '.' in path:
+        module, _, name = path.rpartition('.')
+        cls = getattr(importlib.import_module(module), name)
+        return cls
+    if 'priors' in hparams:
+        return LabelSuperResolutionTask
+    if 'num_outputs' in hparams:
+        return PixelwiseRegressionTask
+    if 'num_classes' in hparams:
+        return SemanticSegmentationTask
+    raise ValueError(
+        'cannot tell the task from the checkpoint hyperparameters '
+        f'({", ".join(sorted(hparams)) or "none"}); pass the task class '
+        '(--task package.module.Class).'
+    )
+
+
+def _load(checkpoint: str, sha: str, task_class: str | None) -> LightningModule:
+    with _LOAD_LOCK:
+        key = (checkpoint, sha)
+        if key not in _LOADED:
+            ckpt = torch.load(checkpoint, map_location='cpu', weights_only=False)
+            if not isinstance(ckpt, dict) or 'state_dict' not in ckpt:
+                raise ValueError(
+                    f'{checkpoint}: not a Lightning checkpoint (no state_dict); pass '
+                    'a .ckpt written by `torchgeo fit`, `geosparse demo` or '
+                    'Trainer.save_checkpoint.'
+                )
+            if task_class:
+                module, _, name = task_class.rpartition('.')
+                cls = getattr(importlib.import_module(module), name)
+            else:
+                cls = task_class_for(ckpt.get('hyper_parameters', {}))
+            task = cls.load_from_checkpoint(checkpoint, map_location='cpu')
+            _LOADED[key] = task.eval()
+        return _LOADED[key]
+
+
+class Predictor:
+    """A trained task applied to windows of raw imagery (a block function).
+
+    Call it as ``predictor(image, coarse)`` with ``image`` ``(C, h, w)`` float32 raw
+    values and ``coarse`` ``(h, w)`` codes or None; it returns
+    ``(count, h, w)`` of :attr:`dtype`. :meth:`cog_options` gives the matching
+    keyword arguments of :func:`~geosparse.io.cog.cog_writer`.
+    """
+
+    def __init__(
+        self,
+        task: LightningModule | None = None,
+        *,
+        checkpoint: str | os.PathLike[str] | None = None,
+        task_class: str | None = None,
+        probabilities: bool = False,
+        mean: Sequence[float] | float | None = None,
+        std: Sequence[float] | float | None = None,
+        class_names: Sequence[str] | None = None,
+        torch_threads: int | None = None,
+    ) -> None:
+        """Wrap a task (or a checkpoint, loaded now and again in each dask worker).
+
+        Args:
+            task: the trained task; if None, ``checkpoint`` is loaded.
+            checkpoint: Lightning checkpoint of the task (recorded in the output
+                tags with its SHA-256).
+            task_class: dotted class of the task when the checkpoint does not tell
+                (see :func:`task_class_for`).
+            probabilities: segmentation: also write one probability band per class.
+            mean: TorchGeo tasks: per-band (or one) mean subtracted from the raw
+                imagery, as the training datamodule did (default 0).
+            std: TorchGeo tasks: per-band (or one) divisor (default 255).
+            class_names: names of the classes (default: the task's, or
+                ``class_0``, ``class_1``, ...).
+            torch_threads: torch intra-op threads when the model runs (None keeps
+                torch's setting).
+
+        Raises:
+            ValueError: without a task or a checkpoint, or for an unsupported task
+                (multilabel segmentation).
+        """
+        if task is None and checkpoint is None:
+            raise ValueError('Predictor needs a task or a checkpoint.')
+        self.checkpoint = None if checkpoint is None else str(checkpoint)
+        self.sha256 = None if checkpoint is None else file_sha256(checkpoint)
+        self.task_class = task_class
+        if task is None:
+            assert self.checkpoint is not None and self.sha256 is not None
+            task = _load(self.checkpoint, self.sha256, task_class)
+        self._task: LightningModule | None = task.eval()
+        self.probabilities = probabilities
+        self.torch_threads = torch_threads
+        hp = task.hparams
+        self.task_name = type(task).__name__
+        self.in_channels = int(hp.get('in_channels', 0)) or None
+        self.kind: Kind
+        self.uses_coarse = isinstance(task, LabelSuperResolutionTask)
+        if isinstance(task, LabelSuperResolutionTask):
+            self.kind = 'segmentation'
+            names = list(task.table.fine_names)
+            self.binary = False
+        elif 'num_outputs' in hp:
+            self.kind = 'regression'
+            names = [f'output_{i}' for i in range(int(hp['num_outputs']))]
+            self.binary = False
+        else:
+            self.kind = 'segmentation'
+            mode = hp.get('task', 'multiclass')
+            if mode == 'multilabel':
+                raise ValueError(
+                    'multilabel segmentation is not supported by predict; train a '
+                    'multiclass or binary task.'
+                )
+            self.binary = mode == 'binary'
+            n = 2 if self.binary else int(hp['num_classes'])
+            names = [f'class_{i}' for i in range(n)]
+        if class_names is not None:
+            if len(class_names) != len(names):
+                raise ValueError(
+                    f'class_names has {len(class_names)} names but the model has '
+                    f'{len(names)} outputs.'
+                )
+            names = list(class_names)
+        self.names = names
+        self.mean = 0.0 if mean is None else mean
+        self.std = 255.0 if std is None else std
+        model_name = str(hp.get('model', ''))
+        self.pad_multiple = 1 if model_name == 'fcn' else 32
+
+    # ------------------------------------------------------------ pickling
+    def __getstate__(self) -> dict[str, Any]:
+        """State without the model when a checkpoint can restore it."""
+        state = self.__dict__.copy()
+        if self.checkpoint is not None:
+            state['_task'] = None
+        return state
+
+    @property
+    def task(self) -> LightningModule:
+        """The wrapped task (loaded from the checkpoint on first use)."""
+        if self._task is None:
+            assert self.checkpoint is not None and self.sha256 is not None
+            self._task = _load(self.checkpoint, self.sha256, self.task_class)
+        return self._task
+
+    # ------------------------------------------------------------ layout
+    @property
+    def count(self) -> int:
+        """Output bands."""
+        if self.kind == 'regression':
+            return len(self.names)
+        return 2 + (len(self.names) if self.probabilities else 0)
+
+    @property
+    def dtype(self) -> str:
+        """Output data type."""
+        return 'float32' if self.kind == 'regression' else 'uint8'
+
+    @property
+    def nodata(self) -> float:
+        """Output nodata."""
+        return float('nan') if self.kind == 'regression' else 255
+
+    def cog_options(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`~geosparse.io.cog.cog_writer` for the output."""
+        tags = {
+            'task': self.task_name,
+            'kind': self.kind,
+            'class_names'
+            if self.kind == 'segmentation'
+            else 'output_names': json.dumps(self.names),
+        }
+        if self.checkpoint is not None:
+            tags['checkpoint'] = Path(self.checkpoint).name
+            tags['checkpoint_sha256'] = str(self.sha256)
+        if self.kind == 'regression':
+            return {
+                'descriptions': [
+                    'mean' if len(self.names) == 1 else f'mean_{n}' for n in self.names
+                ],
+                'tags': tags,
+                'band_tags': [
+                    {'definition': 'network output (no uncertainty without NPP)'}
+                    for _ in self.names
+                ],
+            }
+        colormap = {
+            i: CLASS_COLORS.get(n, _PALETTE[i % len(_PALETTE)])
+            for i, n in enumerate(self.names)
+        }
+        descriptions = ['class', 'uncertainty']
+        band_tags: list[dict[str, str]] = [
+            {'class_names': json.dumps(self.names)},
+            {'definition': 'normalised entropy of the class probabilities, 0..1'},
+        ]
+        scales = [1.0, 1 / 254]
+        if self.probabilities:
+            for n in self.names:
+                descriptions.append(f'p_{n}')
+                band_tags.append({'definition': f'probability of {n}, 0..1'})
+                scales.append(1 / 254)
+        return {
+            'descriptions': descriptions,
+            'colormap': colormap,
+            'tags': tags,
+            'band_tags': band_tags,
+            'scales': scales,
+            'categorical': True,
+        }
+
+    # ------------------------------------------------------------ model
+    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.task, LabelSuperResolutionTask):
+            return self.task.normalize(x)
+        c = x.shape[1]
+        mean = torch.as_tensor(self.mean, dtype=x.dtype).reshape(-1)
+        std = torch.as_tensor(self.std, dtype=x.dtype).reshape(-1)
+        if mean.numel() not in (1, c) or std.numel() not in (1, c):
+            raise ValueError(
+                f'mean/std have {mean.numel()}/{std.numel()} values for {c} bands; '
+                'give one value or one per band.'
+            )
+        return (x - mean.reshape(1, -1, 1, 1)) / std.reshape(1, -1, 1, 1)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        m = self.pad_multiple
+        ph, pw = (-h) % m, (-w) % m
+        if ph or pw:
+            mode = 'reflect' if ph < h and pw < w else 'replicate'
+            x = F.pad(x, (0, pw, 0, ph), mode=mode)
+        model: Any = self.task.model  # input already normalised
+        out = model(x)
+        return out[..., :h, :w]
+
+    def probs(
+        self, image: np.ndarray, coarse: np.ndarray | None = None
+    ) -> torch.Tensor:
+        """Class probabilities ``(L, h, w)`` of a raw window (segmentation)."""
+        x = self._normalise(torch.from_numpy(image[None]).float())
+        task = self.task
+        with torch.no_grad():
+            if isinstance(task, LabelSuperResolutionTask):
+                p = self._forward(x).softmax(dim=1)
+                if coarse is not None and task.hparams['prior_weight'] > 0:
+                    idx = task.coarse_index(
+                        torch.from_numpy(coarse[None].astype(np.int64))
+                    )
+                    p = task.combine(p, idx)
+            elif self.binary:
+                q = self._forward(x).sigmoid()
+                p = torch.cat([1 - q, q], dim=1)
+            else:
+                p = self._forward(x).softmax(dim=1)
+        return p[0]
+
+    def __call__(
+        self, image: np.ndarray, coarse: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Output bands ``(count, h, w)`` of a raw window ``(C, h, w)``.
+
+        Raises:
+            ValueError: if the window's band count differs from the model's.
+        """
+        if self.in_channels is not None and image.shape[0] != self.in_channels:
+            raise ValueError(
+                f'the input has {image.shape[0]} bands, but the model was trained on '
+                f'{self.in_channels}; pass imagery with the training bands.'
+            )
+        if self.torch_threads is not None:
+            torch.set_num_threads(self.torch_threads)
+        if self.kind == 'regression':
+            x = self._normalise(torch.from_numpy(image[None]).float())
+            with torch.no_grad():
+                y = self._forward(x)[0]
+            return y.numpy().astype(np.float32)
+        p = self.probs(image, coarse if self.uses_coarse else None)
+        classes = p.argmax(0).numpy().astype(np.uint8)
+        unc = normalised_entropy(p[None])[0].numpy()
+        bands = [classes, _to_uint8(unc)]
+        if self.probabilities:
+            bands.extend(_to_uint8(q) for q in p.numpy())
+        return np.stack(bands)
+
+
+def _to_uint8(x: np.ndarray) -> np.ndarray:
+    """0..1 values as uint8 0..254 (255 is nodata)."""
+    return np.round(np.clip(x, 0, 1) * 254).astype(np.uint8)

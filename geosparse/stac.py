@@ -1,0 +1,225 @@
+"""STAC on both sides of prediction: searching inputs and describing outputs.
+
+Inputs are found with pystac-client (:func:`search_items`) in any STAC API, and an
+asset of each item (:func:`asset_href`) is the raster to predict. Every output COG is
+described by a STAC Item (:func:`output_item`) written as JSON beside it: the COG as
+its ``data`` asset with the projection, raster and (for class maps) classification
+extensions, a ``derived_from`` link to each source item, and the model that made it
+(task, checkpoint file and SHA-256, geosparse version) in its properties.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pystac
+import rasterio
+from pystac.extensions.classification import Classification, ClassificationExtension
+from pystac.extensions.projection import ProjectionExtension
+from pystac.extensions.raster import DataType, RasterBand, RasterExtension
+from rasterio.warp import transform_geom
+from shapely.geometry import box, mapping, shape
+
+from . import __version__
+from .io.raster import atomic_write_text
+
+__all__ = ['asset_href', 'output_item', 'search_items', 'write_item']
+
+
+def search_items(
+    url: str,
+    collections: Sequence[str] | None = None,
+    bbox: Sequence[float] | None = None,
+    datetime: str | None = None,
+    ids: Sequence[str] | None = None,
+    max_items: int | None = None,
+) -> list[pystac.Item]:
+    """Items of a STAC API search (pystac-client), in the order the API returns.
+
+    Args:
+        url: STAC API root (e.g. ``https://earth-search.aws.element84.com/v1``).
+        collections: collection ids.
+        bbox: ``west, south, east, north`` in WGS84 degrees.
+        datetime: RFC 3339 instant or interval (``2018-01-01/2018-12-31``).
+        ids: item ids.
+        max_items: stop after this many items.
+
+    Returns:
+        The items found.
+
+    Raises:
+        RuntimeError: naming the URL, if the API cannot be reached or refuses the
+            search.
+    """
+    from pystac_client import Client
+
+    try:
+        client = Client.open(url)
+        found = client.search(
+            collections=list(collections) if collections else None,
+            bbox=list(bbox) if bbox else None,
+            datetime=datetime,
+            ids=list(ids) if ids else None,
+            max_items=max_items,
+        )
+        return list(found.items())
+    except Exception as err:
+        raise RuntimeError(
+            f'--stac {url}: the STAC API search failed ({type(err).__name__}: {err}). '
+            'Check the URL, the collection ids and the bbox/datetime syntax.'
+        ) from err
+
+
+def asset_href(item: pystac.Item, key: str) -> str:
+    """Absolute href of an item's asset, as rasterio opens it.
+
+    ``http(s)`` hrefs get GDAL's ``/vsicurl/`` prefix and ``s3://`` becomes
+    ``/vsis3/``; relative hrefs are resolved against the item's own location.
+
+    Raises:
+        KeyError: naming the item and the keys it has, if ``key`` is missing.
+    """
+    if key not in item.assets:
+        raise KeyError(
+            f'item {item.id}: no asset {key!r} (it has {", ".join(sorted(item.assets))}); '
+            'pass --asset with one of these.'
+        )
+    href = item.assets[key].get_absolute_href() or item.assets[key].href
+    if href.startswith(('http://', 'https://')):
+        return f'/vsicurl/{href}'
+    if href.startswith('s3://'):
+        return '/vsis3/' + href[len('s3://') :]
+    if href.startswith('file://'):
+        return href[len('file://') :]
+    return href
+
+
+_DATA_TYPES = {
+    'uint8': DataType.UINT8,
+    'uint16': DataType.UINT16,
+    'int16': DataType.INT16,
+    'float32': DataType.FLOAT32,
+    'float64': DataType.FLOAT64,
+}
+
+
+def _hex(rgba: tuple[int, ...]) -> str:
+    return ''.join(f'{v:02X}' for v in rgba[:3])
+
+
+def output_item(
+    cog_path: str | os.PathLike[str],
+    item_id: str | None = None,
+    sources: Sequence[pystac.Item] = (),
+    source_paths: Sequence[str] = (),
+    when: dt.datetime | None = None,
+) -> pystac.Item:
+    """A STAC Item describing a geosparse output COG.
+
+    The geometry is the COG's footprint in WGS84; ``datetime`` is the first source
+    item's (or ``when``, or now); the COG is the ``data`` asset (relative href, so
+    the pair can be moved together) with ``proj:*``, ``raster:bands`` and, for class
+    maps, ``classification:classes`` from the COG's tags.
+
+    Args:
+        cog_path: the output COG (its tags name the task and checkpoint).
+        item_id: item id (default: the file stem).
+        sources: source STAC items (``derived_from`` links).
+        source_paths: source rasters when there are no source items.
+        when: acquisition time when no source item gives one.
+
+    Returns:
+        The item (self href: ``cog_path`` with ``.json``).
+    """
+    cog = Path(cog_path)
+    with rasterio.open(cog) as ds:
+        tags = ds.tags()
+        crs, transform, height, width = ds.crs, ds.transform, ds.height, ds.width
+        footprint = box(*ds.bounds)
+        dtypes, nodata = ds.dtypes, ds.nodata
+        scales, offsets, descriptions = ds.scales, ds.offsets, ds.descriptions
+        colormap = ds.colormap(1) if tags.get('kind') == 'segmentation' else None
+    geometry = transform_geom(crs, 'EPSG:4326', mapping(footprint))
+    bbox = list(shape(geometry).bounds)
+    stamp = next((s.datetime for s in sources if s.datetime is not None), None)
+    stamp = stamp or when or dt.datetime.now(dt.UTC)
+    props: dict[str, Any] = {
+        'geosparse:version': tags.get('geosparse_version', __version__),
+        'geosparse:task': tags.get('task'),
+        'geosparse:kind': tags.get('kind'),
+        'processing:software': {'geosparse': __version__},
+        'created': dt.datetime.now(dt.UTC).isoformat().replace('+00:00', 'Z'),
+    }
+    if 'checkpoint' in tags:
+        props['geosparse:checkpoint'] = tags['checkpoint']
+        props['geosparse:checkpoint_sha256'] = tags.get('checkpoint_sha256')
+    if source_paths and not sources:
+        props['geosparse:sources'] = list(source_paths)
+    item = pystac.Item(
+        id=item_id or cog.stem,
+        geometry=geometry,
+        bbox=bbox,
+        datetime=stamp,
+        properties=props,
+    )
+    for src in sources:
+        target = src.get_self_href()
+        if target:
+            item.add_link(
+                pystac.Link(
+                    'derived_from',
+                    target,
+                    media_type=pystac.MediaType.GEOJSON,
+                    title=src.id,
+                )
+            )
+    asset = pystac.Asset(
+        href=f'./{cog.name}',
+        media_type=pystac.MediaType.COG,
+        roles=['data'],
+        title=', '.join(d or '' for d in descriptions),
+    )
+    item.add_asset('data', asset)
+    proj = ProjectionExtension.ext(item, add_if_missing=True)
+    epsg = crs.to_epsg()
+    proj.code = f'EPSG:{epsg}' if epsg else None
+    if epsg is None:
+        proj.wkt2 = crs.to_wkt()
+    proj.shape = [height, width]
+    proj.transform = list(transform)[:6]
+    bands = []
+    for i, dtype in enumerate(dtypes):
+        bands.append(
+            RasterBand.create(
+                nodata='nan' if nodata is not None and nodata != nodata else nodata,  # type: ignore[arg-type]
+                data_type=_DATA_TYPES.get(dtype),
+                scale=scales[i] if scales[i] != 1 else None,
+                offset=offsets[i] if offsets[i] != 0 else None,
+                spatial_resolution=abs(transform.a),
+            )
+        )
+    RasterExtension.ext(asset, add_if_missing=True).bands = bands
+    if colormap is not None and 'class_names' in tags:
+        names = json.loads(tags['class_names'])
+        ClassificationExtension.ext(asset, add_if_missing=True).classes = [
+            Classification.create(
+                value=i,
+                name=n,
+                description=n,
+                color_hint=_hex(colormap.get(i, (0, 0, 0))),
+            )
+            for i, n in enumerate(names)
+        ]
+    item.set_self_href(str(cog.with_suffix('.json').absolute()))
+    return item
+
+
+def write_item(item: pystac.Item, path: str | os.PathLike[str]) -> Path:
+    """Write an item as JSON, atomically (relative asset hrefs are kept)."""
+    data = item.to_dict(include_self_link=False, transform_hrefs=False)
+    return atomic_write_text(path, json.dumps(data, indent=2) + '\n')
