@@ -19,11 +19,12 @@ written are the same either way.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import threading
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,22 +41,47 @@ from .io.source import ImageSource
 if TYPE_CHECKING:
     from distributed import Client
 
-__all__ = ['BlockFunction', 'predict_blocks']
+__all__ = ['BlockFunction', 'OutputFile', 'predict_blocks']
 
 #: ``fn(image (C, h, w) float32, coarse (h, w) int64 or None) -> (K, h, w)``: the
 #: model applied to one window (halo included).
 BlockFunction = Callable[[np.ndarray, np.ndarray | None], np.ndarray]
 
 
-class _WindowTarget:
-    """A :func:`dask.array.store` target writing ``[band, rows, cols]`` windows."""
+@dataclass(frozen=True)
+class OutputFile:
+    """A further COG written by :func:`predict_blocks` from the model's last bands.
 
-    def __init__(self, dst: DatasetWriter) -> None:
-        self.dst = dst
+    Attributes:
+        path: output COG (atomic).
+        count: bands taken, in order, after those of the files before it.
+        cog: keyword arguments of :func:`~geosparse.io.cog.cog_writer`.
+    """
+
+    path: Path
+    count: int
+    cog: Mapping[str, Any] = field(default_factory=dict)
+
+
+class _WindowTarget:
+    """A :func:`dask.array.store` target writing ``[band, rows, cols]`` windows.
+
+    The bands are split, in order, across the open datasets.
+    """
+
+    def __init__(self, dsts: list[DatasetWriter]) -> None:
+        self.dsts = dsts
+
+    def write(self, value: np.ndarray, window: Window) -> None:
+        """Write a block's bands into the datasets."""
+        start = 0
+        for dst in self.dsts:
+            dst.write(value[start : start + dst.count], window=window)
+            start += dst.count
 
     def __setitem__(self, key: tuple[slice, slice, slice], value: np.ndarray) -> None:
         _, rows, cols = key
-        self.dst.write(value, window=Window.from_slices(rows, cols))
+        self.write(value, Window.from_slices(rows, cols))
 
 
 @dataclass(frozen=True)
@@ -100,7 +126,7 @@ class _BlockJob:
 def _store_distributed(
     job: _BlockJob,
     locations: list[tuple[int, int, int, int]],
-    dst: DatasetWriter,
+    dst: _WindowTarget,
     client: Client,
     bar: tqdm[Any],
 ) -> None:
@@ -121,7 +147,7 @@ def _store_distributed(
     for fut in queue:
         r0, r1, c0, c1 = futures.pop(fut)
         data = fut.result()
-        dst.write(data, window=Window.from_slices((r0, r1), (c0, c1)))
+        dst.write(data, Window.from_slices((r0, r1), (c0, c1)))
         bar.update(1)
         for loc in itertools.islice(pending, 1):
             nxt = client.submit(_run_remote, remote, loc, pure=False)
@@ -147,6 +173,7 @@ def predict_blocks(
     scheduler: str | Client = 'threads',
     progress: bool = True,
     cog: Mapping[str, Any] | None = None,
+    extra_outputs: Sequence[OutputFile] = (),
 ) -> Path:
     """Predict a raster block by block and write the result as a COG.
 
@@ -174,6 +201,10 @@ def predict_blocks(
         progress: show a progress bar over the blocks.
         cog: keyword arguments of :func:`~geosparse.io.cog.cog_writer`
             (descriptions, colormap, tags, band_tags, scales, categorical, ...).
+        extra_outputs: further COGs on the same grid, dtype and nodata, filled from
+            the bands ``fn`` returns after the first ``count`` (e.g. class
+            probabilities beside a class map: GeoTIFF keeps a colour table only in
+            files of one or two bands).
 
     Returns:
         ``out_path``.
@@ -192,39 +223,48 @@ def predict_blocks(
         )
     src = source if isinstance(source, ImageSource) else ImageSource.open(source)
     grid = src.grid
+    total = count + sum(o.count for o in extra_outputs)
     job = _BlockJob(
         src,
         fn,
         None if coarse_path is None else str(coarse_path),
         halo,
-        count,
+        total,
         dtype,
         nodata,
     )
     rows = [(r, min(r + block, grid.height)) for r in range(0, grid.height, block)]
     cols = [(c, min(c + block, grid.width)) for c in range(0, grid.width, block)]
-    with (
-        cog_writer(
-            out_path,
-            count=count,
-            height=grid.height,
-            width=grid.width,
-            dtype=dtype,
-            crs=grid.crs,
-            transform=grid.transform,
-            nodata=nodata,
-            **dict(cog or {}),
-        ) as dst,
-        tqdm(
-            total=len(rows) * len(cols),
-            desc='predict',
-            unit='block',
-            disable=not progress,
-        ) as bar,
-    ):
+    files = [OutputFile(Path(out_path), count, dict(cog or {})), *extra_outputs]
+    with contextlib.ExitStack() as stack:
+        dsts = [
+            stack.enter_context(
+                cog_writer(
+                    f.path,
+                    count=f.count,
+                    height=grid.height,
+                    width=grid.width,
+                    dtype=dtype,
+                    crs=grid.crs,
+                    transform=grid.transform,
+                    nodata=nodata,
+                    **dict(f.cog),
+                )
+            )
+            for f in files
+        ]
+        target = _WindowTarget(dsts)
+        bar = stack.enter_context(
+            tqdm(
+                total=len(rows) * len(cols),
+                desc='predict',
+                unit='block',
+                disable=not progress,
+            )
+        )
         if not local:
             locations = [(r0, r1, c0, c1) for r0, r1 in rows for c0, c1 in cols]
-            _store_distributed(job, locations, dst, scheduler, bar)  # type: ignore[arg-type]
+            _store_distributed(job, locations, target, scheduler, bar)  # type: ignore[arg-type]
         else:
 
             def run(block_info: dict[Any, Any] | None = None) -> np.ndarray:
@@ -235,7 +275,7 @@ def predict_blocks(
                 return out
 
             chunks = (
-                (count,),
+                (total,),
                 tuple(r1 - r0 for r0, r1 in rows),
                 tuple(c1 - c0 for c0, c1 in cols),
             )
@@ -249,7 +289,7 @@ def predict_blocks(
             )
             da.store(
                 arr,
-                _WindowTarget(dst),  # type: ignore[arg-type]  # any __setitem__ target
+                target,  # type: ignore[arg-type]  # any __setitem__ target
                 lock=threading.Lock(),
                 scheduler=scheduler,
                 num_workers=threads,

@@ -60,8 +60,8 @@ def _predict_jobs(args: argparse.Namespace) -> list[dict[str, Any]]:
             max_items=args.max_items,
         )
         if not items:
-            raise SystemExit(
-                f'geosparse: error: --stac {args.stac}: the search matched no items '
+            raise RuntimeError(
+                f'--stac {args.stac}: the search matched no items '
                 '(check --collections, --bbox, --datetime and --ids).'
             )
         for item in items:
@@ -104,7 +104,7 @@ def _predict_jobs(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def _predict(args: argparse.Namespace) -> int:
     from .io.source import ImageSource
-    from .predict import predict_raster
+    from .predict import predict_raster, probability_path
     from .predictors import Predictor
     from .stac import output_item, write_item
 
@@ -166,7 +166,10 @@ def _predict(args: argparse.Namespace) -> int:
             label = ', '.join(job['paths']) or job['name']
             dst = out_dir / f'{job["name"]}_{suffix}.tif'
             meta = dst.with_suffix('.json')
-            if args.resume and dst.exists() and meta.exists():
+            extra = (
+                {'probabilities': probability_path(dst)} if args.probabilities else {}
+            )
+            if args.resume and all(p.exists() for p in (dst, meta, *extra.values())):
                 print(f'{label}: skipped (--resume, {dst} exists)')
                 continue
             try:
@@ -192,6 +195,7 @@ def _predict(args: argparse.Namespace) -> int:
                     item_id=dst.stem,
                     sources=job['items'],
                     source_paths=job['paths'],
+                    extra_assets=extra,
                 )
                 write_item(item, meta)
             except Exception as err:  # one failed item must not stop the others

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .blocks import predict_blocks
+from .blocks import OutputFile, predict_blocks
 from .io.raster import read_coarse_on_grid
 from .io.source import ImageSource
 from .predictors import CLASS_COLORS, Predictor
@@ -23,7 +23,19 @@ from .trainers.lsr import LabelSuperResolutionTask
 if TYPE_CHECKING:
     from distributed import Client
 
-__all__ = ['CLASS_COLORS', 'predict_landcover', 'predict_raster', 'read_coarse_on_grid']
+__all__ = [
+    'CLASS_COLORS',
+    'predict_landcover',
+    'predict_raster',
+    'probability_path',
+    'read_coarse_on_grid',
+]
+
+
+def probability_path(out_path: str | os.PathLike[str]) -> Path:
+    """Path of the class-probabilities COG beside a class map."""
+    out = Path(out_path)
+    return out.with_name(f'{out.stem}_probabilities{out.suffix}')
 
 
 def predict_raster(
@@ -52,7 +64,8 @@ def predict_raster(
         progress: show a progress bar.
 
     Returns:
-        ``out_path``.
+        ``out_path`` (with :attr:`Predictor.probabilities`, the class probabilities
+        are in :func:`probability_path` beside it).
 
     Raises:
         ValueError: if the imagery's band count differs from the model's.
@@ -63,11 +76,20 @@ def predict_raster(
             f'{", ".join(src.paths)}: {src.count} bands, but the model was trained on '
             f'{predictor.in_channels}; pass imagery with the training bands.'
         )
+    extra = []
+    if predictor.count > predictor.main_count:
+        extra.append(
+            OutputFile(
+                probability_path(out_path),
+                predictor.count - predictor.main_count,
+                predictor.probability_options(),
+            )
+        )
     return predict_blocks(
         src,
         predictor,
         out_path,
-        count=predictor.count,
+        count=predictor.main_count,
         dtype=predictor.dtype,
         nodata=predictor.nodata,
         coarse_path=coarse_path if predictor.uses_coarse else None,
@@ -77,6 +99,7 @@ def predict_raster(
         scheduler=scheduler,
         progress=progress,
         cog=predictor.cog_options(),
+        extra_outputs=extra,
     )
 
 

@@ -13,9 +13,11 @@ table) and normalises the input exactly as the task did in training:
   the datamodule, :math:`x' = (x - m)/s`; :math:`m = 0, s = 255` is the default of
   TorchGeo's data modules, other values come from ``mean``/``std``.
 
-Segmentation writes ``class`` (uint8, colour table, class names; 255 nodata),
+Segmentation writes ``class`` (uint8, colour table, class names; 255 nodata) and
 ``uncertainty`` (normalised entropy :math:`-\sum_l p_l \log p_l / \log L`, uint8 with
-scale 1/254) and optionally one probability band per class (uint8, scale 1/254).
+scale 1/254), and optionally one probability band per class (uint8, scale 1/254) in
+a second COG ``<name>_probabilities.tif`` (GeoTIFF keeps a colour table only in
+files of one or two bands).
 Regression writes ``mean`` (float32, NaN nodata) for every output of the network.
 
 Windows are padded (reflect) to a multiple of 32 for encoder-decoder models and the
@@ -281,24 +283,39 @@ class Predictor:
             i: CLASS_COLORS.get(n, _PALETTE[i % len(_PALETTE)])
             for i, n in enumerate(self.names)
         }
-        descriptions = ['class', 'uncertainty']
-        band_tags: list[dict[str, str]] = [
-            {'class_names': json.dumps(self.names)},
-            {'definition': 'normalised entropy of the class probabilities, 0..1'},
-        ]
-        scales = [1.0, 1 / 254]
-        if self.probabilities:
-            for n in self.names:
-                descriptions.append(f'p_{n}')
-                band_tags.append({'definition': f'probability of {n}, 0..1'})
-                scales.append(1 / 254)
         return {
-            'descriptions': descriptions,
+            'descriptions': ['class', 'uncertainty'],
             'colormap': colormap,
             'tags': tags,
-            'band_tags': band_tags,
-            'scales': scales,
+            'band_tags': [
+                {'class_names': json.dumps(self.names)},
+                {'definition': 'normalised entropy of the class probabilities, 0..1'},
+            ],
+            'scales': [1.0, 1 / 254],
             'categorical': True,
+        }
+
+    @property
+    def main_count(self) -> int:
+        """Bands of the main COG (the rest go to the probabilities COG)."""
+        return 2 if self.kind == 'segmentation' else self.count
+
+    def probability_options(self) -> dict[str, Any]:
+        """:func:`~geosparse.io.cog.cog_writer` options of the probabilities COG.
+
+        Class probabilities go to a COG of their own beside the class map, because
+        GeoTIFF keeps a colour table only in files of one or two bands.
+        """
+        tags = {k: v for k, v in self.cog_options()['tags'].items() if k != 'kind'} | {
+            'kind': 'probabilities'
+        }
+        return {
+            'descriptions': [f'p_{n}' for n in self.names],
+            'tags': tags,
+            'band_tags': [
+                {'definition': f'probability of {n}, 0..1'} for n in self.names
+            ],
+            'scales': [1 / 254] * len(self.names),
         }
 
     # ------------------------------------------------------------ model

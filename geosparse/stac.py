@@ -13,7 +13,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-from collections.abc import Sequence
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +34,7 @@ from shapely.geometry import box, mapping, shape
 from . import __version__
 from .io.raster import atomic_write_text
 
-__all__ = ['asset_href', 'output_item', 'search_items', 'write_item']
+__all__ = ['asset_href', 'output_item', 'search_items', 'serve_stac', 'write_item']
 
 
 def search_items(
@@ -89,7 +95,9 @@ def asset_href(item: pystac.Item, key: str) -> str:
             f'item {item.id}: no asset {key!r} (it has {", ".join(sorted(item.assets))}); '
             'pass --asset with one of these.'
         )
-    href = item.assets[key].get_absolute_href() or item.assets[key].href
+    href = item.assets[key].href
+    if '://' not in href and not os.path.isabs(href):
+        href = item.assets[key].get_absolute_href() or href  # relative to the item
     if href.startswith(('http://', 'https://')):
         return f'/vsicurl/{href}'
     if href.startswith('s3://'):
@@ -112,12 +120,38 @@ def _hex(rgba: tuple[int, ...]) -> str:
     return ''.join(f'{v:02X}' for v in rgba[:3])
 
 
+def _add_cog_asset(item: pystac.Item, key: str, path: Path) -> pystac.Asset:
+    """Add a COG as an asset (relative href) with its ``raster:bands``."""
+    with rasterio.open(path) as ds:
+        asset = pystac.Asset(
+            href=f'./{path.name}',
+            media_type=pystac.MediaType.COG,
+            roles=['data'],
+            title=', '.join(d or '' for d in ds.descriptions),
+        )
+        nodata = ds.nodata
+        bands = [
+            RasterBand.create(
+                nodata='nan' if nodata is not None and nodata != nodata else nodata,  # type: ignore[arg-type]
+                data_type=_DATA_TYPES.get(ds.dtypes[i]),
+                scale=ds.scales[i] if ds.scales[i] != 1 else None,
+                offset=ds.offsets[i] if ds.offsets[i] != 0 else None,
+                spatial_resolution=abs(ds.transform.a),
+            )
+            for i in range(ds.count)
+        ]
+    item.add_asset(key, asset)
+    RasterExtension.ext(asset, add_if_missing=True).bands = bands
+    return asset
+
+
 def output_item(
     cog_path: str | os.PathLike[str],
     item_id: str | None = None,
     sources: Sequence[pystac.Item] = (),
     source_paths: Sequence[str] = (),
     when: dt.datetime | None = None,
+    extra_assets: Mapping[str, str | os.PathLike[str]] | None = None,
 ) -> pystac.Item:
     """A STAC Item describing a geosparse output COG.
 
@@ -132,6 +166,8 @@ def output_item(
         sources: source STAC items (``derived_from`` links).
         source_paths: source rasters when there are no source items.
         when: acquisition time when no source item gives one.
+        extra_assets: further COGs of the same output by asset key (e.g.
+            ``probabilities``), in the same folder as ``cog_path``.
 
     Returns:
         The item (self href: ``cog_path`` with ``.json``).
@@ -141,8 +177,6 @@ def output_item(
         tags = ds.tags()
         crs, transform, height, width = ds.crs, ds.transform, ds.height, ds.width
         footprint = box(*ds.bounds)
-        dtypes, nodata = ds.dtypes, ds.nodata
-        scales, offsets, descriptions = ds.scales, ds.offsets, ds.descriptions
         colormap = ds.colormap(1) if tags.get('kind') == 'segmentation' else None
     geometry = transform_geom(crs, 'EPSG:4326', mapping(footprint))
     bbox = list(shape(geometry).bounds)
@@ -178,13 +212,9 @@ def output_item(
                     title=src.id,
                 )
             )
-    asset = pystac.Asset(
-        href=f'./{cog.name}',
-        media_type=pystac.MediaType.COG,
-        roles=['data'],
-        title=', '.join(d or '' for d in descriptions),
-    )
-    item.add_asset('data', asset)
+    asset = _add_cog_asset(item, 'data', cog)
+    for key, path in (extra_assets or {}).items():
+        _add_cog_asset(item, key, Path(path))
     proj = ProjectionExtension.ext(item, add_if_missing=True)
     epsg = crs.to_epsg()
     proj.code = f'EPSG:{epsg}' if epsg else None
@@ -192,18 +222,6 @@ def output_item(
         proj.wkt2 = crs.to_wkt()
     proj.shape = [height, width]
     proj.transform = list(transform)[:6]
-    bands = []
-    for i, dtype in enumerate(dtypes):
-        bands.append(
-            RasterBand.create(
-                nodata='nan' if nodata is not None and nodata != nodata else nodata,  # type: ignore[arg-type]
-                data_type=_DATA_TYPES.get(dtype),
-                scale=scales[i] if scales[i] != 1 else None,
-                offset=offsets[i] if offsets[i] != 0 else None,
-                spatial_resolution=abs(transform.a),
-            )
-        )
-    RasterExtension.ext(asset, add_if_missing=True).bands = bands
     if colormap is not None and 'class_names' in tags:
         names = json.loads(tags['class_names'])
         ClassificationExtension.ext(asset, add_if_missing=True).classes = [
@@ -223,3 +241,66 @@ def write_item(item: pystac.Item, path: str | os.PathLike[str]) -> Path:
     """Write an item as JSON, atomically (relative asset hrefs are kept)."""
     data = item.to_dict(include_self_link=False, transform_hrefs=False)
     return atomic_write_text(path, json.dumps(data, indent=2) + '\n')
+
+
+@contextmanager
+def serve_stac(
+    *hrefs: str | os.PathLike[str], port: int | None = None, timeout: float = 30.0
+) -> Iterator[str]:
+    """Serve STAC collections and items as a STAC API on 127.0.0.1 (rustac).
+
+    Runs ``rustac serve`` (``pip install rustac``; an in-memory server that answers
+    bbox, datetime, collections and ids searches) for the duration of the ``with``
+    block, for examples, notebooks and tests with local data.
+
+    Args:
+        hrefs: collection, item or item-collection JSON files to load.
+        port: TCP port (default: a free one).
+        timeout: seconds to wait for the server to answer.
+
+    Yields:
+        The API root URL.
+
+    Raises:
+        RuntimeError: if rustac is not installed or the server does not start.
+    """
+    exe = shutil.which('rustac')
+    if exe is None:
+        raise RuntimeError(
+            'serve_stac needs the rustac command line: pip install rustac.'
+        )
+    if port is None:
+        with socket.socket() as sock:
+            sock.bind(('127.0.0.1', 0))
+            port = int(sock.getsockname()[1])
+    url = f'http://127.0.0.1:{port}'
+    proc = subprocess.Popen(
+        [exe, 'serve', '--addr', f'127.0.0.1:{port}', *map(str, hrefs)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=1) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    out = proc.stdout.read() if proc.stdout else ''
+                    raise RuntimeError(
+                        f'rustac serve did not start on {url}: {out.strip()}'
+                    ) from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout:
+            proc.stdout.close()

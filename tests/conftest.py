@@ -3,7 +3,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
+import rasterio
+from affine import Affine
 
 from geosparse.datasets import SyntheticScene, make_scene
 
@@ -24,3 +27,32 @@ def data_dir() -> Path:
             'folder to run this test'
         )
     return path
+
+
+UTM_ORIGIN = Affine(1, 0, 500000, 0, -1, 4200000)
+
+
+def write_raster(path, data, transform=UTM_ORIGIN, crs='EPSG:32618', nodata=None):
+    """Write a (bands, rows, cols) array as a GeoTIFF (no alpha band)."""
+    with rasterio.open(
+        path,
+        'w',
+        driver='GTiff',
+        count=data.shape[0],
+        height=data.shape[1],
+        width=data.shape[2],
+        dtype=data.dtype,
+        crs=crs,
+        transform=transform,
+        photometric='MINISBLACK',
+        nodata=nodata,
+    ) as dst:
+        dst.write(data)
+    return data
+
+
+def random_raster(path, bands=4, h=700, w=600, nodata=None, seed=0):
+    """A random uint8 raster (values 1..254) in UTM 18N at 1 m."""
+    rng = np.random.default_rng(seed)
+    data = rng.integers(1, 255, (bands, h, w), dtype=np.uint8)
+    return write_raster(path, data, nodata=nodata)

@@ -2,30 +2,16 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from affine import Affine
 from rio_cogeo.cogeo import cog_validate
 
 from geosparse.blocks import predict_blocks
 from geosparse.trainers import LabelSuperResolutionTask
 
+from .conftest import random_raster
+
 
 def _raster(path, h=700, w=600, nodata=None, seed=0):
-    rng = np.random.default_rng(seed)
-    data = rng.integers(1, 255, (4, h, w), dtype=np.uint8)
-    profile = dict(
-        driver='GTiff',
-        count=4,
-        height=h,
-        width=w,
-        dtype='uint8',
-        crs='EPSG:32618',
-        transform=Affine(1, 0, 500000, 0, -1, 4200000),
-        photometric='MINISBLACK',
-        nodata=nodata,
-    )
-    with rasterio.open(path, 'w', **profile) as dst:
-        dst.write(data)
-    return data
+    return random_raster(path, 4, h, w, nodata, seed)
 
 
 def _model():

@@ -110,3 +110,16 @@ def test_predict_cli_rejects_bad_checkpoints(tmp_path, capsys):
     assert main([*args, str(junk)]) == 2
     assert 'junk.ckpt: cannot load the model' in capsys.readouterr().err
     assert not (tmp_path / 'maps').exists()
+
+
+def test_local_cluster_and_threads_write_the_same_bytes(tmp_path):
+    demo = tmp_path / 'demo'
+    assert main(['demo', '--out', str(demo), '--size', '256', '--steps', '1']) == 0
+    image = str(demo / 'scene' / 'scene_naip.tif')
+    base = ['predict', '--checkpoint', str(demo / 'lsr.ckpt'), image, '--quiet']
+    base += ['--coarse', str(demo / 'scene' / 'scene_nlcd.tif'), '--block', '128']
+    assert main([*base, '--out', str(tmp_path / 'a')]) == 0
+    assert main([*base, '--out', str(tmp_path / 'b'), '--workers', '2']) == 0
+    a = (tmp_path / 'a' / 'scene_naip_landcover.tif').read_bytes()
+    b = (tmp_path / 'b' / 'scene_naip_landcover.tif').read_bytes()
+    assert a == b

@@ -1,7 +1,13 @@
 """Datasets of geosparse."""
 
 from .coarse import CoarseLabels, FineLabels, ImageryDataset
-from .synthetic import FINE_CLASSES, SyntheticScene, make_scene, nlcd_from_fractions
+from .synthetic import (
+    FINE_CLASSES,
+    SyntheticScene,
+    make_scene,
+    make_stac_tiles,
+    nlcd_from_fractions,
+)
 
 __all__ = [
     'FINE_CLASSES',
@@ -10,5 +16,6 @@ __all__ = [
     'ImageryDataset',
     'SyntheticScene',
     'make_scene',
+    'make_stac_tiles',
     'nlcd_from_fractions',
 ]

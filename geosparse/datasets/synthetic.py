@@ -15,12 +15,15 @@ Everything is deterministic in ``seed``.
 
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import rasterio
+import rasterio.warp
+import rasterio.windows
 from pyproj import Transformer
 from rasterio.transform import from_origin
 from rasterio.warp import transform_bounds
@@ -28,7 +31,13 @@ from scipy.ndimage import gaussian_filter
 
 from ..io.raster import atomic_write_raster
 
-__all__ = ['FINE_CLASSES', 'SyntheticScene', 'make_scene', 'nlcd_from_fractions']
+__all__ = [
+    'FINE_CLASSES',
+    'SyntheticScene',
+    'make_scene',
+    'make_stac_tiles',
+    'nlcd_from_fractions',
+]
 
 #: Fine classes of the synthetic scenes (raster value -> name).
 FINE_CLASSES: dict[int, str] = {1: 'water', 2: 'forest', 3: 'field', 4: 'impervious'}
@@ -223,3 +232,99 @@ def read_scene(scene: SyntheticScene) -> dict[str, np.ndarray]:
         with rasterio.open(getattr(scene, key)) as src:
             out[key] = src.read()
     return out
+
+
+def make_stac_tiles(
+    scene: SyntheticScene,
+    root: str | os.PathLike[str],
+    tiles: int = 2,
+    collection: str = 'synthetic-naip',
+) -> list[Path]:
+    """Cut a scene's imagery into column tiles described as a STAC collection.
+
+    Each tile is a GeoTIFF ``tile<i>.tif`` and a STAC Item with assets ``image``
+    (the tile) and ``nlcd`` (the scene's coarse labels), dated 2018-06-01, in a
+    collection ``collection``. Serve the two JSON files with
+    :func:`geosparse.stac.serve_stac` to search them like a real catalog.
+
+    Args:
+        scene: the scene (:func:`make_scene`).
+        root: output folder.
+        tiles: number of tiles, side by side from west to east.
+        collection: collection id.
+
+    Returns:
+        ``[collection.json, items.json]`` (an item collection).
+    """
+    import datetime as dt
+    import json
+
+    import pystac
+    from shapely.geometry import box, mapping, shape
+
+    from ..io.raster import atomic_write_text
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    when = dt.datetime(2018, 6, 1, tzinfo=dt.UTC)
+    items = []
+    with rasterio.open(scene.image) as src:
+        edges = np.linspace(0, src.width, tiles + 1).round().astype(int)
+        for i, (c0, c1) in enumerate(itertools.pairwise(edges.tolist())):
+            window = rasterio.windows.Window(c0, 0, c1 - c0, src.height)
+            path = root / f'tile{i}.tif'
+            atomic_write_raster(
+                path,
+                src.read(window=window),
+                dict(
+                    driver='GTiff',
+                    crs=src.crs,
+                    transform=src.window_transform(window),
+                    photometric='MINISBLACK',
+                ),
+                descriptions=list(src.descriptions),
+            )
+            bounds = rasterio.windows.bounds(window, src.transform)
+            geom = rasterio.warp.transform_geom(
+                src.crs, 'EPSG:4326', mapping(box(*bounds))
+            )
+            item = pystac.Item(
+                id=f'tile{i}',
+                geometry=geom,
+                bbox=list(shape(geom).bounds),
+                datetime=when,
+                properties={},
+                collection=collection,
+            )
+            item.add_asset(
+                'image',
+                pystac.Asset(str(path.absolute()), media_type=pystac.MediaType.GEOTIFF),
+            )
+            item.add_asset(
+                'nlcd',
+                pystac.Asset(
+                    str(Path(scene.coarse).absolute()),
+                    media_type=pystac.MediaType.GEOTIFF,
+                ),
+            )
+            items.append(item.to_dict(include_self_link=False))
+    west = min(it['bbox'][0] for it in items)
+    south = min(it['bbox'][1] for it in items)
+    east = max(it['bbox'][2] for it in items)
+    north = max(it['bbox'][3] for it in items)
+    col = pystac.Collection(
+        id=collection,
+        description='Synthetic NAIP-like tiles with NLCD-like labels (geosparse).',
+        extent=pystac.Extent(
+            pystac.SpatialExtent([[west, south, east, north]]),
+            pystac.TemporalExtent([[when, when]]),
+        ),
+    )
+    col_path = atomic_write_text(
+        root / 'collection.json', json.dumps(col.to_dict(include_self_link=False))
+    )
+    items_path = atomic_write_text(
+        root / 'items.json',
+        json.dumps({'type': 'FeatureCollection', 'features': items}),
+    )
+    return [col_path, items_path]

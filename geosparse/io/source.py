@@ -202,7 +202,10 @@ class ImageSource:
                     part = vrt.read(
                         indexes=list(range(1, self.count + 1)), window=window
                     )
-                    covered = vrt.dataset_mask(window=window) > 0
+                    if src.nodata is None:
+                        covered = vrt.read(self.count + 1, window=window) > 0
+                    else:
+                        covered = ~(part == src.nodata).all(0)
             take = covered & invalid
             image[:, take] = part[:, take]
             invalid &= ~take
