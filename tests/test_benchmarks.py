@@ -66,3 +66,32 @@ def test_lsr_chesapeake_runs_on_real_patches(data_dir, tmp_path):
     for scores in res['methods'].values():
         assert 0 <= scores['acc'] <= 1 and 0 <= scores['miou'] <= 1
     assert ckpt.stat().st_size > 0
+
+
+def test_predict_throughput_prints_ratios(tmp_path):
+    out = tmp_path / 'r.json'
+    res = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / 'benchmarks' / 'predict_throughput.py'),
+            '--size',
+            '192',
+            '--block',
+            '64',
+            '--halo',
+            '8',
+            '--repeats',
+            '1',
+            '--out',
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    got = json.loads(res.stdout[res.stdout.index('{') :])
+    assert got == json.loads(out.read_text())
+    assert got['end_to_end_over_forward'] > 0 and got['memory_4x_over_1x'] > 0.5
+    assert got['peak_rss_mb_4x'] > 100
+    assert got['cluster_bytes_equal_threaded'] is True
