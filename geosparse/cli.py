@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -45,81 +46,19 @@ def _floats(text: str | None) -> list[float] | None:
     return None if text is None else [float(v) for v in text.split(',')]
 
 
-def _predict_jobs(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """The outputs to make: name, source rasters, coarse raster, source items."""
-    from .stac import asset_href, search_items
-
-    jobs: list[dict[str, Any]] = []
-    if args.stac:
-        items = search_items(
-            args.stac,
-            collections=args.collections,
-            bbox=args.bbox,
-            datetime=args.datetime,
-            ids=args.ids,
-            max_items=args.max_items,
-        )
-        if not items:
-            raise RuntimeError(
-                f'--stac {args.stac}: the search matched no items '
-                '(check --collections, --bbox, --datetime and --ids).'
-            )
-        for item in items:
-            job: dict[str, Any] = {'name': item.id, 'items': [item], 'error': None}
-            try:
-                job['paths'] = [asset_href(item, args.asset)]
-                job['coarse'] = (
-                    asset_href(item, args.coarse)
-                    if args.coarse and args.coarse in item.assets
-                    else args.coarse
-                )
-            except KeyError as err:
-                job['paths'], job['coarse'], job['error'] = [], None, str(err.args[0])
-            jobs.append(job)
-    else:
-        for item in args.inputs:
-            jobs.append(
-                {
-                    'name': Path(item).stem,
-                    'paths': [item],
-                    'coarse': args.coarse,
-                    'items': [],
-                    'error': None,
-                }
-            )
-    if args.mosaic:
-        good = [j for j in jobs if j['error'] is None]
-        bad = [j for j in jobs if j['error'] is not None]
-        coarse = {j['coarse'] for j in good}
-        mosaic = {
-            'name': 'mosaic',
-            'paths': [p for j in good for p in j['paths']],
-            'coarse': coarse.pop() if len(coarse) == 1 else None,
-            'items': [i for j in good for i in j['items']],
-            'error': None,
-        }
-        return [mosaic, *bad]
-    return jobs
-
-
 def _predict(args: argparse.Namespace) -> int:
-    from .io.source import ImageSource
-    from .predict import predict_raster, probability_path
+    from .predict import mosaic_job, raster_jobs, run_jobs, stac_jobs
     from .predictors import Predictor
-    from .stac import output_item, write_item
 
-    if not args.inputs and not args.stac:
-        print('geosparse: error: give input rasters or --stac URL.', file=sys.stderr)
+    def fail(msg: str) -> int:
+        print(f'geosparse: error: {msg}', file=sys.stderr)
         return 2
-    if args.inputs and args.stac:
-        print(
-            'geosparse: error: give input rasters or --stac, not both.', file=sys.stderr
-        )
-        return 2
+
+    if bool(args.inputs) == bool(args.stac):
+        return fail('give input rasters or --stac URL (one of the two).')
     ckpt = Path(args.checkpoint)
     if not ckpt.is_file():
-        print(f'geosparse: error: --checkpoint {ckpt}: no such file.', file=sys.stderr)
-        return 2
+        return fail(f'--checkpoint {ckpt}: no such file.')
     try:
         predictor = Predictor(
             checkpoint=ckpt,
@@ -130,90 +69,70 @@ def _predict(args: argparse.Namespace) -> int:
             class_names=args.class_names.split(',') if args.class_names else None,
         )
     except Exception as err:
-        print(
-            f'geosparse: error: --checkpoint {ckpt}: cannot load the model '
-            f'({type(err).__name__}: {err}). Pass a checkpoint of a geosparse task or '
-            "of TorchGeo's SemanticSegmentationTask/PixelwiseRegressionTask (from "
-            '`geosparse demo`, `torchgeo fit` or Trainer.save_checkpoint).',
-            file=sys.stderr,
+        return fail(
+            f'--checkpoint {ckpt}: cannot load the model ({type(err).__name__}: '
+            f"{err}). Pass a checkpoint of a geosparse task or of TorchGeo's "
+            'SemanticSegmentationTask/PixelwiseRegressionTask (from `geosparse demo`, '
+            '`torchgeo fit` or Trainer.save_checkpoint).'
         )
-        return 2
     try:
-        jobs = _predict_jobs(args)
-    except RuntimeError as err:
-        print(f'geosparse: error: {err}', file=sys.stderr)
-        return 2
-    suffix = args.suffix or ('landcover' if predictor.uses_coarse else predictor.kind)
-    client = None
-    if args.scheduler or args.workers:
-        from distributed import Client, LocalCluster
-
-        if args.scheduler:
-            client = Client(args.scheduler)
+        if args.stac:
+            jobs = stac_jobs(
+                args.stac,
+                asset=args.asset,
+                coarse=args.coarse,
+                collections=args.collections,
+                bbox=args.bbox,
+                datetime=args.datetime,
+                ids=args.ids,
+                max_items=args.max_items,
+            )
         else:
-            cluster = LocalCluster(
-                n_workers=args.workers,
-                threads_per_worker=1,
-                processes=True,
-                dashboard_address=None,
-            )
-            client = Client(cluster)
-        predictor.torch_threads = 1
-    out_dir = Path(args.out)
-    failures: list[str] = []
-    try:
-        for job in jobs:
-            label = ', '.join(job['paths']) or job['name']
-            dst = out_dir / f'{job["name"]}_{suffix}.tif'
-            meta = dst.with_suffix('.json')
-            extra = (
-                {'probabilities': probability_path(dst)} if args.probabilities else {}
-            )
-            if args.resume and all(p.exists() for p in (dst, meta, *extra.values())):
-                print(f'{label}: skipped (--resume, {dst} exists)')
-                continue
-            try:
-                if job['error'] is not None:
-                    raise ValueError(job['error'])
-                if len(job['paths']) == 1 and not args.mosaic:
-                    source = ImageSource.open(job['paths'][0])
-                else:
-                    source = ImageSource.mosaic(job['paths'])
-                predict_raster(
-                    predictor,
-                    source,
-                    dst,
-                    coarse_path=job['coarse'],
-                    block=args.block,
-                    halo=args.halo,
-                    threads=args.threads,
-                    scheduler=client or 'threads',
-                    progress=not args.quiet,
+            jobs = raster_jobs(args.inputs, args.coarse)
+    except RuntimeError as err:
+        return fail(str(err))
+    if args.mosaic:
+        jobs = mosaic_job(jobs)
+    with contextlib.ExitStack() as stack:
+        scheduler: Any = 'threads'
+        if args.scheduler or args.workers:
+            from distributed import Client, LocalCluster
+
+            if args.scheduler:
+                scheduler = stack.enter_context(Client(args.scheduler))
+            else:
+                cluster = stack.enter_context(
+                    LocalCluster(
+                        n_workers=args.workers,
+                        threads_per_worker=1,
+                        processes=True,
+                        dashboard_address=None,
+                    )
                 )
-                item = output_item(
-                    dst,
-                    item_id=dst.stem,
-                    sources=job['items'],
-                    source_paths=job['paths'],
-                    extra_assets=extra,
-                )
-                write_item(item, meta)
-            except Exception as err:  # one failed item must not stop the others
-                failures.append(f'{label}: {err}')
-                print(f'{label}: FAILED: {err}', file=sys.stderr)
-                continue
-            print(f'{label} -> {dst} (+ {meta.name})')
-    finally:
-        if client is not None:
-            client.close()
-            if not args.scheduler:
-                cluster.close()
-    if failures:
+                scheduler = stack.enter_context(Client(cluster))
+            predictor.torch_threads = 1  # one torch thread per worker process
+        report = run_jobs(
+            predictor,
+            jobs,
+            args.out,
+            suffix=args.suffix,
+            mosaic=args.mosaic,
+            block=args.block,
+            halo=args.halo,
+            threads=args.threads,
+            scheduler=scheduler,
+            resume=args.resume,
+            progress=not args.quiet,
+            log=lambda line: print(
+                line, file=sys.stderr if 'FAILED' in line else sys.stdout
+            ),
+        )
+    if report.failures:
         print(
-            f'geosparse: {len(failures)} of {len(jobs)} outputs failed:',
+            f'geosparse: {len(report.failures)} of {len(jobs)} outputs failed:',
             file=sys.stderr,
         )
-        for line in failures:
+        for line in report.failures:
             print(f'  {line}', file=sys.stderr)
         return 1
     return 0

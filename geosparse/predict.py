@@ -11,13 +11,18 @@ over the whole raster) and streams the blocks into a COG, and
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import pystac
 
 from .blocks import OutputFile, predict_blocks
 from .io.raster import read_coarse_on_grid
 from .io.source import ImageSource
 from .predictors import CLASS_COLORS, Predictor
+from .stac import asset_href, output_item, search_items, write_item
 from .trainers.lsr import LabelSuperResolutionTask
 
 if TYPE_CHECKING:
@@ -25,10 +30,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     'CLASS_COLORS',
+    'PredictionJob',
+    'PredictionReport',
+    'mosaic_job',
     'predict_landcover',
     'predict_raster',
     'probability_path',
+    'raster_jobs',
     'read_coarse_on_grid',
+    'run_jobs',
+    'stac_jobs',
 ]
 
 
@@ -147,3 +158,192 @@ def predict_landcover(
         progress=progress,
     )
     return {'path': path}
+
+
+@dataclass
+class PredictionJob:
+    """One output to make: its name, source rasters, coarse raster, source items.
+
+    Attributes:
+        name: output name stem (``<name>_<suffix>.tif``).
+        paths: imagery rasters (one, or several for a mosaic).
+        coarse: coarse label raster, or None.
+        items: source STAC items (``derived_from`` links of the output item).
+        error: why the job cannot run (reported as its failure), or None.
+    """
+
+    name: str
+    paths: list[str]
+    coarse: str | None = None
+    items: list[pystac.Item] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass
+class PredictionReport:
+    """What :func:`run_jobs` did: outputs written, skipped and failed."""
+
+    written: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+
+def raster_jobs(
+    paths: Sequence[str | os.PathLike[str]], coarse: str | None = None
+) -> list[PredictionJob]:
+    """One job per raster, named by the file stem."""
+    return [PredictionJob(Path(p).stem, [str(p)], coarse) for p in paths]
+
+
+def stac_jobs(
+    url: str,
+    asset: str = 'image',
+    coarse: str | None = None,
+    collections: Sequence[str] | None = None,
+    bbox: Sequence[float] | None = None,
+    datetime: str | None = None,
+    ids: Sequence[str] | None = None,
+    max_items: int | None = None,
+) -> list[PredictionJob]:
+    """One job per item of a STAC API search (:func:`~geosparse.stac.search_items`).
+
+    Args:
+        url: STAC API root.
+        asset: asset key of the imagery.
+        coarse: coarse labels: an asset key of each item, or a raster path.
+        collections: collection ids.
+        bbox: WGS84 bounding box.
+        datetime: instant or interval.
+        ids: item ids.
+        max_items: stop after this many items.
+
+    Returns:
+        The jobs; an item without the asset is a job that fails with a message
+        naming the item and its keys.
+
+    Raises:
+        RuntimeError: if the search fails or matches no items.
+    """
+    items = search_items(url, collections, bbox, datetime, ids, max_items)
+    if not items:
+        raise RuntimeError(
+            f'--stac {url}: the search matched no items '
+            '(check --collections, --bbox, --datetime and --ids).'
+        )
+    jobs = []
+    for item in items:
+        job = PredictionJob(item.id, [], None, [item])
+        try:
+            job.paths = [asset_href(item, asset)]
+            job.coarse = (
+                asset_href(item, coarse) if coarse and coarse in item.assets else coarse
+            )
+        except KeyError as err:
+            job.error = str(err.args[0])
+        jobs.append(job)
+    return jobs
+
+
+def mosaic_job(
+    jobs: Sequence[PredictionJob], name: str = 'mosaic'
+) -> list[PredictionJob]:
+    """Merge jobs into one mosaic job (jobs that cannot run stay apart, failing).
+
+    The coarse raster is kept when all jobs share one (else None).
+    """
+    good = [j for j in jobs if j.error is None]
+    coarse = {j.coarse for j in good}
+    merged = PredictionJob(
+        name,
+        [p for j in good for p in j.paths],
+        coarse.pop() if len(coarse) == 1 else None,
+        [i for j in good for i in j.items],
+    )
+    return [merged, *[j for j in jobs if j.error is not None]]
+
+
+def run_jobs(
+    predictor: Predictor,
+    jobs: Sequence[PredictionJob],
+    out_dir: str | os.PathLike[str],
+    suffix: str | None = None,
+    mosaic: bool = False,
+    block: int = 512,
+    halo: int = 32,
+    threads: int = 1,
+    scheduler: str | Client = 'threads',
+    resume: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> PredictionReport:
+    """Predict every job into ``out_dir``: COG(s) and a STAC Item JSON each.
+
+    Outputs are ``<name>_<suffix>.tif`` (+ ``_probabilities.tif``) and
+    ``<name>_<suffix>.json``. A failing job is recorded with its message and the
+    others go on; nothing partial is left at its outputs.
+
+    Args:
+        predictor: the model.
+        jobs: from :func:`raster_jobs`, :func:`stac_jobs` or :func:`mosaic_job`.
+        out_dir: output folder.
+        suffix: output name suffix (default ``landcover`` for label
+            super-resolution, else the predictor's kind).
+        mosaic: read every job's rasters as one mosaic, even a single raster.
+        block: block size in pixels.
+        halo: context around each block.
+        threads: threads of the local threaded scheduler.
+        scheduler: ``threads``, ``synchronous`` or a :class:`distributed.Client`.
+        resume: skip jobs whose outputs all exist.
+        progress: progress bars.
+        log: called with one line per job.
+
+    Returns:
+        The report.
+    """
+    suffix = suffix or ('landcover' if predictor.uses_coarse else predictor.kind)
+    out = Path(out_dir)
+    report = PredictionReport()
+    for job in jobs:
+        label = ', '.join(job.paths) or job.name
+        dst = out / f'{job.name}_{suffix}.tif'
+        meta = dst.with_suffix('.json')
+        extra = (
+            {'probabilities': probability_path(dst)} if predictor.probabilities else {}
+        )
+        if resume and all(p.exists() for p in (dst, meta, *extra.values())):
+            log(f'{label}: skipped (resume: {dst} exists)')
+            report.skipped.append(dst)
+            continue
+        try:
+            if job.error is not None:
+                raise ValueError(job.error)
+            if len(job.paths) == 1 and not mosaic:
+                source = ImageSource.open(job.paths[0])
+            else:
+                source = ImageSource.mosaic(job.paths)
+            predict_raster(
+                predictor,
+                source,
+                dst,
+                coarse_path=job.coarse,
+                block=block,
+                halo=halo,
+                threads=threads,
+                scheduler=scheduler,
+                progress=progress,
+            )
+            item = output_item(
+                dst,
+                item_id=dst.stem,
+                sources=job.items,
+                source_paths=job.paths,
+                extra_assets=extra,
+            )
+            write_item(item, meta)
+        except Exception as err:  # one failed job must not stop the others
+            report.failures.append(f'{label}: {err}')
+            log(f'{label}: FAILED: {err}')
+            continue
+        report.written.append(dst)
+        log(f'{label} -> {dst} (+ {meta.name})')
+    return report
