@@ -7,7 +7,7 @@ from nbclient import NotebookClient
 from .conftest import ROOT
 
 
-@pytest.mark.parametrize('name', ['label_super_resolution.ipynb'])
+@pytest.mark.parametrize('name', ['label_super_resolution.ipynb', 'stac_inference.ipynb'])
 def test_notebook_runs(name, tmp_path, monkeypatch):
     monkeypatch.setenv('GEOSPARSE_NB_TINY', '1')
     monkeypatch.setenv('MPLBACKEND', 'Agg')
@@ -18,5 +18,9 @@ def test_notebook_runs(name, tmp_path, monkeypatch):
         kernel_name='python3',
         resources={'metadata': {'path': str(tmp_path)}},
     ).execute()
-    assert (tmp_path / 'lsr-notebook' / 'landcover.tif').exists()
+    expected = {
+        'label_super_resolution.ipynb': 'lsr-notebook/landcover.tif',
+        'stac_inference.ipynb': 'stac-notebook/maps/mosaic_landcover.json',
+    }
+    assert (tmp_path / expected[name]).exists()
     assert os.environ['GEOSPARSE_NB_TINY'] == '1'
