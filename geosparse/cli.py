@@ -33,6 +33,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     res = run_demo(args.out, size=args.size, steps=args.steps, seed=args.seed)
     print(f'land-cover map (COG, bands class + uncertainty): {res["cog"]}')
+    print(f'STAC item of the map: {res["item"]}')
     print(f'quicklook: {res["png"]}')
     print(f'checkpoint: {res["checkpoint"]}')
     print(

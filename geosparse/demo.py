@@ -18,7 +18,9 @@ from .datasets.synthetic import make_scene
 from .io.raster import atomic_path
 from .metrics import LandCoverMetrics, scores_from_confusion
 from .plot import plot_landcover
-from .predict import CLASS_COLORS, predict_landcover, read_coarse_on_grid
+from .predict import CLASS_COLORS, predict_raster, read_coarse_on_grid
+from .predictors import Predictor
+from .stac import output_item, write_item
 from .trainers import LabelSuperResolutionTask, brief_trainer
 
 __all__ = ['run_demo']
@@ -74,11 +76,20 @@ def run_demo(
     ckpt = out / 'lsr.ckpt'
     with atomic_path(ckpt, suffix='.ckpt') as tmp:
         trainer.save_checkpoint(tmp, weights_only=True)
+    # The map goes through the same path as `geosparse predict`: the checkpoint,
+    # blocks with a halo streamed into a COG, and a STAC Item beside it.
     cog = out / 'landcover.tif'
-    result = predict_landcover(
-        task, scene.image, cog, coarse_path=scene.coarse, progress=progress
+    predict_raster(
+        Predictor(checkpoint=ckpt),
+        scene.image,
+        cog,
+        coarse_path=scene.coarse,
+        progress=progress,
     )
-    with rasterio.open(result['path']) as src:
+    item = write_item(
+        output_item(cog, source_paths=[str(scene.image)]), cog.with_suffix('.json')
+    )
+    with rasterio.open(cog) as src:
         classes = src.read(1)
         unc = src.read(2) * src.scales[1]
     with rasterio.open(scene.image) as src:
@@ -107,6 +118,7 @@ def run_demo(
         'cog': cog,
         'png': png,
         'checkpoint': ckpt,
+        'item': item,
         'scene': scene,
         'acc': scores['acc'],
         'miou': scores['miou'],

@@ -26,6 +26,9 @@ def test_demo_writes_valid_cog_and_png(tmp_path, capsys):
         classes = src.read(1)
         assert set(np.unique(classes)) <= {0, 1, 2, 3}
     assert (tmp_path / 'landcover.png').stat().st_size > 10_000
+    item = json.loads((tmp_path / 'landcover.json').read_text())
+    assert item['properties']['geosparse:checkpoint'] == 'lsr.ckpt'
+    assert 'proj:code' in item['properties'] and item['assets']['data']
     assert not list(tmp_path.glob('.*'))  # no temporary files left behind
 
 
