@@ -126,3 +126,23 @@ def test_local_cluster_and_threads_write_the_same_bytes(tmp_path):
     a = (tmp_path / 'a' / 'scene_naip_landcover.tif').read_bytes()
     b = (tmp_path / 'b' / 'scene_naip_landcover.tif').read_bytes()
     assert a == b
+    # An existing cluster, by its scheduler's address.
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=1,
+        threads_per_worker=1,
+        processes=False,
+        protocol='tcp',
+        dashboard_address=None,
+    ) as cluster:
+        assert cluster.scheduler_address.startswith('tcp://')
+        args = [
+            *base,
+            '--out',
+            str(tmp_path / 'c'),
+            '--scheduler',
+            cluster.scheduler_address,
+        ]
+        assert main(args) == 0
+    assert (tmp_path / 'c' / 'scene_naip_landcover.tif').read_bytes() == a

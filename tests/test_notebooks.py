@@ -7,7 +7,9 @@ from nbclient import NotebookClient
 from .conftest import ROOT
 
 
-@pytest.mark.parametrize('name', ['label_super_resolution.ipynb', 'stac_inference.ipynb'])
+@pytest.mark.parametrize(
+    'name', ['label_super_resolution.ipynb', 'stac_inference.ipynb']
+)
 def test_notebook_runs(name, tmp_path, monkeypatch):
     monkeypatch.setenv('GEOSPARSE_NB_TINY', '1')
     monkeypatch.setenv('MPLBACKEND', 'Agg')

@@ -66,6 +66,8 @@ def test_torchgeo_segmentation_checkpoint_through_the_cli(tmp_path, seg_ckpt, ca
         got = src.read()
         assert src.descriptions == ('class', 'uncertainty')
         assert src.colormap(1)[0][3] == 255
+        assert src.tags(ns='IMAGE_STRUCTURE')['PREDICTOR'] == '2'
+        assert src.block_shapes[0] == (512, 512) and src.nodata == 255
         tags = src.tags()
         assert tags['task'] == 'SemanticSegmentationTask'
         assert len(tags['checkpoint_sha256']) == 64
@@ -108,6 +110,7 @@ def test_torchgeo_regression_checkpoint_writes_the_mean(tmp_path):
     with rasterio.open(tmp_path / 'o' / 'in_regression.tif') as src:
         got = src.read(1)
         assert src.dtypes[0] == 'float32' and np.isnan(src.nodata)
+        assert src.tags(ns='IMAGE_STRUCTURE')['PREDICTOR'] == '3'
         assert src.descriptions == ('mean',)
     x = (
         torch.from_numpy(image[None]).float()

@@ -39,7 +39,8 @@ def cog_profile(
         compress: ZSTD or DEFLATE.
         blocksize: internal tile size.
         categorical: nearest-neighbour overviews (class maps) instead of averages.
-        dtype: data type (floating point uses the floating-point predictor).
+        dtype: data type (GDAL picks the predictor for it: 2 for integers, 3 for
+            floating point).
 
     Returns:
         Options for :func:`rasterio.shutil.copy` with ``driver='COG'``.
@@ -48,7 +49,10 @@ def cog_profile(
         'driver': 'COG',
         'BLOCKSIZE': blocksize,
         'COMPRESS': compress,
-        'PREDICTOR': 'YES' if not categorical or np.dtype(dtype).kind == 'f' else 'NO',
+        # Horizontal differencing (integers) or floating-point prediction: it
+        # shrinks the smooth bands (uncertainty, probabilities) and costs class
+        # bands little.
+        'PREDICTOR': 'YES',
         'OVERVIEWS': 'AUTO',
         'OVERVIEW_RESAMPLING': 'NEAREST' if categorical else 'AVERAGE',
         'BIGTIFF': 'IF_SAFER',
