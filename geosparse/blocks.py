@@ -44,7 +44,8 @@ if TYPE_CHECKING:
 __all__ = ['BlockFunction', 'OutputFile', 'predict_blocks']
 
 #: ``fn(image (C, h, w) float32, coarse (h, w) int64 or None) -> (K, h, w)``: the
-#: model applied to one window (halo included).
+#: model applied to one window (halo included). A function with a true
+#: ``needs_transform`` attribute also receives ``transform=`` (the window's affine).
 BlockFunction = Callable[[np.ndarray, np.ndarray | None], np.ndarray]
 
 
@@ -107,7 +108,16 @@ class _BlockJob:
             if self.coarse is None
             else self.source.coarse_window(self.coarse, window)
         )
-        out = np.asarray(self.fn(image.astype(np.float32), coarse))
+        if getattr(self.fn, 'needs_transform', False):
+            out = np.asarray(
+                self.fn(  # type: ignore[call-arg]
+                    image.astype(np.float32),
+                    coarse,
+                    transform=grid.window_transform(window),
+                )
+            )
+        else:
+            out = np.asarray(self.fn(image.astype(np.float32), coarse))
         expected = (self.count, rr[1] - rr[0], cc[1] - cc[0])
         if out.shape != expected:
             raise ValueError(

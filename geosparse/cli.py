@@ -60,6 +60,23 @@ def _predict(args: argparse.Namespace) -> int:
     ckpt = Path(args.checkpoint)
     if not ckpt.is_file():
         return fail(f'--checkpoint {ckpt}: no such file.')
+    reveal = None
+    if args.reveal:
+        from .io.points import read_points
+
+        if not args.value:
+            return fail('--reveal needs --value (the column of the known values).')
+        if args.lengthscale is None or args.kernel_variance is None:
+            return fail(
+                '--reveal needs the kernel: --lengthscale (CRS units of the imagery, '
+                'e.g. metres) and --kernel-variance (label units squared).'
+            )
+        try:
+            reveal = read_points(
+                args.reveal, args.value, 'EPSG:4326', args.x, args.y, args.points_crs
+            )
+        except ValueError as err:
+            return fail(f'--reveal {err}')
     try:
         predictor = Predictor(
             checkpoint=ckpt,
@@ -68,7 +85,20 @@ def _predict(args: argparse.Namespace) -> int:
             mean=_floats(args.mean),
             std=_floats(args.std),
             class_names=args.class_names.split(',') if args.class_names else None,
+            reveal=reveal,
+            reveal_crs='EPSG:4326' if reveal is not None else None,
+            kernel={
+                k: v
+                for k, v in (
+                    ('lengthscale', args.lengthscale),
+                    ('variance', args.kernel_variance),
+                    ('noise', args.noise),
+                )
+                if v is not None
+            },
         )
+    except ValueError as err:
+        return fail(str(err))
     except Exception as err:
         return fail(
             f'--checkpoint {ckpt}: cannot load the model ({type(err).__name__}: '
@@ -310,6 +340,24 @@ def build_parser() -> argparse.ArgumentParser:
         '--std', help='TorchGeo tasks: per-band divisors, comma separated (default 255)'
     )
     model.add_argument('--class-names', help='class names, comma separated')
+    gp = pred.add_argument_group(
+        'known points (regression)',
+        'Condition each block on known values: the output is the Gaussian-process '
+        'posterior mean and std given the points inside the block and its halo '
+        '(NPP-GP); make the halo about 3 length-scales.',
+    )
+    gp.add_argument(
+        '--reveal', metavar='POINTS', help='points file (GPKG, GeoJSON, CSV, ...)'
+    )
+    gp.add_argument('--value', help='column of the known values')
+    gp.add_argument('--lengthscale', type=float, help='RBF length-scale (CRS units)')
+    gp.add_argument('--kernel-variance', type=float, help='RBF variance')
+    gp.add_argument(
+        '--noise', type=float, help='observation noise variance (default 0)'
+    )
+    gp.add_argument('--points-crs', help='CRS of CSV coordinates (default EPSG:4326)')
+    gp.add_argument('--x', help='CSV x / longitude column (default x or lon)')
+    gp.add_argument('--y', help='CSV y / latitude column (default y or lat)')
     model.add_argument('--suffix', help='output name suffix (default: by task)')
     run = pred.add_argument_group('blocks and scheduling')
     run.add_argument('--block', type=int, default=512, help='block size (pixels)')

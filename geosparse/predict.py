@@ -82,6 +82,7 @@ def predict_raster(
         ValueError: if the imagery's band count differs from the model's.
     """
     src = source if isinstance(source, ImageSource) else ImageSource.open(source)
+    predictor = predictor.for_crs(src.grid.crs)
     if predictor.in_channels is not None and src.count != predictor.in_channels:
         raise ValueError(
             f'{", ".join(src.paths)}: {src.count} bands, but the model was trained on '

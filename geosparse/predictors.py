@@ -28,6 +28,7 @@ the model once each.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib
 import json
@@ -40,9 +41,13 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
+from affine import Affine
 from lightning.pytorch import LightningModule
+from pyproj import Transformer
+from rasterio.crs import CRS
 from torchgeo.trainers import PixelwiseRegressionTask, SemanticSegmentationTask
 
+from .posterior import posterior_map
 from .trainers.lsr import LabelSuperResolutionTask, normalised_entropy
 
 __all__ = ['CLASS_COLORS', 'Predictor', 'file_sha256', 'task_class_for']
@@ -152,6 +157,9 @@ class Predictor:
         std: Sequence[float] | float | None = None,
         class_names: Sequence[str] | None = None,
         torch_threads: int | None = None,
+        reveal: tuple[np.ndarray, np.ndarray] | None = None,
+        reveal_crs: CRS | str | None = None,
+        kernel: Mapping[str, float] | None = None,
     ) -> None:
         """Wrap a task (or a checkpoint, loaded now and again in each dask worker).
 
@@ -169,6 +177,15 @@ class Predictor:
                 ``class_0``, ``class_1``, ...).
             torch_threads: torch intra-op threads when the model runs (None keeps
                 torch's setting).
+            reveal: regression: known points as ``(xy (P, 2) in the imagery's CRS,
+                values (P,))`` (:func:`~geosparse.io.points.read_points`); each
+                block's output is then the GP posterior given the points inside the
+                block's window, halo included
+                (:func:`~geosparse.posterior.posterior_map`), with a ``std`` band.
+            reveal_crs: CRS of the ``reveal`` coordinates (they are reprojected to
+                each raster's CRS by :meth:`for_crs`); None: the rasters' CRS.
+            kernel: with ``reveal``: ``lengthscale`` (CRS units, e.g. metres),
+                ``variance`` and ``noise`` of the RBF kernel.
 
         Raises:
             ValueError: without a task or a checkpoint, or for an unsupported task
@@ -217,6 +234,23 @@ class Predictor:
                 )
             names = list(class_names)
         self.names = names
+        self.reveal = reveal
+        self.reveal_crs = (
+            None if reveal_crs is None else CRS.from_user_input(reveal_crs)
+        )
+        self.kernel = dict(kernel or {})
+        if reveal is not None:
+            if self.kind != 'regression' or len(names) != 1:
+                raise ValueError(
+                    'reveal (known points) needs a regression model with one output.'
+                )
+            missing = {'lengthscale', 'variance'} - set(self.kernel)
+            if missing:
+                raise ValueError(
+                    f'reveal needs the kernel parameters {sorted(missing)} '
+                    '(--lengthscale, --kernel-variance).'
+                )
+            self.kernel.setdefault('noise', 0.0)
         self.mean = 0.0 if mean is None else mean
         self.std = 255.0 if std is None else std
         model_name = str(hp.get('model', ''))
@@ -243,8 +277,26 @@ class Predictor:
     def count(self) -> int:
         """Output bands."""
         if self.kind == 'regression':
-            return len(self.names)
+            return 2 if self.reveal is not None else len(self.names)
         return 2 + (len(self.names) if self.probabilities else 0)
+
+    def for_crs(self, crs: CRS) -> Predictor:
+        """This predictor with its revealed points reprojected to ``crs``."""
+        if self.reveal is None or self.reveal_crs is None or self.reveal_crs == crs:
+            return self
+        xy, values = self.reveal
+        xs, ys = Transformer.from_crs(self.reveal_crs, crs, always_xy=True).transform(
+            xy[:, 0], xy[:, 1]
+        )
+        other = copy.copy(self)
+        other.reveal = (np.stack([xs, ys], axis=1), values)
+        other.reveal_crs = crs
+        return other
+
+    @property
+    def needs_transform(self) -> bool:
+        """Whether the block function needs each window's affine transform."""
+        return self.reveal is not None
 
     @property
     def dtype(self) -> str:
@@ -269,13 +321,24 @@ class Predictor:
             tags['checkpoint'] = Path(self.checkpoint).name
             tags['checkpoint_sha256'] = str(self.sha256)
         if self.kind == 'regression':
+            if self.reveal is not None:
+                tags['kernel'] = json.dumps({'type': 'rbf', **self.kernel})
+                tags['revealed_points'] = str(len(self.reveal[1]))
+                return {
+                    'descriptions': ['mean', 'std'],
+                    'tags': tags,
+                    'band_tags': [
+                        {'definition': 'GP posterior mean given the revealed points'},
+                        {'definition': 'GP posterior standard deviation'},
+                    ],
+                }
             return {
                 'descriptions': [
                     'mean' if len(self.names) == 1 else f'mean_{n}' for n in self.names
                 ],
                 'tags': tags,
                 'band_tags': [
-                    {'definition': 'network output (no uncertainty without NPP)'}
+                    {'definition': 'network output (no uncertainty without --reveal)'}
                     for _ in self.names
                 ],
             }
@@ -365,9 +428,14 @@ class Predictor:
         return p[0]
 
     def __call__(
-        self, image: np.ndarray, coarse: np.ndarray | None = None
+        self,
+        image: np.ndarray,
+        coarse: np.ndarray | None = None,
+        transform: Affine | None = None,
     ) -> np.ndarray:
         """Output bands ``(count, h, w)`` of a raw window ``(C, h, w)``.
+
+        ``transform`` (the window's affine transform) is needed with ``reveal``.
 
         Raises:
             ValueError: if the window's band count differs from the model's.
@@ -383,7 +451,11 @@ class Predictor:
             x = self._normalise(torch.from_numpy(image[None]).float())
             with torch.no_grad():
                 y = self._forward(x)[0]
-            return y.numpy().astype(np.float32)
+            if self.reveal is None:
+                return y.numpy().astype(np.float32)
+            if transform is None:
+                raise ValueError('reveal needs the window transform.')
+            return self._posterior(y[0], transform)
         p = self.probs(image, coarse if self.uses_coarse else None)
         classes = p.argmax(0).numpy().astype(np.uint8)
         unc = normalised_entropy(p[None])[0].numpy()
@@ -391,6 +463,24 @@ class Predictor:
         if self.probabilities:
             bands.extend(_to_uint8(q) for q in p.numpy())
         return np.stack(bands)
+
+    def _posterior(self, mean: torch.Tensor, transform: Affine) -> np.ndarray:
+        """GP posterior mean and std of a window given the points inside it."""
+        assert self.reveal is not None
+        xy, values = self.reveal
+        cols, rows = (~transform) * (xy[:, 0], xy[:, 1])
+        h, w = mean.shape
+        inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
+        pts = torch.from_numpy(np.stack([rows[inside], cols[inside]], axis=1))
+        post, std = posterior_map(
+            mean.double(),
+            pts,
+            torch.from_numpy(values[inside]),
+            lengthscale=self.kernel['lengthscale'] / abs(transform.a),
+            variance=self.kernel['variance'],
+            noise=self.kernel['noise'],
+        )
+        return np.stack([post.numpy(), std.numpy()]).astype(np.float32)
 
 
 def _to_uint8(x: np.ndarray) -> np.ndarray:

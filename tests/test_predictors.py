@@ -152,3 +152,72 @@ def test_bad_inputs_are_named(tmp_path, seg_ckpt):
         Predictor(checkpoint=ckpt)(np.zeros((4, 8, 8), dtype=np.float32))
     with pytest.raises(ValueError, match='class_names has 2 names'):
         Predictor(checkpoint=ckpt, class_names=['a', 'b'])
+
+
+def test_reveal_gives_the_gp_posterior_mean_and_std(tmp_path):
+    import geopandas as gpd
+    from shapely.geometry import Point
+
+    task = PixelwiseRegressionTask(
+        model='fcn', in_channels=3, num_outputs=1, num_filters=4
+    )
+    task = _save(task, tmp_path / 'reg.ckpt')
+    image = _raster(tmp_path / 'in.tif', h=200, w=200)
+    with torch.no_grad():
+        net = task(torch.from_numpy(image[None] / 255.0).float())[0, 0].numpy()
+    # Two known points (pixel centres, UTM), one given in a CSV in WGS84 degrees.
+    pts = gpd.GeoDataFrame(
+        {'height': [30.0, 5.0]},
+        geometry=[
+            Point(500000 + 50.5, 4200000 - 40.5),
+            Point(500000 + 150.5, 4200000 - 160.5),
+        ],
+        crs='EPSG:32618',
+    )
+    pts.to_file(tmp_path / 'pts.geojson')
+    lonlat = pts.to_crs('EPSG:4326')
+    lonlat.assign(lon=lonlat.geometry.x, lat=lonlat.geometry.y).drop(
+        columns='geometry'
+    ).to_csv(tmp_path / 'pts.csv', index=False)
+    base = [
+        'predict',
+        '--checkpoint',
+        str(tmp_path / 'reg.ckpt'),
+        str(tmp_path / 'in.tif'),
+    ]
+    base += ['--block', '128', '--halo', '32', '--quiet', '--value', 'height']
+    base += ['--lengthscale', '6', '--kernel-variance', '100', '--noise', '0.0001']
+    for name in ('pts.geojson', 'pts.csv'):
+        out = tmp_path / name.replace('.', '_')
+        assert main([*base, '--reveal', str(tmp_path / name), '--out', str(out)]) == 0
+        with rasterio.open(out / 'in_regression.tif') as src:
+            mean, std = src.read()
+            assert src.descriptions == ('mean', 'std')
+            assert json.loads(src.tags()['kernel'])['lengthscale'] == 6
+        assert mean[40, 50] == pytest.approx(30.0, abs=0.01)
+        assert mean[160, 150] == pytest.approx(5.0, abs=0.01)
+        assert std[40, 50] < 0.1 and std[160, 150] < 0.1
+        assert std[100, 100] == pytest.approx(10.0, abs=1e-3)  # prior std far away
+        np.testing.assert_allclose(mean[100:110, 0:10], net[100:110, 0:10], atol=1e-4)
+
+
+def test_reveal_errors_name_the_fix(tmp_path, seg_ckpt, capsys):
+    _, ckpt = seg_ckpt
+    _raster(tmp_path / 'in.tif', h=32, w=32)
+    (tmp_path / 'p.csv').write_text('lon,lat,v\n-75,39,1\n')
+    args = ['predict', '--checkpoint', str(ckpt), str(tmp_path / 'in.tif'), '--out']
+    args += [str(tmp_path / 'o'), '--reveal', str(tmp_path / 'p.csv')]
+    assert main(args) == 2
+    assert '--reveal needs --value' in capsys.readouterr().err
+    assert main([*args, '--value', 'v']) == 2
+    assert '--lengthscale' in capsys.readouterr().err
+    assert (
+        main([*args, '--value', 'w', '--lengthscale', '3', '--kernel-variance', '1'])
+        == 2
+    )
+    assert "no value column 'w'" in capsys.readouterr().err
+    assert (
+        main([*args, '--value', 'v', '--lengthscale', '3', '--kernel-variance', '1'])
+        == 2
+    )
+    assert 'needs a regression model' in capsys.readouterr().err

@@ -1,0 +1,90 @@
+"""Sparse point labels from vector files or CSV, reprojected to a raster's CRS.
+
+Any file geopandas reads (GeoPackage, GeoJSON, shapefile, ...) or GeoParquet; a CSV
+needs coordinate columns (``x``/``y`` or ``lon``/``lat`` by default) and their CRS.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+from rasterio.crs import CRS
+
+__all__ = ['read_points']
+
+
+def read_points(
+    path: str | os.PathLike[str],
+    value: str,
+    crs: CRS | str,
+    x: str | None = None,
+    y: str | None = None,
+    points_crs: str | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Point coordinates in ``crs`` and their values.
+
+    Args:
+        path: vector file, GeoParquet (``.parquet``) or CSV.
+        value: column with the labels (float).
+        crs: target CRS (the raster's).
+        x: CSV column of x / longitude (default ``x`` or ``lon``).
+        y: CSV column of y / latitude (default ``y`` or ``lat``).
+        points_crs: CRS of CSV coordinates (default EPSG:4326); also overrides a
+            vector file without a CRS.
+
+    Returns:
+        ``(P, 2)`` float64 ``x, y`` in ``crs`` and ``(P,)`` float64 values; rows
+        with a missing value are dropped.
+
+    Raises:
+        ValueError: naming the file and parameter, for a missing column, no CRS,
+            non-point geometries or non-numeric values.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f'{path}: no such points file.')
+    if path.suffix.lower() == '.csv':
+        frame = pd.read_csv(path)
+        cols = set(frame.columns)
+        x = x or ('x' if 'x' in cols else 'lon')
+        y = y or ('y' if 'y' in cols else 'lat')
+        for name in (x, y):
+            if name not in cols:
+                raise ValueError(
+                    f'{path}: no coordinate column {name!r} (columns: '
+                    f'{", ".join(frame.columns)}); name them with --x/--y.'
+                )
+        gdf = gpd.GeoDataFrame(
+            frame,
+            geometry=gpd.points_from_xy(frame[x], frame[y]),
+            crs=points_crs or 'EPSG:4326',
+        )
+    else:
+        gdf = (
+            gpd.read_parquet(path)
+            if path.suffix.lower() == '.parquet'
+            else gpd.read_file(path)
+        )
+        if points_crs is not None:
+            gdf = gdf.set_crs(points_crs, allow_override=True)
+        if gdf.crs is None:
+            raise ValueError(f'{path}: the points have no CRS; give it (points_crs).')
+    if value not in gdf.columns:
+        raise ValueError(
+            f'{path}: no value column {value!r} (columns: '
+            f'{", ".join(c for c in gdf.columns if c != "geometry")}).'
+        )
+    if not (gdf.geom_type == 'Point').all():
+        raise ValueError(f'{path}: every geometry must be a Point.')
+    try:
+        vals = pd.to_numeric(gdf[value]).to_numpy(dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f'{path}: column {value!r} is not numeric ({err}).') from err
+    keep = np.isfinite(vals)
+    gdf = gdf[keep].to_crs(CRS.from_user_input(crs).to_wkt())
+    xy = np.stack([gdf.geometry.x.to_numpy(), gdf.geometry.y.to_numpy()], axis=1)
+    return xy.astype(np.float64), vals[keep]
