@@ -82,6 +82,8 @@ def test_predict_throughput_prints_ratios(tmp_path):
             '8',
             '--repeats',
             '1',
+            '--memory-repeats',
+            '1',
             '--out',
             str(out),
         ],
