@@ -270,8 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
             'with a halo, predicted, cropped to its centre and streamed into a '
             'Cloud-Optimized GeoTIFF <out>/<name>_<suffix>.tif, described by a STAC '
             'Item <out>/<name>_<suffix>.json beside it. Segmentation writes band 1 '
-            'class (colour table), band 2 uncertainty (normalised entropy) and, with '
-            '--probabilities, one band per class; regression writes the mean. '
+            'class (colour table) and band 2 uncertainty (normalised entropy), and '
+            'with --probabilities the class probabilities in '
+            '<name>_<suffix>_probabilities.tif; regression writes the mean, and with '
+            '--reveal the Gaussian-process posterior mean and std given known points. '
             'Outputs are written atomically; a failed input is reported and the '
             'others go on; the exit status is 1 if any failed.'
         ),
