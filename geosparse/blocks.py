@@ -154,15 +154,19 @@ def _store_distributed(
     for loc in itertools.islice(pending, limit):
         futures[client.submit(_run_remote, remote, loc, pure=False)] = loc
     queue = as_completed(list(futures))
-    for fut in queue:
-        r0, r1, c0, c1 = futures.pop(fut)
-        data = fut.result()
-        dst.write(data, Window.from_slices((r0, r1), (c0, c1)))
-        bar.update(1)
-        for loc in itertools.islice(pending, 1):
-            nxt = client.submit(_run_remote, remote, loc, pure=False)
-            futures[nxt] = loc
-            queue.add(nxt)
+    try:
+        for fut in queue:
+            r0, r1, c0, c1 = futures.pop(fut)
+            data = fut.result()  # a failed block raises here
+            dst.write(data, Window.from_slices((r0, r1), (c0, c1)))
+            bar.update(1)
+            for loc in itertools.islice(pending, 1):
+                nxt = client.submit(_run_remote, remote, loc, pure=False)
+                futures[nxt] = loc
+                queue.add(nxt)
+    finally:
+        if futures:  # after a failure: stop the blocks still running
+            client.cancel(list(futures))
 
 
 def _run_remote(job: _BlockJob, loc: tuple[int, int, int, int]) -> np.ndarray:

@@ -236,9 +236,10 @@ def stac_jobs(
         job = PredictionJob(item.id, [], None, [item])
         try:
             job.paths = [asset_href(item, asset)]
-            job.coarse = (
-                asset_href(item, coarse) if coarse and coarse in item.assets else coarse
-            )
+            if coarse and not Path(coarse).is_file():
+                job.coarse = asset_href(item, coarse)  # an asset key of the item
+            else:
+                job.coarse = coarse
         except KeyError as err:
             job.error = str(err.args[0])
         jobs.append(job)

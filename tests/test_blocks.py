@@ -148,3 +148,33 @@ def test_progress_bar_counts_every_block(tmp_path, capsys):
         progress=True,
     )
     assert '9/9' in capsys.readouterr().err
+
+
+def test_a_failing_block_on_a_cluster_leaves_nothing(tmp_path):
+    from distributed import Client, LocalCluster
+
+    _raster(tmp_path / 'in.tif', h=300, w=300)
+
+    def fn(img, coarse):
+        if img.shape[1] < 100:  # the last row of blocks
+            raise RuntimeError('model exploded on a worker')
+        return np.zeros((1, *img.shape[1:]), dtype=np.uint8)
+
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        with pytest.raises(RuntimeError, match='exploded on a worker'):
+            predict_blocks(
+                tmp_path / 'in.tif',
+                fn,
+                tmp_path / 'out' / 'map.tif',
+                count=1,
+                block=128,
+                halo=0,
+                scheduler=client,
+                progress=False,
+            )
+    assert list((tmp_path / 'out').iterdir()) == []

@@ -117,6 +117,10 @@ def test_a_broken_item_fails_alone(api, demo, tmp_path, capsys):
     # A missing asset key fails every item with a message naming the key.
     assert main([*_args(demo, out, url)[:-5], '--asset', 'rgb', '--quiet']) == 1
     assert "no asset 'rgb'" in capsys.readouterr().err
+    args = _args(demo, out, url)
+    args[args.index('nlcd')] = 'landcover'  # neither an asset key nor a file
+    assert main(args) == 1
+    assert "item tile0: no asset 'landcover'" in capsys.readouterr().err
     # An empty search is an error of the command, not of an item.
     assert main(_args(demo, out, url, '--datetime', '2001')) == 2
     assert 'matched no items' in capsys.readouterr().err
