@@ -221,3 +221,17 @@ def test_reveal_errors_name_the_fix(tmp_path, seg_ckpt, capsys):
         == 2
     )
     assert 'needs a regression model' in capsys.readouterr().err
+
+
+def test_binary_segmentation_reads_the_sigmoid_as_two_classes():
+    task = SemanticSegmentationTask(
+        model='fcn', in_channels=3, task='binary', num_filters=4
+    ).eval()
+    pred = Predictor(task, probabilities=True, mean=0, std=1)
+    image = np.random.default_rng(0).normal(size=(3, 20, 24)).astype(np.float32)
+    out = pred(image)
+    assert pred.names == ['class_0', 'class_1'] and out.shape == (4, 20, 24)
+    with torch.no_grad():
+        p1 = task(torch.from_numpy(image[None]))[0, 0].sigmoid().numpy()
+    np.testing.assert_array_equal(out[0], (p1 > 0.5).astype(np.uint8))
+    assert np.abs(out[3] / 254 - p1).max() <= 0.5 / 254 + 1e-6
