@@ -23,35 +23,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ['posterior_map', 'rbf_kernel', 'stable_cholesky']
+from .kernels import rbf, stable_cholesky
 
-
-def rbf_kernel(a: Tensor, b: Tensor, lengthscale: float, variance: float) -> Tensor:
-    r"""RBF kernel :math:`s^2 \exp(-\lVert a-b \rVert^2 / 2\ell^2)` between ``(N, 2)`` and ``(M, 2)``."""
-    d2 = torch.cdist(a, b).square()
-    return variance * torch.exp(-0.5 * d2 / lengthscale**2)
-
-
-def stable_cholesky(matrix: Tensor, max_tries: int = 6) -> Tensor:
-    """Cholesky factor, adding a jitter of 1e-6 … 1e-1 × mean diagonal if needed.
-
-    Raises:
-        RuntimeError: if the matrix is not positive definite even
-            with the largest jitter.
-    """
-    factor, info = torch.linalg.cholesky_ex(matrix)
-    if int(info) == 0:
-        return factor
-    scale = float(matrix.diagonal().mean().abs()) or 1.0
-    eye = torch.eye(matrix.shape[0], dtype=matrix.dtype)
-    for i in range(max_tries):
-        factor, info = torch.linalg.cholesky_ex(matrix + eye * scale * 10.0 ** (i - 6))
-        if int(info) == 0:
-            return factor
-    raise RuntimeError(
-        'the kernel matrix is not positive definite even with jitter; increase the '
-        'noise or check for duplicated points.'
-    )
+__all__ = ['posterior_map']
 
 
 def posterior_map(
@@ -102,7 +76,7 @@ def posterior_map(
     rows = pts[:, 0].floor().long().clamp(0, h - 1)
     cols = pts[:, 1].floor().long().clamp(0, w - 1)
     resid = values.to(dtype) - m[rows, cols]
-    kpp = rbf_kernel(pts, pts, lengthscale, variance)
+    kpp = rbf(pts, pts, lengthscale, variance)
     kpp = kpp + noise * torch.eye(len(pts), dtype=dtype)
     factor = stable_cholesky(kpp)
     alpha = torch.cholesky_solve(resid[:, None], factor)[:, 0]
@@ -114,7 +88,7 @@ def posterior_map(
         idx = torch.arange(start, min(start + step, h * w))
         # Pixel centres in the same (row, col) units as the points.
         xy = torch.stack([idx // w, idx % w], dim=1).to(dtype) + 0.5
-        ks = rbf_kernel(xy, pts, lengthscale, variance)  # n, P
+        ks = rbf(xy, pts, lengthscale, variance)  # n, P
         out_mean[idx] = flat[idx] + ks @ alpha
         v = torch.linalg.solve_triangular(factor, ks.T, upper=False)  # P, n
         out_var[idx] = (variance - v.square().sum(0)).clamp(min=0)

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from geosparse.posterior import posterior_map, rbf_kernel
+from geosparse.kernels import rbf
+from geosparse.posterior import posterior_map
 
 
 def _dense(mean, pts, vals, ell, var, noise):
@@ -88,4 +89,4 @@ def test_duplicated_points_without_noise_still_factorise():
         0.0,
     )
     assert torch.isfinite(mu).all() and mu[2, 2] == pytest.approx(1.0, abs=1e-3)
-    assert rbf_kernel(pts, pts, 1.0, 3.0)[0, 1] == pytest.approx(3.0)
+    assert rbf(pts, pts, 1.0, 3.0)[0, 1] == pytest.approx(3.0)
