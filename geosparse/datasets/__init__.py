@@ -1,6 +1,7 @@
 """Datasets of geosparse."""
 
 from .coarse import CoarseLabels, FineLabels, ImageryDataset
+from .points import SparsePoints, collate_points, spatial_split
 from .synthetic import (
     FINE_CLASSES,
     SyntheticScene,
@@ -14,8 +15,11 @@ __all__ = [
     'CoarseLabels',
     'FineLabels',
     'ImageryDataset',
+    'SparsePoints',
     'SyntheticScene',
+    'collate_points',
     'make_scene',
     'make_stac_tiles',
     'nlcd_from_fractions',
+    'spatial_split',
 ]

@@ -7,6 +7,8 @@ needs coordinate columns (``x``/``y`` or ``lon``/``lat`` by default) and their C
 from __future__ import annotations
 
 import os
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import geopandas as gpd
@@ -14,35 +16,34 @@ import numpy as np
 import pandas as pd
 from rasterio.crs import CRS
 
-__all__ = ['read_points']
+__all__ = ['read_points', 'read_points_frame']
 
 
-def read_points(
+def read_points_frame(
     path: str | os.PathLike[str],
-    value: str,
-    crs: CRS | str,
+    values: Sequence[str],
     x: str | None = None,
     y: str | None = None,
     points_crs: str | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Point coordinates in ``crs`` and their values.
+) -> gpd.GeoDataFrame:
+    """Points and their value columns as a GeoDataFrame in the file's CRS.
+
+    Rows with a missing or non-finite value are dropped with a warning.
 
     Args:
         path: vector file, GeoParquet (``.parquet``) or CSV.
-        value: column with the labels (float).
-        crs: target CRS (the raster's).
+        values: columns with the labels (numeric).
         x: CSV column of x / longitude (default ``x`` or ``lon``).
         y: CSV column of y / latitude (default ``y`` or ``lat``).
         points_crs: CRS of CSV coordinates (default EPSG:4326); also overrides a
             vector file without a CRS.
 
     Returns:
-        ``(P, 2)`` float64 ``x, y`` in ``crs`` and ``(P,)`` float64 values; rows
-        with a missing value are dropped.
+        The points (float64 value columns).
 
     Raises:
         ValueError: naming the file and parameter, for a missing column, no CRS,
-            non-point geometries or non-numeric values.
+            non-point geometries, non-numeric values or no points at all.
     """
     path = Path(path)
     if not path.exists():
@@ -73,18 +74,64 @@ def read_points(
             gdf = gdf.set_crs(points_crs, allow_override=True)
         if gdf.crs is None:
             raise ValueError(f'{path}: the points have no CRS; give it (points_crs).')
-    if value not in gdf.columns:
-        raise ValueError(
-            f'{path}: no value column {value!r} (columns: '
-            f'{", ".join(c for c in gdf.columns if c != "geometry")}).'
-        )
+    for value in values:
+        if value not in gdf.columns:
+            raise ValueError(
+                f'{path}: no value column {value!r} (columns: '
+                f'{", ".join(c for c in gdf.columns if c != "geometry")}).'
+            )
+    if len(gdf) == 0:
+        raise ValueError(f'{path}: the file holds no points.')
     if not (gdf.geom_type == 'Point').all():
         raise ValueError(f'{path}: every geometry must be a Point.')
-    try:
-        vals = pd.to_numeric(gdf[value]).to_numpy(dtype=np.float64)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f'{path}: column {value!r} is not numeric ({err}).') from err
-    keep = np.isfinite(vals)
-    gdf = gdf[keep].to_crs(CRS.from_user_input(crs).to_wkt())
+    out = gdf[[*values, 'geometry']].copy()
+    for value in values:
+        try:
+            out[value] = pd.to_numeric(out[value]).astype(np.float64)
+        except (TypeError, ValueError) as err:
+            raise ValueError(
+                f'{path}: column {value!r} is not numeric ({err}).'
+            ) from err
+    keep = np.isfinite(out[list(values)].to_numpy()).all(1)
+    if not keep.all():
+        warnings.warn(
+            f'{path}: dropped {int((~keep).sum())} of {len(out)} points with a '
+            'missing or non-finite value.',
+            stacklevel=2,
+        )
+    if not keep.any():
+        raise ValueError(f'{path}: no point has a finite value in {list(values)}.')
+    return out[keep]
+
+
+def read_points(
+    path: str | os.PathLike[str],
+    value: str,
+    crs: CRS | str,
+    x: str | None = None,
+    y: str | None = None,
+    points_crs: str | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Point coordinates in ``crs`` and their values.
+
+    Args:
+        path: vector file, GeoParquet (``.parquet``) or CSV.
+        value: column with the labels (float).
+        crs: target CRS (the raster's).
+        x: CSV column of x / longitude (default ``x`` or ``lon``).
+        y: CSV column of y / latitude (default ``y`` or ``lat``).
+        points_crs: CRS of CSV coordinates (default EPSG:4326); also overrides a
+            vector file without a CRS.
+
+    Returns:
+        ``(P, 2)`` float64 ``x, y`` in ``crs`` and ``(P,)`` float64 values; rows
+        with a missing value are dropped with a warning.
+
+    Raises:
+        ValueError: naming the file and parameter, for a missing column, no CRS,
+            non-point geometries or non-numeric values.
+    """
+    gdf = read_points_frame(path, [value], x, y, points_crs)
+    gdf = gdf.to_crs(CRS.from_user_input(crs).to_wkt())
     xy = np.stack([gdf.geometry.x.to_numpy(), gdf.geometry.y.to_numpy()], axis=1)
-    return xy.astype(np.float64), vals[keep]
+    return xy.astype(np.float64), gdf[value].to_numpy()

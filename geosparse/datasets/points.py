@@ -1,0 +1,213 @@
+"""Sparse point labels as a TorchGeo GeoDataset.
+
+:class:`SparsePoints` reads points and one or more value columns (any file geopandas
+reads, GeoParquet, or CSV with coordinate columns; :func:`~geosparse.io.points.read_points_frame`),
+in any CRS. A sample is the points inside the query window as pixel coordinates
+``(row, col)`` of the window's grid with their values, not a rasterised mask, so that
+``imagery & points`` gives the image and its points together. :func:`collate_points`
+pads a batch to the largest number of points and adds a validity mask;
+:func:`spatial_split` holds out whole spatial blocks of points for validation and
+testing (nearby points are correlated, so a random split would leak).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import shapely
+import torch
+from geopandas import GeoDataFrame
+from rasterio.crs import CRS
+from torchgeo.datasets import GeoDataset
+from torchgeo.datasets.utils import GeoSlice, stack_samples
+
+from ..io.points import read_points_frame
+
+__all__ = ['SparsePoints', 'collate_points', 'spatial_split']
+
+
+class SparsePoints(GeoDataset):
+    """Point labels with float values, sampled by geographic windows.
+
+    Sample keys: ``points`` ``(N, 2)`` float32 pixel coordinates ``(row, col)`` of
+    the window (row 0 at the top, pixel centres at +0.5), ``values`` ``(N, V)``
+    float32, ``crs`` and ``bounds``.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        values: str | Sequence[str],
+        crs: CRS | str | None = None,
+        res: float | tuple[float, float] = 1.0,
+        x: str | None = None,
+        y: str | None = None,
+        points_crs: str | None = None,
+        subset: Sequence[int] | np.ndarray | None = None,
+        transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> None:
+        """Read the points.
+
+        Args:
+            path: points file.
+            values: value column(s).
+            crs: CRS of the samples (default: the file's).
+            res: pixel size of the windows' grid, in ``crs`` units.
+            x: CSV x / longitude column.
+            y: CSV y / latitude column.
+            points_crs: CRS of CSV coordinates (default EPSG:4326).
+            subset: keep only these rows (e.g. one part of :func:`spatial_split`).
+            transforms: applied to each sample.
+
+        Raises:
+            ValueError: for bad files or columns (the message names them).
+        """
+        self.values = [values] if isinstance(values, str) else list(values)
+        frame = read_points_frame(path, self.values, x, y, points_crs)
+        if crs is not None:
+            frame = frame.to_crs(CRS.from_user_input(crs).to_wkt())
+        if subset is not None:
+            frame = frame.iloc[np.asarray(subset)]
+        self.path = str(path)
+        self.points = frame.reset_index(drop=True)
+        self.transforms = transforms
+        self._res = (float(res), float(res)) if isinstance(res, int | float) else res
+        # The footprint, grown to multiples of the resolution.
+        minx, miny, maxx, maxy = self.points.total_bounds
+        rx, ry = self._res
+        minx, maxx = np.floor(minx / rx) * rx, (np.floor(maxx / rx) + 1) * rx
+        miny, maxy = (np.ceil(miny / ry) - 1) * ry, np.ceil(maxy / ry) * ry
+        index = pd.IntervalIndex.from_tuples(
+            [(pd.Timestamp.min, pd.Timestamp.max)], closed='both', name='datetime'
+        )
+        self.index = GeoDataFrame(
+            {'filepath': [self.path]},
+            index=index,
+            geometry=[
+                shapely.box(minx, miny, maxx + self._res[0], maxy + self._res[1])
+            ],
+            crs=self.points.crs,
+        )
+
+    @property
+    def crs(self) -> CRS:
+        """CRS of the samples."""
+        return CRS.from_user_input(self.index.crs)
+
+    @crs.setter
+    def crs(self, new_crs: CRS) -> None:
+        """Reproject the index and the points."""
+        if new_crs == self.crs:
+            return
+        self.index = self.index.to_crs(new_crs)
+        self.points = self.points.to_crs(new_crs)
+
+    def xy(self) -> np.ndarray:
+        """``(P, 2)`` point coordinates in :attr:`crs`."""
+        return np.stack(
+            [self.points.geometry.x.to_numpy(), self.points.geometry.y.to_numpy()], 1
+        )
+
+    def __len__(self) -> int:
+        """Number of points."""
+        return len(self.points)
+
+    def __getitem__(self, query: GeoSlice) -> dict[str, Any]:
+        """Points inside a window ``[xmin, xmax) × (ymin, ymax]``, in its pixels."""
+        x, y, _ = self._disambiguate_slice(query)
+        xres = x.step or self.res[0]
+        yres = y.step or self.res[1]
+        xy = self.xy()
+        inside = (
+            (xy[:, 0] >= x.start)
+            & (xy[:, 0] < x.stop)
+            & (xy[:, 1] > y.start)
+            & (xy[:, 1] <= y.stop)
+        )
+        sel = xy[inside]
+        rows = (y.stop - sel[:, 1]) / yres
+        cols = (sel[:, 0] - x.start) / xres
+        sample: dict[str, Any] = {
+            'points': torch.from_numpy(np.stack([rows, cols], 1).astype(np.float32)),
+            'values': torch.from_numpy(
+                self.points.loc[inside, self.values].to_numpy(np.float32)
+            ),
+            'crs': self.crs,
+            'bounds': (x, y),
+        }
+        if self.transforms is not None:
+            sample = self.transforms(sample)
+        return sample
+
+
+def collate_points(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Batch samples with different numbers of points.
+
+    ``points`` becomes ``(B, N, 2)`` and ``values`` ``(B, N, V)``, padded with zeros to
+    the largest ``N`` of the batch, with ``valid`` ``(B, N)`` marking real points;
+    the other keys are stacked as by TorchGeo's ``stack_samples``.
+    """
+    n = max((len(s['points']) for s in samples), default=0)
+    nv = max(
+        (s['values'].shape[-1] for s in samples if s['values'].ndim == 2), default=1
+    )
+    b = len(samples)
+    points = torch.zeros(b, n, 2)
+    values = torch.zeros(b, n, nv)
+    valid = torch.zeros(b, n, dtype=torch.bool)
+    for i, s in enumerate(samples):
+        k = len(s['points'])
+        points[i, :k] = s['points']
+        values[i, :k] = s['values'].reshape(k, -1)
+        valid[i, :k] = True
+    rest = [
+        {k: v for k, v in s.items() if k not in ('points', 'values')} for s in samples
+    ]
+    batch = stack_samples(rest)
+    batch.update(points=points, values=values, valid=valid)
+    return batch
+
+
+def spatial_split(
+    xy: np.ndarray,
+    fractions: Sequence[float] = (0.8, 0.1, 0.1),
+    block_size: float = 1000.0,
+    seed: int = 0,
+) -> list[np.ndarray]:
+    """Split points by square spatial blocks, so that held-out points are far away.
+
+    Blocks of ``block_size`` (CRS units) are shuffled and given to the splits in turn
+    until each split holds its fraction of the points.
+
+    Args:
+        xy: ``(P, 2)`` coordinates.
+        fractions: fraction of points per split (they must sum to 1).
+        block_size: block side in CRS units (larger than the kernel's reach).
+        seed: shuffling seed.
+
+    Returns:
+        One array of point indices per split.
+
+    Raises:
+        ValueError: if the fractions do not sum to 1.
+    """
+    if not np.isclose(sum(fractions), 1.0):
+        raise ValueError(f'fractions {list(fractions)} must sum to 1.')
+    cells = np.floor(np.asarray(xy) / block_size).astype(np.int64)
+    _, cell_id = np.unique(cells, axis=0, return_inverse=True)
+    order = np.random.default_rng(seed).permutation(cell_id.max() + 1)
+    counts = np.bincount(cell_id)
+    cum = np.cumsum(counts[order]) / len(xy)
+    bounds = np.cumsum(fractions)
+    split_of_cell = np.empty(len(order), dtype=np.int64)
+    split_of_cell[order] = np.minimum(
+        np.searchsorted(bounds, cum - counts[order] / len(xy) / 2), len(fractions) - 1
+    )
+    return [
+        np.flatnonzero(split_of_cell[cell_id.ravel()] == i)
+        for i in range(len(fractions))
+    ]
