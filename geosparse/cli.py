@@ -66,11 +66,6 @@ def _predict(args: argparse.Namespace) -> int:
 
         if not args.value:
             return fail('--reveal needs --value (the column of the known values).')
-        if args.lengthscale is None or args.kernel_variance is None:
-            return fail(
-                '--reveal needs the kernel: --lengthscale (CRS units of the imagery, '
-                'e.g. metres) and --kernel-variance (label units squared).'
-            )
         try:
             reveal = read_points(
                 args.reveal, args.value, 'EPSG:4326', args.x, args.y, args.points_crs

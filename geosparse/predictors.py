@@ -49,6 +49,7 @@ from torchgeo.trainers import PixelwiseRegressionTask, SemanticSegmentationTask
 
 from .posterior import posterior_map
 from .trainers.lsr import LabelSuperResolutionTask, normalised_entropy
+from .trainers.npp import NPPTask
 
 __all__ = ['CLASS_COLORS', 'Predictor', 'file_sha256', 'task_class_for']
 
@@ -92,6 +93,7 @@ def task_class_for(hparams: Mapping[str, Any]) -> type[LightningModule]:
 
     LightningCLI records ``_class_path``; otherwise the hyperparameters tell:
     ``priors`` → :class:`~geosparse.trainers.LabelSuperResolutionTask`,
+    ``kernel`` and ``lengthscale`` → :class:`~geosparse.trainers.NPPTask`,
     ``num_outputs`` → :class:`~torchgeo.trainers.PixelwiseRegressionTask`,
     ``num_classes`` → :class:`~torchgeo.trainers.SemanticSegmentationTask`.
 
@@ -105,6 +107,8 @@ def task_class_for(hparams: Mapping[str, Any]) -> type[LightningModule]:
         return cls
     if 'priors' in hparams:
         return LabelSuperResolutionTask
+    if 'kernel' in hparams and 'lengthscale' in hparams:
+        return NPPTask
     if 'num_outputs' in hparams:
         return PixelwiseRegressionTask
     if 'num_classes' in hparams:
@@ -239,18 +243,22 @@ class Predictor:
             None if reveal_crs is None else CRS.from_user_input(reveal_crs)
         )
         self.kernel = dict(kernel or {})
+        self.is_npp = isinstance(task, NPPTask)
         if reveal is not None:
             if self.kind != 'regression' or len(names) != 1:
                 raise ValueError(
                     'reveal (known points) needs a regression model with one output.'
                 )
             missing = {'lengthscale', 'variance'} - set(self.kernel)
-            if missing:
+            if missing and not self.is_npp:
                 raise ValueError(
-                    f'reveal needs the kernel parameters {sorted(missing)} '
-                    '(--lengthscale, --kernel-variance).'
+                    f'reveal needs the kernel parameters {sorted(missing)}: give '
+                    '--lengthscale (CRS units of the imagery, e.g. metres) and '
+                    '--kernel-variance (label units squared), or use an NPPTask '
+                    'checkpoint, which has its own kernel.'
                 )
-            self.kernel.setdefault('noise', 0.0)
+            if not missing:
+                self.kernel.setdefault('noise', 0.0)
         self.mean = 0.0 if mean is None else mean
         self.std = 255.0 if std is None else std
         model_name = str(hp.get('model', ''))
@@ -277,7 +285,7 @@ class Predictor:
     def count(self) -> int:
         """Output bands."""
         if self.kind == 'regression':
-            return 2 if self.reveal is not None else len(self.names)
+            return 2 if self.has_std else len(self.names)
         return 2 + (len(self.names) if self.probabilities else 0)
 
     def for_crs(self, crs: CRS) -> Predictor:
@@ -294,9 +302,14 @@ class Predictor:
         return other
 
     @property
+    def has_std(self) -> bool:
+        """Regression with a GP: NPP models, or known points with a kernel."""
+        return self.is_npp or self.reveal is not None
+
+    @property
     def needs_transform(self) -> bool:
         """Whether the block function needs each window's affine transform."""
-        return self.reveal is not None
+        return self.has_std
 
     @property
     def dtype(self) -> str:
@@ -321,9 +334,15 @@ class Predictor:
             tags['checkpoint'] = Path(self.checkpoint).name
             tags['checkpoint_sha256'] = str(self.sha256)
         if self.kind == 'regression':
-            if self.reveal is not None:
-                tags['kernel'] = json.dumps({'type': 'rbf', **self.kernel})
-                tags['revealed_points'] = str(len(self.reveal[1]))
+            if self.has_std:
+                if self.kernel:
+                    tags['kernel'] = json.dumps({'type': 'rbf', **self.kernel})
+                else:
+                    tags['kernel'] = json.dumps(
+                        {'type': 'rbf', 'from': f'checkpoint ({hp_kernel(self.task)})'}
+                    )
+                n = 0 if self.reveal is None else len(self.reveal[1])
+                tags['revealed_points'] = str(n)
                 return {
                     'descriptions': ['mean', 'std'],
                     'tags': tags,
@@ -383,7 +402,7 @@ class Predictor:
 
     # ------------------------------------------------------------ model
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
-        if isinstance(self.task, LabelSuperResolutionTask):
+        if isinstance(self.task, LabelSuperResolutionTask | NPPTask):
             return self.task.normalize(x)
         c = x.shape[1]
         mean = torch.as_tensor(self.mean, dtype=x.dtype).reshape(-1)
@@ -404,6 +423,8 @@ class Predictor:
             x = F.pad(x, (0, pw, 0, ph), mode=mode)
         model: Any = self.task.model  # input already normalised
         out = model(x)
+        if isinstance(self.task, NPPTask):
+            out = out * self.task.hparams['target_scale']
         return out[..., :h, :w]
 
     def probs(
@@ -451,11 +472,9 @@ class Predictor:
             x = self._normalise(torch.from_numpy(image[None]).float())
             with torch.no_grad():
                 y = self._forward(x)[0]
-            if self.reveal is None:
+            if not self.has_std:
                 return y.numpy().astype(np.float32)
-            if transform is None:
-                raise ValueError('reveal needs the window transform.')
-            return self._posterior(y[0], transform)
+            return self._posterior(y[0], image, transform)
         p = self.probs(image, coarse if self.uses_coarse else None)
         classes = p.argmax(0).numpy().astype(np.uint8)
         unc = normalised_entropy(p[None])[0].numpy()
@@ -464,23 +483,40 @@ class Predictor:
             bands.extend(_to_uint8(q) for q in p.numpy())
         return np.stack(bands)
 
-    def _posterior(self, mean: torch.Tensor, transform: Affine) -> np.ndarray:
-        """GP posterior mean and std of a window given the points inside it."""
-        assert self.reveal is not None
-        xy, values = self.reveal
-        cols, rows = (~transform) * (xy[:, 0], xy[:, 1])
+    def _posterior(
+        self, mean: torch.Tensor, image: np.ndarray, transform: Affine | None
+    ) -> np.ndarray:
+        """GP posterior mean and std of a window given the known points inside it.
+
+        The kernel is the one given (``lengthscale`` in CRS units), else the NPP
+        task's own (per window for a context-aware kernel).
+        """
         h, w = mean.shape
-        inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
-        pts = torch.from_numpy(np.stack([rows[inside], cols[inside]], axis=1))
-        post, std = posterior_map(
-            mean.double(),
-            pts,
-            torch.from_numpy(values[inside]),
-            lengthscale=self.kernel['lengthscale'] / abs(transform.a),
-            variance=self.kernel['variance'],
-            noise=self.kernel['noise'],
-        )
+        pts = torch.zeros(0, 2, dtype=torch.float64)
+        vals = torch.zeros(0, dtype=torch.float64)
+        if self.reveal is not None:
+            if transform is None:
+                raise ValueError('reveal needs the window transform.')
+            xy, values = self.reveal
+            cols, rows = (~transform) * (xy[:, 0], xy[:, 1])
+            inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
+            pts = torch.from_numpy(np.stack([rows[inside], cols[inside]], axis=1))
+            vals = torch.from_numpy(values[inside])
+        if 'lengthscale' in self.kernel:
+            res = 1.0 if transform is None else abs(transform.a)
+            ell = self.kernel['lengthscale'] / res
+            var, noise = self.kernel['variance'], self.kernel['noise']
+        else:
+            assert isinstance(self.task, NPPTask)
+            with torch.no_grad():
+                ell, var, noise = self.task.kernel_params(torch.from_numpy(image[None]))
+        post, std = posterior_map(mean.double(), pts, vals, ell, var, noise)
         return np.stack([post.numpy(), std.numpy()]).astype(np.float32)
+
+
+def hp_kernel(task: LightningModule) -> str:
+    """The kernel choice recorded in a task's hyperparameters."""
+    return str(task.hparams.get('kernel', 'rbf'))
 
 
 def _to_uint8(x: np.ndarray) -> np.ndarray:

@@ -210,7 +210,12 @@ def test_reveal_errors_name_the_fix(tmp_path, seg_ckpt, capsys):
     assert main(args) == 2
     assert '--reveal needs --value' in capsys.readouterr().err
     assert main([*args, '--value', 'v']) == 2
-    assert '--lengthscale' in capsys.readouterr().err
+    assert 'needs a regression model' in capsys.readouterr().err
+    reg = PixelwiseRegressionTask(
+        model='fcn', in_channels=3, num_outputs=1, num_filters=4
+    )
+    with pytest.raises(ValueError, match='--lengthscale'):
+        Predictor(reg, reveal=(np.zeros((1, 2)), np.ones(1)))
     assert (
         main([*args, '--value', 'w', '--lengthscale', '3', '--kernel-variance', '1'])
         == 2

@@ -5,6 +5,7 @@ from .points import SparsePoints, collate_points, spatial_split
 from .synthetic import (
     FINE_CLASSES,
     SyntheticScene,
+    make_point_labels,
     make_scene,
     make_stac_tiles,
     nlcd_from_fractions,
@@ -18,6 +19,7 @@ __all__ = [
     'SparsePoints',
     'SyntheticScene',
     'collate_points',
+    'make_point_labels',
     'make_scene',
     'make_stac_tiles',
     'nlcd_from_fractions',

@@ -13,7 +13,7 @@ testing (nearby points are correlated, so a random split would leak).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -144,13 +144,14 @@ class SparsePoints(GeoDataset):
         return sample
 
 
-def collate_points(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def collate_points(samples: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """Batch samples with different numbers of points.
 
     ``points`` becomes ``(B, N, 2)`` and ``values`` ``(B, N, V)``, padded with zeros to
     the largest ``N`` of the batch, with ``valid`` ``(B, N)`` marking real points;
     the other keys are stacked as by TorchGeo's ``stack_samples``.
     """
+    samples = list(samples)
     n = max((len(s['points']) for s in samples), default=0)
     nv = max(
         (s['values'].shape[-1] for s in samples if s['values'].ndim == 2), default=1
@@ -162,7 +163,7 @@ def collate_points(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     for i, s in enumerate(samples):
         k = len(s['points'])
         points[i, :k] = s['points']
-        values[i, :k] = s['values'].reshape(k, -1)
+        values[i, :k] = s['values'].reshape(k, nv)
         valid[i, :k] = True
     rest = [
         {k: v for k, v in s.items() if k not in ('points', 'values')} for s in samples

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+import rasterio.transform
 import rasterio.warp
 import rasterio.windows
 from pyproj import Transformer
@@ -29,11 +30,12 @@ from rasterio.transform import from_origin
 from rasterio.warp import transform_bounds
 from scipy.ndimage import gaussian_filter
 
-from ..io.raster import atomic_write_raster
+from ..io.raster import atomic_path, atomic_write_raster
 
 __all__ = [
     'FINE_CLASSES',
     'SyntheticScene',
+    'make_point_labels',
     'make_scene',
     'make_stac_tiles',
     'nlcd_from_fractions',
@@ -328,3 +330,44 @@ def make_stac_tiles(
         json.dumps({'type': 'FeatureCollection', 'features': items}),
     )
     return [col_path, items_path]
+
+
+def make_point_labels(
+    scene: SyntheticScene, n: int = 300, seed: int = 0, name: str = 'scene'
+) -> Path:
+    """Sparse point labels of a smooth "canopy height" over a synthetic scene.
+
+    Height is 22 m over forest, 1 m over field, 6 m over impervious and 0 over water
+    in the fine truth, smoothed (Gaussian, sigma 4 px) so that nearby points
+    co-vary, plus 0.5 m noise; ``n`` points at random pixel centres are written as
+    ``<name>_points.gpkg`` (column ``height``, the imagery's CRS) and the dense
+    height as ``<name>_height.tif``.
+
+    Returns:
+        The points file.
+    """
+    import geopandas as gpd
+    from shapely.geometry import Point
+
+    rng = np.random.default_rng(seed)
+    with rasterio.open(scene.fine) as src:
+        fine = src.read(1)
+        crs, transform, profile = src.crs, src.transform, src.profile
+    level = np.array([0.0, 0.0, 22.0, 1.0, 6.0], dtype=np.float32)[fine]
+    height = gaussian_filter(level, sigma=4).astype(np.float32)
+    rows = rng.integers(0, fine.shape[0], n)
+    cols = rng.integers(0, fine.shape[1], n)
+    values = height[rows, cols] + rng.normal(0, 0.5, n).astype(np.float32)
+    xs, ys = rasterio.transform.xy(transform, rows, cols)
+    root = Path(scene.fine).parent
+    path = root / f'{name}_points.gpkg'
+    gdf = gpd.GeoDataFrame(
+        {'height': values.astype(np.float64)},
+        geometry=[Point(x, y) for x, y in zip(xs, ys, strict=True)],
+        crs=crs,
+    )
+    with atomic_path(path, suffix='.gpkg') as tmp:
+        gdf.to_file(tmp, driver='GPKG', layer='points')
+    profile.update(dtype='float32', nodata=None, count=1)
+    atomic_write_raster(root / f'{name}_height.tif', height[None], profile)
+    return path

@@ -73,26 +73,25 @@ class PointGeoSampler(GeoSampler):
     def __iter__(self) -> Iterator[tuple[slice, slice, slice]]:
         """Yield ``length`` windows."""
         left, bottom, right, top = self.box
+        xres, yres = self.res
+        rows, cols = self.size
         for _ in range(self.length):
             i = int(torch.randint(len(self.xy), (1,), generator=self.generator))
-            u = torch.rand(2, generator=self.generator, dtype=torch.float64)
-            px, py = float(self.xy[i, 0]), float(self.xy[i, 1])
-            x0 = px - float(u[0]) * self.width
-            y1 = py + float(u[1]) * self.height
-            x0 = min(max(x0, left), max(right - self.width, left))
-            y1 = max(min(y1, top), min(bottom + self.height, top))
-            # Snap to multiples of the resolution (the grid of rasters whose origin
-            # is such a multiple, as for NAIP and most UTM products), so that a
-            # point's pixel in the window is its pixel in the rasters.
-            x0 = math.floor(x0 / self.res[0]) * self.res[0]
-            y1 = math.ceil(y1 / self.res[1]) * self.res[1]
-            if x0 < left:
-                x0 += self.res[0]
-            if y1 > top:
-                y1 -= self.res[1]
+            # The point's pixel (edges at multiples of the resolution, the grid of
+            # rasters whose origin is such a multiple, as for NAIP and most UTM
+            # products) lands in a random row and column of the window.
+            c = int(torch.randint(cols, (1,), generator=self.generator))
+            r = int(torch.randint(rows, (1,), generator=self.generator))
+            x0 = (math.floor(float(self.xy[i, 0]) / xres) - c) * xres
+            y1 = (math.ceil(float(self.xy[i, 1]) / yres) + r) * yres
+            # Keep the window inside the dataset, still on the grid.
+            x0 = min(x0, math.floor((right - self.width) / xres) * xres)
+            x0 = max(x0, math.ceil(left / xres) * xres)
+            y1 = max(y1, math.ceil((bottom + self.height) / yres) * yres)
+            y1 = min(y1, math.floor(top / yres) * yres)
             yield (
-                slice(x0, x0 + self.width, self.res[0]),
-                slice(y1 - self.height, y1, self.res[1]),
+                slice(x0, x0 + self.width, xres),
+                slice(y1 - self.height, y1, yres),
                 self.t,
             )
 

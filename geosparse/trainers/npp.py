@@ -1,0 +1,243 @@
+r"""Neural Point Processes as a TorchGeo task: pixel-wise regression from sparse points.
+
+Shi et al., "Neural Point Processes for Pixel-wise Regression". The network maps an
+image to a dense map :math:`m = f(x)`; it is trained only at labelled points, with
+either the Gaussian-process likelihood of :class:`~geosparse.losses.NPPLoss`
+(``loss='npp'``) or plain MSE at the points (``loss='mse'``, the paper's baseline).
+At prediction, :func:`~geosparse.posterior.posterior_map` conditions the map on
+revealed points and gives a standard deviation for every pixel.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from torchgeo.trainers import PixelwiseRegressionTask
+from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, R2Score
+
+from ..kernels import ContextRBFKernel, RBFKernel
+from ..losses import NPPLoss
+from ..posterior import posterior_map
+
+__all__ = ['NPPTask', 'point_values']
+
+
+def point_values(out: Tensor, points: Tensor) -> Tensor:
+    """Values of ``(B, 1, H, W)`` maps at ``(B, N, 2)`` (row, col) points: ``(B, N)``."""
+    b, _, h, w = out.shape
+    rows = points[..., 0].floor().long().clamp(0, h - 1)
+    cols = points[..., 1].floor().long().clamp(0, w - 1)
+    flat = out[:, 0].reshape(b, h * w)
+    return flat.gather(1, rows * w + cols)
+
+
+class NPPTask(PixelwiseRegressionTask):
+    """Pixel-wise regression trained at sparse points, with a GP likelihood."""
+
+    def __init__(
+        self,
+        model: Literal['unet', 'deeplabv3+', 'fcn'] = 'unet',
+        backbone: str = 'resnet18',
+        weights: bool | None = None,
+        in_channels: int = 4,
+        num_filters: int = 64,
+        loss: Literal['npp', 'mse'] = 'npp',
+        kernel: Literal['static', 'learnable', 'context'] = 'learnable',
+        lengthscale: float = 3.0,
+        variance: float = 1.0,
+        noise: float = 0.1,
+        learn_noise: bool = True,
+        input_scale: float = 255.0,
+        target_scale: float = 1.0,
+        lr: float = 1e-3,
+        patience: int = 10,
+        freeze_backbone: bool = False,
+        freeze_decoder: bool = False,
+    ) -> None:
+        r"""Initialise the task.
+
+        Args:
+            model: network (TorchGeo names); one output channel.
+            backbone: encoder of ``unet``/``deeplabv3+``.
+            weights: pretrained encoder weights; off by default (no downloads).
+            in_channels: image bands.
+            num_filters: width of the ``fcn`` model.
+            loss: ``npp`` (GP negative log-likelihood) or ``mse`` (at the points).
+            kernel: ``static`` (fixed :math:`\ell, s^2`), ``learnable`` or
+                ``context`` (regressed from the image).
+            lengthscale: :math:`\ell` in pixels (initial value unless static).
+            variance: :math:`s^2` in squared target units (after ``target_scale``).
+            noise: :math:`\sigma_0^2` (initial value when learnable).
+            learn_noise: optimise :math:`\sigma_0^2`.
+            input_scale: raw imagery is divided by this.
+            target_scale: labels are divided by this for training (outputs are
+                multiplied back).
+            lr: learning rate.
+            patience: plateau patience of the scheduler.
+            freeze_backbone: freeze the encoder.
+            freeze_decoder: freeze the decoder.
+        """
+        super().__init__(
+            model=model,
+            backbone=backbone,
+            weights=weights,
+            in_channels=in_channels,
+            num_outputs=1,
+            num_filters=num_filters,
+            loss=loss,
+            lr=lr,
+            patience=patience,
+            freeze_backbone=freeze_backbone,
+            freeze_decoder=freeze_decoder,
+        )
+
+    def configure_losses(self) -> None:
+        """Build the kernel and the loss.
+
+        Raises:
+            ValueError: for an unknown loss or kernel.
+        """
+        hp = self.hparams
+        if hp['loss'] not in ('npp', 'mse'):
+            raise ValueError(f"loss={hp['loss']!r}: choose 'npp' or 'mse'.")
+        kernel: nn.Module
+        if hp['kernel'] == 'context':
+            kernel = ContextRBFKernel(
+                hp['in_channels'], hp['lengthscale'], hp['variance']
+            )
+        elif hp['kernel'] in ('static', 'learnable'):
+            kernel = RBFKernel(
+                hp['lengthscale'], hp['variance'], learnable=hp['kernel'] == 'learnable'
+            )
+        else:
+            raise ValueError(
+                f"kernel={hp['kernel']!r}: choose 'static', 'learnable' or 'context'."
+            )
+        self.npp_loss = NPPLoss(kernel, hp['noise'], learn_noise=hp['learn_noise'])
+
+    def configure_metrics(self) -> None:
+        """MSE, MAE and R² over all points (and dense truth pixels) of an epoch."""
+        metrics = MetricCollection(
+            {'mse': MeanSquaredError(), 'mae': MeanAbsoluteError(), 'r2': R2Score()}
+        )
+        self.train_metrics = metrics.clone(prefix='train_')
+        self.val_metrics = metrics.clone(prefix='val_')
+        self.test_metrics = metrics.clone(prefix='test_')
+        self.val_dense = metrics.clone(prefix='val_dense_')
+        self.test_dense = metrics.clone(prefix='test_dense_')
+
+    @property
+    def kernel(self) -> nn.Module:
+        """The GP kernel."""
+        return self.npp_loss.kernel
+
+    def normalize(self, x: Tensor) -> Tensor:
+        """:math:`x / s` with :math:`s` = ``input_scale``."""
+        return x.float() / self.hparams['input_scale']
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Mean map ``(B, 1, H, W)`` in target units from raw imagery."""
+        return self.model(self.normalize(x)) * self.hparams['target_scale']
+
+    def compute_loss(self, batch: dict[str, Any], out: Tensor) -> Tensor:
+        """Loss at the batch's points (``points``, ``values``, ``valid``)."""
+        scale = self.hparams['target_scale']
+        pred = point_values(out, batch['points']) / scale
+        target = batch['values'][..., 0] / scale
+        valid = batch['valid']
+        if self.hparams['loss'] == 'mse':
+            n = valid.sum().clamp(min=1)
+            return ((pred - target).square() * valid).sum() / n
+        return self.npp_loss(
+            pred, target, batch['points'], valid, context=self.normalize(batch['image'])
+        )
+
+    def _step(self, batch: dict[str, Any], prefix: str) -> Tensor | None:
+        out = self(batch['image'])
+        valid = batch['valid']
+        if not bool(valid.any()):
+            return None
+        loss = self.compute_loss(batch, out)
+        size = out.shape[0]
+        self.log(f'{prefix}_loss', loss, batch_size=size)
+        metrics = getattr(self, f'{prefix}_metrics')
+        pred = point_values(out, batch['points'])[valid]
+        metrics.update(pred.detach(), batch['values'][..., 0][valid])  # (preds, target)
+        dense = getattr(self, f'{prefix}_dense', None)
+        if dense is not None and 'mask' in batch:
+            truth = batch['mask'].float().reshape(out.shape)
+            ok = torch.isfinite(truth)
+            dense.update(out.detach()[ok], truth[ok])
+        return loss
+
+    def training_step(  # type: ignore[override]  # Lightning skips a None loss
+        self, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> Tensor | None:
+        """NPP or MSE loss at the labelled points of the batch."""
+        return self._step(batch, 'train')
+
+    def validation_step(
+        self, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        """Loss and metrics at the held-out points."""
+        self._step(batch, 'val')
+
+    def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Loss and metrics at the test points."""
+        self._step(batch, 'test')
+
+    def _log_epoch(self, prefix: str) -> None:
+        for name in (f'{prefix}_metrics', f'{prefix}_dense'):
+            metrics = getattr(self, name, None)
+            if metrics is None:
+                continue
+            try:
+                values = metrics.compute()
+            except (ValueError, RuntimeError):  # nothing was updated
+                metrics.reset()
+                continue
+            self.log_dict({k: float(v) for k, v in values.items()})
+            metrics.reset()
+
+    def on_train_epoch_end(self) -> None:
+        """Log training metrics."""
+        self._log_epoch('train')
+
+    def on_validation_epoch_end(self) -> None:
+        """Log validation metrics."""
+        self._log_epoch('val')
+
+    def on_test_epoch_end(self) -> None:
+        """Log test metrics."""
+        self._log_epoch('test')
+
+    def kernel_params(self, image: Tensor) -> tuple[float, float, float]:
+        r""":math:`(\ell, s^2, \sigma_0^2)` for one raw image ``(1, C, H, W)``, in pixels and target units."""
+        ell, var = self.kernel.params(self.normalize(image), image.shape[0])  # type: ignore[operator]
+        scale2 = self.hparams['target_scale'] ** 2
+        noise = float(self.npp_loss.noise) * scale2
+        return float(ell[0]), float(var[0]) * scale2, noise
+
+    def predict_step(
+        self, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> Tensor:
+        """``(B, 2, H, W)``: mean and std, the GP posterior given revealed points.
+
+        Points are taken from ``points``/``values``/``valid`` when the batch has
+        them; otherwise the std is the prior :math:`s`.
+        """
+        image = batch['image']
+        out = self(image)
+        results = []
+        for i in range(out.shape[0]):
+            ell, var, noise = self.kernel_params(image[i : i + 1])
+            if 'points' in batch:
+                ok = batch['valid'][i]
+                pts, vals = batch['points'][i][ok], batch['values'][i][ok][:, 0]
+            else:
+                pts, vals = torch.zeros(0, 2), torch.zeros(0)
+            mean, std = posterior_map(out[i, 0].double(), pts, vals, ell, var, noise)
+            results.append(torch.stack([mean, std]).float())
+        return torch.stack(results)

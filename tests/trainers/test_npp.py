@@ -1,0 +1,147 @@
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+
+from geosparse.cli import main
+from geosparse.datasets import make_point_labels, make_scene
+from geosparse.trainers import NPPTask, point_values
+
+from ..conftest import ROOT
+
+
+def _batch():
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(2, 4, 32, 32, generator=g) * 255
+    points = torch.tensor([[[3.5, 4.5], [20.5, 10.5]], [[7.5, 7.5], [0.0, 0.0]]])
+    values = torch.tensor([[[1.0], [2.0]], [[3.0], [0.0]]])
+    valid = torch.tensor([[True, True], [True, False]])
+    return {'image': image, 'points': points, 'values': values, 'valid': valid}
+
+
+@pytest.mark.parametrize('kernel', ['static', 'learnable', 'context'])
+def test_npp_and_mse_losses_train_the_network(kernel):
+    torch.manual_seed(0)
+    task = NPPTask(model='fcn', num_filters=8, kernel=kernel)
+    batch = _batch()
+    loss = task.training_step(batch, 0)
+    loss.backward()
+    grads = [p.grad for p in task.model.parameters()]
+    assert all(g is not None for g in grads) and float(grads[0].abs().sum()) > 0
+    mse = NPPTask(model='fcn', num_filters=8, loss='mse')
+    out = mse(batch['image'])
+    want = torch.stack(
+        [
+            (out[0, 0, 3, 4] - 1) ** 2,
+            (out[0, 0, 20, 10] - 2) ** 2,
+            (out[1, 0, 7, 7] - 3) ** 2,
+        ]
+    ).mean()
+    assert float(mse.compute_loss(batch, out)) == pytest.approx(float(want), rel=1e-5)
+    empty = dict(batch, valid=torch.zeros(2, 2, dtype=torch.bool))
+    assert task.training_step(empty, 0) is None
+
+
+def test_metrics_are_global_and_r2_has_its_arguments_in_order():
+    task = NPPTask(model='fcn', num_filters=8)
+    batch = _batch()
+    task.validation_step(batch, 0)
+    out = task(batch['image'])
+    pred = point_values(out, batch['points'])[batch['valid']].detach()
+    truth = batch['values'][..., 0][batch['valid']]
+    got = task.val_metrics.compute()
+    want_r2 = 1 - ((truth - pred) ** 2).sum() / ((truth - truth.mean()) ** 2).sum()
+    assert float(got['val_r2']) == pytest.approx(float(want_r2), rel=1e-4)
+    assert float(got['val_mse']) == pytest.approx(
+        float(((truth - pred) ** 2).mean()), rel=1e-4
+    )
+
+
+def test_predict_step_gives_the_posterior():
+    task = NPPTask(
+        model='fcn', num_filters=8, kernel='static', lengthscale=2.0, variance=4.0
+    )
+    batch = _batch()
+    with torch.no_grad():
+        out = task.predict_step(batch, 0)
+        mean = task(batch['image'])
+    assert out.shape == (2, 2, 32, 32)
+    assert float(out[0, 0, 3, 4]) == pytest.approx(1.0, abs=0.2)  # pinned by the point
+    assert float(out[0, 1, 3, 4]) < 0.5 and float(out[0, 1, 31, 31]) == pytest.approx(
+        2.0
+    )
+    assert float(out[1, 0, 31, 0]) == pytest.approx(float(mean[1, 0, 31, 0]), abs=1e-5)
+
+
+def test_torchgeo_fit_then_predict_with_revealed_points(tmp_path):
+    scene = make_scene(tmp_path / 'data' / 'synthetic', size=192, seed=2)
+    points = make_point_labels(scene, n=120, seed=2)
+    cmd = [
+        shutil.which('torchgeo') or 'torchgeo',
+        'fit',
+        '--config',
+        str(ROOT / 'examples' / 'configs' / 'npp_synthetic.yaml'),
+        '--trainer.max_steps',
+        '3',
+        '--data.init_args.length',
+        '6',
+        '--data.init_args.eval_windows',
+        '2',
+        '--data.init_args.batch_size',
+        '2',
+        '--data.init_args.block_size',
+        '32',
+        '--trainer.default_root_dir',
+        str(tmp_path / 'runs'),
+    ]
+    res = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    [ckpt] = list((tmp_path / 'runs').rglob('*.ckpt'))
+    out = tmp_path / 'maps'
+    base = [
+        'predict',
+        '--checkpoint',
+        str(ckpt),
+        str(scene.image),
+        '--quiet',
+        '--halo',
+        '32',
+    ]
+    assert main([*base, '--out', str(out / 'plain')]) == 0
+    with rasterio.open(out / 'plain' / 'scene_naip_regression.tif') as src:
+        mean, std = src.read()
+        assert src.descriptions == ('mean', 'std')
+        assert src.tags()['task'] == 'NPPTask'
+    assert np.ptp(std) < 1e-3  # no known points: the prior std everywhere
+    # Known points, the kernel from the checkpoint: the map passes through them.
+    args = [
+        *base,
+        '--out',
+        str(out / 'gp'),
+        '--reveal',
+        str(points),
+        '--value',
+        'height',
+    ]
+    assert main(args) == 0
+    with rasterio.open(out / 'gp' / 'scene_naip_regression.tif') as src:
+        post, post_std = src.read()
+        assert json.loads(src.tags()['kernel'])['type'] == 'rbf'
+    import geopandas as gpd
+
+    pts = gpd.read_file(points)
+    with rasterio.open(scene.image) as src:
+        rc = [src.index(p.x, p.y) for p in pts.geometry]
+    at = np.array([post_std[r, c] for r, c in rc])
+    assert np.median(at) < 0.8 * std[0, 0]
+    err_gp = np.abs(
+        [post[r, c] - v for (r, c), v in zip(rc, pts['height'], strict=True)]
+    )
+    err_net = np.abs(
+        [mean[r, c] - v for (r, c), v in zip(rc, pts['height'], strict=True)]
+    )
+    assert np.median(err_gp) < np.median(err_net)
