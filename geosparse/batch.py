@@ -15,10 +15,17 @@ from typing import Any
 
 import torch
 from affine import Affine
+from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torchgeo.datasets import stack_samples
 
-__all__ = ['GEO_KEYS', 'collate_geo', 'move_batch', 'transform_from_bounds']
+__all__ = [
+    'GEO_KEYS',
+    'KeepGeoKeys',
+    'collate_geo',
+    'move_batch',
+    'transform_from_bounds',
+]
 
 #: Keys that are not tensors and must survive device transfer.
 GEO_KEYS = ('crs', 'bounds')
@@ -78,3 +85,26 @@ def move_batch(
     moved = move(batch)
     moved.update(kept)
     return moved
+
+
+class KeepGeoKeys:
+    """Data module mixin: batches keep ``crs`` and ``bounds`` on their way to the device.
+
+    TorchGeo's GeoDataModule drops them in ``transfer_batch_to_device``; put this
+    class before it in the bases.
+    """
+
+    def transfer_batch_to_device(
+        self, batch: dict[str, Any], device: torch.device, dataloader_idx: int
+    ) -> dict[str, Any]:
+        """Move tensors, keep ``crs`` and ``bounds``."""
+
+        def move(b: dict[str, Any]) -> dict[str, Any]:
+            return LightningDataModule.transfer_batch_to_device(
+                self,  # type: ignore[arg-type]
+                b,
+                device,
+                dataloader_idx,
+            )
+
+        return move_batch(batch, move)

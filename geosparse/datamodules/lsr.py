@@ -6,13 +6,12 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
-from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 from torchgeo.datamodules import GeoDataModule
 from torchgeo.datasets import GeoDataset, random_bbox_assignment
 from torchgeo.datasets.splits import random_grid_cell_assignment
 
-from ..batch import collate_geo, move_batch
+from ..batch import KeepGeoKeys, collate_geo
 from ..datasets.coarse import CoarseLabels, FineLabels, ImageryDataset
 from ..samplers import CoarseBalancedGeoSampler, CoverGeoSampler
 from ..transforms import RandomDihedral
@@ -20,7 +19,7 @@ from ..transforms import RandomDihedral
 __all__ = ['LabelSuperResolutionDataModule']
 
 
-class LabelSuperResolutionDataModule(GeoDataModule):
+class LabelSuperResolutionDataModule(KeepGeoKeys, GeoDataModule):
     """Imagery intersected with coarse labels, optional fine labels for evaluation.
 
     * training windows: :class:`~geosparse.samplers.CoarseBalancedGeoSampler`
@@ -152,18 +151,6 @@ class LabelSuperResolutionDataModule(GeoDataModule):
             self.train_batch_sampler = None
         self.val_sampler = CoverGeoSampler(val, self.patch_size)
         self.test_sampler = CoverGeoSampler(val, self.patch_size)
-
-    def transfer_batch_to_device(
-        self, batch: dict[str, Any], device: torch.device, dataloader_idx: int
-    ) -> dict[str, Any]:
-        """Move tensors, keep ``crs`` and ``bounds`` (TorchGeo drops them)."""
-
-        def move(b: dict[str, Any]) -> dict[str, Any]:
-            return LightningDataModule.transfer_batch_to_device(
-                self, b, device, dataloader_idx
-            )
-
-        return move_batch(batch, move)
 
     def on_after_batch_transfer(
         self, batch: dict[str, Any], dataloader_idx: int

@@ -6,10 +6,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from lightning.pytorch import LightningDataModule
 from torchgeo.datamodules import GeoDataModule
 
-from ..batch import move_batch
+from ..batch import KeepGeoKeys
 from ..datasets.coarse import ImageryDataset
 from ..datasets.points import SparsePoints, collate_points, spatial_split
 from ..samplers import PointGeoSampler
@@ -17,7 +16,7 @@ from ..samplers import PointGeoSampler
 __all__ = ['NPPDataModule']
 
 
-class NPPDataModule(GeoDataModule):
+class NPPDataModule(KeepGeoKeys, GeoDataModule):
     """Imagery intersected with point labels, split by spatial blocks.
 
     * points are split into train, validation and test by blocks of ``block_size``
@@ -140,15 +139,3 @@ class NPPDataModule(GeoDataModule):
         ``image`` and ``mask`` keys).
         """
         return batch
-
-    def transfer_batch_to_device(
-        self, batch: dict[str, Any], device: torch.device, dataloader_idx: int
-    ) -> dict[str, Any]:
-        """Move tensors, keep ``crs`` and ``bounds`` (TorchGeo drops them)."""
-
-        def move(b: dict[str, Any]) -> dict[str, Any]:
-            return LightningDataModule.transfer_batch_to_device(
-                self, b, device, dataloader_idx
-            )
-
-        return move_batch(batch, move)
