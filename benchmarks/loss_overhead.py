@@ -1,8 +1,15 @@
-"""Training-step time with the LSR loss relative to plain cross-entropy.
+"""Training-step time of geosparse's losses relative to their plain baselines.
 
-Same model (U-Net, ResNet-18), same batch (8 x 4 x 256 x 256), the two losses timed
-alternately in one run so that machine noise affects both alike. Prints one JSON
-object whose key ``lsr_over_ce`` is the ratio of median step times (target <= 1.05).
+Same model (U-Net, ResNet-18) within each pair, losses timed alternately in one run
+so that machine noise affects both alike. Prints one JSON object with
+
+- ``lsr_over_ce``: the label super-resolution loss over cross-entropy, batch
+  8 x 4 x 256 x 256 (target <= 1.05);
+- ``npp_over_mse``: the Neural Point Process loss (learnable RBF kernel) over MSE at
+  the same points, batch 16 x 4 x ``--size`` x ``--size`` with 100 points per image
+  (target <= 1.10);
+- ``posterior_over_forward``: the posterior mean and std of a 1024 x 1024 map given
+  256 revealed points over one forward pass of the network over that map.
 
     python benchmarks/loss_overhead.py [--out FILE] [--repeats N]
 """
@@ -19,7 +26,62 @@ import torch
 import torch.nn.functional as F
 
 from geosparse.io.raster import atomic_write_text
-from geosparse.trainers import LabelSuperResolutionTask
+from geosparse.posterior import posterior_map
+from geosparse.trainers import LabelSuperResolutionTask, NPPTask
+
+
+def npp_ratios(repeats: int, size: int, posterior_size: int) -> dict[str, float]:
+    """NPP over MSE step time, and the posterior over one forward pass."""
+    torch.manual_seed(0)
+    task = NPPTask(backbone='resnet18', kernel='learnable')
+    opt = torch.optim.AdamW(task.parameters(), lr=1e-4)
+    b, n = 16, 100
+    image = torch.rand(b, 4, size, size) * 255
+    batch = {
+        'image': image,
+        'points': torch.rand(b, n, 2) * size,
+        'values': torch.randn(b, n, 1),
+        'valid': torch.ones(b, n, dtype=torch.bool),
+    }
+
+    def step(kind: str) -> float:
+        task.hparams['loss'] = kind
+        t0 = time.perf_counter()
+        loss = task.compute_loss(batch, task(image))
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        return time.perf_counter() - t0
+
+    step('npp'), step('mse')  # warm-up
+    times: dict[str, list[float]] = {'npp': [], 'mse': []}
+    for i in range(repeats):
+        for kind in ('npp', 'mse') if i % 2 == 0 else ('mse', 'npp'):
+            times[kind].append(step(kind))
+    npp, mse = statistics.median(times['npp']), statistics.median(times['mse'])
+
+    m = posterior_size
+    big = torch.rand(1, 4, m, m) * 255
+    with torch.no_grad():
+        t0 = time.perf_counter()
+        mean = task(big)[0, 0]
+        forward = time.perf_counter() - t0
+        pts = torch.rand(256, 2, dtype=torch.float64) * m
+        vals = torch.randn(256, dtype=torch.float64)
+        t0 = time.perf_counter()
+        posterior_map(mean.double(), pts, vals, 4.0, 1.0, 0.1)
+        posterior = time.perf_counter() - t0
+    return {
+        'npp_over_mse': round(npp / mse, 4),
+        'npp_step_seconds': round(npp, 4),
+        'mse_step_seconds': round(mse, 4),
+        'npp_batch': [b, 4, size, size],
+        'npp_points_per_image': n,
+        'posterior_over_forward': round(posterior / forward, 4),
+        'posterior_seconds': round(posterior, 4),
+        'forward_seconds': round(forward, 4),
+        'posterior_map': [m, m],
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -28,6 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument('--repeats', type=int, default=10)
     parser.add_argument('--batch-size', type=int, default=8)
     parser.add_argument('--size', type=int, default=256)
+    parser.add_argument('--posterior-size', type=int, default=1024)
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     task = LabelSuperResolutionTask(loss='lsr', backbone='resnet18')
@@ -62,12 +125,14 @@ def main(argv: list[str] | None = None) -> None:
         for kind in order:
             times[kind].append(step(kind))
     lsr, ce = statistics.median(times['lsr']), statistics.median(times['ce'])
+    npp = npp_ratios(args.repeats, args.size, args.posterior_size)
     out = {
         'lsr_over_ce': round(lsr / ce, 4),
         'lsr_step_seconds': round(lsr, 4),
         'ce_step_seconds': round(ce, 4),
         'repeats': args.repeats,
         'batch': [b, 4, s, s],
+        **npp,
     }
     text = json.dumps(out)
     print(text)

@@ -16,6 +16,8 @@ def test_loss_overhead_prints_ratio():
             '64',
             '--batch-size',
             '2',
+            '--posterior-size',
+            '64',
         ],
         capture_output=True,
         text=True,
@@ -23,6 +25,7 @@ def test_loss_overhead_prints_ratio():
     )
     out = json.loads(res.stdout)
     assert out['lsr_over_ce'] > 0
+    assert out['npp_over_mse'] > 0 and out['posterior_over_forward'] > 0
 
 
 def test_lsr_chesapeake_runs_on_real_patches(data_dir, tmp_path):
