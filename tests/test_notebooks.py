@@ -8,7 +8,12 @@ from .conftest import ROOT
 
 
 @pytest.mark.parametrize(
-    'name', ['label_super_resolution.ipynb', 'stac_inference.ipynb']
+    'name',
+    [
+        'label_super_resolution.ipynb',
+        'stac_inference.ipynb',
+        'neural_point_process.ipynb',
+    ],
 )
 def test_notebook_runs(name, tmp_path, monkeypatch):
     monkeypatch.setenv('GEOSPARSE_NB_TINY', '1')
@@ -23,6 +28,7 @@ def test_notebook_runs(name, tmp_path, monkeypatch):
     expected = {
         'label_super_resolution.ipynb': 'lsr-notebook/landcover.tif',
         'stac_inference.ipynb': 'stac-notebook/maps/mosaic_landcover.json',
+        'neural_point_process.ipynb': 'npp-notebook/posterior.tif',
     }
     assert (tmp_path / expected[name]).exists()
     assert os.environ['GEOSPARSE_NB_TINY'] == '1'

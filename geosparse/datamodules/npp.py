@@ -101,6 +101,8 @@ class NPPDataModule(KeepGeoKeys, GeoDataModule):
         )
         block = hp['block_size'] or 2 * size * image.res[0]
         parts = spatial_split(everything.xy(), hp['split'], block, hp['seed'])
+        #: Point indices (rows of the points file with finite values) per split.
+        self.split_indices = parts
         names = ('train', 'validation', 'test')
         for name, idx, frac in zip(names, parts, hp['split'], strict=False):
             if frac > 0 and len(idx) == 0:

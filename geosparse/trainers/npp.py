@@ -215,9 +215,11 @@ class NPPTask(PixelwiseRegressionTask):
 
     def kernel_params(self, image: Tensor) -> tuple[float, float, float]:
         r""":math:`(\ell, s^2, \sigma_0^2)` for one raw image ``(1, C, H, W)``, in pixels and target units."""
-        ell, var = self.kernel.params(self.normalize(image), image.shape[0])  # type: ignore[operator]
+        with torch.no_grad():
+            ell, var = self.kernel.params(self.normalize(image), image.shape[0])  # type: ignore[operator]
+            noise = float(self.npp_loss.noise)
         scale2 = self.hparams['target_scale'] ** 2
-        noise = float(self.npp_loss.noise) * scale2
+        noise *= scale2
         return float(ell[0]), float(var[0]) * scale2, noise
 
     def predict_step(
