@@ -52,6 +52,7 @@ class NPPTask(PixelwiseRegressionTask):
         input_scale: float = 255.0,
         target_scale: float = 1.0,
         lr: float = 1e-3,
+        kernel_lr: float = 1e-2,
         patience: int = 10,
         freeze_backbone: bool = False,
         freeze_decoder: bool = False,
@@ -74,7 +75,10 @@ class NPPTask(PixelwiseRegressionTask):
             input_scale: raw imagery is divided by this.
             target_scale: labels are divided by this for training (outputs are
                 multiplied back).
-            lr: learning rate.
+            lr: learning rate of the network.
+            kernel_lr: learning rate of the kernel and noise parameters (a handful
+                of scalars that must follow the shrinking residuals of the network;
+                at the network's rate they lag far behind).
             patience: plateau patience of the scheduler.
             freeze_backbone: freeze the encoder.
             freeze_decoder: freeze the decoder.
@@ -92,6 +96,27 @@ class NPPTask(PixelwiseRegressionTask):
             freeze_backbone=freeze_backbone,
             freeze_decoder=freeze_decoder,
         )
+
+    def configure_optimizers(self) -> Any:
+        """AdamW with two groups (network at ``lr``, GP parameters at ``kernel_lr``).
+
+        Returns:
+            Optimizer and plateau scheduler, as in TorchGeo's tasks.
+        """
+        gp = list(self.npp_loss.parameters())
+        ids = {id(p) for p in gp}
+        rest = [p for p in self.parameters() if id(p) not in ids]
+        groups = [{'params': rest, 'lr': self.hparams['lr']}]
+        if gp:
+            groups.append({'params': gp, 'lr': self.hparams['kernel_lr']})
+        optimizer = torch.optim.AdamW(groups)
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, patience=self.hparams['patience']
+        )
+        return {
+            'optimizer': optimizer,
+            'lr_scheduler': {'scheduler': scheduler, 'monitor': self.monitor},
+        }
 
     def configure_losses(self) -> None:
         """Build the kernel and the loss.

@@ -145,3 +145,14 @@ def test_torchgeo_fit_then_predict_with_revealed_points(tmp_path):
         [mean[r, c] - v for (r, c), v in zip(rc, pts['height'], strict=True)]
     )
     assert np.median(err_gp) < np.median(err_net)
+
+
+def test_gp_parameters_get_their_own_learning_rate():
+    task = NPPTask(model='fcn', num_filters=8, lr=1e-3, kernel_lr=5e-2)
+    opt = task.configure_optimizers()['optimizer']
+    lrs = [g['lr'] for g in opt.param_groups]
+    assert lrs == [1e-3, 5e-2]
+    gp = {id(p) for p in opt.param_groups[1]['params']}
+    assert gp == {id(p) for p in task.npp_loss.parameters()} and len(gp) == 2
+    static = NPPTask(model='fcn', num_filters=8, kernel='static', learn_noise=False)
+    assert len(static.configure_optimizers()['optimizer'].param_groups) == 1
