@@ -74,19 +74,6 @@ class NPPDataModule(KeepGeoKeys, GeoDataModule):
         self.collate_fn = collate_points
         self.aug = None  # type: ignore[assignment]  # the task normalises inputs
 
-    def _points(self, image: ImageryDataset, subset: Any = None) -> SparsePoints:
-        hp = self.hparams
-        return SparsePoints(
-            hp['points_path'],
-            hp['value'],
-            crs=image.crs,
-            res=image.res,
-            x=hp['x'],
-            y=hp['y'],
-            points_crs=hp['points_crs'],
-            subset=subset,
-        )
-
     def setup(self, stage: str) -> None:
         """Split the points and build the samplers.
 
@@ -95,7 +82,15 @@ class NPPDataModule(KeepGeoKeys, GeoDataModule):
         """
         hp = self.hparams
         image = ImageryDataset(hp['image_paths'], glob=hp['image_glob'])
-        everything = self._points(image)
+        everything = SparsePoints(
+            hp['points_path'],
+            hp['value'],
+            crs=image.crs,
+            res=image.res,
+            x=hp['x'],
+            y=hp['y'],
+            points_crs=hp['points_crs'],
+        )
         size = (
             self.patch_size if isinstance(self.patch_size, int) else self.patch_size[0]
         )
@@ -116,7 +111,7 @@ class NPPDataModule(KeepGeoKeys, GeoDataModule):
             if len(idx) == 0:
                 samplers.append((None, None))
                 continue
-            points = self._points(image, idx)
+            points = everything.select(idx)  # the file is read once
             data = image & points
             gen = torch.Generator().manual_seed(hp['seed'] + i)
             n = (hp['length'] or 200) if i == 0 else hp['eval_windows']

@@ -12,6 +12,7 @@ testing (nearby points are correlated, so a random split would leak).
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -73,9 +74,17 @@ class SparsePoints(GeoDataset):
         if subset is not None:
             frame = frame.iloc[np.asarray(subset)]
         self.path = str(path)
-        self.points = frame.reset_index(drop=True)
         self.transforms = transforms
         self._res = (float(res), float(res)) if isinstance(res, int | float) else res
+        self._set_points(frame)
+
+    def _set_points(self, frame: GeoDataFrame) -> None:
+        """Keep the points, their coordinate and value arrays, and the index."""
+        self.points = frame.reset_index(drop=True)
+        self._xy = np.stack(
+            [self.points.geometry.x.to_numpy(), self.points.geometry.y.to_numpy()], 1
+        )
+        self._values = self.points[self.values].to_numpy(np.float32)
         # The footprint, grown to multiples of the resolution.
         minx, miny, maxx, maxy = self.points.total_bounds
         rx, ry = self._res
@@ -87,11 +96,15 @@ class SparsePoints(GeoDataset):
         self.index = GeoDataFrame(
             {'filepath': [self.path]},
             index=index,
-            geometry=[
-                shapely.box(minx, miny, maxx + self._res[0], maxy + self._res[1])
-            ],
+            geometry=[shapely.box(minx, miny, maxx, maxy)],
             crs=self.points.crs,
         )
+
+    def select(self, indices: Sequence[int] | np.ndarray) -> SparsePoints:
+        """A copy holding only the points ``indices`` (e.g. one split), not re-read."""
+        other = copy.copy(self)
+        other._set_points(self.points.iloc[np.asarray(indices)])
+        return other
 
     @property
     def crs(self) -> CRS:
@@ -103,14 +116,11 @@ class SparsePoints(GeoDataset):
         """Reproject the index and the points."""
         if new_crs == self.crs:
             return
-        self.index = self.index.to_crs(new_crs)
-        self.points = self.points.to_crs(new_crs)
+        self._set_points(self.points.to_crs(new_crs))
 
     def xy(self) -> np.ndarray:
         """``(P, 2)`` point coordinates in :attr:`crs`."""
-        return np.stack(
-            [self.points.geometry.x.to_numpy(), self.points.geometry.y.to_numpy()], 1
-        )
+        return self._xy
 
     def __len__(self) -> int:
         """Number of points."""
@@ -121,7 +131,7 @@ class SparsePoints(GeoDataset):
         x, y, _ = self._disambiguate_slice(query)
         xres = x.step or self.res[0]
         yres = y.step or self.res[1]
-        xy = self.xy()
+        xy = self._xy
         inside = (
             (xy[:, 0] >= x.start)
             & (xy[:, 0] < x.stop)
@@ -133,9 +143,7 @@ class SparsePoints(GeoDataset):
         cols = (sel[:, 0] - x.start) / xres
         sample: dict[str, Any] = {
             'points': torch.from_numpy(np.stack([rows, cols], 1).astype(np.float32)),
-            'values': torch.from_numpy(
-                self.points.loc[inside, self.values].to_numpy(np.float32)
-            ),
+            'values': torch.from_numpy(self._values[inside]),
             'crs': self.crs,
             'bounds': (x, y),
         }

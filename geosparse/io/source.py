@@ -29,6 +29,8 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
+from .raster import read_coarse_on_grid
+
 __all__ = ['ImageSource', 'RasterGrid']
 
 
@@ -74,6 +76,8 @@ class ImageSource:
         nodata: input nodata (of the first raster), or None.
         dtype: data type of the first raster.
         aligned: True when ``paths`` is one raster whose grid is ``grid``.
+        footprints: each raster's ``(west, south, east, north)`` in the grid's CRS,
+            so that a window reads only the rasters it overlaps.
     """
 
     paths: tuple[str, ...]
@@ -82,6 +86,7 @@ class ImageSource:
     nodata: float | None
     dtype: str
     aligned: bool
+    footprints: tuple[tuple[float, float, float, float], ...] = ()
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> ImageSource:
@@ -153,7 +158,7 @@ class ImageSource:
             round((north - south) / res),
             round((east - west) / res),
         )
-        return cls(tuple(names), grid, count, nodata, dtype, False)
+        return cls(tuple(names), grid, count, nodata, dtype, False, tuple(boxes))
 
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray | None]:
         """Imagery of a window of the grid and its nodata mask.
@@ -176,17 +181,12 @@ class ImageSource:
         image = np.full((self.count, h, w), fill, dtype=self.dtype)
         invalid = np.ones((h, w), dtype=bool)
         west, south, east, north = rasterio.windows.bounds(window, self.grid.transform)
-        for name in self.paths:
+        for name, (left, bottom, right, top) in zip(
+            self.paths, self.footprints, strict=True
+        ):
+            if west >= right or east <= left or south >= top or north <= bottom:
+                continue  # this raster is not opened at all
             with rasterio.open(name) as src:
-                box = transform_bounds(self.grid.crs, src.crs, west, south, east, north)
-                left, bottom, right, top = src.bounds
-                if (
-                    box[0] >= right
-                    or box[2] <= left
-                    or box[1] >= top
-                    or box[3] <= bottom
-                ):
-                    continue
                 # A warped view of this raster on the output grid: GDAL reads only
                 # the source pixels the window needs. Without a nodata value an
                 # alpha band marks the raster's footprint.
@@ -219,6 +219,4 @@ class ImageSource:
         Returns:
             ``(h, w)`` codes; outside the coarse raster, its nodata (or 0).
         """
-        from .raster import read_coarse_on_grid
-
         return read_coarse_on_grid(coarse_path, self.grid, window)

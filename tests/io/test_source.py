@@ -58,3 +58,14 @@ def test_bad_inputs_are_named(tiles, tmp_path):
         ImageSource.open(tmp_path / 'nope.tif')
     with pytest.raises(ValueError, match='no input rasters'):
         ImageSource.mosaic([])
+
+
+def test_a_window_opens_only_the_rasters_it_overlaps(tiles, tmp_path):
+    full, tr, root = tiles
+    _write(tmp_path / 'c.tif', full[:, :20, :20], tr * Affine.translation(200, 0))
+    src = ImageSource.mosaic([root / 'a.tif', tmp_path / 'c.tif'])
+    (tmp_path / 'c.tif').unlink()  # never opened for windows away from it
+    image, _ = src.read(Window(0, 0, 90, 100))
+    np.testing.assert_array_equal(image, full[:, :, :90])
+    with pytest.raises(RasterioIOError):
+        src.read(Window(200, 0, 20, 20))
