@@ -16,6 +16,14 @@ with :math:`K_{++} = k(P_+, P_+) + \sigma_0^2 I`. :math:`K_{++}` is factorised o
 chunks, so memory is bounded by ``chunk`` × the number of points whatever the
 map's size. The kernel here is the RBF
 :math:`k(a, b) = s^2 \exp(-\lVert a - b \rVert^2 / 2\ell^2)` in pixel units.
+
+The kernel learnt in training describes the residuals at *training* points, which the
+network has partly fitted, so its variance can be too small (or, early in training,
+too large) for new places. :func:`loo_variance_scale` recalibrates it from the
+revealed points themselves by leave-one-out cross-validation (Rasmussen and
+Williams, *Gaussian Processes for Machine Learning*, 2006, Sec. 5.4.2): it scales
+:math:`s^2` and :math:`\sigma_0^2` together so that the standardised leave-one-out
+residuals have unit variance; the posterior mean does not change.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from torch import Tensor
 
 from .kernels import rbf, stable_cholesky
 
-__all__ = ['posterior_map']
+__all__ = ['loo_variance_scale', 'posterior_map']
 
 
 def posterior_map(
@@ -96,3 +104,51 @@ def posterior_map(
         out_mean.reshape(h, w).to(mean.dtype),
         out_var.sqrt().reshape(h, w).to(mean.dtype),
     )
+
+
+def loo_variance_scale(
+    points: Tensor,
+    residuals: Tensor,
+    lengthscale: float,
+    variance: float,
+    noise: float,
+) -> float:
+    r"""Factor :math:`c` for :math:`s^2` and :math:`\sigma_0^2` from leave-one-out residuals.
+
+    With :math:`K = k(P_+, P_+) + \sigma_0^2 I` and :math:`\alpha = K^{-1} r`, the
+    leave-one-out residual of point :math:`i` is :math:`\alpha_i / [K^{-1}]_{ii}` and
+    its predictive variance :math:`1 / [K^{-1}]_{ii}` (Rasmussen and Williams, Eq.
+    5.12). Scaling :math:`K` by
+    :math:`c = \frac{1}{P} \sum_i \alpha_i^2 / [K^{-1}]_{ii}` makes the mean squared
+    standardised residual exactly 1.
+
+    Args:
+        points: ``(P, 2)`` revealed points (pixels), :math:`P \ge 2`.
+        residuals: ``(P,)`` labels minus the network mean at the points.
+        lengthscale: RBF :math:`\ell` in pixels.
+        variance: RBF :math:`s^2`.
+        noise: :math:`\sigma_0^2`.
+
+    Returns:
+        :math:`c > 0` (1.0 with fewer than two points, where it is undefined).
+
+    Raises:
+        ValueError: on mismatched shapes or non-finite residuals.
+    """
+    if points.ndim != 2 or points.shape[1] != 2 or residuals.shape != points.shape[:1]:
+        raise ValueError(
+            f'points must be (P, 2) and residuals (P,), got {tuple(points.shape)} and '
+            f'{tuple(residuals.shape)}.'
+        )
+    if not bool(torch.isfinite(residuals).all()):
+        raise ValueError('residuals at the revealed points must be finite.')
+    if len(points) < 2:
+        return 1.0
+    dtype = torch.float64
+    pts = points.to(dtype)
+    k = rbf(pts, pts, lengthscale, variance) + noise * torch.eye(len(pts), dtype=dtype)
+    factor = stable_cholesky(k)
+    kinv = torch.cholesky_inverse(factor)
+    alpha = kinv @ residuals.to(dtype)
+    c = float((alpha.square() / kinv.diagonal()).mean())
+    return max(c, 1e-12)

@@ -2,6 +2,13 @@ import json
 import subprocess
 import sys
 
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+
+from geosparse.datasets.synthetic import make_point_labels, make_scene
+
 from .conftest import ROOT
 
 
@@ -100,3 +107,148 @@ def test_predict_throughput_prints_ratios(tmp_path):
     assert got['end_to_end_over_forward'] > 0 and got['memory_4x_over_1x'] > 0.5
     assert got['peak_rss_mb_4x'] > 100
     assert got['cluster_bytes_equal_threaded'] is True
+
+
+def run_script(name, *args, check=True):
+    res = subprocess.run(
+        [sys.executable, str(ROOT / 'benchmarks' / name), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if check:
+        assert res.returncode == 0, res.stderr[-3000:]
+    return res
+
+
+def test_npp_paper_prints_every_dataset_pattern_and_fraction(tmp_path):
+    rng = np.random.default_rng(0)
+    digits = (rng.random((40, 28, 28)) > 0.7).astype(np.uint8) * 255
+    npz = tmp_path / 'digits.npz'
+    np.savez(npz, images=digits, labels=np.zeros(40))
+    out = tmp_path / 'r.json'
+    res = run_script(
+        'npp_paper.py', '--mnist', npz, '--images', 40, '--epochs', 1, '--out', out
+    )
+    got = json.loads(res.stdout)
+    assert got == json.loads(out.read_text())
+    methods = {'mse', 'npp-static', 'npp-learnable', 'npp-context'}
+    for name in ('synthetic', 'pin-mnist'):
+        assert set(got['datasets'][name]) == {'grid', 'random'}
+        for pattern in got['datasets'][name].values():
+            assert set(pattern) == methods
+            for s in pattern.values():
+                assert s['mse'] >= 0 and s['r2'] <= 1
+        assert list(got['revelation'][name]) == ['0.25', '0.5', '0.75', '1.0']
+
+
+def test_npp_paper_names_a_bad_mnist_file(tmp_path):
+    res = run_script('npp_paper.py', '--mnist', tmp_path / 'nope.npz', check=False)
+    assert res.returncode != 0 and '--mnist' in res.stderr and 'nope.npz' in res.stderr
+
+
+@pytest.fixture(scope='module')
+def height_scene(tmp_path_factory):
+    root = tmp_path_factory.mktemp('npp_geo')
+    scene = make_scene(root, size=96, seed=3)
+    points = make_point_labels(scene, n=120, seed=3)
+    return scene, points, root / 'scene_height.tif'
+
+
+def test_npp_geo_on_points_with_dense_truth(height_scene, tmp_path):
+    scene, points, truth = height_scene
+    out = tmp_path / 'r.json'
+    res = run_script(
+        'npp_geo.py',
+        '--image',
+        scene.image,
+        '--points',
+        points,
+        '--value',
+        'height',
+        '--truth',
+        truth,
+        '--model',
+        'fcn',
+        '--patch-size',
+        32,
+        '--steps',
+        30,
+        '--out',
+        out,
+    )
+    got = json.loads(out.read_text())
+    assert set(got['methods']) == {'mse', 'npp', 'npp-gp', 'mse-gp'}
+    assert got['points']['evaluated_on'] == 'truth'
+    # Every truth pixel but those of the 120 points (train + revealed).
+    frame = gpd.read_file(points)
+    pixels = {
+        (round(x, 3), round(y, 3)) for x, y in zip(frame.geometry.x, frame.geometry.y)
+    }
+    assert got['points']['train'] + got['points']['revealed'] == 120
+    assert got['points']['evaluated'] == 96 * 96 - len(pixels)
+    assert (
+        0 <= got['calibration']['within_1sd'] <= got['calibration']['within_2sd'] <= 1
+    )
+    # Conditioning on revealed points of a smooth field must help the NPP map.
+    assert got['methods']['npp-gp']['mse'] < got['methods']['npp']['mse']
+    assert 'trained' in res.stderr
+
+
+def test_npp_geo_csv_points_need_their_crs(height_scene, tmp_path):
+    scene, points, _ = height_scene
+    frame = gpd.read_file(points)
+    csv = tmp_path / 'pts.csv'
+    frame.assign(x=frame.geometry.x, y=frame.geometry.y).drop(
+        columns='geometry'
+    ).to_csv(csv, index=False)
+    common = [
+        '--image',
+        scene.image,
+        '--points',
+        csv,
+        '--value',
+        'height',
+        '--model',
+        'fcn',
+        '--patch-size',
+        32,
+        '--steps',
+        2,
+    ]
+    res = run_script('npp_geo.py', *common, check=False)  # read as lon/lat
+    assert res.returncode != 0 and '--points-crs' in res.stderr
+    got = json.loads(
+        run_script('npp_geo.py', *common, '--points-crs', 'EPSG:32618').stdout
+    )
+    assert got['points']['evaluated_on'] == 'test points'
+    assert got['points']['evaluated'] == 30  # a quarter of 120
+    res = run_script('npp_geo.py', *common[:4], '--value', 'nope', check=False)
+    assert res.returncode != 0 and "'nope'" in res.stderr
+
+
+def test_npp_geo_on_real_kootenay_canopy(data_dir, tmp_path):
+    d = data_dir / 'kootenay-trees'
+    got = json.loads(
+        run_script(
+            'npp_geo.py',
+            '--image',
+            d / 'kootenayOrtho.tif',
+            '--truth',
+            d / 'kootenayCHM.tif',
+            '--sample-truth',
+            60,
+            '--model',
+            'fcn',
+            '--steps',
+            5,
+        ).stdout
+    )
+    with rasterio.open(d / 'kootenayCHM.tif') as src:
+        finite = int(np.isfinite(src.read(1)).sum())  # the CHM has nodata holes
+    assert got['points'] == {
+        'train': 40,
+        'revealed': 20,
+        'evaluated': finite - 60,
+        'evaluated_on': 'truth',
+    }

@@ -1,9 +1,11 @@
+import math
+
 import numpy as np
 import pytest
 import torch
 
 from geosparse.kernels import rbf
-from geosparse.posterior import posterior_map
+from geosparse.posterior import loo_variance_scale, posterior_map
 
 
 def _dense(mean, pts, vals, ell, var, noise):
@@ -90,3 +92,17 @@ def test_duplicated_points_without_noise_still_factorise():
     )
     assert torch.isfinite(mu).all() and mu[2, 2] == pytest.approx(1.0, abs=1e-3)
     assert rbf(pts, pts, 1.0, 3.0)[0, 1] == pytest.approx(3.0)
+
+
+def test_loo_variance_scale_recovers_the_true_variance():
+    torch.manual_seed(0)
+    pts = torch.rand(300, 2, dtype=torch.float64) * 100
+    k = rbf(pts, pts, 8.0, 4.0) + 0.1 * torch.eye(300, dtype=torch.float64)
+    resid = torch.linalg.cholesky(k) @ torch.randn(300, dtype=torch.float64)
+    for var in (0.25, 4.0, 16.0):
+        # The kernel's shape is right and its scale wrong by 4 / var.
+        c = loo_variance_scale(pts, resid, 8.0, var, 0.1 * var / 4)
+        assert c == pytest.approx(4 / var, rel=0.25)
+    assert loo_variance_scale(pts[:1], resid[:1], 8.0, 1.0, 0.1) == 1.0
+    with pytest.raises(ValueError, match='finite'):
+        loo_variance_scale(pts[:2], torch.tensor([0.0, math.nan]), 8.0, 1.0, 0.1)

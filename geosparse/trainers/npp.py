@@ -78,7 +78,8 @@ class NPPTask(PixelwiseRegressionTask):
             lr: learning rate of the network.
             kernel_lr: learning rate of the kernel and noise parameters (a handful
                 of scalars that must follow the shrinking residuals of the network;
-                at the network's rate they lag far behind).
+                at the network's rate they lag far behind). The context-aware
+                kernel's head trains at ``lr`` except its output bias.
             patience: plateau patience of the scheduler.
             freeze_backbone: freeze the encoder.
             freeze_decoder: freeze the decoder.
@@ -103,7 +104,9 @@ class NPPTask(PixelwiseRegressionTask):
         Returns:
             Optimizer and plateau scheduler, as in TorchGeo's tasks.
         """
-        gp = list(self.npp_loss.parameters())
+        # Scalar GP parameters (RBF raw values, noise, the context head's output
+        # bias) at kernel_lr; the context head's weights are a network: at lr.
+        gp = [p for p in self.npp_loss.parameters() if p.ndim <= 1 and p.numel() <= 2]
         ids = {id(p) for p in gp}
         rest = [p for p in self.parameters() if id(p) not in ids]
         groups = [{'params': rest, 'lr': self.hparams['lr']}]

@@ -1,0 +1,116 @@
+"""Shared pieces of the Neural Point Process benchmarks (not a public module).
+
+Training runs :class:`~geosparse.trainers.NPPTask` with its own loss and optimiser
+(:meth:`NPPTask.compute_loss`, :meth:`NPPTask.configure_optimizers`) over batches held
+in memory, without Lightning's logging, so that many small runs fit in minutes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from geosparse.kernels import rbf, stable_cholesky
+from geosparse.trainers import NPPTask
+
+Batch = dict[str, Tensor]
+
+
+def scores(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
+    """MSE, MAE and R² (global, :math:`1 - SS_{res} / SS_{tot}` about the truth's mean)."""
+    pred = np.asarray(pred, dtype=np.float64).ravel()
+    true = np.asarray(true, dtype=np.float64).ravel()
+    if pred.shape != true.shape or pred.size == 0:
+        raise ValueError(
+            f'need matching non-empty arrays, got {pred.shape}, {true.shape}'
+        )
+    resid = true - pred
+    ss_tot = float(np.square(true - true.mean()).sum())
+    return {
+        'mse': float(np.square(resid).mean()),
+        'mae': float(np.abs(resid).mean()),
+        'r2': 1.0 - float(np.square(resid).sum()) / ss_tot if ss_tot > 0 else math.nan,
+    }
+
+
+def train(
+    task: NPPTask,
+    batches: Callable[[np.random.Generator], Iterable[Batch]],
+    epochs: int,
+    seed: int = 0,
+) -> float:
+    """Train ``task`` for ``epochs`` passes of ``batches(rng)``; returns the last epoch's mean loss.
+
+    Batches hold ``image``, ``points``, ``values`` ``(B, N, 1)`` and ``valid``; batches
+    without a valid point are skipped (as :meth:`NPPTask.training_step` does).
+    """
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    conf = task.configure_optimizers()
+    opt: torch.optim.Optimizer = conf['optimizer']
+    task.train()
+    last = math.nan
+    for _ in range(epochs):
+        losses = []
+        for batch in batches(rng):
+            if not bool(batch['valid'].any()):
+                continue
+            loss = task.compute_loss(batch, task(batch['image']))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+        last = float(np.mean(losses)) if losses else math.nan
+    task.eval()
+    return last
+
+
+def fit_static_kernel(
+    resid: list[tuple[Tensor, Tensor]],
+    lengthscales: Iterable[float],
+    noise_fractions: Iterable[float] = (0.01, 0.1, 0.3),
+) -> tuple[float, float, float]:
+    r"""Static RBF parameters :math:`(\ell, s^2, \sigma_0^2)` that maximise the GP likelihood of residuals.
+
+    A grid search over ``lengthscales`` and noise fractions of the total variance
+    :math:`v` (the mean squared residual): :math:`s^2 = (1 - f) v`,
+    :math:`\sigma_0^2 = f v`; the likelihood is summed over images.
+
+    Args:
+        resid: per image, ``(P, 2)`` point coordinates and ``(P,)`` residuals of a
+            network on validation data.
+        lengthscales: candidate :math:`\ell` in pixels.
+        noise_fractions: candidate :math:`f`.
+
+    Returns:
+        The best :math:`(\ell, s^2, \sigma_0^2)`.
+    """
+    total = torch.cat([r for _, r in resid]).double()
+    v = float(total.square().mean())
+    best = (-math.inf, (1.0, v, 0.1 * v))
+    for ell in lengthscales:
+        for f in noise_fractions:
+            s2, n2 = (1 - f) * v, f * v
+            ll = 0.0
+            for pts, r in resid:
+                if len(r) == 0:
+                    continue
+                k = rbf(pts.double(), pts.double(), ell, s2)
+                k = k + n2 * torch.eye(len(r), dtype=torch.float64)
+                factor = stable_cholesky(k)
+                alpha = torch.cholesky_solve(r.double()[:, None], factor)[:, 0]
+                logdet = 2 * factor.diagonal().log().sum()
+                ll -= 0.5 * float(logdet + (r.double() * alpha).sum())
+            if ll > best[0]:
+                best = (ll, (float(ell), s2, n2))
+    return best[1]
+
+
+def make_task(**kwargs: Any) -> NPPTask:
+    """An :class:`NPPTask` with the benchmarks' defaults (no pretrained weights)."""
+    return NPPTask(weights=None, **kwargs)

@@ -1,0 +1,509 @@
+r"""Neural Point Processes on a real raster: plain MSE, NPP and NPP-GP from sparse points.
+
+The labelled points are split into *train* points (the networks learn from them),
+*revealed* points (known at prediction time: the NPP-GP posterior is conditioned on
+them) and *test* points. Two networks with the same architecture, budget and seed are
+trained on windows around the train points: plain MSE at the points, and NPP (the
+Gaussian-process likelihood, learnable RBF kernel by default). Scored:
+
+- ``mse``: the MSE network's map;
+- ``npp``: the NPP network's map;
+- ``npp-gp``: the NPP map conditioned on the revealed points (posterior mean);
+- ``mse-gp``: for reference, regression kriging of the MSE map: its residuals at the
+  revealed points interpolated by a GP whose RBF parameters maximise their likelihood.
+
+Scores are MSE, MAE and R² at the test points, or, with ``--truth``, at every valid
+truth pixel that holds neither a train nor a revealed point. ``calibration`` gives
+the fraction of those within 1 and 2 predictive standard deviations of the NPP-GP
+mean (:math:`\sqrt{\sigma_*^2 + \sigma_0^2}`, the std of a new noisy label; a
+calibrated Gaussian gives 0.683 and 0.954); ``calibration_latent`` uses
+:math:`\sigma_*` alone (the std band that ``geosparse predict`` writes).
+
+Points come from ``--points FILE --value COLUMN`` (any vector file or a CSV with
+coordinates, reprojected to the raster's CRS) or from ``--sample-truth N`` (N random
+valid pixels of ``--truth``). Points outside the raster, or on its nodata, are dropped
+with a warning. Imagery bands are standardised over their valid pixels; nodata
+becomes 0.
+
+    python benchmarks/npp_geo.py --image ../shared/data/kootenay-trees/kootenayOrtho.tif \
+        --truth ../shared/data/kootenay-trees/kootenayCHM.tif --sample-truth 300
+    python benchmarks/npp_geo.py --image ../shared/data/meuse/meuse_grid.tif \
+        --points ../shared/data/meuse/meuse.csv --value zinc --points-crs EPSG:28992
+
+Prints one JSON object (and writes it to ``--out``)::
+
+    {"methods": {"mse"|"npp"|"npp-gp"|"mse-gp": {"mse", "mae", "r2"}},
+     "calibration": {"within_1sd", "within_2sd"}, "calibration_latent": {...},
+     "kernel": {...}, "points": {...}, "settings": {...}}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import torch
+import torch.nn.functional as F
+from rasterio.transform import rowcol
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _npp import Batch, fit_static_kernel, make_task, scores, train
+
+from geosparse.io.points import read_points
+from geosparse.io.raster import atomic_write_text
+from geosparse.posterior import loo_variance_scale, posterior_map
+from geosparse.trainers import NPPTask
+
+
+def load_image(path: Path) -> tuple[np.ndarray, np.ndarray, Any, Any]:
+    """Standardised bands ``(C, H, W)`` float32 (nodata 0), validity ``(H, W)``, CRS, transform."""
+    if not path.exists():
+        raise SystemExit(f'--image {path}: no such raster.')
+    with rasterio.open(path) as src:
+        data = src.read(masked=True).astype(np.float64)
+        crs, transform = src.crs, src.transform
+    if crs is None:
+        raise SystemExit(f'--image {path}: the raster has no CRS; georeference it.')
+    bands = np.ma.filled(data, np.nan)
+    valid = np.isfinite(bands).all(0)
+    if not valid.any():
+        raise SystemExit(f'--image {path}: every pixel is nodata.')
+    out = np.zeros(bands.shape, dtype=np.float32)
+    for i, band in enumerate(bands):
+        v = band[valid]
+        sd = v.std() or 1.0
+        out[i][valid] = (v - v.mean()) / sd
+    return out, valid, crs, transform
+
+
+def load_truth(
+    path: Path, shape: tuple[int, int], crs: Any, transform: Any
+) -> np.ndarray:
+    """Dense truth on the image grid, NaN where missing."""
+    if not path.exists():
+        raise SystemExit(f'--truth {path}: no such raster.')
+    with rasterio.open(path) as src:
+        if (
+            (src.height, src.width) != shape
+            or src.crs != crs
+            or not src.transform.almost_equals(transform)
+        ):
+            raise SystemExit(
+                f'--truth {path}: must share the image grid ({shape}, {crs}); '
+                'resample it with gdalwarp first.'
+            )
+        return np.ma.filled(src.read(1, masked=True).astype(np.float64), np.nan)
+
+
+def to_pixels(
+    xy: np.ndarray, values: np.ndarray, valid: np.ndarray, transform: Any, source: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Integer (row, col) of points on valid pixels and their values; others dropped with a warning."""
+    rows, cols = rowcol(transform, xy[:, 0], xy[:, 1])
+    rc = np.stack([np.asarray(rows), np.asarray(cols)], 1)
+    h, w = valid.shape
+    inside = (rc[:, 0] >= 0) & (rc[:, 0] < h) & (rc[:, 1] >= 0) & (rc[:, 1] < w)
+    ok = inside.copy()
+    ok[inside] = valid[rc[inside, 0], rc[inside, 1]]
+    if not ok.any():
+        raise SystemExit(
+            f'{source}: none of the {len(xy)} points falls on a valid pixel of the '
+            "image; check the points' CRS (--points-crs for a CSV, whose default is "
+            'EPSG:4326) and that they overlap the raster.'
+        )
+    if not ok.all():
+        warnings.warn(
+            f'{source}: dropped {int((~inside).sum())} points outside the image and '
+            f'{int((inside & ~ok).sum())} on its nodata.',
+            stacklevel=2,
+        )
+    return rc[ok], values[ok]
+
+
+def split_points(n: int, fractions: list[float], seed: int) -> list[np.ndarray]:
+    """Random split of ``n`` points by ``fractions`` (train, revealed, test)."""
+    order = np.random.default_rng(seed).permutation(n)
+    cuts = np.round(np.cumsum(fractions)[:-1] / sum(fractions) * n).astype(int)
+    return np.split(order, cuts)
+
+
+class Windows:
+    """Training windows around the train points (every window holds at least one)."""
+
+    def __init__(
+        self,
+        image: np.ndarray,
+        rc: np.ndarray,
+        values: np.ndarray,
+        size: int,
+        batch_size: int,
+        steps: int,
+    ) -> None:
+        self.image = torch.from_numpy(image)
+        self.rc, self.values = rc, values
+        self.size, self.batch_size, self.steps = size, batch_size, steps
+
+    def window(
+        self, rng: np.random.Generator
+    ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+        """One window (zero-padded at the edges) with its points (pixel centres) and values."""
+        _, h, w = self.image.shape
+        s = self.size
+        r, c = self.rc[rng.integers(len(self.rc))]
+        r0 = int(np.clip(r - rng.integers(s), 0, max(h - s, 0)))
+        c0 = int(np.clip(c - rng.integers(s), 0, max(w - s, 0)))
+        img = self.image[:, r0 : r0 + s, c0 : c0 + s]
+        img = F.pad(img, (0, s - img.shape[2], 0, s - img.shape[1]))
+        inside = (
+            (self.rc[:, 0] >= r0)
+            & (self.rc[:, 0] < r0 + s)
+            & (self.rc[:, 1] >= c0)
+            & (self.rc[:, 1] < c0 + s)
+        )
+        pts = self.rc[inside] - [r0, c0] + 0.5
+        return img, pts, self.values[inside]
+
+    def __call__(self, rng: np.random.Generator) -> Iterator[Batch]:
+        """``steps`` batches of windows, points padded and masked by ``valid``."""
+        for _ in range(self.steps):
+            wins = [self.window(rng) for _ in range(self.batch_size)]
+            n = max(len(p) for _, p, _ in wins)
+            points = torch.zeros(len(wins), n, 2, dtype=torch.float64)
+            values = torch.zeros(len(wins), n, 1)
+            valid = torch.zeros(len(wins), n, dtype=torch.bool)
+            for i, (_, p, v) in enumerate(wins):
+                points[i, : len(p)] = torch.from_numpy(p)
+                values[i, : len(p), 0] = torch.from_numpy(v).float()
+                valid[i, : len(p)] = True
+            yield {
+                'image': torch.stack([w for w, _, _ in wins]),
+                'points': points,
+                'values': values,
+                'valid': valid,
+            }
+
+
+def predict_map(task: NPPTask, image: np.ndarray) -> torch.Tensor:
+    """The network's map ``(H, W)`` over the whole image (padded to a multiple of 32)."""
+    _, h, w = image.shape
+    x = torch.from_numpy(image)[None]
+    x = F.pad(
+        x, (0, -w % 32, 0, -h % 32), mode='reflect' if min(h, w) > 32 else 'constant'
+    )
+    with torch.no_grad():
+        return task(x)[0, 0, :h, :w]
+
+
+def run_split(
+    a: argparse.Namespace,
+    image: np.ndarray,
+    rc: np.ndarray,
+    values: np.ndarray,
+    tr: np.ndarray,
+    rev: np.ndarray,
+    eval_rc: np.ndarray,
+    eval_val: np.ndarray,
+    seed: int,
+) -> dict[str, Any]:
+    """Train both networks on ``tr``, condition on ``rev``, predict at ``eval_rc``."""
+    scale = float(values[tr].std()) or 1.0
+    common = dict(
+        model=a.model,
+        backbone='resnet18',
+        num_filters=32,
+        in_channels=image.shape[0],
+        input_scale=1.0,
+        target_scale=scale,
+        lr=a.lr,
+    )
+    windows = Windows(image, rc[tr], values[tr], a.patch_size, a.batch_size, a.steps)
+    seconds: dict[str, float] = {}
+    maps: dict[str, torch.Tensor] = {}
+    tasks: dict[str, NPPTask] = {}
+    for name, kw in (
+        ('mse', {'loss': 'mse'}),
+        (
+            'npp',
+            {
+                'loss': 'npp',
+                'kernel': a.kernel,
+                'lengthscale': a.lengthscale,
+                'variance': 1.0,
+                'noise': 0.1,
+            },
+        ),
+    ):
+        t0 = time.perf_counter()
+        task = make_task(**common, **kw)
+        train(task, windows, 1, seed)
+        tasks[name] = task
+        maps[name] = predict_map(task, image).double()
+        seconds[name] = round(time.perf_counter() - t0, 1)
+        print(f'{name}: trained in {seconds[name]} s', file=sys.stderr)
+    rev_pts = torch.from_numpy(rc[rev] + 0.5)
+    rev_val = torch.from_numpy(values[rev])
+    t0 = time.perf_counter()
+    ell, var, noise = tasks['npp'].kernel_params(torch.from_numpy(image)[None])
+    gp_mean, gp_std = posterior_map(maps['npp'], rev_pts, rev_val, ell, var, noise)
+    resid = rev_val - maps['npp'][rc[rev, 0], rc[rev, 1]]
+    c = loo_variance_scale(rev_pts, resid, ell, var, noise)
+    seconds['posterior'] = round(time.perf_counter() - t0, 2)
+    resid = rev_val - maps['mse'][rc[rev, 0], rc[rev, 1]]
+    k_ell, k_var, k_noise = fit_static_kernel(
+        [(rev_pts, resid / scale)], lengthscales=(1, 2, 4, 8, 16, 32, 64)
+    )
+    kr_mean, _ = posterior_map(
+        maps['mse'], rev_pts, rev_val, k_ell, k_var * scale**2, k_noise * scale**2
+    )
+    er, ec = eval_rc[:, 0], eval_rc[:, 1]
+    sd = np.sqrt(gp_std[er, ec].numpy() ** 2 + noise)  # a new noisy label
+    return {
+        'truth': eval_val,
+        'pred': {
+            'mse': maps['mse'][er, ec].numpy(),
+            'npp': maps['npp'][er, ec].numpy(),
+            'npp-gp': gp_mean[er, ec].numpy(),
+            'mse-gp': kr_mean[er, ec].numpy(),
+        },
+        'sd': sd * math.sqrt(c),
+        'sd_as_trained': sd,
+        'kernel': {
+            'npp': {
+                'lengthscale_px': ell,
+                'variance': var,
+                'noise': noise,
+                'loo_scale': c,
+            },
+            'mse-gp': {
+                'lengthscale_px': k_ell,
+                'variance': k_var * scale**2,
+                'noise': k_noise * scale**2,
+            },
+        },
+        'seconds': seconds,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the benchmark and print its JSON."""
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument('--image', type=Path, required=True, help='imagery raster (GeoTIFF)')
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument('--points', type=Path, help='labelled points (vector file or CSV)')
+    src.add_argument(
+        '--sample-truth',
+        type=int,
+        metavar='N',
+        help='draw N random valid pixels of --truth as the points',
+    )
+    p.add_argument('--value', help='value column of --points')
+    p.add_argument('--truth', type=Path, help='dense truth raster on the image grid')
+    p.add_argument('--test-points', type=Path, help='test points (same value column)')
+    p.add_argument('--points-crs', help='CRS of CSV coordinates (default EPSG:4326)')
+    p.add_argument('--x', help='CSV x column (default x or lon)')
+    p.add_argument('--y', help='CSV y column (default y or lat)')
+    p.add_argument(
+        '--split',
+        type=float,
+        nargs=3,
+        metavar=('TRAIN', 'REVEALED', 'TEST'),
+        help='fractions of the points (default 0.5 0.25 0.25; with --truth or '
+        '--test-points 0.67 0.33 0)',
+    )
+    p.add_argument(
+        '--model',
+        default='unet',
+        choices=['unet', 'fcn'],
+        help='network (unet: ResNet-18 U-Net, no pretrained weights)',
+    )
+    p.add_argument(
+        '--kernel', default='learnable', choices=['static', 'learnable', 'context']
+    )
+    p.add_argument(
+        '--lengthscale',
+        type=float,
+        default=4.0,
+        help='initial RBF length-scale in pixels (default: %(default)s)',
+    )
+    p.add_argument('--patch-size', type=int, default=64, help='(default: %(default)s)')
+    p.add_argument('--batch-size', type=int, default=8, help='(default: %(default)s)')
+    p.add_argument(
+        '--steps',
+        type=int,
+        default=300,
+        help='optimiser steps per network (default: %(default)s)',
+    )
+    p.add_argument('--lr', type=float, default=1e-3, help='(default: %(default)s)')
+    p.add_argument(
+        '--folds',
+        type=int,
+        default=1,
+        help='cross-validate: K runs, each fold of the points the test points '
+        'once (default: one split)',
+    )
+    p.add_argument(
+        '--log',
+        action='store_true',
+        help='learn and score log(value) (skewed positive labels, e.g. zinc)',
+    )
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--out', type=Path, help='also write the JSON here')
+    a = p.parse_args(argv)
+    if a.points is not None and not a.value:
+        p.error('--points needs --value COLUMN (the labels to learn).')
+    if a.sample_truth is not None and a.truth is None:
+        p.error('--sample-truth N draws its points from --truth RASTER; give it.')
+    if a.patch_size % 32 and a.model == 'unet':
+        p.error(f'--patch-size {a.patch_size}: the U-Net needs a multiple of 32.')
+    t_start = time.perf_counter()
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.manual_seed(a.seed)
+    image, valid, crs, transform = load_image(a.image)
+    truth = load_truth(a.truth, valid.shape, crs, transform) if a.truth else None
+    if truth is not None:
+        valid = valid & np.isfinite(truth)
+    if a.sample_truth is not None:
+        assert truth is not None
+        cand = np.flatnonzero(valid.ravel())
+        if a.sample_truth < 3 or a.sample_truth > len(cand):
+            p.error(f'--sample-truth {a.sample_truth}: need 3 to {len(cand)} points.')
+        pick = np.random.default_rng(a.seed).choice(cand, a.sample_truth, replace=False)
+        rc = np.stack(np.unravel_index(pick, valid.shape), 1)
+        values = truth.ravel()[pick]
+    else:
+        try:
+            xy, raw = read_points(a.points, a.value, crs, a.x, a.y, a.points_crs)
+        except ValueError as err:
+            raise SystemExit(f'--points: {err}') from err
+        rc, values = to_pixels(xy, raw, valid, transform, f'--points {a.points}')
+    if a.log:
+        for name, v in (('points', values),) + (
+            (('truth', truth),) if truth is not None else ()
+        ):
+            bad = np.isfinite(v) & (v <= 0)
+            if bad.any():
+                p.error(f'--log: {int(bad.sum())} {name} values are <= 0; drop --log.')
+        values = np.log(values)
+        if truth is not None:
+            truth = np.where(
+                np.isfinite(truth), np.log(np.where(truth > 0, truth, 1)), np.nan
+            )
+    test_rc = test_val = None
+    if a.test_points is not None:
+        try:
+            txy, tval = read_points(a.test_points, a.value, crs, a.x, a.y, a.points_crs)
+        except ValueError as err:
+            raise SystemExit(f'--test-points: {err}') from err
+        test_rc, test_val = to_pixels(
+            txy, tval, valid, transform, f'--test-points {a.test_points}'
+        )
+        test_val = np.log(test_val) if a.log else test_val
+    if a.folds > 1 and (truth is not None or test_rc is not None):
+        p.error(
+            '--folds cross-validates the points; it cannot go with --truth or --test-points.'
+        )
+    held_out = truth is not None or test_rc is not None
+    split = a.split or ([2 / 3, 1 / 3, 0] if held_out else [0.5, 0.25, 0.25])
+    if a.folds > 1:
+        # Each fold's points are the test points once; the rest are split into
+        # train and revealed points in the ratio of --split.
+        folds = np.array_split(
+            np.random.default_rng(a.seed).permutation(len(rc)), a.folds
+        )
+        runs = []
+        for k, te in enumerate(folds):
+            rest = np.concatenate([f for j, f in enumerate(folds) if j != k])
+            tr_i, rev_i = split_points(len(rest), split[:2], a.seed + k)
+            runs.append((rest[tr_i], rest[rev_i], te))
+    else:
+        runs = [tuple(split_points(len(rc), split, a.seed))]
+    outputs = []
+    for k, (tr, rev, te) in enumerate(runs):
+        if len(tr) < 2 or len(rev) < 2:
+            p.error(
+                f'{len(rc)} usable points: too few for train and revealed points '
+                f'(--split {split}, --folds {a.folds}).'
+            )
+        if truth is not None:
+            evaluate = valid.copy()
+            evaluate[rc[tr, 0], rc[tr, 1]] = False
+            evaluate[rc[rev, 0], rc[rev, 1]] = False
+            eval_rc, eval_val = np.argwhere(evaluate), truth[evaluate]
+        elif test_rc is not None:
+            eval_rc, eval_val = test_rc, test_val
+        else:
+            eval_rc, eval_val = rc[te], values[te]
+        if len(eval_val) == 0:
+            p.error('no test points: give --test-points, --truth, or a test fraction.')
+        print(
+            f'run {k + 1}/{len(runs)}: {len(tr)} train, {len(rev)} revealed, '
+            f'{len(eval_val)} evaluated',
+            file=sys.stderr,
+        )
+        outputs.append(
+            run_split(a, image, rc, values, tr, rev, eval_rc, eval_val, seed=a.seed + k)
+        )
+    truth_all = np.concatenate([o['truth'] for o in outputs])
+    methods = {
+        m: scores(np.concatenate([o['pred'][m] for o in outputs]), truth_all)
+        for m in outputs[0]['pred']
+    }
+    err = np.abs(np.concatenate([o['pred']['npp-gp'] for o in outputs]) - truth_all)
+
+    def within(key: str) -> dict[str, float]:
+        sd = np.concatenate([o[key] for o in outputs])
+        return {
+            'within_1sd': float((err <= sd).mean()),
+            'within_2sd': float((err <= 2 * sd).mean()),
+        }
+
+    seconds = {
+        k: round(sum(o['seconds'][k] for o in outputs), 2)
+        for k in outputs[0]['seconds']
+    }
+    result: dict[str, Any] = {
+        'methods': methods,
+        'calibration': within('sd'),
+        'calibration_as_trained': within('sd_as_trained'),
+        'kernel': [o['kernel'] for o in outputs],
+        'points': {
+            'train': int(sum(len(r[0]) for r in runs)),
+            'revealed': int(sum(len(r[1]) for r in runs)),
+            'evaluated': len(truth_all),
+            'evaluated_on': 'truth' if truth is not None else 'test points',
+        },
+        'settings': {
+            'model': a.model,
+            'kernel': a.kernel,
+            'steps': a.steps,
+            'folds': a.folds,
+            'log': a.log,
+            'patch_size': a.patch_size,
+            'batch_size': a.batch_size,
+            'seed': a.seed,
+            'seconds': {**seconds, 'total': round(time.perf_counter() - t_start, 1)},
+        },
+    }
+    text = json.dumps(result, indent=2)
+    if a.out:
+        atomic_write_text(a.out, text + '\n')
+    print(text)
+    if not all(math.isfinite(m['mse']) for m in result['methods'].values()):
+        raise SystemExit('a method produced non-finite predictions.')
+    return result
+
+
+if __name__ == '__main__':
+    main()
