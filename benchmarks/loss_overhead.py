@@ -9,7 +9,10 @@ so that machine noise affects both alike. Prints one JSON object with
   the same points, batch 16 x 4 x ``--size`` x ``--size`` with 100 points per image
   (target <= 1.10);
 - ``posterior_over_forward``: the posterior mean and std of a 1024 x 1024 map given
-  256 revealed points over one forward pass of the network over that map.
+  256 revealed points over one forward pass of the network over that map;
+- ``posterior_peak_over_map``: in a fresh process, the peak memory the posterior of a
+  ``--memory-size`` (4096) square float32 map with 256 points adds, over the bytes
+  of that map (its two float32 outputs alone are 2; bounded whatever the size).
 
     python benchmarks/loss_overhead.py [--out FILE] [--repeats N]
 """
@@ -19,6 +22,8 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -84,6 +89,37 @@ def npp_ratios(repeats: int, size: int, posterior_size: int) -> dict[str, float]
     }
 
 
+def posterior_memory(size: int) -> dict[str, float]:
+    """Peak RSS the posterior of a ``size``-square map adds, in a fresh process."""
+    # Linux: VmHWM is the peak RSS since clear_refs was given '5' (peak reset).
+    code = (
+        'import json, torch\n'
+        'from geosparse.posterior import posterior_map\n'
+        'def kb(key):\n'
+        '    for line in open("/proc/self/status"):\n'
+        '        if line.startswith(key):\n'
+        '            return int(line.split()[1]) * 1024\n'
+        f'm = torch.rand({size}, {size})\n'
+        'g = torch.Generator().manual_seed(0)\n'
+        f'pts = torch.rand(256, 2, generator=g, dtype=torch.float64) * {size}\n'
+        'vals = torch.randn(256, generator=g, dtype=torch.float64)\n'
+        'posterior_map(m[:64, :64], pts[:4] / 64, vals[:4], 4.0, 1.0, 0.1)\n'
+        'open("/proc/self/clear_refs", "w").write("5")\n'
+        'before = kb("VmRSS")\n'
+        'mu, sd = posterior_map(m, pts, vals, 4.0, 1.0, 0.1)\n'
+        'print(json.dumps({"added": kb("VmHWM") - before, "map": m.numel() * 4}))\n'
+    )
+    res = subprocess.run(
+        [sys.executable, '-c', code], capture_output=True, text=True, check=True
+    )
+    got = json.loads(res.stdout)
+    return {
+        'posterior_peak_over_map': round(got['added'] / got['map'], 3),
+        'posterior_peak_added_mb': round(got['added'] / 2**20, 1),
+        'posterior_memory_map': [size, size],
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--out', type=Path)
@@ -91,6 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument('--batch-size', type=int, default=8)
     parser.add_argument('--size', type=int, default=256)
     parser.add_argument('--posterior-size', type=int, default=1024)
+    parser.add_argument('--memory-size', type=int, default=4096)
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     task = LabelSuperResolutionTask(loss='lsr', backbone='resnet18')
@@ -133,6 +170,7 @@ def main(argv: list[str] | None = None) -> None:
         'repeats': args.repeats,
         'batch': [b, 4, s, s],
         **npp,
+        **posterior_memory(args.memory_size),
     }
     text = json.dumps(out)
     print(text)

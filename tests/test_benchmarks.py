@@ -25,6 +25,8 @@ def test_loss_overhead_prints_ratio():
             '2',
             '--posterior-size',
             '64',
+            '--memory-size',
+            '256',
         ],
         capture_output=True,
         text=True,
@@ -33,6 +35,7 @@ def test_loss_overhead_prints_ratio():
     out = json.loads(res.stdout)
     assert out['lsr_over_ce'] > 0
     assert out['npp_over_mse'] > 0 and out['posterior_over_forward'] > 0
+    assert out['posterior_peak_over_map'] >= 0
 
 
 def test_lsr_chesapeake_runs_on_real_patches(data_dir, tmp_path):
@@ -183,7 +186,8 @@ def test_npp_geo_on_points_with_dense_truth(height_scene, tmp_path):
     # Every truth pixel but those of the 120 points (train + revealed).
     frame = gpd.read_file(points)
     pixels = {
-        (round(x, 3), round(y, 3)) for x, y in zip(frame.geometry.x, frame.geometry.y)
+        (round(x, 3), round(y, 3))
+        for x, y in zip(frame.geometry.x, frame.geometry.y, strict=True)
     }
     assert got['points']['train'] + got['points']['revealed'] == 120
     assert got['points']['evaluated'] == 96 * 96 - len(pixels)

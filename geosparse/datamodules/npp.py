@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -91,6 +92,25 @@ class NPPDataModule(KeepGeoKeys, GeoDataModule):
             y=hp['y'],
             points_crs=hp['points_crs'],
         )
+        xy = everything.xy()
+        x, y, _ = image.bounds
+        inside = (
+            (xy[:, 0] >= x.start)
+            & (xy[:, 0] <= x.stop)
+            & (xy[:, 1] >= y.start)
+            & (xy[:, 1] <= y.stop)
+        )
+        if not inside.any():
+            raise ValueError(
+                f'{hp["points_path"]}: none of its {len(xy)} points lies on the imagery '
+                f'{hp["image_paths"]} (check points_crs for a CSV, and that they overlap).'
+            )
+        if not inside.all():
+            warnings.warn(
+                f'{hp["points_path"]}: {int((~inside).sum())} of {len(xy)} points lie '
+                'outside the imagery and are never sampled.',
+                stacklevel=2,
+            )
         size = (
             self.patch_size if isinstance(self.patch_size, int) else self.patch_size[0]
         )

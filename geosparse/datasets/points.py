@@ -70,7 +70,17 @@ class SparsePoints(GeoDataset):
         self.values = [values] if isinstance(values, str) else list(values)
         frame = read_points_frame(path, self.values, x, y, points_crs)
         if crs is not None:
-            frame = frame.to_crs(CRS.from_user_input(crs).to_wkt())
+            source_crs = frame.crs.to_string() if frame.crs is not None else None
+            target = CRS.from_user_input(crs)
+            frame = frame.to_crs(target.to_wkt())
+            finite = np.isfinite(frame.geometry.x) & np.isfinite(frame.geometry.y)
+            if not finite.all():
+                raise ValueError(
+                    f'{path}: {int((~finite).sum())} of {len(frame)} points cannot be '
+                    f'projected from {source_crs} to {target.to_string()} (coordinates '
+                    'outside the valid area of their CRS); for a CSV, give the CRS of '
+                    'its x/y columns (points_crs, --points-crs).'
+                )
         if subset is not None:
             frame = frame.iloc[np.asarray(subset)]
         self.path = str(path)

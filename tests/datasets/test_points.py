@@ -5,6 +5,7 @@ import rasterio
 from shapely.geometry import Point
 from torch.utils.data import DataLoader
 
+from geosparse.datamodules import NPPDataModule
 from geosparse.datasets import (
     ImageryDataset,
     SparsePoints,
@@ -109,3 +110,47 @@ def test_bad_point_files_are_named(files, tmp_path):
     pts = SparsePoints(tmp_path / 'far.gpkg', 'v', crs=image.crs)
     with pytest.raises(ValueError, match='none of the 1 points'):
         PointGeoSampler(image, pts, size=16, length=1)
+
+
+def test_projected_csv_read_as_lon_lat_names_points_crs(files, tmp_path):
+    root, _ = files
+    gdf = gpd.read_file(root / 'pts.gpkg')
+    frame = gdf.assign(x=gdf.geometry.x, y=gdf.geometry.y).drop(columns='geometry')
+    frame.to_csv(tmp_path / 'utm.csv', index=False)
+    with (
+        pytest.warns(UserWarning),
+        pytest.raises(
+            ValueError,
+            match=r'utm.csv: 4 of 4 points cannot be projected from EPSG:4326.*points_crs',
+        ),
+    ):
+        SparsePoints(tmp_path / 'utm.csv', 'height', crs='EPSG:32618')
+    with pytest.warns(UserWarning, match='dropped 1'):
+        ok = SparsePoints(
+            tmp_path / 'utm.csv', 'height', crs='EPSG:32618', points_crs='EPSG:32618'
+        )
+    assert len(ok) == 4
+
+
+def test_datamodule_warns_about_points_off_the_imagery(files, tmp_path):
+    root, pix = files
+    geoms = [Point(500000 + c + 0.5, 4200000 - r - 0.5) for r, c in pix]
+    geoms += [Point(499000, 4200000 - 10)] * 2  # 1 km west of the raster
+    pts = gpd.GeoDataFrame({'v': np.arange(7.0)}, geometry=geoms, crs='EPSG:32618')
+    pts.to_file(tmp_path / 'some_off.gpkg')
+    dm = NPPDataModule(
+        str(root / 'img.tif'),
+        str(tmp_path / 'some_off.gpkg'),
+        'v',
+        patch_size=16,
+        split=(0.6, 0.4),
+        block_size=50,
+    )
+    with pytest.warns(UserWarning, match='2 of 7 points lie outside the imagery'):
+        dm.setup('fit')
+    pts.iloc[5:].to_file(tmp_path / 'all_off.gpkg')
+    dm = NPPDataModule(str(root / 'img.tif'), str(tmp_path / 'all_off.gpkg'), 'v')
+    with pytest.raises(
+        ValueError, match=r'all_off\.gpkg: none of its 2 points lies on'
+    ):
+        dm.setup('fit')
