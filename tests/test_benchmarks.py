@@ -227,6 +227,13 @@ def test_npp_geo_csv_points_need_their_crs(height_scene, tmp_path):
     )
     assert got['points']['evaluated_on'] == 'test points'
     assert got['points']['evaluated'] == 30  # a quarter of 120
+    got = json.loads(
+        run_script(
+            'npp_geo.py', *common, '--points-crs', 'EPSG:32618', '--test-points', points
+        ).stdout
+    )
+    assert got['points']['evaluated'] == 120  # every point of the test file
+    assert got['points']['train'] + got['points']['revealed'] == 120
     res = run_script('npp_geo.py', *common[:4], '--value', 'nope', check=False)
     assert res.returncode != 0 and "'nope'" in res.stderr
 
