@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from geosparse.kernels import rbf, stable_cholesky
+from geosparse.kernels import RBFKernel
+from geosparse.losses import NPPLoss
 from geosparse.trainers import NPPTask
 
 Batch = dict[str, Tensor]
@@ -92,22 +93,24 @@ def fit_static_kernel(
     """
     total = torch.cat([r for _, r in resid]).double()
     v = float(total.square().mean())
-    best = (-math.inf, (1.0, v, 0.1 * v))
-    for ell in lengthscales:
-        for f in noise_fractions:
-            s2, n2 = (1 - f) * v, f * v
-            ll = 0.0
-            for pts, r in resid:
-                if len(r) == 0:
-                    continue
-                k = rbf(pts.double(), pts.double(), ell, s2)
-                k = k + n2 * torch.eye(len(r), dtype=torch.float64)
-                factor = stable_cholesky(k)
-                alpha = torch.cholesky_solve(r.double()[:, None], factor)[:, 0]
-                logdet = 2 * factor.diagonal().log().sum()
-                ll -= 0.5 * float(logdet + (r.double() * alpha).sum())
-            if ll > best[0]:
-                best = (ll, (float(ell), s2, n2))
+    # One padded batch; NPPLoss gives the mean negative log-likelihood per point.
+    n = max(len(r) for _, r in resid)
+    coords = torch.zeros(len(resid), n, 2, dtype=torch.float64)
+    target = torch.zeros(len(resid), n, dtype=torch.float64)
+    valid = torch.zeros(len(resid), n, dtype=torch.bool)
+    for i, (pts, r) in enumerate(resid):
+        coords[i, : len(r)], target[i, : len(r)], valid[i, : len(r)] = pts, r, True
+    best = (math.inf, (1.0, v, 0.1 * v))
+    with torch.no_grad():
+        for ell in lengthscales:
+            for f in noise_fractions:
+                s2, n2 = (1 - f) * v, f * v
+                loss = NPPLoss(
+                    RBFKernel(ell, s2, learnable=False), n2, learn_noise=False
+                )
+                nll = float(loss(torch.zeros_like(target), target, coords, valid))
+                if nll < best[0]:
+                    best = (nll, (float(ell), s2, n2))
     return best[1]
 
 
