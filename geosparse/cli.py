@@ -91,6 +91,7 @@ def _predict(args: argparse.Namespace) -> int:
                 )
                 if v is not None
             },
+            calibrate=args.calibrate,
         )
     except ValueError as err:
         return fail(str(err))
@@ -351,6 +352,14 @@ def build_parser() -> argparse.ArgumentParser:
     gp.add_argument('--kernel-variance', type=float, help='RBF variance')
     gp.add_argument(
         '--noise', type=float, help='observation noise variance (default 0)'
+    )
+    gp.add_argument(
+        '--calibrate',
+        action='store_true',
+        help='rescale the kernel variance and noise so that leave-one-out errors at '
+        'the known points match the std (one extra network pass over the blocks '
+        'that hold points); without it the std is that of the kernel as trained, '
+        'often too narrow',
     )
     gp.add_argument('--points-crs', help='CRS of CSV coordinates (default EPSG:4326)')
     gp.add_argument('--x', help='CSV x / longitude column (default x or lon)')

@@ -88,6 +88,8 @@ def predict_raster(
             f'{", ".join(src.paths)}: {src.count} bands, but the model was trained on '
             f'{predictor.in_channels}; pass imagery with the training bands.'
         )
+    # With Predictor.calibrate, the kernel is rescaled on this raster's known points.
+    predictor = predictor.calibrated(src, block, halo, progress=progress)
     extra = []
     if predictor.count > predictor.main_count:
         extra.append(

@@ -45,9 +45,12 @@ from affine import Affine
 from lightning.pytorch import LightningModule
 from pyproj import Transformer
 from rasterio.crs import CRS
+from rasterio.windows import Window
 from torchgeo.trainers import PixelwiseRegressionTask, SemanticSegmentationTask
+from tqdm.auto import tqdm
 
-from .posterior import posterior_map
+from .io.source import ImageSource
+from .posterior import loo_variance_scale, posterior_map
 from .trainers.lsr import LabelSuperResolutionTask, normalised_entropy
 from .trainers.npp import NPPTask
 
@@ -164,6 +167,7 @@ class Predictor:
         reveal: tuple[np.ndarray, np.ndarray] | None = None,
         reveal_crs: CRS | str | None = None,
         kernel: Mapping[str, float] | None = None,
+        calibrate: bool = False,
     ) -> None:
         """Wrap a task (or a checkpoint, loaded now and again in each dask worker).
 
@@ -190,6 +194,12 @@ class Predictor:
                 each raster's CRS by :meth:`for_crs`); None: the rasters' CRS.
             kernel: with ``reveal``: ``lengthscale`` (CRS units, e.g. metres),
                 ``variance`` and ``noise`` of the RBF kernel.
+            calibrate: with ``reveal``: before predicting, rescale the kernel's
+                variance and noise by leave-one-out on the revealed points
+                (:meth:`calibrated`, called by
+                :func:`~geosparse.predict.predict_raster`); the std band then matches
+                the errors at held-out points instead of the residuals the network
+                saw in training.
 
         Raises:
             ValueError: without a task or a checkpoint, or for an unsupported task
@@ -259,6 +269,21 @@ class Predictor:
                 )
             if not missing:
                 self.kernel.setdefault('noise', 0.0)
+        if calibrate and reveal is None:
+            raise ValueError('calibrate needs known points (reveal, --reveal).')
+        if (
+            calibrate
+            and 'lengthscale' not in self.kernel
+            and hp_kernel(task) == 'context'
+        ):
+            raise ValueError(
+                'calibrate needs one kernel for the whole raster; the checkpoint has a '
+                'context-aware kernel (one per window): give --lengthscale and '
+                '--kernel-variance, or drop --calibrate.'
+            )
+        self.calibrate = calibrate
+        #: Factor of the kernel's variance and noise (:meth:`calibrated`).
+        self.variance_scale = 1.0
         self.mean = 0.0 if mean is None else mean
         self.std = 255.0 if std is None else std
         model_name = str(hp.get('model', ''))
@@ -343,6 +368,7 @@ class Predictor:
                     )
                 n = 0 if self.reveal is None else len(self.reveal[1])
                 tags['revealed_points'] = str(n)
+                tags['variance_scale'] = repr(self.variance_scale)
                 return {
                     'descriptions': ['mean', 'std'],
                     'tags': tags,
@@ -502,16 +528,94 @@ class Predictor:
             inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
             pts = torch.from_numpy(np.stack([rows[inside], cols[inside]], axis=1))
             vals = torch.from_numpy(values[inside])
+        ell, var, noise = self._kernel_pixels(image, transform)
+        c = self.variance_scale
+        post, std = posterior_map(mean.double(), pts, vals, ell, var * c, noise * c)
+        return np.stack([post.numpy(), std.numpy()]).astype(np.float32)
+
+    def _kernel_pixels(
+        self, image: np.ndarray, transform: Affine | None
+    ) -> tuple[float, float, float]:
+        r"""RBF :math:`(\ell, s^2, \sigma_0^2)`, :math:`\ell` in pixels of ``transform``."""
         if 'lengthscale' in self.kernel:
             res = 1.0 if transform is None else abs(transform.a)
-            ell = self.kernel['lengthscale'] / res
-            var, noise = self.kernel['variance'], self.kernel['noise']
-        else:
-            assert isinstance(self.task, NPPTask)
+            return (
+                self.kernel['lengthscale'] / res,
+                self.kernel['variance'],
+                self.kernel['noise'],
+            )
+        assert isinstance(self.task, NPPTask)
+        with torch.no_grad():
+            return self.task.kernel_params(torch.from_numpy(image[None]))
+
+    def calibrated(
+        self, source: ImageSource, block: int, halo: int, progress: bool = False
+    ) -> Predictor:
+        r"""This predictor with its kernel's variance and noise recalibrated on ``source``.
+
+        The network's mean at every revealed point inside ``source`` is computed on
+        the same windows as the blocks of :func:`~geosparse.blocks.predict_blocks`
+        (``block`` and ``halo``), so it is the value of the written map. The factor
+        :math:`c` of :func:`~geosparse.posterior.loo_variance_scale` (leave-one-out
+        residuals of the revealed points have unit variance) then multiplies
+        :math:`s^2` and :math:`\sigma_0^2`; the posterior mean does not change and the
+        std scales by :math:`\sqrt c`.
+
+        Args:
+            source: the imagery about to be predicted (revealed points already in
+                its CRS, see :meth:`for_crs`).
+            block: block size of the prediction.
+            halo: halo of the prediction.
+            progress: show a progress bar over the blocks that hold points.
+
+        Returns:
+            A copy with :attr:`variance_scale` set (self if not :attr:`calibrate`).
+
+        Raises:
+            ValueError: if fewer than two revealed points lie on valid pixels.
+        """
+        if not self.calibrate or self.reveal is None:
+            return self
+        grid = source.grid
+        xy, values = self.reveal
+        cols, rows = (~grid.transform) * (xy[:, 0], xy[:, 1])
+        rows, cols = np.floor(rows).astype(np.int64), np.floor(cols).astype(np.int64)
+        inside = (rows >= 0) & (rows < grid.height) & (cols >= 0) & (cols < grid.width)
+        keys = (rows // block) * (grid.width // block + 1) + cols // block
+        pts: list[np.ndarray] = []
+        resid: list[float] = []
+        kernel: tuple[float, float, float] | None = None
+        groups = np.unique(keys[inside])
+        for key in tqdm(groups, desc='calibrate', unit='block', disable=not progress):
+            sel = np.flatnonzero(inside & (keys == key))
+            r0 = int(rows[sel[0]] // block) * block
+            c0 = int(cols[sel[0]] // block) * block
+            rr = (max(r0 - halo, 0), min(r0 + block + halo, grid.height))
+            cc = (max(c0 - halo, 0), min(c0 + block + halo, grid.width))
+            window = Window.from_slices(rr, cc)
+            image, invalid = source.read(window)
+            image = image.astype(np.float32)
+            x = self._normalise(torch.from_numpy(image[None]))
             with torch.no_grad():
-                ell, var, noise = self.task.kernel_params(torch.from_numpy(image[None]))
-        post, std = posterior_map(mean.double(), pts, vals, ell, var, noise)
-        return np.stack([post.numpy(), std.numpy()]).astype(np.float32)
+                mean = self._forward(x)[0, 0].numpy()
+            r, c = rows[sel] - rr[0], cols[sel] - cc[0]
+            ok = np.ones(len(sel), bool) if invalid is None else ~invalid[r, c]
+            pts.append(np.stack([rows[sel][ok] + 0.5, cols[sel][ok] + 0.5], 1))
+            resid.extend((values[sel][ok] - mean[r[ok], c[ok]]).tolist())
+            if kernel is None:
+                kernel = self._kernel_pixels(image, grid.window_transform(window))
+        if len(resid) < 2 or kernel is None:
+            raise ValueError(
+                f'{", ".join(source.paths)}: calibrate needs at least two revealed '
+                f'points on valid pixels, found {len(resid)}; drop --calibrate.'
+            )
+        other = copy.copy(self)
+        other.variance_scale = loo_variance_scale(
+            torch.from_numpy(np.concatenate(pts)),
+            torch.tensor(resid, dtype=torch.float64),
+            *kernel,
+        )
+        return other
 
 
 def hp_kernel(task: LightningModule) -> str:

@@ -29,6 +29,17 @@ def _save(task, path):
     return task.eval()
 
 
+def _regression_net(tmp_path):
+    """A saved FCN regression checkpoint ``reg.ckpt``, ``in.tif`` (200 px) and its output."""
+    task = PixelwiseRegressionTask(
+        model='fcn', in_channels=3, num_outputs=1, num_filters=4
+    )
+    task = _save(task, tmp_path / 'reg.ckpt')
+    image = _raster(tmp_path / 'in.tif', h=200, w=200)
+    with torch.no_grad():
+        return task(torch.from_numpy(image[None] / 255.0).float())[0, 0]
+
+
 @pytest.fixture
 def seg_ckpt(tmp_path):
     task = SemanticSegmentationTask(
@@ -158,13 +169,7 @@ def test_reveal_gives_the_gp_posterior_mean_and_std(tmp_path):
     import geopandas as gpd
     from shapely.geometry import Point
 
-    task = PixelwiseRegressionTask(
-        model='fcn', in_channels=3, num_outputs=1, num_filters=4
-    )
-    task = _save(task, tmp_path / 'reg.ckpt')
-    image = _raster(tmp_path / 'in.tif', h=200, w=200)
-    with torch.no_grad():
-        net = task(torch.from_numpy(image[None] / 255.0).float())[0, 0].numpy()
+    net = _regression_net(tmp_path).numpy()
     # Two known points (pixel centres, UTM), one given in a CSV in WGS84 degrees.
     pts = gpd.GeoDataFrame(
         {'height': [30.0, 5.0]},
@@ -240,3 +245,82 @@ def test_binary_segmentation_reads_the_sigmoid_as_two_classes():
         p1 = task(torch.from_numpy(image[None]))[0, 0].sigmoid().numpy()
     np.testing.assert_array_equal(out[0], (p1 > 0.5).astype(np.uint8))
     assert np.abs(out[3] / 254 - p1).max() <= 0.5 / 254 + 1e-6
+
+
+def test_calibrate_rescales_the_std_by_leave_one_out_at_the_known_points(tmp_path):
+    import geopandas as gpd
+    from shapely.geometry import Point
+
+    from geosparse.kernels import rbf
+    from geosparse.posterior import loo_variance_scale
+
+    net = _regression_net(tmp_path).double()
+    # 60 known points: the network plus a GP residual 9x the kernel given below.
+    gen = torch.Generator().manual_seed(1)
+    rc = torch.randint(0, 200, (60, 2), generator=gen)
+    centres = rc.double() + 0.5
+    k = rbf(centres, centres, 6.0, 9.0) + 0.09 * torch.eye(60, dtype=torch.float64)
+    resid = torch.linalg.cholesky(k) @ torch.randn(
+        60, generator=gen, dtype=torch.float64
+    )
+    values = net[rc[:, 0], rc[:, 1]] + resid
+    pts = gpd.GeoDataFrame(
+        {'h': values.numpy()},
+        geometry=[Point(500000 + c + 0.5, 4200000 - r - 0.5) for r, c in rc.tolist()],
+        crs='EPSG:32618',
+    )
+    pts.to_file(tmp_path / 'pts.gpkg')
+    base = [
+        'predict',
+        '--checkpoint',
+        str(tmp_path / 'reg.ckpt'),
+        str(tmp_path / 'in.tif'),
+    ]
+    base += [
+        '--block',
+        '128',
+        '--halo',
+        '32',
+        '--quiet',
+        '--reveal',
+        str(tmp_path / 'pts.gpkg'),
+    ]
+    base += [
+        '--value',
+        'h',
+        '--lengthscale',
+        '6',
+        '--kernel-variance',
+        '1',
+        '--noise',
+        '0.01',
+    ]
+    bands = {}
+    for flag in ([], ['--calibrate']):
+        out = tmp_path / f'out{len(flag)}'
+        assert main([*base, *flag, '--out', str(out)]) == 0
+        with rasterio.open(out / 'in_regression.tif') as src:
+            bands[len(flag)] = (*src.read(), float(src.tags()['variance_scale']))
+    mean0, std0, scale0 = bands[0]
+    mean1, std1, scale1 = bands[1]
+    expected = loo_variance_scale(centres, resid, 6.0, 1.0, 0.01)
+    assert scale0 == 1.0 and scale1 == pytest.approx(expected, rel=1e-4)
+    assert 4 < scale1 < 20  # the residuals are 9x the given kernel
+    np.testing.assert_allclose(mean1, mean0, atol=1e-4)
+    np.testing.assert_allclose(std1, std0 * np.sqrt(scale1), rtol=1e-4, atol=1e-5)
+
+
+def test_calibrate_needs_known_points(tmp_path, capsys):
+    task = PixelwiseRegressionTask(
+        model='fcn', in_channels=3, num_outputs=1, num_filters=4
+    )
+    _save(task, tmp_path / 'reg.ckpt')
+    _raster(tmp_path / 'in.tif', h=32, w=32)
+    args = [
+        'predict',
+        '--checkpoint',
+        str(tmp_path / 'reg.ckpt'),
+        str(tmp_path / 'in.tif'),
+    ]
+    assert main([*args, '--out', str(tmp_path / 'o'), '--calibrate']) == 2
+    assert 'calibrate needs known points' in capsys.readouterr().err

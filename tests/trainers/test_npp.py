@@ -145,6 +145,14 @@ def test_torchgeo_fit_then_predict_with_revealed_points(tmp_path):
         [mean[r, c] - v for (r, c), v in zip(rc, pts['height'], strict=True)]
     )
     assert np.median(err_gp) < np.median(err_net)
+    # --calibrate: same mean, std rescaled by the leave-one-out factor (in the tags).
+    assert main([*args[:-6], '--out', str(out / 'cal'), *args[-4:], '--calibrate']) == 0
+    with rasterio.open(out / 'cal' / 'scene_naip_regression.tif') as src:
+        cal, cal_std = src.read()
+        scale = float(src.tags()['variance_scale'])
+    assert scale > 0 and scale != 1.0
+    np.testing.assert_allclose(cal, post, atol=1e-4)
+    np.testing.assert_allclose(cal_std, post_std * np.sqrt(scale), rtol=1e-3, atol=1e-4)
 
 
 def test_gp_parameters_get_their_own_learning_rate():
@@ -154,5 +162,14 @@ def test_gp_parameters_get_their_own_learning_rate():
     assert lrs == [1e-3, 5e-2]
     gp = {id(p) for p in opt.param_groups[1]['params']}
     assert gp == {id(p) for p in task.npp_loss.parameters()} and len(gp) == 2
+    # The context head is a network (trains at lr); its output bias is the kernel's.
+    ctx = NPPTask(model='fcn', num_filters=8, kernel='context')
+    groups = ctx.configure_optimizers()['optimizer'].param_groups
+    head = ctx.kernel.head
+    assert {id(p) for p in groups[1]['params']} == {
+        id(head[-1].bias),
+        id(ctx.npp_loss.raw_noise),
+    }
+    assert id(head[0].weight) in {id(p) for p in groups[0]['params']}
     static = NPPTask(model='fcn', num_filters=8, kernel='static', learn_noise=False)
     assert len(static.configure_optimizers()['optimizer'].param_groups) == 1
