@@ -91,6 +91,7 @@ def _predict(args: argparse.Namespace) -> int:
                 )
                 if v is not None
             },
+            kernel_family=args.kernel_family,
             calibrate=args.calibrate,
         )
     except ValueError as err:
@@ -348,8 +349,14 @@ def build_parser() -> argparse.ArgumentParser:
         '--reveal', metavar='POINTS', help='points file (GPKG, GeoJSON, CSV, ...)'
     )
     gp.add_argument('--value', help='column of the known values')
-    gp.add_argument('--lengthscale', type=float, help='RBF length-scale (CRS units)')
-    gp.add_argument('--kernel-variance', type=float, help='RBF variance')
+    gp.add_argument('--lengthscale', type=float, help='kernel length-scale (CRS units)')
+    gp.add_argument('--kernel-variance', type=float, help='kernel variance')
+    gp.add_argument(
+        '--kernel-family',
+        choices=['rbf', 'matern12', 'matern32', 'matern52'],
+        help="kernel shape (default: the NPP checkpoint's, else rbf); Matérn "
+        'kernels are rougher, as usual in geostatistics',
+    )
     gp.add_argument(
         '--noise', type=float, help='observation noise variance (default 0)'
     )

@@ -3,7 +3,14 @@ r"""Covariance kernels over pixel coordinates for Neural Point Processes.
 Neural Point Processes (Shi et al., "Neural Point Processes for Pixel-wise
 Regression") model the labels of an image as a Gaussian process whose mean is the
 network output; the kernel :math:`k_\zeta` says how strongly labels at two pixels
-co-vary. Three RBF kernels, :math:`k(a, b) = s^2 \exp(-\lVert a-b \rVert^2 / 2\ell^2)`:
+co-vary. The paper's kernel is the RBF, :math:`k(a, b) = s^2 \exp(-r^2 / 2\ell^2)` with
+:math:`r = \lVert a-b \rVert`; the Matérn family (Rasmussen and Williams, *Gaussian
+Processes for Machine Learning*, 2006, Eq. 4.14-4.17), rougher and usual in
+geostatistics, is offered too (:func:`stationary`, ``family``):
+:math:`s^2 e^{-r/\ell}` (``matern12``, exponential),
+:math:`s^2 (1 + \sqrt3 r/\ell) e^{-\sqrt3 r/\ell}` (``matern32``) and
+:math:`s^2 (1 + \sqrt5 r/\ell + 5r^2/3\ell^2) e^{-\sqrt5 r/\ell}` (``matern52``).
+Three ways to set :math:`\ell, s^2`:
 
 - :class:`RBFKernel` with ``learnable=False`` (*static*: :math:`\ell, s^2` fixed, e.g.
   tuned on validation data) or ``learnable=True`` (optimised with the network);
@@ -12,19 +19,33 @@ co-vary. Three RBF kernels, :math:`k(a, b) = s^2 \exp(-\lVert a-b \rVert^2 / 2\e
 
 Parameters are kept positive through a softplus. Unlike the authors' public code,
 the length-scale is not clamped to [1, 2] px and the context head receives
-gradients (``tests/test_kernels.py`` checks both). :func:`stable_cholesky` factorises
+gradients (``tests/losses/test_npp.py`` checks both). :func:`stable_cholesky` factorises
 a batch of kernel matrices, adding jitter only to the matrices that need it.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ['ContextRBFKernel', 'RBFKernel', 'rbf', 'stable_cholesky']
+__all__ = [
+    'FAMILIES',
+    'ContextRBFKernel',
+    'KernelFamily',
+    'RBFKernel',
+    'kernel_reach',
+    'rbf',
+    'stable_cholesky',
+    'stationary',
+]
+
+KernelFamily = Literal['rbf', 'matern12', 'matern32', 'matern52']
+#: Kernel families of :func:`stationary`.
+FAMILIES: tuple[str, ...] = ('rbf', 'matern12', 'matern32', 'matern52')
 
 
 def rbf(
@@ -49,6 +70,91 @@ def rbf(
     if a.ndim == 3:
         ell, var = ell.reshape(-1, 1, 1), var.reshape(-1, 1, 1)
     return var * torch.exp(-0.5 * d2 / ell.square())
+
+
+def _profile(x: Tensor, family: str) -> Tensor:
+    """Correlation of ``family`` at distances ``x`` = r / ell (1 at 0)."""
+    if family == 'rbf':
+        return torch.exp(-0.5 * x * x)
+    if family == 'matern12':
+        return torch.exp(-x)
+    if family == 'matern32':
+        y = math.sqrt(3) * x
+        return (1 + y) * torch.exp(-y)
+    if family == 'matern52':
+        y = math.sqrt(5) * x
+        return (1 + y + y * y / 3) * torch.exp(-y)
+    raise ValueError(f'kernel family {family!r}: choose one of {", ".join(FAMILIES)}.')
+
+
+def _check_family(family: str) -> None:
+    _profile(torch.zeros(()), family)
+
+
+def stationary(
+    a: Tensor,
+    b: Tensor,
+    lengthscale: Tensor | float,
+    variance: Tensor | float,
+    family: str = 'rbf',
+) -> Tensor:
+    r"""Stationary kernel of ``family`` between point sets (see the module doc).
+
+    Args:
+        a: ``(B, N, 2)`` or ``(N, 2)`` coordinates.
+        b: ``(B, M, 2)`` or ``(M, 2)`` coordinates.
+        lengthscale: :math:`\ell`, scalar or ``(B,)``.
+        variance: :math:`s^2`, scalar or ``(B,)``.
+        family: ``rbf``, ``matern12``, ``matern32`` or ``matern52``.
+
+    Returns:
+        ``(B, N, M)`` (or ``(N, M)``) covariances.
+
+    Raises:
+        ValueError: for an unknown family.
+    """
+    if family == 'rbf':
+        return rbf(a, b, lengthscale, variance)
+    _check_family(family)
+    d2 = (a.unsqueeze(-2) - b.unsqueeze(-3)).square().sum(-1)
+    ell = torch.as_tensor(lengthscale, dtype=d2.dtype, device=d2.device)
+    var = torch.as_tensor(variance, dtype=d2.dtype, device=d2.device)
+    if a.ndim == 3:
+        ell, var = ell.reshape(-1, 1, 1), var.reshape(-1, 1, 1)
+    # sqrt(d2 + tiny): finite gradients with respect to the coordinates at r = 0.
+    r = (d2 + 1e-30).sqrt()
+    return var * _profile(r / ell, family)
+
+
+def kernel_reach(
+    lengthscale: float, family: str = 'rbf', cutoff: float = 1e-12
+) -> float:
+    r"""Distance beyond which the correlation of ``family`` is below ``cutoff``.
+
+    Args:
+        lengthscale: :math:`\ell`.
+        family: kernel family.
+        cutoff: correlation :math:`\epsilon` (0 < :math:`\epsilon` < 1; otherwise
+            infinite reach).
+
+    Returns:
+        The distance, in the units of :math:`\ell`.
+    """
+    if not 0 < cutoff < 1:
+        return math.inf
+    if family == 'rbf':
+        return lengthscale * math.sqrt(2 * math.log(1 / cutoff))
+    lo, hi = 0.0, 1.0
+
+    def corr(x: float) -> float:
+        return float(_profile(torch.tensor(x, dtype=torch.float64), family))
+
+    while corr(hi) > cutoff:
+        hi *= 2
+    for _ in range(60):  # bisection on the decreasing profile
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if corr(mid) > cutoff else (lo, mid)
+    return lengthscale * hi
 
 
 def stable_cholesky(matrix: Tensor, max_tries: int = 6) -> Tensor:
@@ -99,7 +205,11 @@ class RBFKernel(nn.Module):
     """
 
     def __init__(
-        self, lengthscale: float = 3.0, variance: float = 1.0, learnable: bool = True
+        self,
+        lengthscale: float = 3.0,
+        variance: float = 1.0,
+        learnable: bool = True,
+        family: str = 'rbf',
     ) -> None:
         r"""Initialise the kernel.
 
@@ -107,11 +217,14 @@ class RBFKernel(nn.Module):
             lengthscale: :math:`\ell` in pixels (initial value when learnable).
             variance: :math:`s^2` (initial value when learnable).
             learnable: optimise the parameters with the network.
+            family: ``rbf`` (the paper's) or a Matérn (:func:`stationary`).
 
         Raises:
-            ValueError: for non-positive values.
+            ValueError: for non-positive values or an unknown family.
         """
         super().__init__()
+        _check_family(family)
+        self.family = family
         if lengthscale <= 0 or variance <= 0:
             raise ValueError(
                 f'lengthscale={lengthscale} and variance={variance} must be > 0.'
@@ -134,7 +247,7 @@ class RBFKernel(nn.Module):
     def forward(self, a: Tensor, b: Tensor, context: Tensor | None = None) -> Tensor:
         """``(B, N, M)`` covariances between ``(B, N, 2)`` and ``(B, M, 2)`` points."""
         ell, var = self.params(context, a.shape[0])
-        return rbf(a, b, ell.to(a.dtype), var.to(a.dtype))
+        return stationary(a, b, ell.to(a.dtype), var.to(a.dtype), self.family)
 
 
 class ContextRBFKernel(nn.Module):
@@ -151,6 +264,7 @@ class ContextRBFKernel(nn.Module):
         lengthscale: float = 3.0,
         variance: float = 1.0,
         width: int = 16,
+        family: str = 'rbf',
     ) -> None:
         r"""Initialise the head.
 
@@ -159,8 +273,11 @@ class ContextRBFKernel(nn.Module):
             lengthscale: initial :math:`\ell` in pixels.
             variance: initial :math:`s^2`.
             width: channels of the head's convolutions.
+            family: ``rbf`` (the paper's) or a Matérn (:func:`stationary`).
         """
         super().__init__()
+        _check_family(family)
+        self.family = family
         self.head = nn.Sequential(
             nn.Conv2d(in_channels, width, 3, stride=2, padding=1),
             nn.ReLU(),
@@ -198,4 +315,4 @@ class ContextRBFKernel(nn.Module):
     def forward(self, a: Tensor, b: Tensor, context: Tensor | None = None) -> Tensor:
         """``(B, N, M)`` covariances, each image with its own parameters."""
         ell, var = self.params(context, a.shape[0])
-        return rbf(a, b, ell.to(a.dtype), var.to(a.dtype))
+        return stationary(a, b, ell.to(a.dtype), var.to(a.dtype), self.family)

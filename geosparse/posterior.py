@@ -14,8 +14,9 @@ label revelation", NPP-GP),
 with :math:`K_{++} = k(P_+, P_+) + \sigma_0^2 I`. :math:`K_{++}` is factorised once
 (Cholesky, with a growing jitter if needed); the pixels are then processed in
 tiles, so memory is bounded by ``chunk`` × the number of points whatever the
-map's size, and each tile uses only the points within reach of its pixels. The kernel here is the RBF
-:math:`k(a, b) = s^2 \exp(-\lVert a - b \rVert^2 / 2\ell^2)` in pixel units.
+map's size, and each tile uses only the points within reach of its pixels. The kernel
+is the RBF :math:`k(a, b) = s^2 \exp(-\lVert a - b \rVert^2 / 2\ell^2)` in pixel units,
+or a Matérn (``family``, :func:`~geosparse.kernels.stationary`).
 
 The kernel learnt in training describes the residuals at *training* points, which the
 network has partly fitted, so its variance can be too small (or, early in training,
@@ -33,7 +34,7 @@ import math
 import torch
 from torch import Tensor
 
-from .kernels import rbf, stable_cholesky
+from .kernels import kernel_reach, stable_cholesky, stationary
 
 __all__ = ['loo_variance_scale', 'posterior_map']
 
@@ -47,6 +48,7 @@ def posterior_map(
     noise: float,
     chunk: int = 8_000_000,
     cutoff: float = 1e-12,
+    family: str = 'rbf',
 ) -> tuple[Tensor, Tensor]:
     r"""Posterior mean and standard deviation of every pixel given revealed points.
 
@@ -74,6 +76,8 @@ def posterior_map(
         chunk: at most this many kernel entries (pixels × points) at once.
         cutoff: :math:`\epsilon`, the relative covariance below which a point is
             ignored for a tile (0 keeps every point).
+        family: kernel family (:func:`~geosparse.kernels.stationary`; the reach
+            :math:`R` is then :func:`~geosparse.kernels.kernel_reach`).
 
     Returns:
         ``(mean, std)`` maps ``(H, W)``; without points, ``mean`` and
@@ -100,14 +104,12 @@ def posterior_map(
     rows = pts[:, 0].floor().long().clamp(0, h - 1)
     cols = pts[:, 1].floor().long().clamp(0, w - 1)
     resid = values.to(dtype) - mean[rows, cols].to(dtype)
-    kpp = rbf(pts, pts, lengthscale, variance)
+    kpp = stationary(pts, pts, lengthscale, variance, family)
     kpp = kpp + noise * torch.eye(len(pts), dtype=dtype)
     factor = stable_cholesky(kpp)
     alpha = torch.cholesky_solve(resid[:, None], factor)[:, 0]
     kinv = torch.cholesky_inverse(factor)
-    reach = (
-        lengthscale * math.sqrt(2 * math.log(1 / cutoff)) if 0 < cutoff < 1 else math.inf
-    )
+    reach = kernel_reach(lengthscale, family, cutoff)
     tile = max(8, int(math.sqrt(chunk / len(pts))))
     # Outputs in the map's dtype, filled tile by tile (float64 only within a tile).
     out_mean = torch.empty_like(mean)
@@ -116,8 +118,12 @@ def posterior_map(
         for c0 in range(0, w, tile):
             r1, c1 = min(r0 + tile, h), min(c0 + tile, w)
             # Distance from each point to the tile's rectangle of pixel centres.
-            dr = (r0 + 0.5 - pts[:, 0]).clamp(min=0) + (pts[:, 0] - r1 + 0.5).clamp(min=0)
-            dc = (c0 + 0.5 - pts[:, 1]).clamp(min=0) + (pts[:, 1] - c1 + 0.5).clamp(min=0)
+            dr = (r0 + 0.5 - pts[:, 0]).clamp(min=0) + (pts[:, 0] - r1 + 0.5).clamp(
+                min=0
+            )
+            dc = (c0 + 0.5 - pts[:, 1]).clamp(min=0) + (pts[:, 1] - c1 + 0.5).clamp(
+                min=0
+            )
             near = torch.nonzero(dr.square() + dc.square() <= reach**2)[:, 0]
             tile_mean = mean[r0:r1, c0:c1].to(dtype)
             if len(near) == 0:
@@ -130,7 +136,7 @@ def posterior_map(
                 indexing='ij',
             )
             xy = torch.stack([rr.reshape(-1), cc.reshape(-1)], dim=1)
-            ks = rbf(xy, pts[near], lengthscale, variance)  # n, L
+            ks = stationary(xy, pts[near], lengthscale, variance, family)  # n, L
             shape = (r1 - r0, c1 - c0)
             out_mean[r0:r1, c0:c1] = tile_mean + (ks @ alpha[near]).reshape(shape)
             quad = ((ks @ kinv[near][:, near]) * ks).sum(1)
@@ -138,12 +144,14 @@ def posterior_map(
             out_std[r0:r1, c0:c1] = std.reshape(shape)
     return out_mean, out_std
 
+
 def loo_variance_scale(
     points: Tensor,
     residuals: Tensor,
     lengthscale: float,
     variance: float,
     noise: float,
+    family: str = 'rbf',
 ) -> float:
     r"""Factor :math:`c` for :math:`s^2` and :math:`\sigma_0^2` from leave-one-out residuals.
 
@@ -160,6 +168,7 @@ def loo_variance_scale(
         lengthscale: RBF :math:`\ell` in pixels.
         variance: RBF :math:`s^2`.
         noise: :math:`\sigma_0^2`.
+        family: kernel family (:func:`~geosparse.kernels.stationary`).
 
     Returns:
         :math:`c > 0` (1.0 with fewer than two points, where it is undefined).
@@ -178,7 +187,9 @@ def loo_variance_scale(
         return 1.0
     dtype = torch.float64
     pts = points.to(dtype)
-    k = rbf(pts, pts, lengthscale, variance) + noise * torch.eye(len(pts), dtype=dtype)
+    k = stationary(pts, pts, lengthscale, variance, family) + noise * torch.eye(
+        len(pts), dtype=dtype
+    )
     factor = stable_cholesky(k)
     kinv = torch.cholesky_inverse(factor)
     alpha = kinv @ residuals.to(dtype)

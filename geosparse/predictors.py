@@ -50,6 +50,7 @@ from torchgeo.trainers import PixelwiseRegressionTask, SemanticSegmentationTask
 from tqdm.auto import tqdm
 
 from .io.source import ImageSource
+from .kernels import FAMILIES
 from .posterior import loo_variance_scale, posterior_map
 from .trainers.lsr import LabelSuperResolutionTask, normalised_entropy
 from .trainers.npp import NPPTask
@@ -167,6 +168,7 @@ class Predictor:
         reveal: tuple[np.ndarray, np.ndarray] | None = None,
         reveal_crs: CRS | str | None = None,
         kernel: Mapping[str, float] | None = None,
+        kernel_family: str | None = None,
         calibrate: bool = False,
     ) -> None:
         """Wrap a task (or a checkpoint, loaded now and again in each dask worker).
@@ -194,6 +196,8 @@ class Predictor:
                 each raster's CRS by :meth:`for_crs`); None: the rasters' CRS.
             kernel: with ``reveal``: ``lengthscale`` (CRS units, e.g. metres),
                 ``variance`` and ``noise`` of the RBF kernel.
+            kernel_family: ``rbf`` or a Matérn (:func:`~geosparse.kernels.stationary`);
+                default: the NPP checkpoint's, else ``rbf``.
             calibrate: with ``reveal``: before predicting, rescale the kernel's
                 variance and noise by leave-one-out on the revealed points
                 (:meth:`calibrated`, called by
@@ -254,6 +258,13 @@ class Predictor:
         )
         self.kernel = dict(kernel or {})
         self.is_npp = isinstance(task, NPPTask)
+        if kernel_family is None:
+            kernel_family = task.kernel_family if isinstance(task, NPPTask) else 'rbf'
+        if kernel_family not in FAMILIES:
+            raise ValueError(
+                f'kernel_family={kernel_family!r}: choose one of {", ".join(FAMILIES)}.'
+            )
+        self.kernel_family = kernel_family
         if reveal is not None:
             if self.kind != 'regression' or len(names) != 1:
                 raise ValueError(
@@ -361,10 +372,15 @@ class Predictor:
         if self.kind == 'regression':
             if self.has_std:
                 if self.kernel:
-                    tags['kernel'] = json.dumps({'type': 'rbf', **self.kernel})
+                    tags['kernel'] = json.dumps(
+                        {'type': self.kernel_family, **self.kernel}
+                    )
                 else:
                     tags['kernel'] = json.dumps(
-                        {'type': 'rbf', 'from': f'checkpoint ({hp_kernel(self.task)})'}
+                        {
+                            'type': self.kernel_family,
+                            'from': f'checkpoint ({hp_kernel(self.task)})',
+                        }
                     )
                 n = 0 if self.reveal is None else len(self.reveal[1])
                 tags['revealed_points'] = str(n)
@@ -530,7 +546,9 @@ class Predictor:
             vals = torch.from_numpy(values[inside])
         ell, var, noise = self._kernel_pixels(image, transform)
         c = self.variance_scale
-        post, std = posterior_map(mean.double(), pts, vals, ell, var * c, noise * c)
+        post, std = posterior_map(
+            mean.double(), pts, vals, ell, var * c, noise * c, family=self.kernel_family
+        )
         return np.stack([post.numpy(), std.numpy()]).astype(np.float32)
 
     def _kernel_pixels(
@@ -614,6 +632,7 @@ class Predictor:
             torch.from_numpy(np.concatenate(pts)),
             torch.tensor(resid, dtype=torch.float64),
             *kernel,
+            family=self.kernel_family,
         )
         return other
 

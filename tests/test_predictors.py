@@ -1,4 +1,5 @@
 import json
+import math
 import pickle
 
 import lightning.pytorch as pl
@@ -324,3 +325,38 @@ def test_calibrate_needs_known_points(tmp_path, capsys):
     ]
     assert main([*args, '--out', str(tmp_path / 'o'), '--calibrate']) == 2
     assert 'calibrate needs known points' in capsys.readouterr().err
+
+
+def test_kernel_family_shapes_the_posterior(tmp_path):
+    import geopandas as gpd
+    from shapely.geometry import Point
+
+    net = _regression_net(tmp_path).numpy()
+    pts = gpd.GeoDataFrame(
+        {'h': [40.0]},
+        geometry=[Point(500000 + 100.5, 4200000 - 100.5)],
+        crs='EPSG:32618',
+    )
+    pts.to_file(tmp_path / 'one.gpkg')
+    base = [
+        'predict',
+        '--checkpoint',
+        str(tmp_path / 'reg.ckpt'),
+        str(tmp_path / 'in.tif'),
+    ]
+    base += ['--quiet', '--reveal', str(tmp_path / 'one.gpkg'), '--value', 'h']
+    base += ['--lengthscale', '10', '--kernel-variance', '4', '--noise', '1e-6']
+    std = {}
+    for family in ('rbf', 'matern12'):
+        out = tmp_path / family
+        assert main([*base, '--kernel-family', family, '--out', str(out)]) == 0
+        with rasterio.open(out / 'in_regression.tif') as src:
+            mean, std[family] = src.read()
+            assert json.loads(src.tags()['kernel'])['type'] == family
+        assert mean[100, 100] == pytest.approx(40.0, abs=0.01)
+    # 5 px from the point: the RBF correlation is exp(-1/8), the exponential exp(-1/2).
+    for family, rho in (('rbf', math.exp(-0.125)), ('matern12', math.exp(-0.5))):
+        assert std[family][100, 105] == pytest.approx(
+            2 * math.sqrt(1 - rho**2), rel=1e-3
+        )
+    assert np.allclose(std['rbf'][0, 0], 2.0) and net.shape == (200, 200)

@@ -45,6 +45,7 @@ class NPPTask(PixelwiseRegressionTask):
         num_filters: int = 64,
         loss: Literal['npp', 'mse'] = 'npp',
         kernel: Literal['static', 'learnable', 'context'] = 'learnable',
+        kernel_family: Literal['rbf', 'matern12', 'matern32', 'matern52'] = 'rbf',
         lengthscale: float = 3.0,
         variance: float = 1.0,
         noise: float = 0.1,
@@ -68,6 +69,8 @@ class NPPTask(PixelwiseRegressionTask):
             loss: ``npp`` (GP negative log-likelihood) or ``mse`` (at the points).
             kernel: ``static`` (fixed :math:`\ell, s^2`), ``learnable`` or
                 ``context`` (regressed from the image).
+            kernel_family: ``rbf`` (the paper's) or a Matérn
+                (:func:`~geosparse.kernels.stationary`).
             lengthscale: :math:`\ell` in pixels (initial value unless static).
             variance: :math:`s^2` in squared target units (after ``target_scale``).
             noise: :math:`\sigma_0^2` (initial value when learnable).
@@ -131,13 +134,17 @@ class NPPTask(PixelwiseRegressionTask):
         if hp['loss'] not in ('npp', 'mse'):
             raise ValueError(f"loss={hp['loss']!r}: choose 'npp' or 'mse'.")
         kernel: nn.Module
+        family = hp.get('kernel_family', 'rbf')  # older checkpoints: the RBF
         if hp['kernel'] == 'context':
             kernel = ContextRBFKernel(
-                hp['in_channels'], hp['lengthscale'], hp['variance']
+                hp['in_channels'], hp['lengthscale'], hp['variance'], family=family
             )
         elif hp['kernel'] in ('static', 'learnable'):
             kernel = RBFKernel(
-                hp['lengthscale'], hp['variance'], learnable=hp['kernel'] == 'learnable'
+                hp['lengthscale'],
+                hp['variance'],
+                learnable=hp['kernel'] == 'learnable',
+                family=family,
             )
         else:
             raise ValueError(
@@ -160,6 +167,11 @@ class NPPTask(PixelwiseRegressionTask):
     def kernel(self) -> nn.Module:
         """The GP kernel."""
         return self.npp_loss.kernel
+
+    @property
+    def kernel_family(self) -> str:
+        """``rbf`` or a Matérn (:func:`~geosparse.kernels.stationary`)."""
+        return str(self.hparams.get('kernel_family', 'rbf'))
 
     def normalize(self, x: Tensor) -> Tensor:
         """:math:`x / s` with :math:`s` = ``input_scale``."""
@@ -268,6 +280,14 @@ class NPPTask(PixelwiseRegressionTask):
                 pts, vals = batch['points'][i][ok], batch['values'][i][ok][:, 0]
             else:
                 pts, vals = torch.zeros(0, 2), torch.zeros(0)
-            mean, std = posterior_map(out[i, 0].double(), pts, vals, ell, var, noise)
+            mean, std = posterior_map(
+                out[i, 0].double(),
+                pts,
+                vals,
+                ell,
+                var,
+                noise,
+                family=self.kernel_family,
+            )
             results.append(torch.stack([mean, std]).float())
         return torch.stack(results)

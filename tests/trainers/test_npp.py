@@ -9,6 +9,7 @@ import torch
 
 from geosparse.cli import main
 from geosparse.datasets import make_point_labels, make_scene
+from geosparse.posterior import posterior_map
 from geosparse.trainers import NPPTask, point_values
 
 from ..conftest import ROOT
@@ -173,3 +174,38 @@ def test_gp_parameters_get_their_own_learning_rate():
     assert id(head[0].weight) in {id(p) for p in groups[0]['params']}
     static = NPPTask(model='fcn', num_filters=8, kernel='static', learn_noise=False)
     assert len(static.configure_optimizers()['optimizer'].param_groups) == 1
+
+
+def test_matern_task_trains_and_predicts_with_its_family():
+    task = NPPTask(model='fcn', num_filters=8, in_channels=3, kernel_family='matern32')
+    assert task.kernel.family == 'matern32' and task.kernel_family == 'matern32'
+    batch = {
+        'image': torch.rand(2, 3, 32, 32) * 255,
+        'points': torch.tensor([[[4.5, 4.5], [20.5, 10.5]], [[8.5, 8.5], [0.0, 0.0]]]),
+        'values': torch.tensor([[[1.0], [2.0]], [[3.0], [0.0]]]),
+        'valid': torch.tensor([[True, True], [True, False]]),
+    }
+    loss = task.compute_loss(batch, task(batch['image']))
+    loss.backward()
+    assert torch.isfinite(loss) and task.kernel.raw.grad is not None
+    with torch.no_grad():
+        out = task.predict_step(batch, 0)
+    ell, var, noise = task.kernel_params(batch['image'][:1])
+    mean = task(batch['image'][:1])[0, 0].detach().double()
+    ref_mean, ref_std = posterior_map(
+        mean,
+        batch['points'][0],
+        batch['values'][0, :, 0],
+        ell,
+        var,
+        noise,
+        family='matern32',
+    )
+    torch.testing.assert_close(
+        out[0, 0].double(), ref_mean.float().double(), atol=1e-4, rtol=1e-4
+    )
+    torch.testing.assert_close(
+        out[0, 1].double(), ref_std.float().double(), atol=1e-5, rtol=1e-5
+    )
+    with pytest.raises(ValueError, match="'cubic'"):
+        NPPTask(model='fcn', num_filters=8, kernel_family='cubic')
