@@ -237,6 +237,7 @@ def run_split(
             {
                 'loss': 'npp',
                 'kernel': a.kernel,
+                'kernel_family': a.kernel_family,
                 'lengthscale': a.lengthscale,
                 'variance': 1.0,
                 'noise': 0.1,
@@ -254,9 +255,12 @@ def run_split(
     rev_val = torch.from_numpy(values[rev])
     t0 = time.perf_counter()
     ell, var, noise = tasks['npp'].kernel_params(torch.from_numpy(image)[None])
-    gp_mean, gp_std = posterior_map(maps['npp'], rev_pts, rev_val, ell, var, noise)
+    fam = a.kernel_family
+    gp_mean, gp_std = posterior_map(
+        maps['npp'], rev_pts, rev_val, ell, var, noise, family=fam
+    )
     resid = rev_val - maps['npp'][rc[rev, 0], rc[rev, 1]]
-    c = loo_variance_scale(rev_pts, resid, ell, var, noise)
+    c = loo_variance_scale(rev_pts, resid, ell, var, noise, family=fam)
     seconds['posterior'] = round(time.perf_counter() - t0, 2)
     resid = rev_val - maps['mse'][rc[rev, 0], rc[rev, 1]]
     k_ell, k_var, k_noise = fit_static_kernel(
@@ -330,6 +334,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     p.add_argument(
         '--kernel', default='learnable', choices=['static', 'learnable', 'context']
+    )
+    p.add_argument(
+        '--kernel-family',
+        default='rbf',
+        choices=['rbf', 'matern12', 'matern32', 'matern52'],
+        help="NPP kernel shape (default: %(default)s, the paper's)",
     )
     p.add_argument(
         '--lengthscale',
@@ -487,6 +497,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         'settings': {
             'model': a.model,
             'kernel': a.kernel,
+            'kernel_family': a.kernel_family,
             'steps': a.steps,
             'folds': a.folds,
             'log': a.log,

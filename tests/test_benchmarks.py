@@ -177,10 +177,13 @@ def test_npp_geo_on_points_with_dense_truth(height_scene, tmp_path):
         32,
         '--steps',
         30,
+        '--kernel-family',
+        'matern32',
         '--out',
         out,
     )
     got = json.loads(out.read_text())
+    assert got['settings']['kernel_family'] == 'matern32'
     assert set(got['methods']) == {'mse', 'npp', 'npp-gp', 'mse-gp'}
     assert got['points']['evaluated_on'] == 'truth'
     # Every truth pixel but those of the 120 points (train + revealed).
