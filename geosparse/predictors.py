@@ -203,7 +203,8 @@ class Predictor:
                 (:meth:`calibrated`, called by
                 :func:`~geosparse.predict.predict_raster`); the std band then matches
                 the errors at held-out points instead of the residuals the network
-                saw in training.
+                saw in training. Reveal points the network was not trained on: at
+                training points the residuals are too small.
 
         Raises:
             ValueError: without a task or a checkpoint, or for an unsupported task
