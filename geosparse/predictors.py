@@ -555,7 +555,7 @@ class Predictor:
     def _kernel_pixels(
         self, image: np.ndarray, transform: Affine | None
     ) -> tuple[float, float, float]:
-        r"""RBF :math:`(\ell, s^2, \sigma_0^2)`, :math:`\ell` in pixels of ``transform``."""
+        r"""Kernel :math:`(\ell, s^2, \sigma_0^2)`, :math:`\ell` in pixels of ``transform``."""
         if 'lengthscale' in self.kernel:
             res = 1.0 if transform is None else abs(transform.a)
             return (
@@ -568,7 +568,12 @@ class Predictor:
             return self.task.kernel_params(torch.from_numpy(image[None]))
 
     def calibrated(
-        self, source: ImageSource, block: int, halo: int, progress: bool = False
+        self,
+        source: ImageSource,
+        block: int,
+        halo: int,
+        progress: bool = False,
+        max_points: int = 4000,
     ) -> Predictor:
         r"""This predictor with its kernel's variance and noise recalibrated on ``source``.
 
@@ -586,6 +591,8 @@ class Predictor:
             block: block size of the prediction.
             halo: halo of the prediction.
             progress: show a progress bar over the blocks that hold points.
+            max_points: at most this many points (a random subset, seed 0) enter
+                the leave-one-out, which inverts a points x points matrix.
 
         Returns:
             A copy with :attr:`variance_scale` set (self if not :attr:`calibrate`).
@@ -628,10 +635,14 @@ class Predictor:
                 f'{", ".join(source.paths)}: calibrate needs at least two revealed '
                 f'points on valid pixels, found {len(resid)}; drop --calibrate.'
             )
+        all_pts, all_resid = np.concatenate(pts), np.asarray(resid)
+        if len(all_resid) > max_points:  # the LOO needs a P x P inverse
+            keep = np.random.default_rng(0).choice(len(all_resid), max_points, False)
+            all_pts, all_resid = all_pts[keep], all_resid[keep]
         other = copy.copy(self)
         other.variance_scale = loo_variance_scale(
-            torch.from_numpy(np.concatenate(pts)),
-            torch.tensor(resid, dtype=torch.float64),
+            torch.from_numpy(all_pts),
+            torch.from_numpy(all_resid),
             *kernel,
             family=self.kernel_family,
         )
