@@ -75,6 +75,7 @@ def fit_static_kernel(
     resid: list[tuple[Tensor, Tensor]],
     lengthscales: Iterable[float],
     noise_fractions: Iterable[float] = (0.01, 0.1, 0.3),
+    family: str = 'rbf',
 ) -> tuple[float, float, float]:
     r"""Static RBF parameters :math:`(\ell, s^2, \sigma_0^2)` that maximise the GP likelihood of residuals.
 
@@ -87,6 +88,7 @@ def fit_static_kernel(
             network on validation data.
         lengthscales: candidate :math:`\ell` in pixels.
         noise_fractions: candidate :math:`f`.
+        family: kernel family (:func:`geosparse.kernels.stationary`).
 
     Returns:
         The best :math:`(\ell, s^2, \sigma_0^2)`.

@@ -184,7 +184,7 @@ def test_npp_geo_on_points_with_dense_truth(height_scene, tmp_path):
     )
     got = json.loads(out.read_text())
     assert got['settings']['kernel_family'] == 'matern32'
-    assert set(got['methods']) == {'mse', 'npp', 'npp-gp', 'mse-gp'}
+    assert set(got['methods']) == {'mse', 'npp', 'npp-gp', 'npp-gp-refit', 'mse-gp'}
     assert got['points']['evaluated_on'] == 'truth'
     # Every truth pixel but those of the 120 points (train + revealed).
     frame = gpd.read_file(points)
