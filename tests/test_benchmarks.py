@@ -143,6 +143,11 @@ def test_npp_paper_prints_every_dataset_pattern_and_fraction(tmp_path):
             for s in pattern.values():
                 assert s['mse'] >= 0 and s['r2'] <= 1
         assert list(got['revelation'][name]) == ['0.25', '0.5', '0.75', '1.0']
+    # Two seeds by default; the top level is their mean.
+    assert list(got['per_seed']) == ['0', '1']
+    runs = [got['per_seed'][k]['datasets']['pin-mnist']['random']['mse'] for k in '01']
+    mean = got['datasets']['pin-mnist']['random']['mse']
+    assert mean['r2'] == pytest.approx((runs[0]['r2'] + runs[1]['r2']) / 2)
 
 
 def test_npp_paper_names_a_bad_mnist_file(tmp_path):
