@@ -1,0 +1,67 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from geosparse.gaussians import GaussianFit
+from geosparse.losses import bayesian_kernel, gst_kernel, transport_loss
+
+
+def _fit(means, stds, shape=(40, 60)):
+    means = np.asarray(means, dtype=np.float64).reshape(-1, 2)
+    covs = np.eye(2) * np.asarray(stds, dtype=np.float64).reshape(-1, 1, 1) ** 2
+    return GaussianFit(means, covs, np.ones((len(means), 1)), np.zeros(1), shape)
+
+
+def test_gst_kernel_assigns_cells_to_their_gaussian_or_the_background():
+    fit = _fit([[10.5, 10.5], [10.5, 40.5]], [2.0, 6.0])
+    k = gst_kernel(fit, stride=1, cutoff=3.0)
+    assert k.shape == (3, 40 * 60)
+    torch.testing.assert_close(k.sum(0), torch.ones(40 * 60, dtype=torch.float64))
+    cell = lambda r, c: r * 60 + c  # noqa: E731
+    # At a centre the background keeps exp(-c^2/2) / (1 + exp(-c^2/2)) = 1.1 % (c = 3).
+    leak = math.exp(-4.5) / (1 + math.exp(-4.5))
+    assert float(k[0, cell(10, 10)]) == pytest.approx(1 - leak, abs=1e-6)
+    assert float(k[1, cell(10, 40)]) == pytest.approx(1 - leak, abs=1e-3)
+    assert k[2, cell(35, 5)] > 0.99  # far from both: background
+    # The wide Gaussian reaches further: 9 px from each centre (4.5 sd vs 1.5 sd).
+    assert k[2, cell(10, 19)] > 0.5 and k[1, cell(10, 31)] > 0.5
+    # Strided grid: cell (r, c) of a stride-4 grid is centred at pixel (4r + 2, 4c + 2).
+    k4 = gst_kernel(fit, stride=4)
+    assert k4.shape == (3, 10 * 15)
+    assert k4[0, 2 * 15 + 2] > 0.98  # centre (10, 10)
+
+
+def test_bayesian_kernel_background_grows_with_distance():
+    pts = torch.tensor([[10.5, 10.5]])
+    k = bayesian_kernel(pts, (40, 60), sigma=4.0, background_ratio=0.5)  # d = 20 px
+    torch.testing.assert_close(k.sum(0), torch.ones(2400, dtype=torch.float64))
+    near, far = k[1, 10 * 60 + 12], k[1, 10 * 60 + 55]
+    assert near < 0.01 and far > 0.99
+    # At distance r from the point: point exp(-r^2/2s^2) vs background exp(-(d - r)^2/2s^2).
+    r = 10.0
+    assert float(k[0, 10 * 60 + 20]) == pytest.approx(
+        1 / (1 + math.exp(-((20 - r) ** 2 - r**2) / 32)), abs=1e-3
+    )
+
+
+def test_loss_is_zero_for_unit_mass_at_each_annotation_and_counts_background():
+    fit = _fit([[10.5, 10.5], [30.5, 40.5]], [2.0, 2.0])
+    k = gst_kernel(fit)
+    density = torch.zeros(40, 60)
+    density[10, 10] = density[30, 40] = 1.0
+    leak = math.exp(-4.5) / (1 + math.exp(-4.5))  # what the background keeps at a centre
+    assert float(transport_loss(density, k)) == pytest.approx(4 * leak, abs=1e-4)
+    density[0, 59] = 0.7  # mass on the background costs its amount
+    assert float(transport_loss(density, k)) == pytest.approx(4 * leak + 0.7, abs=1e-4)
+    missing = torch.zeros(40, 60)
+    missing[10, 10] = 1.0  # the second object is not found
+    assert float(transport_loss(missing, k)) == pytest.approx(1 + 2 * leak, abs=1e-4)
+    density = torch.zeros(40, 60, requires_grad=True)
+    transport_loss(density, k).backward()
+    assert density.grad is not None and density.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match='output stride'):
+        transport_loss(torch.zeros(10, 15), k)
+    with pytest.raises(ValueError, match='no annotations'):
+        gst_kernel(_fit(np.zeros((0, 2)), []))
