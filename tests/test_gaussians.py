@@ -120,3 +120,15 @@ def test_bad_points_are_refused():
         fit_gaussians(image, np.zeros((0, 2)))
     with pytest.raises(ValueError, match='1 of 2 points lie outside'):
         fit_gaussians(image, np.array([[5.0, 5.0], [70.0, 5.0]]))
+
+
+def test_truncated_rendering_matches_every_pixel_rendering():
+    image, means, covs = _scene()
+    args = [torch.from_numpy(a) for a in (means, covs, np.full((4, 3), 0.9), np.zeros(3))]
+    local = render(*args, (64, 64), chunk=3)  # reach 4 sd: patches of 2 x 16 + 1 px
+    dense = render(*args, (64, 64), reach=math.inf)
+    torch.testing.assert_close(local, dense, atol=5e-4, rtol=0)
+    # Gradients flow through the patches as through the dense image.
+    c = torch.full((4, 3), 0.9, dtype=torch.float64, requires_grad=True)
+    render(args[0], args[1], c, args[3], (64, 64)).sum().backward()
+    assert c.grad is not None and (c.grad > 0).all()
