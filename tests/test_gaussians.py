@@ -123,8 +123,10 @@ def test_bad_points_are_refused():
 
 
 def test_truncated_rendering_matches_every_pixel_rendering():
-    image, means, covs = _scene()
-    args = [torch.from_numpy(a) for a in (means, covs, np.full((4, 3), 0.9), np.zeros(3))]
+    _, means, covs = _scene()
+    args = [
+        torch.from_numpy(a) for a in (means, covs, np.full((4, 3), 0.9), np.zeros(3))
+    ]
     local = render(*args, (64, 64), chunk=3)  # reach 4 sd: patches of 2 x 16 + 1 px
     dense = render(*args, (64, 64), reach=math.inf)
     torch.testing.assert_close(local, dense, atol=5e-4, rtol=0)

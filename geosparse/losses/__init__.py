@@ -3,6 +3,7 @@
 from .lsr import BlockStatistics, StatisticsMatchingLoss, label_counting
 from .naive import HardNaiveLoss, SoftNaiveLoss
 from .npp import NPPLoss
+from .p2r import p2r_loss, p2r_targets
 from .transport import bayesian_kernel, gst_kernel, transport_loss
 
 __all__ = [
@@ -14,5 +15,7 @@ __all__ = [
     'bayesian_kernel',
     'gst_kernel',
     'label_counting',
+    'p2r_loss',
+    'p2r_targets',
     'transport_loss',
 ]

@@ -51,7 +51,9 @@ def test_loss_is_zero_for_unit_mass_at_each_annotation_and_counts_background():
     k = gst_kernel(fit)
     density = torch.zeros(40, 60)
     density[10, 10] = density[30, 40] = 1.0
-    leak = math.exp(-4.5) / (1 + math.exp(-4.5))  # what the background keeps at a centre
+    leak = math.exp(-4.5) / (
+        1 + math.exp(-4.5)
+    )  # what the background keeps at a centre
     assert float(transport_loss(density, k)) == pytest.approx(4 * leak, abs=1e-4)
     density[0, 59] = 0.7  # mass on the background costs its amount
     assert float(transport_loss(density, k)) == pytest.approx(4 * leak + 0.7, abs=1e-4)

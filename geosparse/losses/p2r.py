@@ -1,0 +1,139 @@
+r"""Point-to-Region loss for point-supervised counting (Lin, Zhao and Chan, CVPR 2025).
+
+The network outputs a logit map :math:`\hat y` on a grid of cells. Each annotated (or
+pseudo-) point :math:`x_i` owns the cells nearer to it than to any other point (its
+Voronoi region), truncated at ``radius`` cells. Inside a region, the single
+*positive* cell is the one with the best trade-off of normalised distance and
+predicted probability,
+
+.. math::
+    j^*_i = \arg\min_{j \in R_i} \; \frac{\lVert c_j - x_i \rVert}{r} - \sigma(\hat y_j),
+
+and every other cell of the region is a negative; cells in no region (further than
+``radius`` from every point) are negatives too, which gives the "nothing here" signal
+that point-to-point matching lacks. The loss is binary cross-entropy averaged over all
+cells, with positives weighted by ``pos_weight`` and each region weighted by its
+point's confidence (1 for annotations, the teacher's confidence for pseudo-points in
+semi-supervised training). Counting: the number of cells with
+:math:`\sigma(\hat y) > 0.5`.
+
+Points are matched to regions by a k-d tree (scipy), so the cost grows with the
+number of cells, not with cells x points.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.spatial import cKDTree
+from torch import Tensor
+
+__all__ = ['p2r_loss', 'p2r_targets']
+
+
+def p2r_targets(
+    logits: Tensor,
+    points: Tensor,
+    radius: float = 8.0,
+    confidence: Tensor | None = None,
+    pos_weight: float = 2.0,
+    background_weight: float = 1.0,
+) -> tuple[Tensor, Tensor]:
+    r"""Targets and weights of the P2R loss for one ``(h, w)`` logit map.
+
+    Args:
+        logits: ``(h, w)`` logits.
+        points: ``(N, 2)`` (row, col) points in cell units (cell centres at
+            integer + 0.5); may be empty.
+        radius: truncation radius of the regions, in cells.
+        confidence: ``(N,)`` weight of each point's region (default 1).
+        pos_weight: extra weight of the positives.
+        background_weight: weight of the cells in no region.
+
+    Returns:
+        ``(target, weight)``, each ``(h, w)``.
+
+    Raises:
+        ValueError: for a non-positive radius or mismatched shapes.
+    """
+    if radius <= 0:
+        raise ValueError(f'radius={radius} must be > 0 (cells).')
+    h, w = logits.shape
+    target = torch.zeros(h * w, dtype=logits.dtype)
+    weight = torch.full((h * w,), float(background_weight), dtype=logits.dtype)
+    if len(points) == 0:
+        return target.reshape(h, w), weight.reshape(h, w)
+    if points.ndim != 2 or points.shape[1] != 2:
+        raise ValueError(f'points must be (N, 2), got {tuple(points.shape)}.')
+    conf = (
+        torch.ones(len(points), dtype=logits.dtype)
+        if confidence is None
+        else confidence.to(logits.dtype)
+    )
+    if conf.shape != (len(points),):
+        raise ValueError(
+            f'confidence must be ({len(points)},), got {tuple(conf.shape)}.'
+        )
+    rr, cc = np.meshgrid(np.arange(h) + 0.5, np.arange(w) + 0.5, indexing='ij')
+    cells = np.stack([rr.ravel(), cc.ravel()], 1)
+    pts = points.detach().cpu().double().numpy()
+    dist, owner = cKDTree(pts).query(cells, distance_upper_bound=radius)
+    inside = np.isfinite(dist)
+    owner_t = torch.from_numpy(np.where(inside, owner, 0))
+    inside_t = torch.from_numpy(inside)
+    prob = torch.sigmoid(logits.detach().reshape(-1))
+    cost = torch.from_numpy(np.where(inside, dist, 0.0)).to(prob.dtype) / radius - prob
+    cost = torch.where(inside_t, cost, torch.full_like(cost, torch.inf))
+    best = torch.full((len(pts),), torch.inf, dtype=cost.dtype)
+    best = best.scatter_reduce(0, owner_t[inside_t], cost[inside_t], reduce='amin')
+    positive = inside_t & (cost == best[owner_t])
+    target[positive] = 1.0
+    region_weight = conf[owner_t]
+    weight = torch.where(inside_t, region_weight, weight)
+    weight = torch.where(positive, weight * pos_weight, weight)
+    return target.reshape(h, w), weight.reshape(h, w)
+
+
+def p2r_loss(
+    logits: Tensor,
+    points: list[Tensor],
+    radius: float = 8.0,
+    confidence: list[Tensor] | None = None,
+    pos_weight: float = 2.0,
+    background_weight: float = 1.0,
+) -> Tensor:
+    """P2R loss of a batch: weighted BCE over all cells of every image.
+
+    Args:
+        logits: ``(B, 1, h, w)`` or ``(B, h, w)`` logits.
+        points: per image, ``(N_b, 2)`` points in cell units.
+        radius: region radius in cells.
+        confidence: per image, ``(N_b,)`` point confidences.
+        pos_weight: extra weight of the positives.
+        background_weight: weight of the cells in no region.
+
+    Returns:
+        Scalar loss (mean over cells).
+
+    Raises:
+        ValueError: if the number of point sets differs from the batch.
+    """
+    maps = logits[:, 0] if logits.ndim == 4 else logits
+    if len(points) != len(maps):
+        raise ValueError(f'{len(points)} point sets for a batch of {len(maps)}.')
+    targets, weights = [], []
+    for i, pts in enumerate(points):
+        t, wt = p2r_targets(
+            maps[i],
+            pts,
+            radius,
+            None if confidence is None else confidence[i],
+            pos_weight,
+            background_weight,
+        )
+        targets.append(t)
+        weights.append(wt)
+    target = torch.stack(targets).to(maps.device)
+    weight = torch.stack(weights).to(maps.device)
+    return F.binary_cross_entropy_with_logits(maps, target, weight=weight)
