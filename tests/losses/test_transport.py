@@ -67,3 +67,23 @@ def test_loss_is_zero_for_unit_mass_at_each_annotation_and_counts_background():
         transport_loss(torch.zeros(10, 15), k)
     with pytest.raises(ValueError, match='no annotations'):
         gst_kernel(_fit(np.zeros((0, 2)), []))
+
+
+def test_sparse_gst_kernel_matches_the_dense_one_and_the_loss():
+    rng = np.random.default_rng(0)
+    means = rng.uniform(0, 40, (12, 2)) * [1, 1.5] + 0.5
+    stds = rng.uniform(1.0, 4.0, 12)
+    fit = _fit(means, stds)
+    for stride in (1, 4):
+        dense = gst_kernel(fit, stride=stride)
+        sparse = gst_kernel(fit, stride=stride, sparse=True)
+        assert sparse.is_sparse
+        torch.testing.assert_close(sparse.to_dense(), dense, atol=1e-5, rtol=0)
+        cells = dense.shape[1]
+        assert sparse._nnz() < 0.6 * dense.numel() or cells < 200
+    density = torch.rand(40, 60, dtype=torch.float64, requires_grad=True)
+    a = transport_loss(density, gst_kernel(fit))
+    b = transport_loss(density, gst_kernel(fit, sparse=True))
+    assert float(a.detach()) == pytest.approx(float(b.detach()), abs=1e-3)
+    b.backward()
+    assert density.grad is not None and torch.isfinite(density.grad).all()
