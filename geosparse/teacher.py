@@ -1,0 +1,95 @@
+r"""Mean-teacher pieces for semi-supervised point counting (P2R's unlabelled branch).
+
+Lin, Zhao and Chan ("Point-to-Region Loss for Semi-Supervised Point-Based Crowd
+Counting", CVPR 2025) train a student on labelled images with the P2R loss and on
+unlabelled images with pseudo-points from an exponential-moving-average teacher:
+
+- :class:`EMATeacher`: :math:`\theta_t \leftarrow \alpha \theta_t + (1 - \alpha) \theta_s`
+  after every student step (Tarvainen and Valpola, 2017);
+- :func:`pseudo_points`: the teacher's confident local maxima as points, each with
+  its probability as confidence (every cell of its P2R region inherits it);
+- :func:`unlabelled_weight`: the ramp-up of the unlabelled loss,
+  :math:`w(t) = w_{max} \exp(-5 (1 - t/T)^2)` for :math:`t < T` (Laine and Aila, 2017).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ['EMATeacher', 'pseudo_points', 'unlabelled_weight']
+
+
+class EMATeacher(nn.Module):
+    """A frozen copy of a student network updated as its exponential moving average."""
+
+    def __init__(self, student: nn.Module, decay: float = 0.99) -> None:
+        r"""Copy the student.
+
+        Args:
+            student: the network being trained.
+            decay: :math:`\alpha` in [0, 1).
+
+        Raises:
+            ValueError: for a decay outside [0, 1).
+        """
+        super().__init__()
+        if not 0 <= decay < 1:
+            raise ValueError(f'decay={decay} must be in [0, 1).')
+        self.decay = decay
+        self.model = copy.deepcopy(student).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, student: nn.Module) -> None:
+        r"""Move the teacher: :math:`\theta_t \leftarrow \alpha \theta_t + (1 - \alpha) \theta_s`.
+
+        Buffers (e.g. BatchNorm statistics) are copied from the student.
+        """
+        for t, s in zip(self.model.parameters(), student.parameters(), strict=True):
+            t.mul_(self.decay).add_(s.detach(), alpha=1 - self.decay)
+        for tb, sb in zip(self.model.buffers(), student.buffers(), strict=True):
+            tb.copy_(sb)
+
+    @torch.no_grad()
+    def forward(self, x: Tensor) -> Tensor:
+        """The teacher's output (no gradients)."""
+        return self.model(x)
+
+
+def pseudo_points(
+    logits: Tensor, threshold: float = 0.5, window: int = 3
+) -> tuple[Tensor, Tensor]:
+    """Confident local maxima of a ``(h, w)`` logit map as points with confidences.
+
+    Args:
+        logits: the teacher's logits on one image.
+        threshold: minimum probability of a pseudo-point.
+        window: side of the local-maximum window (odd, in cells).
+
+    Returns:
+        ``(points (P, 2) cell centres as (row, col) + 0.5, confidence (P,))``.
+
+    Raises:
+        ValueError: for an even window.
+    """
+    if window % 2 == 0:
+        raise ValueError(f'window={window} must be odd.')
+    prob = torch.sigmoid(logits.detach().float())
+    peak = F.max_pool2d(prob[None, None], window, stride=1, padding=window // 2)[0, 0]
+    keep = (prob >= peak) & (prob > threshold)
+    rc = torch.nonzero(keep)
+    return rc.to(torch.float64) + 0.5, prob[keep].to(torch.float64)
+
+
+def unlabelled_weight(step: int, ramp_steps: int, max_weight: float = 1.0) -> float:
+    """Weight of the unlabelled loss at ``step``: a Gaussian ramp-up over ``ramp_steps``."""
+    if ramp_steps <= 0 or step >= ramp_steps:
+        return max_weight
+    t = max(step, 0) / ramp_steps
+    return max_weight * math.exp(-5 * (1 - t) ** 2)
