@@ -65,6 +65,7 @@ from _npp import Batch, fit_static_kernel, make_task, scores, train
 
 from geosparse.io.points import read_points
 from geosparse.io.raster import atomic_write_text
+from geosparse.kernels import FAMILIES
 from geosparse.posterior import loo_variance_scale, posterior_map
 from geosparse.trainers import NPPTask
 
@@ -372,7 +373,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument(
         '--kernel-family',
         default='rbf',
-        choices=['rbf', 'matern12', 'matern32', 'matern52'],
+        choices=FAMILIES,
         help="NPP kernel shape (default: %(default)s, the paper's)",
     )
     p.add_argument(

@@ -353,6 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     gp.add_argument('--kernel-variance', type=float, help='kernel variance')
     gp.add_argument(
         '--kernel-family',
+        # geosparse.kernels.FAMILIES, spelt out to keep torch out of --help.
         choices=['rbf', 'matern12', 'matern32', 'matern52'],
         help="kernel shape (default: the NPP checkpoint's, else rbf); Matérn "
         'kernels are rougher, as usual in geostatistics',

@@ -26,7 +26,7 @@ a batch of kernel matrices, adding jitter only to the matrices that need it.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -45,7 +45,7 @@ __all__ = [
 
 KernelFamily = Literal['rbf', 'matern12', 'matern32', 'matern52']
 #: Kernel families of :func:`stationary`.
-FAMILIES: tuple[str, ...] = ('rbf', 'matern12', 'matern32', 'matern52')
+FAMILIES: tuple[str, ...] = get_args(KernelFamily)
 
 
 def rbf(
@@ -64,12 +64,7 @@ def rbf(
     Returns:
         ``(B, N, M)`` (or ``(N, M)``) covariances.
     """
-    d2 = (a.unsqueeze(-2) - b.unsqueeze(-3)).square().sum(-1)
-    ell = torch.as_tensor(lengthscale, dtype=d2.dtype, device=d2.device)
-    var = torch.as_tensor(variance, dtype=d2.dtype, device=d2.device)
-    if a.ndim == 3:
-        ell, var = ell.reshape(-1, 1, 1), var.reshape(-1, 1, 1)
-    return var * torch.exp(-0.5 * d2 / ell.square())
+    return stationary(a, b, lengthscale, variance, 'rbf')
 
 
 def _profile(x: Tensor, family: str) -> Tensor:
@@ -113,14 +108,14 @@ def stationary(
     Raises:
         ValueError: for an unknown family.
     """
-    if family == 'rbf':
-        return rbf(a, b, lengthscale, variance)
     _check_family(family)
     d2 = (a.unsqueeze(-2) - b.unsqueeze(-3)).square().sum(-1)
     ell = torch.as_tensor(lengthscale, dtype=d2.dtype, device=d2.device)
     var = torch.as_tensor(variance, dtype=d2.dtype, device=d2.device)
     if a.ndim == 3:
         ell, var = ell.reshape(-1, 1, 1), var.reshape(-1, 1, 1)
+    if family == 'rbf':  # from squared distances: no square root
+        return var * torch.exp(-0.5 * d2 / ell.square())
     # sqrt(d2 + tiny): finite gradients with respect to the coordinates at r = 0.
     r = (d2 + 1e-30).sqrt()
     return var * _profile(r / ell, family)

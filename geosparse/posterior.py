@@ -70,8 +70,8 @@ def posterior_map(
             ``mean`` (pixel centres at integer + 0.5 are not required; the network
             mean at a point is read at the pixel that contains it).
         values: ``(P,)`` revealed labels :math:`y_+`.
-        lengthscale: RBF length-scale :math:`\ell` in pixels.
-        variance: RBF variance :math:`s^2`.
+        lengthscale: kernel length-scale :math:`\ell` in pixels.
+        variance: kernel variance :math:`s^2`.
         noise: observation noise variance :math:`\sigma_0^2`.
         chunk: at most this many kernel entries (pixels × points) at once.
         cutoff: :math:`\epsilon`, the relative covariance below which a point is
@@ -165,8 +165,8 @@ def loo_variance_scale(
     Args:
         points: ``(P, 2)`` revealed points (pixels), :math:`P \ge 2`.
         residuals: ``(P,)`` labels minus the network mean at the points.
-        lengthscale: RBF :math:`\ell` in pixels.
-        variance: RBF :math:`s^2`.
+        lengthscale: kernel length-scale :math:`\ell` in pixels.
+        variance: kernel variance :math:`s^2`.
         noise: :math:`\sigma_0^2`.
         family: kernel family (:func:`~geosparse.kernels.stationary`).
 

@@ -90,3 +90,11 @@ def test_matern_posterior_matches_the_dense_formula():
         torch.testing.assert_close(
             sd.reshape(-1), ref_var.clamp(min=0).sqrt(), atol=1e-6, rtol=1e-6
         )
+
+
+def test_cli_offers_every_kernel_family():
+    from geosparse.cli import build_parser
+
+    predict = build_parser()._subparsers._group_actions[0].choices['predict']
+    [action] = [a for a in predict._actions if a.dest == 'kernel_family']
+    assert tuple(action.choices) == FAMILIES

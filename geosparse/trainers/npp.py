@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torchgeo.trainers import PixelwiseRegressionTask
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, R2Score
 
-from ..kernels import ContextRBFKernel, RBFKernel
+from ..kernels import ContextRBFKernel, KernelFamily, RBFKernel
 from ..losses import NPPLoss
 from ..posterior import posterior_map
 
@@ -45,7 +45,7 @@ class NPPTask(PixelwiseRegressionTask):
         num_filters: int = 64,
         loss: Literal['npp', 'mse'] = 'npp',
         kernel: Literal['static', 'learnable', 'context'] = 'learnable',
-        kernel_family: Literal['rbf', 'matern12', 'matern32', 'matern52'] = 'rbf',
+        kernel_family: KernelFamily = 'rbf',
         lengthscale: float = 3.0,
         variance: float = 1.0,
         noise: float = 0.1,
