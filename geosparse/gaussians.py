@@ -134,7 +134,7 @@ def render(
     colours: Tensor,
     background: Tensor,
     shape: tuple[int, int],
-    chunk: int = 256,
+    chunk: int = 32,
     reach: float = 4.0,
 ) -> Tensor:
     """Render Gaussians to a ``(C, H, W)`` image (see the module doc).
@@ -150,7 +150,8 @@ def render(
         colours: ``(N, C)``.
         background: ``(C,)``.
         shape: ``(H, W)``.
-        chunk: Gaussians rendered at once (of similar widths).
+        chunk: Gaussians rendered at once (of similar widths; small chunks keep
+            the few wide Gaussians from widening the window of many narrow ones).
         reach: truncation radius in standard deviations (``inf``: every pixel).
 
     Returns:

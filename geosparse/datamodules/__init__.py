@@ -1,6 +1,7 @@
 """Lightning data modules of geosparse."""
 
+from .counting import CountingDataModule
 from .lsr import LabelSuperResolutionDataModule
 from .npp import NPPDataModule
 
-__all__ = ['LabelSuperResolutionDataModule', 'NPPDataModule']
+__all__ = ['CountingDataModule', 'LabelSuperResolutionDataModule', 'NPPDataModule']

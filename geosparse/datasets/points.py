@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import shapely
 import torch
-from geopandas import GeoDataFrame
+from geopandas import GeoDataFrame, GeoSeries
 from rasterio.crs import CRS
 from torchgeo.datasets import GeoDataset
 from torchgeo.datasets.utils import GeoSlice, stack_samples
@@ -41,34 +41,46 @@ class SparsePoints(GeoDataset):
 
     def __init__(
         self,
-        path: str | os.PathLike[str],
-        values: str | Sequence[str],
+        path: str | os.PathLike[str] | GeoDataFrame,
+        values: str | Sequence[str] = (),
         crs: CRS | str | None = None,
         res: float | tuple[float, float] = 1.0,
         x: str | None = None,
         y: str | None = None,
         points_crs: str | None = None,
         subset: Sequence[int] | np.ndarray | None = None,
+        extent: tuple[float, float, float, float] | None = None,
         transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
         """Read the points.
 
         Args:
-            path: points file.
-            values: value column(s).
+            path: points file, or the points as a GeoDataFrame (with a CRS).
+            values: value column(s); none (``[]``) for points that only mark
+                objects (counting).
             crs: CRS of the samples (default: the file's).
             res: pixel size of the windows' grid, in ``crs`` units.
             x: CSV x / longitude column.
             y: CSV y / latitude column.
             points_crs: CRS of CSV coordinates (default EPSG:4326).
             subset: keep only these rows (e.g. one part of :func:`spatial_split`).
+            extent: ``(xmin, ymin, xmax, ymax)`` in ``crs`` that the dataset covers
+                besides its points (default: the points' footprint), so that
+                windows without points can be sampled (e.g. the imagery's bounds
+                for counting, where empty windows say "nothing here").
             transforms: applied to each sample.
 
         Raises:
             ValueError: for bad files or columns (the message names them).
         """
         self.values = [values] if isinstance(values, str) else list(values)
-        frame = read_points_frame(path, self.values, x, y, points_crs)
+        if isinstance(path, GeoDataFrame):
+            if path.crs is None:
+                raise ValueError('SparsePoints: the GeoDataFrame has no CRS; set it.')
+            frame = path[[*self.values, 'geometry']]
+            path = '<GeoDataFrame>'
+        else:
+            frame = read_points_frame(path, self.values, x, y, points_crs)
         if crs is not None:
             source_crs = frame.crs.to_string() if frame.crs is not None else None
             target = CRS.from_user_input(crs)
@@ -86,6 +98,7 @@ class SparsePoints(GeoDataset):
         self.path = str(path)
         self.transforms = transforms
         self._res = (float(res), float(res)) if isinstance(res, int | float) else res
+        self._extent = extent
         self._set_points(frame)
 
     def _set_points(self, frame: GeoDataFrame) -> None:
@@ -97,6 +110,9 @@ class SparsePoints(GeoDataset):
         self._values = self.points[self.values].to_numpy(np.float32)
         # The footprint, grown to multiples of the resolution.
         minx, miny, maxx, maxy = self.points.total_bounds
+        if self._extent is not None:
+            minx, miny = min(minx, self._extent[0]), min(miny, self._extent[1])
+            maxx, maxy = max(maxx, self._extent[2]), max(maxy, self._extent[3])
         rx, ry = self._res
         minx, maxx = np.floor(minx / rx) * rx, (np.floor(maxx / rx) + 1) * rx
         miny, maxy = (np.ceil(miny / ry) - 1) * ry, np.ceil(maxy / ry) * ry
@@ -109,6 +125,27 @@ class SparsePoints(GeoDataset):
             geometry=[shapely.box(minx, miny, maxx, maxy)],
             crs=self.points.crs,
         )
+
+    def with_values(self, columns: Mapping[str, np.ndarray]) -> SparsePoints:
+        """A copy whose samples carry these per-point columns as ``values`` instead.
+
+        Used for attributes computed after reading, e.g. the fitted Gaussians'
+        covariances of :class:`~geosparse.datamodules.CountingDataModule`.
+
+        Raises:
+            ValueError: if a column's length differs from the number of points.
+        """
+        frame = self.points.copy()
+        for name, column in columns.items():
+            if len(column) != len(frame):
+                raise ValueError(
+                    f'column {name!r} has {len(column)} values for {len(frame)} points.'
+                )
+            frame[name] = np.asarray(column, dtype=np.float64)
+        other = copy.copy(self)
+        other.values = list(columns)
+        other._set_points(frame)
+        return other
 
     def select(self, indices: Sequence[int] | np.ndarray) -> SparsePoints:
         """A copy holding only the points ``indices`` (e.g. one split), not re-read."""
@@ -126,6 +163,9 @@ class SparsePoints(GeoDataset):
         """Reproject the index and the points."""
         if new_crs == self.crs:
             return
+        if self._extent is not None:
+            box = GeoSeries([shapely.box(*self._extent)], crs=self.points.crs)
+            self._extent = tuple(box.to_crs(new_crs).total_bounds)
         self._set_points(self.points.to_crs(new_crs))
 
     def xy(self) -> np.ndarray:

@@ -14,9 +14,19 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import rasterio
 from rasterio.crs import CRS
 
-__all__ = ['read_points', 'read_points_frame']
+__all__ = [
+    'BOX_COLUMNS',
+    'box_centres',
+    'is_box_csv',
+    'read_points',
+    'read_points_frame',
+]
+
+#: Columns of a CSV of pixel boxes (as written by DeepForest and its NEON data).
+BOX_COLUMNS = ('xmin', 'ymin', 'xmax', 'ymax')
 
 
 def read_points_frame(
@@ -135,3 +145,67 @@ def read_points(
     gdf = gdf.to_crs(CRS.from_user_input(crs).to_wkt())
     xy = np.stack([gdf.geometry.x.to_numpy(), gdf.geometry.y.to_numpy()], axis=1)
     return xy.astype(np.float64), gdf[value].to_numpy()
+
+
+def is_box_csv(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a CSV with the pixel-box columns :data:`BOX_COLUMNS`."""
+    path = Path(path)
+    if path.suffix.lower() != '.csv' or not path.exists():
+        return False
+    header = pd.read_csv(path, nrows=0).columns
+    return set(BOX_COLUMNS) <= set(header)
+
+
+def box_centres(
+    path: str | os.PathLike[str], raster: str | os.PathLike[str]
+) -> gpd.GeoDataFrame:
+    """Centres of pixel boxes as points in the raster's CRS.
+
+    A box CSV gives ``xmin, ymin, xmax, ymax`` in pixel coordinates of ``raster``
+    (column, row; row 0 at the top, edges at integers), as DeepForest writes its
+    annotations. Each box becomes the point at its centre, mapped through the
+    raster's transform; the box's ``width`` and ``height`` (pixels) are kept.
+
+    Args:
+        path: the CSV.
+        raster: the raster the boxes were drawn on.
+
+    Returns:
+        Points with ``width`` and ``height`` columns, in the raster's CRS.
+
+    Raises:
+        ValueError: for missing columns, inverted boxes or boxes off the raster
+            (the message names the file).
+    """
+    frame = pd.read_csv(path)
+    missing = [c for c in BOX_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(
+            f'{path}: no box columns {missing} (columns: {", ".join(frame.columns)}); '
+            'a box CSV needs xmin, ymin, xmax, ymax in pixels.'
+        )
+    if len(frame) == 0:
+        raise ValueError(f'{path}: the file holds no boxes.')
+    box = frame[list(BOX_COLUMNS)].to_numpy(np.float64)
+    bad = (box[:, 2] <= box[:, 0]) | (box[:, 3] <= box[:, 1])
+    if bad.any():
+        raise ValueError(
+            f'{path}: {int(bad.sum())} boxes have xmax <= xmin or ymax <= ymin '
+            f'(first at row {int(np.flatnonzero(bad)[0])}).'
+        )
+    with rasterio.open(raster) as src:
+        transform, crs, shape = src.transform, src.crs, src.shape
+    cols = (box[:, 0] + box[:, 2]) / 2
+    rows = (box[:, 1] + box[:, 3]) / 2
+    off = (cols < 0) | (cols > shape[1]) | (rows < 0) | (rows > shape[0])
+    if off.any():
+        raise ValueError(
+            f'{path}: {int(off.sum())} box centres lie outside {raster} '
+            f'({shape[0]} x {shape[1]} pixels); were the boxes drawn on another image?'
+        )
+    xs, ys = transform * (cols, rows)
+    return gpd.GeoDataFrame(
+        {'width': box[:, 2] - box[:, 0], 'height': box[:, 3] - box[:, 1]},
+        geometry=gpd.points_from_xy(xs, ys),
+        crs=crs,
+    )

@@ -3,10 +3,13 @@
 from .balanced import CoarseBalancedGeoSampler
 from .cover import CoverGeoSampler, cover_offsets
 from .points import PointGeoSampler
+from .regions import Box, RegionGeoSampler
 
 __all__ = [
+    'Box',
     'CoarseBalancedGeoSampler',
     'CoverGeoSampler',
     'PointGeoSampler',
+    'RegionGeoSampler',
     'cover_offsets',
 ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from torchgeo.datasets import GeoDataset
 from torchgeo.samplers import GeoSampler
@@ -41,6 +41,7 @@ class CoverGeoSampler(GeoSampler):
         dataset: GeoDataset,
         size: int | tuple[int, int],
         stride: int | tuple[int, int] | None = None,
+        rois: Sequence[tuple[float, float, float, float]] | None = None,
     ) -> None:
         """Build the windows.
 
@@ -48,6 +49,8 @@ class CoverGeoSampler(GeoSampler):
             dataset: dataset to cover.
             size: window size in pixels.
             stride: stride in pixels (default: ``size``).
+            rois: cover only these boxes ``(xmin, ymin, xmax, ymax)`` (dataset CRS)
+                of each raster, each on its own grid of windows.
         """
         super().__init__(dataset)
         sy, sx = _to_tuple(size)
@@ -55,19 +58,24 @@ class CoverGeoSampler(GeoSampler):
         rx, ry = self.res
         self.windows: list[tuple[slice, slice, slice]] = []
         for i in range(len(self.index)):
-            xmin, ymin, xmax, ymax = self.index.geometry.iloc[i].bounds
+            bounds = self.index.geometry.iloc[i].bounds
             t = self.index.index[i]
-            for oy in cover_offsets(ymax - ymin, sy * ry, st[0] * ry):
-                for ox in cover_offsets(xmax - xmin, sx * rx, st[1] * rx):
-                    x0 = xmin + ox
-                    y1 = ymax - oy
-                    self.windows.append(
-                        (
-                            slice(x0, x0 + sx * rx),
-                            slice(y1 - sy * ry, y1),
-                            slice(t.left, t.right),
+            for roi in rois or [bounds]:
+                xmin, ymin = max(bounds[0], roi[0]), max(bounds[1], roi[1])
+                xmax, ymax = min(bounds[2], roi[2]), min(bounds[3], roi[3])
+                if xmax <= xmin or ymax <= ymin:
+                    continue
+                for oy in cover_offsets(ymax - ymin, sy * ry, st[0] * ry):
+                    for ox in cover_offsets(xmax - xmin, sx * rx, st[1] * rx):
+                        x0 = xmin + ox
+                        y1 = ymax - oy
+                        self.windows.append(
+                            (
+                                slice(x0, x0 + sx * rx),
+                                slice(y1 - sy * ry, y1),
+                                slice(t.left, t.right),
+                            )
                         )
-                    )
 
     def __iter__(self) -> Iterator[tuple[slice, slice, slice]]:
         """Yield the windows."""

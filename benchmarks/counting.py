@@ -1,0 +1,337 @@
+r"""Point-supervised counting on a real raster: MSE, Bayesian Loss, GST, P2R, semi-supervised P2R.
+
+Every method trains the same network (TorchGeo U-Net, ResNet-18 encoder, random
+init) with the same windows, steps and seed through
+:class:`~geosparse.datamodules.CountingDataModule` and Lightning, and is scored by
+the count MAE and RMSE over the evaluation tiles (``--eval-size`` pixels, tiling the
+held-out band, or the whole ``--test-image``):
+
+- ``mse``: :class:`~geosparse.trainers.DensityTask` against Gaussian-smoothed point
+  maps (``--sigma``);
+- ``bayesian``: Bayesian Loss+ (Gaussians of ``--sigma``);
+- ``gst``: 2D Gaussians Spatial Transport; its ``seconds`` include the Gaussian fit
+  (done once, in a fresh cache);
+- ``p2r``: :class:`~geosparse.trainers.PointMapTask`, all training points;
+- ``p2r-semi``: P2R with only the top ``--labelled-fraction`` of the training band
+  labelled and the rest given as unlabelled windows (EMA teacher, pseudo-points);
+- ``p2r-labelled-only``: the supervised reference of ``p2r-semi``: the same labelled
+  part, no unlabelled windows.
+
+Without ``--test-image`` the top 70 % of the image (``--train-fraction``) trains and
+the bottom 30 % is held out. A points FILE is a vector file (any CRS) or a CSV of
+pixel boxes on its raster (``xmin, ymin, xmax, ymax``; centres are the points).
+
+``speed`` gives ratios of times measured in this run:
+
+- ``gst_speedup_vs_ot``: one loss step (forward and backward) of an
+  optimal-transport loss (entropic Sinkhorn from POT, 100 iterations as in
+  DM-Count, squared Euclidean cost normalised by its maximum, regularisation
+  0.05; ``speed_settings``), over one
+  GST step (sparse kernel precomputed) on the same density map: the training band at
+  the density resolution with all its points;
+- ``p2r_speedup_vs_hungarian``: one P2R loss step over one point-to-point matching
+  step (P2PNet's cost, every pixel against every point, scipy's
+  ``linear_sum_assignment``, then BCE with the matched pixels positive), on a
+  ``--speed-map``-pixel square logit map with ``--speed-points`` random points;
+- ``gaussian_fit_seconds_per_megapixel``: the GST fit of the training band.
+
+    python benchmarks/counting.py --image ../shared/data/kootenay-trees/kootenayOrtho.tif \
+        --points ../shared/data/kootenay-trees/kootenayTrees.gpkg
+    python benchmarks/counting.py --image ../shared/data/neon-trees/OSBS_029.tif \
+        --points ../shared/data/neon-trees/OSBS_029_boxes.csv --res 0.2 --sigma 6 --radius 8
+
+Prints one JSON object (and writes it atomically to ``--out``)::
+
+    {"methods": {NAME: {"mae", "rmse", "seconds"}}, "speed": {...},
+     "speed_settings": {...}, "counts": {...}, "settings": {...}}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
+
+from geosparse.datamodules import CountingDataModule
+from geosparse.gaussians import GaussianFit, fit_gaussians
+from geosparse.io.raster import atomic_write_text
+from geosparse.losses.p2r import p2r_loss
+from geosparse.losses.transport import gst_kernel, transport_loss
+from geosparse.trainers import DensityTask, PointMapTask, brief_trainer
+
+METHODS = ('mse', 'bayesian', 'gst', 'p2r', 'p2r-semi', 'p2r-labelled-only')
+
+
+def _timed(fn: Any, repeat: int) -> float:
+    """Median seconds of ``repeat`` calls (after one warm-up)."""
+    fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def speed_gst_vs_ot(fit: GaussianFit, repeat: int) -> tuple[float, dict[str, Any]]:
+    """GST loss step vs a Sinkhorn OT loss step on the training band's density map."""
+    import ot  # POT, a dev extra
+
+    h, w = fit.shape
+    gen = torch.Generator().manual_seed(0)
+    raw = torch.rand(h, w, generator=gen, dtype=torch.float64)
+    kernel = gst_kernel(fit, 1, 3.0, sparse=True)
+
+    def gst_step() -> None:
+        d = raw.clone().requires_grad_(True)
+        transport_loss(d, kernel).backward()
+
+    rr, cc = torch.meshgrid(
+        torch.arange(h, dtype=torch.float64) + 0.5,
+        torch.arange(w, dtype=torch.float64) + 0.5,
+        indexing='ij',
+    )
+    cells = torch.stack([rr.reshape(-1), cc.reshape(-1)], 1)
+    pts = torch.from_numpy(fit.means)
+    cost = torch.cdist(cells, pts).square()
+    cost = cost / cost.max()
+    b = torch.full((len(pts),), 1.0 / len(pts), dtype=torch.float64)
+    reg, iters = 0.05, 100  # DM-Count runs 100 Sinkhorn iterations
+
+    def ot_step() -> None:
+        d = raw.clone().requires_grad_(True)
+        a = d.reshape(-1) / d.sum()
+        loss = ot.sinkhorn2(a, b, cost, reg, numItermax=iters, stopThr=0.0)
+        loss.backward()
+
+    t_gst = _timed(gst_step, repeat)
+    t_ot = _timed(ot_step, max(1, repeat // 5))
+    return t_ot / t_gst, {
+        'grid': [h, w],
+        'points': len(pts),
+        'gst_seconds': t_gst,
+        'ot_seconds': t_ot,
+        'ot': f'POT sinkhorn2, {iters} iterations, reg {reg:.3g} on a max-normalised '
+        'squared-distance cost, gradient by POT torch backend',
+    }
+
+
+def speed_p2r_vs_hungarian(
+    side: int, n_points: int, repeat: int
+) -> tuple[float, dict[str, Any]]:
+    """P2R loss step vs a point-to-point Hungarian matching step."""
+    gen = torch.Generator().manual_seed(0)
+    raw = torch.randn(1, 1, side, side, generator=gen)
+    pts = torch.rand(n_points, 2, generator=gen) * side
+
+    def p2r_step() -> None:
+        logits = raw.clone().requires_grad_(True)
+        p2r_loss(logits, [pts], radius=8.0).backward()
+
+    rr, cc = np.meshgrid(np.arange(side) + 0.5, np.arange(side) + 0.5, indexing='ij')
+    cells = np.stack([rr.ravel(), cc.ravel()], 1)
+    p = pts.double().numpy()
+
+    def hungarian_step() -> None:
+        logits = raw.clone().requires_grad_(True)
+        prob = torch.sigmoid(logits.detach()).reshape(-1).double().numpy()
+        dist = np.sqrt(((cells[:, None] - p[None]) ** 2).sum(-1))
+        cost = dist - 0.05 * prob[:, None] * side  # P2PNet: distance minus confidence
+        rows, _ = linear_sum_assignment(cost)
+        target = torch.zeros(side * side)
+        target[torch.from_numpy(rows)] = 1.0
+        F.binary_cross_entropy_with_logits(logits.reshape(-1), target).backward()
+
+    t_p2r = _timed(p2r_step, repeat)
+    t_h = _timed(hungarian_step, 1)
+    return t_h / t_p2r, {
+        'map': [side, side],
+        'points': n_points,
+        'p2r_seconds': t_p2r,
+        'hungarian_seconds': t_h,
+    }
+
+
+def run(a: argparse.Namespace) -> dict[str, Any]:
+    """Train and score every method; measure the speed ratios."""
+    warnings.filterwarnings(
+        'ignore', message='.*(does not have many workers|strict is set).*'
+    )
+    cache = Path(tempfile.mkdtemp(prefix='geosparse-gst-'))
+    split = (
+        (a.train_fraction, 0.0, 1 - a.train_fraction)
+        if not a.test_image
+        else (1.0, 0.0, 0.0)
+    )
+    common = dict(
+        image_paths=str(a.image),
+        points_path=str(a.points),
+        res=a.res,
+        patch_size=a.patch,
+        batch_size=a.batch,
+        length=a.steps * a.batch,
+        split=split,
+        eval_size=a.eval_size,
+        cache_dir=str(cache),
+        fit_steps=a.fit_steps,
+        seed=a.seed,
+    )
+
+    def data(method: str) -> CountingDataModule:
+        extra: dict[str, Any] = {}
+        if method == 'gst':
+            extra['gaussians'] = True
+        if method in ('p2r-semi', 'p2r-labelled-only'):
+            extra['labelled_fraction'] = a.labelled_fraction
+            extra['use_unlabelled'] = method == 'p2r-semi'
+        return CountingDataModule(**common, **extra)  # type: ignore[arg-type]
+
+    test_dm = (
+        CountingDataModule(
+            str(a.test_image),
+            str(a.test_points),
+            res=a.res,
+            patch_size=a.patch,
+            split=(0.0, 0.0, 1.0),
+            eval_size=a.eval_size,
+        )
+        if a.test_image
+        else None
+    )
+    results: dict[str, Any] = {}
+    counts: dict[str, Any] = {}
+    fit_seconds = math.nan
+    for method in a.methods:
+        lightning.seed_everything(a.seed, workers=True)
+        dm = data(method)
+        t0 = time.perf_counter()
+        if method == 'gst':
+            dm.setup('fit')  # the Gaussian fit (timed with the method)
+            fit_seconds = time.perf_counter() - t0
+        if method.startswith('p2r'):
+            task: Any = PointMapTask(
+                radius=a.radius,
+                ramp_steps=a.steps // 2,
+                unlabelled_weight=1.0 if method == 'p2r-semi' else 0.0,
+            )
+        else:
+            task = DensityTask(loss=method, sigma=a.sigma)
+        trainer = brief_trainer(a.steps, progress=a.progress)
+        trainer.fit(task, dm)
+        seconds = time.perf_counter() - t0
+        scores = trainer.test(task, test_dm or dm, verbose=False)[0]
+        results[method] = {
+            'mae': scores['test_count_mae'],
+            'rmse': scores['test_count_rmse'],
+            'seconds': seconds,
+        }
+        print(json.dumps({method: results[method]}), flush=True)
+        if not counts:
+            eval_dm = test_dm or dm
+            eval_dm.setup('test')
+            truth = [
+                int(n) for b in eval_dm.test_dataloader() for n in b['valid'].sum(1)
+            ]
+            counts = {
+                'points': len(dm.points.xy()),
+                'eval_tiles': len(eval_dm.test_sampler),  # type: ignore[arg-type]
+                'eval_objects_per_tile': float(np.mean(truth)) if truth else 0.0,
+            }
+    # Speed, from the training band of the GST data (fitted once more, uncached).
+    dm = data('gst')
+    dm.hparams['gaussians'] = False
+    dm.setup('fit')
+    band = dm.boxes['labelled'][0]
+    xres, yres = (float(r) for r in dm.image.res)
+    _, _, t = dm.image.bounds
+    window = (slice(band[0], band[2], xres), slice(band[1], band[3], yres), t)
+    pixels = dm.image[window]['image'].numpy().astype(np.float32) / 255.0
+    xy = dm.train_dataset.datasets[1].xy()  # type: ignore[attr-defined]
+    rc = np.stack([(band[3] - xy[:, 1]) / yres, (xy[:, 0] - band[0]) / xres], 1)
+    t0 = time.perf_counter()
+    fit = fit_gaussians(pixels, rc, steps=a.fit_steps, seed=a.seed)
+    fit_band = time.perf_counter() - t0
+    mp = pixels.shape[1] * pixels.shape[2] / 1e6
+    gst_ratio, gst_info = speed_gst_vs_ot(fit, a.repeat)
+    p2r_ratio, p2r_info = speed_p2r_vs_hungarian(a.speed_map, a.speed_points, a.repeat)
+    return {
+        'methods': results,
+        'speed': {
+            'gst_speedup_vs_ot': gst_ratio,
+            'p2r_speedup_vs_hungarian': p2r_ratio,
+            'gaussian_fit_seconds_per_megapixel': fit_band / mp,
+        },
+        'speed_settings': {
+            'gst_vs_ot': gst_info,
+            'p2r_vs_hungarian': p2r_info,
+            'gaussian_fit': {
+                'seconds': fit_band,
+                'megapixels': mp,
+                'points': len(rc),
+                'steps': a.fit_steps,
+                'fit_seconds_in_gst_method': fit_seconds,
+            },
+        },
+        'counts': counts,
+        'settings': {
+            k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Parse arguments, run, print and write the JSON."""
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument('--image', type=Path, required=True, help='training raster')
+    p.add_argument('--points', type=Path, required=True, help='points or box CSV')
+    p.add_argument('--test-image', type=Path, help='evaluation raster')
+    p.add_argument('--test-points', type=Path, help='its points or box CSV')
+    p.add_argument('--out', type=Path, help='also write the JSON here')
+    p.add_argument('--methods', nargs='+', default=list(METHODS), choices=METHODS)
+    p.add_argument('--steps', type=int, default=200, help='training steps per method')
+    p.add_argument('--batch', type=int, default=8, help='windows per step')
+    p.add_argument('--patch', type=int, default=64, help='training window (pixels)')
+    p.add_argument('--eval-size', type=int, default=32, help='evaluation tile (pixels)')
+    p.add_argument('--res', type=float, help='resample to this resolution (CRS units)')
+    p.add_argument('--sigma', type=float, default=2.0, help='MSE/BL Gaussian std (px)')
+    p.add_argument('--radius', type=float, default=4.0, help='P2R radius (px)')
+    p.add_argument('--train-fraction', type=float, default=0.7)
+    p.add_argument('--labelled-fraction', type=float, default=0.25, help='p2r-semi')
+    p.add_argument('--fit-steps', type=int, default=100, help='GST fit steps')
+    p.add_argument(
+        '--speed-map', type=int, default=128, help='P2R vs Hungarian map side'
+    )
+    p.add_argument('--speed-points', type=int, default=1000)
+    p.add_argument('--repeat', type=int, default=10, help='timing repeats')
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--progress', action='store_true')
+    a = p.parse_args(argv)
+    for name in ('image', 'points', 'test_image', 'test_points'):
+        path = getattr(a, name)
+        if path is not None and not path.exists():
+            p.error(f'--{name.replace("_", "-")} {path}: no such file.')
+    if (a.test_image is None) != (a.test_points is None):
+        p.error('give --test-image and --test-points together.')
+    result = run(a)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if a.out:
+        atomic_write_text(a.out, text + '\n')
+    return result
+
+
+if __name__ == '__main__':
+    main()

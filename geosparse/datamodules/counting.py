@@ -1,0 +1,476 @@
+r"""Data module for point-supervised counting: imagery & object points, split by region.
+
+Counting needs every object of a window annotated, so the split is by region, not by
+point: each raster is cut into horizontal bands from the top (``split`` fractions of
+its height) for training, validation and testing, and windows lie wholly inside one
+band. Training windows are random (:class:`~geosparse.samplers.RegionGeoSampler`),
+empty ones included (they teach "nothing here"); validation and test windows tile
+their bands (:class:`~geosparse.samplers.CoverGeoSampler`) and are scored by count.
+
+Semi-supervised training (``labelled_fraction < 1``): the training band is cut into
+tiles of about ``patch_size`` and only a random ``labelled_fraction`` of them keep
+their points; windows from the other tiles carry no points and ``labelled = False``,
+for the teacher's pseudo-points.
+
+GST (``gaussians=True``): one 2D Gaussian per training point is fitted to the
+imagery once (:func:`~geosparse.gaussians.cached_fit`, cached on disk under a key of
+the pixels, the points and the settings), in tiles of ``fit_tile`` pixels with a
+halo, and each point carries its covariance (pixels² at the data module's
+resolution) as ``values`` ``(cov_rr, cov_rc, cov_cc)``: a crop keeps the Gaussians
+of its points and a flip changes the sign of ``cov_rc``
+(:func:`flip_batch`), nothing is refitted.
+
+Points are read from any vector file in any CRS, a CSV with coordinate columns, or a
+CSV of pixel boxes (``xmin, ymin, xmax, ymax``, e.g. DeepForest's annotations; box
+centres on the first raster are the points, :func:`~geosparse.io.points.box_centres`).
+Points off the imagery are dropped with a warning; points closer than
+``merge_distance`` pixels are merged (duplicated annotations) with a warning.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import os
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import shapely
+import torch
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
+from torch import Tensor
+from torchgeo.datamodules import GeoDataModule
+
+from ..batch import KeepGeoKeys
+from ..datasets.coarse import ImageryDataset
+from ..datasets.points import SparsePoints, collate_points
+from ..gaussians import cached_fit
+from ..io.points import box_centres, is_box_csv, read_points_frame
+from ..samplers import Box, CoverGeoSampler, RegionGeoSampler
+
+__all__ = [
+    'COV_COLUMNS',
+    'CountingDataModule',
+    'collate_counting',
+    'default_cache_dir',
+    'flip_batch',
+]
+
+#: Value columns that carry each point's Gaussian covariance (pixels²).
+COV_COLUMNS = ('cov_rr', 'cov_rc', 'cov_cc')
+
+
+def default_cache_dir() -> Path:
+    """``$GEOSPARSE_CACHE`` or ``$XDG_CACHE_HOME/geosparse`` (``~/.cache/geosparse``)."""
+    env = os.environ.get('GEOSPARSE_CACHE')
+    if env:
+        return Path(env)
+    base = os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache'
+    return Path(base) / 'geosparse'
+
+
+def _inside(bounds: tuple[slice, ...], boxes: Sequence[Box]) -> bool:
+    x, y = bounds[0], bounds[1]
+    eps = 1e-6 * max(abs(x.stop - x.start), 1.0)
+    return any(
+        x.start >= b[0] - eps
+        and x.stop <= b[2] + eps
+        and y.start >= b[1] - eps
+        and y.stop <= b[3] + eps
+        for b in boxes
+    )
+
+
+def _tile_edges(length: int, size: int) -> list[int]:
+    """Edges of tiles of ``size`` over ``length`` pixels, the last one taking the rest."""
+    n = max(length // size, 1)
+    return [k * size for k in range(n)] + [length]
+
+
+def collate_counting(
+    samples: Iterable[Mapping[str, Any]], unlabelled: Sequence[Box] = ()
+) -> dict[str, Any]:
+    """:func:`~geosparse.datasets.collate_points` plus ``labelled`` ``(B,)``.
+
+    A window wholly inside one of the ``unlabelled`` boxes is unlabelled (its points
+    are hidden); every other window is labelled, with or without points.
+    """
+    samples = list(samples)
+    batch = collate_points(samples)
+    batch['labelled'] = torch.tensor(
+        [not _inside(s['bounds'], unlabelled) for s in samples], dtype=torch.bool
+    )
+    return batch
+
+
+def flip_batch(batch: dict[str, Any], horizontal: Tensor, vertical: Tensor) -> None:
+    r"""Flip images, points and covariances of a batch in place, per sample.
+
+    kornia moves only ``image`` and ``mask`` keys; points and Gaussians are moved
+    here: a mirrored axis maps :math:`r \to H - r`, and the covariance's
+    off-diagonal :math:`\Sigma_{rc}` changes sign.
+
+    Args:
+        batch: with ``image`` ``(B, C, H, W)``, ``points`` ``(B, N, 2)`` and
+            ``values`` ``(B, N, V)`` (covariances in :data:`COV_COLUMNS` order).
+        horizontal: ``(B,)`` bool, mirror left-right.
+        vertical: ``(B,)`` bool, mirror top-bottom.
+    """
+    image, points, values = batch['image'], batch['points'], batch['values']
+    h, w = image.shape[-2:]
+    has_cov = values.shape[-1] >= 3
+    for flag, axis, size, dim in ((horizontal, 1, w, -1), (vertical, 0, h, -2)):
+        idx = torch.nonzero(flag).flatten()
+        if len(idx) == 0:
+            continue
+        image[idx] = image[idx].flip(dim)
+        points[idx, :, axis] = size - points[idx, :, axis]
+        if has_cov:
+            values[idx, :, 1] = -values[idx, :, 1]
+
+
+class CountingDataModule(KeepGeoKeys, GeoDataModule):
+    """Imagery & object points (one per object), split by region (see the module doc)."""
+
+    def __init__(
+        self,
+        image_paths: str | Sequence[str],
+        points_path: str,
+        image_glob: str = '*.tif',
+        x: str | None = None,
+        y: str | None = None,
+        points_crs: str | None = None,
+        res: float | None = None,
+        patch_size: int = 64,
+        batch_size: int = 8,
+        length: int | None = 200,
+        split: Sequence[float] = (0.7, 0.1, 0.2),
+        labelled_fraction: float = 1.0,
+        use_unlabelled: bool = True,
+        eval_size: int | None = None,
+        gaussians: bool = False,
+        fit_steps: int = 100,
+        fit_tile: int = 512,
+        cache_dir: str | None = None,
+        merge_distance: float = 0.5,
+        seed: int = 0,
+        num_workers: int = 0,
+    ) -> None:
+        """Describe the data.
+
+        Args:
+            image_paths: imagery files or folders.
+            points_path: points: vector file, CSV with coordinates, or CSV of pixel
+                boxes on the (first) raster.
+            image_glob: imagery file pattern.
+            x: CSV x / longitude column.
+            y: CSV y / latitude column.
+            points_crs: CRS of CSV coordinates (default EPSG:4326).
+            res: resolution of the samples in CRS units (default: the imagery's).
+            patch_size: training window size in pixels.
+            batch_size: windows per batch.
+            length: training windows per epoch.
+            split: fractions of each raster's height (from the top) for training,
+                validation and testing.
+            labelled_fraction: fraction of the training band's tiles (of about
+                ``patch_size``) whose points are kept; the other tiles give
+                unlabelled windows.
+            use_unlabelled: draw training windows from the unlabelled part too
+                (False: labelled windows only, the supervised reference of
+                semi-supervised training).
+            eval_size: validation and test tile size in pixels (default
+                ``patch_size``).
+            gaussians: fit GST Gaussians to the training points.
+            fit_steps: Adam steps of the Gaussian fit.
+            fit_tile: the fit works on tiles of this many pixels (plus a halo).
+            cache_dir: where fits are cached (default :func:`default_cache_dir`).
+            merge_distance: points closer than this (pixels) are merged.
+            seed: seed of the samplers and the fit.
+            num_workers: data loader workers.
+
+        Raises:
+            ValueError: for fractions that do not sum to 1 or a labelled fraction
+                outside (0, 1].
+        """
+        super().__init__(ImageryDataset, batch_size, patch_size, length, num_workers)
+        if not np.isclose(sum(split), 1.0) or len(split) != 3 or min(split) < 0:
+            raise ValueError(
+                f'split={list(split)}: give three non-negative fractions (train, '
+                'validation, test) that sum to 1.'
+            )
+        if not 0 < labelled_fraction <= 1:
+            raise ValueError(
+                f'labelled_fraction={labelled_fraction} must be in (0, 1].'
+            )
+        self.save_hyperparameters()
+        self.aug = None  # type: ignore[assignment]  # the tasks flip (points move too)
+
+    # ------------------------------------------------------------ points
+    def read_points(self, image: ImageryDataset) -> SparsePoints:
+        """All points in the imagery's CRS, off-imagery ones dropped, duplicates merged.
+
+        Raises:
+            ValueError: if no point lies on the imagery.
+        """
+        hp = self.hparams
+        path = hp['points_path']
+        if is_box_csv(path):
+            first = Path(image.index['filepath'].iloc[0])
+            frame = box_centres(path, first)
+        else:
+            frame = read_points_frame(path, [], hp['x'], hp['y'], hp['points_crs'])
+        x, y, _ = image.bounds
+        extent = (float(x.start), float(y.start), float(x.stop), float(y.stop))
+        points = SparsePoints(frame, crs=image.crs, res=image.res, extent=extent)
+        xy = points.xy()
+        footprint = image.index.union_all()
+        inside = shapely.contains_xy(footprint, xy[:, 0], xy[:, 1])
+        if not inside.any():
+            raise ValueError(
+                f'{path}: none of its {len(xy)} points lies on the imagery '
+                f'{hp["image_paths"]} (check points_crs for a CSV, and that they '
+                'overlap).'
+            )
+        keep = inside.copy()
+        if not inside.all():
+            warnings.warn(
+                f'{path}: {int((~inside).sum())} of {len(xy)} points lie outside the '
+                'imagery; they are dropped.',
+                stacklevel=2,
+            )
+        # Duplicated annotations: clusters of points closer than merge_distance px.
+        r = hp['merge_distance'] * float(image.res[0])
+        idx = np.flatnonzero(keep)
+        pairs = cKDTree(xy[idx]).query_pairs(r, output_type='ndarray') if r > 0 else []
+        if len(pairs):
+            n = len(idx)
+            adj = coo_matrix(
+                (np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n)
+            )
+            _, label = connected_components(adj, directed=False)
+            _, first = np.unique(label, return_index=True)
+            merged = n - len(first)
+            warnings.warn(
+                f'{path}: {merged} points lie within merge_distance='
+                f'{hp["merge_distance"]} px of another (duplicated annotations?); '
+                'each group is counted once (the first point is kept).',
+                stacklevel=2,
+            )
+            keep[:] = False
+            keep[idx[np.sort(first)]] = True
+        return points.select(np.flatnonzero(keep))
+
+    # ------------------------------------------------------------ regions
+    def regions(self, image: ImageryDataset) -> dict[str, list[Box]]:
+        """Boxes of each split per raster: ``labelled``, ``unlabelled``, ``val``, ``test``.
+
+        Bands are cut from the top of each raster by ``split``, edges snapped to the
+        pixel grid. With ``labelled_fraction < 1`` the training band is cut into
+        tiles of about ``patch_size`` (the last row and column of tiles take the
+        remainder) and ``labelled_fraction`` of them, drawn with ``seed``, keep their
+        points, like the few labelled images of semi-supervised crowd counting.
+        """
+        hp = self.hparams
+        rx, ry = (float(r) for r in image.res)
+        size = (
+            self.patch_size if isinstance(self.patch_size, int) else self.patch_size[0]
+        )
+        out: dict[str, list[Box]] = {
+            k: [] for k in ('labelled', 'unlabelled', 'val', 'test')
+        }
+        rng = np.random.default_rng(hp['seed'])
+        for geom in image.index.geometry:
+            xmin, ymin, xmax, ymax = geom.bounds
+            rows = round((ymax - ymin) / ry)
+            f_train, f_val, _ = hp['split']
+            r_train = round(rows * f_train)
+            r_val = round(rows * (f_train + f_val))
+            edge = [ymax - k * ry for k in (0, r_train, r_val, rows)]
+            parts = zip(('train', 'val', 'test'), edge, edge[1:], strict=False)
+            for name, top, bottom in parts:
+                if top - bottom < 0.5 * ry:
+                    continue
+                if name != 'train':
+                    out[name].append((xmin, bottom, xmax, top))
+                elif hp['labelled_fraction'] >= 1:
+                    out['labelled'].append((xmin, bottom, xmax, top))
+                else:
+                    cols = round((xmax - xmin) / rx)
+                    redges = [top - k * ry for k in _tile_edges(r_train, size)]
+                    cedges = [xmin + k * rx for k in _tile_edges(cols, size)]
+                    tiles = [
+                        (c0, b, c1, t)
+                        for t, b in itertools.pairwise(redges)
+                        for c0, c1 in itertools.pairwise(cedges)
+                    ]
+                    k = max(1, round(hp['labelled_fraction'] * len(tiles)))
+                    chosen = set(rng.choice(len(tiles), k, replace=False).tolist())
+                    for i, tile in enumerate(tiles):
+                        out['labelled' if i in chosen else 'unlabelled'].append(tile)
+        return out
+
+    # ------------------------------------------------------------ Gaussians
+    def fit_covariances(
+        self, image: ImageryDataset, points: SparsePoints, boxes: Sequence[Box]
+    ) -> np.ndarray:
+        """``(P, 3)`` covariances (:data:`COV_COLUMNS`, pixels²) of the points in ``boxes``.
+
+        Each box is cut into tiles of ``fit_tile`` pixels; a tile's points are fitted
+        together with the points of a halo around it (their Gaussians shape the
+        image there too), and each point keeps the covariance from its own tile.
+        Points outside every box get NaN.
+        """
+        hp = self.hparams
+        xres, yres = (float(r) for r in image.res)
+        tile, halo = int(hp['fit_tile']), 16
+        xy = points.xy()
+        covs = np.full((len(xy), 3), np.nan)
+        cache = Path(hp['cache_dir']) if hp['cache_dir'] else default_cache_dir()
+        _, _, t = image.bounds
+        for xmin, ymin, xmax, ymax in boxes:
+            for y1 in np.arange(ymax, ymin, -tile * yres):
+                for x0 in np.arange(xmin, xmax, tile * xres):
+                    x1, y0 = min(x0 + tile * xres, xmax), max(y1 - tile * yres, ymin)
+                    core = (
+                        (xy[:, 0] >= x0)
+                        & (xy[:, 0] < x1)
+                        & (xy[:, 1] > y0)
+                        & (xy[:, 1] <= y1)
+                    )
+                    if not core.any():
+                        continue
+                    wx0, wx1 = max(x0 - halo * xres, xmin), min(x1 + halo * xres, xmax)
+                    wy0, wy1 = max(y0 - halo * yres, ymin), min(y1 + halo * yres, ymax)
+                    window = (slice(wx0, wx1, xres), slice(wy0, wy1, yres), t)
+                    pixels = image[window]['image'].numpy().astype(np.float32)
+                    near = (
+                        (xy[:, 0] >= wx0)
+                        & (xy[:, 0] < wx1)
+                        & (xy[:, 1] > wy0)
+                        & (xy[:, 1] <= wy1)
+                    )
+                    rc = np.stack(
+                        [(wy1 - xy[near, 1]) / yres, (xy[near, 0] - wx0) / xres], 1
+                    )
+                    fit = cached_fit(
+                        pixels / 255.0 if pixels.max() > 1.5 else pixels,
+                        rc,
+                        cache,
+                        steps=int(hp['fit_steps']),
+                        seed=int(hp['seed']),
+                    )
+                    ids = np.flatnonzero(near)
+                    mine = core[ids]
+                    c = fit.covs[mine]
+                    covs[ids[mine]] = np.stack([c[:, 0, 0], c[:, 0, 1], c[:, 1, 1]], 1)
+        return covs
+
+    # ------------------------------------------------------------ setup
+    def setup(self, stage: str) -> None:
+        """Read, split and (for GST) fit the points; build the samplers.
+
+        Raises:
+            ValueError: if the training band holds no window or no point.
+        """
+        hp = self.hparams
+        image = ImageryDataset(hp['image_paths'], glob=hp['image_glob'], res=hp['res'])
+        self.image = image
+        everything = self.read_points(image)
+        self.points = everything
+        self.boxes = self.regions(image)
+        xy = everything.xy()
+
+        def within(boxes: Sequence[Box]) -> np.ndarray:
+            ok = np.zeros(len(xy), dtype=bool)
+            for xmin, ymin, xmax, ymax in boxes:
+                ok |= (
+                    (xy[:, 0] >= xmin)
+                    & (xy[:, 0] < xmax)
+                    & (xy[:, 1] > ymin)
+                    & (xy[:, 1] <= ymax)
+                )
+            return ok
+
+        labelled = within(self.boxes['labelled'])
+        self.setup_eval(everything)
+        if stage not in ('fit', 'validate'):
+            return
+        if not labelled.any():
+            raise ValueError(
+                f'{hp["points_path"]}: no point in the labelled training region '
+                f'(split={list(hp["split"])}, labelled_fraction='
+                f'{hp["labelled_fraction"]}); enlarge them.'
+            )
+        train_points = everything.select(np.flatnonzero(labelled))
+        if hp['gaussians']:
+            covs = self.fit_covariances(image, train_points, self.boxes['labelled'])
+            train_points = train_points.with_values(
+                dict(zip(COV_COLUMNS, covs.T, strict=True))
+            )
+        gen = torch.Generator().manual_seed(hp['seed'])
+        size = (
+            self.patch_size if isinstance(self.patch_size, int) else self.patch_size[0]
+        )
+        self.train_dataset = image & train_points
+        self.train_sampler = RegionGeoSampler(
+            self.train_dataset,
+            size,
+            hp['length'] or 200,
+            self.boxes['labelled']
+            + (self.boxes['unlabelled'] if hp['use_unlabelled'] else []),
+            gen,
+        )
+
+    def setup_eval(self, everything: SparsePoints) -> None:
+        """Validation and test windows: tiles of ``eval_size`` over their bands.
+
+        Raises:
+            ValueError: if ``eval_size`` exceeds a band.
+        """
+        hp, image = self.hparams, self.image
+        size = (
+            self.patch_size if isinstance(self.patch_size, int) else self.patch_size[0]
+        )
+        eval_size = hp['eval_size'] or size
+        self.eval_size = eval_size
+        rx, ry = (float(r) for r in image.res)
+        for name in ('val', 'test'):
+            boxes = self.boxes[name]
+            small = [
+                b
+                for b in boxes
+                if b[2] - b[0] < eval_size * rx * (1 - 1e-9)
+                or b[3] - b[1] < eval_size * ry * (1 - 1e-9)
+            ]
+            if small:
+                rows = min(round((b[3] - b[1]) / ry) for b in small)
+                raise ValueError(
+                    f'eval_size={eval_size}: the {name} band is only {rows} pixels '
+                    f'high (split={list(hp["split"])}); give a smaller eval_size '
+                    '(or patch_size) or a larger split fraction.'
+                )
+            if not boxes:
+                setattr(self, f'{name}_dataset', None)
+                setattr(self, f'{name}_sampler', None)
+                continue
+            data = image & everything
+            setattr(self, f'{name}_dataset', data)
+            setattr(
+                self, f'{name}_sampler', CoverGeoSampler(data, eval_size, rois=boxes)
+            )
+        self.predict_dataset = self.test_dataset
+        self.predict_sampler = self.test_sampler
+        self.collate_fn = functools.partial(
+            collate_counting, unlabelled=tuple(self.boxes['unlabelled'])
+        )
+
+    def on_after_batch_transfer(
+        self, batch: dict[str, Any], dataloader_idx: int
+    ) -> dict[str, Any]:
+        """Return the batch unchanged (the tasks flip images and points together)."""
+        return batch

@@ -1,0 +1,497 @@
+r"""Point-supervised counting as TorchGeo tasks: density regression and point maps.
+
+Both tasks take batches of :class:`~geosparse.datamodules.CountingDataModule`
+(``image``, ``points`` ``(B, N, 2)`` in window pixels, ``valid``, ``labelled`` and,
+for GST, each point's Gaussian covariance in ``values``), flip images and points
+together (kornia would not move the points), and score counts per window
+(``*_count_mae``, ``*_count_rmse``).
+
+- :class:`DensityTask`: the network's output is a density :math:`\zeta \ge 0`
+  (objects per pixel, :math:`\zeta = \mathrm{softplus}(f(x)) / s`), the count of a
+  window is :math:`\sum \zeta`. Losses: ``mse`` against Gaussian-smoothed point maps
+  (the classic baseline), ``bayesian`` (Bayesian Loss+, Ma et al., ICCV 2019) and
+  ``gst`` (2D Gaussians Spatial Transport, Shang and Hong), both
+  :func:`~geosparse.losses.transport_loss` with their kernels.
+- :class:`PointMapTask`: the output is a logit map; Point-to-Region loss
+  (:func:`~geosparse.losses.p2r_loss`, Lin, Zhao and Chan, CVPR 2025); the count is
+  the number of pixels with :math:`\sigma(\hat y) > 0.5`. With unlabelled windows in
+  the batch (``labelled = False``) it trains semi-supervised as in the paper: an EMA
+  teacher (:class:`~geosparse.teacher.EMATeacher`) sees the weakly augmented window
+  (flips) and gives pseudo-points with confidences
+  (:func:`~geosparse.teacher.pseudo_points`); the student sees a strongly augmented
+  view (colour jitter, noise, cut-out) of the same window and is trained on them with
+  the P2R loss, weighted by the ramp :func:`~geosparse.teacher.unlabelled_weight`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.ndimage import gaussian_filter
+from torch import Tensor
+from torchgeo.trainers import PixelwiseRegressionTask
+from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
+
+from ..datamodules.counting import flip_batch
+from ..gaussians import GaussianFit
+from ..losses.p2r import p2r_loss
+from ..losses.transport import bayesian_kernel, gst_kernel, transport_loss
+from ..teacher import EMATeacher, pseudo_points, unlabelled_weight
+
+__all__ = ['DensityTask', 'PointMapTask', 'smoothed_point_map']
+
+
+def smoothed_point_map(points: Tensor, shape: tuple[int, int], sigma: float) -> Tensor:
+    """A point map (one per object) smoothed by a Gaussian of ``sigma`` pixels.
+
+    Mass that the Gaussian spreads beyond the window is lost (as in the usual
+    density-map targets); a map of an interior point sums to 1.
+    """
+    h, w = shape
+    grid = np.zeros((h, w))
+    if len(points):
+        p = points.detach().cpu().numpy()
+        r = np.clip(np.floor(p[:, 0]).astype(int), 0, h - 1)
+        c = np.clip(np.floor(p[:, 1]).astype(int), 0, w - 1)
+        np.add.at(grid, (r, c), 1.0)
+    return torch.from_numpy(gaussian_filter(grid, sigma, mode='constant')).float()
+
+
+class _CountingTask(PixelwiseRegressionTask):
+    """Shared parts: normalisation, flips, count metrics, optimiser."""
+
+    def configure_metrics(self) -> None:
+        """Count MAE and RMSE over the windows of an epoch."""
+        metrics = MetricCollection(
+            {
+                'count_mae': MeanAbsoluteError(),
+                'count_rmse': MeanSquaredError(squared=False),
+            }
+        )
+        self.train_metrics = metrics.clone(prefix='train_')
+        self.val_metrics = metrics.clone(prefix='val_')
+        self.test_metrics = metrics.clone(prefix='test_')
+
+    def configure_optimizers(self) -> Any:
+        """AdamW with a plateau scheduler on ``val_loss`` (skipped without validation)."""
+        optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams['lr'])
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, patience=self.hparams['patience']
+        )
+        return {
+            'optimizer': optimizer,
+            'lr_scheduler': {
+                'scheduler': scheduler,
+                'monitor': 'val_loss',
+                'strict': False,
+            },
+        }
+
+    def normalize(self, x: Tensor) -> Tensor:
+        """:math:`x / s` with :math:`s` = ``input_scale``."""
+        return x.float() / self.hparams['input_scale']
+
+    def count(self, out: Tensor) -> Tensor:
+        """``(B,)`` counts of the network outputs ``out``."""
+        raise NotImplementedError
+
+    def point_lists(self, batch: dict[str, Any]) -> list[Tensor]:
+        """Per sample, its ``(N_b, 2)`` valid points."""
+        return [p[v] for p, v in zip(batch['points'], batch['valid'], strict=True)]
+
+    def augment(self, batch: dict[str, Any]) -> None:
+        """Random horizontal and vertical flips (images, points, covariances)."""
+        if not self.hparams['flip']:
+            return
+        b = batch['image'].shape[0]
+        batch['image'] = batch['image'].clone()
+        batch['points'] = batch['points'].clone()
+        batch['values'] = batch['values'].clone()
+        flip_batch(batch, torch.rand(b) < 0.5, torch.rand(b) < 0.5)
+
+    def _score(self, batch: dict[str, Any], out: Tensor, prefix: str) -> None:
+        lab = batch.get('labelled', torch.ones(out.shape[0], dtype=torch.bool))
+        if not bool(lab.any()):
+            return
+        truth = batch['valid'].sum(1).float()
+        metrics = getattr(self, f'{prefix}_metrics')
+        metrics.update(self.count(out.detach())[lab], truth[lab])
+
+    def compute_loss(self, batch: dict[str, Any], out: Tensor) -> Tensor:
+        """Loss of the labelled samples of a batch."""
+        raise NotImplementedError
+
+    def training_step(  # type: ignore[override]  # Lightning skips a None loss
+        self, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> Tensor | None:
+        """Flip, then the loss on the labelled windows."""
+        self.augment(batch)
+        out = self(batch['image'])
+        loss = self.compute_loss(batch, out)
+        if loss is None:
+            return None
+        self.log('train_loss', loss, batch_size=out.shape[0])
+        self._score(batch, out, 'train')
+        return loss
+
+    def validation_step(
+        self, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        """Loss and count metrics on validation windows."""
+        out = self(batch['image'])
+        loss = self.compute_loss(batch, out)
+        if loss is not None:
+            self.log('val_loss', loss, batch_size=out.shape[0])
+        self._score(batch, out, 'val')
+
+    def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Count metrics on test windows."""
+        out = self(batch['image'])
+        self._score(batch, out, 'test')
+
+    def _log_epoch(self, prefix: str) -> None:
+        metrics = getattr(self, f'{prefix}_metrics')
+        try:
+            values = metrics.compute()
+        except (ValueError, RuntimeError):  # nothing was updated
+            metrics.reset()
+            return
+        self.log_dict({k: float(v) for k, v in values.items()})
+        metrics.reset()
+
+    def on_train_epoch_end(self) -> None:
+        """Log training count metrics."""
+        self._log_epoch('train')
+
+    def on_validation_epoch_end(self) -> None:
+        """Log validation count metrics."""
+        self._log_epoch('val')
+
+    def on_test_epoch_end(self) -> None:
+        """Log test count metrics."""
+        self._log_epoch('test')
+
+    def predict_step(
+        self, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> Tensor:
+        """The output map ``(B, 1, H, W)`` (density, or probability)."""
+        return self.output_map(batch['image'])
+
+    def output_map(self, image: Tensor) -> Tensor:
+        """The map written by prediction, from raw imagery."""
+        raise NotImplementedError
+
+
+class DensityTask(_CountingTask):
+    """Density regression from points: MSE, Bayesian Loss or GST (module doc)."""
+
+    def __init__(
+        self,
+        model: Literal['unet', 'deeplabv3+', 'fcn'] = 'unet',
+        backbone: str = 'resnet18',
+        weights: bool | None = None,
+        in_channels: int = 3,
+        num_filters: int = 64,
+        loss: Literal['mse', 'bayesian', 'gst'] = 'gst',
+        sigma: float = 4.0,
+        cutoff: float = 3.0,
+        background_ratio: float = 0.15,
+        density_scale: float = 100.0,
+        input_scale: float = 255.0,
+        flip: bool = True,
+        lr: float = 1e-3,
+        patience: int = 10,
+        freeze_backbone: bool = False,
+        freeze_decoder: bool = False,
+    ) -> None:
+        r"""Initialise the task.
+
+        Args:
+            model: network (TorchGeo names); one output channel at full resolution.
+            backbone: encoder of ``unet``/``deeplabv3+``.
+            weights: pretrained encoder weights; off by default (no downloads).
+            in_channels: image bands.
+            num_filters: width of the ``fcn`` model.
+            loss: ``mse`` (smoothed point maps), ``bayesian`` (BL+) or ``gst``
+                (needs the data module's ``gaussians=True``).
+            sigma: pixels: std of the ``mse`` targets' smoothing and of Bayesian
+                Loss's Gaussians.
+            cutoff: GST: Mahalanobis radius of the background term.
+            background_ratio: Bayesian Loss: :math:`d` as a fraction of the window.
+            density_scale: :math:`s`; the network predicts :math:`s\,\zeta`, of order
+                one where the objects are.
+            input_scale: raw imagery is divided by this.
+            flip: random flips in training.
+            lr: learning rate.
+            patience: plateau patience of the scheduler.
+            freeze_backbone: freeze the encoder.
+            freeze_decoder: freeze the decoder.
+        """
+        super().__init__(
+            model=model,
+            backbone=backbone,
+            weights=weights,
+            in_channels=in_channels,
+            num_outputs=1,
+            num_filters=num_filters,
+            loss=loss,
+            lr=lr,
+            patience=patience,
+            freeze_backbone=freeze_backbone,
+            freeze_decoder=freeze_decoder,
+        )
+
+    def configure_losses(self) -> None:
+        """Check the loss name.
+
+        Raises:
+            ValueError: for an unknown loss.
+        """
+        if self.hparams['loss'] not in ('mse', 'bayesian', 'gst'):
+            raise ValueError(
+                f"loss={self.hparams['loss']!r}: choose 'mse', 'bayesian' or 'gst'."
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Density ``(B, 1, H, W)`` in objects per pixel, from raw imagery."""
+        return F.softplus(self.model(self.normalize(x))) / self.hparams['density_scale']
+
+    def output_map(self, image: Tensor) -> Tensor:
+        """The density (objects per pixel)."""
+        return self(image)
+
+    def count(self, out: Tensor) -> Tensor:
+        """Sum of the density per window."""
+        return out.sum(dim=(1, 2, 3))
+
+    def sample_loss(
+        self, density: Tensor, points: Tensor, covs: Tensor | None
+    ) -> Tensor:
+        """Loss of one window ``(H, W)`` with its points (and GST covariances).
+
+        Raises:
+            ValueError: for ``gst`` without covariances.
+        """
+        h, w = density.shape
+        hp = self.hparams
+        s = hp['density_scale']
+        if hp['loss'] == 'mse':
+            target = smoothed_point_map(points, (h, w), hp['sigma']).to(density)
+            return (s * (density - target)).square().mean()
+        if len(points) == 0:  # all the mass belongs to the background
+            return density.sum()
+        if hp['loss'] == 'bayesian':
+            kernel = bayesian_kernel(
+                points, (h, w), 1, hp['sigma'], hp['background_ratio']
+            )
+        else:
+            if (
+                covs is None
+                or covs.shape[-1] < 3
+                or not bool(torch.isfinite(covs).all())
+            ):
+                raise ValueError(
+                    "loss='gst' needs each point's fitted Gaussian: build the data "
+                    'module with gaussians=True (CountingDataModule).'
+                )
+            c = covs.detach().double().cpu().numpy()
+            cov = np.stack([c[:, [0, 1]], c[:, [1, 2]]], 1)
+            fit = GaussianFit(
+                points.detach().double().cpu().numpy(),
+                cov,
+                np.zeros((len(c), 1)),
+                np.zeros(1),
+                (h, w),
+            )
+            kernel = gst_kernel(fit, 1, hp['cutoff'])
+        return transport_loss(density, kernel.to(density.device))
+
+    def compute_loss(self, batch: dict[str, Any], out: Tensor) -> Tensor:
+        """Mean :meth:`sample_loss` over the labelled windows (None if there are none)."""
+        lab = batch.get('labelled', torch.ones(out.shape[0], dtype=torch.bool))
+        losses = []
+        has_cov = batch['values'].shape[-1] >= 3
+        for i in torch.nonzero(lab).flatten().tolist():
+            ok = batch['valid'][i]
+            covs = batch['values'][i][ok] if has_cov else None
+            losses.append(self.sample_loss(out[i, 0], batch['points'][i][ok], covs))
+        if not losses:
+            return None  # type: ignore[return-value]
+        return torch.stack(losses).mean()
+
+
+class PointMapTask(_CountingTask):
+    """Point maps from points with the P2R loss, optionally semi-supervised (module doc)."""
+
+    def __init__(
+        self,
+        model: Literal['unet', 'deeplabv3+', 'fcn'] = 'unet',
+        backbone: str = 'resnet18',
+        weights: bool | None = None,
+        in_channels: int = 3,
+        num_filters: int = 64,
+        radius: float = 8.0,
+        pos_weight: float = 2.0,
+        threshold: float = 0.5,
+        ema_decay: float = 0.99,
+        pseudo_threshold: float = 0.5,
+        unlabelled_weight: float = 1.0,
+        ramp_steps: int = 200,
+        input_scale: float = 255.0,
+        flip: bool = True,
+        lr: float = 1e-3,
+        patience: int = 10,
+        freeze_backbone: bool = False,
+        freeze_decoder: bool = False,
+    ) -> None:
+        """Initialise the task.
+
+        Args:
+            model: network (TorchGeo names); one logit channel at full resolution.
+            backbone: encoder of ``unet``/``deeplabv3+``.
+            weights: pretrained encoder weights; off by default (no downloads).
+            in_channels: image bands.
+            num_filters: width of the ``fcn`` model.
+            radius: P2R region radius in pixels (about an object's radius).
+            pos_weight: extra weight of the positive pixel of each region.
+            threshold: probability above which a pixel counts as an object.
+            ema_decay: semi-supervised: the teacher's EMA decay.
+            pseudo_threshold: semi-supervised: minimum teacher probability of a
+                pseudo-point.
+            unlabelled_weight: semi-supervised: weight of the unlabelled loss after
+                the ramp.
+            ramp_steps: semi-supervised: training steps of the Gaussian ramp-up.
+            input_scale: raw imagery is divided by this.
+            flip: random flips in training (weak augmentation).
+            lr: learning rate.
+            patience: plateau patience of the scheduler.
+            freeze_backbone: freeze the encoder.
+            freeze_decoder: freeze the decoder.
+        """
+        super().__init__(
+            model=model,
+            backbone=backbone,
+            weights=weights,
+            in_channels=in_channels,
+            num_outputs=1,
+            num_filters=num_filters,
+            loss='p2r',
+            lr=lr,
+            patience=patience,
+            freeze_backbone=freeze_backbone,
+            freeze_decoder=freeze_decoder,
+        )
+        self._teacher: EMATeacher | None = None
+
+    def configure_losses(self) -> None:
+        """Nothing to build: :func:`~geosparse.losses.p2r_loss` is a function."""
+
+    @property
+    def teacher(self) -> EMATeacher:
+        """The EMA teacher (made from the student on first use; not checkpointed)."""
+        if self._teacher is None:
+            object.__setattr__(
+                self, '_teacher', EMATeacher(self.model, self.hparams['ema_decay'])
+            )
+        assert self._teacher is not None
+        return self._teacher
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits ``(B, 1, H, W)`` from raw imagery."""
+        return self.model(self.normalize(x))
+
+    def output_map(self, image: Tensor) -> Tensor:
+        r"""The object probability :math:`\sigma(\hat y)`."""
+        return torch.sigmoid(self(image))
+
+    def count(self, out: Tensor) -> Tensor:
+        """Pixels above ``threshold`` per window."""
+        prob = torch.sigmoid(out)
+        return (prob > self.hparams['threshold']).sum(dim=(1, 2, 3)).float()
+
+    def compute_loss(self, batch: dict[str, Any], out: Tensor) -> Tensor:
+        """P2R loss of the labelled windows (None if there are none)."""
+        lab = batch.get('labelled', torch.ones(out.shape[0], dtype=torch.bool))
+        idx = torch.nonzero(lab).flatten()
+        if len(idx) == 0:
+            return None  # type: ignore[return-value]
+        points = self.point_lists(batch)
+        hp = self.hparams
+        return p2r_loss(
+            out[idx],
+            [points[i] for i in idx.tolist()],
+            hp['radius'],
+            None,
+            hp['pos_weight'],
+        )
+
+    def strong(self, image: Tensor) -> Tensor:
+        """Strong photometric augmentation of raw images (the student's view).
+
+        Per image: brightness and contrast jitter of up to 30 %, Gaussian noise of
+        3 % of the range, and one cut-out square of a quarter of the side filled with
+        the image mean. Geometry is unchanged, so the teacher's pseudo-points stay
+        in place.
+        """
+        x = image.float()
+        b = x.shape[0]
+        scale = self.hparams['input_scale']
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        contrast = 1 + 0.6 * (torch.rand(b, 1, 1, 1, device=x.device) - 0.5)
+        bright = 0.6 * (torch.rand(b, 1, 1, 1, device=x.device) - 0.5) * mean
+        x = (x - mean) * contrast + mean + bright
+        x = x + 0.03 * scale * torch.randn_like(x)
+        h, w = x.shape[-2:]
+        ch, cw = max(h // 4, 1), max(w // 4, 1)
+        for i in range(b):
+            r = int(torch.randint(h - ch + 1, (1,)))
+            c = int(torch.randint(w - cw + 1, (1,)))
+            x[i, :, r : r + ch, c : c + cw] = mean[i]
+        return x
+
+    def training_step(  # type: ignore[override]  # Lightning skips a None loss
+        self, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> Tensor | None:
+        """P2R on labelled windows plus the ramped pseudo-point loss on unlabelled ones."""
+        self.augment(batch)
+        lab = batch.get(
+            'labelled', torch.ones(batch['image'].shape[0], dtype=torch.bool)
+        )
+        unl = torch.nonzero(~lab).flatten()
+        out = self(batch['image'])
+        sup = self.compute_loss(batch, out)
+        loss = sup
+        hp = self.hparams
+        if len(unl) and hp['unlabelled_weight'] > 0:
+            weak = batch['image'][unl]
+            teacher_logits = self.teacher(self.normalize(weak))
+            pts, conf = [], []
+            for t in teacher_logits[:, 0]:
+                p, c = pseudo_points(t, hp['pseudo_threshold'])
+                pts.append(p)
+                conf.append(c)
+            student = self(self.strong(weak))
+            unsup = p2r_loss(student, pts, hp['radius'], conf, hp['pos_weight'])
+            wt = unlabelled_weight(
+                self.global_step, hp['ramp_steps'], hp['unlabelled_weight']
+            )
+            self.log('train_unlabelled_loss', unsup, batch_size=len(unl))
+            self.log(
+                'train_pseudo_points',
+                float(sum(len(p) for p in pts)) / len(pts),
+                batch_size=len(unl),
+            )
+            loss = wt * unsup if sup is None else sup + wt * unsup
+        if loss is None:
+            return None
+        self.log('train_loss', loss, batch_size=out.shape[0])
+        self._score(batch, out, 'train')
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Move the teacher after every student step (when there is one)."""
+        if self._teacher is not None:
+            self._teacher.update(self.model)
