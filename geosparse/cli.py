@@ -22,6 +22,7 @@ EPILOG = textwrap.dedent(
       geosparse predict --checkpoint geosparse-demo/lsr.ckpt \
           geosparse-demo/scene/scene_naip.tif \
           --coarse geosparse-demo/scene/scene_nlcd.tif --out maps/
+      geosparse count maps/trees.tif --cell 64 --out counts.tif
       geosparse priors show nlcd-landcover4
       geosparse priors estimate --coarse nlcd.tif --fine lc.tif --out table.csv
     """
@@ -163,6 +164,23 @@ def _predict(args: argparse.Namespace) -> int:
         for line in report.failures:
             print(f'  {line}', file=sys.stderr)
         return 1
+    return 0
+
+
+def _count(args: argparse.Namespace) -> int:
+    import rasterio.errors
+
+    from .counting import count_map, total_count
+
+    try:
+        total = total_count(args.map)
+        print(f'{args.map}: {total:.1f} objects')
+        if args.out:
+            path = count_map(args.map, args.out, args.cell)
+            print(f'counts per {args.cell} x {args.cell} pixels: {path}')
+    except (ValueError, rasterio.errors.RasterioIOError) as err:
+        print(f'geosparse: error: {err}', file=sys.stderr)
+        return 2
     return 0
 
 
@@ -397,6 +415,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument('--quiet', action='store_true', help='no progress bar')
     pred.set_defaults(func=_predict)
+
+    count = sub.add_parser(
+        'count',
+        help='count objects in a predicted density or point map',
+        description=(
+            'Print the number of objects in a map that `geosparse predict` wrote '
+            'with a DensityTask (the sum of the density) or PointMapTask checkpoint '
+            '(its detections), and with --out write a COG of counts per '
+            'cell of --cell pixels. Example: geosparse count out/scene.tif --cell 64 '
+            '--out counts.tif'
+        ),
+    )
+    count.add_argument('map', help='density or probability COG from predict')
+    count.add_argument('--cell', type=int, default=32, help='cell side in pixels')
+    count.add_argument('--out', help='COG of counts per cell')
+    count.set_defaults(func=_count)
 
     priors = sub.add_parser(
         'priors', help='joint distributions of coarse and fine classes'

@@ -19,6 +19,11 @@ scale 1/254), and optionally one probability band per class (uint8, scale 1/254)
 a second COG ``<name>_probabilities.tif`` (GeoTIFF keeps a colour table only in
 files of one or two bands).
 Regression writes ``mean`` (float32, NaN nodata) for every output of the network.
+Counting tasks write ``density`` (:class:`~geosparse.trainers.DensityTask`, objects
+per pixel) or ``probability`` and ``detection`` (1 at the centre of each detected
+cell; :class:`~geosparse.trainers.PointMapTask`; block and halo should be multiples
+of its stride so that blocks share its cell grid);
+:func:`~geosparse.counting.count_map` sums either into counts per cell.
 
 Windows are padded (reflect) to a multiple of 32 for encoder-decoder models and the
 padding is cropped off again. A predictor made by :meth:`Predictor.from_checkpoint`
@@ -52,6 +57,7 @@ from tqdm.auto import tqdm
 from .io.source import ImageSource
 from .kernels import FAMILIES
 from .posterior import loo_variance_scale, posterior_map
+from .trainers.counting import DensityTask, PointMapTask
 from .trainers.lsr import LabelSuperResolutionTask, normalised_entropy
 from .trainers.npp import NPPTask
 
@@ -98,6 +104,8 @@ def task_class_for(hparams: Mapping[str, Any]) -> type[LightningModule]:
     LightningCLI records ``_class_path``; otherwise the hyperparameters tell:
     ``priors`` → :class:`~geosparse.trainers.LabelSuperResolutionTask`,
     ``kernel`` and ``lengthscale`` → :class:`~geosparse.trainers.NPPTask`,
+    ``density_scale`` → :class:`~geosparse.trainers.DensityTask`,
+    ``pos_weight`` and ``radius`` → :class:`~geosparse.trainers.PointMapTask`,
     ``num_outputs`` → :class:`~torchgeo.trainers.PixelwiseRegressionTask`,
     ``num_classes`` → :class:`~torchgeo.trainers.SemanticSegmentationTask`.
 
@@ -113,6 +121,10 @@ def task_class_for(hparams: Mapping[str, Any]) -> type[LightningModule]:
         return LabelSuperResolutionTask
     if 'kernel' in hparams and 'lengthscale' in hparams:
         return NPPTask
+    if 'density_scale' in hparams:
+        return DensityTask
+    if 'pos_weight' in hparams and 'radius' in hparams:
+        return PointMapTask
     if 'num_outputs' in hparams:
         return PixelwiseRegressionTask
     if 'num_classes' in hparams:
@@ -229,6 +241,14 @@ class Predictor:
         if isinstance(task, LabelSuperResolutionTask):
             self.kind = 'segmentation'
             names = list(task.table.fine_names)
+            self.binary = False
+        elif isinstance(task, DensityTask | PointMapTask):
+            self.kind = 'regression'
+            names = (
+                ['density']
+                if isinstance(task, DensityTask)
+                else ['probability', 'detection']
+            )
             self.binary = False
         elif 'num_outputs' in hp:
             self.kind = 'regression'
@@ -394,6 +414,26 @@ class Predictor:
                         {'definition': 'GP posterior standard deviation'},
                     ],
                 }
+            if isinstance(self.task, DensityTask | PointMapTask):
+                density = isinstance(self.task, DensityTask)
+                tags['counting'] = 'density' if density else 'point map'
+                if density:
+                    definitions = [
+                        'objects per pixel; its sum over an area is the count there'
+                    ]
+                else:
+                    tags['threshold'] = repr(self.task.hparams['threshold'])
+                    tags['stride'] = str(self.task.hparams['stride'])
+                    definitions = [
+                        'object probability of the cell of stride x stride pixels',
+                        'detections: 1 at the centre of each cell above the threshold '
+                        'tag; their sum over an area is the count there',
+                    ]
+                return {
+                    'descriptions': self.names,
+                    'tags': tags,
+                    'band_tags': [{'definition': d} for d in definitions],
+                }
             return {
                 'descriptions': [
                     'mean' if len(self.names) == 1 else f'mean_{n}' for n in self.names
@@ -445,7 +485,9 @@ class Predictor:
 
     # ------------------------------------------------------------ model
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
-        if isinstance(self.task, LabelSuperResolutionTask | NPPTask):
+        if isinstance(
+            self.task, LabelSuperResolutionTask | NPPTask | DensityTask | PointMapTask
+        ):
             return self.task.normalize(x)
         c = x.shape[1]
         mean = torch.as_tensor(self.mean, dtype=x.dtype).reshape(-1)
@@ -468,6 +510,10 @@ class Predictor:
         out = model(x)
         if isinstance(self.task, NPPTask):
             out = out * self.task.hparams['target_scale']
+        elif isinstance(self.task, DensityTask):
+            out = F.softplus(out) / self.task.hparams['density_scale']
+        elif isinstance(self.task, PointMapTask):
+            out = self.task.maps_from_logits(out)
         return out[..., :h, :w]
 
     def probs(

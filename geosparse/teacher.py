@@ -18,8 +18,9 @@ import copy
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .losses.p2r import peak_map
 
 __all__ = ['EMATeacher', 'pseudo_points', 'unlabelled_weight']
 
@@ -78,11 +79,8 @@ def pseudo_points(
     Raises:
         ValueError: for an even window.
     """
-    if window % 2 == 0:
-        raise ValueError(f'window={window} must be odd.')
     prob = torch.sigmoid(logits.detach().float())
-    peak = F.max_pool2d(prob[None, None], window, stride=1, padding=window // 2)[0, 0]
-    keep = (prob >= peak) & (prob > threshold)
+    keep = peak_map(prob, threshold, window)
     rc = torch.nonzero(keep)
     return rc.to(torch.float64) + 0.5, prob[keep].to(torch.float64)
 

@@ -13,6 +13,7 @@ from .conftest import ROOT
         'label_super_resolution.ipynb',
         'stac_inference.ipynb',
         'neural_point_process.ipynb',
+        'counting.ipynb',
     ],
 )
 def test_notebook_runs(name, tmp_path, monkeypatch):
@@ -29,6 +30,7 @@ def test_notebook_runs(name, tmp_path, monkeypatch):
         'label_super_resolution.ipynb': 'lsr-notebook/landcover.tif',
         'stac_inference.ipynb': 'stac-notebook/maps/mosaic_landcover.json',
         'neural_point_process.ipynb': 'npp-notebook/posterior.tif',
+        'counting.ipynb': 'counting-notebook/counts.tif',
     }
     assert (tmp_path / expected[name]).exists()
     assert os.environ['GEOSPARSE_NB_TINY'] == '1'

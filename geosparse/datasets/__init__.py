@@ -4,7 +4,9 @@ from .coarse import CoarseLabels, FineLabels, ImageryDataset
 from .points import SparsePoints, collate_points, spatial_split
 from .synthetic import (
     FINE_CLASSES,
+    ObjectScene,
     SyntheticScene,
+    make_object_scene,
     make_point_labels,
     make_scene,
     make_stac_tiles,
@@ -16,9 +18,11 @@ __all__ = [
     'CoarseLabels',
     'FineLabels',
     'ImageryDataset',
+    'ObjectScene',
     'SparsePoints',
     'SyntheticScene',
     'collate_points',
+    'make_object_scene',
     'make_point_labels',
     'make_scene',
     'make_stac_tiles',

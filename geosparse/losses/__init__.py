@@ -3,7 +3,7 @@
 from .lsr import BlockStatistics, StatisticsMatchingLoss, label_counting
 from .naive import HardNaiveLoss, SoftNaiveLoss
 from .npp import NPPLoss
-from .p2r import p2r_loss, p2r_targets
+from .p2r import p2r_loss, p2r_targets, peak_map
 from .transport import bayesian_kernel, gst_kernel, transport_loss
 
 __all__ = [
@@ -17,5 +17,6 @@ __all__ = [
     'label_counting',
     'p2r_loss',
     'p2r_targets',
+    'peak_map',
     'transport_loss',
 ]

@@ -14,8 +14,11 @@ and every other cell of the region is a negative; cells in no region (further th
 that point-to-point matching lacks. The loss is binary cross-entropy averaged over all
 cells, with positives weighted by ``pos_weight`` and each region weighted by its
 point's confidence (1 for annotations, the teacher's confidence for pseudo-points in
-semi-supervised training). Counting: the number of cells with
-:math:`\sigma(\hat y) > 0.5`.
+semi-supervised training). Counting: the cells with :math:`\sigma(\hat y) > 0.5`, on a
+logit map coarse enough that a cell holds at most one object (the paper's network
+outputs a down-sampled map; :class:`~geosparse.trainers.PointMapTask` pools to a
+``stride``); at finer strides a confident cell's neighbours pass 0.5 too, and
+:func:`peak_map` counts local maxima instead.
 
 Points are matched to regions by a k-d tree (scipy), so the cost grows with the
 number of cells, not with cells x points.
@@ -29,7 +32,7 @@ import torch.nn.functional as F
 from scipy.spatial import cKDTree
 from torch import Tensor
 
-__all__ = ['p2r_loss', 'p2r_targets']
+__all__ = ['p2r_loss', 'p2r_targets', 'peak_map']
 
 
 def p2r_targets(
@@ -137,3 +140,28 @@ def p2r_loss(
     target = torch.stack(targets).to(maps.device)
     weight = torch.stack(weights).to(maps.device)
     return F.binary_cross_entropy_with_logits(maps, target, weight=weight)
+
+
+def peak_map(prob: Tensor, threshold: float = 0.5, window: int = 3) -> Tensor:
+    """Detections: local maxima of ``prob`` above ``threshold`` (same shape, bool).
+
+    Args:
+        prob: ``(..., H, W)`` probabilities.
+        threshold: minimum probability of a detection.
+        window: side of the local-maximum window (odd, in cells; 1: every cell
+            above the threshold).
+
+    Returns:
+        True at each detection; its count per map is the predicted count.
+
+    Raises:
+        ValueError: for an even window.
+    """
+    if window % 2 == 0:
+        raise ValueError(f'window={window} must be odd.')
+    if window == 1:
+        return prob > threshold
+    shape = prob.shape
+    flat = prob.reshape(-1, 1, *shape[-2:]).float()
+    peak = F.max_pool2d(flat, window, stride=1, padding=window // 2)
+    return ((flat >= peak) & (flat > threshold)).reshape(shape)

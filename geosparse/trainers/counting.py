@@ -13,8 +13,10 @@ together (kornia would not move the points), and score counts per window
   ``gst`` (2D Gaussians Spatial Transport, Shang and Hong), both
   :func:`~geosparse.losses.transport_loss` with their kernels.
 - :class:`PointMapTask`: the output is a logit map; Point-to-Region loss
-  (:func:`~geosparse.losses.p2r_loss`, Lin, Zhao and Chan, CVPR 2025); the count is
-  the number of pixels with :math:`\sigma(\hat y) > 0.5`. With unlabelled windows in
+  (:func:`~geosparse.losses.p2r_loss`, Lin, Zhao and Chan, CVPR 2025) on the
+  network's output average-pooled to cells of ``stride`` pixels (the paper's network
+  outputs a down-sampled map, where a cell holds at most one object); the count is
+  the number of cells with :math:`\sigma(\hat y) > 0.5`. With unlabelled windows in
   the batch (``labelled = False``) it trains semi-supervised as in the paper: an EMA
   teacher (:class:`~geosparse.teacher.EMATeacher`) sees the weakly augmented window
   (flips) and gives pseudo-points with confidences
@@ -37,7 +39,7 @@ from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
 
 from ..datamodules.counting import flip_batch
 from ..gaussians import GaussianFit
-from ..losses.p2r import p2r_loss
+from ..losses.p2r import p2r_loss, peak_map
 from ..losses.transport import bayesian_kernel, gst_kernel, transport_loss
 from ..teacher import EMATeacher, pseudo_points, unlabelled_weight
 
@@ -140,11 +142,15 @@ class _CountingTask(PixelwiseRegressionTask):
     def validation_step(
         self, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
-        """Loss and count metrics on validation windows."""
+        """Count metrics on validation windows; ``val_loss`` is their count MAE.
+
+        The same measure for every loss (GST's kernel would need Gaussians fitted
+        to the validation points too), used by the plateau scheduler.
+        """
         out = self(batch['image'])
-        loss = self.compute_loss(batch, out)
-        if loss is not None:
-            self.log('val_loss', loss, batch_size=out.shape[0])
+        truth = batch['valid'].sum(1).float()
+        loss = (self.count(out) - truth).abs().mean()
+        self.log('val_loss', loss, batch_size=out.shape[0])
         self._score(batch, out, 'val')
 
     def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -177,7 +183,7 @@ class _CountingTask(PixelwiseRegressionTask):
     def predict_step(
         self, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> Tensor:
-        """The output map ``(B, 1, H, W)`` (density, or probability)."""
+        """The output map (density; or probability and detections)."""
         return self.output_map(batch['image'])
 
     def output_map(self, image: Tensor) -> Tensor:
@@ -334,8 +340,10 @@ class PointMapTask(_CountingTask):
         in_channels: int = 3,
         num_filters: int = 64,
         radius: float = 8.0,
+        stride: int = 4,
         pos_weight: float = 2.0,
         threshold: float = 0.5,
+        rule: Literal['cells', 'peaks'] = 'cells',
         ema_decay: float = 0.99,
         pseudo_threshold: float = 0.5,
         unlabelled_weight: float = 1.0,
@@ -356,8 +364,15 @@ class PointMapTask(_CountingTask):
             in_channels: image bands.
             num_filters: width of the ``fcn`` model.
             radius: P2R region radius in pixels (about an object's radius).
+            stride: pixels per cell of the logit map (the network's full-resolution
+                output is average-pooled), about an object's size so that a cell
+                holds at most one object, as with the paper's down-sampled output.
             pos_weight: extra weight of the positive pixel of each region.
-            threshold: probability above which a pixel counts as an object.
+            threshold: probability above which a cell counts as an object.
+            rule: ``cells``: every cell above ``threshold`` is an object (the
+                paper's rule, for a stride at which a cell holds at most one object);
+                ``peaks``: only local maxima above it (for fine strides, where a
+                confident cell's neighbours pass the threshold too).
             ema_decay: semi-supervised: the teacher's EMA decay.
             pseudo_threshold: semi-supervised: minimum teacher probability of a
                 pseudo-point.
@@ -400,17 +415,48 @@ class PointMapTask(_CountingTask):
         return self._teacher
 
     def forward(self, x: Tensor) -> Tensor:
-        """Logits ``(B, 1, H, W)`` from raw imagery."""
-        return self.model(self.normalize(x))
+        """Logits ``(B, 1, ceil(H / stride), ceil(W / stride))`` from raw imagery."""
+        out = self.model(self.normalize(x))
+        s = int(self.hparams['stride'])
+        return F.avg_pool2d(out, s, ceil_mode=True) if s > 1 else out
+
+    def cell_points(self, points: Tensor) -> Tensor:
+        """Pixel ``(row, col)`` positions in cell units of the logit map."""
+        return points / self.hparams['stride']
 
     def output_map(self, image: Tensor) -> Tensor:
-        r"""The object probability :math:`\sigma(\hat y)`."""
-        return torch.sigmoid(self(image))
+        """``(B, 2, H, W)`` maps of raw imagery (:meth:`maps_from_logits`)."""
+        return self.maps_from_logits(self.model(self.normalize(image)))
+
+    def maps_from_logits(self, logits: Tensor) -> Tensor:
+        r"""``(B, 2, H, W)`` from full-resolution network outputs ``(B, 1, H, W)``.
+
+        Band 0: the cell probability :math:`\sigma(\hat y)` repeated over the cell's
+        pixels; band 1: 1 at the centre pixel of each detected cell
+        (:meth:`detections`), so that its sum over any area is the count there.
+        """
+        h, w = logits.shape[-2:]
+        s = int(self.hparams['stride'])
+        cells = F.avg_pool2d(logits, s, ceil_mode=True) if s > 1 else logits
+        prob = torch.sigmoid(cells)
+        full = prob.repeat_interleave(s, -2).repeat_interleave(s, -1)[..., :h, :w]
+        det = torch.zeros_like(logits)
+        b, _, r, c = torch.nonzero(self.detections(cells), as_tuple=True)
+        det[
+            b, 0, (r * s + s // 2).clamp(max=h - 1), (c * s + s // 2).clamp(max=w - 1)
+        ] = 1
+        return torch.cat([full, det], 1)
 
     def count(self, out: Tensor) -> Tensor:
-        """Pixels above ``threshold`` per window."""
+        """Detections per window (:meth:`detections`)."""
+        return self.detections(out).sum(dim=(1, 2, 3)).float()
+
+    def detections(self, out: Tensor) -> Tensor:
+        """Boolean detections of logit maps: cells above ``threshold`` (``rule='cells'``, the paper's) or local maxima above it (``rule='peaks'``)."""
         prob = torch.sigmoid(out)
-        return (prob > self.hparams['threshold']).sum(dim=(1, 2, 3)).float()
+        if self.hparams.get('rule', 'cells') == 'peaks':
+            return peak_map(prob, self.hparams['threshold'])
+        return prob > self.hparams['threshold']
 
     def compute_loss(self, batch: dict[str, Any], out: Tensor) -> Tensor:
         """P2R loss of the labelled windows (None if there are none)."""
@@ -418,12 +464,12 @@ class PointMapTask(_CountingTask):
         idx = torch.nonzero(lab).flatten()
         if len(idx) == 0:
             return None  # type: ignore[return-value]
-        points = self.point_lists(batch)
+        points = [self.cell_points(p) for p in self.point_lists(batch)]
         hp = self.hparams
         return p2r_loss(
             out[idx],
             [points[i] for i in idx.tolist()],
-            hp['radius'],
+            hp['radius'] / hp['stride'],
             None,
             hp['pos_weight'],
         )
@@ -470,11 +516,14 @@ class PointMapTask(_CountingTask):
             teacher_logits = self.teacher(self.normalize(weak))
             pts, conf = [], []
             for t in teacher_logits[:, 0]:
-                p, c = pseudo_points(t, hp['pseudo_threshold'])
+                window = 3 if hp.get('rule', 'cells') == 'peaks' else 1
+                p, c = pseudo_points(t, hp['pseudo_threshold'], window)
                 pts.append(p)
                 conf.append(c)
             student = self(self.strong(weak))
-            unsup = p2r_loss(student, pts, hp['radius'], conf, hp['pos_weight'])
+            unsup = p2r_loss(
+                student, pts, hp['radius'] / hp['stride'], conf, hp['pos_weight']
+            )
             wt = unlabelled_weight(
                 self.global_step, hp['ramp_steps'], hp['unlabelled_weight']
             )

@@ -1,0 +1,176 @@
+import geopandas as gpd
+import pandas as pd
+import pytest
+import torch
+from shapely.geometry import Point
+
+import geosparse.gaussians as gaussians_module
+from geosparse.datamodules import CountingDataModule
+from geosparse.datamodules.counting import COV_COLUMNS, flip_batch
+from geosparse.datasets import make_object_scene
+
+
+@pytest.fixture(scope='module')
+def objects(tmp_path_factory):
+    return make_object_scene(
+        tmp_path_factory.mktemp('objects'), size=128, n=80, radius=3, seed=1
+    )
+
+
+def make_dm(objects, tmp_path, **kw):
+    options = dict(
+        patch_size=32,
+        batch_size=4,
+        length=8,
+        split=(0.5, 0.25, 0.25),
+        eval_size=32,
+        cache_dir=str(tmp_path / 'cache'),
+        fit_steps=10,
+    )
+    options.update(kw)
+    return CountingDataModule(str(objects.image), str(objects.points), **options)
+
+
+def boxes_disjoint(boxes):
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1 :]:
+            overlap_x = min(a[2], b[2]) - max(a[0], b[0])
+            overlap_y = min(a[3], b[3]) - max(a[1], b[1])
+            if overlap_x > 1e-9 and overlap_y > 1e-9:
+                return False
+    return True
+
+
+def test_region_split_and_batches(objects, tmp_path):
+    dm = make_dm(objects, tmp_path)
+    dm.setup('fit')
+    boxes = dm.boxes
+    every = [b for name in ('labelled', 'val', 'test') for b in boxes[name]]
+    assert boxes_disjoint(every) and not boxes['unlabelled']
+    # bands from the top: 64, 32 and 32 rows of the 128-pixel scene
+    assert [round(b[3] - b[1]) for b in every] == [64, 32, 32]
+    batch = next(iter(dm.train_dataloader()))
+    assert batch['image'].shape == (4, 3, 32, 32)
+    assert batch['labelled'].all()
+    for bounds in batch['bounds']:  # training windows lie in the training band
+        y = bounds[1]
+        assert y.start >= boxes['labelled'][0][1] - 1e-6
+    assert (batch['points'][batch['valid']] >= 0).all()
+    assert (batch['points'][batch['valid']] <= 32).all()
+    # test tiles count every object of the test band exactly once (4 tiles of 32)
+    dm.setup('test')
+    tiles = list(dm.test_dataloader())
+    n_test = sum(int(b['valid'].sum()) for b in tiles)
+    xy = dm.points.xy()
+    tb = boxes['test'][0]
+    inside = (xy[:, 1] > tb[1]) & (xy[:, 1] <= tb[3])
+    assert n_test == int(inside.sum()) > 0
+
+
+def test_semi_supervised_tiles_hide_points(objects, tmp_path):
+    dm = make_dm(objects, tmp_path, labelled_fraction=0.25, length=40, patch_size=16)
+    dm.setup('fit')
+    lab, unl = dm.boxes['labelled'], dm.boxes['unlabelled']
+    assert len(lab) == 8 and len(unl) == 24  # 64 x 128 band in 16-pixel tiles
+    assert boxes_disjoint(lab + unl)
+    seen = {True: 0, False: 0}
+    for batch in dm.train_dataloader():
+        for i, labelled in enumerate(batch['labelled'].tolist()):
+            seen[labelled] += 1
+            if not labelled:
+                assert int(batch['valid'][i].sum()) == 0  # hidden
+    assert seen[True] > 0 and seen[False] > 0
+    ref = make_dm(
+        objects, tmp_path, labelled_fraction=0.25, patch_size=16, use_unlabelled=False
+    )
+    ref.setup('fit')
+    assert all(b['labelled'].all() for b in ref.train_dataloader())
+
+
+def test_gaussians_are_fitted_once_and_travel_with_points(
+    objects, tmp_path, monkeypatch
+):
+    dm = make_dm(objects, tmp_path, gaussians=True)
+    dm.setup('fit')
+    batch = next(iter(dm.train_dataloader()))
+    assert batch['values'].shape[-1] == len(COV_COLUMNS)
+    covs = batch['values'][batch['valid']]
+    det = covs[:, 0] * covs[:, 2] - covs[:, 1] ** 2
+    assert (covs[:, 0] > 0).all() and (det > 0).all()  # positive definite
+    assert len(list((tmp_path / 'cache').glob('gst-*.npz'))) == 1
+
+    def refit(*args, **kwargs):
+        raise AssertionError('the cached fit should be reused')
+
+    monkeypatch.setattr(gaussians_module, 'fit_gaussians', refit)
+    again = make_dm(objects, tmp_path, gaussians=True)
+    again.setup('fit')  # from the cache, no refit
+    # other points (another labelled set): never the stale cache
+    other = make_dm(objects, tmp_path, gaussians=True, split=(0.75, 0.0, 0.25))
+    with pytest.raises(AssertionError, match='cached fit'):
+        other.setup('fit')
+
+
+def test_flip_batch_moves_points_and_covariances():
+    image = torch.zeros(1, 1, 8, 10)
+    image[0, 0, 2, 7] = 1.0
+    batch = {
+        'image': image,
+        'points': torch.tensor([[[2.5, 7.5]]]),
+        'values': torch.tensor([[[4.0, 1.0, 2.0]]]),
+    }
+    flip_batch(batch, torch.tensor([True]), torch.tensor([True]))
+    r, c = batch['points'][0, 0].floor().long().tolist()
+    assert (r, c) == (5, 2) and batch['image'][0, 0, r, c] == 1.0
+    assert batch['values'][0, 0].tolist() == [4.0, 1.0, 2.0]  # two flips: sign back
+    flip_batch(batch, torch.tensor([True]), torch.tensor([False]))
+    assert batch['values'][0, 0, 1] == -1.0
+
+
+def test_box_csv_duplicates_and_points_off_the_image(objects, tmp_path):
+    dm = make_dm(objects, tmp_path)
+    dm.hparams['points_path'] = str(objects.boxes)
+    dm.setup('fit')
+    assert len(dm.points) == objects.count  # box centres
+    frame = gpd.read_file(objects.points)
+    extra = gpd.GeoDataFrame(
+        {'object': [-1, -2]},
+        geometry=[frame.geometry.iloc[0], Point(0, 0)],  # a duplicate, one far off
+        crs=frame.crs,
+    )
+    path = tmp_path / 'dups.gpkg'
+    pd.concat([frame, extra]).to_file(path)
+    dm = make_dm(objects, tmp_path)
+    dm.hparams['points_path'] = str(path)
+    with pytest.warns(UserWarning) as record:
+        dm.setup('fit')
+    text = ' '.join(str(w.message) for w in record)
+    assert 'outside the imagery' in text and 'merge_distance' in text
+    assert 'dups.gpkg' in text
+    assert len(dm.points) == objects.count
+
+
+def test_bad_input_is_named(objects, tmp_path):
+    far = tmp_path / 'far.gpkg'
+    gpd.GeoDataFrame(geometry=[Point(0, 0)], crs='EPSG:32618').to_file(far)
+    dm = make_dm(objects, tmp_path)
+    dm.hparams['points_path'] = str(far)
+    with pytest.raises(ValueError, match=r'far\.gpkg: none of its 1 points'):
+        dm.setup('fit')
+    with pytest.raises(ValueError, match='eval_size=48'):
+        make_dm(objects, tmp_path, eval_size=48).setup('fit')
+    with pytest.raises(ValueError, match='split='):
+        make_dm(objects, tmp_path, split=(0.5, 0.5))
+    with pytest.raises(ValueError, match='labelled_fraction'):
+        make_dm(objects, tmp_path, labelled_fraction=0)
+    bad = tmp_path / 'boxes.csv'
+    pd.DataFrame({'xmin': [5], 'ymin': [5], 'xmax': [4], 'ymax': [9]}).to_csv(bad)
+    dm = make_dm(objects, tmp_path)
+    dm.hparams['points_path'] = str(bad)
+    with pytest.raises(ValueError, match=r'boxes\.csv: 1 boxes have xmax <= xmin'):
+        dm.setup('fit')
+
+
+def test_region_sampler_needs_room(objects, tmp_path):
+    with pytest.raises(ValueError, match='patch_size'):
+        make_dm(objects, tmp_path, patch_size=80, eval_size=16).setup('fit')

@@ -1,0 +1,248 @@
+import os
+import shutil
+import subprocess
+
+import lightning
+import numpy as np
+import pytest
+import rasterio
+import torch
+import torch.nn.functional as F
+
+from geosparse.cli import main
+from geosparse.counting import count_map, total_count
+from geosparse.datamodules import CountingDataModule
+from geosparse.datasets import make_object_scene
+from geosparse.predict import predict_raster
+from geosparse.predictors import Predictor, task_class_for
+from geosparse.trainers import (
+    DensityTask,
+    PointMapTask,
+    brief_trainer,
+    smoothed_point_map,
+)
+
+from ..conftest import ROOT
+
+
+@pytest.fixture(scope='module')
+def objects(tmp_path_factory):
+    return make_object_scene(
+        tmp_path_factory.mktemp('objects'), size=96, n=50, radius=2.5, seed=2
+    )
+
+
+def make_dm(objects, tmp_path, **kw):
+    options = dict(
+        patch_size=32,
+        batch_size=4,
+        length=8,
+        split=(0.5, 0.0, 0.5),
+        eval_size=32,
+        cache_dir=str(tmp_path / 'cache'),
+        fit_steps=10,
+    )
+    options.update(kw)
+    return CountingDataModule(str(objects.image), str(objects.points), **options)
+
+
+def test_smoothed_point_map_keeps_the_mass():
+    m = smoothed_point_map(torch.tensor([[10.5, 12.5], [12.0, 6.0]]), (24, 24), 1.5)
+    assert float(m.sum()) == pytest.approx(2.0, abs=1e-3)
+    assert m.argmax() == 10 * 24 + 12
+
+
+@pytest.mark.parametrize('loss', ['mse', 'bayesian', 'gst'])
+def test_density_task_trains_and_scores_counts(objects, tmp_path, loss):
+    lightning.seed_everything(0)
+    dm = make_dm(objects, tmp_path, gaussians=loss == 'gst')
+    task = DensityTask(loss=loss, model='fcn', num_filters=8, sigma=2.0)
+    trainer = brief_trainer(2)
+    trainer.fit(task, dm)
+    [scores] = trainer.test(task, dm, verbose=False)
+    assert np.isfinite(scores['test_count_mae']) and scores['test_count_mae'] >= 0
+    density = task(torch.full((1, 3, 16, 16), 100.0))
+    assert (density >= 0).all()
+
+
+def test_transport_losses_on_empty_windows_push_mass_to_zero():
+    task = DensityTask(loss='bayesian', model='fcn', num_filters=8)
+    d = torch.full((8, 8), 0.1, requires_grad=True)
+    loss = task.sample_loss(d, torch.zeros(0, 2), None)
+    assert float(loss) == pytest.approx(6.4)
+    loss.backward()
+    assert (d.grad > 0).all()
+
+
+def test_gst_without_gaussians_is_a_clear_error(objects, tmp_path):
+    dm = make_dm(objects, tmp_path)
+    task = DensityTask(loss='gst', model='fcn', num_filters=8)
+    with pytest.raises(ValueError, match='gaussians=True'):
+        brief_trainer(1).fit(task, dm)
+
+
+@pytest.mark.parametrize('method', ['gst', 'p2r'])
+def test_counts_beat_the_constant_density_answer(objects, tmp_path, method):
+    """Trained, the count error is well below that of the training mean density."""
+    lightning.seed_everything(0)
+    steps = 300
+    dm = make_dm(
+        objects,
+        tmp_path,
+        gaussians=method == 'gst',
+        batch_size=8,
+        length=8 * steps,
+        fit_steps=50,
+    )
+    if method == 'gst':
+        task: DensityTask | PointMapTask = DensityTask(loss='gst', sigma=2.0)
+    else:
+        task = PointMapTask(radius=3.0, stride=4)
+    brief_trainer(steps).fit(task, dm)
+    n_train = len(dm.train_dataset.datasets[1])
+    const = n_train / (48 * 96) * 32 * 32
+    truth, pred = [], []
+    task.eval()
+    with torch.no_grad():
+        for batch in dm.test_dataloader():
+            truth += batch['valid'].sum(1).tolist()
+            pred += task.count(task(batch['image'])).tolist()
+    truth_a, pred_a = np.array(truth, float), np.array(pred)
+    assert np.abs(pred_a - truth_a).mean() < 0.75 * np.abs(const - truth_a).mean()
+
+
+def test_point_map_task_semi_supervised_moves_the_teacher(objects, tmp_path):
+    lightning.seed_everything(0)
+    dm = make_dm(objects, tmp_path, labelled_fraction=0.5, patch_size=16, length=24)
+    task = PointMapTask(
+        model='fcn', num_filters=8, radius=3.0, ramp_steps=2, pseudo_threshold=0.0
+    )
+    brief_trainer(4).fit(task, dm)
+    teacher = task.teacher.model
+    assert 'teacher' not in ''.join(task.state_dict())  # not checkpointed
+    diffs = [
+        float((t - s).abs().max())
+        for t, s in zip(teacher.parameters(), task.model.parameters(), strict=True)
+    ]
+    assert max(diffs) > 0  # an average, not a copy
+    strong = task.strong(torch.full((2, 3, 16, 16), 100.0))
+    assert strong.shape == (2, 3, 16, 16) and not torch.allclose(
+        strong, torch.full_like(strong, 100.0)
+    )
+
+
+def test_predict_writes_density_and_counts(objects, tmp_path):
+    lightning.seed_everything(0)
+    dm = make_dm(objects, tmp_path, gaussians=True)
+    task = DensityTask(loss='gst', model='fcn', num_filters=8)
+    trainer = brief_trainer(2)
+    trainer.fit(task, dm)
+    ckpt = tmp_path / 'density.ckpt'
+    trainer.save_checkpoint(ckpt)
+    assert task_class_for(torch.load(ckpt, weights_only=False)['hyper_parameters'])
+    out = predict_raster(
+        Predictor(checkpoint=ckpt), objects.image, tmp_path / 'd.tif', block=64, halo=8
+    )
+    with rasterio.open(out) as src:
+        density = src.read(1)
+        assert src.descriptions == ('density',)
+        assert src.tags()['counting'] == 'density'
+        assert src.profile['tiled']
+    with torch.no_grad():
+        x = torch.from_numpy(rasterio.open(objects.image).read()[None]).float()
+        direct = task(x)[0, 0].numpy()
+    np.testing.assert_allclose(density, direct, rtol=1e-4, atol=1e-6)
+    assert total_count(out) == pytest.approx(float(direct.sum()), rel=1e-4)
+    counts = count_map(out, tmp_path / 'c.tif', cell=32)
+    with rasterio.open(counts) as src:
+        c = src.read(1)
+        assert c.shape == (3, 3) and src.res == (32.0, 32.0)
+    assert float(c.sum()) == pytest.approx(float(direct.sum()), rel=1e-4)
+    assert float(c[0, 0]) == pytest.approx(float(direct[:32, :32].sum()), rel=1e-4)
+    with pytest.raises(ValueError, match='not a counting map'):
+        count_map(objects.image, tmp_path / 'x.tif')
+
+
+def test_point_map_prediction_counts_cells(objects, tmp_path):
+    lightning.seed_everything(0)
+    task = PointMapTask(model='fcn', num_filters=8, stride=4, radius=4.0)
+    with torch.no_grad():
+        task.model.eval()
+        logits = torch.full((1, 1, 10, 12), -5.0)
+        logits[0, 0, 4:8, 8:12] = 5.0  # one confident cell (row 1, col 2)
+        maps = task.maps_from_logits(logits)
+    assert maps.shape == (1, 2, 10, 12)
+    assert float(maps[0, 1].sum()) == 1.0 and float(maps[0, 1, 6, 10]) == 1.0
+    assert float(maps[0, 0, 4, 8]) > 0.99 and float(maps[0, 0, 0, 0]) < 0.01
+    assert float(task.count(F.avg_pool2d(logits, 4, ceil_mode=True))[0]) == 1.0
+    dm = make_dm(objects, tmp_path)
+    trainer = brief_trainer(2)
+    trainer.fit(task, dm)
+    ckpt = tmp_path / 'p2r.ckpt'
+    trainer.save_checkpoint(ckpt)
+    out = predict_raster(
+        Predictor(checkpoint=ckpt), objects.image, tmp_path / 'p.tif', block=64, halo=8
+    )
+    with rasterio.open(out) as src:
+        assert src.descriptions == ('probability', 'detection')
+        assert src.tags()['counting'] == 'point map'
+        det = src.read(2)
+    x = torch.from_numpy(rasterio.open(objects.image).read()[None]).float()
+    with torch.no_grad():
+        direct = task.count(task(x))
+    assert total_count(out) == float(det.sum()) == float(direct[0])
+
+
+def test_torchgeo_fit_predict_and_count_from_the_cli(tmp_path):
+    scene = make_object_scene(tmp_path / 'data' / 'objects', size=256, n=150, seed=4)
+    cmd = [
+        shutil.which('torchgeo') or 'torchgeo',
+        'fit',
+        '--config',
+        str(ROOT / 'examples' / 'configs' / 'counting_synthetic.yaml'),
+        '--trainer.max_steps',
+        '2',
+        '--trainer.limit_val_batches',
+        '1',
+        '--data.init_args.length',
+        '4',
+        '--data.init_args.batch_size',
+        '2',
+        '--data.init_args.fit_steps',
+        '5',
+        '--trainer.default_root_dir',
+        str(tmp_path / 'runs'),
+    ]
+    env = {'GEOSPARSE_CACHE': str(tmp_path / 'cache')}
+    res = subprocess.run(
+        cmd,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **env},
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert list((tmp_path / 'cache').glob('gst-*.npz'))
+    [ckpt] = list((tmp_path / 'runs').rglob('*.ckpt'))
+    maps = tmp_path / 'maps'
+    assert (
+        main(
+            [
+                'predict',
+                '--checkpoint',
+                str(ckpt),
+                str(scene.image),
+                '--quiet',
+                '--out',
+                str(maps),
+            ]
+        )
+        == 0
+    )
+    [density] = list(maps.glob('*.tif'))
+    counts = tmp_path / 'counts.tif'
+    assert main(['count', str(density), '--cell', '64', '--out', str(counts)]) == 0
+    with rasterio.open(counts) as src:
+        assert src.shape == (4, 4)
+    assert main(['count', str(scene.image)]) == 2
