@@ -50,12 +50,17 @@ class EMATeacher(nn.Module):
     def update(self, student: nn.Module) -> None:
         r"""Move the teacher: :math:`\theta_t \leftarrow \alpha \theta_t + (1 - \alpha) \theta_s`.
 
-        Buffers (e.g. BatchNorm statistics) are copied from the student.
+        Floating-point buffers (BatchNorm running statistics) are averaged the same
+        way, so that they belong to the averaged weights; integer buffers (batch
+        counters) are copied.
         """
         for t, s in zip(self.model.parameters(), student.parameters(), strict=True):
             t.mul_(self.decay).add_(s.detach(), alpha=1 - self.decay)
         for tb, sb in zip(self.model.buffers(), student.buffers(), strict=True):
-            tb.copy_(sb)
+            if tb.is_floating_point():
+                tb.mul_(self.decay).add_(sb, alpha=1 - self.decay)
+            else:
+                tb.copy_(sb)
 
     @torch.no_grad()
     def forward(self, x: Tensor) -> Tensor:

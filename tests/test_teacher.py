@@ -16,6 +16,7 @@ def test_teacher_is_the_moving_average_and_gets_no_gradients():
     with torch.no_grad():
         for p in student.parameters():
             p.add_(1.0)
+    bn_before = teacher.model[1].running_var.clone()
     student.train()(torch.randn(4, 1, 8, 8))  # moves the BatchNorm statistics
     teacher.update(student)
     for t, b, s in zip(
@@ -23,7 +24,10 @@ def test_teacher_is_the_moving_average_and_gets_no_gradients():
     ):
         torch.testing.assert_close(t, 0.9 * b + 0.1 * s)
         assert not t.requires_grad
-    torch.testing.assert_close(teacher.model[1].running_mean, student[1].running_mean)
+    torch.testing.assert_close(  # statistics averaged like the weights
+        teacher.model[1].running_var, 0.9 * bn_before + 0.1 * student[1].running_var
+    )
+    assert teacher.model[1].num_batches_tracked == student[1].num_batches_tracked
     assert not teacher(torch.randn(1, 1, 8, 8)).requires_grad
     with pytest.raises(ValueError, match='decay'):
         EMATeacher(student, decay=1.0)

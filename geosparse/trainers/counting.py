@@ -20,9 +20,13 @@ together (kornia would not move the points), and score counts per window
   the batch (``labelled = False``) it trains semi-supervised as in the paper: an EMA
   teacher (:class:`~geosparse.teacher.EMATeacher`) sees the weakly augmented window
   (flips) and gives pseudo-points with confidences
-  (:func:`~geosparse.teacher.pseudo_points`); the student sees a strongly augmented
-  view (colour jitter, noise, cut-out) of the same window and is trained on them with
-  the P2R loss, weighted by the ramp :func:`~geosparse.teacher.unlabelled_weight`.
+  (:func:`~geosparse.teacher.pseudo_points`: its cells above ``pseudo_threshold``);
+  the student sees a strongly augmented view (colour jitter, noise, cut-out) of the
+  same window and is trained on them with the P2R loss, weighted by the ramp
+  :func:`~geosparse.teacher.unlabelled_weight`. Deviation for short CPU budgets: the
+  teacher is made only after ``warmup_steps`` supervised steps (the paper trains for
+  hundreds of epochs, where an average from the first step is harmless; over a few
+  hundred steps it averages untrained weights and gives noise).
 """
 
 from __future__ import annotations
@@ -345,8 +349,9 @@ class PointMapTask(_CountingTask):
         threshold: float = 0.5,
         rule: Literal['cells', 'peaks'] = 'cells',
         ema_decay: float = 0.99,
-        pseudo_threshold: float = 0.5,
+        pseudo_threshold: float = 0.8,
         unlabelled_weight: float = 1.0,
+        warmup_steps: int = 100,
         ramp_steps: int = 200,
         input_scale: float = 255.0,
         flip: bool = True,
@@ -378,7 +383,12 @@ class PointMapTask(_CountingTask):
                 pseudo-point.
             unlabelled_weight: semi-supervised: weight of the unlabelled loss after
                 the ramp.
-            ramp_steps: semi-supervised: training steps of the Gaussian ramp-up.
+            warmup_steps: semi-supervised: supervised steps before the teacher is
+                made (a copy of the student then) and the unlabelled loss starts; an
+                average of an untrained network's early weights gives noise, not
+                pseudo-points.
+            ramp_steps: semi-supervised: steps of the Gaussian ramp-up after the
+                warm-up.
             input_scale: raw imagery is divided by this.
             flip: random flips in training (weak augmentation).
             lr: learning rate.
@@ -416,9 +426,12 @@ class PointMapTask(_CountingTask):
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits ``(B, 1, ceil(H / stride), ceil(W / stride))`` from raw imagery."""
-        out = self.model(self.normalize(x))
+        return self.pool(self.model(self.normalize(x)))
+
+    def pool(self, logits: Tensor) -> Tensor:
+        """Full-resolution logits average-pooled to cells of ``stride`` pixels."""
         s = int(self.hparams['stride'])
-        return F.avg_pool2d(out, s, ceil_mode=True) if s > 1 else out
+        return F.avg_pool2d(logits, s, ceil_mode=True) if s > 1 else logits
 
     def cell_points(self, points: Tensor) -> Tensor:
         """Pixel ``(row, col)`` positions in cell units of the logit map."""
@@ -437,7 +450,7 @@ class PointMapTask(_CountingTask):
         """
         h, w = logits.shape[-2:]
         s = int(self.hparams['stride'])
-        cells = F.avg_pool2d(logits, s, ceil_mode=True) if s > 1 else logits
+        cells = self.pool(logits)
         prob = torch.sigmoid(cells)
         full = prob.repeat_interleave(s, -2).repeat_interleave(s, -1)[..., :h, :w]
         det = torch.zeros_like(logits)
@@ -511,9 +524,10 @@ class PointMapTask(_CountingTask):
         sup = self.compute_loss(batch, out)
         loss = sup
         hp = self.hparams
-        if len(unl) and hp['unlabelled_weight'] > 0:
+        warm = self.global_step >= hp.get('warmup_steps', 0)
+        if len(unl) and hp['unlabelled_weight'] > 0 and warm:
             weak = batch['image'][unl]
-            teacher_logits = self.teacher(self.normalize(weak))
+            teacher_logits = self.pool(self.teacher(self.normalize(weak)))
             pts, conf = [], []
             for t in teacher_logits[:, 0]:
                 window = 3 if hp.get('rule', 'cells') == 'peaks' else 1
@@ -525,7 +539,9 @@ class PointMapTask(_CountingTask):
                 student, pts, hp['radius'] / hp['stride'], conf, hp['pos_weight']
             )
             wt = unlabelled_weight(
-                self.global_step, hp['ramp_steps'], hp['unlabelled_weight']
+                self.global_step - hp.get('warmup_steps', 0),
+                hp['ramp_steps'],
+                hp['unlabelled_weight'],
             )
             self.log('train_unlabelled_loss', unsup, batch_size=len(unl))
             self.log(
