@@ -291,3 +291,94 @@ def test_static_kernel_fit_recovers_the_generating_kernel(monkeypatch):
     ell, var, noise = fit_static_kernel(resid, lengthscales=(1, 2, 4, 8))
     assert ell == 4.0
     assert var == pytest.approx(2.0, rel=0.3) and noise == pytest.approx(0.2, rel=0.5)
+
+
+def counting_args(image, points, out, *extra):
+    return [
+        '--image',
+        image,
+        '--points',
+        points,
+        '--out',
+        out,
+        '--steps',
+        '2',
+        '--batch',
+        '2',
+        '--patch',
+        '32',
+        '--eval-size',
+        '32',
+        '--fit-steps',
+        '3',
+        '--speed-map',
+        '32',
+        '--speed-points',
+        '40',
+        '--repeat',
+        '1',
+        *extra,
+    ]
+
+
+def test_counting_prints_every_method_and_the_speed_ratios(tmp_path):
+    from geosparse.datasets import make_object_scene
+
+    scene = make_object_scene(tmp_path / 'scene', size=128, n=60, seed=5)
+    out = tmp_path / 'c.json'
+    res = run_script('counting.py', *counting_args(scene.image, scene.points, out))
+    result = json.loads(out.read_text())
+    assert json.loads(res.stdout[res.stdout.index('{\n') :]) == result
+    methods = {'mse', 'bayesian', 'gst', 'p2r', 'p2r-semi', 'p2r-labelled-only'}
+    assert methods <= set(result['methods'])
+    for scores in result['methods'].values():
+        assert scores['mae'] >= 0 and scores['rmse'] >= scores['mae'] - 1e-9
+        assert scores['seconds'] > 0
+    speed = result['speed']
+    assert speed['gst_speedup_vs_ot'] > 0 and speed['p2r_speedup_vs_hungarian'] > 0
+    assert speed['gaussian_fit_seconds_per_megapixel'] > 0
+    assert result['counts']['eval_tiles'] == 8  # bottom 38 rows: 2 x 4 tiles of 32
+    # a box CSV as points, and a separate test image
+    other = make_object_scene(tmp_path / 'other', size=96, n=30, seed=6)
+    out2 = tmp_path / 'c2.json'
+    run_script(
+        'counting.py',
+        *counting_args(scene.image, scene.boxes, out2, '--methods', 'mse', 'p2r'),
+        '--test-image',
+        other.image,
+        '--test-points',
+        other.boxes,
+    )
+    second = json.loads(out2.read_text())
+    assert set(second['methods']) == {'mse', 'p2r'}
+    assert second['counts']['eval_tiles'] == 9
+
+
+def test_counting_names_bad_files(tmp_path):
+    res = run_script(
+        'counting.py', '--image', tmp_path / 'none.tif', '--points', 'x', check=False
+    )
+    assert res.returncode != 0 and 'none.tif' in res.stderr
+
+
+def test_counting_on_real_neon_boxes(data_dir, tmp_path):
+    neon = data_dir / 'neon-trees'
+    out = tmp_path / 'neon.json'
+    run_script(
+        'counting.py',
+        *counting_args(
+            neon / 'OSBS_029.tif',
+            neon / 'OSBS_029_boxes.csv',
+            out,
+            '--res',
+            '0.4',
+            '--eval-size',
+            '24',
+            '--methods',
+            'gst',
+            'p2r',
+        ),
+    )
+    result = json.loads(out.read_text())
+    assert result['counts']['points'] == 61
+    assert set(result['methods']) == {'gst', 'p2r'}

@@ -246,15 +246,19 @@ class CountingDataModule(KeepGeoKeys, GeoDataModule):
         # Duplicated annotations: clusters of points closer than merge_distance px.
         r = hp['merge_distance'] * float(image.res[0])
         idx = np.flatnonzero(keep)
-        pairs = cKDTree(xy[idx]).query_pairs(r, output_type='ndarray') if r > 0 else []
+        pairs: np.ndarray = (
+            cKDTree(xy[idx]).query_pairs(r, output_type='ndarray')
+            if r > 0
+            else np.zeros((0, 2), dtype=np.int64)
+        )
         if len(pairs):
             n = len(idx)
             adj = coo_matrix(
                 (np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n)
             )
             _, label = connected_components(adj, directed=False)
-            _, first = np.unique(label, return_index=True)
-            merged = n - len(first)
+            _, kept = np.unique(label, return_index=True)
+            merged = n - len(kept)
             warnings.warn(
                 f'{path}: {merged} points lie within merge_distance='
                 f'{hp["merge_distance"]} px of another (duplicated annotations?); '
@@ -262,7 +266,7 @@ class CountingDataModule(KeepGeoKeys, GeoDataModule):
                 stacklevel=2,
             )
             keep[:] = False
-            keep[idx[np.sort(first)]] = True
+            keep[idx[np.sort(kept)]] = True
         return points.select(np.flatnonzero(keep))
 
     # ------------------------------------------------------------ regions

@@ -115,7 +115,12 @@ def test_point_map_task_semi_supervised_moves_the_teacher(objects, tmp_path):
     lightning.seed_everything(0)
     dm = make_dm(objects, tmp_path, labelled_fraction=0.5, patch_size=16, length=24)
     task = PointMapTask(
-        model='fcn', num_filters=8, radius=3.0, ramp_steps=2, pseudo_threshold=0.0
+        model='fcn',
+        num_filters=8,
+        radius=3.0,
+        warmup_steps=1,
+        ramp_steps=2,
+        pseudo_threshold=0.0,
     )
     brief_trainer(4).fit(task, dm)
     teacher = task.teacher.model
