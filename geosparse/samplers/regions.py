@@ -4,8 +4,8 @@ TorchGeo's :class:`~torchgeo.samplers.RandomGeoSampler` takes one region of
 interest; spatial splits of one scene give several boxes per split (one per raster),
 and semi-supervised training gives labelled and unlabelled boxes. This sampler draws
 windows that lie wholly inside one of the boxes, the box chosen with probability
-proportional to its number of window positions, each window on the dataset's pixel
-grid.
+proportional to its number of window positions, each window on the boxes' pixel grid
+(box edges are expected on the raster's pixel edges).
 """
 
 from __future__ import annotations
@@ -56,15 +56,16 @@ class RegionGeoSampler(GeoSampler):
         xres, yres = dataset.res
         self.res = (float(xres), float(yres))
         rows, cols = self.size
-        self.boxes: list[
-            tuple[int, int, int, int]
-        ] = []  # grid col0, row0 (top), nx, ny
+        # Per box: its left and top edges and the number of window positions along
+        # x and y. Windows start on the box's own pixel grid (box edges lie on the
+        # raster's pixel edges, whose origin need not be a multiple of the
+        # resolution, as for NEON's 0.1 m tiles).
+        self.boxes: list[tuple[float, float, int, int]] = []
         for xmin, ymin, xmax, ymax in boxes:
-            c0, c1 = math.ceil(xmin / xres - 1e-9), math.floor(xmax / xres + 1e-9)
-            r0, r1 = math.ceil(ymin / yres - 1e-9), math.floor(ymax / yres + 1e-9)
-            nx, ny = c1 - c0 - cols + 1, r1 - r0 - rows + 1
+            nx = math.floor((xmax - xmin) / xres + 1e-6) - cols + 1
+            ny = math.floor((ymax - ymin) / yres + 1e-6) - rows + 1
             if nx > 0 and ny > 0:
-                self.boxes.append((c0, r0, nx, ny))
+                self.boxes.append((float(xmin), float(ymax), nx, ny))
         if not self.boxes:
             raise ValueError(
                 f'RegionGeoSampler: none of the {len(boxes)} regions holds a window of '
@@ -81,12 +82,12 @@ class RegionGeoSampler(GeoSampler):
         rows, cols = self.size
         for _ in range(self.length):
             k = int(torch.multinomial(self.weights, 1, generator=self.generator))
-            c0, r0, nx, ny = self.boxes[k]
-            c = c0 + int(torch.randint(nx, (1,), generator=self.generator))
-            r = r0 + int(torch.randint(ny, (1,), generator=self.generator))
+            left, top, nx, ny = self.boxes[k]
+            x0 = left + int(torch.randint(nx, (1,), generator=self.generator)) * xres
+            y1 = top - int(torch.randint(ny, (1,), generator=self.generator)) * yres
             yield (
-                slice(c * xres, (c + cols) * xres, xres),
-                slice(r * yres, (r + rows) * yres, yres),
+                slice(x0, x0 + cols * xres, xres),
+                slice(y1 - rows * yres, y1, yres),
                 self.t,
             )
 

@@ -1,7 +1,17 @@
+import numpy as np
 import pytest
+import torch
+from affine import Affine
 
 from geosparse.datasets import CoarseLabels, ImageryDataset
-from geosparse.samplers import CoarseBalancedGeoSampler, CoverGeoSampler, cover_offsets
+from geosparse.samplers import (
+    CoarseBalancedGeoSampler,
+    CoverGeoSampler,
+    RegionGeoSampler,
+    cover_offsets,
+)
+
+from ..conftest import write_raster
 
 
 def test_cover_offsets_stay_inside():
@@ -26,3 +36,26 @@ def test_balanced_sampler_favours_rare_classes(scene):
     assert len(list(s)) == 10
     assert s.weights.max() > s.weights.min()
     assert sum(s.class_frequency.values()) == pytest.approx(1.0)
+
+
+def test_region_sampler_windows_lie_in_boxes_on_an_off_origin_grid(tmp_path):
+    # origin 0.1 m off the multiples of the 0.2 m resolution (like NEON's tiles)
+    path = tmp_path / 'off.tif'
+    write_raster(
+        path,
+        np.zeros((1, 50, 60), dtype=np.uint8),
+        transform=Affine(0.2, 0, 1000.1, 0, -0.2, 2000.1),
+    )
+    ds = ImageryDataset(str(path))
+    boxes = [(1000.1, 2000.1 - 10 * 0.2, 1000.1 + 16 * 0.2, 2000.1)]  # 10 x 16 px
+    sampler = RegionGeoSampler(ds, 8, 30, boxes, torch.Generator().manual_seed(0))
+    seen = set()
+    for x, y, _ in sampler:
+        col, row = (x.start - 1000.1) / 0.2, (2000.1 - y.stop) / 0.2
+        assert abs(col - round(col)) < 1e-6 and abs(row - round(row)) < 1e-6
+        assert 0 <= round(col) <= 8 and 0 <= round(row) <= 2
+        assert ds[(x, y, _)]['image'].shape == (1, 8, 8)
+        seen.add((round(col), round(row)))
+    assert len(seen) > 5
+    with pytest.raises(ValueError, match='patch_size'):
+        RegionGeoSampler(ds, 12, 1, boxes)
