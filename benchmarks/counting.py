@@ -278,7 +278,7 @@ def run_seed(a: argparse.Namespace, speed: bool = True) -> dict[str, Any]:
                 unlabelled_weight=1.0 if method == 'p2r-semi' else 0.0,
             )
         else:
-            task = DensityTask(loss=method, sigma=a.sigma)
+            task = DensityTask(loss=method, sigma=a.sigma, cutoff=a.cutoff)
         trainer = brief_trainer(a.steps, progress=a.progress)
         trainer.fit(task, dm)
         seconds = time.perf_counter() - t0
@@ -374,6 +374,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument('--eval-size', type=int, default=32, help='evaluation tile (pixels)')
     p.add_argument('--res', type=float, help='resample to this resolution (CRS units)')
     p.add_argument('--sigma', type=float, default=2.0, help='MSE/BL Gaussian std (px)')
+    p.add_argument(
+        '--cutoff', type=float, default=3.0, help='GST background radius (Mahalanobis)'
+    )
     p.add_argument('--radius', type=float, default=4.0, help='P2R radius (px)')
     p.add_argument('--stride', type=int, default=4, help='P2R cell size (px)')
     p.add_argument('--train-fraction', type=float, default=0.7)
