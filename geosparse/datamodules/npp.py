@@ -135,8 +135,12 @@ class NPPDataModule(KeepGeoKeys, GeoDataModule):
             data = image & points
             gen = torch.Generator().manual_seed(hp['seed'] + i)
             n = (hp['length'] or 200) if i == 0 else hp['eval_windows']
+            grid = (float(x.start), float(y.stop))  # the imagery's top-left corner
             samplers.append(
-                (data, PointGeoSampler(data, points, self.patch_size, n, gen))
+                (
+                    data,
+                    PointGeoSampler(data, points, self.patch_size, n, gen, origin=grid),
+                )
             )
         (self.train_dataset, self.train_sampler) = samplers[0]
         (self.val_dataset, self.val_sampler) = (

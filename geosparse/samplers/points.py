@@ -2,9 +2,9 @@
 
 With sparse point labels most random windows hold none. This sampler picks a
 labelled point at random and places a window of ``size`` pixels around it at a
-uniformly random offset (clipped to the dataset's bounds and snapped to multiples of
-its resolution), so every window holds at least that point and, where points cluster, its
-neighbours too.
+uniformly random offset (clipped to the dataset's bounds and snapped to the raster's
+pixel grid, given by ``origin``), so every window holds at least that point and,
+where points cluster, its neighbours too.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ class PointGeoSampler(GeoSampler):
         size: int | tuple[int, int],
         length: int,
         generator: torch.Generator | None = None,
+        origin: tuple[float, float] = (0.0, 0.0),
     ) -> None:
         """Prepare the sampler.
 
@@ -41,6 +42,10 @@ class PointGeoSampler(GeoSampler):
             size: window size in pixels (rows, cols), at ``dataset.res``.
             length: windows per epoch.
             generator: random generator.
+            origin: a corner ``(x, y)`` of the raster's pixel grid (e.g. its
+                top-left); windows are snapped to the grid through it. The default
+                puts pixel edges at multiples of the resolution (NAIP and most UTM
+                products); rasters like NEON's 0.1 m tiles need their own origin.
 
         Raises:
             ValueError: if no point lies inside the dataset's bounds.
@@ -55,6 +60,7 @@ class PointGeoSampler(GeoSampler):
         self.width, self.height = self.size[1] * xres, self.size[0] * yres
         self.box = (float(x.start), float(y.start), float(x.stop), float(y.stop))
         self.res = (xres, yres)
+        self.origin = (float(origin[0]), float(origin[1]))
         xy = torch.from_numpy(points.xy())
         inside = (
             (xy[:, 0] >= x.start)
@@ -77,18 +83,22 @@ class PointGeoSampler(GeoSampler):
         rows, cols = self.size
         for _ in range(self.length):
             i = int(torch.randint(len(self.xy), (1,), generator=self.generator))
-            # The point's pixel (edges at multiples of the resolution, the grid of
-            # rasters whose origin is such a multiple, as for NAIP and most UTM
-            # products) lands in a random row and column of the window.
+            # The point's pixel (on the grid through ``origin``) lands in a random
+            # row and column of the window.
             c = int(torch.randint(cols, (1,), generator=self.generator))
             r = int(torch.randint(rows, (1,), generator=self.generator))
-            x0 = (math.floor(float(self.xy[i, 0]) / xres) - c) * xres
-            y1 = (math.ceil(float(self.xy[i, 1]) / yres) + r) * yres
+            ox, oy = self.origin
+            x0 = ox + (math.floor((float(self.xy[i, 0]) - ox) / xres) - c) * xres
+            y1 = oy + (math.ceil((float(self.xy[i, 1]) - oy) / yres) + r) * yres
             # Keep the window inside the dataset, still on the grid.
-            x0 = min(x0, math.floor((right - self.width) / xres) * xres)
-            x0 = max(x0, math.ceil(left / xres) * xres)
-            y1 = max(y1, math.ceil((bottom + self.height) / yres) * yres)
-            y1 = min(y1, math.floor(top / yres) * yres)
+            x0 = min(
+                x0, ox + math.floor((right - self.width - ox) / xres + 1e-9) * xres
+            )
+            x0 = max(x0, ox + math.ceil((left - ox) / xres - 1e-9) * xres)
+            y1 = max(
+                y1, oy + math.ceil((bottom + self.height - oy) / yres - 1e-9) * yres
+            )
+            y1 = min(y1, oy + math.floor((top - oy) / yres + 1e-9) * yres)
             yield (
                 slice(x0, x0 + self.width, xres),
                 slice(y1 - self.height, y1, yres),

@@ -59,3 +59,38 @@ def test_region_sampler_windows_lie_in_boxes_on_an_off_origin_grid(tmp_path):
     assert len(seen) > 5
     with pytest.raises(ValueError, match='patch_size'):
         RegionGeoSampler(ds, 12, 1, boxes)
+
+
+def test_point_sampler_follows_an_off_origin_raster_grid(tmp_path):
+    import geopandas as gpd
+    from shapely.geometry import Point
+
+    from geosparse.datasets import SparsePoints
+    from geosparse.samplers import PointGeoSampler
+
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 255, (1, 40, 50), dtype=np.uint8)
+    ox, oy, res = 1000.1, 2000.1, 0.2  # origin off the multiples of the resolution
+    write_raster(tmp_path / 'off.tif', data, transform=Affine(res, 0, ox, 0, -res, oy))
+    rows, cols = rng.integers(0, 40, 20), rng.integers(0, 50, 20)
+    pts = gpd.GeoDataFrame(
+        geometry=[
+            Point(ox + (c + 0.5) * res, oy - (r + 0.5) * res)
+            for r, c in zip(rows, cols, strict=True)
+        ],
+        crs='EPSG:32618',
+    )
+    image = ImageryDataset(str(tmp_path / 'off.tif'))
+    points = SparsePoints(pts, crs=image.crs, res=image.res)
+    both = image & points
+    x, y, _ = image.bounds
+    sampler = PointGeoSampler(
+        both, points, 8, 20, torch.Generator().manual_seed(0), origin=(x.start, y.stop)
+    )
+    for window in sampler:
+        c0 = (window[0].start - ox) / res
+        r0 = (oy - window[1].stop) / res
+        assert abs(c0 - round(c0)) < 1e-6 and abs(r0 - round(r0)) < 1e-6
+        got = both[window]['image'].numpy()
+        r0, c0 = round(r0), round(c0)
+        np.testing.assert_array_equal(got, data[:, r0 : r0 + 8, c0 : c0 + 8])
