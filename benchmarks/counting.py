@@ -235,6 +235,7 @@ def run_seed(a: argparse.Namespace, speed: bool = True) -> dict[str, Any]:
         eval_size=a.eval_size,
         cache_dir=str(cache),
         fit_steps=a.fit_steps,
+        fit_max_scale=a.fit_max_scale,
         seed=a.seed,
     )
 
@@ -382,6 +383,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument('--train-fraction', type=float, default=0.7)
     p.add_argument('--labelled-fraction', type=float, default=0.25, help='p2r-semi')
     p.add_argument('--fit-steps', type=int, default=100, help='GST fit steps')
+    p.add_argument(
+        '--fit-max-scale', type=float, help='largest GST Gaussian std (px; a prior)'
+    )
     p.add_argument(
         '--speed-map', type=int, default=128, help='P2R vs Hungarian map side'
     )

@@ -210,6 +210,7 @@ def fit_gaussians(
     lr: float = 0.05,
     max_ratio: float = 1.5,
     seed: int = 0,
+    max_scale: float | None = None,
 ) -> GaussianFit:
     """Fit one Gaussian per point to ``image`` and eliminate deformities.
 
@@ -222,6 +223,8 @@ def fit_gaussians(
         max_ratio: axis ratio above which a Gaussian is made isotropic at its
             short-axis scale (deformity elimination; the paper's 1.5).
         seed: seed of the random initial rotations.
+        max_scale: largest std of a Gaussian in pixels (default: a quarter of the
+            image side); a prior on the objects' size, not in the paper.
 
     Returns:
         The fit.
@@ -258,7 +261,7 @@ def fit_gaussians(
         loss.backward()
         opt.step()
         with torch.no_grad():  # keep splats between 0.5 px and a quarter image
-            log_scales.clamp_(math.log(0.5), math.log(max(h, w) / 4))
+            log_scales.clamp_(math.log(0.5), math.log(max_scale or max(h, w) / 4))
     with torch.no_grad():
         scales = log_scales.exp()
         short = scales.min(1).values

@@ -134,3 +134,10 @@ def test_truncated_rendering_matches_every_pixel_rendering():
     c = torch.full((4, 3), 0.9, dtype=torch.float64, requires_grad=True)
     render(args[0], args[1], c, args[3], (64, 64)).sum().backward()
     assert c.grad is not None and (c.grad > 0).all()
+
+
+def test_max_scale_caps_the_fitted_gaussians():
+    image, means, covs = _scene()
+    assert np.sqrt(np.linalg.eigvalsh(covs)).max() > 2.0  # the blobs are wider
+    fit = fit_gaussians(image, means, steps=50, max_scale=1.5)
+    assert np.sqrt(np.linalg.eigvalsh(fit.covs)).max() <= 1.5 + 1e-6

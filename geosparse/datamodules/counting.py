@@ -156,6 +156,7 @@ class CountingDataModule(KeepGeoKeys, GeoDataModule):
         gaussians: bool = False,
         fit_steps: int = 100,
         fit_tile: int = 512,
+        fit_max_scale: float | None = None,
         cache_dir: str | None = None,
         merge_distance: float = 0.5,
         seed: int = 0,
@@ -188,6 +189,8 @@ class CountingDataModule(KeepGeoKeys, GeoDataModule):
             gaussians: fit GST Gaussians to the training points.
             fit_steps: Adam steps of the Gaussian fit.
             fit_tile: the fit works on tiles of this many pixels (plus a halo).
+            fit_max_scale: largest Gaussian std in pixels (default: a quarter of
+                the tile); a size prior, not in the paper.
             cache_dir: where fits are cached (default :func:`default_cache_dir`).
             merge_distance: points closer than this (pixels) are merged.
             seed: seed of the samplers and the fit.
@@ -366,6 +369,7 @@ class CountingDataModule(KeepGeoKeys, GeoDataModule):
                         rc,
                         cache,
                         steps=int(hp['fit_steps']),
+                        max_scale=hp['fit_max_scale'],
                         seed=int(hp['seed']),
                     )
                     ids = np.flatnonzero(near)
