@@ -56,3 +56,19 @@ def random_raster(path, bands=4, h=700, w=600, nodata=None, seed=0):
     rng = np.random.default_rng(seed)
     data = rng.integers(1, 255, (bands, h, w), dtype=np.uint8)
     return write_raster(path, data, nodata=nodata)
+
+
+def counting_dm(objects, tmp_path, **kw):
+    """A small CountingDataModule over a make_object_scene scene (cache in tmp_path)."""
+    from geosparse.datamodules import CountingDataModule
+
+    options = dict(
+        patch_size=32,
+        batch_size=4,
+        length=8,
+        eval_size=32,
+        cache_dir=str(tmp_path / 'cache'),
+        fit_steps=10,
+    )
+    options.update(kw)
+    return CountingDataModule(str(objects.image), str(objects.points), **options)

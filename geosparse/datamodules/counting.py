@@ -86,6 +86,23 @@ def _inside(bounds: tuple[slice, ...], boxes: Sequence[Box]) -> bool:
     )
 
 
+def _in_boxes(xy: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
+    """Which ``(P, 2)`` points lie in any box ``[xmin, xmax) x (ymin, ymax]``.
+
+    The half-open sides are those of :class:`~geosparse.datasets.SparsePoints`
+    windows, so a point on a shared edge belongs to exactly one box.
+    """
+    ok = np.zeros(len(xy), dtype=bool)
+    for xmin, ymin, xmax, ymax in boxes:
+        ok |= (
+            (xy[:, 0] >= xmin)
+            & (xy[:, 0] < xmax)
+            & (xy[:, 1] > ymin)
+            & (xy[:, 1] <= ymax)
+        )
+    return ok
+
+
 def _tile_edges(length: int, size: int) -> list[int]:
     """Edges of tiles of ``size`` over ``length`` pixels, the last one taking the rest."""
     n = max(length // size, 1)
@@ -343,24 +360,14 @@ class CountingDataModule(KeepGeoKeys, GeoDataModule):
             for y1 in np.arange(ymax, ymin, -tile * yres):
                 for x0 in np.arange(xmin, xmax, tile * xres):
                     x1, y0 = min(x0 + tile * xres, xmax), max(y1 - tile * yres, ymin)
-                    core = (
-                        (xy[:, 0] >= x0)
-                        & (xy[:, 0] < x1)
-                        & (xy[:, 1] > y0)
-                        & (xy[:, 1] <= y1)
-                    )
+                    core = _in_boxes(xy, [(x0, y0, x1, y1)])
                     if not core.any():
                         continue
                     wx0, wx1 = max(x0 - halo * xres, xmin), min(x1 + halo * xres, xmax)
                     wy0, wy1 = max(y0 - halo * yres, ymin), min(y1 + halo * yres, ymax)
                     window = (slice(wx0, wx1, xres), slice(wy0, wy1, yres), t)
                     pixels = image[window]['image'].numpy().astype(np.float32)
-                    near = (
-                        (xy[:, 0] >= wx0)
-                        & (xy[:, 0] < wx1)
-                        & (xy[:, 1] > wy0)
-                        & (xy[:, 1] <= wy1)
-                    )
+                    near = _in_boxes(xy, [(wx0, wy0, wx1, wy1)])
                     rc = np.stack(
                         [(wy1 - xy[near, 1]) / yres, (xy[near, 0] - wx0) / xres], 1
                     )
@@ -393,18 +400,7 @@ class CountingDataModule(KeepGeoKeys, GeoDataModule):
         self.boxes = self.regions(image)
         xy = everything.xy()
 
-        def within(boxes: Sequence[Box]) -> np.ndarray:
-            ok = np.zeros(len(xy), dtype=bool)
-            for xmin, ymin, xmax, ymax in boxes:
-                ok |= (
-                    (xy[:, 0] >= xmin)
-                    & (xy[:, 0] < xmax)
-                    & (xy[:, 1] > ymin)
-                    & (xy[:, 1] <= ymax)
-                )
-            return ok
-
-        labelled = within(self.boxes['labelled'])
+        labelled = _in_boxes(xy, self.boxes['labelled'])
         self.setup_eval(everything)
         if stage not in ('fit', 'validate'):
             return

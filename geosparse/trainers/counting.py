@@ -46,6 +46,7 @@ from ..gaussians import GaussianFit
 from ..losses.p2r import p2r_loss, peak_map
 from ..losses.transport import bayesian_kernel, gst_kernel, transport_loss
 from ..teacher import EMATeacher, pseudo_points, unlabelled_weight
+from .utils import log_epoch_metrics
 
 __all__ = ['DensityTask', 'PointMapTask', 'smoothed_point_map']
 
@@ -64,6 +65,12 @@ def smoothed_point_map(points: Tensor, shape: tuple[int, int], sigma: float) -> 
         c = np.clip(np.floor(p[:, 1]).astype(int), 0, w - 1)
         np.add.at(grid, (r, c), 1.0)
     return torch.from_numpy(gaussian_filter(grid, sigma, mode='constant')).float()
+
+
+def _labelled_mask(batch: dict[str, Any]) -> Tensor:
+    """``(B,)`` which windows of a batch are labelled (all, without ``labelled``)."""
+    n = batch['image'].shape[0]
+    return batch.get('labelled', torch.ones(n, dtype=torch.bool))
 
 
 class _CountingTask(PixelwiseRegressionTask):
@@ -119,7 +126,7 @@ class _CountingTask(PixelwiseRegressionTask):
         flip_batch(batch, torch.rand(b) < 0.5, torch.rand(b) < 0.5)
 
     def _score(self, batch: dict[str, Any], out: Tensor, prefix: str) -> None:
-        lab = batch.get('labelled', torch.ones(out.shape[0], dtype=torch.bool))
+        lab = _labelled_mask(batch)
         if not bool(lab.any()):
             return
         truth = batch['valid'].sum(1).float()
@@ -163,14 +170,7 @@ class _CountingTask(PixelwiseRegressionTask):
         self._score(batch, out, 'test')
 
     def _log_epoch(self, prefix: str) -> None:
-        metrics = getattr(self, f'{prefix}_metrics')
-        try:
-            values = metrics.compute()
-        except (ValueError, RuntimeError):  # nothing was updated
-            metrics.reset()
-            return
-        self.log_dict({k: float(v) for k, v in values.items()})
-        metrics.reset()
+        log_epoch_metrics(self, getattr(self, f'{prefix}_metrics'))
 
     def on_train_epoch_end(self) -> None:
         """Log training count metrics."""
@@ -321,7 +321,7 @@ class DensityTask(_CountingTask):
 
     def compute_loss(self, batch: dict[str, Any], out: Tensor) -> Tensor:
         """Mean :meth:`sample_loss` over the labelled windows (None if there are none)."""
-        lab = batch.get('labelled', torch.ones(out.shape[0], dtype=torch.bool))
+        lab = _labelled_mask(batch)
         losses = []
         has_cov = batch['values'].shape[-1] >= 3
         for i in torch.nonzero(lab).flatten().tolist():
@@ -467,13 +467,13 @@ class PointMapTask(_CountingTask):
     def detections(self, out: Tensor) -> Tensor:
         """Boolean detections of logit maps: cells above ``threshold`` (``rule='cells'``, the paper's) or local maxima above it (``rule='peaks'``)."""
         prob = torch.sigmoid(out)
-        if self.hparams.get('rule', 'cells') == 'peaks':
+        if self.hparams['rule'] == 'peaks':
             return peak_map(prob, self.hparams['threshold'])
         return prob > self.hparams['threshold']
 
     def compute_loss(self, batch: dict[str, Any], out: Tensor) -> Tensor:
         """P2R loss of the labelled windows (None if there are none)."""
-        lab = batch.get('labelled', torch.ones(out.shape[0], dtype=torch.bool))
+        lab = _labelled_mask(batch)
         idx = torch.nonzero(lab).flatten()
         if len(idx) == 0:
             return None  # type: ignore[return-value]
@@ -516,21 +516,19 @@ class PointMapTask(_CountingTask):
     ) -> Tensor | None:
         """P2R on labelled windows plus the ramped pseudo-point loss on unlabelled ones."""
         self.augment(batch)
-        lab = batch.get(
-            'labelled', torch.ones(batch['image'].shape[0], dtype=torch.bool)
-        )
+        lab = _labelled_mask(batch)
         unl = torch.nonzero(~lab).flatten()
         out = self(batch['image'])
         sup = self.compute_loss(batch, out)
         loss = sup
         hp = self.hparams
-        warm = self.global_step >= hp.get('warmup_steps', 0)
+        warm = self.global_step >= hp['warmup_steps']
         if len(unl) and hp['unlabelled_weight'] > 0 and warm:
             weak = batch['image'][unl]
             teacher_logits = self.pool(self.teacher(self.normalize(weak)))
             pts, conf = [], []
             for t in teacher_logits[:, 0]:
-                window = 3 if hp.get('rule', 'cells') == 'peaks' else 1
+                window = 3 if hp['rule'] == 'peaks' else 1
                 p, c = pseudo_points(t, hp['pseudo_threshold'], window)
                 pts.append(p)
                 conf.append(c)
@@ -539,7 +537,7 @@ class PointMapTask(_CountingTask):
                 student, pts, hp['radius'] / hp['stride'], conf, hp['pos_weight']
             )
             wt = unlabelled_weight(
-                self.global_step - hp.get('warmup_steps', 0),
+                self.global_step - hp['warmup_steps'],
                 hp['ramp_steps'],
                 hp['unlabelled_weight'],
             )

@@ -20,6 +20,7 @@ from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, 
 from ..kernels import ContextRBFKernel, KernelFamily, RBFKernel
 from ..losses import NPPLoss
 from ..posterior import posterior_map
+from .utils import log_epoch_metrics
 
 __all__ = ['NPPTask', 'point_values']
 
@@ -231,15 +232,8 @@ class NPPTask(PixelwiseRegressionTask):
     def _log_epoch(self, prefix: str) -> None:
         for name in (f'{prefix}_metrics', f'{prefix}_dense'):
             metrics = getattr(self, name, None)
-            if metrics is None:
-                continue
-            try:
-                values = metrics.compute()
-            except (ValueError, RuntimeError):  # nothing was updated
-                metrics.reset()
-                continue
-            self.log_dict({k: float(v) for k, v in values.items()})
-            metrics.reset()
+            if metrics is not None:
+                log_epoch_metrics(self, metrics)
 
     def on_train_epoch_end(self) -> None:
         """Log training metrics."""

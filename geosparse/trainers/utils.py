@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from lightning.pytorch import Trainer
+from lightning.pytorch import LightningModule, Trainer
+from torchmetrics import MetricCollection
 
-__all__ = ['brief_trainer']
+__all__ = ['brief_trainer', 'log_epoch_metrics']
 
 
 def brief_trainer(
@@ -36,3 +37,14 @@ def brief_trainer(
     )
     options.update(kwargs)
     return Trainer(**options)
+
+
+def log_epoch_metrics(module: LightningModule, metrics: MetricCollection) -> None:
+    """Log an epoch's metrics as floats and reset them; nothing if none were updated."""
+    try:
+        values = metrics.compute()
+    except (ValueError, RuntimeError):  # nothing was updated
+        metrics.reset()
+        return
+    module.log_dict({k: float(v) for k, v in values.items()})
+    metrics.reset()

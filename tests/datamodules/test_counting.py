@@ -5,9 +5,10 @@ import torch
 from shapely.geometry import Point
 
 import geosparse.gaussians as gaussians_module
-from geosparse.datamodules import CountingDataModule
 from geosparse.datamodules.counting import COV_COLUMNS, flip_batch
 from geosparse.datasets import make_object_scene
+
+from ..conftest import counting_dm
 
 
 @pytest.fixture(scope='module')
@@ -18,17 +19,7 @@ def objects(tmp_path_factory):
 
 
 def make_dm(objects, tmp_path, **kw):
-    options = dict(
-        patch_size=32,
-        batch_size=4,
-        length=8,
-        split=(0.5, 0.25, 0.25),
-        eval_size=32,
-        cache_dir=str(tmp_path / 'cache'),
-        fit_steps=10,
-    )
-    options.update(kw)
-    return CountingDataModule(str(objects.image), str(objects.points), **options)
+    return counting_dm(objects, tmp_path, **{'split': (0.5, 0.25, 0.25), **kw})
 
 
 def boxes_disjoint(boxes):

@@ -11,7 +11,6 @@ import torch.nn.functional as F
 
 from geosparse.cli import main
 from geosparse.counting import count_map, total_count
-from geosparse.datamodules import CountingDataModule
 from geosparse.datasets import make_object_scene
 from geosparse.predict import predict_raster
 from geosparse.predictors import Predictor, task_class_for
@@ -22,7 +21,7 @@ from geosparse.trainers import (
     smoothed_point_map,
 )
 
-from ..conftest import ROOT
+from ..conftest import ROOT, counting_dm
 
 
 @pytest.fixture(scope='module')
@@ -33,17 +32,7 @@ def objects(tmp_path_factory):
 
 
 def make_dm(objects, tmp_path, **kw):
-    options = dict(
-        patch_size=32,
-        batch_size=4,
-        length=8,
-        split=(0.5, 0.0, 0.5),
-        eval_size=32,
-        cache_dir=str(tmp_path / 'cache'),
-        fit_steps=10,
-    )
-    options.update(kw)
-    return CountingDataModule(str(objects.image), str(objects.points), **options)
+    return counting_dm(objects, tmp_path, **{'split': (0.5, 0.0, 0.5), **kw})
 
 
 def test_smoothed_point_map_keeps_the_mass():
