@@ -7,7 +7,11 @@ class), and prints one JSON object::
 
     {"methods": {NAME: {"acc", "miou", "iou": {CLASS: float}}}, "steps", "seconds"}
 
-mIoU is over the fine classes present in the evaluation truth. A folder holds
+mIoU is over the fine classes present in the evaluation truth. With several
+``--seeds`` every trained method is run once per seed; ``methods`` then holds the
+mean over the seeds (IoU of a class averaged over the seeds that scored it), and
+``seeds`` the result of each seed. Short runs on a few patches vary a lot from seed
+to seed, so compare methods over several seeds. A folder holds
 ``*_naip.tif``, ``*_nlcd.tif`` and ``*_lc.tif`` triples (NLCD already resampled onto
 the NAIP grid, so blocks are the regions of one NLCD class within a window).
 
@@ -89,6 +93,19 @@ def evaluate(
     return scores_from_confusion(metrics.cm, list(table.fine_names))
 
 
+def mean_scores(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean acc, mIoU and per-class IoU of several runs of one method."""
+    classes = sorted({c for r in runs for c in r['iou']})
+    return {
+        'acc': float(np.mean([r['acc'] for r in runs])),
+        'miou': float(np.mean([r['miou'] for r in runs])),
+        'iou': {
+            c: float(np.mean([r['iou'][c] for r in runs if c in r['iou']]))
+            for c in classes
+        },
+    }
+
+
 def train(
     method: str, folder: Path, steps: int, seed: int, args: argparse.Namespace
 ) -> tuple[LabelSuperResolutionTask, Trainer]:
@@ -129,7 +146,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument('--steps', type=int, default=150, help='optimiser steps')
     parser.add_argument('--out', type=Path, help='also write the JSON here')
     parser.add_argument('--save-checkpoint', type=Path, help='lsr model checkpoint')
-    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument(
+        '--seeds',
+        type=int,
+        nargs='+',
+        default=[0],
+        help='one run per seed; the JSON reports the mean and each seed',
+    )
     parser.add_argument('--batch-size', type=int, default=8)
     parser.add_argument('--patch-size', type=int, default=128)
     parser.add_argument('--lr', type=float, default=1e-3)
@@ -150,20 +173,26 @@ def main(argv: list[str] | None = None) -> None:
     _train_data, eval_data = triples(args.train), triples(args.eval)
     table = JointDistribution.builtin('nlcd-landcover4')
     start = time.perf_counter()
-    results: dict[str, Any] = {}
-    for method in args.methods.split(','):
-        task, trainer = train(method, args.train, args.steps, args.seed, args)
-        results[method] = evaluate(task, eval_data, table)
-        print(method, json.dumps(results[method]), file=sys.stderr)
-        if method == 'lsr' and args.save_checkpoint:
-            with atomic_path(args.save_checkpoint, suffix='.ckpt') as tmp:
-                trainer.save_checkpoint(tmp)
+    per_seed: dict[str, dict[str, Any]] = {}
+    methods = args.methods.split(',')
+    for seed in args.seeds:
+        runs = per_seed.setdefault(str(seed), {})
+        for method in methods:
+            task, trainer = train(method, args.train, args.steps, seed, args)
+            runs[method] = evaluate(task, eval_data, table)
+            print(seed, method, json.dumps(runs[method]), file=sys.stderr)
+            if method == 'lsr' and args.save_checkpoint and seed == args.seeds[0]:
+                with atomic_path(args.save_checkpoint, suffix='.ckpt') as tmp:
+                    trainer.save_checkpoint(tmp)
+    results = {m: mean_scores([r[m] for r in per_seed.values()]) for m in methods}
     results['nlcd-argmax'] = evaluate(None, eval_data, table)
-    out = {
+    out: dict[str, Any] = {
         'methods': results,
         'steps': args.steps,
         'seconds': round(time.perf_counter() - start, 1),
     }
+    if len(args.seeds) > 1:
+        out['seeds'] = per_seed
     text = json.dumps(out, indent=2)
     print(text)
     if args.out:

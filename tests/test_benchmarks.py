@@ -59,6 +59,9 @@ def test_lsr_chesapeake_runs_on_real_patches(data_dir, tmp_path):
             '1',
             '--batch-size',
             '2',
+            '--seeds',
+            '0',
+            '1',
             '--out',
             str(out),
             '--save-checkpoint',
@@ -78,6 +81,11 @@ def test_lsr_chesapeake_runs_on_real_patches(data_dir, tmp_path):
     }
     for scores in res['methods'].values():
         assert 0 <= scores['acc'] <= 1 and 0 <= scores['miou'] <= 1
+    # The reported numbers are the means of the two seeds' own results.
+    runs = [res['seeds'][s]['lsr'] for s in ('0', '1')]
+    assert res['methods']['lsr']['miou'] == pytest.approx(
+        (runs[0]['miou'] + runs[1]['miou']) / 2
+    )
     assert ckpt.stat().st_size > 0
 
 
