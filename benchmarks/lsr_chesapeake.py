@@ -69,16 +69,27 @@ def evaluate(
     task: LabelSuperResolutionTask | None,
     data: list[tuple[Path, Path, Path]],
     table: JointDistribution,
+    diagnose: bool = False,
 ) -> dict[str, Any]:
-    """Scores of a task (or of nlcd-argmax when ``task`` is None) on whole patches."""
+    """Scores of a task (or of nlcd-argmax when ``task`` is None) on whole patches.
+
+    With ``diagnose``, also ``by_coarse``: for each NLCD code of the evaluation
+    patches, its pixel count, the prior eta_z, the fine-class fractions
+    of the truth, of the final map and (for a task) the network's mean probabilities
+    before the combination with the prior. This shows whether the network meets the
+    block statistics it was trained to match, and where the prior is off.
+    """
     metrics = LandCoverMetrics(table.num_fine, list(table.fine_names))
     lut = np.full(256, -1, dtype=np.int64)
     lut[table.fine_codes] = np.arange(table.num_fine)
     amap = table.argmax_map()
     fallback = int(np.argmax(table.eta.mean(0)))
+    n = table.num_fine
+    sums: dict[int, dict[str, np.ndarray]] = {}
     for naip, nlcd, lc in data:
         image, coarse, fine = read(naip), read(nlcd)[0], read(lc)[0]
         truth = torch.from_numpy(lut[fine])
+        network = None
         if task is None:
             pred = np.vectorize(lambda c: amap.get(int(c), fallback))(coarse)
             pred_t = torch.from_numpy(pred.astype(np.int64))
@@ -88,15 +99,52 @@ def evaluate(
                 'coarse': torch.from_numpy(coarse[None].astype(np.int64)),
             }
             with torch.no_grad():
-                pred_t = task.predict_probs(batch).argmax(dim=1)[0]
+                raw = task(batch['image']).softmax(dim=1)
+                probs = raw
+                if task.hparams['prior_weight'] > 0:
+                    probs = task.combine(raw, task.coarse_index(batch['coarse']))
+            pred_t = probs.argmax(dim=1)[0]
+            network = raw[0].numpy()
         metrics.update(pred_t, truth)
-    return scores_from_confusion(metrics.cm, list(table.fine_names))
+        if diagnose:
+            pred_np, truth_np = pred_t.numpy(), truth.numpy()
+            for code in np.unique(coarse):
+                m = coarse == code
+                acc = sums.setdefault(
+                    int(code),
+                    {k: np.zeros(n) for k in ('truth', 'map', 'network')}
+                    | {'pixels': np.zeros(1)},
+                )
+                acc['pixels'] += m.sum()
+                t = truth_np[m]
+                acc['truth'] += np.bincount(t[t >= 0], minlength=n)
+                acc['map'] += np.bincount(pred_np[m], minlength=n)
+                if network is not None:
+                    acc['network'] += network[:, m].sum(axis=1)
+    out = scores_from_confusion(metrics.cm, list(table.fine_names))
+    if diagnose:
+        rows = dict(zip(table.coarse_codes, table.eta, strict=True))
+        out['by_coarse'] = {
+            str(code): {
+                'pixels': int(acc['pixels'][0]),
+                'prior': rows[code].round(3).tolist() if code in rows else None,
+                'truth': (acc['truth'] / max(acc['truth'].sum(), 1)).round(3).tolist(),
+                'map': (acc['map'] / acc['pixels'][0]).round(3).tolist(),
+            }
+            | (
+                {'network': (acc['network'] / acc['pixels'][0]).round(3).tolist()}
+                if task is not None
+                else {}
+            )
+            for code, acc in sorted(sums.items())
+        }
+    return out
 
 
 def mean_scores(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean acc, mIoU and per-class IoU of several runs of one method."""
     classes = sorted({c for r in runs for c in r['iou']})
-    return {
+    out: dict[str, Any] = {
         'acc': float(np.mean([r['acc'] for r in runs])),
         'miou': float(np.mean([r['miou'] for r in runs])),
         'iou': {
@@ -104,6 +152,19 @@ def mean_scores(runs: list[dict[str, Any]]) -> dict[str, Any]:
             for c in classes
         },
     }
+    if 'by_coarse' in runs[0]:  # fractions averaged over the seeds
+        out['by_coarse'] = {
+            code: {
+                k: v
+                if k in ('pixels', 'prior')
+                else np.mean([r['by_coarse'][code][k] for r in runs], axis=0)
+                .round(3)
+                .tolist()
+                for k, v in row.items()
+            }
+            for code, row in runs[0]['by_coarse'].items()
+        }
+    return out
 
 
 def train(
@@ -167,6 +228,12 @@ def main(argv: list[str] | None = None) -> None:
         'code) or their 30 m cells',
     )
     parser.add_argument('--methods', default=','.join(METHODS))
+    parser.add_argument(
+        '--diagnose',
+        action='store_true',
+        help='add by_coarse: per NLCD code, the prior, truth, map and network '
+        'fine-class fractions on the evaluation patches',
+    )
     args = parser.parse_args(argv)
     warnings.filterwarnings('ignore')
     torch.set_num_threads(os.cpu_count() or 1)
@@ -179,13 +246,13 @@ def main(argv: list[str] | None = None) -> None:
         runs = per_seed.setdefault(str(seed), {})
         for method in methods:
             task, trainer = train(method, args.train, args.steps, seed, args)
-            runs[method] = evaluate(task, eval_data, table)
+            runs[method] = evaluate(task, eval_data, table, args.diagnose)
             print(seed, method, json.dumps(runs[method]), file=sys.stderr)
             if method == 'lsr' and args.save_checkpoint and seed == args.seeds[0]:
                 with atomic_path(args.save_checkpoint, suffix='.ckpt') as tmp:
                     trainer.save_checkpoint(tmp)
     results = {m: mean_scores([r[m] for r in per_seed.values()]) for m in methods}
-    results['nlcd-argmax'] = evaluate(None, eval_data, table)
+    results['nlcd-argmax'] = evaluate(None, eval_data, table, args.diagnose)
     out: dict[str, Any] = {
         'methods': results,
         'steps': args.steps,

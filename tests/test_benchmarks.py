@@ -62,6 +62,7 @@ def test_lsr_chesapeake_runs_on_real_patches(data_dir, tmp_path):
             '--seeds',
             '0',
             '1',
+            '--diagnose',
             '--out',
             str(out),
             '--save-checkpoint',
@@ -87,6 +88,22 @@ def test_lsr_chesapeake_runs_on_real_patches(data_dir, tmp_path):
         (runs[0]['miou'] + runs[1]['miou']) / 2
     )
     assert ckpt.stat().st_size > 0
+    # --diagnose: per NLCD code of patch 07, the truth fractions of the files.
+    with rasterio.open(next((tmp_path / 'ev').glob('*_nlcd.tif'))) as f:
+        nlcd = f.read(1)
+    with rasterio.open(next((tmp_path / 'ev').glob('*_lc.tif'))) as f:
+        lc = f.read(1)
+    rows = res['methods']['lsr']['by_coarse']
+    assert set(rows) == {str(c) for c in np.unique(nlcd)}
+    for code, row in rows.items():
+        m = nlcd == int(code)
+        assert row['pixels'] == int(m.sum())
+        want = [float(np.mean(lc[m] == k)) for k in (1, 2, 3, 4)]
+        assert row['truth'] == pytest.approx(want, abs=1e-3)
+        assert sum(row['map']) == pytest.approx(1, abs=1e-2)
+        assert sum(row['network']) == pytest.approx(1, abs=1e-2)
+    assert rows['41']['prior'][1] == pytest.approx(0.92)  # forest in deciduous
+    assert 'network' not in res['methods']['nlcd-argmax']['by_coarse']['41']
 
 
 def test_predict_throughput_prints_ratios(tmp_path):
