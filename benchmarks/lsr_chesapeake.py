@@ -84,12 +84,13 @@ def evaluate(
     lut[table.fine_codes] = np.arange(table.num_fine)
     amap = table.argmax_map()
     fallback = int(np.argmax(table.eta.mean(0)))
-    n = table.num_fine
-    sums: dict[int, dict[str, np.ndarray]] = {}
+    coarse_all: list[np.ndarray] = []
+    truth_all: list[np.ndarray] = []
+    map_all: list[np.ndarray] = []
+    network_all: list[np.ndarray] = []
     for naip, nlcd, lc in data:
         image, coarse, fine = read(naip), read(nlcd)[0], read(lc)[0]
         truth = torch.from_numpy(lut[fine])
-        network = None
         if task is None:
             pred = np.vectorize(lambda c: amap.get(int(c), fallback))(coarse)
             pred_t = torch.from_numpy(pred.astype(np.int64))
@@ -98,46 +99,64 @@ def evaluate(
                 'image': torch.from_numpy(image[None].astype(np.float32)),
                 'coarse': torch.from_numpy(coarse[None].astype(np.int64)),
             }
-            with torch.no_grad():
+            with torch.no_grad():  # predict_probs, keeping the network's own output
                 raw = task(batch['image']).softmax(dim=1)
-                probs = raw
-                if task.hparams['prior_weight'] > 0:
-                    probs = task.combine(raw, task.coarse_index(batch['coarse']))
+                probs = task.combine(raw, task.coarse_index(batch['coarse']))
             pred_t = probs.argmax(dim=1)[0]
-            network = raw[0].numpy()
+            if diagnose:
+                network_all.append(raw[0].reshape(table.num_fine, -1).numpy())
         metrics.update(pred_t, truth)
         if diagnose:
-            pred_np, truth_np = pred_t.numpy(), truth.numpy()
-            for code in np.unique(coarse):
-                m = coarse == code
-                acc = sums.setdefault(
-                    int(code),
-                    {k: np.zeros(n) for k in ('truth', 'map', 'network')}
-                    | {'pixels': np.zeros(1)},
-                )
-                acc['pixels'] += m.sum()
-                t = truth_np[m]
-                acc['truth'] += np.bincount(t[t >= 0], minlength=n)
-                acc['map'] += np.bincount(pred_np[m], minlength=n)
-                if network is not None:
-                    acc['network'] += network[:, m].sum(axis=1)
+            coarse_all.append(coarse.ravel())
+            truth_all.append(truth.numpy().ravel())
+            map_all.append(pred_t.numpy().ravel())
     out = scores_from_confusion(metrics.cm, list(table.fine_names))
     if diagnose:
-        rows = dict(zip(table.coarse_codes, table.eta, strict=True))
-        out['by_coarse'] = {
-            str(code): {
-                'pixels': int(acc['pixels'][0]),
-                'prior': rows[code].round(3).tolist() if code in rows else None,
-                'truth': (acc['truth'] / max(acc['truth'].sum(), 1)).round(3).tolist(),
-                'map': (acc['map'] / acc['pixels'][0]).round(3).tolist(),
-            }
-            | (
-                {'network': (acc['network'] / acc['pixels'][0]).round(3).tolist()}
-                if task is not None
-                else {}
-            )
-            for code, acc in sorted(sums.items())
+        out['by_coarse'] = coarse_fractions(
+            table,
+            np.concatenate(coarse_all),
+            np.concatenate(truth_all),
+            np.concatenate(map_all),
+            np.concatenate(network_all, axis=1) if network_all else None,
+        )
+    return out
+
+
+def coarse_fractions(
+    table: JointDistribution,
+    coarse: np.ndarray,
+    truth: np.ndarray,
+    pred: np.ndarray,
+    network: np.ndarray | None,
+) -> dict[str, dict[str, Any]]:
+    """Fine-class fractions per coarse code (``--diagnose``).
+
+    Args:
+        table: the joint distribution (its eta is the ``prior`` row).
+        coarse: ``(P,)`` coarse codes of the evaluated pixels.
+        truth: ``(P,)`` fine class indices of the truth, ``-1`` nodata.
+        pred: ``(P,)`` fine class indices of the final map.
+        network: ``(L, P)`` network probabilities before the prior, or None.
+
+    Returns:
+        For each code: ``pixels``, ``prior`` (None for codes outside the table),
+        ``truth`` (over labelled pixels), ``map`` and (with ``network``) ``network``.
+    """
+    n = table.num_fine
+    rows = dict(zip(table.coarse_codes, table.eta, strict=True))
+    out = {}
+    for code in np.unique(coarse):
+        m = coarse == code
+        t = truth[m][truth[m] >= 0]
+        row: dict[str, Any] = {
+            'pixels': int(m.sum()),
+            'prior': rows[code].round(3).tolist() if code in rows else None,
+            'truth': (np.bincount(t, minlength=n) / max(t.size, 1)).round(3).tolist(),
+            'map': (np.bincount(pred[m], minlength=n) / m.sum()).round(3).tolist(),
         }
+        if network is not None:
+            row['network'] = network[:, m].mean(axis=1).round(3).tolist()
+        out[str(code)] = row
     return out
 
 
@@ -235,6 +254,8 @@ def main(argv: list[str] | None = None) -> None:
         'fine-class fractions on the evaluation patches',
     )
     args = parser.parse_args(argv)
+    if len(set(args.seeds)) != len(args.seeds):
+        parser.error(f'--seeds {args.seeds}: give each seed once.')
     warnings.filterwarnings('ignore')
     torch.set_num_threads(os.cpu_count() or 1)
     _train_data, eval_data = triples(args.train), triples(args.eval)

@@ -106,6 +106,26 @@ def test_lsr_chesapeake_runs_on_real_patches(data_dir, tmp_path):
     assert 'network' not in res['methods']['nlcd-argmax']['by_coarse']['41']
 
 
+def test_lsr_chesapeake_rejects_repeated_seeds(tmp_path):
+    res = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / 'benchmarks' / 'lsr_chesapeake.py'),
+            '--train',
+            str(tmp_path),
+            '--eval',
+            str(tmp_path),
+            '--seeds',
+            '0',
+            '0',
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 2
+    assert '--seeds [0, 0]: give each seed once' in res.stderr
+
+
 def test_predict_throughput_prints_ratios(tmp_path):
     out = tmp_path / 'r.json'
     res = subprocess.run(
