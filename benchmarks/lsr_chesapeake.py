@@ -77,7 +77,9 @@ def evaluate(
     patches, its pixel count, the prior eta_z, the fine-class fractions
     of the truth, of the final map and (for a task) the network's mean probabilities
     before the combination with the prior. This shows whether the network meets the
-    block statistics it was trained to match, and where the prior is off.
+    block statistics it was trained to match, and where the prior is off. For a
+    task, ``ranking_auc`` gives per fine class of the truth the one-vs-rest ROC AUC
+    of the network's probability (:func:`ranking_auc`).
     """
     metrics = LandCoverMetrics(table.num_fine, list(table.fine_names))
     lut = np.full(256, -1, dtype=np.int64)
@@ -112,14 +114,44 @@ def evaluate(
             map_all.append(pred_t.numpy().ravel())
     out = scores_from_confusion(metrics.cm, list(table.fine_names))
     if diagnose:
+        truth_cat = np.concatenate(truth_all)
+        network = np.concatenate(network_all, axis=1) if network_all else None
         out['by_coarse'] = coarse_fractions(
             table,
             np.concatenate(coarse_all),
-            np.concatenate(truth_all),
+            truth_cat,
             np.concatenate(map_all),
-            np.concatenate(network_all, axis=1) if network_all else None,
+            network,
         )
+        if network is not None:
+            out['ranking_auc'] = {
+                name: auc
+                for k, name in enumerate(table.fine_names)
+                if (auc := ranking_auc(network[k], truth_cat == k, truth_cat >= 0))
+                is not None
+            }
     return out
+
+
+def ranking_auc(
+    score: np.ndarray, positive: np.ndarray, valid: np.ndarray
+) -> float | None:
+    """Area under the ROC curve of ``score`` for ``positive`` among ``valid`` pixels.
+
+    The Mann-Whitney statistic with average ranks for ties: the probability that a
+    random positive pixel scores above a random negative one (0.5: no ranking).
+    None when either group is empty. With ``--diagnose`` it shows whether the
+    network separates a class at all, apart from its calibration.
+    """
+    s, y = score[valid], positive[valid]
+    n1 = int(y.sum())
+    n0 = y.size - n1
+    if n1 == 0 or n0 == 0:
+        return None
+    _, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    ranks = (ends - (counts - 1) / 2)[inverse]  # average 1-based rank of each value
+    return round(float((ranks[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0)), 4)
 
 
 def coarse_fractions(
@@ -171,6 +203,11 @@ def mean_scores(runs: list[dict[str, Any]]) -> dict[str, Any]:
             for c in classes
         },
     }
+    if 'ranking_auc' in runs[0]:
+        out['ranking_auc'] = {
+            c: round(float(np.mean([r['ranking_auc'][c] for r in runs])), 4)
+            for c in runs[0]['ranking_auc']
+        }
     if 'by_coarse' in runs[0]:  # fractions averaged over the seeds
         out['by_coarse'] = {
             code: {
@@ -212,6 +249,7 @@ def train(
         lr=args.lr,
         prior_weight=args.prior_weight,
         var_floor=args.var_floor,
+        var_floor_scale=args.var_floor_scale,
     )
     trainer = brief_trainer(steps)
     trainer.fit(task, datamodule=dm)
@@ -240,6 +278,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument('--prior-weight', type=float, default=1.0)
     parser.add_argument('--var-floor', type=float, default=0.03)
     parser.add_argument(
+        '--var-floor-scale',
+        default='block',
+        choices=('block', 'pixel'),
+        help="block: var_floor is added to the block variance (the authors' code; "
+        'for large blocks it switches the confidence term off); pixel: it bounds '
+        'the mean per-pixel variance',
+    )
+    parser.add_argument(
         '--blocks',
         default='regions',
         choices=('regions', 'cells'),
@@ -251,7 +297,8 @@ def main(argv: list[str] | None = None) -> None:
         '--diagnose',
         action='store_true',
         help='add by_coarse: per NLCD code, the prior, truth, map and network '
-        'fine-class fractions on the evaluation patches',
+        'fine-class fractions on the evaluation patches; and ranking_auc: per fine '
+        'class, the ROC AUC of the network probability against the truth',
     )
     args = parser.parse_args(argv)
     if len(set(args.seeds)) != len(args.seeds):

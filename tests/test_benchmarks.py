@@ -104,6 +104,34 @@ def test_lsr_chesapeake_runs_on_real_patches(data_dir, tmp_path):
         assert sum(row['network']) == pytest.approx(1, abs=1e-2)
     assert rows['41']['prior'][1] == pytest.approx(0.92)  # forest in deciduous
     assert 'network' not in res['methods']['nlcd-argmax']['by_coarse']['41']
+    # Patch 07 holds forest and field: a ranking AUC for both, for trained methods.
+    aucs = res['methods']['lsr']['ranking_auc']
+    assert set(aucs) == {'forest', 'field'}
+    assert all(0 <= v <= 1 for v in aucs.values())
+    assert aucs['forest'] == pytest.approx(
+        np.mean([res['seeds'][s]['lsr']['ranking_auc']['forest'] for s in '01']),
+        abs=1e-4,
+    )
+    assert 'ranking_auc' not in res['methods']['nlcd-argmax']
+
+
+def test_ranking_auc_is_the_pairwise_probability(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / 'benchmarks'))
+    from lsr_chesapeake import ranking_auc
+
+    rng = np.random.default_rng(0)
+    score = rng.integers(0, 5, 60).astype(float)  # many ties
+    positive = rng.random(60) < 0.4
+    valid = rng.random(60) < 0.9
+    s, y = score[valid], positive[valid]
+    pairs = [1.0 if a > b else 0.5 if a == b else 0.0 for a in s[y] for b in s[~y]]
+    assert ranking_auc(score, positive, valid) == pytest.approx(
+        np.mean(pairs), abs=1e-4
+    )
+    assert ranking_auc(score, np.zeros(60, bool), valid) is None
+    assert (
+        ranking_auc(np.arange(4.0), np.array([0, 0, 1, 1], bool), np.ones(4, bool)) == 1
+    )
 
 
 def test_lsr_chesapeake_rejects_repeated_seeds(tmp_path):

@@ -103,7 +103,15 @@ class StatisticsMatchingLoss(nn.Module):
     :math:`\\epsilon` (``var_floor``) bounds the log-variance term. The paper writes
     :math:`\\epsilon = 0`; then, with blocks of hundreds of pixels, :math:`\\sigma^2`
     is tiny and :math:`\\log\\sigma^2` dominates, rewarding confidence whatever the
-    class. The authors' code uses :math:`\\epsilon = 0.03`, the default here.
+    class. The authors' code uses :math:`\\epsilon = 0.03`, the default here
+    (``var_floor_scale='block'``). Since :math:`\\sigma^2_l \\le 1/(4|B|)`, that floor
+    switches the confidence term off for blocks of more than a few pixels: the loss
+    then only matches block means. With ``var_floor_scale='pixel'`` the floor is
+    :math:`\\epsilon/|B|`, i.e. it bounds the mean per-pixel Bernoulli variance
+    :math:`s_l = |B|\\sigma^2_l = \\frac{1}{|B|}\\sum_i p_{i,l}(1-p_{i,l})`:
+    :math:`\\log(\\sigma^2_l + \\epsilon/|B|) = \\log(s_l + \\epsilon) - \\log|B|`,
+    so the term pushes towards confident pixels with the same strength (relative
+    to the data term) in blocks of any size, and stays bounded below.
 
     Blocks are combined as :math:`\\sum_b w_{z_b} |B_b|^a \\sum_l \\ell_{b,l} /
     \\sum_b w_{z_b} |B_b|^a`: with :math:`a = 1` (``size_power``) weighted by size
@@ -125,6 +133,7 @@ class StatisticsMatchingLoss(nn.Module):
         var_floor: float = 0.03,
         class_weights: Tensor | None = None,
         size_power: float = 1.0,
+        var_floor_scale: Literal['block', 'pixel'] = 'block',
     ) -> None:
         r"""Initialise the loss.
 
@@ -137,12 +146,20 @@ class StatisticsMatchingLoss(nn.Module):
             size_power: exponent :math:`a` of the block size in the block weight
                 :math:`w_{z_b}|B_b|^a` (1: by size, as the authors' code; 0: every
                 block counts the same, as Eq. 7 summed over blocks).
+            var_floor_scale: ``block`` adds :math:`\\epsilon` to :math:`\\sigma^2`
+                (the authors' code); ``pixel`` adds :math:`\\epsilon/|B|`, a floor on
+                the mean per-pixel variance (see the class docstring).
         """
         super().__init__()
         if variant not in ('gaussian', 'interval', 'kl'):
             raise ValueError(f'variant={variant!r}: choose gaussian, interval or kl.')
         if var_floor < 0:
             raise ValueError(f'var_floor={var_floor} must be >= 0.')
+        if var_floor_scale not in ('block', 'pixel'):
+            raise ValueError(
+                f'var_floor_scale={var_floor_scale!r}: choose block or pixel.'
+            )
+        self.var_floor_scale = var_floor_scale
         self.variant = variant
         self.var_floor = float(var_floor)
         self.size_power = float(size_power)
@@ -156,7 +173,10 @@ class StatisticsMatchingLoss(nn.Module):
         eta = self.eta[stats.coarse].to(stats.mean.dtype)
         rho2 = self.rho[stats.coarse].to(stats.mean.dtype) ** 2
         mu, var = stats.mean, stats.var
-        var_b = var + self.var_floor
+        floor: float | Tensor = self.var_floor
+        if self.var_floor_scale == 'pixel':
+            floor = self.var_floor / stats.count[:, None].to(var.dtype)
+        var_b = var + floor
         if self.variant == 'kl':
             return 0.5 * (
                 torch.log(rho2)

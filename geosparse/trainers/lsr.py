@@ -114,6 +114,7 @@ class LabelSuperResolutionTask(SemanticSegmentationTask):
         loss: LossName = 'lsr',
         lsr_variant: Literal['gaussian', 'interval', 'kl'] = 'gaussian',
         var_floor: float = 0.03,
+        var_floor_scale: Literal['block', 'pixel'] = 'block',
         coarse_class_weights: Sequence[float] | None = None,
         block_size_power: float = 1.0,
         hr_weight: float = 1.0,
@@ -142,6 +143,10 @@ class LabelSuperResolutionTask(SemanticSegmentationTask):
             loss: ``lsr``, ``soft-naive``, ``hard-naive``, ``hr`` or ``hr+lsr``.
             lsr_variant: ``gaussian`` (Eq. 7), ``interval`` or ``kl``.
             var_floor: :math:`\\epsilon` in the log-variance term.
+            var_floor_scale: ``block`` (floor on the block variance, the authors'
+                code) or ``pixel`` (floor on the mean per-pixel variance, which keeps
+                the confidence term active in large blocks); see
+                :class:`~geosparse.losses.StatisticsMatchingLoss`.
             coarse_class_weights: weight per coarse class (table order).
             block_size_power: exponent of the block size in the block weights of
                 the lsr loss (``size_power`` of
@@ -249,6 +254,7 @@ class LabelSuperResolutionTask(SemanticSegmentationTask):
             rho,
             variant=self.hparams['lsr_variant'],
             var_floor=self.hparams['var_floor'],
+            var_floor_scale=self.hparams['var_floor_scale'],
             class_weights=cw,
             size_power=self.hparams['block_size_power'],
         )

@@ -121,3 +121,51 @@ def test_block_weights_follow_size_power(power):
     torch.testing.assert_close(loss(logits, coarse), expected)
     sizes = sorted(stats.count.tolist())
     assert sizes == [4.0, 12.0]
+
+
+def test_pixel_var_floor_bounds_the_mean_pixel_variance():
+    logits = torch.randn(1, 2, 8, 8)
+    coarse = torch.zeros(1, 8, 8, dtype=torch.long)
+    loss = StatisticsMatchingLoss(ETA, RHO, var_floor=0.03, var_floor_scale='pixel')
+    p = logits.softmax(1)[0].reshape(2, -1)
+    n = p.shape[1]
+    mu, s = p.mean(1), (p * (1 - p)).mean(1)  # s: mean per-pixel variance
+    ref = (
+        0.5 * (mu - ETA[0]) ** 2 / (s / n + RHO[0] ** 2)
+        + 0.5 * (math.log(2 * math.pi) + torch.log(s + 0.03) - math.log(n))
+    ).sum()
+    torch.testing.assert_close(loss(logits, coarse), ref)
+    with pytest.raises(ValueError, match='var_floor_scale'):
+        StatisticsMatchingLoss(ETA, RHO, var_floor_scale='cell')  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize('scale', ['block', 'pixel'])
+def test_confidence_reward_with_block_size(scale):
+    """How much confident pixels gain over hesitant ones, at one block mean.
+
+    Both predictions give the prior's block fractions (0.5, 0.5): half the pixels
+    sure of each class, or every pixel at 0.5. The data term is zero for both; only
+    the log-variance term differs. A floor on the block variance ('block') makes that reward vanish in large
+    blocks; a floor on the mean pixel variance ('pixel') keeps it whatever the size.
+    """
+    gains = []
+    for side in (4, 64):
+        coarse = torch.zeros(1, side, side, dtype=torch.long)
+        sure = torch.zeros(1, 2, side, side)
+        sure[:, 0, :, : side // 2] = 20
+        sure[:, 1, :, side // 2 :] = 20
+        hesitant = torch.zeros(1, 2, side, side)
+        loss = StatisticsMatchingLoss(
+            torch.tensor([[0.5, 0.5]]),
+            torch.tensor([[0.1, 0.1]]),
+            var_floor=0.03,
+            var_floor_scale=scale,
+        )
+        gains.append(float(loss(hesitant, coarse) - loss(sure, coarse)))
+    small, large = gains
+    assert small > 0 and large > 0
+    if scale == 'pixel':
+        assert large == pytest.approx(small, rel=1e-4)
+        assert large == pytest.approx(math.log((0.25 + 0.03) / 0.03), rel=1e-3)
+    else:
+        assert large < 0.01 * small

@@ -114,3 +114,18 @@ def test_checkpoint_round_trip_keeps_priors(scene, tmp_path):
     assert loaded.table.coarse_codes == task.table.coarse_codes
     assert float(loaded.coarse_seen.sum()) > 0
     torch.testing.assert_close(loaded.coarse_seen, task.coarse_seen)
+
+
+def test_var_floor_scale_reaches_the_loss():
+    torch.manual_seed(0)
+    logits = torch.randn(1, 4, 16, 16)
+    coarse = torch.full((1, 16, 16), 41)
+    losses = {}
+    for scale in ('block', 'pixel'):
+        task = LabelSuperResolutionTask(
+            model='fcn', num_filters=8, var_floor_scale=scale
+        )
+        assert task.hparams['var_floor_scale'] == scale
+        losses[scale] = task.compute_loss({'coarse': coarse}, logits)
+    # The pixel floor (0.03/256) is below the block floor (0.03): a lower log term.
+    assert losses['pixel'] < losses['block']
