@@ -250,6 +250,7 @@ def train(
         prior_weight=args.prior_weight,
         var_floor=args.var_floor,
         var_floor_scale=args.var_floor_scale,
+        prior_rule=args.prior_rule,
     )
     trainer = brief_trainer(steps)
     trainer.fit(task, datamodule=dm)
@@ -276,6 +277,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument('--lr', type=float, default=1e-3)
     parser.add_argument('--balance', type=float, default=1.0)
     parser.add_argument('--prior-weight', type=float, default=1.0)
+    parser.add_argument(
+        '--prior-rule',
+        default='bayes',
+        choices=('bayes', 'product', 'fractions'),
+        help='how every trained method is combined with the NLCD prior at '
+        'evaluation: bayes (default), product, or fractions (each NLCD region of a '
+        "patch gets the prior's fine-class fractions, by the network's ranking)",
+    )
     parser.add_argument('--var-floor', type=float, default=0.03)
     parser.add_argument(
         '--var-floor-scale',

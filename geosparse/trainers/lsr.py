@@ -16,7 +16,12 @@ from ..losses import HardNaiveLoss, SoftNaiveLoss, StatisticsMatchingLoss
 from ..metrics import LandCoverMetrics
 from ..priors import NLCD_DEVELOPED, JointDistribution, PriorError
 
-__all__ = ['LabelSuperResolutionTask', 'combine_with_prior', 'normalised_entropy']
+__all__ = [
+    'LabelSuperResolutionTask',
+    'combine_with_prior',
+    'match_fractions',
+    'normalised_entropy',
+]
 
 LossName = Literal['lsr', 'soft-naive', 'hard-naive', 'hr', 'hr+lsr']
 
@@ -67,6 +72,62 @@ def combine_with_prior(
     prior = torch.where(valid[..., None], prior, torch.ones_like(prior))
     out = probs * prior.permute(0, 3, 1, 2).to(probs.dtype)
     return out / out.sum(dim=1, keepdim=True).clamp(min=1e-12)
+
+
+def match_fractions(
+    probs: Tensor,
+    coarse: Tensor,
+    eta: Tensor,
+    eps: float = 0.01,
+    iters: int = 50,
+) -> Tensor:
+    r"""Shift the probabilities so that each coarse region holds its prior fractions.
+
+    For every sample and every coarse class :math:`z` present in it, with :math:`R`
+    the pixels of that class (a region, the block of the ``regions`` training
+    mode), per-class offsets :math:`\beta` are found such that
+
+    .. math::
+        \frac{1}{|R|}\sum_{i\in R}\operatorname{softmax}(\log p_i + \beta)
+        = \tilde\eta_z, \qquad
+        \tilde\eta_{l,z} = \frac{\eta_{l,z}+\epsilon}{\sum_k (\eta_{k,z}+\epsilon)},
+
+    by the fixed-point (Sinkhorn) iteration
+    :math:`\beta \leftarrow \beta + \log\tilde\eta_z - \log \bar p(\beta)`.
+    The result keeps the network's ranking of pixels within a region and takes the
+    region's class fractions from the joint distribution: the statistics that the
+    lsr loss matches in training are imposed exactly at inference. It suits networks
+    trained on coarse labels, whose scores are calibrated only through block
+    statistics; it is wrong where the prior is (its fractions replace the
+    network's). Pixels with ``coarse < 0`` keep their probabilities. Not from the
+    paper: an addition of geosparse (``prior_rule='fractions'``).
+
+    Args:
+        probs: ``(B, L, H, W)`` probabilities.
+        coarse: ``(B, H, W)`` coarse class index, negative for nodata.
+        eta: ``(Z, L)`` prior mean fractions.
+        eps: floor on :math:`\eta` so that no class is ruled out.
+        iters: fixed-point iterations.
+
+    Returns:
+        ``(B, L, H, W)`` probabilities.
+    """
+    out = probs.clone()
+    logp = probs.clamp(min=1e-8).log()
+    for b in range(probs.shape[0]):
+        for z in coarse[b].unique().tolist():
+            if z < 0:
+                continue
+            m = coarse[b] == z
+            lp = logp[b][:, m]  # L, N
+            target = eta[z].to(lp.dtype) + eps
+            log_target = (target / target.sum()).log()
+            beta = torch.zeros_like(log_target)
+            for _ in range(iters):
+                mean = (lp + beta[:, None]).softmax(dim=0).mean(dim=1)
+                beta = beta + log_target - mean.clamp(min=1e-12).log()
+            out[b][:, m] = (lp + beta[:, None]).softmax(dim=0)
+    return out
 
 
 def normalised_entropy(probs: Tensor) -> Tensor:
@@ -122,7 +183,7 @@ class LabelSuperResolutionTask(SemanticSegmentationTask):
         fine_nodata: int | None = 0,
         eval_coarse_classes: Sequence[int] = NLCD_DEVELOPED,
         prior_weight: float = 1.0,
-        prior_rule: Literal['bayes', 'product'] = 'bayes',
+        prior_rule: Literal['bayes', 'product', 'fractions'] = 'bayes',
         input_scale: float = 255.0,
         standardize: Literal['sample', 'none'] = 'sample',
         num_filters: int = 64,
@@ -157,7 +218,10 @@ class LabelSuperResolutionTask(SemanticSegmentationTask):
             eval_coarse_classes: coarse codes of the ``dev_`` metrics.
             prior_weight: :math:`\\gamma` of :func:`combine_with_prior` at inference.
             prior_rule: ``bayes`` divides by the fine-class marginal seen in
-                training (:meth:`training_marginal`); ``product`` does not.
+                training (:meth:`training_marginal`); ``product`` does not;
+                ``fractions`` gives every coarse region of a sample its prior
+                fractions, keeping the network's ranking (:func:`match_fractions`;
+                ``prior_weight`` only switches it on or off).
             input_scale: raw values are divided by this first.
             standardize: ``sample`` standardises each band of each sample.
             num_filters: width of the ``fcn`` model.
@@ -389,7 +453,11 @@ class LabelSuperResolutionTask(SemanticSegmentationTask):
         return (self.coarse_seen / total) @ self.eta
 
     def combine(self, probs: Tensor, coarse: Tensor) -> Tensor:
-        """Apply :func:`combine_with_prior` with this task's settings."""
+        """Apply :func:`combine_with_prior` (or :func:`match_fractions`)."""
+        if self.hparams['prior_rule'] == 'fractions':
+            if self.hparams['prior_weight'] == 0:
+                return probs
+            return match_fractions(probs, coarse, self.eta)
         marginal = None
         if self.hparams['prior_rule'] == 'bayes':
             marginal = self.training_marginal()

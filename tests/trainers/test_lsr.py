@@ -9,6 +9,7 @@ from geosparse.trainers import (
     LabelSuperResolutionTask,
     brief_trainer,
     combine_with_prior,
+    match_fractions,
 )
 
 
@@ -87,6 +88,45 @@ def test_bayes_combination_divides_by_the_training_marginal():
     torch.testing.assert_close(out[0, :, 0, 0], torch.tensor([0.5, 0.5]))
     plain = combine_with_prior(probs, coarse, eta, eps=0)
     torch.testing.assert_close(plain[0, :, 0, 0], torch.tensor([0.8, 0.2]))
+
+
+def test_match_fractions_gives_each_region_its_prior_and_keeps_the_ranking():
+    torch.manual_seed(0)
+    probs = torch.rand(2, 3, 8, 8).softmax(dim=1)
+    eta = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
+    coarse = torch.zeros(2, 8, 8, dtype=torch.long)
+    coarse[0, :3] = 1
+    coarse[1, :, :2] = -1  # nodata
+    out = match_fractions(probs, coarse, eta, eps=0.0, iters=200)
+    for b in range(2):
+        for z in (0, 1):
+            m = coarse[b] == z
+            if m.any():
+                torch.testing.assert_close(
+                    out[b][:, m].mean(dim=1), eta[z], atol=1e-4, rtol=0
+                )
+    nod = coarse[1] == -1
+    torch.testing.assert_close(out[1][:, nod], probs[1][:, nod])
+    # Within a region, a pixel the network finds more class-0 (relative to class 1)
+    # stays more class-0: one offset per class and region.
+    m = coarse[0] == 0
+    before = (probs[0, 0][m] / probs[0, 1][m]).argsort()
+    after = (out[0, 0][m] / out[0, 1][m]).argsort()
+    assert torch.equal(before, after)
+    torch.testing.assert_close(out.sum(dim=1), torch.ones(2, 8, 8))
+
+
+def test_fractions_rule_in_the_task():
+    task = LabelSuperResolutionTask(model='fcn', num_filters=8, prior_rule='fractions')
+    probs = torch.rand(1, 4, 8, 8).softmax(dim=1)
+    coarse = torch.zeros(1, 8, 8, dtype=torch.long)  # all of the first table row
+    out = task.combine(probs, coarse)
+    want = task.eta[0] + 0.01
+    torch.testing.assert_close(
+        out[0].mean(dim=(1, 2)), want / want.sum(), atol=1e-3, rtol=0
+    )
+    task.hparams['prior_weight'] = 0
+    assert torch.equal(task.combine(probs, coarse), probs)
 
 
 def test_training_counts_labels_for_the_marginal():
