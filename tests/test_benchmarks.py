@@ -6,6 +6,7 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio
+import torch
 
 from geosparse.datasets.synthetic import make_point_labels, make_scene
 
@@ -113,6 +114,46 @@ def test_lsr_chesapeake_runs_on_real_patches(data_dir, tmp_path):
         abs=1e-4,
     )
     assert 'ranking_auc' not in res['methods']['nlcd-argmax']
+
+
+def test_lsr_chesapeake_ablation_flags_reach_the_model(data_dir, tmp_path):
+    src = data_dir / 'chesapeake-wv2014' / 'train'
+    for split, i in (('tr', '03'), ('ev', '07')):
+        (tmp_path / split).mkdir()
+        for f in src.glob(f'*_{i}_*.tif'):
+            (tmp_path / split / f.name).symlink_to(f)
+    ckpt = tmp_path / 'lsr.ckpt'
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / 'benchmarks' / 'lsr_chesapeake.py'),
+            '--train',
+            str(tmp_path / 'tr'),
+            '--eval',
+            str(tmp_path / 'ev'),
+            '--methods',
+            'lsr',
+            '--steps',
+            '1',
+            '--batch-size',
+            '2',
+            '--blocks',
+            'cells',
+            '--var-floor-scale',
+            'pixel',
+            '--prior-rule',
+            'fractions',
+            '--save-checkpoint',
+            str(ckpt),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    res = json.loads(out.stdout)
+    assert set(res['methods']) == {'lsr', 'nlcd-argmax'}
+    hp = torch.load(ckpt, map_location='cpu', weights_only=False)['hyper_parameters']
+    assert hp['prior_rule'] == 'fractions' and hp['var_floor_scale'] == 'pixel'
 
 
 def test_ranking_auc_is_the_pairwise_probability(monkeypatch):
