@@ -39,13 +39,18 @@ def test_loss_overhead_prints_ratio():
     assert out['posterior_peak_over_map'] >= 0
 
 
-def test_lsr_chesapeake_runs_on_real_patches(data_dir, tmp_path):
+def chesapeake_split(data_dir, tmp_path, train, evaluate):
+    """Symlink the shared patches with ids ``train`` / ``evaluate`` into tr/ and ev/."""
     src = data_dir / 'chesapeake-wv2014' / 'train'
-    for split, ids in (('tr', ['00', '03']), ('ev', ['07'])):
+    for split, ids in (('tr', train), ('ev', evaluate)):
         (tmp_path / split).mkdir()
         for i in ids:
             for f in src.glob(f'*_{i}_*.tif'):
                 (tmp_path / split / f.name).symlink_to(f)
+
+
+def test_lsr_chesapeake_runs_on_real_patches(data_dir, tmp_path):
+    chesapeake_split(data_dir, tmp_path, ['00', '03'], ['07'])
     out = tmp_path / 'r.json'
     ckpt = tmp_path / 'lsr.ckpt'
     subprocess.run(
@@ -117,38 +122,28 @@ def test_lsr_chesapeake_runs_on_real_patches(data_dir, tmp_path):
 
 
 def test_lsr_chesapeake_ablation_flags_reach_the_model(data_dir, tmp_path):
-    src = data_dir / 'chesapeake-wv2014' / 'train'
-    for split, i in (('tr', '03'), ('ev', '07')):
-        (tmp_path / split).mkdir()
-        for f in src.glob(f'*_{i}_*.tif'):
-            (tmp_path / split / f.name).symlink_to(f)
+    chesapeake_split(data_dir, tmp_path, ['03'], ['07'])
     ckpt = tmp_path / 'lsr.ckpt'
-    out = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / 'benchmarks' / 'lsr_chesapeake.py'),
-            '--train',
-            str(tmp_path / 'tr'),
-            '--eval',
-            str(tmp_path / 'ev'),
-            '--methods',
-            'lsr',
-            '--steps',
-            '1',
-            '--batch-size',
-            '2',
-            '--blocks',
-            'cells',
-            '--var-floor-scale',
-            'pixel',
-            '--prior-rule',
-            'fractions',
-            '--save-checkpoint',
-            str(ckpt),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
+    out = run_script(
+        'lsr_chesapeake.py',
+        '--train',
+        tmp_path / 'tr',
+        '--eval',
+        tmp_path / 'ev',
+        '--methods',
+        'lsr',
+        '--steps',
+        1,
+        '--batch-size',
+        2,
+        '--blocks',
+        'cells',
+        '--var-floor-scale',
+        'pixel',
+        '--prior-rule',
+        'fractions',
+        '--save-checkpoint',
+        ckpt,
     )
     res = json.loads(out.stdout)
     assert set(res['methods']) == {'lsr', 'nlcd-argmax'}

@@ -324,6 +324,11 @@ class LabelSuperResolutionTask(SemanticSegmentationTask):
         )
         self.soft_naive = SoftNaiveLoss(eta)
         self.hard_naive = HardNaiveLoss(eta)
+        rule = self.hparams['prior_rule']
+        if rule not in ('bayes', 'product', 'fractions'):
+            raise ValueError(
+                f'prior_rule={rule!r}: choose bayes, product or fractions.'
+            )
         if loss not in ('lsr', 'soft-naive', 'hard-naive', 'hr', 'hr+lsr'):
             raise ValueError(
                 f'loss={loss!r}: choose lsr, soft-naive, hard-naive, hr or hr+lsr.'

@@ -127,6 +127,8 @@ def test_fractions_rule_in_the_task():
     )
     task.hparams['prior_weight'] = 0
     assert torch.equal(task.combine(probs, coarse), probs)
+    with pytest.raises(ValueError, match='prior_rule'):
+        LabelSuperResolutionTask(model='fcn', num_filters=8, prior_rule='fraction')  # type: ignore[arg-type]
 
 
 def test_training_counts_labels_for_the_marginal():
