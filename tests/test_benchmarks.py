@@ -93,7 +93,10 @@ def test_lsr_chesapeake_runs_on_real_patches(data_dir, tmp_path):
     assert res['methods']['lsr']['miou'] == pytest.approx(
         (runs[0]['miou'] + runs[1]['miou']) / 2
     )
-    assert ckpt.stat().st_size > 0
+    # The defaults: the local model, batch balance, raw bands, the network alone.
+    hp = torch.load(ckpt, map_location='cpu', weights_only=False)['hyper_parameters']
+    assert hp['model'] == 'local' and hp['coarse_balance'] == 'batch'
+    assert hp['standardize'] == 'none' and hp['prior_weight'] == 0
     # --diagnose: per NLCD code of patch 07, the truth fractions of the files.
     with rasterio.open(next((tmp_path / 'ev').glob('*_nlcd.tif'))) as f:
         nlcd = f.read(1)
@@ -142,6 +145,14 @@ def test_lsr_chesapeake_ablation_flags_reach_the_model(data_dir, tmp_path):
         'pixel',
         '--prior-rule',
         'fractions',
+        '--prior-weight',
+        1,
+        '--model',
+        'unet',
+        '--standardize',
+        'sample',
+        '--coarse-balance',
+        'none',
         '--save-checkpoint',
         ckpt,
     )
@@ -149,6 +160,8 @@ def test_lsr_chesapeake_ablation_flags_reach_the_model(data_dir, tmp_path):
     assert set(res['methods']) == {'lsr', 'nlcd-argmax'}
     hp = torch.load(ckpt, map_location='cpu', weights_only=False)['hyper_parameters']
     assert hp['prior_rule'] == 'fractions' and hp['var_floor_scale'] == 'pixel'
+    assert hp['model'] == 'unet' and hp['standardize'] == 'sample'
+    assert hp['coarse_balance'] == 'none' and hp['prior_weight'] == 1
 
 
 def test_ranking_auc_is_the_pairwise_probability(monkeypatch):

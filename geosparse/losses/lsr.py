@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .balance import CoarseBalance, balance_by_class, check_balance
+
 __all__ = ['BlockStatistics', 'StatisticsMatchingLoss', 'label_counting']
 
 LOG_2PI = math.log(2 * math.pi)
@@ -116,6 +118,9 @@ class StatisticsMatchingLoss(nn.Module):
     Blocks are combined as :math:`\\sum_b w_{z_b} |B_b|^a \\sum_l \\ell_{b,l} /
     \\sum_b w_{z_b} |B_b|^a`: with :math:`a = 1` (``size_power``) weighted by size
     as in the authors' code, and by an optional per-coarse-class weight :math:`w_z`.
+    With ``balance='batch'`` the size weights are first divided by their sum over
+    the blocks of the same coarse class in the batch, so every coarse class present
+    weighs :math:`w_z` (:mod:`geosparse.losses.balance`; our addition).
     With region blocks (all pixels of one coarse class in a window), :math:`a = 1`
     treats a region as that many independent coarse pixels, :math:`a = 0` as one
     observation; the truth, with spatially correlated coarse pixels, is between.
@@ -134,6 +139,7 @@ class StatisticsMatchingLoss(nn.Module):
         class_weights: Tensor | None = None,
         size_power: float = 1.0,
         var_floor_scale: Literal['block', 'pixel'] = 'block',
+        balance: CoarseBalance = 'none',
     ) -> None:
         r"""Initialise the loss.
 
@@ -149,8 +155,12 @@ class StatisticsMatchingLoss(nn.Module):
             var_floor_scale: ``block`` adds :math:`\\epsilon` to :math:`\\sigma^2`
                 (the authors' code); ``pixel`` adds :math:`\\epsilon/|B|`, a floor on
                 the mean per-pixel variance (see the class docstring).
+            balance: ``none``, or ``batch`` to give every coarse class of a batch
+                the same total weight (:mod:`geosparse.losses.balance`).
         """
         super().__init__()
+        check_balance(balance)
+        self.balance = balance
         if variant not in ('gaussian', 'interval', 'kl'):
             raise ValueError(f'variant={variant!r}: choose gaussian, interval or kl.')
         if var_floor < 0:
@@ -231,5 +241,8 @@ class StatisticsMatchingLoss(nn.Module):
         probs = logits.float().softmax(dim=1)
         stats = label_counting(probs, blocks, coarse.clamp(min=0))
         per_block = self.block_loss(stats).sum(dim=1)
-        weight = stats.count**self.size_power * self.class_weights[stats.coarse]
+        weight = stats.count.to(per_block.dtype) ** self.size_power
+        if self.balance == 'batch':
+            weight = balance_by_class(weight, stats.coarse, self.eta.shape[0])
+        weight = weight * self.class_weights[stats.coarse]
         return (per_block * weight).sum() / weight.sum().clamp(min=1e-12)

@@ -13,7 +13,9 @@ from torch import Tensor, nn
 from torchgeo.trainers import SemanticSegmentationTask
 
 from ..losses import HardNaiveLoss, SoftNaiveLoss, StatisticsMatchingLoss
+from ..losses.balance import CoarseBalance
 from ..metrics import LandCoverMetrics
+from ..models import LocalContextNet
 from ..priors import NLCD_DEVELOPED, JointDistribution, PriorError
 
 __all__ = [
@@ -167,7 +169,9 @@ class LabelSuperResolutionTask(SemanticSegmentationTask):
 
     def __init__(
         self,
-        model: Literal['unet', 'deeplabv3+', 'fcn', 'upernet', 'segformer'] = 'unet',
+        model: Literal[
+            'unet', 'deeplabv3+', 'fcn', 'upernet', 'segformer', 'local'
+        ] = 'unet',
         backbone: str = 'resnet18',
         weights: bool | str | None = None,
         in_channels: int = 4,
@@ -177,6 +181,7 @@ class LabelSuperResolutionTask(SemanticSegmentationTask):
         var_floor: float = 0.03,
         var_floor_scale: Literal['block', 'pixel'] = 'block',
         coarse_class_weights: Sequence[float] | None = None,
+        coarse_balance: CoarseBalance = 'none',
         block_size_power: float = 1.0,
         hr_weight: float = 1.0,
         coarse_nodata: int | None = 0,
@@ -187,6 +192,7 @@ class LabelSuperResolutionTask(SemanticSegmentationTask):
         input_scale: float = 255.0,
         standardize: Literal['sample', 'none'] = 'sample',
         num_filters: int = 64,
+        local_scales: Sequence[int] = (5, 15),
         lr: float = 1e-3,
         patience: int = 10,
         freeze_backbone: bool = False,
@@ -195,7 +201,11 @@ class LabelSuperResolutionTask(SemanticSegmentationTask):
         r"""Initialise the task.
 
         Args:
-            model: segmentation model (smp / TorchGeo names).
+            model: segmentation model (smp / TorchGeo names), or ``local``: a
+                per-pixel perceptron on the bands and the local brightness and
+                texture (:class:`~geosparse.models.LocalContextNet`, receptive field
+                ``max(local_scales)`` pixels; our addition), which on few training
+                tiles cannot learn the context of wrong coarse labels.
             backbone: encoder of the model.
             weights: pretrained encoder weights; off by default (no downloads).
             in_channels: image bands.
@@ -209,6 +219,10 @@ class LabelSuperResolutionTask(SemanticSegmentationTask):
                 the confidence term active in large blocks); see
                 :class:`~geosparse.losses.StatisticsMatchingLoss`.
             coarse_class_weights: weight per coarse class (table order).
+            coarse_balance: ``batch`` gives every coarse class present in a batch
+                the same total weight in the lsr and naive losses
+                (:mod:`geosparse.losses.balance`; our addition); ``none`` weighs
+                blocks by size as the authors' code.
             block_size_power: exponent of the block size in the block weights of
                 the lsr loss (``size_power`` of
                 :class:`~geosparse.losses.StatisticsMatchingLoss`).
@@ -224,7 +238,9 @@ class LabelSuperResolutionTask(SemanticSegmentationTask):
                 ``prior_weight`` only switches it on or off).
             input_scale: raw values are divided by this first.
             standardize: ``sample`` standardises each band of each sample.
-            num_filters: width of the ``fcn`` model.
+            num_filters: width of the ``fcn`` model, and of the hidden layers of
+                the ``local`` model.
+            local_scales: odd window sizes of the ``local`` model's features.
             lr: learning rate.
             patience: plateau patience of the scheduler.
             freeze_backbone: freeze the encoder.
@@ -235,7 +251,7 @@ class LabelSuperResolutionTask(SemanticSegmentationTask):
         self.table = table
         num_classes = table.num_fine
         super().__init__(
-            model=model,
+            model=model,  # type: ignore[arg-type]  # "local" is built here
             backbone=backbone,
             weights=weights,
             in_channels=in_channels,
@@ -274,6 +290,14 @@ class LabelSuperResolutionTask(SemanticSegmentationTask):
             ignore_index=None,
             class_weights=None,
         )
+        if self.hparams['model'] == 'local':
+            self.model = LocalContextNet(
+                self.hparams['in_channels'],
+                self.table.num_fine,
+                scales=self.hparams['local_scales'],
+                hidden=self.hparams['num_filters'],
+            )
+            return
         super().configure_models()
 
     def configure_losses(self) -> None:
@@ -321,9 +345,10 @@ class LabelSuperResolutionTask(SemanticSegmentationTask):
             var_floor_scale=self.hparams['var_floor_scale'],
             class_weights=cw,
             size_power=self.hparams['block_size_power'],
+            balance=self.hparams['coarse_balance'],
         )
-        self.soft_naive = SoftNaiveLoss(eta)
-        self.hard_naive = HardNaiveLoss(eta)
+        self.soft_naive = SoftNaiveLoss(eta, self.hparams['coarse_balance'])
+        self.hard_naive = HardNaiveLoss(eta, self.hparams['coarse_balance'])
         rule = self.hparams['prior_rule']
         if rule not in ('bayes', 'product', 'fractions'):
             raise ValueError(

@@ -171,3 +171,33 @@ def test_var_floor_scale_reaches_the_loss():
         losses[scale] = task.compute_loss({'coarse': coarse}, logits)
     # The pixel floor (0.03/256) is below the block floor (0.03): a lower log term.
     assert losses['pixel'] < losses['block']
+
+
+@pytest.mark.parametrize('loss', ['lsr', 'soft-naive'])
+def test_local_model_with_batch_balance_trains_and_reloads(scene, tmp_path, loss):
+    task = LabelSuperResolutionTask(
+        model='local',
+        num_filters=8,
+        local_scales=(3, 7),
+        standardize='none',
+        coarse_balance='batch',
+        loss=loss,
+    )
+    assert task.lsr_loss.balance == task.soft_naive.balance == 'batch'
+    before = [p.clone() for p in task.parameters()]
+    trainer = _trainer()
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        trainer.fit(task, datamodule=_dm(scene))
+    assert any((a != b).any() for a, b in zip(before, task.parameters(), strict=True))
+    trainer.save_checkpoint(tmp_path / 'm.ckpt')
+    loaded = LabelSuperResolutionTask.load_from_checkpoint(tmp_path / 'm.ckpt')
+    assert loaded.model.scales == (3, 7)
+    x = {'image': torch.rand(1, 4, 32, 32) * 255}
+    task.eval(), loaded.eval()  # batch normalisation: use the training statistics
+    torch.testing.assert_close(loaded.predict_probs(x), task.predict_probs(x))
+
+
+def test_unknown_coarse_balance_is_refused():
+    with pytest.raises(ValueError, match="balance='class'"):
+        LabelSuperResolutionTask(model='local', coarse_balance='class')  # type: ignore[arg-type]
