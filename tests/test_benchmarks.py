@@ -97,6 +97,24 @@ def test_lsr_chesapeake_runs_on_real_patches(data_dir, tmp_path):
     hp = torch.load(ckpt, map_location='cpu', weights_only=False)['hyper_parameters']
     assert hp['model'] == 'local' and hp['coarse_balance'] == 'batch'
     assert hp['standardize'] == 'none' and hp['prior_weight'] == 0
+    # The checkpoint predicts through the CLI, block by block, the same probabilities
+    # as the whole-patch evaluation of the benchmark (stored as uint8, scale 1/254).
+    from geosparse.cli import main as cli
+    from geosparse.trainers import LabelSuperResolutionTask
+
+    naip = next((tmp_path / 'ev').glob('*_naip.tif'))
+    maps = tmp_path / 'maps'
+    args = ['predict', '--checkpoint', str(ckpt), '--out', str(maps), '--quiet']
+    assert cli([*args, '--block', '128', '--probabilities', str(naip)]) == 0
+    task = LabelSuperResolutionTask.load_from_checkpoint(ckpt, map_location='cpu')
+    with rasterio.open(naip) as src:
+        image = torch.from_numpy(src.read()[None].astype(np.float32))
+    with torch.no_grad():
+        want = task.eval()(image).softmax(1)[0].numpy()
+    with rasterio.open(maps / f'{naip.stem}_landcover_probabilities.tif') as out:
+        got = out.read().astype(np.float64) / 254
+    assert got.shape == want.shape and want.std(axis=(1, 2)).max() > 1e-3
+    np.testing.assert_allclose(got, want, atol=1 / 254 + 1e-6)
     # --diagnose: per NLCD code of patch 07, the truth fractions of the files.
     with rasterio.open(next((tmp_path / 'ev').glob('*_nlcd.tif'))) as f:
         nlcd = f.read(1)
