@@ -9,8 +9,7 @@ from geosparse.losses import (
 )
 from geosparse.losses.balance import balance_by_class
 
-ETA = torch.tensor([[0.9, 0.1], [0.2, 0.8]])
-RHO = torch.tensor([[0.1, 0.1], [0.2, 0.2]])
+from .test_lsr import ETA, RHO
 
 
 def test_weights_of_each_class_sum_to_one():
