@@ -236,7 +236,6 @@ def main(argv: list[str] | None = None) -> None:
             Client(cluster) as client,
         ):
             startup = time.perf_counter() - t0
-            pred.torch_threads = 1
             t0 = time.perf_counter()
             predict_raster(
                 pred,

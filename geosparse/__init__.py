@@ -2,6 +2,8 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
+from . import compat  # noqa: F401  # refuses an unsupported TorchGeo at import time
+
 try:
     __version__ = version('geosparse')
 except PackageNotFoundError:  # pragma: no cover - source tree without install

@@ -1,11 +1,11 @@
 """Batching that keeps every sample's georeference.
 
-TorchGeo's :func:`~torchgeo.datasets.stack_samples` leaves ``crs`` and ``bounds`` as
-lists, and :class:`~torchgeo.datamodules.GeoDataModule` deletes them before moving a
-batch to the device. geosparse keeps them: :func:`collate_geo` adds ``transform``,
-a ``(B, 6)`` float64 tensor of affine coefficients ``(a, b, c, d, e, f)`` of each
-window, and :func:`move_batch` moves tensors while carrying ``crs`` and ``bounds``
-along. Together, ``(crs, transform)`` locate every pixel of every sample.
+:func:`collate_geo` stacks samples and sets ``transform``, a ``(B, 6)`` float64
+tensor of the affine coefficients ``(a, b, c, d, e, f)`` of each window, whatever the
+TorchGeo release (see :mod:`geosparse.compat`). With TorchGeo 0.8.1, ``crs`` and
+``bounds`` are lists that :class:`~torchgeo.datamodules.GeoDataModule` deletes before
+moving a batch to the device; :class:`KeepGeoKeys` carries them along. With 0.10 they
+are tensors (``crs`` is the dataset's) and move like the rest.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torchgeo.datasets import stack_samples
 
+from .compat import GEO_KEYS, window_bounds
+
 __all__ = [
     'GEO_KEYS',
     'KeepGeoKeys',
@@ -27,25 +29,20 @@ __all__ = [
     'transform_from_bounds',
 ]
 
-#: Keys that are not tensors and must survive device transfer.
-GEO_KEYS = ('crs', 'bounds')
 
-
-def transform_from_bounds(bounds: tuple[slice, ...], shape: tuple[int, int]) -> Affine:
+def transform_from_bounds(bounds: Any, shape: tuple[int, int]) -> Affine:
     """Affine transform of a window.
 
     Args:
-        bounds: ``(x, y, t)`` slices of the window.
+        bounds: a sample's ``bounds`` (see :func:`~geosparse.compat.window_bounds`).
         shape: ``(height, width)`` in pixels.
 
     Returns:
         ``Affine(xres, 0, xmin, 0, -yres, ymax)``.
     """
-    x, y = bounds[0], bounds[1]
+    xmin, ymin, xmax, ymax = window_bounds(bounds)
     h, w = shape
-    return Affine(
-        (x.stop - x.start) / w, 0.0, x.start, 0.0, -(y.stop - y.start) / h, y.stop
-    )
+    return Affine((xmax - xmin) / w, 0.0, xmin, 0.0, -(ymax - ymin) / h, ymax)
 
 
 def collate_geo(samples: Iterable[Mapping[str, Any]]) -> dict[str, Any]:

@@ -139,7 +139,6 @@ def _predict(args: argparse.Namespace) -> int:
                     )
                 )
                 scheduler = stack.enter_context(Client(cluster))
-            predictor.torch_threads = 1  # one torch thread per worker process
         report = run_jobs(
             predictor,
             jobs,
@@ -397,7 +396,10 @@ def build_parser() -> argparse.ArgumentParser:
         '--halo', type=int, default=32, help='context around each block (pixels)'
     )
     run.add_argument(
-        '--threads', type=int, default=1, help='threads of the local dask scheduler'
+        '--threads',
+        type=int,
+        help='threads of the local dask scheduler (default: one per core; each block '
+        'runs on one torch thread, so the bytes never depend on the thread count)',
     )
     run.add_argument(
         '--workers',

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pystac
+import torch
 
 from .blocks import OutputFile, predict_blocks
 from .io.raster import read_coarse_on_grid
@@ -56,7 +57,7 @@ def predict_raster(
     coarse_path: str | os.PathLike[str] | None = None,
     block: int = 512,
     halo: int = 32,
-    threads: int = 1,
+    threads: int | None = None,
     scheduler: str | Client = 'threads',
     progress: bool = True,
 ) -> Path:
@@ -70,7 +71,9 @@ def predict_raster(
             (:attr:`Predictor.uses_coarse`); ignored otherwise.
         block: block size in pixels.
         halo: context kept around each block and discarded.
-        threads: threads of the local threaded scheduler.
+        threads: threads of the local threaded scheduler (default: one per core;
+            each block runs its model on one torch thread, see
+            :attr:`Predictor.torch_threads`).
         scheduler: ``threads``, ``synchronous`` or a :class:`distributed.Client`.
         progress: show a progress bar.
 
@@ -99,22 +102,28 @@ def predict_raster(
                 predictor.probability_options(),
             )
         )
-    return predict_blocks(
-        src,
-        predictor,
-        out_path,
-        count=predictor.main_count,
-        dtype=predictor.dtype,
-        nodata=predictor.nodata,
-        coarse_path=coarse_path if predictor.uses_coarse else None,
-        block=block,
-        halo=halo,
-        threads=threads,
-        scheduler=scheduler,
-        progress=progress,
-        cog=predictor.cog_options(),
-        extra_outputs=extra,
-    )
+    # The predictor sets torch's (process-wide) thread count for its blocks; the
+    # caller's setting comes back afterwards.
+    torch_threads = torch.get_num_threads()
+    try:
+        return predict_blocks(
+            src,
+            predictor,
+            out_path,
+            count=predictor.main_count,
+            dtype=predictor.dtype,
+            nodata=predictor.nodata,
+            coarse_path=coarse_path if predictor.uses_coarse else None,
+            block=block,
+            halo=halo,
+            threads=threads or os.cpu_count() or 1,
+            scheduler=scheduler,
+            progress=progress,
+            cog=predictor.cog_options(),
+            extra_outputs=extra,
+        )
+    finally:
+        torch.set_num_threads(torch_threads)
 
 
 def predict_landcover(
@@ -124,7 +133,7 @@ def predict_landcover(
     coarse_path: str | os.PathLike[str] | None = None,
     block: int = 512,
     halo: int = 32,
-    threads: int = 1,
+    threads: int | None = None,
     progress: bool = True,
     probabilities: bool = False,
 ) -> dict[str, Any]:
@@ -142,7 +151,7 @@ def predict_landcover(
             (:meth:`LabelSuperResolutionTask.combine`).
         block: block size in pixels.
         halo: context kept around each block and discarded.
-        threads: dask threads.
+        threads: dask threads (default: one per core).
         progress: show a progress bar.
         probabilities: also write one probability band per class.
 
@@ -274,7 +283,7 @@ def run_jobs(
     mosaic: bool = False,
     block: int = 512,
     halo: int = 32,
-    threads: int = 1,
+    threads: int | None = None,
     scheduler: str | Client = 'threads',
     resume: bool = False,
     progress: bool = True,
@@ -295,7 +304,9 @@ def run_jobs(
         mosaic: read every job's rasters as one mosaic, even a single raster.
         block: block size in pixels.
         halo: context around each block.
-        threads: threads of the local threaded scheduler.
+        threads: threads of the local threaded scheduler (default: one per core;
+            each block runs its model on one torch thread, see
+            :attr:`Predictor.torch_threads`).
         scheduler: ``threads``, ``synchronous`` or a :class:`distributed.Client`.
         resume: skip jobs whose outputs all exist.
         progress: progress bars.

@@ -8,8 +8,8 @@ table) and normalises the input exactly as the task did in training:
 - :class:`~geosparse.trainers.LabelSuperResolutionTask` normalises inside the model
   (:meth:`~geosparse.trainers.LabelSuperResolutionTask.normalize`), and combines
   the network with coarse labels where they are given (``--coarse``).
-- TorchGeo's :class:`~torchgeo.trainers.SemanticSegmentationTask` and
-  :class:`~torchgeo.trainers.PixelwiseRegressionTask` receive imagery normalised by
+- TorchGeo's :class:`~torchgeo.tasks.SemanticSegmentation` and
+  :class:`~torchgeo.tasks.PixelwiseRegression` receive imagery normalised by
   the datamodule, :math:`x' = (x - m)/s`; :math:`m = 0, s = 255` is the default of
   TorchGeo's data modules, other values come from ``mean``/``std``.
 
@@ -51,9 +51,9 @@ from lightning.pytorch import LightningModule
 from pyproj import Transformer
 from rasterio.crs import CRS
 from rasterio.windows import Window
-from torchgeo.trainers import PixelwiseRegressionTask, SemanticSegmentationTask
 from tqdm.auto import tqdm
 
+from .compat import PixelwiseRegression, SemanticSegmentation
 from .io.source import ImageSource
 from .kernels import FAMILIES
 from .posterior import loo_variance_scale, posterior_map
@@ -106,8 +106,8 @@ def task_class_for(hparams: Mapping[str, Any]) -> type[LightningModule]:
     ``kernel`` and ``lengthscale`` → :class:`~geosparse.trainers.NPPTask`,
     ``density_scale`` → :class:`~geosparse.trainers.DensityTask`,
     ``pos_weight`` and ``radius`` → :class:`~geosparse.trainers.PointMapTask`,
-    ``num_outputs`` → :class:`~torchgeo.trainers.PixelwiseRegressionTask`,
-    ``num_classes`` → :class:`~torchgeo.trainers.SemanticSegmentationTask`.
+    ``num_outputs`` → :class:`~torchgeo.tasks.PixelwiseRegression`,
+    ``num_classes`` → :class:`~torchgeo.tasks.SemanticSegmentation`.
 
     Raises:
         ValueError: if none of these apply.
@@ -126,9 +126,9 @@ def task_class_for(hparams: Mapping[str, Any]) -> type[LightningModule]:
     if 'pos_weight' in hparams and 'radius' in hparams:
         return PointMapTask
     if 'num_outputs' in hparams:
-        return PixelwiseRegressionTask
+        return PixelwiseRegression
     if 'num_classes' in hparams:
-        return SemanticSegmentationTask
+        return SemanticSegmentation
     raise ValueError(
         'cannot tell the task from the checkpoint hyperparameters '
         f'({", ".join(sorted(hparams)) or "none"}); pass the task class '
@@ -176,7 +176,7 @@ class Predictor:
         mean: Sequence[float] | float | None = None,
         std: Sequence[float] | float | None = None,
         class_names: Sequence[str] | None = None,
-        torch_threads: int | None = None,
+        torch_threads: int | None = 1,
         reveal: tuple[np.ndarray, np.ndarray] | None = None,
         reveal_crs: CRS | str | None = None,
         kernel: Mapping[str, float] | None = None,
@@ -197,8 +197,12 @@ class Predictor:
             std: TorchGeo tasks: per-band (or one) divisor (default 255).
             class_names: names of the classes (default: the task's, or
                 ``class_0``, ``class_1``, ...).
-            torch_threads: torch intra-op threads when the model runs (None keeps
-                torch's setting).
+            torch_threads: torch intra-op threads when the model runs. The default,
+                1, makes every block's numbers independent of the thread count and
+                the machine's load, so the threaded scheduler and a cluster write
+                the same bytes (a different thread count changes float sums in the
+                last bit, enough to move a quantised value); parallelism comes from
+                the scheduler's threads or workers. None keeps torch's setting.
             reveal: regression: known points as ``(xy (P, 2) in the imagery's CRS,
                 values (P,))`` (:func:`~geosparse.io.points.read_points`); each
                 block's output is then the GP posterior given the points inside the

@@ -8,9 +8,9 @@ import pytest
 import rasterio
 import torch
 from rio_cogeo.cogeo import cog_validate
-from torchgeo.trainers import PixelwiseRegressionTask, SemanticSegmentationTask
 
 from geosparse.cli import main
+from geosparse.compat import PixelwiseRegression, SemanticSegmentation
 from geosparse.predictors import Predictor, task_class_for
 
 from .conftest import random_raster
@@ -30,11 +30,16 @@ def _save(task, path):
     return task.eval()
 
 
+def _save_untouched(task, path):
+    """Save a task with its own initial weights."""
+    trainer = pl.Trainer(logger=False, enable_checkpointing=False)
+    trainer.strategy.connect(task)
+    trainer.save_checkpoint(path)
+
+
 def _regression_net(tmp_path):
     """A saved FCN regression checkpoint ``reg.ckpt``, ``in.tif`` (200 px) and its output."""
-    task = PixelwiseRegressionTask(
-        model='fcn', in_channels=3, num_outputs=1, num_filters=4
-    )
+    task = PixelwiseRegression(model='fcn', in_channels=3, num_outputs=1, num_filters=4)
     task = _save(task, tmp_path / 'reg.ckpt')
     image = _raster(tmp_path / 'in.tif', h=200, w=200)
     with torch.no_grad():
@@ -43,7 +48,7 @@ def _regression_net(tmp_path):
 
 @pytest.fixture
 def seg_ckpt(tmp_path):
-    task = SemanticSegmentationTask(
+    task = SemanticSegmentation(
         model='fcn', in_channels=3, num_classes=3, num_filters=4
     )
     return _save(task, tmp_path / 'seg.ckpt'), tmp_path / 'seg.ckpt'
@@ -81,7 +86,7 @@ def test_torchgeo_segmentation_checkpoint_through_the_cli(tmp_path, seg_ckpt, ca
         assert src.tags(ns='IMAGE_STRUCTURE')['PREDICTOR'] == '2'
         assert src.block_shapes[0] == (512, 512) and src.nodata == 255
         tags = src.tags()
-        assert tags['task'] == 'SemanticSegmentationTask'
+        assert tags['task'] == SemanticSegmentation.__name__
         assert len(tags['checkpoint_sha256']) == 64
         assert json.loads(tags['class_names']) == ['a', 'b', 'c']
     probs_cog = out / 'in_segmentation_probabilities.tif'
@@ -107,9 +112,7 @@ def test_torchgeo_segmentation_checkpoint_through_the_cli(tmp_path, seg_ckpt, ca
 
 
 def test_torchgeo_regression_checkpoint_writes_the_mean(tmp_path):
-    task = PixelwiseRegressionTask(
-        model='fcn', in_channels=3, num_outputs=1, num_filters=4
-    )
+    task = PixelwiseRegression(model='fcn', in_channels=3, num_outputs=1, num_filters=4)
     task = _save(task, tmp_path / 'reg.ckpt')
     image = _raster(tmp_path / 'in.tif', nodata=0)
     with rasterio.open(tmp_path / 'in.tif', 'r+') as dst:
@@ -145,7 +148,7 @@ def test_predictor_pickles_to_its_checkpoint(tmp_path, seg_ckpt):
 
 
 def test_unet_windows_of_any_size_are_padded(tmp_path):
-    task = SemanticSegmentationTask(
+    task = SemanticSegmentation(
         model='unet', backbone='resnet18', in_channels=3, num_classes=2, weights=None
     ).eval()
     pred = Predictor(task)
@@ -217,9 +220,7 @@ def test_reveal_errors_name_the_fix(tmp_path, seg_ckpt, capsys):
     assert '--reveal needs --value' in capsys.readouterr().err
     assert main([*args, '--value', 'v']) == 2
     assert 'needs a regression model' in capsys.readouterr().err
-    reg = PixelwiseRegressionTask(
-        model='fcn', in_channels=3, num_outputs=1, num_filters=4
-    )
+    reg = PixelwiseRegression(model='fcn', in_channels=3, num_outputs=1, num_filters=4)
     with pytest.raises(ValueError, match='--lengthscale'):
         Predictor(reg, reveal=(np.zeros((1, 2)), np.ones(1)))
     assert (
@@ -235,7 +236,7 @@ def test_reveal_errors_name_the_fix(tmp_path, seg_ckpt, capsys):
 
 
 def test_binary_segmentation_reads_the_sigmoid_as_two_classes():
-    task = SemanticSegmentationTask(
+    task = SemanticSegmentation(
         model='fcn', in_channels=3, task='binary', num_filters=4
     ).eval()
     pred = Predictor(task, probabilities=True, mean=0, std=1)
@@ -312,9 +313,7 @@ def test_calibrate_rescales_the_std_by_leave_one_out_at_the_known_points(tmp_pat
 
 
 def test_calibrate_needs_known_points(tmp_path, capsys):
-    task = PixelwiseRegressionTask(
-        model='fcn', in_channels=3, num_outputs=1, num_filters=4
-    )
+    task = PixelwiseRegression(model='fcn', in_channels=3, num_outputs=1, num_filters=4)
     _save(task, tmp_path / 'reg.ckpt')
     _raster(tmp_path / 'in.tif', h=32, w=32)
     args = [
@@ -360,3 +359,35 @@ def test_kernel_family_shapes_the_posterior(tmp_path):
             2 * math.sqrt(1 - rho**2), rel=1e-3
         )
     assert np.allclose(std['rbf'][0, 0], 2.0) and net.shape == (200, 200)
+
+
+def test_bytes_do_not_depend_on_the_thread_counts(tmp_path):
+    """torch's and dask's thread counts change float sums in the last bit, enough to
+    move a quantised uncertainty (2 pixels of this map with torch's own threads); the
+    predictor runs every block on one torch thread so the COG's bytes stay the same
+    (a 2-worker cluster too: tests/test_cli.py), and the caller's torch setting
+    comes back afterwards."""
+    from geosparse.predict import predict_raster
+    from geosparse.trainers import LabelSuperResolutionTask
+
+    torch.manual_seed(0)
+    _save_untouched(
+        LabelSuperResolutionTask(backbone='resnet18'), tmp_path / 'lsr.ckpt'
+    )
+    image = tmp_path / 'in.tif'
+    _raster(image, bands=4, h=192, w=192)
+    before = torch.get_num_threads()
+    outs = []
+    try:
+        for torch_threads, dask_threads in ((1, 1), (2, 2), (2, 1)):
+            torch.set_num_threads(torch_threads)
+            out = tmp_path / f'out_{torch_threads}_{dask_threads}.tif'
+            pred = Predictor(checkpoint=tmp_path / 'lsr.ckpt')
+            predict_raster(
+                pred, image, out, block=64, halo=8, threads=dask_threads, progress=False
+            )
+            assert torch.get_num_threads() == torch_threads
+            outs.append(out.read_bytes())
+    finally:
+        torch.set_num_threads(before)
+    assert outs[0] == outs[1] == outs[2]

@@ -47,6 +47,7 @@ from torch import Tensor
 from torchgeo.datamodules import GeoDataModule
 
 from ..batch import KeepGeoKeys
+from ..compat import window_bounds
 from ..datasets.coarse import ImageryDataset
 from ..datasets.points import SparsePoints, collate_points
 from ..gaussians import cached_fit
@@ -74,14 +75,19 @@ def default_cache_dir() -> Path:
     return Path(base) / 'geosparse'
 
 
-def _inside(bounds: tuple[slice, ...], boxes: Sequence[Box]) -> bool:
-    x, y = bounds[0], bounds[1]
-    eps = 1e-6 * max(abs(x.stop - x.start), 1.0)
+def _inside(sample: Mapping[str, Any], boxes: Sequence[Box]) -> bool:
+    """Whether a sample's window lies in one of the boxes.
+
+    Windows and boxes lie on the pixel grid, so they differ by whole pixels or not at
+    all: half a pixel of tolerance absorbs float32 bounds (TorchGeo 0.10).
+    """
+    xmin, ymin, xmax, ymax = window_bounds(sample['bounds'])
+    eps = 0.5 * (xmax - xmin) / int(sample['image'].shape[-1])
     return any(
-        x.start >= b[0] - eps
-        and x.stop <= b[2] + eps
-        and y.start >= b[1] - eps
-        and y.stop <= b[3] + eps
+        xmin >= b[0] - eps
+        and xmax <= b[2] + eps
+        and ymin >= b[1] - eps
+        and ymax <= b[3] + eps
         for b in boxes
     )
 
@@ -120,7 +126,7 @@ def collate_counting(
     samples = list(samples)
     batch = collate_points(samples)
     batch['labelled'] = torch.tensor(
-        [not _inside(s['bounds'], unlabelled) for s in samples], dtype=torch.bool
+        [not _inside(s, unlabelled) for s in samples], dtype=torch.bool
     )
     return batch
 

@@ -26,6 +26,7 @@ from rasterio.crs import CRS
 from torchgeo.datasets import GeoDataset
 from torchgeo.datasets.utils import GeoSlice, stack_samples
 
+from ..compat import georeference
 from ..io.points import read_points_frame
 
 __all__ = ['SparsePoints', 'collate_points', 'spatial_split']
@@ -194,8 +195,9 @@ class SparsePoints(GeoDataset):
         sample: dict[str, Any] = {
             'points': torch.from_numpy(np.stack([rows, cols], 1).astype(np.float32)),
             'values': torch.from_numpy(self._values[inside]),
-            'crs': self.crs,
-            'bounds': (x, y),
+            **georeference(
+                self.crs, slice(x.start, x.stop, xres), slice(y.start, y.stop, yres)
+            ),
         }
         if self.transforms is not None:
             sample = self.transforms(sample)

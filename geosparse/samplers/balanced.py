@@ -19,9 +19,10 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 from torchgeo.datasets import GeoDataset
-from torchgeo.samplers import GeoSampler, RandomGeoSampler
+from torchgeo.samplers import RandomGeoSampler
 from torchgeo.samplers.utils import _to_tuple
 
+from ..compat import GeoSampler
 from ..datasets.coarse import CoarseLabels
 
 __all__ = ['CoarseBalancedGeoSampler']

@@ -6,8 +6,9 @@ import math
 from collections.abc import Iterator, Sequence
 
 from torchgeo.datasets import GeoDataset
-from torchgeo.samplers import GeoSampler
 from torchgeo.samplers.utils import _to_tuple
+
+from ..compat import GeoSampler
 
 __all__ = ['CoverGeoSampler', 'cover_offsets']
 

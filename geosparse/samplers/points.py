@@ -14,9 +14,9 @@ from collections.abc import Iterator
 
 import torch
 from torchgeo.datasets import GeoDataset
-from torchgeo.samplers import GeoSampler
 from torchgeo.samplers.utils import _to_tuple
 
+from ..compat import GeoSampler
 from ..datasets.points import SparsePoints
 
 __all__ = ['PointGeoSampler']

@@ -15,8 +15,9 @@ from collections.abc import Iterator, Sequence
 
 import torch
 from torchgeo.datasets import GeoDataset
-from torchgeo.samplers import GeoSampler
 from torchgeo.samplers.utils import _to_tuple
+
+from ..compat import GeoSampler
 
 __all__ = ['Box', 'RegionGeoSampler']
 

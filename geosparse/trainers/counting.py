@@ -38,9 +38,9 @@ import torch
 import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
 from torch import Tensor
-from torchgeo.trainers import PixelwiseRegressionTask
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
 
+from ..compat import PixelwiseRegression
 from ..datamodules.counting import flip_batch
 from ..gaussians import GaussianFit
 from ..losses.p2r import p2r_loss, peak_map
@@ -73,7 +73,7 @@ def _labelled_mask(batch: dict[str, Any]) -> Tensor:
     return batch.get('labelled', torch.ones(n, dtype=torch.bool))
 
 
-class _CountingTask(PixelwiseRegressionTask):
+class _CountingTask(PixelwiseRegression):
     """Shared parts: normalisation, flips, count metrics, optimiser."""
 
     def configure_metrics(self) -> None:

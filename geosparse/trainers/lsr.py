@@ -10,8 +10,8 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchgeo.trainers import SemanticSegmentationTask
 
+from ..compat import SemanticSegmentation
 from ..losses import HardNaiveLoss, SoftNaiveLoss, StatisticsMatchingLoss
 from ..losses.balance import CoarseBalance
 from ..metrics import LandCoverMetrics
@@ -138,7 +138,7 @@ def normalised_entropy(probs: Tensor) -> Tensor:
     return ent / torch.log(torch.tensor(float(probs.shape[1])))
 
 
-class LabelSuperResolutionTask(SemanticSegmentationTask):
+class LabelSuperResolutionTask(SemanticSegmentation):
     r"""Segmentation trained from coarse labels and a coarse-to-fine joint distribution.
 
     Losses (``loss``):
@@ -365,6 +365,9 @@ class LabelSuperResolutionTask(SemanticSegmentationTask):
         names = list(self.table.fine_names)
         self.val_scores = LandCoverMetrics(self.table.num_fine, names)
         self.test_scores = LandCoverMetrics(self.table.num_fine, names)
+
+    def on_train_epoch_end(self) -> None:
+        """Nothing to log: ``train_loss`` is logged every step, without metrics."""
 
     #: Metric watched by the learning-rate scheduler (always logged, even when a
     #: run has no validation data).

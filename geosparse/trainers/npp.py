@@ -14,9 +14,9 @@ from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
-from torchgeo.trainers import PixelwiseRegressionTask
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, R2Score
 
+from ..compat import PixelwiseRegression
 from ..kernels import ContextRBFKernel, KernelFamily, RBFKernel
 from ..losses import NPPLoss
 from ..posterior import posterior_map
@@ -34,7 +34,7 @@ def point_values(out: Tensor, points: Tensor) -> Tensor:
     return flat.gather(1, rows * w + cols)
 
 
-class NPPTask(PixelwiseRegressionTask):
+class NPPTask(PixelwiseRegression):
     """Pixel-wise regression trained at sparse points, with a GP likelihood."""
 
     def __init__(

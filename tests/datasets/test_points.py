@@ -5,6 +5,7 @@ import rasterio
 from shapely.geometry import Point
 from torch.utils.data import DataLoader
 
+from geosparse.compat import window_bounds
 from geosparse.datamodules import NPPDataModule
 from geosparse.datasets import (
     ImageryDataset,
@@ -70,7 +71,7 @@ def test_imagery_and_points_through_the_sampler_and_collate(files):
                     continue
                 # The point's pixel in the window is the raster's pixel at the point.
                 img = batch['image'][b, :, int(r), int(c)].numpy()
-                x, y = batch['bounds'][b][0].start, batch['bounds'][b][1].stop
+                x, _, _, y = window_bounds(batch['bounds'][b])
                 rr, cc = int(4200000 - y + r), int(x - 500000 + c)
                 np.testing.assert_array_equal(img, data[:, rr, cc])
                 n += 1

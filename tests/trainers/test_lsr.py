@@ -3,6 +3,7 @@ import warnings
 import pytest
 import torch
 
+from geosparse.compat import GEO_KEYS, window_bounds
 from geosparse.datamodules import LabelSuperResolutionDataModule
 from geosparse.priors import PriorError
 from geosparse.trainers import (
@@ -57,9 +58,14 @@ def test_batches_keep_georeference(scene):
     dm.setup('fit')
     batch = next(iter(dm.train_dataloader()))
     moved = dm.transfer_batch_to_device(batch, torch.device('cpu'), 0)
-    assert 'crs' in moved and 'bounds' in moved
+    # 0.8.1 keeps its non-tensor crs and bounds; 0.10 has tensor bounds and no crs
+    assert set(GEO_KEYS) | {'bounds'} <= set(moved)
     assert moved['transform'].shape == (2, 6)
+    assert moved['transform'].dtype == torch.float64
     assert moved['transform'][0, 0] == pytest.approx(1.0)
+    xmin, _, _, ymax = window_bounds(moved['bounds'][0])
+    assert moved['transform'][0, 2] == pytest.approx(xmin)
+    assert moved['transform'][0, 5] == pytest.approx(ymax)
 
 
 def test_unknown_coarse_code_is_named():
