@@ -94,14 +94,17 @@ def _predict(args: argparse.Namespace) -> int:
             },
             kernel_family=args.kernel_family,
             calibrate=args.calibrate,
+            trust_checkpoint=args.trust_checkpoint,
         )
     except ValueError as err:
-        return fail(str(err))
+        return fail(
+            f'--checkpoint {err}' if str(err).startswith(str(ckpt)) else str(err)
+        )
     except Exception as err:
         return fail(
             f'--checkpoint {ckpt}: cannot load the model ({type(err).__name__}: '
             f"{err}). Pass a checkpoint of a geosparse task or of TorchGeo's "
-            'SemanticSegmentationTask/PixelwiseRegressionTask (from `geosparse demo`, '
+            'SemanticSegmentation/PixelwiseRegression task (from `geosparse demo`, '
             '`torchgeo fit` or Trainer.save_checkpoint).'
         )
     try:
@@ -346,6 +349,13 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument(
         '--task',
         help='task class (package.module.Class) if the checkpoint does not tell',
+    )
+    model.add_argument(
+        '--trust-checkpoint',
+        action='store_true',
+        help='unpickle everything the checkpoint holds and import the task class it '
+        'names. Off by default: checkpoints are read as weights and plain data, '
+        'because a pickle can run code; only for files you trust',
     )
     model.add_argument(
         '--mean',

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import importlib
 import json
 import os
 import threading
@@ -53,7 +52,7 @@ from rasterio.crs import CRS
 from rasterio.windows import Window
 from tqdm.auto import tqdm
 
-from .compat import PixelwiseRegression, SemanticSegmentation
+from .checkpoints import load_task
 from .io.source import ImageSource
 from .kernels import FAMILIES
 from .posterior import loo_variance_scale, posterior_map
@@ -61,7 +60,7 @@ from .trainers.counting import DensityTask, PointMapTask
 from .trainers.lsr import LabelSuperResolutionTask, normalised_entropy
 from .trainers.npp import NPPTask
 
-__all__ = ['CLASS_COLORS', 'Predictor', 'file_sha256', 'task_class_for']
+__all__ = ['CLASS_COLORS', 'Predictor', 'file_sha256']
 
 #: Colours of fine classes by name (others get a palette colour).
 CLASS_COLORS: dict[str, tuple[int, int, int, int]] = {
@@ -85,7 +84,7 @@ _PALETTE = [
 Kind = Literal['segmentation', 'regression']
 
 # Models loaded in this process, by checkpoint path and hash (dask workers keep one).
-_LOADED: dict[tuple[str, str], LightningModule] = {}
+_LOADED: dict[tuple[str, str, str | None, bool], LightningModule] = {}
 _LOAD_LOCK = threading.Lock()
 
 
@@ -98,62 +97,13 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def task_class_for(hparams: Mapping[str, Any]) -> type[LightningModule]:
-    """The task class that wrote a checkpoint, from its hyperparameters.
-
-    LightningCLI records ``_class_path``; otherwise the hyperparameters tell:
-    ``priors`` → :class:`~geosparse.trainers.LabelSuperResolutionTask`,
-    ``kernel`` and ``lengthscale`` → :class:`~geosparse.trainers.NPPTask`,
-    ``density_scale`` → :class:`~geosparse.trainers.DensityTask`,
-    ``pos_weight`` and ``radius`` → :class:`~geosparse.trainers.PointMapTask`,
-    ``num_outputs`` → :class:`~torchgeo.tasks.PixelwiseRegression`,
-    ``num_classes`` → :class:`~torchgeo.tasks.SemanticSegmentation`.
-
-    Raises:
-        ValueError: if none of these apply.
-    """
-    path = hparams.get('_class_path')
-    if isinstance(path, str) and '.' in path:
-        module, _, name = path.rpartition('.')
-        cls = getattr(importlib.import_module(module), name)
-        return cls
-    if 'priors' in hparams:
-        return LabelSuperResolutionTask
-    if 'kernel' in hparams and 'lengthscale' in hparams:
-        return NPPTask
-    if 'density_scale' in hparams:
-        return DensityTask
-    if 'pos_weight' in hparams and 'radius' in hparams:
-        return PointMapTask
-    if 'num_outputs' in hparams:
-        return PixelwiseRegression
-    if 'num_classes' in hparams:
-        return SemanticSegmentation
-    raise ValueError(
-        'cannot tell the task from the checkpoint hyperparameters '
-        f'({", ".join(sorted(hparams)) or "none"}); pass the task class '
-        '(--task package.module.Class).'
-    )
-
-
-def _load(checkpoint: str, sha: str, task_class: str | None) -> LightningModule:
+def _load(
+    checkpoint: str, sha: str, task_class: str | None, trust: bool
+) -> LightningModule:
     with _LOAD_LOCK:
-        key = (checkpoint, sha)
+        key = (checkpoint, sha, task_class, trust)
         if key not in _LOADED:
-            ckpt = torch.load(checkpoint, map_location='cpu', weights_only=False)
-            if not isinstance(ckpt, dict) or 'state_dict' not in ckpt:
-                raise ValueError(
-                    f'{checkpoint}: not a Lightning checkpoint (no state_dict); pass '
-                    'a .ckpt written by `torchgeo fit`, `geosparse demo` or '
-                    'Trainer.save_checkpoint.'
-                )
-            if task_class:
-                module, _, name = task_class.rpartition('.')
-                cls = getattr(importlib.import_module(module), name)
-            else:
-                cls = task_class_for(ckpt.get('hyper_parameters', {}))
-            task = cls.load_from_checkpoint(checkpoint, map_location='cpu')
-            _LOADED[key] = task.eval()
+            _LOADED[key] = load_task(checkpoint, task_class, trust)
         return _LOADED[key]
 
 
@@ -182,6 +132,7 @@ class Predictor:
         kernel: Mapping[str, float] | None = None,
         kernel_family: str | None = None,
         calibrate: bool = False,
+        trust_checkpoint: bool = False,
     ) -> None:
         """Wrap a task (or a checkpoint, loaded now and again in each dask worker).
 
@@ -190,7 +141,7 @@ class Predictor:
             checkpoint: Lightning checkpoint of the task (recorded in the output
                 tags with its SHA-256).
             task_class: dotted class of the task when the checkpoint does not tell
-                (see :func:`task_class_for`).
+                (see :func:`~geosparse.checkpoints.task_class_for`).
             probabilities: segmentation: also write one probability band per class.
             mean: TorchGeo tasks: per-band (or one) mean subtracted from the raw
                 imagery, as the training datamodule did (default 0).
@@ -221,8 +172,14 @@ class Predictor:
                 the errors at held-out points instead of the residuals the network
                 saw in training. Reveal points the network was not trained on: at
                 training points the residuals are too small.
+            trust_checkpoint: unpickle whatever the checkpoint holds and import the
+                task class it names. Off by default: a checkpoint is read as weights
+                and plain data (:mod:`geosparse.checkpoints`), since its pickle can
+                run code; only for files you trust.
 
         Raises:
+            UntrustedCheckpointError: if the checkpoint needs more than weights and
+                plain data, or names an unknown task class, and is not trusted.
             ValueError: without a task or a checkpoint, or for an unsupported task
                 (multilabel segmentation).
         """
@@ -231,9 +188,10 @@ class Predictor:
         self.checkpoint = None if checkpoint is None else str(checkpoint)
         self.sha256 = None if checkpoint is None else file_sha256(checkpoint)
         self.task_class = task_class
+        self.trust_checkpoint = trust_checkpoint
         if task is None:
             assert self.checkpoint is not None and self.sha256 is not None
-            task = _load(self.checkpoint, self.sha256, task_class)
+            task = _load(self.checkpoint, self.sha256, task_class, trust_checkpoint)
         self._task: LightningModule | None = task.eval()
         self.probabilities = probabilities
         self.torch_threads = torch_threads
@@ -338,7 +296,9 @@ class Predictor:
         """The wrapped task (loaded from the checkpoint on first use)."""
         if self._task is None:
             assert self.checkpoint is not None and self.sha256 is not None
-            self._task = _load(self.checkpoint, self.sha256, self.task_class)
+            self._task = _load(
+                self.checkpoint, self.sha256, self.task_class, self.trust_checkpoint
+            )
         return self._task
 
     # ------------------------------------------------------------ layout

@@ -94,7 +94,7 @@ def test_lsr_chesapeake_runs_on_real_patches(data_dir, tmp_path):
         (runs[0]['miou'] + runs[1]['miou']) / 2
     )
     # The defaults: the local model, batch balance, raw bands, the network alone.
-    hp = torch.load(ckpt, map_location='cpu', weights_only=False)['hyper_parameters']
+    hp = torch.load(ckpt, map_location='cpu', weights_only=True)['hyper_parameters']
     assert hp['model'] == 'local' and hp['coarse_balance'] == 'batch'
     assert hp['standardize'] == 'none' and hp['prior_weight'] == 0
     # The checkpoint predicts through the CLI, block by block, the same probabilities
@@ -176,7 +176,7 @@ def test_lsr_chesapeake_ablation_flags_reach_the_model(data_dir, tmp_path):
     )
     res = json.loads(out.stdout)
     assert set(res['methods']) == {'lsr', 'nlcd-argmax'}
-    hp = torch.load(ckpt, map_location='cpu', weights_only=False)['hyper_parameters']
+    hp = torch.load(ckpt, map_location='cpu', weights_only=True)['hyper_parameters']
     assert hp['prior_rule'] == 'fractions' and hp['var_floor_scale'] == 'pixel'
     assert hp['model'] == 'unet' and hp['standardize'] == 'sample'
     assert hp['coarse_balance'] == 'none' and hp['prior_weight'] == 1

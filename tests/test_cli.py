@@ -111,7 +111,7 @@ def test_predict_cli_rejects_bad_checkpoints(tmp_path, capsys):
     junk = tmp_path / 'junk.ckpt'
     junk.write_text('not a checkpoint')
     assert main([*args, str(junk)]) == 2
-    assert 'junk.ckpt: cannot load the model' in capsys.readouterr().err
+    assert 'junk.ckpt: not a checkpoint' in capsys.readouterr().err
     assert not (tmp_path / 'maps').exists()
 
 

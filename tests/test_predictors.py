@@ -9,9 +9,10 @@ import rasterio
 import torch
 from rio_cogeo.cogeo import cog_validate
 
+from geosparse.checkpoints import task_class_for
 from geosparse.cli import main
 from geosparse.compat import PixelwiseRegression, SemanticSegmentation
-from geosparse.predictors import Predictor, task_class_for
+from geosparse.predictors import Predictor
 
 from .conftest import random_raster
 

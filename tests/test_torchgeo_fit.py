@@ -52,5 +52,5 @@ def test_torchgeo_fit_with_chesapeake_config(data_dir, tmp_path):
         'lsr_chesapeake.yaml', tmp_path, *[a for k in paths for a in (k, patches)]
     )
     ckpt = next(runs.rglob('*.ckpt'))
-    hp = torch.load(ckpt, map_location='cpu', weights_only=False)['hyper_parameters']
+    hp = torch.load(ckpt, map_location='cpu', weights_only=True)['hyper_parameters']
     assert hp['model'] == 'local' and hp['coarse_balance'] == 'batch'

@@ -9,11 +9,12 @@ import rasterio
 import torch
 import torch.nn.functional as F
 
+from geosparse.checkpoints import task_class_for
 from geosparse.cli import main
 from geosparse.counting import count_map, total_count
 from geosparse.datasets import make_object_scene
 from geosparse.predict import predict_raster
-from geosparse.predictors import Predictor, task_class_for
+from geosparse.predictors import Predictor
 from geosparse.trainers import (
     DensityTask,
     PointMapTask,
@@ -133,7 +134,7 @@ def test_predict_writes_density_and_counts(objects, tmp_path):
     trainer.fit(task, dm)
     ckpt = tmp_path / 'density.ckpt'
     trainer.save_checkpoint(ckpt)
-    assert task_class_for(torch.load(ckpt, weights_only=False)['hyper_parameters'])
+    assert task_class_for(torch.load(ckpt, weights_only=True)['hyper_parameters'])
     out = predict_raster(
         Predictor(checkpoint=ckpt), objects.image, tmp_path / 'd.tif', block=64, halo=8
     )

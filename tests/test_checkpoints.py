@@ -1,0 +1,147 @@
+"""Checkpoints from strangers: no code runs, refusals name the file and the fix."""
+
+import fractions
+import pathlib
+
+import lightning.pytorch as pl
+import pytest
+import torch
+
+from geosparse.checkpoints import UntrustedCheckpointError, load_task, read_checkpoint
+from geosparse.cli import main
+from geosparse.compat import SemanticSegmentation
+from geosparse.predictors import Predictor
+
+from .conftest import random_raster
+
+
+class Payload:
+    """Unpickling this object creates ``marker``: what a malicious pickle would do."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return pathlib.Path.touch, (pathlib.Path(self.marker),)
+
+
+def _checkpoint(path, **extra_hparams):
+    task = SemanticSegmentation(
+        model='fcn', in_channels=3, num_classes=3, num_filters=4
+    )
+    trainer = pl.Trainer(
+        logger=False, enable_checkpointing=False, enable_progress_bar=False
+    )
+    trainer.strategy.connect(task)
+    trainer.save_checkpoint(path)
+    if extra_hparams:
+        ckpt = torch.load(path, weights_only=True)
+        ckpt['hyper_parameters'].update(extra_hparams)
+        torch.save(ckpt, path)
+    return path
+
+
+def test_a_payload_never_runs_through_the_cli(tmp_path, capsys):
+    marker = tmp_path / 'pwned'
+    ckpt = _checkpoint(tmp_path / 'evil.ckpt', note=Payload(marker))
+    random_raster(tmp_path / 'in.tif', 3, 64, 64)
+    code = main(
+        [
+            'predict',
+            '--checkpoint',
+            str(ckpt),
+            str(tmp_path / 'in.tif'),
+            '--out',
+            str(tmp_path / 'out'),
+        ]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and not marker.exists()
+    assert len(err.splitlines()) == 1
+    # the payload's pickle calls getattr(Path, 'touch'): the refusal names it
+    assert (
+        str(ckpt) in err and 'unpickle getattr' in err and '--trust-checkpoint' in err
+    )
+    assert not (tmp_path / 'out').exists() or not any((tmp_path / 'out').iterdir())
+
+
+def test_a_payload_never_runs_through_the_api(tmp_path):
+    marker = tmp_path / 'pwned'
+    ckpt = _checkpoint(tmp_path / 'evil.ckpt', note=Payload(marker))
+    with pytest.raises(
+        UntrustedCheckpointError, match=r'evil\.ckpt.*--trust-checkpoint'
+    ):
+        Predictor(checkpoint=ckpt)
+    with pytest.raises(UntrustedCheckpointError):
+        load_task(ckpt)
+    assert not marker.exists()
+
+
+def test_trust_is_explicit(tmp_path):
+    """A harmless extra class is refused by name until the caller trusts the file."""
+    ckpt = _checkpoint(tmp_path / 'extra.ckpt', ratio=fractions.Fraction(1, 3))
+    with pytest.raises(UntrustedCheckpointError, match=r'fractions\.Fraction'):
+        read_checkpoint(ckpt)
+    pred = Predictor(checkpoint=ckpt, trust_checkpoint=True)
+    assert pred.names == ['class_0', 'class_1', 'class_2']
+
+
+def test_unknown_class_path_is_not_imported(tmp_path, capsys):
+    ckpt = _checkpoint(tmp_path / 'cls.ckpt', _class_path='evil_module_xyz.Task')
+    random_raster(tmp_path / 'in.tif', 3, 64, 64)
+    code = main(
+        [
+            'predict',
+            '--checkpoint',
+            str(ckpt),
+            str(tmp_path / 'in.tif'),
+            '--out',
+            str(tmp_path / 'out'),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert 'evil_module_xyz.Task' in err and '--task evil_module_xyz.Task' in err
+    assert 'ModuleNotFoundError' not in err
+
+
+@pytest.mark.parametrize(
+    'content', [b'', b'not a checkpoint at all', b'PK\x03\x04broken zip']
+)
+def test_garbage_is_not_a_checkpoint(tmp_path, capsys, content):
+    ckpt = tmp_path / 'bad.ckpt'
+    ckpt.write_bytes(content)
+    random_raster(tmp_path / 'in.tif', 3, 64, 64)
+    code = main(
+        [
+            'predict',
+            '--checkpoint',
+            str(ckpt),
+            str(tmp_path / 'in.tif'),
+            '--out',
+            str(tmp_path / 'out'),
+        ]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert str(ckpt) in err and 'checkpoint' in err
+
+
+def test_checkpoints_of_every_task_are_plain_data(tmp_path):
+    """geosparse's own checkpoints need no trust (weights_only reads them)."""
+    from geosparse.trainers import (
+        DensityTask,
+        LabelSuperResolutionTask,
+        NPPTask,
+        PointMapTask,
+    )
+
+    for cls in (LabelSuperResolutionTask, NPPTask, DensityTask, PointMapTask):
+        task = cls(model='fcn', num_filters=4)
+        trainer = pl.Trainer(
+            logger=False, enable_checkpointing=False, enable_progress_bar=False
+        )
+        trainer.strategy.connect(task)
+        path = tmp_path / f'{cls.__name__}.ckpt'
+        trainer.save_checkpoint(path)
+        assert type(load_task(path)) is cls
