@@ -142,22 +142,25 @@ def _predict(args: argparse.Namespace) -> int:
                     )
                 )
                 scheduler = stack.enter_context(Client(cluster))
-        report = run_jobs(
-            predictor,
-            jobs,
-            args.out,
-            suffix=args.suffix,
-            mosaic=args.mosaic,
-            block=args.block,
-            halo=args.halo,
-            threads=args.threads,
-            scheduler=scheduler,
-            resume=args.resume,
-            progress=not args.quiet,
-            log=lambda line: print(
-                line, file=sys.stderr if 'FAILED' in line else sys.stdout
-            ),
-        )
+        try:
+            report = run_jobs(
+                predictor,
+                jobs,
+                args.out,
+                suffix=args.suffix,
+                mosaic=args.mosaic,
+                block=args.block,
+                halo=args.halo,
+                threads=args.threads,
+                scheduler=scheduler,
+                resume=args.resume,
+                progress=not args.quiet,
+                log=lambda line: print(
+                    line, file=sys.stderr if 'FAILED' in line else sys.stdout
+                ),
+            )
+        except ValueError as err:  # raised before any work: the outputs' plan
+            return fail(str(err))
     if report.failures:
         print(
             f'geosparse: {len(report.failures)} of {len(jobs)} outputs failed:',
@@ -311,7 +314,14 @@ def build_parser() -> argparse.ArgumentParser:
         'inputs', nargs='*', help='imagery rasters (bands as in training)'
     )
     pred.add_argument('--checkpoint', required=True, help='Lightning checkpoint')
-    pred.add_argument('--out', required=True, help='output folder')
+    pred.add_argument(
+        '--out',
+        required=True,
+        help='output folder: NAME_SUFFIX.tif and NAME_SUFFIX.json per input, NAME the '
+        'file stem or STAC item id with characters other than letters, digits, '
+        '".", "_" and "-" replaced by "_"; two inputs that would share a name are an '
+        'error before any work starts',
+    )
     stac = pred.add_argument_group('STAC search (instead of input rasters)')
     stac.add_argument('--stac', metavar='URL', help='STAC API root URL')
     stac.add_argument('--collections', nargs='+', help='collection ids')
@@ -423,7 +433,10 @@ def build_parser() -> argparse.ArgumentParser:
         '(tcp://host:8786)',
     )
     run.add_argument(
-        '--resume', action='store_true', help='skip inputs whose outputs exist'
+        '--resume',
+        action='store_true',
+        help='skip inputs whose outputs are complete (the COGs match the SHA-256 '
+        'recorded in their STAC Item); incomplete ones are done again',
     )
     run.add_argument('--quiet', action='store_true', help='no progress bar')
     pred.set_defaults(func=_predict)

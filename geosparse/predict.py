@@ -10,7 +10,9 @@ over the whole raster) and streams the blocks into a COG, and
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +22,7 @@ import pystac
 import torch
 
 from .blocks import OutputFile, predict_blocks
-from .io.raster import read_coarse_on_grid
+from .io.raster import file_sha256, read_coarse_on_grid
 from .io.source import ImageSource
 from .predictors import CLASS_COLORS, Predictor
 from .stac import asset_href, output_item, search_items, write_item
@@ -34,6 +36,8 @@ __all__ = [
     'PredictionJob',
     'PredictionReport',
     'mosaic_job',
+    'output_complete',
+    'output_stem',
     'predict_landcover',
     'predict_raster',
     'probability_path',
@@ -200,11 +204,60 @@ class PredictionReport:
     failures: list[str] = field(default_factory=list)
 
 
+_UNSAFE = re.compile(r'[^A-Za-z0-9._-]+')
+
+
+def output_stem(name: str) -> str:
+    """A file-name stem made from an item id or an input's stem, safe in ``--out``.
+
+    Characters other than letters, digits, ``.``, ``_`` and ``-`` become ``_`` (so no
+    slash, backslash or absolute path survives), leading and trailing dots, dashes and
+    underscores are dropped (no hidden files, no ``..``), and the stem is cut at 128
+    characters; an id with nothing left becomes ``item``.
+
+    Args:
+        name: a STAC item id or a file stem (from a stranger's catalogue).
+
+    Returns:
+        The stem.
+    """
+    return _UNSAFE.sub('_', name).strip('._-')[:128] or 'item'
+
+
+def output_complete(meta: str | os.PathLike[str]) -> bool:
+    """Whether an output's STAC Item and every file it lists are whole.
+
+    The item must parse, list a ``data`` asset, and each asset's file must exist with
+    the SHA-256 recorded in its ``file:checksum`` (a multihash, ``1220`` + hex digest;
+    :func:`~geosparse.stac.output_item` records it). A truncated, empty or foreign
+    file fails.
+
+    Args:
+        meta: the item JSON beside the output COG.
+
+    Returns:
+        True if the output can be kept by ``--resume``.
+    """
+    meta = Path(meta)
+    try:
+        assets = json.loads(meta.read_text())['assets']
+        if 'data' not in assets:
+            return False
+        for asset in assets.values():
+            path = meta.parent / Path(asset['href']).name
+            checksum = asset['file:checksum']
+            if not path.is_file() or checksum != '1220' + file_sha256(path):
+                return False
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return True
+
+
 def raster_jobs(
     paths: Sequence[str | os.PathLike[str]], coarse: str | None = None
 ) -> list[PredictionJob]:
-    """One job per raster, named by the file stem."""
-    return [PredictionJob(Path(p).stem, [str(p)], coarse) for p in paths]
+    """One job per raster, named by the file stem (:func:`output_stem`)."""
+    return [PredictionJob(output_stem(Path(p).stem), [str(p)], coarse) for p in paths]
 
 
 def stac_jobs(
@@ -244,7 +297,7 @@ def stac_jobs(
         )
     jobs = []
     for item in items:
-        job = PredictionJob(item.id, [], None, [item])
+        job = PredictionJob(output_stem(item.id), [], None, [item])
         try:
             job.paths = [asset_href(item, asset)]
             if coarse and not Path(coarse).is_file():
@@ -308,27 +361,49 @@ def run_jobs(
             each block runs its model on one torch thread, see
             :attr:`Predictor.torch_threads`).
         scheduler: ``threads``, ``synchronous`` or a :class:`distributed.Client`.
-        resume: skip jobs whose outputs all exist.
+        resume: skip jobs whose outputs are complete (:func:`output_complete`);
+            others are done again.
         progress: progress bars.
         log: called with one line per job.
 
     Returns:
         The report.
+
+    Raises:
+        ValueError: before any work, if ``out_dir`` is a file or two jobs would
+            write the same output (the message names both).
     """
     suffix = suffix or ('landcover' if predictor.uses_coarse else predictor.kind)
     out = Path(out_dir)
-    report = PredictionReport()
+    if out.exists() and not out.is_dir():
+        raise ValueError(f'--out {out}: is a file; give a folder for the outputs.')
+    targets: dict[Path, PredictionJob] = {}
     for job in jobs:
         label = ', '.join(job.paths) or job.name
-        dst = out / f'{job.name}_{suffix}.tif'
+        dst = out / f'{output_stem(job.name)}_{output_stem(suffix)}.tif'
+        if dst.resolve().parent != out.resolve():  # output_stem makes this impossible
+            raise ValueError(
+                f'{label}: its output {dst} would fall outside --out {out}.'
+            )
+        if dst in targets:
+            other = ', '.join(targets[dst].paths) or targets[dst].name
+            raise ValueError(
+                f'{other} and {label} would both write {dst.name} in --out {out}; '
+                'predict them into separate --out folders, or rename one.'
+            )
+        targets[dst] = job
+    report = PredictionReport()
+    for dst, job in targets.items():
+        label = ', '.join(job.paths) or job.name
         meta = dst.with_suffix('.json')
         extra = (
             {'probabilities': probability_path(dst)} if predictor.probabilities else {}
         )
-        if resume and all(p.exists() for p in (dst, meta, *extra.values())):
-            log(f'{label}: skipped (resume: {dst} exists)')
+        if resume and output_complete(meta):
+            log(f'{label}: skipped (resume: {dst} is complete)')
             report.skipped.append(dst)
             continue
+        written = False
         try:
             if job.error is not None:
                 raise ValueError(job.error)
@@ -336,6 +411,11 @@ def run_jobs(
                 source = ImageSource.open(job.paths[0])
             else:
                 source = ImageSource.mosaic(job.paths)
+            if source.grid.crs is None:
+                raise ValueError(
+                    f'{label}: the raster has no CRS; assign one (e.g. '
+                    '`gdal_edit.py -a_srs EPSG:32618 FILE`) and run again.'
+                )
             predict_raster(
                 predictor,
                 source,
@@ -347,6 +427,7 @@ def run_jobs(
                 scheduler=scheduler,
                 progress=progress,
             )
+            written = True
             item = output_item(
                 dst,
                 item_id=dst.stem,
@@ -356,6 +437,9 @@ def run_jobs(
             )
             write_item(item, meta)
         except Exception as err:  # one failed job must not stop the others
+            if written:  # a COG without its item is no output: remove the pair
+                for path in (dst, meta, *extra.values()):
+                    path.unlink(missing_ok=True)
             report.failures.append(f'{label}: {err}')
             log(f'{label}: FAILED: {err}')
             continue

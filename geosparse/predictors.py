@@ -34,7 +34,6 @@ the model once each.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 import threading
@@ -53,6 +52,7 @@ from rasterio.windows import Window
 from tqdm.auto import tqdm
 
 from .checkpoints import load_task
+from .io.raster import file_sha256
 from .io.source import ImageSource
 from .kernels import FAMILIES
 from .posterior import loo_variance_scale, posterior_map
@@ -86,15 +86,6 @@ Kind = Literal['segmentation', 'regression']
 # Models loaded in this process, by checkpoint path and hash (dask workers keep one).
 _LOADED: dict[tuple[str, str, str | None, bool], LightningModule] = {}
 _LOAD_LOCK = threading.Lock()
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """SHA-256 hex digest of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _load(

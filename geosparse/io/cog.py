@@ -22,7 +22,7 @@ from rasterio.crs import CRS
 from rasterio.io import DatasetWriter
 
 from .. import __version__
-from .raster import atomic_path
+from .raster import atomic_path, remove_staging
 
 __all__ = ['cog_profile', 'cog_writer', 'translate_to_cog', 'write_cog']
 
@@ -151,6 +151,7 @@ def cog_writer(
     all_tags = {'geosparse_version': __version__, **(tags or {})}
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
+    remove_staging(out)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f'.{out.name}.') as tmp:
         stage = Path(tmp) / 'stage.tif'
         with rasterio.open(stage, 'w', **profile) as dst:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -19,8 +21,40 @@ __all__ = [
     'atomic_path',
     'atomic_write_raster',
     'atomic_write_text',
+    'file_sha256',
     'read_coarse_on_grid',
+    'remove_staging',
 ]
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """SHA-256 hex digest of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def remove_staging(path: str | os.PathLike[str]) -> None:
+    """Remove what killed runs left while writing ``path``.
+
+    Writers stage beside the destination under ``.NAME.*`` (:func:`atomic_path`'s
+    files, :func:`~geosparse.io.cog.cog_writer`'s folders); a process killed with
+    ``kill -9`` cannot remove them, so the next write of the same output does.
+    Two processes must not write one output at once.
+
+    Args:
+        path: the final destination.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        return
+    for stale in path.parent.glob(f'.{path.name}.*'):
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
 
 
 @contextmanager
@@ -57,6 +91,7 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = '') -> Iterator[Path
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     """Write a text file atomically (e.g. a benchmark's JSON result)."""
+    remove_staging(path)
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return Path(path)

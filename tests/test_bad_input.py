@@ -1,0 +1,195 @@
+"""Hostile and broken input through `geosparse predict` and the Python API.
+
+Each case asserts the exit code (2: bad input, before any work; 1: a failed item),
+the message (it names the file or parameter and the fix), and that nothing partial
+or stray is left in --out, nor anything written outside it.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import lightning.pytorch as pl
+import pytest
+import rasterio
+
+from geosparse.cli import main
+from geosparse.compat import SemanticSegmentation
+from geosparse.predict import PredictionJob, output_complete, output_stem, run_jobs
+from geosparse.predictors import Predictor
+
+from .conftest import random_raster
+
+
+@pytest.fixture(scope='module')
+def ckpt(tmp_path_factory):
+    path = tmp_path_factory.mktemp('ckpt') / 'seg.ckpt'
+    task = SemanticSegmentation(
+        model='fcn', in_channels=3, num_classes=3, num_filters=4
+    )
+    trainer = pl.Trainer(
+        logger=False, enable_checkpointing=False, enable_progress_bar=False
+    )
+    trainer.strategy.connect(task)
+    trainer.save_checkpoint(path)
+    return path
+
+
+def _predict(ckpt, out, *more):
+    return main(
+        ['predict', '--checkpoint', str(ckpt), '--out', str(out), '--quiet', *more]
+    )
+
+
+def _files(folder):
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob('*'))
+
+
+@pytest.mark.parametrize(
+    ('name', 'stem'),
+    [
+        ('../../../x', 'x'),
+        ('/tmp/abs_x', 'tmp_abs_x'),
+        ('a/b\\c', 'a_b_c'),
+        ('..', 'item'),
+        ('.hidden', 'hidden'),
+        ('ok-name_1.2', 'ok-name_1.2'),
+        ('x' * 300, 'x' * 128),
+    ],
+)
+def test_output_stems_cannot_leave_the_folder(name, stem):
+    assert output_stem(name) == stem
+
+
+def test_hostile_item_ids_stay_inside_out(tmp_path, ckpt):
+    """Jobs as stac_jobs makes them from item ids (the API path of --stac)."""
+    image = tmp_path / 'in.tif'
+    random_raster(image, 3, 64, 64)
+    out = tmp_path / 'deep' / 'out'
+    jobs = [
+        PredictionJob(output_stem(i), [str(image)])
+        for i in ('../../../escaped', str(tmp_path / 'abs'))
+    ]
+    report = run_jobs(
+        Predictor(checkpoint=ckpt), jobs, out, progress=False, log=lambda _: None
+    )
+    assert not report.failures
+    assert _files(tmp_path) == sorted(
+        ['deep', 'deep/out', 'in.tif', *(f'deep/out/{n}' for n in _files(out))]
+    )
+    assert {p.parent for p in report.written} == {out}
+    # jobs made by hand are sanitised too
+    report = run_jobs(
+        Predictor(checkpoint=ckpt),
+        [PredictionJob('../up', [str(image)])],
+        out,
+        progress=False,
+    )
+    assert report.written == [out / 'up_segmentation.tif']
+
+
+def test_two_inputs_with_one_name_are_refused_before_any_work(tmp_path, ckpt, capsys):
+    for sub in ('a', 'b'):
+        (tmp_path / sub).mkdir()
+        random_raster(tmp_path / sub / 'scene.tif', 3, 64, 64)
+    out = tmp_path / 'out'
+    code = _predict(
+        ckpt, out, str(tmp_path / 'a' / 'scene.tif'), str(tmp_path / 'b' / 'scene.tif')
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert 'a/scene.tif' in err and 'b/scene.tif' in err and 'separate --out' in err
+    assert not out.exists() or not _files(out)
+
+
+def test_out_naming_a_file_is_refused(tmp_path, ckpt, capsys):
+    random_raster(tmp_path / 'in.tif', 3, 64, 64)
+    (tmp_path / 'out').write_text('')
+    assert _predict(ckpt, tmp_path / 'out', str(tmp_path / 'in.tif')) == 2
+    err = capsys.readouterr().err
+    assert '--out' in err and 'is a file' in err and 'Errno' not in err
+
+
+def test_raster_without_crs_fails_and_leaves_nothing(tmp_path, ckpt, capsys):
+    path = tmp_path / 'nocrs.tif'
+    profile = dict(driver='GTiff', width=64, height=64, count=3, dtype='uint8')
+    with rasterio.open(path, 'w', **profile) as dst:
+        dst.write(random_raster(tmp_path / 'tmp.tif', 3, 64, 64))
+    out = tmp_path / 'out'
+    assert _predict(ckpt, out, str(path)) == 1
+    err = capsys.readouterr().err
+    assert 'nocrs.tif' in err and 'no CRS' in err and 'gdal_edit.py' in err
+    assert not out.exists() or not _files(out)
+
+
+def test_resume_redoes_truncated_or_empty_outputs(tmp_path, ckpt, capsys):
+    image = tmp_path / 'in.tif'
+    random_raster(image, 3, 96, 96)
+    out = tmp_path / 'out'
+    assert _predict(ckpt, out, str(image)) == 0
+    cog, meta = out / 'in_segmentation.tif', out / 'in_segmentation.json'
+    good = cog.read_bytes()
+    assert output_complete(meta)
+    item = json.loads(meta.read_text())
+    assert item['assets']['data']['file:checksum'].startswith('1220')
+    for damage in (
+        lambda: cog.write_bytes(good[: len(good) // 2]),
+        lambda: cog.write_bytes(b''),
+    ):
+        damage()
+        assert not output_complete(meta)
+        capsys.readouterr()
+        assert _predict(ckpt, out, '--resume', str(image)) == 0
+        assert 'skipped' not in capsys.readouterr().out
+        assert cog.read_bytes() == good
+    meta.write_text('{}')  # an item that lists nothing proves nothing
+    assert _predict(ckpt, out, '--resume', str(image)) == 0
+    assert output_complete(meta) and cog.read_bytes() == good
+    capsys.readouterr()
+    assert _predict(ckpt, out, '--resume', str(image)) == 0
+    assert 'skipped' in capsys.readouterr().out
+
+
+def test_staging_of_a_killed_run_is_removed_by_the_next(tmp_path, ckpt):
+    image = tmp_path / 'in.tif'
+    random_raster(image, 3, 64, 64)
+    out = tmp_path / 'out'
+    out.mkdir()
+    # what kill -9 leaves: cog_writer's staging folder and atomic_path's temp files
+    (out / '.in_segmentation.tif.abc123').mkdir()
+    (out / '.in_segmentation.tif.abc123' / 'stage.tif').write_bytes(b'x' * 1000)
+    (out / '.in_segmentation.tif.xyz.tif').write_bytes(b'x')
+    (out / '.in_segmentation.json.q1w2').write_bytes(b'{')
+    assert _predict(ckpt, out, str(image)) == 0
+    assert _files(out) == ['in_segmentation.json', 'in_segmentation.tif']
+
+
+def test_kill_9_mid_run_then_resume_gives_the_same_bytes(tmp_path, ckpt):
+    """A real kill -9 of `geosparse predict` while it writes, then --resume."""
+    images = []
+    for i in range(4):
+        images.append(tmp_path / f'in{i}.tif')
+        random_raster(images[-1], 3, 1024, 1024, seed=i)
+    ref, out = tmp_path / 'ref', tmp_path / 'out'
+    cmd = [sys.executable, '-m', 'geosparse.cli', 'predict', '--checkpoint', str(ckpt)]
+    cmd += ['--quiet', '--block', '128', *map(str, images)]
+    env = {**os.environ, 'PYTHONUNBUFFERED': '1'}
+    subprocess.run([*cmd, '--out', str(ref)], check=True, env=env, capture_output=True)
+    proc = subprocess.Popen(
+        [*cmd, '--out', str(out)], env=env, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    first = proc.stdout.readline()  # the first output is written: kill mid-run
+    assert '->' in first and proc.poll() is None
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    proc.stdout.close()
+    subprocess.run(
+        [*cmd, '--out', str(out), '--resume'], check=True, env=env, capture_output=True
+    )
+    assert _files(out) == _files(ref)
+    for name in _files(ref):
+        if name.endswith('.tif'):
+            assert (out / name).read_bytes() == (ref / name).read_bytes(), name
