@@ -6,7 +6,7 @@ import argparse
 import contextlib
 import sys
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,21 @@ def _demo(args: argparse.Namespace) -> int:
         f'(mIoU {res["miou"]:.3f}) in {res["seconds"]:.0f} s'
     )
     return 0
+
+
+def _int_at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``low``, refused in one line otherwise."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'{text!r} is not an integer') from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f'must be at least {low} (got {value})')
+        return value
+
+    return parse
 
 
 def _floats(text: str | None) -> list[float] | None:
@@ -274,8 +289,15 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     demo.add_argument('--out', default='geosparse-demo', help='output folder')
-    demo.add_argument('--size', type=int, default=512, help='scene side (pixels)')
-    demo.add_argument('--steps', type=int, default=60, help='training steps')
+    demo.add_argument(
+        '--size',
+        type=_int_at_least(128),
+        default=512,
+        help='scene side (pixels, at least the 128-pixel training window)',
+    )
+    demo.add_argument(
+        '--steps', type=_int_at_least(1), default=60, help='training steps'
+    )
     demo.add_argument('--seed', type=int, default=0)
     demo.set_defaults(func=_demo)
 
@@ -411,19 +433,24 @@ def build_parser() -> argparse.ArgumentParser:
     gp.add_argument('--y', help='CSV y / latitude column (default y or lat)')
     model.add_argument('--suffix', help='output name suffix (default: by task)')
     run = pred.add_argument_group('blocks and scheduling')
-    run.add_argument('--block', type=int, default=512, help='block size (pixels)')
     run.add_argument(
-        '--halo', type=int, default=32, help='context around each block (pixels)'
+        '--block', type=_int_at_least(1), default=512, help='block size (pixels)'
+    )
+    run.add_argument(
+        '--halo',
+        type=_int_at_least(0),
+        default=32,
+        help='context around each block (pixels)',
     )
     run.add_argument(
         '--threads',
-        type=int,
+        type=_int_at_least(1),
         help='threads of the local dask scheduler (default: one per core; each block '
         'runs on one torch thread, so the bytes never depend on the thread count)',
     )
     run.add_argument(
         '--workers',
-        type=int,
+        type=_int_at_least(1),
         help='run the blocks on a dask LocalCluster of N single-threaded processes',
     )
     run.add_argument(
@@ -453,7 +480,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     count.add_argument('map', help='density or probability COG from predict')
-    count.add_argument('--cell', type=int, default=32, help='cell side in pixels')
+    count.add_argument(
+        '--cell', type=_int_at_least(1), default=32, help='cell side in pixels'
+    )
     count.add_argument('--out', help='COG of counts per cell')
     count.set_defaults(func=_count)
 

@@ -193,3 +193,43 @@ def test_kill_9_mid_run_then_resume_gives_the_same_bytes(tmp_path, ckpt):
     for name in _files(ref):
         if name.endswith('.tif'):
             assert (out / name).read_bytes() == (ref / name).read_bytes(), name
+
+
+PREDICT = ['predict', '--checkpoint', 'x.ckpt', '--out', 'o', 'a.tif']
+
+
+@pytest.mark.parametrize(
+    ('args', 'message'),
+    [
+        (['demo', '--size', '10'], 'argument --size: must be at least 128 (got 10)'),
+        (['demo', '--steps', '0'], 'argument --steps: must be at least 1 (got 0)'),
+        ([*PREDICT, '--block', '0'], 'argument --block: must be at least 1 (got 0)'),
+        ([*PREDICT, '--block', 'big'], "argument --block: 'big' is not an integer"),
+        ([*PREDICT, '--halo', '-1'], 'argument --halo: must be at least 0 (got -1)'),
+        (
+            [*PREDICT, '--workers', '0'],
+            'argument --workers: must be at least 1 (got 0)',
+        ),
+        (
+            [*PREDICT, '--workers', '-1'],
+            'argument --workers: must be at least 1 (got -1)',
+        ),
+        (
+            [*PREDICT, '--threads', '0'],
+            'argument --threads: must be at least 1 (got 0)',
+        ),
+        (
+            ['count', 'map.tif', '--cell', '0'],
+            'argument --cell: must be at least 1 (got 0)',
+        ),
+    ],
+)
+def test_bad_numbers_are_refused_by_name_before_any_work(
+    tmp_path, capsys, args, message
+):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
