@@ -225,7 +225,7 @@ PREDICT = ['predict', '--checkpoint', 'x.ckpt', '--out', 'o', 'a.tif']
     ],
 )
 def test_bad_numbers_are_refused_by_name_before_any_work(
-    tmp_path, capsys, args, message
+    tmp_path, capsys, monkeypatch, args, message
 ):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exc:
