@@ -517,7 +517,9 @@ class Predictor:
             with torch.no_grad():
                 y = self._forward(x)[0]
             if not self.has_std:
-                return y.numpy().astype(np.float32)
+                mean = y.numpy().astype(np.float32)
+                # an overflowing input (huge values) gives NaN, never inf: nodata
+                return np.where(np.isfinite(mean), mean, np.float32(np.nan))
             return self._posterior(y[0], image, transform)
         p = self.probs(image, coarse if self.uses_coarse else None)
         classes = p.argmax(0).numpy().astype(np.uint8)
@@ -525,7 +527,12 @@ class Predictor:
         bands = [classes, _to_uint8(unc)]
         if self.probabilities:
             bands.extend(_to_uint8(q) for q in p.numpy())
-        return np.stack(bands)
+        out = np.stack(bands)
+        # Non-finite probabilities (an input that overflows the network) would
+        # otherwise come out as class 0 with uncertainty 0: they are nodata.
+        bad = ~torch.isfinite(p).all(0).numpy()
+        out[:, bad] = np.uint8(self.nodata)
+        return out
 
     def _posterior(
         self, mean: torch.Tensor, image: np.ndarray, transform: Affine | None

@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import lightning.pytorch as pl
+import numpy as np
 import pytest
 import rasterio
 
@@ -233,3 +234,77 @@ def test_bad_numbers_are_refused_by_name_before_any_work(
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def _float_raster(path, data, nodata=None):
+    profile = dict(
+        driver='GTiff',
+        width=data.shape[2],
+        height=data.shape[1],
+        count=data.shape[0],
+        dtype='float32',
+        crs='EPSG:32618',
+        transform=rasterio.transform.from_origin(360000, 4310000, 1, 1),
+        nodata=nodata,
+        photometric='MINISBLACK',
+    )
+    with rasterio.open(path, 'w', **profile) as dst:
+        dst.write(data.astype('float32'))
+
+
+@pytest.mark.parametrize('bad', [float('nan'), float('inf'), -float('inf')])
+def test_a_non_finite_pixel_is_nodata_and_spares_its_block(tmp_path, ckpt, bad):
+    """One bad pixel in a 1024² float raster: it alone is nodata (not the block)."""
+    rng = np.random.default_rng(0)
+    data = rng.uniform(0, 255, (3, 1024, 1024))
+    zeroed = data.copy()
+    zeroed[:, 100, 200] = 0  # what the model sees in place of the bad pixel
+    data[1, 100, 200] = bad
+    _float_raster(tmp_path / 'bad.tif', data)
+    _float_raster(tmp_path / 'zeroed.tif', zeroed)
+    out = tmp_path / 'out'
+    assert (
+        _predict(ckpt, out, str(tmp_path / 'bad.tif'), str(tmp_path / 'zeroed.tif'))
+        == 0
+    )
+    with (
+        rasterio.open(out / 'bad_segmentation.tif') as a,
+        rasterio.open(out / 'zeroed_segmentation.tif') as b,
+    ):
+        got, ref = a.read(), b.read()
+    assert (got[:, 100, 200] == 255).all()
+    got[:, 100, 200] = ref[:, 100, 200]
+    np.testing.assert_array_equal(got, ref)
+    assert (ref[0] < 3).all()
+
+
+def test_nan_nodata_is_masked(tmp_path, ckpt):
+    data = np.random.default_rng(1).uniform(0, 255, (3, 128, 128))
+    data[:, :40, :] = np.nan
+    _float_raster(tmp_path / 'in.tif', data, nodata=float('nan'))
+    assert _predict(ckpt, tmp_path / 'out', str(tmp_path / 'in.tif')) == 0
+    with rasterio.open(tmp_path / 'out' / 'in_segmentation.tif') as src:
+        out = src.read()
+    assert (out[:, :40] == 255).all() and (out[0, 40:] < 3).all()
+
+
+def test_regression_gives_nan_where_the_input_is_not_finite(tmp_path):
+    from geosparse.compat import PixelwiseRegression
+
+    task = PixelwiseRegression(model='fcn', in_channels=3, num_outputs=1, num_filters=4)
+    trainer = pl.Trainer(
+        logger=False, enable_checkpointing=False, enable_progress_bar=False
+    )
+    trainer.strategy.connect(task)
+    trainer.save_checkpoint(tmp_path / 'reg.ckpt')
+    data = np.random.default_rng(2).uniform(0, 255, (3, 64, 64))
+    data[0, 10, 20] = np.inf
+    data[2, 30, 5] = np.nan
+    _float_raster(tmp_path / 'in.tif', data)
+    assert (
+        _predict(tmp_path / 'reg.ckpt', tmp_path / 'out', str(tmp_path / 'in.tif')) == 0
+    )
+    with rasterio.open(tmp_path / 'out' / 'in_regression.tif') as src:
+        mean = src.read(1)
+    assert np.isnan(mean[10, 20]) and np.isnan(mean[30, 5])
+    assert np.isfinite(mean).sum() == 64 * 64 - 2

@@ -31,7 +31,7 @@ from rasterio.windows import Window
 
 from .raster import read_coarse_on_grid
 
-__all__ = ['ImageSource', 'RasterGrid']
+__all__ = ['ImageSource', 'RasterGrid', 'nodata_mask']
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,34 @@ class RasterGrid:
     def window_transform(self, window: Window) -> Affine:
         """Affine transform of a window of this grid."""
         return rasterio.windows.transform(window, self.transform)
+
+
+def nodata_mask(image: np.ndarray, nodata: float) -> np.ndarray:
+    """``(h, w)``: True where every band of ``(count, h, w)`` holds ``nodata``.
+
+    A NaN nodata value matches NaN pixels (``image == nan`` is never true).
+    """
+    if np.isnan(nodata):
+        return np.isnan(image).all(0)
+    return (image == nodata).all(0)
+
+
+def _mask_non_finite(
+    image: np.ndarray, invalid: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Treat NaN and infinite pixels as nodata: masked, and zeroed for the model.
+
+    A pixel with any non-finite band is invalid (its outputs become nodata); its
+    values become 0 so that they cannot spread NaN through the model's receptive
+    field into the rest of the block.
+    """
+    if not np.issubdtype(image.dtype, np.floating):
+        return image, invalid
+    bad = ~np.isfinite(image).all(0)
+    if not bad.any():
+        return image, invalid
+    image = np.where(bad[None], 0, image).astype(image.dtype, copy=False)
+    return image, bad if invalid is None else invalid | bad
 
 
 def _open_error(path: str, err: Exception) -> RasterioIOError:
@@ -168,14 +196,15 @@ class ImageSource:
 
         Returns:
             ``(count, h, w)`` array in the rasters' dtype, and a ``(h, w)`` mask that
-            is True where no raster has data (None if the input has no nodata and
-            is a single raster).
+            is True where no raster has data or any band is NaN or infinite (those
+            values are set to 0); None if the input has no nodata, no non-finite
+            value and is a single raster.
         """
         if self.aligned:
             with rasterio.open(self.paths[0]) as src:
                 image = src.read(window=window)
-            invalid = None if self.nodata is None else (image == self.nodata).all(0)
-            return image, invalid
+            invalid = None if self.nodata is None else nodata_mask(image, self.nodata)
+            return _mask_non_finite(image, invalid)
         h, w = int(window.height), int(window.width)
         fill = 0 if self.nodata is None else self.nodata
         image = np.full((self.count, h, w), fill, dtype=self.dtype)
@@ -205,11 +234,11 @@ class ImageSource:
                     if src.nodata is None:
                         covered = vrt.read(self.count + 1, window=window) > 0
                     else:
-                        covered = ~(part == src.nodata).all(0)
+                        covered = ~nodata_mask(part, src.nodata)
             take = covered & invalid
             image[:, take] = part[:, take]
             invalid &= ~take
-        return image, invalid
+        return _mask_non_finite(image, invalid)
 
     def coarse_window(
         self, coarse_path: str | os.PathLike[str], window: Window
