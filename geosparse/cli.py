@@ -122,6 +122,13 @@ def _predict(args: argparse.Namespace) -> int:
             'SemanticSegmentation/PixelwiseRegression task (from `geosparse demo`, '
             '`torchgeo fit` or Trainer.save_checkpoint).'
         )
+    if args.coarse and not predictor.uses_coarse:
+        print(
+            f'geosparse: warning: --coarse {args.coarse} is not used: the '
+            f'checkpoint holds a {predictor.task_name}, which does not take coarse '
+            'labels (only LabelSuperResolutionTask does).',
+            file=sys.stderr,
+        )
     try:
         if args.stac:
             jobs = stac_jobs(

@@ -10,14 +10,17 @@ over the whole raster) and streams the blocks into a COG, and
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pystac
 import torch
 
@@ -54,6 +57,53 @@ def probability_path(out_path: str | os.PathLike[str]) -> Path:
     return out.with_name(f'{out.stem}_probabilities{out.suffix}')
 
 
+def _reveal_on(
+    predictor: Predictor, src: ImageSource, label: str
+) -> tuple[Predictor, int]:
+    """The predictor with only the revealed points that lie on the imagery.
+
+    Points off the raster cannot reach any block; they are dropped (with a warning)
+    so that the output's tags count the points actually used.
+
+    Returns:
+        The predictor and how many points were dropped.
+
+    Raises:
+        ValueError: if no point lies on the imagery.
+    """
+    assert predictor.reveal is not None
+    xy, values = predictor.reveal
+    inside = src.grid.contains(xy) & np.isfinite(xy).all(1)
+    if not inside.any():
+        raise ValueError(
+            f'none of the {len(values)} revealed points lies on {label}; check their '
+            'CRS (--points-crs; a GeoJSON without a CRS is read as longitude and '
+            'latitude) and that they cover this raster.'
+        )
+    outside = int((~inside).sum())
+    if outside:
+        warnings.warn(
+            f'{label}: {outside} of {len(values)} revealed points lie off the raster '
+            'and are not used (the output tags count the points used).',
+            stacklevel=3,
+        )
+    xy, values = xy[inside], values[inside]
+    _, first, groups = np.unique(xy, axis=0, return_index=True, return_inverse=True)
+    groups = groups.reshape(-1)
+    spread = np.zeros(len(first))
+    np.maximum.at(spread, groups, np.abs(values - values[first][groups]))
+    if (spread > 0).any():
+        warnings.warn(
+            f'{label}: {int((spread > 0).sum())} locations hold revealed points with '
+            'different values; the GP reads the difference as noise, which widens '
+            'the std (very much with --calibrate): merge or remove the duplicates.',
+            stacklevel=3,
+        )
+    other = copy.copy(predictor)
+    other.reveal = (xy, values)
+    return other, outside
+
+
 def predict_raster(
     predictor: Predictor,
     source: str | os.PathLike[str] | ImageSource,
@@ -86,7 +136,8 @@ def predict_raster(
         are in :func:`probability_path` beside it).
 
     Raises:
-        ValueError: if the imagery's band count differs from the model's.
+        ValueError: if the imagery's band count differs from the model's, the
+            coarse raster does not overlap it, or no revealed point lies on it.
     """
     src = source if isinstance(source, ImageSource) else ImageSource.open(source)
     predictor = predictor.for_crs(src.grid.crs)
@@ -95,8 +146,23 @@ def predict_raster(
             f'{", ".join(src.paths)}: {src.count} bands, but the model was trained on '
             f'{predictor.in_channels}; pass imagery with the training bands.'
         )
+    label = ', '.join(src.paths)
+    tags: dict[str, str] = {}
+    if coarse_path is not None and predictor.uses_coarse:
+        cover = src.grid.coverage(coarse_path)
+        if cover == 0:
+            raise ValueError(
+                f'--coarse {coarse_path} does not overlap {label}; give the coarse '
+                'labels of this area, or leave --coarse out.'
+            )
+        tags.update(coarse=Path(coarse_path).name, coarse_coverage=f'{cover:.4f}')
+    if predictor.reveal is not None:
+        predictor, outside = _reveal_on(predictor, src, label)
+        tags['revealed_points_outside'] = str(outside)
     # With Predictor.calibrate, the kernel is rescaled on this raster's known points.
     predictor = predictor.calibrated(src, block, halo, progress=progress)
+    cog = predictor.cog_options()
+    cog['tags'] = {**cog.get('tags', {}), **tags}
     extra = []
     if predictor.count > predictor.main_count:
         extra.append(
@@ -123,7 +189,7 @@ def predict_raster(
             threads=threads or os.cpu_count() or 1,
             scheduler=scheduler,
             progress=progress,
-            cog=predictor.cog_options(),
+            cog=cog,
             extra_outputs=extra,
         )
     finally:
@@ -301,7 +367,7 @@ def stac_jobs(
         try:
             job.paths = [asset_href(item, asset)]
             if coarse and not Path(coarse).is_file():
-                job.coarse = asset_href(item, coarse)  # an asset key of the item
+                job.coarse = asset_href(item, coarse, '--coarse')  # an asset key
             else:
                 job.coarse = coarse
         except KeyError as err:

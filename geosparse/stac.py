@@ -82,19 +82,25 @@ def search_items(
         ) from err
 
 
-def asset_href(item: pystac.Item, key: str) -> str:
+def asset_href(item: pystac.Item, key: str, option: str = '--asset') -> str:
     """Absolute href of an item's asset, as rasterio opens it.
 
     ``http(s)`` hrefs get GDAL's ``/vsicurl/`` prefix and ``s3://`` becomes
     ``/vsis3/``; relative hrefs are resolved against the item's own location.
 
+    Args:
+        item: the item.
+        key: the asset key.
+        option: the command-line option that gave ``key`` (named in the error).
+
     Raises:
-        KeyError: naming the item and the keys it has, if ``key`` is missing.
+        KeyError: naming the item, the option and the keys it has, if ``key`` is
+            missing.
     """
     if key not in item.assets:
         raise KeyError(
             f'item {item.id}: no asset {key!r} (it has {", ".join(sorted(item.assets))}); '
-            'pass --asset with one of these.'
+            f'pass {option} with one of these.'
         )
     href = item.assets[key].href
     if '://' not in href and not os.path.isabs(href):
@@ -197,6 +203,13 @@ def output_item(
     if 'checkpoint' in tags:
         props['geosparse:checkpoint'] = tags['checkpoint']
         props['geosparse:checkpoint_sha256'] = tags.get('checkpoint_sha256')
+    # What the output was made from, as its tags say (coarse labels, known points).
+    if 'coarse' in tags:
+        props['geosparse:coarse'] = tags['coarse']
+        props['geosparse:coarse_coverage'] = float(tags.get('coarse_coverage', 'nan'))
+    for key in ('revealed_points', 'revealed_points_outside'):
+        if key in tags:
+            props[f'geosparse:{key}'] = int(tags[key])
     if source_paths and not sources:
         props['geosparse:sources'] = list(source_paths)
     item = pystac.Item(

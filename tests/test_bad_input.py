@@ -308,3 +308,169 @@ def test_regression_gives_nan_where_the_input_is_not_finite(tmp_path):
         mean = src.read(1)
     assert np.isnan(mean[10, 20]) and np.isnan(mean[30, 5])
     assert np.isfinite(mean).sum() == 64 * 64 - 2
+
+
+@pytest.fixture(scope='module')
+def lsr_ckpt(tmp_path_factory):
+    from geosparse.trainers import LabelSuperResolutionTask
+
+    path = tmp_path_factory.mktemp('lsr') / 'lsr.ckpt'
+    task = LabelSuperResolutionTask(model='fcn', num_filters=4)
+    trainer = pl.Trainer(
+        logger=False, enable_checkpointing=False, enable_progress_bar=False
+    )
+    trainer.strategy.connect(task)
+    trainer.save_checkpoint(path)
+    return path
+
+
+def _coarse(path, west, north):
+    profile = dict(
+        driver='GTiff',
+        width=4,
+        height=4,
+        count=1,
+        dtype='uint8',
+        crs='EPSG:32618',
+        transform=rasterio.transform.from_origin(west, north, 30, 30),
+        nodata=0,
+    )
+    with rasterio.open(path, 'w', **profile) as dst:
+        dst.write(np.full((1, 4, 4), 41, dtype=np.uint8))
+
+
+def test_coarse_that_misses_the_imagery_is_an_error(tmp_path, lsr_ckpt, capsys):
+    random_raster(tmp_path / 'in.tif', 4, 64, 64)  # UTM 18N, west 500000, north 4200000
+    _coarse(tmp_path / 'far.tif', 300000, 4000000)
+    out = tmp_path / 'out'
+    assert (
+        _predict(
+            lsr_ckpt,
+            out,
+            str(tmp_path / 'in.tif'),
+            '--coarse',
+            str(tmp_path / 'far.tif'),
+        )
+        == 1
+    )
+    err = capsys.readouterr().err
+    assert 'far.tif does not overlap' in err and 'in.tif' in err
+    assert not out.exists() or not _files(out)
+
+
+def test_coarse_used_is_recorded_in_tags_and_item(tmp_path, lsr_ckpt):
+    random_raster(tmp_path / 'in.tif', 4, 64, 64)
+    _coarse(tmp_path / 'half.tif', 500000 - 60, 4200000)  # 60 of the 64 columns
+    out = tmp_path / 'out'
+    assert (
+        _predict(
+            lsr_ckpt,
+            out,
+            str(tmp_path / 'in.tif'),
+            '--coarse',
+            str(tmp_path / 'half.tif'),
+        )
+        == 0
+    )
+    with rasterio.open(out / 'in_landcover.tif') as src:
+        tags = src.tags()
+    assert tags['coarse'] == 'half.tif' and float(tags['coarse_coverage']) == 0.9375
+    props = json.loads((out / 'in_landcover.json').read_text())['properties']
+    assert props['geosparse:coarse'] == 'half.tif'
+    assert props['geosparse:coarse_coverage'] == 0.9375
+
+
+def test_coarse_for_a_model_without_coarse_labels_is_warned(tmp_path, ckpt, capsys):
+    random_raster(tmp_path / 'in.tif', 3, 64, 64)
+    _coarse(tmp_path / 'c.tif', 500000, 4200000)
+    assert (
+        _predict(
+            ckpt,
+            tmp_path / 'out',
+            str(tmp_path / 'in.tif'),
+            '--coarse',
+            str(tmp_path / 'c.tif'),
+        )
+        == 0
+    )
+    err = capsys.readouterr().err
+    assert 'warning: --coarse' in err and 'c.tif is not used' in err
+
+
+@pytest.fixture(scope='module')
+def reg_ckpt(tmp_path_factory):
+    from geosparse.compat import PixelwiseRegression
+
+    path = tmp_path_factory.mktemp('reg') / 'reg.ckpt'
+    task = PixelwiseRegression(model='fcn', in_channels=3, num_outputs=1, num_filters=4)
+    trainer = pl.Trainer(
+        logger=False, enable_checkpointing=False, enable_progress_bar=False
+    )
+    trainer.strategy.connect(task)
+    trainer.save_checkpoint(path)
+    return path
+
+
+def _reveal(ckpt, tmp_path, points, *more):
+    random_raster(tmp_path / 'in.tif', 3, 64, 64)
+    args = ['--reveal', str(points), '--value', 'v', '--lengthscale', '10']
+    args += ['--kernel-variance', '1', *more]
+    return _predict(ckpt, tmp_path / 'out', str(tmp_path / 'in.tif'), *args)
+
+
+def test_points_off_the_raster_are_an_error(tmp_path, reg_ckpt, capsys):
+    csv = tmp_path / 'p.csv'
+    csv.write_text('x,y,v\n300000,4000000,1\n300010,4000010,2\n')
+    assert _reveal(reg_ckpt, tmp_path, csv, '--points-crs', 'EPSG:32618') == 1
+    err = capsys.readouterr().err
+    assert 'none of the 2 revealed points lies on' in err and '--points-crs' in err
+    assert not (tmp_path / 'out').exists() or not _files(tmp_path / 'out')
+
+
+def test_points_partly_off_are_counted_as_used(tmp_path, reg_ckpt):
+    csv = tmp_path / 'p.csv'
+    csv.write_text(
+        'x,y,v\n500010,4199990,1\n500020,4199980,2\n300000,4000000,3\n,4199990,4\n'
+    )
+    with pytest.warns(UserWarning) as record:
+        assert _reveal(reg_ckpt, tmp_path, csv, '--points-crs', 'EPSG:32618') == 0
+    text = ' '.join(str(w.message) for w in record)
+    assert 'dropped 1 of 4 points' in text and '1 of 3 revealed points lie off' in text
+    with rasterio.open(tmp_path / 'out' / 'in_regression.tif') as src:
+        tags = src.tags()
+    assert tags['revealed_points'] == '2' and tags['revealed_points_outside'] == '1'
+    props = json.loads((tmp_path / 'out' / 'in_regression.json').read_text())[
+        'properties'
+    ]
+    assert props['geosparse:revealed_points'] == 2
+
+
+def test_geojson_without_crs_holding_utm_is_named(tmp_path, reg_ckpt, capsys):
+    gj = tmp_path / 'p.geojson'
+    feature = {
+        'type': 'Feature',
+        'properties': {'v': 1.0},
+        'geometry': {'type': 'Point', 'coordinates': [500010.0, 4199990.0]},
+    }
+    gj.write_text(json.dumps({'type': 'FeatureCollection', 'features': [feature]}))
+    assert _reveal(reg_ckpt, tmp_path, gj) == 2
+    err = capsys.readouterr().err
+    assert (
+        'p.geojson' in err
+        and 'not longitude and latitude' in err
+        and '--points-crs' in err
+    )
+
+
+def test_duplicate_points_with_other_values_are_warned(tmp_path, reg_ckpt):
+    csv = tmp_path / 'p.csv'
+    csv.write_text('x,y,v\n500010,4199990,1\n500010,4199990,50\n500030,4199970,2\n')
+    with pytest.warns(
+        UserWarning, match='1 locations hold revealed points with different'
+    ):
+        assert (
+            _reveal(
+                reg_ckpt, tmp_path, csv, '--points-crs', 'EPSG:32618', '--calibrate'
+            )
+            == 0
+        )

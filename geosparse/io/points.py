@@ -102,11 +102,21 @@ def read_points_frame(
             raise ValueError(
                 f'{path}: column {value!r} is not numeric ({err}).'
             ) from err
-    keep = np.isfinite(out[list(values)].to_numpy()).all(1)
+    xs, ys = out.geometry.x.to_numpy(), out.geometry.y.to_numpy()
+    located = np.isfinite(xs) & np.isfinite(ys)
+    if gdf.crs.is_geographic and located.any():
+        lon, lat = xs[located], ys[located]
+        if (np.abs(lon) > 360).any() or (np.abs(lat) > 90).any():
+            raise ValueError(
+                f'{path}: coordinates such as ({lon[0]:.6g}, {lat[0]:.6g}) are not '
+                f'longitude and latitude, but the points CRS is {gdf.crs.to_string()}; '
+                'give their CRS (points_crs, --points-crs, e.g. EPSG:32618).'
+            )
+    keep = np.isfinite(out[list(values)].to_numpy()).all(1) & located
     if not keep.all():
         warnings.warn(
             f'{path}: dropped {int((~keep).sum())} of {len(out)} points with a '
-            'missing or non-finite value.',
+            'missing or non-finite value or coordinate.',
             stacklevel=2,
         )
     if not keep.any():

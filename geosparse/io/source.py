@@ -55,6 +55,28 @@ class RasterGrid:
         """Affine transform of a window of this grid."""
         return rasterio.windows.transform(window, self.transform)
 
+    def coverage(self, path: str | os.PathLike[str]) -> float:
+        """Fraction of this grid's area inside another raster's footprint.
+
+        Args:
+            path: the other raster (any CRS).
+
+        Returns:
+            0 (no overlap) to 1; its bounds are reprojected to this grid's CRS.
+        """
+        with rasterio.open(path) as src:
+            west, south, east, north = transform_bounds(src.crs, self.crs, *src.bounds)
+        w, s, e, n = self.bounds
+        dx = max(0.0, min(e, east) - max(w, west))
+        dy = max(0.0, min(n, north) - max(s, south))
+        return float(dx * dy / ((e - w) * (n - s)))
+
+    def contains(self, xy: np.ndarray) -> np.ndarray:
+        """Which ``(P, 2)`` points (this grid's CRS) fall on one of its pixels."""
+        cols, rows = ~self.transform * (xy[:, 0], xy[:, 1])
+        cols, rows = np.asarray(cols), np.asarray(rows)
+        return (rows >= 0) & (rows < self.height) & (cols >= 0) & (cols < self.width)
+
 
 def nodata_mask(image: np.ndarray, nodata: float) -> np.ndarray:
     """``(h, w)``: True where every band of ``(count, h, w)`` holds ``nodata``.
