@@ -15,6 +15,7 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import rasterio
+import torch
 
 from geosparse.cli import main
 from geosparse.compat import SemanticSegmentation
@@ -474,3 +475,41 @@ def test_duplicate_points_with_other_values_are_warned(tmp_path, reg_ckpt):
             )
             == 0
         )
+
+
+def test_training_on_nan_imagery_stops_and_names_the_file(tmp_path):
+    """Training used to end with train_loss = nan and exit 0."""
+    from geosparse.datamodules import LabelSuperResolutionDataModule
+    from geosparse.datasets import make_scene
+    from geosparse.trainers import LabelSuperResolutionTask, brief_trainer
+
+    scene = make_scene(tmp_path / 'scene', size=128)
+    with rasterio.open(scene.image) as src:
+        data, profile = src.read().astype('float32'), src.profile
+    data[:, 30:90, 30:90] = np.nan  # no nodata value: these are not masked
+    profile.update(dtype='float32')
+    nan_image = tmp_path / 'nan_naip.tif'
+    with rasterio.open(nan_image, 'w', **profile) as dst:
+        dst.write(data)
+    dm = LabelSuperResolutionDataModule(
+        image_paths=str(nan_image),
+        coarse_paths=str(scene.coarse),
+        patch_size=64,
+        batch_size=4,
+        length=8,
+        val_fraction=0.0,
+    )
+    task = LabelSuperResolutionTask(model='fcn', num_filters=4)
+    with pytest.raises(
+        ValueError, match=r'nan_naip\.tif: a training window .* NaN or infinite'
+    ):
+        brief_trainer(2).fit(task, datamodule=dm)
+
+
+def test_a_nan_loss_stops_training():
+    from geosparse.trainers import NPPTask
+
+    task = NPPTask(model='fcn', num_filters=4)
+    with pytest.raises(FloatingPointError, match='train_loss is nan at step 0'):
+        task.on_before_backward(torch.tensor(float('nan')))
+    task.on_before_backward(torch.tensor(1.0))  # a finite loss passes

@@ -46,7 +46,7 @@ from ..gaussians import GaussianFit
 from ..losses.p2r import p2r_loss, peak_map
 from ..losses.transport import bayesian_kernel, gst_kernel, transport_loss
 from ..teacher import EMATeacher, pseudo_points, unlabelled_weight
-from .utils import log_epoch_metrics
+from .utils import FiniteTraining, log_epoch_metrics
 
 __all__ = ['DensityTask', 'PointMapTask', 'smoothed_point_map']
 
@@ -73,7 +73,7 @@ def _labelled_mask(batch: dict[str, Any]) -> Tensor:
     return batch.get('labelled', torch.ones(n, dtype=torch.bool))
 
 
-class _CountingTask(PixelwiseRegression):
+class _CountingTask(FiniteTraining, PixelwiseRegression):
     """Shared parts: normalisation, flips, count metrics, optimiser."""
 
     def configure_metrics(self) -> None:

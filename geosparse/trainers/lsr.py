@@ -17,6 +17,7 @@ from ..losses.balance import CoarseBalance
 from ..metrics import LandCoverMetrics
 from ..models import LocalContextNet
 from ..priors import NLCD_DEVELOPED, JointDistribution, PriorError
+from .utils import FiniteTraining
 
 __all__ = [
     'LabelSuperResolutionTask',
@@ -138,7 +139,7 @@ def normalised_entropy(probs: Tensor) -> Tensor:
     return ent / torch.log(torch.tensor(float(probs.shape[1])))
 
 
-class LabelSuperResolutionTask(SemanticSegmentation):
+class LabelSuperResolutionTask(FiniteTraining, SemanticSegmentation):
     r"""Segmentation trained from coarse labels and a coarse-to-fine joint distribution.
 
     Losses (``loss``):

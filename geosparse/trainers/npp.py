@@ -20,7 +20,7 @@ from ..compat import PixelwiseRegression
 from ..kernels import ContextRBFKernel, KernelFamily, RBFKernel
 from ..losses import NPPLoss
 from ..posterior import posterior_map
-from .utils import log_epoch_metrics
+from .utils import FiniteTraining, log_epoch_metrics
 
 __all__ = ['NPPTask', 'point_values']
 
@@ -34,7 +34,7 @@ def point_values(out: Tensor, points: Tensor) -> Tensor:
     return flat.gather(1, rows * w + cols)
 
 
-class NPPTask(PixelwiseRegression):
+class NPPTask(FiniteTraining, PixelwiseRegression):
     """Pixel-wise regression trained at sparse points, with a GP likelihood."""
 
     def __init__(

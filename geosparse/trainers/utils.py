@@ -4,10 +4,72 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from lightning.pytorch import LightningModule, Trainer
+from torch import Tensor
 from torchmetrics import MetricCollection
 
-__all__ = ['brief_trainer', 'log_epoch_metrics']
+from ..compat import window_bounds
+
+__all__ = ['FiniteTraining', 'brief_trainer', 'log_epoch_metrics']
+
+
+class FiniteTraining(LightningModule):
+    """Task mixin: training stops at NaN or infinite imagery or loss, with the reason.
+
+    Without it a NaN pixel makes the loss NaN, the weights NaN, and training ends
+    "successfully" with a useless model. Put it before the task's base class.
+    """
+
+    def _imagery(self) -> str:
+        """The training imagery, as the data module names it (or a generic phrase)."""
+        trainer = getattr(self, '_trainer', None)
+        dm = getattr(trainer, 'datamodule', None) if trainer is not None else None
+        hp = getattr(dm, 'hparams', {}) or {}
+        paths = hp.get('image_paths')
+        if paths is None:
+            return 'the training imagery'
+        return (
+            ', '.join(map(str, paths))
+            if isinstance(paths, list | tuple)
+            else str(paths)
+        )
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Refuse a batch whose imagery holds NaN or infinite values.
+
+        Raises:
+            ValueError: naming the imagery, the window and the fix.
+        """
+        image = batch.get('image') if isinstance(batch, dict) else None
+        if not isinstance(image, Tensor) or not image.is_floating_point():
+            return
+        ok = torch.isfinite(image).flatten(1).all(1)
+        if bool(ok.all()):
+            return
+        i = int((~ok).nonzero()[0, 0])
+        where = ''
+        if 'bounds' in batch:
+            xmin, ymin, xmax, ymax = window_bounds(batch['bounds'][i])
+            where = f' (window x {xmin:.1f}..{xmax:.1f}, y {ymin:.1f}..{ymax:.1f})'
+        raise ValueError(
+            f'{self._imagery()}: a training window{where} holds NaN or infinite '
+            "pixels; fill them or set them to the rasters' nodata value (e.g. with "
+            'gdal_calc.py or rio calc) before training.'
+        )
+
+    def on_before_backward(self, loss: Tensor) -> None:
+        """Stop at a non-finite loss instead of training on into NaN weights.
+
+        Raises:
+            FloatingPointError: naming the step and the imagery.
+        """
+        if not bool(torch.isfinite(loss.detach()).all()):
+            raise FloatingPointError(
+                f'{self._imagery()}: train_loss is {float(loss.detach())} at step '
+                f'{self.global_step}; check the imagery and labels for extreme values, '
+                'or lower the learning rate (lr).'
+            )
 
 
 def brief_trainer(
