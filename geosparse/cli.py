@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
@@ -228,31 +229,52 @@ def _priors_show(args: argparse.Namespace) -> int:
 
 
 def _priors_estimate(args: argparse.Namespace) -> int:
+    import warnings
+
     import numpy as np
     import rasterio
 
     from .datasets.coarse import CoarseLabels
     from .priors import JointDistribution
 
-    codes = [int(c) for c in args.fine_codes.split(',')]
+    def fail(msg: str) -> int:
+        print(f'geosparse: error: {msg}', file=sys.stderr)
+        return 2
+
+    try:
+        codes = [int(c) for c in args.fine_codes.split(',')]
+    except ValueError:
+        return fail(
+            f'--fine-codes {args.fine_codes}: give integers separated by commas '
+            '(the fine raster values, e.g. 1,2,3,4).'
+        )
     names = args.fine_names.split(',') if args.fine_names else None
     if names and len(names) != len(codes):
-        raise SystemExit(
+        return fail(
             f'--fine-names has {len(names)} names but --fine-codes {len(codes)} codes.'
         )
-    with rasterio.open(args.fine) as src:
-        fine = src.read(1)
-        crs, res, b = src.crs, src.res, src.bounds
-    coarse_ds = CoarseLabels(
-        args.coarse, crs=crs, res=res, nodata=args.coarse_nodata, blocks=args.blocks
-    )
+    for option, path in (('--fine', args.fine), ('--coarse', args.coarse)):
+        if not os.path.isfile(path):
+            return fail(f'{option} {path}: no such file.')
+    try:
+        with rasterio.open(args.fine) as src:
+            fine = src.read(1)
+            crs, res, b = src.crs, src.res, src.bounds
+        coarse_ds = CoarseLabels(
+            args.coarse, crs=crs, res=res, nodata=args.coarse_nodata, blocks=args.blocks
+        )
+    except (rasterio.errors.RasterioIOError, ValueError) as err:
+        return fail(f'--fine {args.fine} / --coarse {args.coarse}: {err}')
     q = (slice(b.left, b.right), slice(b.bottom, b.top), slice(None))
     try:
-        sample = coarse_ds[q]
+        with warnings.catch_warnings():  # an all-nodata window: the estimate says so
+            warnings.simplefilter('ignore', UserWarning)
+            sample = coarse_ds[q]
     except IndexError:
-        raise SystemExit(
-            f'{args.coarse} does not overlap {args.fine}; they must cover one area.'
-        ) from None
+        return fail(
+            f'--coarse {args.coarse} does not overlap --fine {args.fine}; they must '
+            'cover one area.'
+        )
     coarse = sample['coarse'].numpy()
     block = sample.get('block')
     table = JointDistribution.estimate(

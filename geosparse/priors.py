@@ -337,9 +337,22 @@ class JointDistribution:
 
     @classmethod
     def load(
-        cls, spec: str | os.PathLike[str] | Mapping[str, Any]
+        cls, spec: str | os.PathLike[str] | Mapping[str, Any] | JointDistribution
     ) -> JointDistribution:
-        """Load from a built-in name, a CSV path or a :meth:`to_dict` mapping."""
+        """Load from a built-in name, a CSV path, a :meth:`to_dict` mapping or a table.
+
+        Raises:
+            PriorError: for a table that fails validation, or another kind of value.
+        """
+        if isinstance(spec, JointDistribution):
+            spec.validate(source='joint distribution')
+            return spec
+        if not isinstance(spec, str | os.PathLike | Mapping):
+            raise PriorError(
+                f'priors={type(spec).__name__}: give a built-in table name '
+                f'({", ".join(BUILTIN_TABLES)}), a CSV path, a JointDistribution or '
+                'its to_dict() mapping.'
+            )
         if isinstance(spec, Mapping):
             table = cls.from_dict(spec)
             table.validate(source='joint distribution')

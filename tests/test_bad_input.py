@@ -513,3 +513,61 @@ def test_a_nan_loss_stops_training():
     with pytest.raises(FloatingPointError, match='train_loss is nan at step 0'):
         task.on_before_backward(torch.tensor(float('nan')))
     task.on_before_backward(torch.tensor(1.0))  # a finite loss passes
+
+
+def test_lsr_task_takes_a_joint_distribution_object():
+    from geosparse.priors import JointDistribution, PriorError
+    from geosparse.trainers import LabelSuperResolutionTask
+
+    table = JointDistribution.builtin('nlcd-landcover4')
+    task = LabelSuperResolutionTask(model='fcn', num_filters=4, priors=table)
+    assert task.table.to_dict() == table.to_dict()
+    with pytest.raises(PriorError, match='priors=int: give a built-in table name'):
+        LabelSuperResolutionTask(model='fcn', priors=3)
+
+
+def _labels(path, data, nodata=0):
+    profile = dict(
+        driver='GTiff',
+        width=data.shape[1],
+        height=data.shape[0],
+        count=1,
+        dtype='uint8',
+        crs='EPSG:32618',
+        transform=rasterio.transform.from_origin(500000, 4200000, 1, 1),
+        nodata=nodata,
+    )
+    with rasterio.open(path, 'w', **profile) as dst:
+        dst.write(data[None].astype('uint8'))
+
+
+@pytest.mark.parametrize(
+    ('case', 'message'),
+    [
+        ('letters', '--fine-codes a,b: give integers separated by commas'),
+        ('missing', '--coarse nothere.tif: no such file'),
+        ('empty', 'no valid pixel in common'),
+        ('absent codes', 'not among the fine codes [7, 8, 9]'),
+    ],
+)
+def test_priors_estimate_bad_input_is_one_line(
+    tmp_path, capsys, monkeypatch, case, message
+):
+    monkeypatch.chdir(tmp_path)
+    fine = np.random.default_rng(0).integers(1, 5, (60, 60))
+    _labels(tmp_path / 'coarse.tif', np.full((60, 60), 41))
+    _labels(tmp_path / 'fine.tif', fine)
+    _labels(tmp_path / 'empty.tif', np.zeros((60, 60)))
+    args = ['priors', 'estimate', '--coarse', 'coarse.tif', '--fine', 'fine.tif']
+    args += ['--out', 't.csv', '--blocks', 'cells']
+    more = {
+        'letters': ['--fine-codes', 'a,b'],
+        'missing': ['--coarse', 'nothere.tif'],
+        'empty': ['--coarse', 'empty.tif', '--fine', 'empty.tif'],
+        'absent codes': ['--fine-codes', '7,8,9', '--fine-names', 'a,b,c'],
+    }[case]
+    assert main([*args, *more]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith('geosparse: error:')
+    assert message in err
+    assert not (tmp_path / 't.csv').exists()

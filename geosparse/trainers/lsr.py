@@ -176,7 +176,7 @@ class LabelSuperResolutionTask(FiniteTraining, SemanticSegmentation):
         backbone: str = 'resnet18',
         weights: bool | str | None = None,
         in_channels: int = 4,
-        priors: str | Mapping[str, Any] = 'nlcd-landcover4',
+        priors: str | Mapping[str, Any] | JointDistribution = 'nlcd-landcover4',
         loss: LossName = 'lsr',
         lsr_variant: Literal['gaussian', 'interval', 'kl'] = 'gaussian',
         var_floor: float = 0.03,
@@ -210,8 +210,10 @@ class LabelSuperResolutionTask(FiniteTraining, SemanticSegmentation):
             backbone: encoder of the model.
             weights: pretrained encoder weights; off by default (no downloads).
             in_channels: image bands.
-            priors: built-in joint distribution name, CSV path, or a mapping from
-                :meth:`JointDistribution.to_dict` (checkpoints store the mapping).
+            priors: built-in joint distribution name, CSV path, a
+                :class:`~geosparse.priors.JointDistribution`, or its
+                :meth:`~geosparse.priors.JointDistribution.to_dict` mapping
+                (checkpoints store the mapping).
             loss: ``lsr``, ``soft-naive``, ``hard-naive``, ``hr`` or ``hr+lsr``.
             lsr_variant: ``gaussian`` (Eq. 7), ``interval`` or ``kl``.
             var_floor: :math:`\\epsilon` in the log-variance term.
