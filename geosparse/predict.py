@@ -506,8 +506,10 @@ def run_jobs(
             if written:  # a COG without its item is no output: remove the pair
                 for path in (dst, meta, *extra.values()):
                     path.unlink(missing_ok=True)
-            report.failures.append(f'{label}: {err}')
-            log(f'{label}: FAILED: {err}')
+            text = str(err)
+            text = text[len(label) + 2 :] if text.startswith(f'{label}: ') else text
+            report.failures.append(f'{label}: {text}')
+            log(f'{label}: FAILED: {text}')
             continue
         report.written.append(dst)
         log(f'{label} -> {dst} (+ {meta.name})')

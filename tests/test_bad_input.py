@@ -571,3 +571,14 @@ def test_priors_estimate_bad_input_is_one_line(
     assert len(err.splitlines()) == 1 and err.startswith('geosparse: error:')
     assert message in err
     assert not (tmp_path / 't.csv').exists()
+
+
+def test_a_truncated_raster_is_named_as_damaged(tmp_path, ckpt, capsys):
+    random_raster(tmp_path / 'good.tif', 3, 300, 300)
+    data = (tmp_path / 'good.tif').read_bytes()
+    (tmp_path / 'trunc.tif').write_bytes(data[: len(data) // 2])
+    assert _predict(ckpt, tmp_path / 'out', str(tmp_path / 'trunc.tif')) == 1
+    err = capsys.readouterr().err
+    assert 'trunc.tif: cannot read rows' in err and 'damaged or truncated' in err
+    assert 'See previous exception' not in err
+    assert not (tmp_path / 'out').exists() or not _files(tmp_path / 'out')

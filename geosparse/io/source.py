@@ -16,6 +16,7 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -104,6 +105,20 @@ def _mask_non_finite(
         return image, invalid
     image = np.where(bad[None], 0, image).astype(image.dtype, copy=False)
     return image, bad if invalid is None else invalid | bad
+
+
+def _read(src: Any, path: str, window: Window, **kwargs: Any) -> np.ndarray:
+    """``src.read`` whose error names the file, the window and the likely cause."""
+    try:
+        return np.asarray(src.read(window=window, **kwargs))
+    except RasterioIOError as err:
+        cause = str(err.__cause__ or err.__context__ or err)
+        raise RasterioIOError(
+            f'{path}: cannot read rows {int(window.row_off)}:'
+            f'{int(window.row_off + window.height)}, columns {int(window.col_off)}:'
+            f'{int(window.col_off + window.width)} ({cause}); the file is damaged or '
+            'truncated: download or write it again.'
+        ) from err
 
 
 def _open_error(path: str, err: Exception) -> RasterioIOError:
@@ -224,7 +239,7 @@ class ImageSource:
         """
         if self.aligned:
             with rasterio.open(self.paths[0]) as src:
-                image = src.read(window=window)
+                image = _read(src, self.paths[0], window)
             invalid = None if self.nodata is None else nodata_mask(image, self.nodata)
             return _mask_non_finite(image, invalid)
         h, w = int(window.height), int(window.width)
@@ -250,8 +265,8 @@ class ImageSource:
                     resampling=Resampling.nearest,
                     add_alpha=src.nodata is None,
                 ) as vrt:
-                    part = vrt.read(
-                        indexes=list(range(1, self.count + 1)), window=window
+                    part = _read(
+                        vrt, name, window, indexes=list(range(1, self.count + 1))
                     )
                     if src.nodata is None:
                         covered = vrt.read(self.count + 1, window=window) > 0
