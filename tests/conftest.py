@@ -72,3 +72,15 @@ def counting_dm(objects, tmp_path, **kw):
     )
     options.update(kw)
     return CountingDataModule(str(objects.image), str(objects.points), **options)
+
+
+def save_untrained(task, path):
+    """Save a task with its initial weights as a Lightning checkpoint at ``path``."""
+    import lightning.pytorch as pl
+
+    trainer = pl.Trainer(
+        logger=False, enable_checkpointing=False, enable_progress_bar=False
+    )
+    trainer.strategy.connect(task)
+    trainer.save_checkpoint(path)
+    return path

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 
-import lightning.pytorch as pl
 import numpy as np
 import pytest
 import rasterio
@@ -22,21 +21,15 @@ from geosparse.compat import SemanticSegmentation
 from geosparse.predict import PredictionJob, output_complete, output_stem, run_jobs
 from geosparse.predictors import Predictor
 
-from .conftest import random_raster
+from .conftest import random_raster, save_untrained
 
 
 @pytest.fixture(scope='module')
 def ckpt(tmp_path_factory):
-    path = tmp_path_factory.mktemp('ckpt') / 'seg.ckpt'
     task = SemanticSegmentation(
         model='fcn', in_channels=3, num_classes=3, num_filters=4
     )
-    trainer = pl.Trainer(
-        logger=False, enable_checkpointing=False, enable_progress_bar=False
-    )
-    trainer.strategy.connect(task)
-    trainer.save_checkpoint(path)
-    return path
+    return save_untrained(task, tmp_path_factory.mktemp('ckpt') / 'seg.ckpt')
 
 
 def _predict(ckpt, out, *more):
@@ -289,22 +282,12 @@ def test_nan_nodata_is_masked(tmp_path, ckpt):
     assert (out[:, :40] == 255).all() and (out[0, 40:] < 3).all()
 
 
-def test_regression_gives_nan_where_the_input_is_not_finite(tmp_path):
-    from geosparse.compat import PixelwiseRegression
-
-    task = PixelwiseRegression(model='fcn', in_channels=3, num_outputs=1, num_filters=4)
-    trainer = pl.Trainer(
-        logger=False, enable_checkpointing=False, enable_progress_bar=False
-    )
-    trainer.strategy.connect(task)
-    trainer.save_checkpoint(tmp_path / 'reg.ckpt')
+def test_regression_gives_nan_where_the_input_is_not_finite(tmp_path, reg_ckpt):
     data = np.random.default_rng(2).uniform(0, 255, (3, 64, 64))
     data[0, 10, 20] = np.inf
     data[2, 30, 5] = np.nan
     _float_raster(tmp_path / 'in.tif', data)
-    assert (
-        _predict(tmp_path / 'reg.ckpt', tmp_path / 'out', str(tmp_path / 'in.tif')) == 0
-    )
+    assert _predict(reg_ckpt, tmp_path / 'out', str(tmp_path / 'in.tif')) == 0
     with rasterio.open(tmp_path / 'out' / 'in_regression.tif') as src:
         mean = src.read(1)
     assert np.isnan(mean[10, 20]) and np.isnan(mean[30, 5])
@@ -315,14 +298,8 @@ def test_regression_gives_nan_where_the_input_is_not_finite(tmp_path):
 def lsr_ckpt(tmp_path_factory):
     from geosparse.trainers import LabelSuperResolutionTask
 
-    path = tmp_path_factory.mktemp('lsr') / 'lsr.ckpt'
     task = LabelSuperResolutionTask(model='fcn', num_filters=4)
-    trainer = pl.Trainer(
-        logger=False, enable_checkpointing=False, enable_progress_bar=False
-    )
-    trainer.strategy.connect(task)
-    trainer.save_checkpoint(path)
-    return path
+    return save_untrained(task, tmp_path_factory.mktemp('lsr') / 'lsr.ckpt')
 
 
 def _coarse(path, west, north):
@@ -340,20 +317,17 @@ def _coarse(path, west, north):
         dst.write(np.full((1, 4, 4), 41, dtype=np.uint8))
 
 
+def _with_coarse(ckpt, out, tmp_path, coarse):
+    return _predict(
+        ckpt, out, str(tmp_path / 'in.tif'), '--coarse', str(tmp_path / coarse)
+    )
+
+
 def test_coarse_that_misses_the_imagery_is_an_error(tmp_path, lsr_ckpt, capsys):
     random_raster(tmp_path / 'in.tif', 4, 64, 64)  # UTM 18N, west 500000, north 4200000
     _coarse(tmp_path / 'far.tif', 300000, 4000000)
     out = tmp_path / 'out'
-    assert (
-        _predict(
-            lsr_ckpt,
-            out,
-            str(tmp_path / 'in.tif'),
-            '--coarse',
-            str(tmp_path / 'far.tif'),
-        )
-        == 1
-    )
+    assert _with_coarse(lsr_ckpt, out, tmp_path, 'far.tif') == 1
     err = capsys.readouterr().err
     assert 'far.tif does not overlap' in err and 'in.tif' in err
     assert not out.exists() or not _files(out)
@@ -363,16 +337,7 @@ def test_coarse_used_is_recorded_in_tags_and_item(tmp_path, lsr_ckpt):
     random_raster(tmp_path / 'in.tif', 4, 64, 64)
     _coarse(tmp_path / 'half.tif', 500000 - 60, 4200000)  # 60 of the 64 columns
     out = tmp_path / 'out'
-    assert (
-        _predict(
-            lsr_ckpt,
-            out,
-            str(tmp_path / 'in.tif'),
-            '--coarse',
-            str(tmp_path / 'half.tif'),
-        )
-        == 0
-    )
+    assert _with_coarse(lsr_ckpt, out, tmp_path, 'half.tif') == 0
     with rasterio.open(out / 'in_landcover.tif') as src:
         tags = src.tags()
     assert tags['coarse'] == 'half.tif' and float(tags['coarse_coverage']) == 0.9375
@@ -384,16 +349,7 @@ def test_coarse_used_is_recorded_in_tags_and_item(tmp_path, lsr_ckpt):
 def test_coarse_for_a_model_without_coarse_labels_is_warned(tmp_path, ckpt, capsys):
     random_raster(tmp_path / 'in.tif', 3, 64, 64)
     _coarse(tmp_path / 'c.tif', 500000, 4200000)
-    assert (
-        _predict(
-            ckpt,
-            tmp_path / 'out',
-            str(tmp_path / 'in.tif'),
-            '--coarse',
-            str(tmp_path / 'c.tif'),
-        )
-        == 0
-    )
+    assert _with_coarse(ckpt, tmp_path / 'out', tmp_path, 'c.tif') == 0
     err = capsys.readouterr().err
     assert 'warning: --coarse' in err and 'c.tif is not used' in err
 
@@ -402,14 +358,8 @@ def test_coarse_for_a_model_without_coarse_labels_is_warned(tmp_path, ckpt, caps
 def reg_ckpt(tmp_path_factory):
     from geosparse.compat import PixelwiseRegression
 
-    path = tmp_path_factory.mktemp('reg') / 'reg.ckpt'
     task = PixelwiseRegression(model='fcn', in_channels=3, num_outputs=1, num_filters=4)
-    trainer = pl.Trainer(
-        logger=False, enable_checkpointing=False, enable_progress_bar=False
-    )
-    trainer.strategy.connect(task)
-    trainer.save_checkpoint(path)
-    return path
+    return save_untrained(task, tmp_path_factory.mktemp('reg') / 'reg.ckpt')
 
 
 def _reveal(ckpt, tmp_path, points, *more):

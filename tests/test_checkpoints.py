@@ -3,7 +3,6 @@
 import fractions
 import pathlib
 
-import lightning.pytorch as pl
 import pytest
 import torch
 
@@ -12,7 +11,7 @@ from geosparse.cli import main
 from geosparse.compat import SemanticSegmentation
 from geosparse.predictors import Predictor
 
-from .conftest import random_raster
+from .conftest import random_raster, save_untrained
 
 
 class Payload:
@@ -29,11 +28,7 @@ def _checkpoint(path, **extra_hparams):
     task = SemanticSegmentation(
         model='fcn', in_channels=3, num_classes=3, num_filters=4
     )
-    trainer = pl.Trainer(
-        logger=False, enable_checkpointing=False, enable_progress_bar=False
-    )
-    trainer.strategy.connect(task)
-    trainer.save_checkpoint(path)
+    save_untrained(task, path)
     if extra_hparams:
         ckpt = torch.load(path, weights_only=True)
         ckpt['hyper_parameters'].update(extra_hparams)
@@ -41,20 +36,16 @@ def _checkpoint(path, **extra_hparams):
     return path
 
 
+def _predict(ckpt, tmp_path):
+    args = ['predict', '--checkpoint', str(ckpt), str(tmp_path / 'in.tif')]
+    return main([*args, '--out', str(tmp_path / 'out')])
+
+
 def test_a_payload_never_runs_through_the_cli(tmp_path, capsys):
     marker = tmp_path / 'pwned'
     ckpt = _checkpoint(tmp_path / 'evil.ckpt', note=Payload(marker))
     random_raster(tmp_path / 'in.tif', 3, 64, 64)
-    code = main(
-        [
-            'predict',
-            '--checkpoint',
-            str(ckpt),
-            str(tmp_path / 'in.tif'),
-            '--out',
-            str(tmp_path / 'out'),
-        ]
-    )
+    code = _predict(ckpt, tmp_path)
     err = capsys.readouterr().err.strip()
     assert code == 2 and not marker.exists()
     assert len(err.splitlines()) == 1
@@ -89,16 +80,7 @@ def test_trust_is_explicit(tmp_path):
 def test_unknown_class_path_is_not_imported(tmp_path, capsys):
     ckpt = _checkpoint(tmp_path / 'cls.ckpt', _class_path='evil_module_xyz.Task')
     random_raster(tmp_path / 'in.tif', 3, 64, 64)
-    code = main(
-        [
-            'predict',
-            '--checkpoint',
-            str(ckpt),
-            str(tmp_path / 'in.tif'),
-            '--out',
-            str(tmp_path / 'out'),
-        ]
-    )
+    code = _predict(ckpt, tmp_path)
     err = capsys.readouterr().err
     assert code == 2
     assert 'evil_module_xyz.Task' in err and '--task evil_module_xyz.Task' in err
@@ -112,16 +94,7 @@ def test_garbage_is_not_a_checkpoint(tmp_path, capsys, content):
     ckpt = tmp_path / 'bad.ckpt'
     ckpt.write_bytes(content)
     random_raster(tmp_path / 'in.tif', 3, 64, 64)
-    code = main(
-        [
-            'predict',
-            '--checkpoint',
-            str(ckpt),
-            str(tmp_path / 'in.tif'),
-            '--out',
-            str(tmp_path / 'out'),
-        ]
-    )
+    code = _predict(ckpt, tmp_path)
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
     assert str(ckpt) in err and 'checkpoint' in err
@@ -137,11 +110,7 @@ def test_checkpoints_of_every_task_are_plain_data(tmp_path):
     )
 
     for cls in (LabelSuperResolutionTask, NPPTask, DensityTask, PointMapTask):
-        task = cls(model='fcn', num_filters=4)
-        trainer = pl.Trainer(
-            logger=False, enable_checkpointing=False, enable_progress_bar=False
+        path = save_untrained(
+            cls(model='fcn', num_filters=4), tmp_path / f'{cls.__name__}.ckpt'
         )
-        trainer.strategy.connect(task)
-        path = tmp_path / f'{cls.__name__}.ckpt'
-        trainer.save_checkpoint(path)
         assert type(load_task(path)) is cls

@@ -14,7 +14,7 @@ from geosparse.cli import main
 from geosparse.compat import PixelwiseRegression, SemanticSegmentation
 from geosparse.predictors import Predictor
 
-from .conftest import random_raster
+from .conftest import random_raster, save_untrained
 
 
 def _raster(path, bands=3, h=300, w=260, seed=0, nodata=None):
@@ -29,13 +29,6 @@ def _save(task, path):
     trainer.strategy.connect(task)
     trainer.save_checkpoint(path)
     return task.eval()
-
-
-def _save_untouched(task, path):
-    """Save a task with its own initial weights."""
-    trainer = pl.Trainer(logger=False, enable_checkpointing=False)
-    trainer.strategy.connect(task)
-    trainer.save_checkpoint(path)
 
 
 def _regression_net(tmp_path):
@@ -372,9 +365,7 @@ def test_bytes_do_not_depend_on_the_thread_counts(tmp_path):
     from geosparse.trainers import LabelSuperResolutionTask
 
     torch.manual_seed(0)
-    _save_untouched(
-        LabelSuperResolutionTask(backbone='resnet18'), tmp_path / 'lsr.ckpt'
-    )
+    save_untrained(LabelSuperResolutionTask(backbone='resnet18'), tmp_path / 'lsr.ckpt')
     image = tmp_path / 'in.tif'
     _raster(image, bands=4, h=192, w=192)
     before = torch.get_num_threads()
