@@ -427,21 +427,20 @@ def test_duplicate_points_with_other_values_are_warned(tmp_path, reg_ckpt):
         )
 
 
-def test_training_on_nan_imagery_stops_and_names_the_file(tmp_path):
-    """Training used to end with train_loss = nan and exit 0."""
+def _nan_scene(tmp_path, rows, cols):
+    """A synthetic scene whose imagery is float32 with NaN in ``[rows, cols]``."""
     from geosparse.datamodules import LabelSuperResolutionDataModule
     from geosparse.datasets import make_scene
-    from geosparse.trainers import LabelSuperResolutionTask, brief_trainer
 
     scene = make_scene(tmp_path / 'scene', size=128)
     with rasterio.open(scene.image) as src:
         data, profile = src.read().astype('float32'), src.profile
-    data[:, 30:90, 30:90] = np.nan  # no nodata value: these are not masked
+    data[:, rows, cols] = np.nan  # no nodata value: nothing masks them on reading
     profile.update(dtype='float32')
     nan_image = tmp_path / 'nan_naip.tif'
     with rasterio.open(nan_image, 'w', **profile) as dst:
         dst.write(data)
-    dm = LabelSuperResolutionDataModule(
+    return LabelSuperResolutionDataModule(
         image_paths=str(nan_image),
         coarse_paths=str(scene.coarse),
         patch_size=64,
@@ -449,11 +448,52 @@ def test_training_on_nan_imagery_stops_and_names_the_file(tmp_path):
         length=8,
         val_fraction=0.0,
     )
+
+
+def test_nan_training_pixels_are_left_out_of_the_loss(tmp_path):
+    """Training used to end with train_loss = nan and exit 0."""
+    from geosparse.trainers import LabelSuperResolutionTask, brief_trainer
+
+    dm = _nan_scene(tmp_path, slice(30, 90), slice(30, 90))
+    task = LabelSuperResolutionTask(model='fcn', num_filters=4)
+    trainer = brief_trainer(2)
+    with pytest.warns(
+        UserWarning, match=r'nan_naip\.tif: NaN or infinite training pixels'
+    ):
+        trainer.fit(task, datamodule=dm)
+    assert trainer.global_step == 2
+    assert torch.isfinite(trainer.callback_metrics['train_loss'])
+    assert all(torch.isfinite(p).all() for p in task.parameters())
+
+
+def test_a_window_without_finite_pixels_stops_training(tmp_path):
+    from geosparse.trainers import LabelSuperResolutionTask, brief_trainer
+
+    dm = _nan_scene(tmp_path, slice(None), slice(None))
     task = LabelSuperResolutionTask(model='fcn', num_filters=4)
     with pytest.raises(
-        ValueError, match=r'nan_naip\.tif: a training window .* NaN or infinite'
+        ValueError, match=r'nan_naip\.tif: a training window .* has no finite pixel'
     ):
         brief_trainer(2).fit(task, datamodule=dm)
+
+
+def test_nan_pixels_make_points_invalid():
+    from geosparse.trainers import NPPTask
+
+    task = NPPTask(model='fcn', num_filters=4)
+    image = torch.rand(1, 3, 8, 8)
+    image[0, 1, 2, 3] = float('nan')
+    batch = {
+        'image': image,
+        'points': torch.tensor([[[2.5, 3.5], [5.0, 5.0]]]),
+        'valid': torch.tensor([[True, True]]),
+    }
+    with pytest.warns(UserWarning, match='treated as nodata'):
+        task.on_train_batch_start(batch, 0)
+    assert batch['valid'].tolist() == [[False, True]]
+    assert (
+        torch.isfinite(batch['image']).all() and batch['image'][0, :, 2, 3].eq(0).all()
+    )
 
 
 def test_a_nan_loss_stops_training():

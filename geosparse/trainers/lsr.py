@@ -372,6 +372,24 @@ class LabelSuperResolutionTask(FiniteTraining, SemanticSegmentation):
     def on_train_epoch_end(self) -> None:
         """Nothing to log: ``train_loss`` is logged every step, without metrics."""
 
+    def exclude_pixels(self, batch: dict[str, Any], bad: Tensor) -> bool:
+        """Make ``bad`` pixels coarse and fine nodata (and of no block).
+
+        Returns:
+            False if a label raster in the batch has no nodata value to mark them.
+        """
+        for key, nodata in (
+            ('coarse', self.hparams['coarse_nodata']),
+            ('mask', self.hparams['fine_nodata']),
+        ):
+            if key in batch:
+                if nodata is None:
+                    return False
+                batch[key] = batch[key].masked_fill(bad, nodata)
+        if 'block' in batch:
+            batch['block'] = batch['block'].masked_fill(bad, -1)
+        return True
+
     #: Metric watched by the learning-rate scheduler (always logged, even when a
     #: run has no validation data).
     monitor = 'train_loss'

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -15,11 +16,17 @@ __all__ = ['FiniteTraining', 'brief_trainer', 'log_epoch_metrics']
 
 
 class FiniteTraining(LightningModule):
-    """Task mixin: training stops at NaN or infinite imagery or loss, with the reason.
+    """Task mixin: NaN or infinite training pixels are nodata; a NaN loss stops training.
 
-    Without it a NaN pixel makes the loss NaN, the weights NaN, and training ends
-    "successfully" with a useless model. Put it before the task's base class.
+    Without it one NaN pixel makes the loss NaN, then the weights, and training ends
+    "successfully" with a useless model. Non-finite pixels are set to 0 for the
+    network and their labels are excluded from the loss (:meth:`exclude_pixels`); a
+    window with no finite pixel left, or a task that cannot exclude labels, stops
+    training with a message naming the imagery. Put this class before the task's
+    base class.
     """
+
+    _warned_non_finite = False
 
     def _imagery(self) -> str:
         """The training imagery, as the data module names it (or a generic phrase)."""
@@ -35,28 +42,68 @@ class FiniteTraining(LightningModule):
             else str(paths)
         )
 
+    def exclude_pixels(self, batch: dict[str, Any], bad: Tensor) -> bool:
+        """Remove the labels at ``bad`` ``(B, H, W)`` pixels from the loss.
+
+        The default handles point labels (``points`` in pixels, ``valid``): points
+        on a bad pixel become invalid. Tasks with label rasters override it.
+
+        Returns:
+            False if the batch holds labels this method cannot exclude.
+        """
+        if 'points' not in batch or 'valid' not in batch:
+            return False
+        points, h, w = batch['points'], bad.shape[-2], bad.shape[-1]
+        rows = points[..., 0].long().clamp(0, h - 1)
+        cols = points[..., 1].long().clamp(0, w - 1)
+        index = torch.arange(len(bad), device=bad.device)[:, None]
+        batch['valid'] = batch['valid'] & ~bad[index, rows, cols]
+        return True
+
+    def _window(self, batch: dict[str, Any], i: int) -> str:
+        if 'bounds' not in batch:
+            return ''
+        xmin, ymin, xmax, ymax = window_bounds(batch['bounds'][i])
+        return f' (x {xmin:.1f}..{xmax:.1f}, y {ymin:.1f}..{ymax:.1f})'
+
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        """Refuse a batch whose imagery holds NaN or infinite values.
+        """Make NaN and infinite pixels nodata before the step.
 
         Raises:
-            ValueError: naming the imagery, the window and the fix.
+            ValueError: naming the imagery, the window and the fix, if a window has
+                no finite pixel or the task cannot exclude the labels.
         """
         image = batch.get('image') if isinstance(batch, dict) else None
         if not isinstance(image, Tensor) or not image.is_floating_point():
             return
-        ok = torch.isfinite(image).flatten(1).all(1)
-        if bool(ok.all()):
+        finite = torch.isfinite(image).all(1)
+        if bool(finite.all()):
             return
-        i = int((~ok).nonzero()[0, 0])
-        where = ''
-        if 'bounds' in batch:
-            xmin, ymin, xmax, ymax = window_bounds(batch['bounds'][i])
-            where = f' (window x {xmin:.1f}..{xmax:.1f}, y {ymin:.1f}..{ymax:.1f})'
-        raise ValueError(
-            f'{self._imagery()}: a training window{where} holds NaN or infinite '
-            "pixels; fill them or set them to the rasters' nodata value (e.g. with "
-            'gdal_calc.py or rio calc) before training.'
-        )
+        empty = ~finite.flatten(1).any(1)
+        bad = ~finite
+        if bool(empty.any()) or not self.exclude_pixels(batch, bad):
+            i = int(
+                (empty if bool(empty.any()) else bad.flatten(1).any(1)).nonzero()[0, 0]
+            )
+            what = (
+                'has no finite pixel'
+                if bool(empty.any())
+                else 'holds NaN or infinite pixels'
+            )
+            raise ValueError(
+                f'{self._imagery()}: a training window{self._window(batch, i)} {what}; '
+                "set them to the rasters' nodata value or fill them (e.g. with "
+                'gdal_calc.py or rio calc) before training.'
+            )
+        batch['image'] = torch.where(finite[:, None], image, torch.zeros_like(image))
+        if not self._warned_non_finite:
+            self._warned_non_finite = True
+            warnings.warn(
+                f'{self._imagery()}: NaN or infinite training pixels (e.g. '
+                f'{int(bad.sum())} in batch {batch_idx}) are treated as nodata: set to '
+                '0 for the network and left out of the loss.',
+                stacklevel=2,
+            )
 
     def on_before_backward(self, loss: Tensor) -> None:
         """Stop at a non-finite loss instead of training on into NaN weights.
