@@ -118,12 +118,11 @@ def test_projected_csv_read_as_lon_lat_names_points_crs(files, tmp_path):
     gdf = gpd.read_file(root / 'pts.gpkg')
     frame = gdf.assign(x=gdf.geometry.x, y=gdf.geometry.y).drop(columns='geometry')
     frame.to_csv(tmp_path / 'utm.csv', index=False)
-    with (
-        pytest.warns(UserWarning),
-        pytest.raises(
-            ValueError,
-            match=r'utm.csv: 4 of 4 points cannot be projected from EPSG:4326.*points_crs',
-        ),
+    # refused on reading, before any projection: the numbers cannot be degrees
+    with pytest.raises(
+        ValueError,
+        match=r'utm\.csv: coordinates such as .* are not longitude and latitude, but '
+        r'the points CRS is EPSG:4326.*points_crs',
     ):
         SparsePoints(tmp_path / 'utm.csv', 'height', crs='EPSG:32618')
     with pytest.warns(UserWarning, match='dropped 1'):
