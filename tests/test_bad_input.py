@@ -572,3 +572,28 @@ def test_a_truncated_raster_is_named_as_damaged(tmp_path, ckpt, capsys):
     assert 'trunc.tif: cannot read rows' in err and 'damaged or truncated' in err
     assert 'See previous exception' not in err
     assert not (tmp_path / 'out').exists() or not _files(tmp_path / 'out')
+
+
+def test_a_config_keeps_a_priors_csv_as_a_path(tmp_path, monkeypatch):
+    """LightningCLI (jsonargparse) parses the task's signature: a CSV path given as
+    priors in a `torchgeo fit` config must reach the task as a path, not as the
+    file's text."""
+    from jsonargparse import ActionConfigFile, ArgumentParser
+    from lightning.pytorch import LightningModule
+
+    from geosparse.priors import JointDistribution
+    from geosparse.trainers import LabelSuperResolutionTask
+
+    monkeypatch.chdir(tmp_path)
+    JointDistribution.builtin('nlcd-landcover4').to_csv('table.csv')
+    (tmp_path / 'fit.yaml').write_text(
+        'model:\n  class_path: geosparse.trainers.LabelSuperResolutionTask\n'
+        '  init_args:\n    priors: table.csv\n'
+    )
+    parser = ArgumentParser()
+    parser.add_argument('--config', action=ActionConfigFile)
+    parser.add_subclass_arguments(LightningModule, 'model')  # as LightningCLI does
+    cfg = parser.parse_args(['--config', 'fit.yaml'])
+    priors = cfg.model.init_args.priors
+    assert priors == 'table.csv'
+    assert LabelSuperResolutionTask(model='fcn', priors=priors).table.num_fine == 4

@@ -176,7 +176,10 @@ class LabelSuperResolutionTask(FiniteTraining, SemanticSegmentation):
         backbone: str = 'resnet18',
         weights: bool | str | None = None,
         in_channels: int = 4,
-        priors: str | Mapping[str, Any] | JointDistribution = 'nlcd-landcover4',
+        # A JointDistribution is accepted too; it stays out of the annotation, which
+        # LightningCLI (jsonargparse) reads to parse configs: with a class in it, a
+        # CSV path would be read as the file's text.
+        priors: str | Mapping[str, Any] = 'nlcd-landcover4',
         loss: LossName = 'lsr',
         lsr_variant: Literal['gaussian', 'interval', 'kl'] = 'gaussian',
         var_floor: float = 0.03,
