@@ -597,3 +597,22 @@ def test_a_config_keeps_a_priors_csv_as_a_path(tmp_path, monkeypatch):
     priors = cfg.model.init_args.priors
     assert priors == 'table.csv'
     assert LabelSuperResolutionTask(model='fcn', priors=priors).table.num_fine == 4
+
+
+def test_a_wrong_coarse_asset_key_names_coarse(tmp_path, lsr_ckpt, capsys, monkeypatch):
+    import datetime as dt
+
+    import pystac
+
+    import geosparse.predict as predict_module
+
+    random_raster(tmp_path / 'in.tif', 4, 64, 64)
+    item = pystac.Item('tile0', None, None, dt.datetime(2020, 1, 1), {})
+    item.add_asset('image', pystac.Asset(str(tmp_path / 'in.tif')))
+    monkeypatch.setattr(predict_module, 'search_items', lambda *a, **k: [item])
+    args = ['--stac', 'http://127.0.0.1:1', '--asset', 'image', '--coarse', 'nlcd']
+    assert _predict(lsr_ckpt, tmp_path / 'out', *args) == 1
+    err = capsys.readouterr().err
+    assert (
+        "no asset 'nlcd' (it has image); pass --coarse" in err and '--asset' not in err
+    )
