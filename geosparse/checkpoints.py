@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningModule
 
-from .compat import PixelwiseRegression, SemanticSegmentation
+from .compat import TORCHGEO_TASKS, PixelwiseRegression, SemanticSegmentation
 from .trainers.counting import DensityTask, PointMapTask
 from .trainers.lsr import LabelSuperResolutionTask
 from .trainers.npp import NPPTask
@@ -47,15 +47,12 @@ _GEOSPARSE_TASKS: tuple[type[LightningModule], ...] = (
 )
 
 #: Task classes a checkpoint may name in ``_class_path`` (LightningCLI records it),
-#: under the module paths they are recorded with; TorchGeo's tasks under both their
-#: 0.10 (``torchgeo.tasks``) and 0.8.1 (``torchgeo.trainers``) names.
+#: under the module paths they are recorded with; TorchGeo's tasks under both
+#: releases' names (:data:`~geosparse.compat.TORCHGEO_TASKS`).
 KNOWN_TASKS: dict[str, type[LightningModule]] = {
     **{f'geosparse.trainers.{c.__name__}': c for c in _GEOSPARSE_TASKS},
     **{f'{c.__module__}.{c.__name__}': c for c in _GEOSPARSE_TASKS},
-    'torchgeo.tasks.SemanticSegmentation': SemanticSegmentation,
-    'torchgeo.tasks.PixelwiseRegression': PixelwiseRegression,
-    'torchgeo.trainers.SemanticSegmentationTask': SemanticSegmentation,
-    'torchgeo.trainers.PixelwiseRegressionTask': PixelwiseRegression,
+    **TORCHGEO_TASKS,
 }
 
 #: Types besides tensors, numbers, strings and containers that geosparse's and

@@ -84,6 +84,16 @@ else:  # 0.8.1: the same classes under their old names
     from torchgeo.trainers import PixelwiseRegressionTask as PixelwiseRegression
     from torchgeo.trainers import SemanticSegmentationTask as SemanticSegmentation
 
+#: TorchGeo's tasks by the class paths checkpoints record (LightningCLI's
+#: ``_class_path``), under both releases' names, so that a checkpoint written with
+#: either loads with either.
+TORCHGEO_TASKS: dict[str, type] = {
+    'torchgeo.tasks.SemanticSegmentation': SemanticSegmentation,
+    'torchgeo.tasks.PixelwiseRegression': PixelwiseRegression,
+    'torchgeo.trainers.SemanticSegmentationTask': SemanticSegmentation,
+    'torchgeo.trainers.PixelwiseRegressionTask': PixelwiseRegression,
+}
+
 #: Sample keys that are not tensors in the installed release (they cannot be moved to
 #: a device or stacked, and 0.8.1's ``GeoDataModule`` deletes them before transfer).
 GEO_KEYS: tuple[str, ...] = () if _CURRENT else ('crs', 'bounds')
