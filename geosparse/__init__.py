@@ -3,6 +3,9 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from . import compat  # noqa: F401  # refuses an unsupported TorchGeo at import time
+from .errors import install_cli_hook
+
+install_cli_hook()  # `torchgeo fit`: geosparse's input errors in one line
 
 try:
     __version__ = version('geosparse')

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import InputError
+
 __all__ = [
     'BUILTIN_TABLES',
     'NLCD_DEVELOPED',
@@ -59,7 +61,7 @@ BUILTIN_TABLES: dict[str, str] = {
 }
 
 
-class PriorError(ValueError):
+class PriorError(InputError):
     """A joint distribution is malformed or does not fit the data."""
 
 

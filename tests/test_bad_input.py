@@ -616,3 +616,43 @@ def test_a_wrong_coarse_asset_key_names_coarse(tmp_path, lsr_ckpt, capsys, monke
     assert (
         "no asset 'nlcd' (it has image); pass --coarse" in err and '--asset' not in err
     )
+
+
+@pytest.mark.parametrize('case', ['bad prior table', 'no overlap'])
+def test_torchgeo_fit_reports_input_errors_in_one_line(tmp_path, case):
+    """`torchgeo fit` used to print ~75 lines of traceback around the message."""
+    import shutil
+    import subprocess
+
+    from geosparse.datasets import make_scene
+
+    from .conftest import ROOT
+
+    make_scene(tmp_path / 'data' / 'synthetic', size=128, seed=1)
+    args = []
+    if case == 'bad prior table':
+        (tmp_path / 'bad.csv').write_text('water,1\n')
+        args += ['--model.init_args.priors', 'bad.csv']
+        expected = 'torchgeo: error: bad.csv: the table has no rows.'
+    else:
+        make_scene(
+            tmp_path / 'elsewhere', size=128, seed=1, origin=(400000.0, 4310000.0)
+        )
+        args += ['--data.init_args.coarse_paths', 'elsewhere']
+        expected = 'do not overlap; check that they cover the same area'
+    cmd = [shutil.which('torchgeo') or 'torchgeo', 'fit', '--config']
+    cmd += [str(ROOT / 'examples' / 'configs' / 'lsr_synthetic.yaml'), *args]
+    cmd += ['--trainer.default_root_dir', str(tmp_path / 'runs')]
+    res = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 1
+    assert 'Traceback' not in res.stderr, res.stderr[-2000:]
+    errors = [line for line in res.stderr.splitlines() if 'error:' in line]
+    assert len(errors) == 1 and errors[0].startswith('torchgeo: error: ')
+    assert expected in errors[0]
+
+
+def test_other_errors_keep_their_traceback_and_other_programs_their_hook():
+    import subprocess
+
+    code = 'import sys, geosparse; assert sys.excepthook is sys.__excepthook__'
+    assert subprocess.run([sys.executable, '-c', code], timeout=300).returncode == 0

@@ -50,6 +50,7 @@ from ..batch import KeepGeoKeys
 from ..compat import window_bounds
 from ..datasets.coarse import ImageryDataset
 from ..datasets.points import SparsePoints, collate_points
+from ..errors import InputError
 from ..gaussians import cached_fit
 from ..io.points import box_centres, is_box_csv, read_points_frame
 from ..samplers import Box, CoverGeoSampler, RegionGeoSampler
@@ -257,7 +258,7 @@ class CountingDataModule(KeepGeoKeys, GeoDataModule):
         footprint = image.index.union_all()
         inside = shapely.contains_xy(footprint, xy[:, 0], xy[:, 1])
         if not inside.any():
-            raise ValueError(
+            raise InputError(
                 f'{path}: none of its {len(xy)} points lies on the imagery '
                 f'{hp["image_paths"]} (check points_crs for a CSV, and that they '
                 'overlap).'

@@ -13,6 +13,7 @@ from torchgeo.datasets.splits import random_grid_cell_assignment
 
 from ..batch import KeepGeoKeys, collate_geo
 from ..datasets.coarse import CoarseLabels, FineLabels, ImageryDataset
+from ..errors import InputError
 from ..samplers import CoarseBalancedGeoSampler, CoverGeoSampler
 from ..transforms import RandomDihedral
 
@@ -97,11 +98,15 @@ class LabelSuperResolutionDataModule(KeepGeoKeys, GeoDataModule):
             blocks=hp['coarse_blocks'],
             cell_size=hp['cell_size'],
         )
-        dataset: GeoDataset = image & coarse
-        if hp['fine_paths']:
-            dataset = dataset & FineLabels(hp['fine_paths'], glob=hp['fine_glob'])
-        if len(dataset) == 0:
-            raise ValueError(
+        dataset: GeoDataset | None
+        try:  # TorchGeo refuses an empty intersection with a RuntimeError
+            dataset = image & coarse
+            if hp['fine_paths']:
+                dataset = dataset & FineLabels(hp['fine_paths'], glob=hp['fine_glob'])
+        except RuntimeError:
+            dataset = None
+        if dataset is None or len(dataset) == 0:
+            raise InputError(
                 f'imagery {hp["image_paths"]} ({hp["image_glob"]}) and coarse labels '
                 f'{hp["coarse_paths"]} ({hp["coarse_glob"]}) do not overlap; check '
                 'that they cover the same area (CRSs may differ, footprints must not).'

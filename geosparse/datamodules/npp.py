@@ -12,6 +12,7 @@ from torchgeo.datamodules import GeoDataModule
 from ..batch import KeepGeoKeys
 from ..datasets.coarse import ImageryDataset
 from ..datasets.points import SparsePoints, collate_points, spatial_split
+from ..errors import InputError
 from ..samplers import PointGeoSampler
 
 __all__ = ['NPPDataModule']
@@ -101,7 +102,7 @@ class NPPDataModule(KeepGeoKeys, GeoDataModule):
             & (xy[:, 1] <= y.stop)
         )
         if not inside.any():
-            raise ValueError(
+            raise InputError(
                 f'{hp["points_path"]}: none of its {len(xy)} points lies on the imagery '
                 f'{hp["image_paths"]} (check points_crs for a CSV, and that they overlap).'
             )

@@ -1,0 +1,57 @@
+"""Errors about the user's input, and how `torchgeo fit` reports them.
+
+:class:`InputError` marks a message written for the user: it names the file or
+parameter and the fix. geosparse's own command line prints it as one line. Under
+``torchgeo fit``, LightningCLI lets the exception escape with its traceback (about 75
+lines of jsonargparse and Lightning frames around the message); :func:`install_cli_hook`
+makes that process print ``torchgeo: error: MESSAGE`` instead, and only for these
+errors: any other exception keeps its full traceback.
+
+.. versionadded:: 0.1
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from types import TracebackType
+
+__all__ = ['InputError', 'input_error_in', 'install_cli_hook']
+
+
+class InputError(ValueError):
+    """Bad input from the user; the message names the file or parameter and the fix."""
+
+
+def input_error_in(exc: BaseException | None) -> InputError | None:
+    """The first :class:`InputError` in an exception's chain of causes, if any."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, InputError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def install_cli_hook() -> None:
+    """In a ``torchgeo`` command-line process, print input errors as one line.
+
+    Does nothing in any other process (a notebook, a script, the tests), so that
+    importing geosparse never changes how a user's own program reports errors.
+    """
+    argv0 = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path()
+    if argv0.name != 'torchgeo' and argv0.parent.name != 'torchgeo':
+        return
+    previous = sys.excepthook
+
+    def hook(
+        kind: type[BaseException], exc: BaseException, tb: TracebackType | None
+    ) -> None:
+        found = input_error_in(exc)
+        if found is None:
+            previous(kind, exc, tb)
+            return
+        print(f'torchgeo: error: {found}', file=sys.stderr)
+
+    sys.excepthook = hook
