@@ -45,6 +45,12 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fail(msg: str) -> int:
+    """Report bad input in one line; exit status 2."""
+    print(f'geosparse: error: {msg}', file=sys.stderr)
+    return 2
+
+
 def _int_at_least(low: int) -> Callable[[str], int]:
     """An argparse type: an integer >= ``low``, refused in one line otherwise."""
 
@@ -68,27 +74,23 @@ def _predict(args: argparse.Namespace) -> int:
     from .predict import mosaic_job, raster_jobs, run_jobs, stac_jobs
     from .predictors import Predictor
 
-    def fail(msg: str) -> int:
-        print(f'geosparse: error: {msg}', file=sys.stderr)
-        return 2
-
     if bool(args.inputs) == bool(args.stac):
-        return fail('give input rasters or --stac URL (one of the two).')
+        return _fail('give input rasters or --stac URL (one of the two).')
     ckpt = Path(args.checkpoint)
     if not ckpt.is_file():
-        return fail(f'--checkpoint {ckpt}: no such file.')
+        return _fail(f'--checkpoint {ckpt}: no such file.')
     reveal = None
     if args.reveal:
         from .io.points import read_points
 
         if not args.value:
-            return fail('--reveal needs --value (the column of the known values).')
+            return _fail('--reveal needs --value (the column of the known values).')
         try:
             reveal = read_points(
                 args.reveal, args.value, 'EPSG:4326', args.x, args.y, args.points_crs
             )
         except ValueError as err:
-            return fail(f'--reveal {err}')
+            return _fail(f'--reveal {err}')
     try:
         predictor = Predictor(
             checkpoint=ckpt,
@@ -113,11 +115,11 @@ def _predict(args: argparse.Namespace) -> int:
             trust_checkpoint=args.trust_checkpoint,
         )
     except ValueError as err:
-        return fail(
+        return _fail(
             f'--checkpoint {err}' if str(err).startswith(str(ckpt)) else str(err)
         )
     except Exception as err:
-        return fail(
+        return _fail(
             f'--checkpoint {ckpt}: cannot load the model ({type(err).__name__}: '
             f"{err}). Pass a checkpoint of a geosparse task or of TorchGeo's "
             'SemanticSegmentation/PixelwiseRegression task (from `geosparse demo`, '
@@ -145,7 +147,7 @@ def _predict(args: argparse.Namespace) -> int:
         else:
             jobs = raster_jobs(args.inputs, args.coarse)
     except RuntimeError as err:
-        return fail(str(err))
+        return _fail(str(err))
     if args.mosaic:
         jobs = mosaic_job(jobs)
     with contextlib.ExitStack() as stack:
@@ -183,7 +185,7 @@ def _predict(args: argparse.Namespace) -> int:
                 ),
             )
         except ValueError as err:  # raised before any work: the outputs' plan
-            return fail(str(err))
+            return _fail(str(err))
     if report.failures:
         print(
             f'geosparse: {len(report.failures)} of {len(jobs)} outputs failed:',
@@ -237,25 +239,21 @@ def _priors_estimate(args: argparse.Namespace) -> int:
     from .datasets.coarse import CoarseLabels
     from .priors import JointDistribution
 
-    def fail(msg: str) -> int:
-        print(f'geosparse: error: {msg}', file=sys.stderr)
-        return 2
-
     try:
         codes = [int(c) for c in args.fine_codes.split(',')]
     except ValueError:
-        return fail(
+        return _fail(
             f'--fine-codes {args.fine_codes}: give integers separated by commas '
             '(the fine raster values, e.g. 1,2,3,4).'
         )
     names = args.fine_names.split(',') if args.fine_names else None
     if names and len(names) != len(codes):
-        return fail(
+        return _fail(
             f'--fine-names has {len(names)} names but --fine-codes {len(codes)} codes.'
         )
     for option, path in (('--fine', args.fine), ('--coarse', args.coarse)):
         if not os.path.isfile(path):
-            return fail(f'{option} {path}: no such file.')
+            return _fail(f'{option} {path}: no such file.')
     try:
         with rasterio.open(args.fine) as src:
             fine = src.read(1)
@@ -264,14 +262,14 @@ def _priors_estimate(args: argparse.Namespace) -> int:
             args.coarse, crs=crs, res=res, nodata=args.coarse_nodata, blocks=args.blocks
         )
     except (rasterio.errors.RasterioIOError, ValueError) as err:
-        return fail(f'--fine {args.fine} / --coarse {args.coarse}: {err}')
+        return _fail(f'--fine {args.fine} / --coarse {args.coarse}: {err}')
     q = (slice(b.left, b.right), slice(b.bottom, b.top), slice(None))
     try:
         with warnings.catch_warnings():  # an all-nodata window: the estimate says so
             warnings.simplefilter('ignore', UserWarning)
             sample = coarse_ds[q]
     except IndexError:
-        return fail(
+        return _fail(
             f'--coarse {args.coarse} does not overlap --fine {args.fine}; they must '
             'cover one area.'
         )

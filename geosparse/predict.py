@@ -25,7 +25,7 @@ import pystac
 import torch
 
 from .blocks import OutputFile, predict_blocks
-from .io.raster import file_sha256, read_coarse_on_grid
+from .io.raster import file_checksum, read_coarse_on_grid
 from .io.source import ImageSource
 from .predictors import CLASS_COLORS, Predictor
 from .stac import asset_href, output_item, search_items, write_item
@@ -294,8 +294,9 @@ def output_complete(meta: str | os.PathLike[str]) -> bool:
     """Whether an output's STAC Item and every file it lists are whole.
 
     The item must parse, list a ``data`` asset, and each asset's file must exist with
-    the SHA-256 recorded in its ``file:checksum`` (a multihash, ``1220`` + hex digest;
-    :func:`~geosparse.stac.output_item` records it). A truncated, empty or foreign
+    the SHA-256 recorded in its ``file:checksum``
+    (:func:`~geosparse.io.raster.file_checksum`; :func:`~geosparse.stac.output_item`
+    records it). A truncated, empty or foreign
     file fails.
 
     Args:
@@ -312,7 +313,7 @@ def output_complete(meta: str | os.PathLike[str]) -> bool:
         for asset in assets.values():
             path = meta.parent / Path(asset['href']).name
             checksum = asset['file:checksum']
-            if not path.is_file() or checksum != '1220' + file_sha256(path):
+            if not path.is_file() or checksum != file_checksum(path):
                 return False
     except (OSError, ValueError, KeyError, TypeError):
         return False
@@ -447,10 +448,6 @@ def run_jobs(
     for job in jobs:
         label = ', '.join(job.paths) or job.name
         dst = out / f'{output_stem(job.name)}_{output_stem(suffix)}.tif'
-        if dst.resolve().parent != out.resolve():  # output_stem makes this impossible
-            raise ValueError(
-                f'{label}: its output {dst} would fall outside --out {out}.'
-            )
         if dst in targets:
             other = ', '.join(targets[dst].paths) or targets[dst].name
             raise ValueError(

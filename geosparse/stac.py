@@ -33,7 +33,7 @@ from rasterio.warp import transform_geom
 from shapely.geometry import box, mapping, shape
 
 from . import __version__
-from .io.raster import atomic_write_text, file_sha256
+from .io.raster import atomic_write_text, file_checksum
 
 __all__ = ['asset_href', 'output_item', 'search_items', 'serve_stac', 'write_item']
 
@@ -151,7 +151,7 @@ def _add_cog_asset(item: pystac.Item, key: str, path: Path) -> pystac.Asset:
     RasterExtension.ext(asset, add_if_missing=True).bands = bands
     # file:checksum lets --resume tell a whole output from a truncated one.
     file_ext = FileExtension.ext(asset, add_if_missing=True)
-    file_ext.checksum = '1220' + file_sha256(path)  # multihash: sha2-256, 32 bytes
+    file_ext.checksum = file_checksum(path)
     file_ext.size = path.stat().st_size
     return asset
 

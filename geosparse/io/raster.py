@@ -21,6 +21,7 @@ __all__ = [
     'atomic_path',
     'atomic_write_raster',
     'atomic_write_text',
+    'file_checksum',
     'file_sha256',
     'read_coarse_on_grid',
     'remove_staging',
@@ -34,6 +35,14 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b''):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def file_checksum(path: str | os.PathLike[str]) -> str:
+    """STAC ``file:checksum`` of a file.
+
+    A multihash: ``1220`` (SHA2-256, 32 bytes) followed by the hex digest.
+    """
+    return '1220' + file_sha256(path)
 
 
 def remove_staging(path: str | os.PathLike[str]) -> None:
