@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-import numpy as np
 import rasterio
 import torch
 
