@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from geosparse.kernels import RBFKernel
+from geosparse.gp.kernels import RBFKernel
 from geosparse.losses import NPPLoss
 from geosparse.trainers import NPPTask
 
@@ -88,7 +88,7 @@ def fit_static_kernel(
             network on validation data.
         lengthscales: candidate :math:`\ell` in pixels.
         noise_fractions: candidate :math:`f`.
-        family: kernel family (:func:`geosparse.kernels.stationary`).
+        family: kernel family (:func:`geosparse.gp.kernels.stationary`).
 
     Returns:
         The best :math:`(\ell, s^2, \sigma_0^2)`.

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from geosparse.io.raster import atomic_write_text
-from geosparse.posterior import posterior_map
+from geosparse.gp.posterior import posterior_map
 from geosparse.trainers import LabelSuperResolutionTask, NPPTask
 
 
@@ -94,7 +94,7 @@ def posterior_memory(size: int) -> dict[str, float]:
     # Linux: VmHWM is the peak RSS since clear_refs was given '5' (peak reset).
     code = (
         'import json, torch\n'
-        'from geosparse.posterior import posterior_map\n'
+        'from geosparse.gp.posterior import posterior_map\n'
         'def kb(key):\n'
         '    for line in open("/proc/self/status"):\n'
         '        if line.startswith(key):\n'

@@ -65,8 +65,8 @@ from _npp import Batch, fit_static_kernel, make_task, scores, train
 
 from geosparse.io.points import read_points
 from geosparse.io.raster import atomic_write_text
-from geosparse.kernels import FAMILIES
-from geosparse.posterior import loo_variance_scale, posterior_map
+from geosparse.gp.kernels import FAMILIES
+from geosparse.gp.posterior import loo_variance_scale, posterior_map
 from geosparse.trainers import NPPTask
 
 

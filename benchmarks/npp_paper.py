@@ -69,7 +69,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _npp import Batch, fit_static_kernel, make_task, scores, train
 
 from geosparse.io.raster import atomic_write_text
-from geosparse.posterior import posterior_map
+from geosparse.gp.posterior import posterior_map
 from geosparse.trainers import NPPTask
 from geosparse.trainers.npp import point_values
 

@@ -5,7 +5,7 @@ Lightning's ``Trainer`` and the package's data modules (plus untrained TorchGeo
 segmentation and regression tasks), predicts every output the predictor can write
 (class maps with and without coarse labels and probabilities, NPP with and without
 revealed points and calibration, a regression with a given kernel, density and
-point maps) through :func:`geosparse.predict.predict_raster`, and prints one JSON
+point maps) through :func:`geosparse.inference.predict.predict_raster`, and prints one JSON
 object ``{name: {"pixels": sha256, "tags": {...}}}``: the SHA-256 of every band's
 pixels and the COG's tags. Run it before and after a change and diff the two
 outputs::
@@ -37,8 +37,8 @@ from geosparse.datamodules import (
 from geosparse.datasets import make_scene
 from geosparse.datasets.synthetic import make_object_scene, make_point_labels
 from geosparse.io.points import read_points
-from geosparse.predict import predict_raster, probability_path
-from geosparse.predictors import Predictor
+from geosparse.inference.predict import predict_raster, probability_path
+from geosparse.inference import Predictor
 from geosparse.trainers import (
     DensityTask,
     LabelSuperResolutionTask,

@@ -40,8 +40,8 @@ from rasterio.windows import Window
 
 from geosparse.io.raster import atomic_write_text
 from geosparse.io.source import ImageSource
-from geosparse.predict import predict_raster
-from geosparse.predictors import Predictor
+from geosparse.inference.predict import predict_raster
+from geosparse.inference import Predictor
 from geosparse.trainers import LabelSuperResolutionTask
 
 

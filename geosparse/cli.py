@@ -71,8 +71,8 @@ def _floats(text: str | None) -> list[float] | None:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from .predict import mosaic_job, raster_jobs, run_jobs, stac_jobs
-    from .predictors import Predictor
+    from .inference import Predictor
+    from .inference.predict import mosaic_job, raster_jobs, run_jobs, stac_jobs
 
     if bool(args.inputs) == bool(args.stac):
         return _fail('give input rasters or --stac URL (one of the two).')
@@ -439,7 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     gp.add_argument('--kernel-variance', type=float, help='kernel variance')
     gp.add_argument(
         '--kernel-family',
-        # geosparse.kernels.FAMILIES, spelt out to keep torch out of --help.
+        # geosparse.gp.kernels.FAMILIES, spelt out to keep torch out of --help.
         choices=['rbf', 'matern12', 'matern32', 'matern52'],
         help="kernel shape (default: the NPP checkpoint's, else rbf); Matérn "
         'kernels are rougher, as usual in geostatistics',

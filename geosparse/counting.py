@@ -1,6 +1,6 @@
 """Counts from predicted density or point-probability maps.
 
-:func:`~geosparse.predict.predict_raster` writes a counting model's map as a COG:
+:func:`~geosparse.inference.predict.predict_raster` writes a counting model's map as a COG:
 ``density`` (objects per pixel, :class:`~geosparse.trainers.DensityTask`) or
 ``probability`` and ``detection`` (:class:`~geosparse.trainers.PointMapTask`, 1 at each
 detected object). :func:`count_map` turns either into a COG of counts per cell

@@ -15,11 +15,11 @@ from lightning.pytorch import seed_everything
 
 from .datamodules import LabelSuperResolutionDataModule
 from .datasets.synthetic import make_scene
+from .inference import Predictor
+from .inference.predict import CLASS_COLORS, predict_raster, read_coarse_on_grid
 from .io.raster import atomic_path
 from .metrics import LandCoverMetrics, scores_from_confusion
 from .plot import plot_landcover
-from .predict import CLASS_COLORS, predict_raster, read_coarse_on_grid
-from .predictors import Predictor
 from .stac import output_item, write_item
 from .trainers import LabelSuperResolutionTask, brief_trainer
 

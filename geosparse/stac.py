@@ -34,6 +34,7 @@ from shapely.geometry import box, mapping, shape
 
 from . import __version__
 from .io.raster import atomic_write_text, file_checksum
+from .io.spec import OutputSpec
 
 __all__ = ['asset_href', 'output_item', 'search_items', 'serve_stac', 'write_item']
 
@@ -169,10 +170,11 @@ def output_item(
     The geometry is the COG's footprint in WGS84; ``datetime`` is the first source
     item's (or ``when``, or now); the COG is the ``data`` asset (relative href, so
     the pair can be moved together) with ``proj:*``, ``raster:bands`` and, for class
-    maps, ``classification:classes`` from the COG's tags.
+    maps, ``classification:classes``, all from the output spec stored in the COG
+    (:meth:`~geosparse.io.spec.OutputSpec.read`).
 
     Args:
-        cog_path: the output COG (its tags name the task and checkpoint).
+        cog_path: the output COG (its spec names the task and checkpoint).
         item_id: item id (default: the file stem).
         sources: source STAC items (``derived_from`` links).
         source_paths: source rasters when there are no source items.
@@ -184,32 +186,26 @@ def output_item(
         The item (self href: ``cog_path`` with ``.json``).
     """
     cog = Path(cog_path)
+    spec = OutputSpec.read(cog)
     with rasterio.open(cog) as ds:
-        tags = ds.tags()
+        version = ds.tags().get('geosparse_version', __version__)
         crs, transform, height, width = ds.crs, ds.transform, ds.height, ds.width
         footprint = box(*ds.bounds)
-        colormap = ds.colormap(1) if tags.get('kind') == 'segmentation' else None
     geometry = transform_geom(crs, 'EPSG:4326', mapping(footprint))
     bbox = list(shape(geometry).bounds)
     stamp = next((s.datetime for s in sources if s.datetime is not None), None)
     stamp = stamp or when or dt.datetime.now(dt.UTC)
     props: dict[str, Any] = {
-        'geosparse:version': tags.get('geosparse_version', __version__),
-        'geosparse:task': tags.get('task'),
-        'geosparse:kind': tags.get('kind'),
+        'geosparse:version': version,
+        'geosparse:task': None if spec is None else spec.task,
+        'geosparse:kind': None if spec is None else spec.kind,
         'processing:software': {'geosparse': __version__},
         'created': dt.datetime.now(dt.UTC).isoformat().replace('+00:00', 'Z'),
     }
-    if 'checkpoint' in tags:
-        props['geosparse:checkpoint'] = tags['checkpoint']
-        props['geosparse:checkpoint_sha256'] = tags.get('checkpoint_sha256')
-    # What the output was made from, as its tags say (coarse labels, known points).
-    if 'coarse' in tags:
-        props['geosparse:coarse'] = tags['coarse']
-        props['geosparse:coarse_coverage'] = float(tags.get('coarse_coverage', 'nan'))
-    for key in ('revealed_points', 'revealed_points_outside'):
-        if key in tags:
-            props[f'geosparse:{key}'] = int(tags[key])
+    # What the output was made from (checkpoint, coarse labels, known points, the
+    # kernel), typed as the output spec holds it.
+    if spec is not None:
+        props.update({f'geosparse:{k}': v for k, v in spec.properties.items()})
     if source_paths and not sources:
         props['geosparse:sources'] = list(source_paths)
     item = pystac.Item(
@@ -240,8 +236,9 @@ def output_item(
         proj.wkt2 = crs.to_wkt()
     proj.shape = [height, width]
     proj.transform = list(transform)[:6]
-    if colormap is not None and 'class_names' in tags:
-        names = json.loads(tags['class_names'])
+    if spec is not None and spec.kind == 'segmentation' and spec.colormap is not None:
+        colormap = spec.colormap
+        names = spec.names
         ClassificationExtension.ext(asset, add_if_missing=True).classes = [
             Classification.create(
                 value=i,

@@ -18,8 +18,8 @@ import torch
 
 from geosparse.cli import main
 from geosparse.compat import SemanticSegmentation
-from geosparse.predict import PredictionJob, output_complete, output_stem, run_jobs
-from geosparse.predictors import Predictor
+from geosparse.inference.predict import PredictionJob, output_complete, output_stem, run_jobs
+from geosparse.inference import Predictor
 
 from .conftest import random_raster, save_untrained
 
@@ -604,7 +604,7 @@ def test_a_wrong_coarse_asset_key_names_coarse(tmp_path, lsr_ckpt, capsys, monke
 
     import pystac
 
-    import geosparse.predict as predict_module
+    import geosparse.inference.predict as predict_module
 
     random_raster(tmp_path / 'in.tif', 4, 64, 64)
     item = pystac.Item('tile0', None, None, dt.datetime(2020, 1, 1), {})

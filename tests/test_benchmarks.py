@@ -418,7 +418,7 @@ def test_static_kernel_fit_recovers_the_generating_kernel(monkeypatch):
     import torch
     from _npp import fit_static_kernel
 
-    from geosparse.kernels import rbf
+    from geosparse.gp.kernels import rbf
 
     torch.manual_seed(0)
     resid = []

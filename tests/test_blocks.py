@@ -4,7 +4,7 @@ import rasterio
 import torch
 from rio_cogeo.cogeo import cog_validate
 
-from geosparse.blocks import predict_blocks
+from geosparse.inference.blocks import predict_blocks
 from geosparse.trainers import LabelSuperResolutionTask
 
 from .conftest import random_raster

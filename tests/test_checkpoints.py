@@ -6,10 +6,10 @@ import pathlib
 import pytest
 import torch
 
-from geosparse.checkpoints import UntrustedCheckpointError, load_task, read_checkpoint
+from geosparse.inference.checkpoints import UntrustedCheckpointError, load_task, read_checkpoint
 from geosparse.cli import main
 from geosparse.compat import SemanticSegmentation
-from geosparse.predictors import Predictor
+from geosparse.inference import Predictor
 
 from .conftest import random_raster, save_untrained
 

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from geosparse.kernels import (
+from geosparse.gp.kernels import (
     FAMILIES,
     RBFKernel,
     kernel_reach,
@@ -12,7 +12,7 @@ from geosparse.kernels import (
     stationary,
 )
 from geosparse.losses import NPPLoss
-from geosparse.posterior import posterior_map
+from geosparse.gp.posterior import posterior_map
 
 
 def test_matern_kernels_have_their_closed_forms():

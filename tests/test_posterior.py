@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from geosparse.kernels import rbf
-from geosparse.posterior import loo_variance_scale, posterior_map
+from geosparse.gp.kernels import rbf
+from geosparse.gp.posterior import loo_variance_scale, posterior_map
 
 
 def _dense(mean, pts, vals, ell, var, noise):

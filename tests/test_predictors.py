@@ -9,10 +9,10 @@ import rasterio
 import torch
 from rio_cogeo.cogeo import cog_validate
 
-from geosparse.checkpoints import task_class_for
+from geosparse.inference.checkpoints import task_class_for
 from geosparse.cli import main
 from geosparse.compat import PixelwiseRegression, SemanticSegmentation
-from geosparse.predictors import Predictor
+from geosparse.inference import Predictor
 
 from .conftest import random_raster, save_untrained
 
@@ -247,8 +247,8 @@ def test_calibrate_rescales_the_std_by_leave_one_out_at_the_known_points(tmp_pat
     import geopandas as gpd
     from shapely.geometry import Point
 
-    from geosparse.kernels import rbf
-    from geosparse.posterior import loo_variance_scale
+    from geosparse.gp.kernels import rbf
+    from geosparse.gp.posterior import loo_variance_scale
 
     net = _regression_net(tmp_path).double()
     # 60 known points: the network plus a GP residual 9x the kernel given below.
@@ -361,7 +361,7 @@ def test_bytes_do_not_depend_on_the_thread_counts(tmp_path):
     predictor runs every block on one torch thread so the COG's bytes stay the same
     (a 2-worker cluster too: tests/test_cli.py), and the caller's torch setting
     comes back afterwards."""
-    from geosparse.predict import predict_raster
+    from geosparse.inference.predict import predict_raster
     from geosparse.trainers import LabelSuperResolutionTask
 
     torch.manual_seed(0)

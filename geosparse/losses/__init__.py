@@ -1,8 +1,8 @@
 """Losses of geosparse."""
 
+from ..gp.likelihood import NPPLoss
 from .lsr import BlockStatistics, StatisticsMatchingLoss, label_counting
 from .naive import HardNaiveLoss, SoftNaiveLoss
-from .npp import NPPLoss
 from .p2r import p2r_loss, p2r_targets, peak_map
 from .transport import bayesian_kernel, gst_kernel, transport_loss
 

@@ -1,12 +1,8 @@
 """TorchGeo tasks of geosparse."""
 
 from .counting import DensityTask, PointMapTask, smoothed_point_map
-from .lsr import (
-    LabelSuperResolutionTask,
-    combine_with_prior,
-    match_fractions,
-    normalised_entropy,
-)
+from .heads import OutputHead, normalised_entropy
+from .lsr import LabelSuperResolutionTask, combine_with_prior, match_fractions
 from .npp import NPPTask, point_values
 from .utils import brief_trainer
 
@@ -14,6 +10,7 @@ __all__ = [
     'DensityTask',
     'LabelSuperResolutionTask',
     'NPPTask',
+    'OutputHead',
     'PointMapTask',
     'brief_trainer',
     'combine_with_prior',

@@ -31,6 +31,7 @@ together (kornia would not move the points), and score counts per window
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -43,9 +44,11 @@ from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
 from ..compat import PixelwiseRegression
 from ..datamodules.counting import flip_batch
 from ..gaussians import GaussianFit
+from ..io.spec import BandSpec, OutputSpec, Property
 from ..losses.p2r import p2r_loss, peak_map
 from ..losses.transport import bayesian_kernel, gst_kernel, transport_loss
 from ..teacher import EMATeacher, pseudo_points, unlabelled_weight
+from .heads import forward_padded, pad_multiple
 from .utils import FiniteTraining, log_epoch_metrics
 
 __all__ = ['DensityTask', 'PointMapTask', 'smoothed_point_map']
@@ -194,6 +197,67 @@ class _CountingTask(FiniteTraining, PixelwiseRegression):
         """The map written by prediction, from raw imagery."""
         raise NotImplementedError
 
+    # ------------------------------------------------------------- output head
+    def decode(self, x: Tensor) -> Tensor:
+        """The written bands ``(B, K, H, W)`` of a normalised (padded) input."""
+        raise NotImplementedError
+
+    def output_specs(
+        self, names: Sequence[str] | None = None, probabilities: bool = False
+    ) -> tuple[OutputSpec, ...]:
+        """The one file of the count map (:meth:`_bands`), float32 with NaN nodata.
+
+        Args:
+            names: band names (default: the task's).
+            probabilities: not used (no classes).
+
+        Returns:
+            One spec.
+        """
+        bands, props = self._bands()
+        if names is not None:
+            if len(names) != len(bands):
+                raise ValueError(
+                    f'class_names has {len(names)} names but the model has '
+                    f'{len(bands)} outputs.'
+                )
+            bands = [
+                BandSpec(n, b.definition) for n, b in zip(names, bands, strict=True)
+            ]
+        return (
+            OutputSpec(
+                task=type(self).__name__,
+                kind='regression',
+                bands=tuple(bands),
+                dtype='float32',
+                nodata=float('nan'),
+                names=tuple(b.name for b in bands),
+                properties=props,
+            ),
+        )
+
+    def _bands(self) -> tuple[list[BandSpec], dict[str, Property]]:
+        raise NotImplementedError
+
+    def predict_window(
+        self, image: Tensor, coarse: Tensor | None = None, probabilities: bool = False
+    ) -> Tensor:
+        """The count map's bands ``(K, h, w)`` of a raw window ``(1, C, h, w)``.
+
+        The network sees the window padded to its downsampling factor and the
+        bands (:meth:`decode`) are cropped back, as in
+        :func:`~geosparse.trainers.heads.forward_padded`.
+        """
+        with torch.no_grad():
+            return forward_padded(
+                self.decode, self.normalize(image), self.pad_multiple
+            )[0]
+
+    @property
+    def pad_multiple(self) -> int:
+        """Downsampling factor of the network (windows are padded to it)."""
+        return pad_multiple(str(self.hparams.get('model', '')))
+
 
 class DensityTask(_CountingTask):
     """Density regression from points: MSE, Bayesian Loss or GST (module doc)."""
@@ -272,6 +336,16 @@ class DensityTask(_CountingTask):
     def output_map(self, image: Tensor) -> Tensor:
         """The density (objects per pixel)."""
         return self(image)
+
+    def decode(self, x: Tensor) -> Tensor:
+        r"""Density :math:`\mathrm{softplus}(f(x)) / s` of a normalised input."""
+        return F.softplus(self.model(x)) / self.hparams['density_scale']
+
+    def _bands(self) -> tuple[list[BandSpec], dict[str, Property]]:
+        band = BandSpec(
+            'density', 'objects per pixel; its sum over an area is the count there'
+        )
+        return [band], {'counting': 'density'}
 
     def count(self, out: Tensor) -> Tensor:
         """Sum of the density per window."""
@@ -440,6 +514,29 @@ class PointMapTask(_CountingTask):
     def output_map(self, image: Tensor) -> Tensor:
         """``(B, 2, H, W)`` maps of raw imagery (:meth:`maps_from_logits`)."""
         return self.maps_from_logits(self.model(self.normalize(image)))
+
+    def decode(self, x: Tensor) -> Tensor:
+        """Probability and detection maps of a normalised input (:meth:`maps_from_logits`)."""
+        return self.maps_from_logits(self.model(x))
+
+    def _bands(self) -> tuple[list[BandSpec], dict[str, Property]]:
+        bands = [
+            BandSpec(
+                'probability',
+                'object probability of the cell of stride x stride pixels',
+            ),
+            BandSpec(
+                'detection',
+                'detections: 1 at the centre of each cell above the threshold '
+                'tag; their sum over an area is the count there',
+            ),
+        ]
+        props: dict[str, Property] = {
+            'counting': 'point map',
+            'threshold': self.hparams['threshold'],
+            'stride': int(self.hparams['stride']),
+        }
+        return bands, props
 
     def maps_from_logits(self, logits: Tensor) -> Tensor:
         r"""``(B, 2, H, W)`` from full-resolution network outputs ``(B, 1, H, W)``.

@@ -12,18 +12,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..compat import SemanticSegmentation
+from ..io.spec import OutputSpec
 from ..losses import HardNaiveLoss, SoftNaiveLoss, StatisticsMatchingLoss
 from ..losses.balance import CoarseBalance
 from ..metrics import LandCoverMetrics
 from ..models import LocalContextNet
 from ..priors import NLCD_DEVELOPED, JointDistribution, PriorError
+from .heads import class_bands, class_specs, forward_padded, pad_multiple
 from .utils import FiniteTraining
 
 __all__ = [
     'LabelSuperResolutionTask',
     'combine_with_prior',
     'match_fractions',
-    'normalised_entropy',
 ]
 
 LossName = Literal['lsr', 'soft-naive', 'hard-naive', 'hr', 'hr+lsr']
@@ -131,12 +132,6 @@ def match_fractions(
                 beta = beta + log_target - mean.clamp(min=1e-12).log()
             out[b][:, m] = (lp + beta[:, None]).softmax(dim=0)
     return out
-
-
-def normalised_entropy(probs: Tensor) -> Tensor:
-    r"""Entropy of ``(B, L, H, W)`` probabilities divided by :math:`\\log L` (0..1)."""
-    ent = -(probs * probs.clamp(min=1e-12).log()).sum(dim=1)
-    return ent / torch.log(torch.tensor(float(probs.shape[1])))
 
 
 class LabelSuperResolutionTask(FiniteTraining, SemanticSegmentation):
@@ -604,3 +599,55 @@ class LabelSuperResolutionTask(FiniteTraining, SemanticSegmentation):
     ) -> Tensor:
         """Class probabilities (combined with the coarse prior where given)."""
         return self.predict_probs(batch)
+
+    # ------------------------------------------------------------- output head
+    #: The head combines the network with coarse labels (``--coarse``).
+    uses_coarse = True
+
+    def output_specs(
+        self, names: Sequence[str] | None = None, probabilities: bool = False
+    ) -> tuple[OutputSpec, ...]:
+        """A class map of the fine classes (:func:`~geosparse.trainers.heads.class_specs`).
+
+        Args:
+            names: class names (default: the joint distribution's fine classes).
+            probabilities: also write one probability band per class.
+
+        Returns:
+            The class map's spec (and the probabilities').
+        """
+        return class_specs(
+            type(self).__name__,
+            self.table.fine_names if names is None else names,
+            probabilities,
+        )
+
+    def predict_window(
+        self, image: Tensor, coarse: Tensor | None = None, probabilities: bool = False
+    ) -> Tensor:
+        r"""Class and uncertainty bands of a raw window, with the coarse prior.
+
+        :math:`p(l \mid x)` from the network (:meth:`normalize`, then the padded
+        forward), combined with the coarse labels where given and
+        ``prior_weight > 0`` (:meth:`combine`), then
+        :func:`~geosparse.trainers.heads.class_bands`.
+
+        Args:
+            image: ``(1, C, h, w)`` raw imagery.
+            coarse: ``(1, h, w)`` raw coarse codes on the window's pixels, or None.
+            probabilities: add one probability band per class.
+
+        Returns:
+            ``(2 [+ L], h, w)`` uint8 bands.
+        """
+        x = self.normalize(image)
+        with torch.no_grad():
+            p = forward_padded(self.model, x, self.pad_multiple).softmax(dim=1)
+            if coarse is not None and self.hparams['prior_weight'] > 0:
+                p = self.combine(p, self.coarse_index(coarse.long()))
+        return class_bands(p[0], probabilities)
+
+    @property
+    def pad_multiple(self) -> int:
+        """Downsampling factor of the network (windows are padded to it)."""
+        return pad_multiple(str(self.hparams.get('model', '')))

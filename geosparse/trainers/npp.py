@@ -4,12 +4,14 @@ Shi et al., "Neural Point Processes for Pixel-wise Regression". The network maps
 image to a dense map :math:`m = f(x)`; it is trained only at labelled points, with
 either the Gaussian-process likelihood of :class:`~geosparse.losses.NPPLoss`
 (``loss='npp'``) or plain MSE at the points (``loss='mse'``, the paper's baseline).
-At prediction, :func:`~geosparse.posterior.posterior_map` conditions the map on
+The kernel, the noise and the loss are the objects of :mod:`geosparse.gp`. At
+prediction, :func:`~geosparse.gp.posterior.posterior_map` conditions the map on
 revealed points and gives a standard deviation for every pixel.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
@@ -17,9 +19,17 @@ from torch import Tensor, nn
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, R2Score
 
 from ..compat import PixelwiseRegression
-from ..kernels import ContextRBFKernel, KernelFamily, RBFKernel
-from ..losses import NPPLoss
-from ..posterior import posterior_map
+from ..gp import (
+    ContextKernel,
+    GaussianNoise,
+    KernelFamily,
+    KernelParams,
+    MarginalLikelihood,
+    StationaryKernel,
+    posterior_map,
+)
+from ..io.spec import BandSpec, OutputSpec
+from .heads import forward_padded, pad_multiple
 from .utils import FiniteTraining, log_epoch_metrics
 
 __all__ = ['NPPTask', 'point_values']
@@ -71,7 +81,7 @@ class NPPTask(FiniteTraining, PixelwiseRegression):
             kernel: ``static`` (fixed :math:`\ell, s^2`), ``learnable`` or
                 ``context`` (regressed from the image).
             kernel_family: ``rbf`` (the paper's) or a Matérn
-                (:func:`~geosparse.kernels.stationary`).
+                (:func:`~geosparse.gp.kernels.stationary`).
             lengthscale: :math:`\ell` in pixels (initial value unless static).
             variance: :math:`s^2` in squared target units (after ``target_scale``).
             noise: :math:`\sigma_0^2` (initial value when learnable).
@@ -137,11 +147,11 @@ class NPPTask(FiniteTraining, PixelwiseRegression):
         kernel: nn.Module
         family = hp.get('kernel_family', 'rbf')  # older checkpoints: the RBF
         if hp['kernel'] == 'context':
-            kernel = ContextRBFKernel(
+            kernel = ContextKernel(
                 hp['in_channels'], hp['lengthscale'], hp['variance'], family=family
             )
         elif hp['kernel'] in ('static', 'learnable'):
-            kernel = RBFKernel(
+            kernel = StationaryKernel(
                 hp['lengthscale'],
                 hp['variance'],
                 learnable=hp['kernel'] == 'learnable',
@@ -151,7 +161,8 @@ class NPPTask(FiniteTraining, PixelwiseRegression):
             raise ValueError(
                 f"kernel={hp['kernel']!r}: choose 'static', 'learnable' or 'context'."
             )
-        self.npp_loss = NPPLoss(kernel, hp['noise'], learn_noise=hp['learn_noise'])
+        noise = GaussianNoise(hp['noise'], learnable=hp['learn_noise'])
+        self.npp_loss = MarginalLikelihood(kernel, noise)
 
     def configure_metrics(self) -> None:
         """MSE, MAE and R² over all points (and dense truth pixels) of an epoch."""
@@ -171,7 +182,7 @@ class NPPTask(FiniteTraining, PixelwiseRegression):
 
     @property
     def kernel_family(self) -> str:
-        """``rbf`` or a Matérn (:func:`~geosparse.kernels.stationary`)."""
+        """``rbf`` or a Matérn (:func:`~geosparse.gp.kernels.stationary`)."""
         return str(self.hparams.get('kernel_family', 'rbf'))
 
     def normalize(self, x: Tensor) -> Tensor:
@@ -247,14 +258,15 @@ class NPPTask(FiniteTraining, PixelwiseRegression):
         """Log test metrics."""
         self._log_epoch('test')
 
-    def kernel_params(self, image: Tensor) -> tuple[float, float, float]:
-        r""":math:`(\ell, s^2, \sigma_0^2)` for one raw image ``(1, C, H, W)``, in pixels and target units."""
+    def kernel_params(self, image: Tensor) -> KernelParams:
+        r"""The GP of one raw image ``(1, C, H, W)``: :math:`\ell` in pixels, :math:`s^2, \sigma_0^2` in target units."""
         with torch.no_grad():
             ell, var = self.kernel.params(self.normalize(image), image.shape[0])  # type: ignore[operator]
-            noise = float(self.npp_loss.noise)
+            noise = float(self.npp_loss.noise.variance)
         scale2 = self.hparams['target_scale'] ** 2
-        noise *= scale2
-        return float(ell[0]), float(var[0]) * scale2, noise
+        return KernelParams(
+            self.kernel_family, float(ell[0]), float(var[0]) * scale2, noise * scale2
+        )
 
     def predict_step(
         self, batch: Any, batch_idx: int, dataloader_idx: int = 0
@@ -268,20 +280,58 @@ class NPPTask(FiniteTraining, PixelwiseRegression):
         out = self(image)
         results = []
         for i in range(out.shape[0]):
-            ell, var, noise = self.kernel_params(image[i : i + 1])
+            params = self.kernel_params(image[i : i + 1])
             if 'points' in batch:
                 ok = batch['valid'][i]
                 pts, vals = batch['points'][i][ok], batch['values'][i][ok][:, 0]
             else:
                 pts, vals = torch.zeros(0, 2), torch.zeros(0)
-            mean, std = posterior_map(
-                out[i, 0].double(),
-                pts,
-                vals,
-                ell,
-                var,
-                noise,
-                family=self.kernel_family,
-            )
+            mean, std = posterior_map(out[i, 0].double(), pts, vals, params)
             results.append(torch.stack([mean, std]).float())
         return torch.stack(results)
+
+    # ------------------------------------------------------------- output head
+    def output_specs(
+        self, names: Sequence[str] | None = None, probabilities: bool = False
+    ) -> tuple[OutputSpec, ...]:
+        """The network's mean map (float32, NaN nodata).
+
+        Prediction conditions it on revealed points with the task's GP
+        (:meth:`kernel_params`) and adds the ``std`` band
+        (:mod:`geosparse.inference.conditioning`).
+
+        Args:
+            names: the output's name (default ``output_0``).
+            probabilities: not used.
+
+        Returns:
+            One spec.
+        """
+        names = ('output_0',) if names is None else tuple(names)
+        if len(names) != 1:
+            raise ValueError(
+                f'class_names has {len(names)} names but the model has 1 output.'
+            )
+        return (
+            OutputSpec(
+                task=type(self).__name__,
+                kind='regression',
+                bands=(BandSpec('mean', 'network mean'),),
+                dtype='float32',
+                nodata=float('nan'),
+                names=names,
+            ),
+        )
+
+    def predict_window(
+        self, image: Tensor, coarse: Tensor | None = None, probabilities: bool = False
+    ) -> Tensor:
+        """The mean map ``(1, h, w)`` in target units of a raw window ``(1, C, h, w)``."""
+        with torch.no_grad():
+            out = forward_padded(self.model, self.normalize(image), self.pad_multiple)
+        return (out * self.hparams['target_scale'])[0]
+
+    @property
+    def pad_multiple(self) -> int:
+        """Downsampling factor of the network (windows are padded to it)."""
+        return pad_multiple(str(self.hparams.get('model', '')))

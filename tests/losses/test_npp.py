@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.distributions import MultivariateNormal
 
-from geosparse.kernels import ContextRBFKernel, RBFKernel, rbf, stable_cholesky
+from geosparse.gp.kernels import ContextRBFKernel, RBFKernel, rbf, stable_cholesky
 from geosparse.losses import NPPLoss
 
 

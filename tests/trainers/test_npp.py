@@ -9,7 +9,7 @@ import torch
 
 from geosparse.cli import main
 from geosparse.datasets import make_point_labels, make_scene
-from geosparse.posterior import posterior_map
+from geosparse.gp.posterior import posterior_map
 from geosparse.trainers import NPPTask, point_values
 
 from ..conftest import ROOT

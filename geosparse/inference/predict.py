@@ -10,7 +10,6 @@ over the whole raster) and streams the blocks into a COG, and
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import re
@@ -24,12 +23,14 @@ import numpy as np
 import pystac
 import torch
 
+from ..io.raster import file_checksum, read_coarse_on_grid
+from ..io.source import ImageSource
+from ..io.spec import OutputSpec, Property
+from ..stac import asset_href, output_item, search_items, write_item
+from ..trainers.heads import CLASS_COLORS
+from ..trainers.lsr import LabelSuperResolutionTask
 from .blocks import OutputFile, predict_blocks
-from .io.raster import file_checksum, read_coarse_on_grid
-from .io.source import ImageSource
-from .predictors import CLASS_COLORS, Predictor
-from .stac import asset_href, output_item, search_items, write_item
-from .trainers.lsr import LabelSuperResolutionTask
+from .predictor import Predictor
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -57,6 +58,12 @@ def probability_path(out_path: str | os.PathLike[str]) -> Path:
     return out.with_name(f'{out.stem}_probabilities{out.suffix}')
 
 
+def _further_path(out_path: str | os.PathLike[str], spec: OutputSpec) -> Path:
+    """Path of a further output file beside the main COG (by the spec's kind)."""
+    out = Path(out_path)
+    return out.with_name(f'{out.stem}_{spec.kind}{out.suffix}')
+
+
 def _reveal_on(
     predictor: Predictor, src: ImageSource, label: str
 ) -> tuple[Predictor, int]:
@@ -71,8 +78,10 @@ def _reveal_on(
     Raises:
         ValueError: if no point lies on the imagery.
     """
-    assert predictor.reveal is not None
-    xy, values = predictor.reveal
+    assert predictor.conditioning is not None
+    points = predictor.conditioning.points
+    assert points is not None
+    xy, values = points.xy, points.values
     inside = src.grid.contains(xy) & np.isfinite(xy).all(1)
     if not inside.any():
         raise ValueError(
@@ -87,7 +96,8 @@ def _reveal_on(
             'and are not used (the output tags count the points used).',
             stacklevel=3,
         )
-    xy, values = xy[inside], values[inside]
+    points = points.subset(inside)
+    xy, values = points.xy, points.values
     _, first, groups = np.unique(xy, axis=0, return_index=True, return_inverse=True)
     groups = groups.reshape(-1)
     spread = np.zeros(len(first))
@@ -99,9 +109,7 @@ def _reveal_on(
             'the std (very much with --calibrate): merge or remove the duplicates.',
             stacklevel=3,
         )
-    other = copy.copy(predictor)
-    other.reveal = (xy, values)
-    return other, outside
+    return predictor.with_points(points), outside
 
 
 def predict_raster(
@@ -147,7 +155,7 @@ def predict_raster(
             f'{predictor.in_channels}; pass imagery with the training bands.'
         )
     label = ', '.join(src.paths)
-    tags: dict[str, str] = {}
+    tags: dict[str, Property] = {}
     if coarse_path is not None and predictor.uses_coarse:
         cover = src.grid.coverage(coarse_path)
         if cover == 0:
@@ -155,23 +163,17 @@ def predict_raster(
                 f'--coarse {coarse_path} does not overlap {label}; give the coarse '
                 'labels of this area, or leave --coarse out.'
             )
-        tags.update(coarse=Path(coarse_path).name, coarse_coverage=f'{cover:.4f}')
+        tags.update(coarse=Path(coarse_path).name, coarse_coverage=round(cover, 4))
     if predictor.reveal is not None:
         predictor, outside = _reveal_on(predictor, src, label)
-        tags['revealed_points_outside'] = str(outside)
+        tags['revealed_points_outside'] = outside
     # With Predictor.calibrate, the kernel is rescaled on this raster's known points.
     predictor = predictor.calibrated(src, block, halo, progress=progress)
-    cog = predictor.cog_options()
-    cog['tags'] = {**cog.get('tags', {}), **tags}
-    extra = []
-    if predictor.count > predictor.main_count:
-        extra.append(
-            OutputFile(
-                probability_path(out_path),
-                predictor.count - predictor.main_count,
-                predictor.probability_options(),
-            )
-        )
+    main, *further = [spec.with_properties(**tags) for spec in predictor.specs]
+    extra = [
+        OutputFile(_further_path(out_path, spec), spec.count, spec.cog_options())
+        for spec in further
+    ]
     # The predictor sets torch's (process-wide) thread count for its blocks; the
     # caller's setting comes back afterwards.
     torch_threads = torch.get_num_threads()
@@ -180,16 +182,16 @@ def predict_raster(
             src,
             predictor,
             out_path,
-            count=predictor.main_count,
-            dtype=predictor.dtype,
-            nodata=predictor.nodata,
+            count=main.count,
+            dtype=main.dtype,
+            nodata=main.nodata,
             coarse_path=coarse_path if predictor.uses_coarse else None,
             block=block,
             halo=halo,
             threads=threads or os.cpu_count() or 1,
             scheduler=scheduler,
             progress=progress,
-            cog=cog,
+            cog=main.cog_options(),
             extra_outputs=extra,
         )
     finally:

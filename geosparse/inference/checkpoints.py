@@ -25,10 +25,10 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningModule
 
-from .compat import TORCHGEO_TASKS, PixelwiseRegression, SemanticSegmentation
-from .trainers.counting import DensityTask, PointMapTask
-from .trainers.lsr import LabelSuperResolutionTask
-from .trainers.npp import NPPTask
+from ..compat import TORCHGEO_TASKS, PixelwiseRegression, SemanticSegmentation
+from ..trainers.counting import DensityTask, PointMapTask
+from ..trainers.lsr import LabelSuperResolutionTask
+from ..trainers.npp import NPPTask
 
 __all__ = [
     'KNOWN_TASKS',

@@ -35,8 +35,8 @@ from rasterio.io import DatasetWriter
 from rasterio.windows import Window
 from tqdm.auto import tqdm
 
-from .io.cog import cog_writer
-from .io.source import ImageSource
+from ..io.cog import cog_writer
+from ..io.source import ImageSource
 
 if TYPE_CHECKING:
     from distributed import Client

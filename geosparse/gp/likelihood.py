@@ -1,4 +1,4 @@
-r"""The Neural Point Process loss: a Gaussian-process likelihood over point labels.
+r"""The Neural Point Process loss: the GP's marginal likelihood of point labels.
 
 Shi et al., "Neural Point Processes for Pixel-wise Regression": the labels
 :math:`y_i` at the points :math:`P_i` of image :math:`i` are a Gaussian process with
@@ -15,52 +15,48 @@ The sum is divided by the number of valid points (the paper sums; per point keep
 the loss on the scale of the MSE it replaces, whatever the batch). An image with
 one point reduces to a Gaussian with variance :math:`k(x, x) + \sigma_0^2`; an image
 with none adds nothing; a batch without any point is an error, not a zero loss.
+
+As in gpytorch, the likelihood is built over two separate objects: the kernel
+(:mod:`geosparse.gp.kernels`) and the noise (:class:`~geosparse.gp.noise.GaussianNoise`).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..kernels import stable_cholesky
+from .kernels import stable_cholesky
+from .noise import GaussianNoise
 
-__all__ = ['NPPLoss']
+__all__ = ['MarginalLikelihood', 'NPPLoss']
 
 
-class NPPLoss(nn.Module):
-    """Negative GP log-likelihood of point labels around the network's output."""
+class MarginalLikelihood(nn.Module):
+    """Negative GP log marginal likelihood of point labels around the network's output."""
 
-    def __init__(
-        self, kernel: nn.Module, noise: float = 0.1, learn_noise: bool = True
-    ) -> None:
-        r"""Initialise the loss.
+    def __init__(self, kernel: nn.Module, noise: GaussianNoise | None = None) -> None:
+        """Initialise the loss.
 
         Args:
-            kernel: a kernel of :mod:`geosparse.kernels` (its parameters, if any,
+            kernel: a kernel of :mod:`geosparse.gp.kernels` (its parameters, if any,
                 are trained through this loss).
-            noise: :math:`\sigma_0^2` (initial value when learnable).
-            learn_noise: optimise :math:`\sigma_0^2` too.
-
-        Raises:
-            ValueError: for a non-positive noise.
+            noise: the observation noise (default: learnable, initial 0.1).
         """
         super().__init__()
-        if noise <= 0:
-            raise ValueError(f'noise={noise} must be > 0.')
         self.kernel = kernel
-        raw = torch.tensor(noise + math.log(-math.expm1(-noise)))
-        if learn_noise:
-            self.raw_noise = nn.Parameter(raw)
-        else:
-            self.register_buffer('raw_noise', raw)
+        self.noise = GaussianNoise() if noise is None else noise
 
-    @property
-    def noise(self) -> Tensor:
-        r""":math:`\sigma_0^2 = \mathrm{softplus}(\theta_0)`."""
-        return F.softplus(self.raw_noise)
+    def _load_from_state_dict(  # type: ignore[no-untyped-def]
+        self, state_dict: dict[str, Any], prefix: str, *args, **kwargs
+    ) -> None:
+        # Checkpoints before geosparse.gp kept the noise as ``raw_noise``.
+        old = f'{prefix}raw_noise'
+        if old in state_dict:
+            state_dict[f'{prefix}noise.raw'] = state_dict.pop(old)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(
         self,
@@ -99,10 +95,17 @@ class NPPLoss(nn.Module):
         k = self.kernel(coords.to(dtype), coords.to(dtype), context)
         pair = mask[:, :, None] * mask[:, None, :]
         eye = torch.eye(k.shape[-1], dtype=dtype, device=k.device)
-        cov = k * pair + eye * (self.noise.to(dtype) * mask + (1 - mask))[:, :, None]
+        cov = (
+            k * pair
+            + eye * (self.noise.variance.to(dtype) * mask + (1 - mask))[:, :, None]
+        )
         factor = stable_cholesky(cov)
         logdet = 2 * factor.diagonal(dim1=-2, dim2=-1).log().sum(-1)
         alpha = torch.cholesky_solve(resid[..., None], factor)[..., 0]
         quad = (resid * alpha).sum(-1)
         nll = 0.5 * (logdet + quad + mask.sum(-1) * math.log(2 * math.pi))
         return (nll.sum() / n_valid).to(pred.dtype)
+
+
+#: The Neural Point Process loss is the GP's negative log marginal likelihood.
+NPPLoss = MarginalLikelihood

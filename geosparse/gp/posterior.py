@@ -16,7 +16,8 @@ with :math:`K_{++} = k(P_+, P_+) + \sigma_0^2 I`. :math:`K_{++}` is factorised o
 tiles, so memory is bounded by ``chunk`` × the number of points whatever the
 map's size, and each tile uses only the points within reach of its pixels. The kernel
 is the RBF :math:`k(a, b) = s^2 \exp(-\lVert a - b \rVert^2 / 2\ell^2)` in pixel units,
-or a Matérn (``family``, :func:`~geosparse.kernels.stationary`).
+or a Matérn (:func:`~geosparse.gp.kernels.stationary`), given with the noise as one
+:class:`~geosparse.gp.params.KernelParams`.
 
 The kernel learnt in training describes the residuals at *training* points, which the
 network has partly fitted, so its variance can be too small (or, early in training,
@@ -35,20 +36,27 @@ import torch
 from torch import Tensor
 
 from .kernels import kernel_reach, stable_cholesky, stationary
+from .params import KernelParams
 
 __all__ = ['loo_variance_scale', 'posterior_map']
+
+
+def _in_pixels(params: KernelParams) -> tuple[float, float, float, str]:
+    if params.units != 'pixels':
+        raise ValueError(
+            'the kernel length-scale must be in pixels of the map; convert it with '
+            'KernelParams.in_pixels(resolution).'
+        )
+    return params.lengthscale, params.variance, params.noise, params.family
 
 
 def posterior_map(
     mean: Tensor,
     points: Tensor,
     values: Tensor,
-    lengthscale: float,
-    variance: float,
-    noise: float,
+    params: KernelParams,
     chunk: int = 8_000_000,
     cutoff: float = 1e-12,
-    family: str = 'rbf',
 ) -> tuple[Tensor, Tensor]:
     r"""Posterior mean and standard deviation of every pixel given revealed points.
 
@@ -70,27 +78,21 @@ def posterior_map(
             ``mean`` (pixel centres at integer + 0.5 are not required; the network
             mean at a point is read at the pixel that contains it).
         values: ``(P,)`` revealed labels :math:`y_+`.
-        lengthscale: kernel length-scale :math:`\ell` in pixels.
-        variance: kernel variance :math:`s^2`.
-        noise: observation noise variance :math:`\sigma_0^2`.
+        params: kernel family, :math:`\ell` (pixels), :math:`s^2` and
+            :math:`\sigma_0^2`; for a Matérn the reach :math:`R` is
+            :func:`~geosparse.gp.kernels.kernel_reach`.
         chunk: at most this many kernel entries (pixels × points) at once.
         cutoff: :math:`\epsilon`, the relative covariance below which a point is
             ignored for a tile (0 keeps every point).
-        family: kernel family (:func:`~geosparse.kernels.stationary`; the reach
-            :math:`R` is then :func:`~geosparse.kernels.kernel_reach`).
 
     Returns:
         ``(mean, std)`` maps ``(H, W)``; without points, ``mean`` and
         :math:`\sqrt{s^2}` everywhere.
 
     Raises:
-        ValueError: on mismatched shapes or non-positive kernel parameters.
+        ValueError: on mismatched shapes or a length-scale not in pixels.
     """
-    if lengthscale <= 0 or variance <= 0 or noise < 0:
-        raise ValueError(
-            f'lengthscale={lengthscale} and variance={variance} must be > 0 and '
-            f'noise={noise} >= 0.'
-        )
+    lengthscale, variance, noise, family = _in_pixels(params)
     if points.ndim != 2 or points.shape[1] != 2 or values.shape != points.shape[:1]:
         raise ValueError(
             f'points must be (P, 2) and values (P,), got {tuple(points.shape)} and '
@@ -146,12 +148,7 @@ def posterior_map(
 
 
 def loo_variance_scale(
-    points: Tensor,
-    residuals: Tensor,
-    lengthscale: float,
-    variance: float,
-    noise: float,
-    family: str = 'rbf',
+    points: Tensor, residuals: Tensor, params: KernelParams
 ) -> float:
     r"""Factor :math:`c` for :math:`s^2` and :math:`\sigma_0^2` from leave-one-out residuals.
 
@@ -165,10 +162,7 @@ def loo_variance_scale(
     Args:
         points: ``(P, 2)`` revealed points (pixels), :math:`P \ge 2`.
         residuals: ``(P,)`` labels minus the network mean at the points.
-        lengthscale: kernel length-scale :math:`\ell` in pixels.
-        variance: kernel variance :math:`s^2`.
-        noise: :math:`\sigma_0^2`.
-        family: kernel family (:func:`~geosparse.kernels.stationary`).
+        params: the kernel (:math:`\ell` in pixels) and :math:`\sigma_0^2`.
 
     Returns:
         :math:`c > 0` (1.0 with fewer than two points, where it is undefined).
@@ -176,6 +170,7 @@ def loo_variance_scale(
     Raises:
         ValueError: on mismatched shapes or non-finite residuals.
     """
+    lengthscale, variance, noise, family = _in_pixels(params)
     if points.ndim != 2 or points.shape[1] != 2 or residuals.shape != points.shape[:1]:
         raise ValueError(
             f'points must be (P, 2) and residuals (P,), got {tuple(points.shape)} and '

@@ -10,12 +10,21 @@ geostatistics, is offered too (:func:`stationary`, ``family``):
 :math:`s^2 e^{-r/\ell}` (``matern12``, exponential),
 :math:`s^2 (1 + \sqrt3 r/\ell) e^{-\sqrt3 r/\ell}` (``matern32``) and
 :math:`s^2 (1 + \sqrt5 r/\ell + 5r^2/3\ell^2) e^{-\sqrt5 r/\ell}` (``matern52``).
+Kernels are objects, as in gpytorch: a kernel holds its family and its
+length-scale and variance; the observation noise is a separate object
+(:class:`~geosparse.gp.noise.GaussianNoise`) and the NPP loss is the marginal
+likelihood over the two (:class:`~geosparse.gp.likelihood.MarginalLikelihood`).
 Three ways to set :math:`\ell, s^2`:
 
-- :class:`RBFKernel` with ``learnable=False`` (*static*: :math:`\ell, s^2` fixed, e.g.
-  tuned on validation data) or ``learnable=True`` (optimised with the network);
-- :class:`ContextRBFKernel` (*context-aware*): :math:`\ell, s^2` regressed from the
+- :class:`StationaryKernel` with ``learnable=False`` (*static*: :math:`\ell, s^2`
+  fixed, e.g. tuned on validation data by :func:`~geosparse.gp.fit.fit_kernel`) or
+  ``learnable=True`` (optimised with the network);
+- :class:`ContextKernel` (*context-aware*): :math:`\ell, s^2` regressed from the
   input image by a small convolutional head, one pair per image.
+
+Both give their parameters for an image as :class:`~geosparse.gp.params.KernelParams`
+(:meth:`StationaryKernel.fitted`), the one value type that the posterior, the
+leave-one-out calibration, the task, the command line and the COG tags share.
 
 Parameters are kept positive through a softplus. Unlike the authors' public code,
 the length-scale is not clamped to [1, 2] px and the context head receives
@@ -34,9 +43,9 @@ from torch import Tensor, nn
 
 __all__ = [
     'FAMILIES',
-    'ContextRBFKernel',
+    'ContextKernel',
     'KernelFamily',
-    'RBFKernel',
+    'StationaryKernel',
     'kernel_reach',
     'rbf',
     'stable_cholesky',
@@ -188,14 +197,19 @@ def stable_cholesky(matrix: Tensor, max_tries: int = 6) -> Tensor:
     )
 
 
-def _inverse_softplus(x: float) -> float:
+def inverse_softplus(x: float) -> float:
+    r""":math:`\theta` with :math:`\mathrm{softplus}(\theta) = x` (:math:`x > 0`)."""
     return x + math.log(-math.expm1(-x))
 
 
-class RBFKernel(nn.Module):
-    r"""RBF kernel with a length-scale and variance, static or learnable.
+_inverse_softplus = inverse_softplus
 
-    :math:`k(a, b) = s^2 \exp(-\lVert a-b \rVert^2 / 2\ell^2)`, with
+
+class StationaryKernel(nn.Module):
+    r"""A stationary kernel of one family, static or learnable.
+
+    :math:`k(a, b) = s^2 \rho(\lVert a-b \rVert / \ell)` with the family's correlation
+    :math:`\rho` (RBF or Matérn, :func:`stationary`),
     :math:`\ell = \mathrm{softplus}(\theta_\ell)` and :math:`s^2 = \mathrm{softplus}(\theta_s)`.
     """
 
@@ -245,8 +259,8 @@ class RBFKernel(nn.Module):
         return stationary(a, b, ell.to(a.dtype), var.to(a.dtype), self.family)
 
 
-class ContextRBFKernel(nn.Module):
-    r"""RBF kernel whose :math:`\ell` and :math:`s^2` are regressed from the image.
+class ContextKernel(nn.Module):
+    r"""A stationary kernel whose :math:`\ell` and :math:`s^2` are regressed from the image.
 
     A small head (two strided convolutions, global average pooling, a linear layer,
     softplus) maps each input image to its own :math:`(\ell, s^2)`, initialised

@@ -1,0 +1,27 @@
+"""Prediction: checkpoints, output heads, GP conditioning, calibration, blocks, COGs.
+
+- :mod:`~geosparse.inference.checkpoints`: loading checkpoints as weights and plain
+  data (no unpickling of untrusted objects);
+- :mod:`~geosparse.inference.heads`: TorchGeo's tasks as output heads;
+- :mod:`~geosparse.inference.conditioning` and :mod:`~geosparse.inference.calibration`:
+  the GP posterior given revealed points, and its leave-one-out calibration;
+- :mod:`~geosparse.inference.predictor`: :class:`Predictor`, a task as a block
+  function;
+- :mod:`~geosparse.inference.blocks` and :mod:`~geosparse.inference.predict`: block
+  prediction streamed into COGs with STAC Items.
+"""
+
+from .checkpoints import UntrustedCheckpointError, load_task, task_class_for
+from .conditioning import GPConditioning, RevealedPoints
+from .heads import head_for
+from .predictor import Predictor
+
+__all__ = [
+    'GPConditioning',
+    'Predictor',
+    'RevealedPoints',
+    'UntrustedCheckpointError',
+    'head_for',
+    'load_task',
+    'task_class_for',
+]

@@ -1,0 +1,167 @@
+r"""GP conditioning of a regression head's mean on revealed points (NPP-GP).
+
+Neural Point Processes (Shi et al.) treat the labels as a Gaussian process around
+the network's mean :math:`m = f(x)`. Given labels :math:`y_+` revealed at points
+:math:`P_+` inside a window, every pixel gets the posterior mean and standard
+deviation of :func:`~geosparse.gp.posterior.posterior_map`:
+
+.. math::
+    \mu_* = m_* + k_{*+} K_{++}^{-1} (y_+ - m_+), \qquad
+    \sigma_*^2 = k_{**} - k_{*+} K_{++}^{-1} k_{+*}.
+
+The kernel is given (:class:`~geosparse.gp.params.KernelParams` with :math:`\ell`
+in CRS units, converted to the window's pixels) or is the NPP task's own
+(:meth:`~geosparse.trainers.NPPTask.kernel_params`, per window for a context-aware
+kernel). A calibration factor :math:`c`
+(:func:`~geosparse.inference.calibration.calibrate`) multiplies :math:`s^2` and
+:math:`\sigma_0^2`. :class:`GPConditioning` also turns the head's one-band spec
+into the written ``mean`` and ``std`` bands with the kernel in the tags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from affine import Affine
+from pyproj import Transformer
+from rasterio.crs import CRS
+from torch import Tensor
+
+from ..gp import KernelParams, posterior_map
+from ..io.spec import BandSpec, OutputSpec
+
+__all__ = ['GPConditioning', 'RevealedPoints', 'TaskKernel']
+
+#: A task's kernel of one raw window ``(1, C, h, w)`` (:math:`\ell` in pixels).
+TaskKernel = Callable[[Tensor], KernelParams]
+
+
+@dataclass(frozen=True)
+class RevealedPoints:
+    """Known labels at points.
+
+    Attributes:
+        xy: ``(P, 2)`` coordinates in :attr:`crs`.
+        values: ``(P,)`` labels.
+        crs: their CRS (None: the rasters').
+    """
+
+    xy: np.ndarray
+    values: np.ndarray
+    crs: CRS | None = None
+
+    def to_crs(self, crs: CRS) -> RevealedPoints:
+        """The points reprojected to ``crs`` (self if already there or unknown)."""
+        if self.crs is None or self.crs == crs:
+            return self
+        xs, ys = Transformer.from_crs(self.crs, crs, always_xy=True).transform(
+            self.xy[:, 0], self.xy[:, 1]
+        )
+        return RevealedPoints(np.stack([xs, ys], axis=1), self.values, crs)
+
+    def subset(self, keep: np.ndarray) -> RevealedPoints:
+        """The points where ``keep`` is true."""
+        return RevealedPoints(self.xy[keep], self.values[keep], self.crs)
+
+    def in_window(
+        self, transform: Affine, height: int, width: int
+    ) -> tuple[Tensor, Tensor]:
+        """``(row, col)`` pixel positions (exact, not snapped) and values inside a window."""
+        cols, rows = (~transform) * (self.xy[:, 0], self.xy[:, 1])
+        inside = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
+        pts = torch.from_numpy(np.stack([rows[inside], cols[inside]], axis=1))
+        return pts, torch.from_numpy(self.values[inside])
+
+
+@dataclass(frozen=True)
+class GPConditioning:
+    r"""Posterior mean and std of a window's mean band given revealed points.
+
+    Attributes:
+        points: the revealed points (None: none; the std is the prior's).
+        kernel: the kernel given (:math:`\ell` in CRS units), or None to use the
+            task's (passed to :meth:`__call__`; the conditioning holds no model, so
+            it pickles small for dask workers).
+        kernel_source: how the task's kernel is set (for the tags), e.g.
+            ``learnable``.
+        family: kernel family used with the task's kernel.
+        variance_scale: calibration factor :math:`c` of :math:`s^2, \sigma_0^2`.
+    """
+
+    points: RevealedPoints | None = None
+    kernel: KernelParams | None = None
+    kernel_source: str = 'rbf'
+    family: str = 'rbf'
+    variance_scale: float = 1.0
+
+    def replace(self, **changes: object) -> GPConditioning:
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    def params(
+        self,
+        image: np.ndarray,
+        transform: Affine | None,
+        task_kernel: TaskKernel | None = None,
+    ) -> KernelParams:
+        r"""The kernel of a window, :math:`\ell` in its pixels, before calibration.
+
+        Raises:
+            ValueError: without a kernel given or a ``task_kernel``.
+        """
+        if self.kernel is not None:
+            res = 1.0 if transform is None else abs(transform.a)
+            return self.kernel.in_pixels(res)
+        if task_kernel is None:
+            raise ValueError("GPConditioning needs a kernel or the task's kernel.")
+        params = task_kernel(torch.from_numpy(image[None]))
+        return dataclasses.replace(params, family=self.family)
+
+    def spec(self, spec: OutputSpec) -> OutputSpec:
+        """The written spec: ``mean`` and ``std`` bands, the kernel in the tags."""
+        if self.kernel is not None:
+            kernel: dict[str, object] = self.kernel.as_dict()
+        else:
+            kernel = {'type': self.family, 'from': f'checkpoint ({self.kernel_source})'}
+        n = 0 if self.points is None else len(self.points.values)
+        return spec.replace(
+            bands=(
+                BandSpec('mean', 'GP posterior mean given the revealed points'),
+                BandSpec('std', 'GP posterior standard deviation'),
+            )
+        ).with_properties(
+            kernel=kernel, revealed_points=n, variance_scale=float(self.variance_scale)
+        )
+
+    def __call__(
+        self,
+        mean: Tensor,
+        image: np.ndarray,
+        transform: Affine | None,
+        task_kernel: TaskKernel | None = None,
+    ) -> np.ndarray:
+        """``(2, h, w)`` float32: posterior mean and std of the window.
+
+        Args:
+            mean: ``(h, w)`` the head's mean band.
+            image: ``(C, h, w)`` the raw window (context-aware kernels read it).
+            transform: the window's affine transform (needed with points).
+            task_kernel: the task's kernel of a raw window, when none is given.
+
+        Raises:
+            ValueError: with points but no transform.
+        """
+        h, w = mean.shape
+        pts = torch.zeros(0, 2, dtype=torch.float64)
+        vals = torch.zeros(0, dtype=torch.float64)
+        if self.points is not None:
+            if transform is None:
+                raise ValueError('reveal needs the window transform.')
+            pts, vals = self.points.in_window(transform, h, w)
+        params = self.params(image, transform, task_kernel).scaled(self.variance_scale)
+        post, std = posterior_map(mean.double(), pts, vals, params)
+        return np.stack([post.numpy(), std.numpy()]).astype(np.float32)

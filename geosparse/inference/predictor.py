@@ -1,0 +1,378 @@
+r"""A trained task turned into a block function: pad, call the head, condition, write.
+
+A :class:`Predictor` wraps a trained task and applies it to one window of raw
+imagery, returning the bands that :func:`~geosparse.inference.blocks.predict_blocks`
+writes. It knows no task: the task's output head
+(:class:`~geosparse.trainers.heads.OutputHead`; TorchGeo's tasks through
+:func:`~geosparse.inference.heads.head_for`) says what it writes
+(:class:`~geosparse.io.spec.OutputSpec`, one per file: a class map and optionally
+its probabilities, or a regression) and maps a raw window to those bands. With known
+points (``reveal``) or an NPP task, the regression mean is conditioned on the points
+by the GP (:mod:`~geosparse.inference.conditioning`), which adds a ``std`` band; with
+``calibrate``, the kernel's variance is first rescaled by leave-one-out on the
+points (:mod:`~geosparse.inference.calibration`).
+
+A predictor made from a checkpoint (:mod:`~geosparse.inference.checkpoints`) pickles
+to its checkpoint path and options, not its weights, so dask workers load the model
+once each.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from affine import Affine
+from lightning.pytorch import LightningModule
+from rasterio.crs import CRS
+
+from ..gp import FAMILIES, KernelParams
+from ..io.raster import file_sha256
+from ..io.source import ImageSource
+from ..io.spec import OutputSpec
+from ..trainers.heads import OutputHead
+from .checkpoints import load_task
+from .conditioning import GPConditioning, RevealedPoints
+from .heads import head_for
+
+__all__ = ['Predictor']
+
+# Models loaded in this process, by checkpoint path and hash (dask workers keep one).
+_LOADED: dict[tuple[str, str, str | None, bool], LightningModule] = {}
+_LOAD_LOCK = threading.Lock()
+
+
+def _load(
+    checkpoint: str, sha: str, task_class: str | None, trust: bool
+) -> LightningModule:
+    with _LOAD_LOCK:
+        key = (checkpoint, sha, task_class, trust)
+        if key not in _LOADED:
+            _LOADED[key] = load_task(checkpoint, task_class, trust)
+        return _LOADED[key]
+
+
+class Predictor:
+    """A trained task applied to windows of raw imagery (a block function).
+
+    Call it as ``predictor(image, coarse, transform=...)`` with ``image``
+    ``(C, h, w)`` float32 raw values and ``coarse`` ``(h, w)`` codes or None; it
+    returns the bands of all of :attr:`specs`, ``(count, h, w)`` of :attr:`dtype`.
+    """
+
+    def __init__(
+        self,
+        task: LightningModule | None = None,
+        *,
+        checkpoint: str | os.PathLike[str] | None = None,
+        task_class: str | None = None,
+        probabilities: bool = False,
+        mean: Sequence[float] | float | None = None,
+        std: Sequence[float] | float | None = None,
+        class_names: Sequence[str] | None = None,
+        torch_threads: int | None = 1,
+        reveal: tuple[np.ndarray, np.ndarray] | None = None,
+        reveal_crs: CRS | str | None = None,
+        kernel: Mapping[str, float] | KernelParams | None = None,
+        kernel_family: str | None = None,
+        calibrate: bool = False,
+        trust_checkpoint: bool = False,
+    ) -> None:
+        """Wrap a task (or a checkpoint, loaded now and again in each dask worker).
+
+        Args:
+            task: the trained task; if None, ``checkpoint`` is loaded.
+            checkpoint: Lightning checkpoint of the task (recorded in the output
+                tags with its SHA-256).
+            task_class: dotted class of the task when the checkpoint does not tell
+                (see :func:`~geosparse.inference.checkpoints.task_class_for`).
+            probabilities: segmentation: also write one probability band per class
+                (a second COG).
+            mean: TorchGeo tasks: per-band (or one) mean subtracted from the raw
+                imagery, as the training datamodule did (default 0).
+            std: TorchGeo tasks: per-band (or one) divisor (default 255).
+            class_names: names of the classes or outputs (default: the task's, or
+                ``class_0``, ``class_1``, ...).
+            torch_threads: torch intra-op threads when the model runs. The default,
+                1, makes every block's numbers independent of the thread count and
+                the machine's load, so the threaded scheduler and a cluster write
+                the same bytes (a different thread count changes float sums in the
+                last bit, enough to move a quantised value); parallelism comes from
+                the scheduler's threads or workers. None keeps torch's setting.
+            reveal: regression: known points as ``(xy (P, 2) in the imagery's CRS,
+                values (P,))`` (:func:`~geosparse.io.points.read_points`); each
+                block's output is then the GP posterior given the points inside the
+                block's window, halo included
+                (:class:`~geosparse.inference.conditioning.GPConditioning`), with a
+                ``std`` band.
+            reveal_crs: CRS of the ``reveal`` coordinates (they are reprojected to
+                each raster's CRS by :meth:`for_crs`); None: the rasters' CRS.
+            kernel: with ``reveal``: ``lengthscale`` (CRS units, e.g. metres),
+                ``variance`` and ``noise``, or :class:`~geosparse.gp.KernelParams`
+                (units ``crs``).
+            kernel_family: ``rbf`` or a Matérn (:func:`~geosparse.gp.stationary`);
+                default: the NPP checkpoint's, else ``rbf``.
+            calibrate: with ``reveal``: before predicting, rescale the kernel's
+                variance and noise by leave-one-out on the revealed points
+                (:meth:`calibrated`, called by
+                :func:`~geosparse.inference.predict.predict_raster`); the std band
+                then matches the errors at held-out points instead of the
+                residuals the network saw in training. Reveal points the network
+                was not trained on: at training points the residuals are too small.
+            trust_checkpoint: unpickle whatever the checkpoint holds and import the
+                task class it names. Off by default: a checkpoint is read as weights
+                and plain data (:mod:`~geosparse.inference.checkpoints`), since its
+                pickle can run code; only for files you trust.
+
+        Raises:
+            UntrustedCheckpointError: if the checkpoint needs more than weights and
+                plain data, or names an unknown task class, and is not trusted.
+            ValueError: without a task or a checkpoint, or for an unsupported task
+                (multilabel segmentation) or option.
+        """
+        if task is None and checkpoint is None:
+            raise ValueError('Predictor needs a task or a checkpoint.')
+        self.checkpoint = None if checkpoint is None else str(checkpoint)
+        self.sha256 = None if checkpoint is None else file_sha256(checkpoint)
+        self.task_class = task_class
+        self.trust_checkpoint = trust_checkpoint
+        if task is None:
+            assert self.checkpoint is not None and self.sha256 is not None
+            task = _load(self.checkpoint, self.sha256, task_class, trust_checkpoint)
+        self._task: LightningModule | None = task.eval()
+        self.mean, self.std = mean, std
+        self._head: OutputHead | None = None
+        self.probabilities = probabilities
+        self.torch_threads = torch_threads
+        self.task_name = type(task).__name__
+        hp = task.hparams
+        self.in_channels = int(hp.get('in_channels', 0)) or None
+        specs = self.head.output_specs(class_names, probabilities)
+        self.uses_coarse = bool(getattr(task, 'uses_coarse', False))
+        self.names = list(specs[0].names)
+        # The task's GP: an NPP task carries one (its kernel_params).
+        task_gp = hasattr(task, 'kernel_params')
+        family = kernel_family or str(getattr(task, 'kernel_family', 'rbf'))
+        if family not in FAMILIES:
+            raise ValueError(
+                f'kernel_family={family!r}: choose one of {", ".join(FAMILIES)}.'
+            )
+        points = None
+        if reveal is not None:
+            points = RevealedPoints(
+                np.asarray(reveal[0]),
+                np.asarray(reveal[1]),
+                None if reveal_crs is None else CRS.from_user_input(reveal_crs),
+            )
+            if specs[0].kind != 'regression' or specs[0].count != 1:
+                raise ValueError(
+                    'reveal (known points) needs a regression model with one output.'
+                )
+        given: KernelParams | None = None
+        options = kernel or {}
+        if isinstance(options, KernelParams):
+            given = options
+        elif {'lengthscale', 'variance'} <= set(options):
+            given = KernelParams.from_options(options, family, units='crs')
+        elif reveal is not None and not task_gp:
+            missing = sorted({'lengthscale', 'variance'} - set(options))
+            raise ValueError(
+                f'reveal needs the kernel parameters {missing}: give '
+                '--lengthscale (CRS units of the imagery, e.g. metres) and '
+                '--kernel-variance (label units squared), or use an NPPTask '
+                'checkpoint, which has its own kernel.'
+            )
+        if calibrate and reveal is None:
+            raise ValueError('calibrate needs known points (reveal, --reveal).')
+        source = str(hp.get('kernel', 'rbf'))
+        if calibrate and given is None and source == 'context':
+            raise ValueError(
+                'calibrate needs one kernel for the whole raster; the checkpoint has a '
+                'context-aware kernel (one per window): give --lengthscale and '
+                '--kernel-variance, or drop --calibrate.'
+            )
+        self.calibrate = calibrate
+        #: GP conditioning of the mean (NPP tasks, or known points), else None.
+        self.conditioning: GPConditioning | None = None
+        if task_gp or points is not None:
+            self.conditioning = GPConditioning(points, given, source, family)
+        props: dict[str, Any] = {}
+        if self.checkpoint is not None:
+            props = {
+                'checkpoint': Path(self.checkpoint).name,
+                'checkpoint_sha256': str(self.sha256),
+            }
+        self._head_specs = tuple(s.with_properties(**props) for s in specs)
+
+    @property
+    def specs(self) -> tuple[OutputSpec, ...]:
+        """What is written, one spec per file (the head's, after GP conditioning)."""
+        if self.conditioning is None:
+            return self._head_specs
+        return (self.conditioning.spec(self._head_specs[0]), *self._head_specs[1:])
+
+    # ------------------------------------------------------------ pickling
+    def __getstate__(self) -> dict[str, Any]:
+        """State without the model when a checkpoint can restore it."""
+        state = self.__dict__.copy()
+        if self.checkpoint is not None:
+            state['_task'] = None
+            state['_head'] = None
+        return state
+
+    @property
+    def task(self) -> LightningModule:
+        """The wrapped task (loaded from the checkpoint on first use)."""
+        if self._task is None:
+            assert self.checkpoint is not None and self.sha256 is not None
+            self._task = _load(
+                self.checkpoint, self.sha256, self.task_class, self.trust_checkpoint
+            )
+        return self._task
+
+    @property
+    def head(self) -> OutputHead:
+        """The task's output head (:func:`~geosparse.inference.heads.head_for`)."""
+        if self._head is None:
+            self._head = head_for(self.task, self.mean, self.std)
+        return self._head
+
+    # ------------------------------------------------------------ layout
+    @property
+    def reveal(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The revealed points ``(xy, values)``, or None."""
+        c = self.conditioning
+        if c is None or c.points is None:
+            return None
+        return c.points.xy, c.points.values
+
+    @property
+    def variance_scale(self) -> float:
+        """Calibration factor of the kernel's variance and noise (1 if none)."""
+        return 1.0 if self.conditioning is None else self.conditioning.variance_scale
+
+    @property
+    def count(self) -> int:
+        """Output bands, all files together."""
+        return sum(s.count for s in self.specs)
+
+    @property
+    def main_count(self) -> int:
+        """Bands of the main COG (the rest go to the further files)."""
+        return self.specs[0].count
+
+    @property
+    def dtype(self) -> str:
+        """Output data type."""
+        return self.specs[0].dtype
+
+    @property
+    def nodata(self) -> float | None:
+        """Output nodata."""
+        return self.specs[0].nodata
+
+    @property
+    def kind(self) -> str:
+        """``segmentation`` or ``regression``."""
+        return self.specs[0].kind
+
+    @property
+    def needs_transform(self) -> bool:
+        """Whether the block function needs each window's affine transform."""
+        return self.conditioning is not None
+
+    def with_points(self, points: RevealedPoints | None) -> Predictor:
+        """This predictor with other revealed points (the specs follow)."""
+        assert self.conditioning is not None
+        return self._with_conditioning(self.conditioning.replace(points=points))
+
+    def _with_conditioning(self, conditioning: GPConditioning) -> Predictor:
+        other = copy.copy(self)
+        other.conditioning = conditioning
+        return other
+
+    def for_crs(self, crs: CRS) -> Predictor:
+        """This predictor with its revealed points reprojected to ``crs``."""
+        c = self.conditioning
+        if c is None or c.points is None:
+            return self
+        moved = c.points.to_crs(crs)
+        return self if moved is c.points else self.with_points(moved)
+
+    def cog_options(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`~geosparse.io.cog.cog_writer` for the output."""
+        return self.specs[0].cog_options()
+
+    # ------------------------------------------------------------ model
+    def __call__(
+        self,
+        image: np.ndarray,
+        coarse: np.ndarray | None = None,
+        transform: Affine | None = None,
+    ) -> np.ndarray:
+        """Output bands ``(count, h, w)`` of a raw window ``(C, h, w)``.
+
+        ``transform`` (the window's affine transform) is needed with ``reveal``.
+        Non-finite values of floating-point outputs (an input that overflows the
+        network) are nodata (NaN).
+
+        Raises:
+            ValueError: if the window's band count differs from the model's.
+        """
+        if self.in_channels is not None and image.shape[0] != self.in_channels:
+            raise ValueError(
+                f'the input has {image.shape[0]} bands, but the model was trained on '
+                f'{self.in_channels}; pass imagery with the training bands.'
+            )
+        if self.torch_threads is not None:
+            torch.set_num_threads(self.torch_threads)
+        x = torch.from_numpy(image[None]).float()
+        c = None
+        if coarse is not None and self.uses_coarse:
+            c = torch.from_numpy(coarse[None].astype(np.int64))
+        with torch.no_grad():
+            bands = self.head.predict_window(x, c, self.probabilities)
+        if self.conditioning is not None:
+            task_kernel = getattr(self.head, 'kernel_params', None)
+            return self.conditioning(bands[0], image, transform, task_kernel)
+        out = bands.numpy()
+        if out.dtype.kind == 'f':
+            out = out.astype(np.float32)
+            # an overflowing input (huge values) gives NaN, never inf: nodata
+            return np.where(np.isfinite(out), out, np.float32(np.nan))
+        return out
+
+    def window_mean(self, image: np.ndarray) -> np.ndarray:
+        """The head's first band ``(h, w)`` of a raw window (the GP's mean)."""
+        x = torch.from_numpy(image[None]).float()
+        with torch.no_grad():
+            return self.head.predict_window(x)[0].numpy()
+
+    def calibrated(
+        self,
+        source: ImageSource,
+        block: int,
+        halo: int,
+        progress: bool = False,
+        max_points: int = 4000,
+    ) -> Predictor:
+        """This predictor with its kernel recalibrated on ``source``.
+
+        See :func:`~geosparse.inference.calibration.calibrate`.
+
+        Returns:
+            A copy with :attr:`variance_scale` set (self if not :attr:`calibrate`).
+        """
+        from .calibration import calibrate
+
+        if not self.calibrate or self.reveal is None:
+            return self
+        assert self.conditioning is not None
+        scale = calibrate(self, source, block, halo, progress, max_points)
+        return self._with_conditioning(self.conditioning.replace(variance_scale=scale))
