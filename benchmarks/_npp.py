@@ -15,8 +15,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from geosparse.gp.kernels import RBFKernel
-from geosparse.losses import NPPLoss
 from geosparse.trainers import NPPTask
 
 Batch = dict[str, Tensor]
@@ -69,51 +67,6 @@ def train(
         last = float(np.mean(losses)) if losses else math.nan
     task.eval()
     return last
-
-
-def fit_static_kernel(
-    resid: list[tuple[Tensor, Tensor]],
-    lengthscales: Iterable[float],
-    noise_fractions: Iterable[float] = (0.01, 0.1, 0.3),
-    family: str = 'rbf',
-) -> tuple[float, float, float]:
-    r"""Static RBF parameters :math:`(\ell, s^2, \sigma_0^2)` that maximise the GP likelihood of residuals.
-
-    A grid search over ``lengthscales`` and noise fractions of the total variance
-    :math:`v` (the mean squared residual): :math:`s^2 = (1 - f) v`,
-    :math:`\sigma_0^2 = f v`; the likelihood is summed over images.
-
-    Args:
-        resid: per image, ``(P, 2)`` point coordinates and ``(P,)`` residuals of a
-            network on validation data.
-        lengthscales: candidate :math:`\ell` in pixels.
-        noise_fractions: candidate :math:`f`.
-        family: kernel family (:func:`geosparse.gp.kernels.stationary`).
-
-    Returns:
-        The best :math:`(\ell, s^2, \sigma_0^2)`.
-    """
-    total = torch.cat([r for _, r in resid]).double()
-    v = float(total.square().mean())
-    # One padded batch; NPPLoss gives the mean negative log-likelihood per point.
-    n = max(len(r) for _, r in resid)
-    coords = torch.zeros(len(resid), n, 2, dtype=torch.float64)
-    target = torch.zeros(len(resid), n, dtype=torch.float64)
-    valid = torch.zeros(len(resid), n, dtype=torch.bool)
-    for i, (pts, r) in enumerate(resid):
-        coords[i, : len(r)], target[i, : len(r)], valid[i, : len(r)] = pts, r, True
-    best = (math.inf, (1.0, v, 0.1 * v))
-    with torch.no_grad():
-        for ell in lengthscales:
-            for f in noise_fractions:
-                s2, n2 = (1 - f) * v, f * v
-                loss = NPPLoss(
-                    RBFKernel(ell, s2, learnable=False), n2, learn_noise=False
-                )
-                nll = float(loss(torch.zeros_like(target), target, coords, valid))
-                if nll < best[0]:
-                    best = (nll, (float(ell), s2, n2))
-    return best[1]
 
 
 def make_task(**kwargs: Any) -> NPPTask:

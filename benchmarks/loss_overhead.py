@@ -30,8 +30,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from geosparse.io.raster import atomic_write_text
+from geosparse.gp import KernelParams
 from geosparse.gp.posterior import posterior_map
+from geosparse.io.raster import atomic_write_text
 from geosparse.trainers import LabelSuperResolutionTask, NPPTask
 
 
@@ -74,7 +75,7 @@ def npp_ratios(repeats: int, size: int, posterior_size: int) -> dict[str, float]
         pts = torch.rand(256, 2, dtype=torch.float64) * m
         vals = torch.randn(256, dtype=torch.float64)
         t0 = time.perf_counter()
-        posterior_map(mean.double(), pts, vals, 4.0, 1.0, 0.1)
+        posterior_map(mean.double(), pts, vals, KernelParams('rbf', 4.0, 1.0, 0.1))
         posterior = time.perf_counter() - t0
     return {
         'npp_over_mse': round(npp / mse, 4),
@@ -94,7 +95,7 @@ def posterior_memory(size: int) -> dict[str, float]:
     # Linux: VmHWM is the peak RSS since clear_refs was given '5' (peak reset).
     code = (
         'import json, torch\n'
-        'from geosparse.gp.posterior import posterior_map\n'
+        'from geosparse.gp import KernelParams, posterior_map\n'
         'def kb(key):\n'
         '    for line in open("/proc/self/status"):\n'
         '        if line.startswith(key):\n'
@@ -103,10 +104,10 @@ def posterior_memory(size: int) -> dict[str, float]:
         'g = torch.Generator().manual_seed(0)\n'
         f'pts = torch.rand(256, 2, generator=g, dtype=torch.float64) * {size}\n'
         'vals = torch.randn(256, generator=g, dtype=torch.float64)\n'
-        'posterior_map(m[:64, :64], pts[:4] / 64, vals[:4], 4.0, 1.0, 0.1)\n'
+        'posterior_map(m[:64, :64], pts[:4] / 64, vals[:4], KernelParams("rbf", 4.0, 1.0, 0.1))\n'
         'open("/proc/self/clear_refs", "w").write("5")\n'
         'before = kb("VmRSS")\n'
-        'mu, sd = posterior_map(m, pts, vals, 4.0, 1.0, 0.1)\n'
+        'mu, sd = posterior_map(m, pts, vals, KernelParams("rbf", 4.0, 1.0, 0.1))\n'
         'print(json.dumps({"added": kb("VmHWM") - before, "map": m.numel() * 4}))\n'
     )
     res = subprocess.run(

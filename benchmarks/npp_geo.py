@@ -61,12 +61,12 @@ import torch.nn.functional as F
 from rasterio.transform import rowcol
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _npp import Batch, fit_static_kernel, make_task, scores, train
+from _npp import Batch, make_task, scores, train
 
+from geosparse.gp import fit_kernel, loo_variance_scale, posterior_map
+from geosparse.gp.kernels import FAMILIES
 from geosparse.io.points import read_points
 from geosparse.io.raster import atomic_write_text
-from geosparse.gp.kernels import FAMILIES
-from geosparse.gp.posterior import loo_variance_scale, posterior_map
 from geosparse.trainers import NPPTask
 
 
@@ -259,47 +259,28 @@ def run_split(
     rev_pts = torch.from_numpy(rc[rev] + 0.5)
     rev_val = torch.from_numpy(values[rev])
     t0 = time.perf_counter()
-    ell, var, noise = tasks['npp'].kernel_params(torch.from_numpy(image)[None])
+    params = tasks['npp'].kernel_params(torch.from_numpy(image)[None])
     fam = a.kernel_family
-    gp_mean, gp_std = posterior_map(
-        maps['npp'], rev_pts, rev_val, ell, var, noise, family=fam
-    )
+    ell = params.lengthscale
+    gp_mean, gp_std = posterior_map(maps['npp'], rev_pts, rev_val, params)
     resid = rev_val - maps['npp'][rc[rev, 0], rc[rev, 1]]
-    c = loo_variance_scale(rev_pts, resid, ell, var, noise, family=fam)
+    c = loo_variance_scale(rev_pts, resid, params)
     seconds['posterior'] = round(time.perf_counter() - t0, 2)
     resid = rev_val - maps['mse'][rc[rev, 0], rc[rev, 1]]
     # Nugget fractions up to 0.9: field samples (e.g. soil) often carry most of their
     # variance at short range.
     nuggets = (0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
-    k_ell, k_var, k_noise = fit_static_kernel(
+    fitted = fit_kernel(
         [(rev_pts, resid / scale)], (1, 2, 4, 8, 16, 32, 64), nuggets, fam
     )
-    kr_mean, _ = posterior_map(
-        maps['mse'],
-        rev_pts,
-        rev_val,
-        k_ell,
-        k_var * scale**2,
-        k_noise * scale**2,
-        family=fam,
-    )
+    kr_mean, _ = posterior_map(maps['mse'], rev_pts, rev_val, fitted.scaled(scale**2))
     # The NPP's length-scale, its variance and noise re-estimated on the revealed
     # points (the noise learnt at training points can collapse as the network fits them).
     resid_npp = rev_val - maps['npp'][rc[rev, 0], rc[rev, 1]]
-    _, r_var, r_noise = fit_static_kernel(
-        [(rev_pts, resid_npp / scale)], (ell,), nuggets, fam
-    )
-    refit_mean, _ = posterior_map(
-        maps['npp'],
-        rev_pts,
-        rev_val,
-        ell,
-        r_var * scale**2,
-        r_noise * scale**2,
-        family=fam,
-    )
+    refit = fit_kernel([(rev_pts, resid_npp / scale)], (ell,), nuggets, fam)
+    refit_mean, _ = posterior_map(maps['npp'], rev_pts, rev_val, refit.scaled(scale**2))
     er, ec = eval_rc[:, 0], eval_rc[:, 1]
-    sd = np.sqrt(gp_std[er, ec].numpy() ** 2 + noise)  # a new noisy label
+    sd = np.sqrt(gp_std[er, ec].numpy() ** 2 + params.noise)  # a new noisy label
     return {
         'truth': eval_val,
         'pred': {
@@ -314,19 +295,19 @@ def run_split(
         'kernel': {
             'npp': {
                 'lengthscale_px': ell,
-                'variance': var,
-                'noise': noise,
+                'variance': params.variance,
+                'noise': params.noise,
                 'loo_scale': c,
             },
             'npp-gp-refit': {
                 'lengthscale_px': ell,
-                'variance': r_var * scale**2,
-                'noise': r_noise * scale**2,
+                'variance': refit.variance * scale**2,
+                'noise': refit.noise * scale**2,
             },
             'mse-gp': {
-                'lengthscale_px': k_ell,
-                'variance': k_var * scale**2,
-                'noise': k_noise * scale**2,
+                'lengthscale_px': fitted.lengthscale,
+                'variance': fitted.variance * scale**2,
+                'noise': fitted.noise * scale**2,
             },
         },
         'seconds': seconds,

@@ -66,14 +66,20 @@ from matplotlib import colormaps
 from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _npp import Batch, fit_static_kernel, make_task, scores, train
+from _npp import Batch, make_task, scores, train
 
+from geosparse.gp import KernelParams, fit_kernel, posterior_map
 from geosparse.io.raster import atomic_write_text
-from geosparse.gp.posterior import posterior_map
 from geosparse.trainers import NPPTask
 from geosparse.trainers.npp import point_values
 
 SIZE = 28
+
+
+def _as_tuple(params: KernelParams) -> tuple[float, float, float]:
+    return params.lengthscale, params.variance, params.noise
+
+
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 METHODS = ('mse', 'npp-static', 'npp-learnable', 'npp-context')
 
@@ -252,10 +258,11 @@ def run_dataset(
                 val = data['val']
                 resid_maps = val.predict(models['mse'])
                 resid = val.values - torch.from_numpy(at_pins(resid_maps, val.points))
-                ell, var, noise = fit_static_kernel(
+                fitted = fit_kernel(
                     [(val.points[i], resid[i] / scale) for i in range(len(val))],
                     lengthscales=(1, 2, 3, 4, 6, 8, 12),
                 )
+                ell, var, noise = fitted.lengthscale, fitted.variance, fitted.noise
                 kernels[f'{pattern}/npp-static'] = {
                     'lengthscale': ell,
                     'variance': var * scale**2,
@@ -289,7 +296,7 @@ def run_dataset(
                 # Mean over test images (the context-aware kernel varies by image).
                 params = np.array(
                     [
-                        task.kernel_params(test.images[i : i + 1])
+                        _as_tuple(task.kernel_params(test.images[i : i + 1]))
                         for i in range(min(64, len(test)))
                     ]
                 ).mean(0)
@@ -323,13 +330,13 @@ def reveal(
         half = len(order) // 2
         shown, scored = order[:half], order[half:]
         pts, vals = test.points[i], test.values[i]
-        ell, var, noise = task.kernel_params(test.images[i : i + 1])
+        params = task.kernel_params(test.images[i : i + 1])
         truth.append(vals[scored].numpy())
         base.append(at_pins(maps[i : i + 1], pts[scored][None])[0])
         for f in FRACTIONS:
             k = math.ceil(f * half)
             mean, _ = posterior_map(
-                maps[i].double(), pts[shown[:k]], vals[shown[:k]], ell, var, noise
+                maps[i].double(), pts[shown[:k]], vals[shown[:k]], params
             )
             preds[f].append(at_pins(mean[None].float(), pts[scored][None])[0])
     y = np.concatenate(truth)

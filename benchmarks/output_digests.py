@@ -36,9 +36,9 @@ from geosparse.datamodules import (
 )
 from geosparse.datasets import make_scene
 from geosparse.datasets.synthetic import make_object_scene, make_point_labels
-from geosparse.io.points import read_points
-from geosparse.inference.predict import predict_raster, probability_path
 from geosparse.inference import Predictor
+from geosparse.inference.predict import predict_raster, probability_path
+from geosparse.io.points import read_points
 from geosparse.trainers import (
     DensityTask,
     LabelSuperResolutionTask,

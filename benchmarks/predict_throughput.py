@@ -38,10 +38,10 @@ import torch
 from rasterio.transform import from_origin
 from rasterio.windows import Window
 
+from geosparse.inference import Predictor
+from geosparse.inference.predict import predict_raster
 from geosparse.io.raster import atomic_write_text
 from geosparse.io.source import ImageSource
-from geosparse.inference.predict import predict_raster
-from geosparse.inference import Predictor
 from geosparse.trainers import LabelSuperResolutionTask
 
 

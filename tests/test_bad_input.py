@@ -18,8 +18,13 @@ import torch
 
 from geosparse.cli import main
 from geosparse.compat import SemanticSegmentation
-from geosparse.inference.predict import PredictionJob, output_complete, output_stem, run_jobs
 from geosparse.inference import Predictor
+from geosparse.inference.predict import (
+    PredictionJob,
+    output_complete,
+    output_stem,
+    run_jobs,
+)
 
 from .conftest import random_raster, save_untrained
 

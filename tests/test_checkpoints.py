@@ -6,10 +6,14 @@ import pathlib
 import pytest
 import torch
 
-from geosparse.inference.checkpoints import UntrustedCheckpointError, load_task, read_checkpoint
 from geosparse.cli import main
 from geosparse.compat import SemanticSegmentation
 from geosparse.inference import Predictor
+from geosparse.inference.checkpoints import (
+    UntrustedCheckpointError,
+    load_task,
+    read_checkpoint,
+)
 
 from .conftest import random_raster, save_untrained
 

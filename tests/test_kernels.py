@@ -3,16 +3,17 @@ import math
 import pytest
 import torch
 
+from geosparse.gp import GaussianNoise, KernelParams
 from geosparse.gp.kernels import (
     FAMILIES,
-    RBFKernel,
+    StationaryKernel,
     kernel_reach,
     rbf,
     stable_cholesky,
     stationary,
 )
-from geosparse.losses import NPPLoss
 from geosparse.gp.posterior import posterior_map
+from geosparse.losses import NPPLoss
 
 
 def test_matern_kernels_have_their_closed_forms():
@@ -55,8 +56,8 @@ def test_every_family_is_positive_definite_and_reaches_its_cutoff(family):
 
 
 def test_matern_parameters_get_gradients_with_duplicated_points():
-    kernel = RBFKernel(3.0, 1.0, family='matern32')
-    loss = NPPLoss(kernel, 0.1)
+    kernel = StationaryKernel(3.0, 1.0, family='matern32')
+    loss = NPPLoss(kernel, GaussianNoise(0.1))
     coords = torch.tensor([[[1.0, 1.0], [1.0, 1.0], [4.0, 2.0]]])  # a duplicate
     out = loss(
         torch.zeros(1, 3, requires_grad=True),
@@ -77,7 +78,7 @@ def test_matern_posterior_matches_the_dense_formula():
     ell, var, noise = 5.0, 2.0, 0.05
     for family in ('matern12', 'matern32'):
         mu, sd = posterior_map(
-            mean, pts, vals, ell, var, noise, chunk=300, family=family
+            mean, pts, vals, KernelParams(family, ell, var, noise), chunk=300
         )
         rr, cc = torch.meshgrid(torch.arange(h), torch.arange(w), indexing='ij')
         xs = torch.stack([rr.reshape(-1), cc.reshape(-1)], 1).double() + 0.5

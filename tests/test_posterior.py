@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from geosparse.gp import KernelParams
 from geosparse.gp.kernels import rbf
 from geosparse.gp.posterior import loo_variance_scale, posterior_map
 
@@ -43,9 +44,7 @@ def test_posterior_matches_the_dense_formula_in_any_chunking(problem):
             torch.from_numpy(mean),
             torch.from_numpy(pts),
             torch.from_numpy(vals),
-            lengthscale=4.0,
-            variance=2.0,
-            noise=0.01,
+            KernelParams('rbf', 4.0, 2.0, 0.01),
             chunk=chunk,
         )
         np.testing.assert_allclose(mu.numpy(), ref_mu, atol=1e-8)
@@ -58,9 +57,7 @@ def test_revealed_points_pin_the_map_and_far_pixels_keep_the_network(problem):
         torch.from_numpy(mean),
         torch.from_numpy(pts),
         torch.from_numpy(vals),
-        2.0,
-        1.0,
-        1e-6,
+        KernelParams('rbf', 2.0, 1.0, 1e-6),
     )
     for (r, c), v in zip(pts.astype(int), vals, strict=True):
         assert mu[r, c] == pytest.approx(v, abs=1e-3)
@@ -72,12 +69,18 @@ def test_revealed_points_pin_the_map_and_far_pixels_keep_the_network(problem):
 
 def test_no_points_and_bad_parameters():
     mean = torch.zeros(5, 6)
-    mu, sd = posterior_map(mean, torch.zeros(0, 2), torch.zeros(0), 3.0, 4.0, 0.1)
+    mu, sd = posterior_map(
+        mean, torch.zeros(0, 2), torch.zeros(0), KernelParams('rbf', 3.0, 4.0, 0.1)
+    )
     assert torch.equal(mu, mean) and torch.allclose(sd, torch.full((5, 6), 2.0))
     with pytest.raises(ValueError, match='lengthscale=0'):
-        posterior_map(mean, torch.zeros(1, 2), torch.zeros(1), 0.0, 1.0, 0.1)
+        posterior_map(
+            mean, torch.zeros(1, 2), torch.zeros(1), KernelParams('rbf', 0.0, 1.0, 0.1)
+        )
     with pytest.raises(ValueError, match=r'points must be \(P, 2\)'):
-        posterior_map(mean, torch.zeros(2, 3), torch.zeros(2), 1.0, 1.0, 0.1)
+        posterior_map(
+            mean, torch.zeros(2, 3), torch.zeros(2), KernelParams('rbf', 1.0, 1.0, 0.1)
+        )
 
 
 def test_duplicated_points_without_noise_still_factorise():
@@ -86,9 +89,7 @@ def test_duplicated_points_without_noise_still_factorise():
         torch.zeros(6, 6, dtype=torch.float64),
         pts,
         torch.tensor([1.0, 1.0]),
-        2.0,
-        1.0,
-        0.0,
+        KernelParams('rbf', 2.0, 1.0, 0.0),
     )
     assert torch.isfinite(mu).all() and mu[2, 2] == pytest.approx(1.0, abs=1e-3)
     assert rbf(pts, pts, 1.0, 3.0)[0, 1] == pytest.approx(3.0)
@@ -101,8 +102,13 @@ def test_loo_variance_scale_recovers_the_true_variance():
     resid = torch.linalg.cholesky(k) @ torch.randn(300, dtype=torch.float64)
     for var in (0.25, 4.0, 16.0):
         # The kernel's shape is right and its scale wrong by 4 / var.
-        c = loo_variance_scale(pts, resid, 8.0, var, 0.1 * var / 4)
+        c = loo_variance_scale(pts, resid, KernelParams('rbf', 8.0, var, 0.1 * var / 4))
         assert c == pytest.approx(4 / var, rel=0.25)
-    assert loo_variance_scale(pts[:1], resid[:1], 8.0, 1.0, 0.1) == 1.0
+    assert (
+        loo_variance_scale(pts[:1], resid[:1], KernelParams('rbf', 8.0, 1.0, 0.1))
+        == 1.0
+    )
     with pytest.raises(ValueError, match='finite'):
-        loo_variance_scale(pts[:2], torch.tensor([0.0, math.nan]), 8.0, 1.0, 0.1)
+        loo_variance_scale(
+            pts[:2], torch.tensor([0.0, math.nan]), KernelParams('rbf', 8.0, 1.0, 0.1)
+        )

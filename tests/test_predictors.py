@@ -9,10 +9,11 @@ import rasterio
 import torch
 from rio_cogeo.cogeo import cog_validate
 
-from geosparse.inference.checkpoints import task_class_for
 from geosparse.cli import main
 from geosparse.compat import PixelwiseRegression, SemanticSegmentation
+from geosparse.gp import KernelParams
 from geosparse.inference import Predictor
+from geosparse.inference.checkpoints import task_class_for
 
 from .conftest import random_raster, save_untrained
 
@@ -299,7 +300,7 @@ def test_calibrate_rescales_the_std_by_leave_one_out_at_the_known_points(tmp_pat
             bands[len(flag)] = (*src.read(), float(src.tags()['variance_scale']))
     mean0, std0, scale0 = bands[0]
     mean1, std1, scale1 = bands[1]
-    expected = loo_variance_scale(centres, resid, 6.0, 1.0, 0.01)
+    expected = loo_variance_scale(centres, resid, KernelParams('rbf', 6.0, 1.0, 0.01))
     assert scale0 == 1.0 and scale1 == pytest.approx(expected, rel=1e-4)
     assert 4 < scale1 < 20  # the residuals are 9x the given kernel
     np.testing.assert_allclose(mean1, mean0, atol=1e-4)

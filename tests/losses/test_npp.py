@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch.distributions import MultivariateNormal
 
-from geosparse.gp.kernels import ContextRBFKernel, RBFKernel, rbf, stable_cholesky
+from geosparse.gp import GaussianNoise
+from geosparse.gp.kernels import ContextKernel, StationaryKernel, rbf, stable_cholesky
 from geosparse.losses import NPPLoss
 
 
@@ -22,7 +23,7 @@ def _batch(seed=0):
 def test_loss_is_the_gaussian_nll_per_point_and_padding_adds_nothing():
     pred, target, coords, valid = _batch()
     loss_fn = NPPLoss(
-        RBFKernel(4.0, 2.0, learnable=False), noise=0.3, learn_noise=False
+        StationaryKernel(4.0, 2.0, learnable=False), GaussianNoise(0.3, learnable=False)
     )
     got = loss_fn(pred, target, coords, valid)
     total = 0.0
@@ -41,7 +42,7 @@ def test_loss_is_the_gaussian_nll_per_point_and_padding_adds_nothing():
 
 def test_one_point_is_a_normal_and_an_empty_batch_is_an_error():
     loss_fn = NPPLoss(
-        RBFKernel(3.0, 1.5, learnable=False), noise=0.5, learn_noise=False
+        StationaryKernel(3.0, 1.5, learnable=False), GaussianNoise(0.5, learnable=False)
     )
     pred, target = torch.tensor([[0.2, 9.0]]), torch.tensor([[1.0, 9.0]])
     coords, valid = torch.zeros(1, 2, 2), torch.tensor([[True, False]])
@@ -60,17 +61,19 @@ def test_every_learnable_parameter_gets_a_gradient_the_context_head_included():
     pred, target, coords, valid = _batch(1)
     pred.requires_grad_(True)
     image = torch.randn(3, 4, 16, 16)
-    for kernel in (RBFKernel(3.0, 1.0, learnable=True), ContextRBFKernel(4)):
-        loss_fn = NPPLoss(kernel, noise=0.2)
+    for kernel in (StationaryKernel(3.0, 1.0, learnable=True), ContextKernel(4)):
+        loss_fn = NPPLoss(kernel, GaussianNoise(0.2))
         loss_fn(pred, target, coords, valid, context=image).backward()
         named = dict(loss_fn.named_parameters())
-        assert 'raw_noise' in named and len(named) > 1
+        assert 'noise.raw' in named and len(named) > 1
         for name, p in named.items():
             assert p.grad is not None and float(p.grad.abs().sum()) > 0, name
-    static = NPPLoss(RBFKernel(3.0, 1.0, learnable=False), learn_noise=False)
+    static = NPPLoss(
+        StationaryKernel(3.0, 1.0, learnable=False), GaussianNoise(learnable=False)
+    )
     assert list(static.parameters()) == []
     with pytest.raises(ValueError, match='needs the input image'):
-        NPPLoss(ContextRBFKernel(4))(pred, target, coords, valid)
+        NPPLoss(ContextKernel(4))(pred, target, coords, valid)
 
 
 def test_learned_lengthscale_is_not_clamped():
@@ -83,8 +86,8 @@ def test_learned_lengthscale_is_not_clamped():
         torch.linalg.cholesky(cov)
         @ torch.randn(8, 40, 1, generator=g, dtype=torch.float64)
     )[..., 0]
-    kernel = RBFKernel(3.0, 1.0, learnable=True)
-    loss_fn = NPPLoss(kernel, noise=0.1)
+    kernel = StationaryKernel(3.0, 1.0, learnable=True)
+    loss_fn = NPPLoss(kernel, GaussianNoise(0.1))
     opt = torch.optim.Adam(loss_fn.parameters(), lr=0.05)
     valid = torch.ones(8, 40, dtype=torch.bool)
     for _ in range(150):
@@ -106,4 +109,4 @@ def test_stable_cholesky_jitters_only_the_singular_matrices():
     with pytest.raises(RuntimeError, match='not positive definite'):
         stable_cholesky(torch.full((1, 2, 2), float('nan'), dtype=torch.float64))
     with pytest.raises(ValueError, match='must be > 0'):
-        RBFKernel(0.0)
+        StationaryKernel(0.0)

@@ -169,7 +169,7 @@ def test_gp_parameters_get_their_own_learning_rate():
     head = ctx.kernel.head
     assert {id(p) for p in groups[1]['params']} == {
         id(head[-1].bias),
-        id(ctx.npp_loss.raw_noise),
+        id(ctx.npp_loss.noise.raw),
     }
     assert id(head[0].weight) in {id(p) for p in groups[0]['params']}
     static = NPPTask(model='fcn', num_filters=8, kernel='static', learn_noise=False)
@@ -190,16 +190,11 @@ def test_matern_task_trains_and_predicts_with_its_family():
     assert torch.isfinite(loss) and task.kernel.raw.grad is not None
     with torch.no_grad():
         out = task.predict_step(batch, 0)
-    ell, var, noise = task.kernel_params(batch['image'][:1])
+    params = task.kernel_params(batch['image'][:1])
+    assert params.family == 'matern32' and params.units == 'pixels'
     mean = task(batch['image'][:1])[0, 0].detach().double()
     ref_mean, ref_std = posterior_map(
-        mean,
-        batch['points'][0],
-        batch['values'][0, :, 0],
-        ell,
-        var,
-        noise,
-        family='matern32',
+        mean, batch['points'][0], batch['values'][0, :, 0], params
     )
     torch.testing.assert_close(
         out[0, 0].double(), ref_mean.float().double(), atol=1e-4, rtol=1e-4
