@@ -200,7 +200,7 @@ def _predict(args: argparse.Namespace) -> int:
 def _count(args: argparse.Namespace) -> int:
     import rasterio.errors
 
-    from .counting import count_map, total_count
+    from .inference.count_maps import count_map, total_count
 
     try:
         total = total_count(args.map)

@@ -99,9 +99,8 @@ class _BlockJob:
 
     def __call__(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
         grid = self.source.grid
-        rr = (max(r0 - self.halo, 0), min(r1 + self.halo, grid.height))
-        cc = (max(c0 - self.halo, 0), min(c1 + self.halo, grid.width))
-        window = Window.from_slices(rr, cc)
+        window = grid.with_halo(Window.from_slices((r0, r1), (c0, c1)), self.halo)
+        rr, cc = window.toranges()
         image, invalid = self.source.read(window)
         coarse = (
             None
@@ -247,8 +246,9 @@ def predict_blocks(
         dtype,
         nodata,
     )
-    rows = [(r, min(r + block, grid.height)) for r in range(0, grid.height, block)]
-    cols = [(c, min(c + block, grid.width)) for c in range(0, grid.width, block)]
+    blocks = [w.toranges() for w in grid.blocks(block)]
+    rows = sorted({rr for rr, _ in blocks})
+    cols = sorted({cc for _, cc in blocks})
     files = [OutputFile(Path(out_path), count, dict(cog or {})), *extra_outputs]
     with contextlib.ExitStack() as stack:
         dsts = [
@@ -277,7 +277,7 @@ def predict_blocks(
             )
         )
         if not local:
-            locations = [(r0, r1, c0, c1) for r0, r1 in rows for c0, c1 in cols]
+            locations = [(r0, r1, c0, c1) for (r0, r1), (c0, c1) in blocks]
             _store_distributed(job, locations, target, scheduler, bar)  # type: ignore[arg-type]
         else:
 

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from rasterio.windows import Window
 from tqdm.auto import tqdm
 
 from ..gp import KernelParams, loo_variance_scale
@@ -59,10 +58,10 @@ def calibrate(
     assert conditioning is not None and conditioning.points is not None
     grid = source.grid
     xy, values = conditioning.points.xy, conditioning.points.values
-    cols, rows = (~grid.transform) * (xy[:, 0], xy[:, 1])
-    rows, cols = np.floor(rows).astype(np.int64), np.floor(cols).astype(np.int64)
-    inside = (rows >= 0) & (rows < grid.height) & (cols >= 0) & (cols < grid.width)
-    keys = (rows // block) * (grid.width // block + 1) + cols // block
+    exact = np.stack(grid.to_pixels(xy), 1)
+    rows, cols, inside = grid.pixel_of(xy)
+    keys = grid.block_of(rows, cols, block)
+    windows = grid.blocks(block)
     pts: list[np.ndarray] = []
     resid: list[float] = []
     kernel: KernelParams | None = None
@@ -70,17 +69,16 @@ def calibrate(
     groups = np.unique(keys[inside])
     for key in tqdm(groups, desc='calibrate', unit='block', disable=not progress):
         sel = np.flatnonzero(inside & (keys == key))
-        r0 = int(rows[sel[0]] // block) * block
-        c0 = int(cols[sel[0]] // block) * block
-        rr = (max(r0 - halo, 0), min(r0 + block + halo, grid.height))
-        cc = (max(c0 - halo, 0), min(c0 + block + halo, grid.width))
-        window = Window.from_slices(rr, cc)
+        window = grid.with_halo(windows[int(key)], halo)
+        (r_top, _), (c_left, _) = window.toranges()
         image, invalid = source.read(window)
         image = image.astype(np.float32)
         mean = predictor.window_mean(image)
-        r, c = rows[sel] - rr[0], cols[sel] - cc[0]
+        r, c = rows[sel] - r_top, cols[sel] - c_left
         ok = np.ones(len(sel), bool) if invalid is None else ~invalid[r, c]
-        pts.append(np.stack([rows[sel][ok] + 0.5, cols[sel][ok] + 0.5], 1))
+        # Exact positions, as the posterior uses them (the residual is read at the
+        # pixel that holds the point, as there too).
+        pts.append(exact[sel][ok])
         resid.extend((values[sel][ok] - mean[r[ok], c[ok]]).tolist())
         if kernel is None:
             kernel = conditioning.params(

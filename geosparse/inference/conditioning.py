@@ -32,6 +32,7 @@ from rasterio.crs import CRS
 from torch import Tensor
 
 from ..gp import KernelParams, posterior_map
+from ..io.grid import RasterGrid
 from ..io.spec import BandSpec, OutputSpec
 
 __all__ = ['GPConditioning', 'RevealedPoints', 'TaskKernel']
@@ -71,8 +72,10 @@ class RevealedPoints:
         self, transform: Affine, height: int, width: int
     ) -> tuple[Tensor, Tensor]:
         """``(row, col)`` pixel positions (exact, not snapped) and values inside a window."""
-        cols, rows = (~transform) * (self.xy[:, 0], self.xy[:, 1])
-        inside = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
+        # The window's grid; the CRS plays no part in the pixel arithmetic.
+        grid = RasterGrid(self.crs or CRS(), transform, height, width)
+        rows, cols = grid.to_pixels(self.xy)
+        inside = grid.contains(self.xy)
         pts = torch.from_numpy(np.stack([rows[inside], cols[inside]], axis=1))
         return pts, torch.from_numpy(self.values[inside])
 

@@ -63,7 +63,8 @@ class Predictor:
 
     Call it as ``predictor(image, coarse, transform=...)`` with ``image``
     ``(C, h, w)`` float32 raw values and ``coarse`` ``(h, w)`` codes or None; it
-    returns the bands of all of :attr:`specs`, ``(count, h, w)`` of :attr:`dtype`.
+    returns the bands of all of :attr:`specs`, ``(band_count, h, w)`` of
+    :attr:`dtype`.
     """
 
     def __init__(
@@ -258,14 +259,9 @@ class Predictor:
         return 1.0 if self.conditioning is None else self.conditioning.variance_scale
 
     @property
-    def count(self) -> int:
-        """Output bands, all files together."""
+    def band_count(self) -> int:
+        """Output bands of all files together (what a call returns)."""
         return sum(s.count for s in self.specs)
-
-    @property
-    def main_count(self) -> int:
-        """Bands of the main COG (the rest go to the further files)."""
-        return self.specs[0].count
 
     @property
     def dtype(self) -> str:
@@ -305,10 +301,6 @@ class Predictor:
         moved = c.points.to_crs(crs)
         return self if moved is c.points else self.with_points(moved)
 
-    def cog_options(self) -> dict[str, Any]:
-        """Keyword arguments of :func:`~geosparse.io.cog.cog_writer` for the output."""
-        return self.specs[0].cog_options()
-
     # ------------------------------------------------------------ model
     def __call__(
         self,
@@ -316,7 +308,7 @@ class Predictor:
         coarse: np.ndarray | None = None,
         transform: Affine | None = None,
     ) -> np.ndarray:
-        """Output bands ``(count, h, w)`` of a raw window ``(C, h, w)``.
+        """Output bands ``(band_count, h, w)`` of a raw window ``(C, h, w)``.
 
         ``transform`` (the window's affine transform) is needed with ``reveal``.
         Non-finite values of floating-point outputs (an input that overflows the

@@ -147,7 +147,7 @@ def read_coarse_on_grid(
         coarse_path: coarse raster (any CRS and resolution).
         image: the target grid: a raster path, or any object with ``crs``,
             ``transform``, ``width`` and ``height`` (an open dataset, a
-            :class:`~geosparse.io.source.RasterGrid`).
+            :class:`~geosparse.io.grid.RasterGrid`).
         window: read only this window of the target grid.
 
     Returns:

@@ -30,53 +30,10 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
+from .grid import RasterGrid
 from .raster import read_coarse_on_grid
 
-__all__ = ['ImageSource', 'RasterGrid', 'nodata_mask']
-
-
-@dataclass(frozen=True)
-class RasterGrid:
-    """A georeferenced pixel grid: ``crs``, ``transform``, ``height``, ``width``."""
-
-    crs: CRS
-    transform: Affine
-    height: int
-    width: int
-
-    @property
-    def bounds(self) -> tuple[float, float, float, float]:
-        """``(west, south, east, north)`` in the grid's CRS."""
-        w, s, e, n = rasterio.transform.array_bounds(
-            self.height, self.width, self.transform
-        )
-        return float(w), float(s), float(e), float(n)
-
-    def window_transform(self, window: Window) -> Affine:
-        """Affine transform of a window of this grid."""
-        return rasterio.windows.transform(window, self.transform)
-
-    def coverage(self, path: str | os.PathLike[str]) -> float:
-        """Fraction of this grid's area inside another raster's footprint.
-
-        Args:
-            path: the other raster (any CRS).
-
-        Returns:
-            0 (no overlap) to 1; its bounds are reprojected to this grid's CRS.
-        """
-        with rasterio.open(path) as src:
-            west, south, east, north = transform_bounds(src.crs, self.crs, *src.bounds)
-        w, s, e, n = self.bounds
-        dx = max(0.0, min(e, east) - max(w, west))
-        dy = max(0.0, min(n, north) - max(s, south))
-        return float(dx * dy / ((e - w) * (n - s)))
-
-    def contains(self, xy: np.ndarray) -> np.ndarray:
-        """Which ``(P, 2)`` points (this grid's CRS) fall on one of its pixels."""
-        cols, rows = ~self.transform * (xy[:, 0], xy[:, 1])
-        cols, rows = np.asarray(cols), np.asarray(rows)
-        return (rows >= 0) & (rows < self.height) & (cols >= 0) & (cols < self.width)
+__all__ = ['ImageSource', 'nodata_mask']
 
 
 def nodata_mask(image: np.ndarray, nodata: float) -> np.ndarray:
