@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 
 from geosparse.cli import main
-from geosparse.inference.count_maps import count_map, total_count
 from geosparse.datasets import make_object_scene
 from geosparse.inference import Predictor
 from geosparse.inference.checkpoints import task_class_for
+from geosparse.inference.count_maps import count_map, total_count
 from geosparse.inference.predict import predict_raster
 from geosparse.trainers import (
     DensityTask,
