@@ -23,7 +23,7 @@ import contextlib
 import itertools
 import os
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,7 +35,7 @@ from rasterio.io import DatasetWriter
 from rasterio.windows import Window
 from tqdm.auto import tqdm
 
-from ..io.cog import cog_writer
+from ..io.cog import CogOptions, cog_writer
 from ..io.source import ImageSource
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ class OutputFile:
 
     path: Path
     count: int
-    cog: Mapping[str, Any] = field(default_factory=dict)
+    cog: CogOptions = field(default_factory=lambda: CogOptions())
 
 
 class _WindowTarget:
@@ -185,7 +185,7 @@ def predict_blocks(
     threads: int = 1,
     scheduler: str | Client = 'threads',
     progress: bool = True,
-    cog: Mapping[str, Any] | None = None,
+    cog: CogOptions | None = None,
     extra_outputs: Sequence[OutputFile] = (),
 ) -> Path:
     """Predict a raster block by block and write the result as a COG.
@@ -249,7 +249,7 @@ def predict_blocks(
     blocks = [w.toranges() for w in grid.blocks(block)]
     rows = sorted({rr for rr, _ in blocks})
     cols = sorted({cc for _, cc in blocks})
-    files = [OutputFile(Path(out_path), count, dict(cog or {})), *extra_outputs]
+    files = [OutputFile(Path(out_path), count, cog or CogOptions()), *extra_outputs]
     with contextlib.ExitStack() as stack:
         dsts = [
             stack.enter_context(
@@ -262,7 +262,7 @@ def predict_blocks(
                     crs=grid.crs,
                     transform=grid.transform,
                     nodata=nodata,
-                    **dict(f.cog),
+                    **f.cog,
                 )
             )
             for f in files

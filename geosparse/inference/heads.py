@@ -13,7 +13,7 @@ normalised as TorchGeo's data modules do, :math:`x' = (x - m)/s` (:math:`m = 0`,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -45,6 +45,11 @@ class _TorchGeoHead:
         self.mean = 0.0 if mean is None else mean
         self.std = 255.0 if std is None else std
         self.pad_multiple = pad_multiple(str(task.hparams.get('model', '')))
+        self.outputs = self._outputs(task.hparams)
+
+    def _outputs(self, hparams: Mapping[str, Any]) -> int:
+        """Number of classes or outputs the head writes."""
+        raise NotImplementedError
 
     def normalize(self, x: Tensor) -> Tensor:
         """:math:`(x - m)/s`, per band or for all bands.
@@ -77,29 +82,23 @@ class TorchGeoSegmentationHead(_TorchGeoHead):
         ValueError: for multilabel segmentation (no single class per pixel).
     """
 
-    def __init__(
-        self,
-        task: LightningModule,
-        mean: Sequence[float] | float | None = None,
-        std: Sequence[float] | float | None = None,
-    ) -> None:
-        super().__init__(task, mean, std)
-        mode = task.hparams.get('task', 'multiclass')
+    def _outputs(self, hparams: Mapping[str, Any]) -> int:
+        mode = hparams.get('task', 'multiclass')
         if mode == 'multilabel':
             raise ValueError(
                 'multilabel segmentation is not supported by predict; train a '
                 'multiclass or binary task.'
             )
         self.binary = mode == 'binary'
-        self.num_classes = 2 if self.binary else int(task.hparams['num_classes'])
+        return 2 if self.binary else int(hparams['num_classes'])
 
     def output_specs(
         self, names: Sequence[str] | None = None, probabilities: bool = False
     ) -> tuple[OutputSpec, ...]:
         """Class map (and probabilities) with ``class_0``, ``class_1``, ... by default."""
         if names is None:
-            names = [f'class_{i}' for i in range(self.num_classes)]
-        _check_names(names, self.num_classes)
+            names = [f'class_{i}' for i in range(self.outputs)]
+        _check_names(names, self.outputs)
         return class_specs(type(self.task).__name__, names, probabilities)
 
     def predict_window(
@@ -118,22 +117,16 @@ class TorchGeoSegmentationHead(_TorchGeoHead):
 class TorchGeoRegressionHead(_TorchGeoHead):
     """The outputs of a TorchGeo regression task, one ``mean`` band each."""
 
-    def __init__(
-        self,
-        task: LightningModule,
-        mean: Sequence[float] | float | None = None,
-        std: Sequence[float] | float | None = None,
-    ) -> None:
-        super().__init__(task, mean, std)
-        self.num_outputs = int(task.hparams['num_outputs'])
+    def _outputs(self, hparams: Mapping[str, Any]) -> int:
+        return int(hparams['num_outputs'])
 
     def output_specs(
         self, names: Sequence[str] | None = None, probabilities: bool = False
     ) -> tuple[OutputSpec, ...]:
         """``mean`` (one output) or ``mean_<name>`` bands, float32 with NaN nodata."""
         if names is None:
-            names = [f'output_{i}' for i in range(self.num_outputs)]
-        _check_names(names, self.num_outputs)
+            names = [f'output_{i}' for i in range(self.outputs)]
+        _check_names(names, self.outputs)
         single = len(names) == 1
         bands = tuple(
             BandSpec(

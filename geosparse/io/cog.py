@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict, Unpack
 
 import numpy as np
 import rasterio
@@ -24,7 +24,7 @@ from rasterio.io import DatasetWriter
 from .. import __version__
 from .raster import atomic_path, remove_staging
 
-__all__ = ['cog_profile', 'cog_writer', 'translate_to_cog', 'write_cog']
+__all__ = ['CogOptions', 'cog_profile', 'cog_writer', 'translate_to_cog', 'write_cog']
 
 
 def cog_profile(
@@ -85,6 +85,32 @@ def translate_to_cog(
     return Path(dst)
 
 
+class CogOptions(TypedDict, total=False):
+    """Optional contents of a COG (keyword arguments of :func:`cog_writer`).
+
+    :meth:`~geosparse.io.spec.OutputSpec.cog_options` builds them from an output spec.
+
+    Attributes:
+        descriptions: band descriptions.
+        colormap: colour table of band 1 (value -> RGBA).
+        tags: dataset tags (``geosparse_version`` is always added).
+        band_tags: tags per band.
+        scales: band scale factors (physical value = raw * scale + offset).
+        offsets: band offsets.
+        categorical: class map (nearest-neighbour overviews).
+        compress: ZSTD or DEFLATE (default DEFLATE).
+    """
+
+    descriptions: Sequence[str]
+    colormap: Mapping[int, tuple[int, int, int, int]]
+    tags: Mapping[str, str]
+    band_tags: Sequence[Mapping[str, str]]
+    scales: Sequence[float]
+    offsets: Sequence[float]
+    categorical: bool
+    compress: Literal['ZSTD', 'DEFLATE']
+
+
 @contextmanager
 def cog_writer(
     path: str | os.PathLike[str],
@@ -95,14 +121,7 @@ def cog_writer(
     crs: CRS | str,
     transform: Affine,
     nodata: float | None = None,
-    descriptions: Sequence[str] = (),
-    colormap: Mapping[int, tuple[int, int, int, int]] | None = None,
-    tags: Mapping[str, str] | None = None,
-    band_tags: Sequence[Mapping[str, str]] = (),
-    scales: Sequence[float] | None = None,
-    offsets: Sequence[float] | None = None,
-    categorical: bool = False,
-    compress: Literal['ZSTD', 'DEFLATE'] = 'DEFLATE',
+    **options: Unpack[CogOptions],
 ) -> Iterator[DatasetWriter]:
     """Open a tiled staging GeoTIFF for block writes; on exit, convert it to a COG.
 
@@ -120,14 +139,7 @@ def cog_writer(
         crs: CRS.
         transform: affine transform.
         nodata: nodata value.
-        descriptions: band descriptions.
-        colormap: colour table of band 1 (value -> RGBA).
-        tags: dataset tags (``geosparse_version`` is always added).
-        band_tags: tags per band.
-        scales: band scale factors (physical value = raw * scale + offset).
-        offsets: band offsets.
-        categorical: class map (nearest-neighbour overviews).
-        compress: ZSTD or DEFLATE.
+        **options: descriptions, colour table, tags, scales, ... (:class:`CogOptions`).
 
     Yields:
         The open staging dataset (512-pixel tiles, band interleaved).
@@ -148,26 +160,33 @@ def cog_writer(
         'interleave': 'band',
         'BIGTIFF': 'IF_SAFER',
     }
-    all_tags = {'geosparse_version': __version__, **(tags or {})}
+    all_tags = {'geosparse_version': __version__, **options.get('tags', {})}
+    colormap = options.get('colormap')
+    scales, offsets = options.get('scales'), options.get('offsets')
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_staging(out)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f'.{out.name}.') as tmp:
         stage = Path(tmp) / 'stage.tif'
         with rasterio.open(stage, 'w', **profile) as dst:
-            for i, text in enumerate(descriptions, start=1):
+            for i, text in enumerate(options.get('descriptions', ()), start=1):
                 dst.set_band_description(i, text)
             if colormap is not None:
                 dst.write_colormap(1, dict(colormap))
             dst.update_tags(**all_tags)
-            for i, bt in enumerate(band_tags, start=1):
+            for i, bt in enumerate(options.get('band_tags', ()), start=1):
                 dst.update_tags(i, **bt)
             if scales is not None:
                 dst.scales = tuple(scales)
             if offsets is not None:
                 dst.offsets = tuple(offsets)
             yield dst
-        translate_to_cog(stage, out, categorical=categorical, compress=compress)
+        translate_to_cog(
+            stage,
+            out,
+            categorical=options.get('categorical', False),
+            compress=options.get('compress', 'DEFLATE'),
+        )
 
 
 def write_cog(
@@ -176,14 +195,7 @@ def write_cog(
     crs: CRS | str,
     transform: Affine,
     nodata: float | None = None,
-    descriptions: Sequence[str] = (),
-    colormap: Mapping[int, tuple[int, int, int, int]] | None = None,
-    tags: Mapping[str, str] | None = None,
-    band_tags: Sequence[Mapping[str, str]] = (),
-    scales: Sequence[float] | None = None,
-    offsets: Sequence[float] | None = None,
-    categorical: bool = False,
-    compress: Literal['ZSTD', 'DEFLATE'] = 'DEFLATE',
+    **options: Unpack[CogOptions],
 ) -> Path:
     """Write an in-memory ``(bands, rows, cols)`` array as a COG, atomically.
 
@@ -203,14 +215,7 @@ def write_cog(
         crs=crs,
         transform=transform,
         nodata=nodata,
-        descriptions=descriptions,
-        colormap=colormap,
-        tags=tags,
-        band_tags=band_tags,
-        scales=scales,
-        offsets=offsets,
-        categorical=categorical,
-        compress=compress,
+        **options,
     ) as dst:
         dst.write(data)
     return Path(path)

@@ -23,6 +23,8 @@ from typing import Any, Literal
 
 import rasterio
 
+from .cog import CogOptions
+
 __all__ = ['SPEC_TAG', 'BandSpec', 'OutputKind', 'OutputSpec', 'Property']
 
 #: COG tag holding the whole spec as JSON.
@@ -124,9 +126,9 @@ class OutputSpec:
         out[SPEC_TAG] = self.to_json()
         return out
 
-    def cog_options(self) -> dict[str, Any]:
+    def cog_options(self) -> CogOptions:
         """Keyword arguments of :func:`~geosparse.io.cog.cog_writer`."""
-        opts: dict[str, Any] = {
+        opts: CogOptions = {
             'descriptions': [b.name for b in self.bands],
             'tags': self.tags(),
             'band_tags': [b.band_tags() for b in self.bands],
