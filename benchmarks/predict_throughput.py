@@ -43,6 +43,7 @@ from geosparse.inference.predict import predict_raster
 from geosparse.io.raster import atomic_write_text
 from geosparse.io.source import ImageSource
 from geosparse.trainers import LabelSuperResolutionTask
+from geosparse.trainers.heads import forward_padded
 
 
 def write_checkpoint(path: Path) -> None:
@@ -97,9 +98,10 @@ def forward_seconds(pred: Predictor, raster: Path, block: int, halo: int) -> flo
         image, _ = src.read(w)
         inputs.append(torch.from_numpy(image[None].astype(np.float32)))
     t0 = time.perf_counter()
+    task = pred.task  # the network alone: normalise, pad, forward
     with torch.no_grad():
         for x in inputs:
-            pred._forward(pred._normalise(x))
+            forward_padded(task.model, task.normalize(x), task.pad_multiple)
     return time.perf_counter() - t0
 
 

@@ -413,26 +413,6 @@ def test_npp_geo_on_real_kootenay_canopy(data_dir, tmp_path):
     }
 
 
-def test_static_kernel_fit_recovers_the_generating_kernel(monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / 'benchmarks'))
-    import torch
-    from _npp import fit_static_kernel
-
-    from geosparse.gp.kernels import rbf
-
-    torch.manual_seed(0)
-    resid = []
-    for _ in range(20):
-        pts = torch.rand(30, 2, dtype=torch.float64) * 40
-        k = rbf(pts, pts, 4.0, 2.0) + 0.2 * torch.eye(30, dtype=torch.float64)
-        resid.append(
-            (pts, torch.linalg.cholesky(k) @ torch.randn(30, dtype=torch.float64))
-        )
-    ell, var, noise = fit_static_kernel(resid, lengthscales=(1, 2, 4, 8))
-    assert ell == 4.0
-    assert var == pytest.approx(2.0, rel=0.3) and noise == pytest.approx(0.2, rel=0.5)
-
-
 def counting_args(image, points, out, *extra):
     return [
         '--image',

@@ -7,7 +7,7 @@ from rio_cogeo.cogeo import cog_validate
 from geosparse.inference.blocks import predict_blocks
 from geosparse.trainers import LabelSuperResolutionTask
 
-from .conftest import random_raster
+from ..conftest import random_raster
 
 
 def _raster(path, h=700, w=600, nodata=None, seed=0):

@@ -15,7 +15,7 @@ from geosparse.gp import KernelParams
 from geosparse.inference import Predictor
 from geosparse.inference.checkpoints import task_class_for
 
-from .conftest import random_raster, save_untrained
+from ..conftest import random_raster, save_untrained
 
 
 def _raster(path, bands=3, h=300, w=260, seed=0, nodata=None):

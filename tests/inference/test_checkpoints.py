@@ -3,6 +3,7 @@
 import fractions
 import pathlib
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,7 +16,7 @@ from geosparse.inference.checkpoints import (
     read_checkpoint,
 )
 
-from .conftest import random_raster, save_untrained
+from ..conftest import random_raster, save_untrained
 
 
 class Payload:
@@ -118,3 +119,19 @@ def test_checkpoints_of_every_task_are_plain_data(tmp_path):
             cls(model='fcn', num_filters=4), tmp_path / f'{cls.__name__}.ckpt'
         )
         assert type(load_task(path)) is cls
+
+
+def test_an_npp_checkpoint_from_before_the_gp_objects_still_predicts(tmp_path):
+    from geosparse.trainers import NPPTask
+
+    task = NPPTask(model='fcn', num_filters=4, in_channels=3, noise=0.3)
+    ckpt = save_untrained(task, tmp_path / 'npp.ckpt')
+    data = torch.load(ckpt, weights_only=True)
+    state = data['state_dict']
+    state['npp_loss.raw_noise'] = state.pop('npp_loss.noise.raw')  # the old key
+    torch.save(data, ckpt)
+    pred = Predictor(checkpoint=ckpt)
+    params = pred.task.kernel_params(torch.zeros(1, 3, 8, 8))
+    assert params.noise == pytest.approx(0.3, rel=1e-5)
+    out = pred(np.full((3, 16, 16), 100, np.float32))
+    assert out.shape == (2, 16, 16) and np.isfinite(out).all()
