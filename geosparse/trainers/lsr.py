@@ -640,12 +640,23 @@ class LabelSuperResolutionTask(FiniteTraining, SemanticSegmentation):
         Returns:
             ``(2 [+ L], h, w)`` uint8 bands.
         """
+        return class_bands(self.window_probabilities(image, coarse)[0], probabilities)
+
+    def window_probabilities(
+        self, image: Tensor, coarse: Tensor | None = None
+    ) -> Tensor:
+        r"""Class probabilities ``(1, L, h, w)`` of a raw window, as prediction makes them.
+
+        :math:`p(l \mid x)` of the network on the window padded to
+        :attr:`pad_multiple`, combined with the coarse labels (:meth:`combine`)
+        where ``coarse`` is given and ``prior_weight > 0``.
+        """
         x = self.normalize(image)
         with torch.no_grad():
             p = forward_padded(self.model, x, self.pad_multiple).softmax(dim=1)
             if coarse is not None and self.hparams['prior_weight'] > 0:
                 p = self.combine(p, self.coarse_index(coarse.long()))
-        return class_bands(p[0], probabilities)
+        return p
 
     @property
     def pad_multiple(self) -> int:
