@@ -20,8 +20,10 @@ its short-axis scale.
 
 A fit is computed once per image and annotation set and cached on disk under a key
 made of both (:func:`cached_fit`); a cache built for another image or other points is
-never used. Crops and flips move the Gaussians (:meth:`GaussianFit.crop`,
-:meth:`GaussianFit.flip`) instead of refitting them.
+never used. The Gaussians are not refitted for windows or flips: each point carries
+its covariance, which a window keeps with its points
+(:class:`~geosparse.datasets.SparsePoints`, ``covariances``) and a flip mirrors
+(:func:`~geosparse.transforms.flip_batch`).
 """
 
 from __future__ import annotations
@@ -58,32 +60,6 @@ class GaussianFit:
     colours: np.ndarray
     background: np.ndarray
     shape: tuple[int, int]
-
-    def crop(self, row: int, col: int, height: int, width: int) -> GaussianFit:
-        """The Gaussians of the window ``[row, row + height) x [col, col + width)``.
-
-        Gaussians whose mean lies outside the window are dropped (their mass lies
-        mostly outside); the others are shifted, not refitted.
-        """
-        m = self.means - [row, col]
-        keep = (m[:, 0] >= 0) & (m[:, 0] < height) & (m[:, 1] >= 0) & (m[:, 1] < width)
-        return GaussianFit(
-            m[keep],
-            self.covs[keep],
-            self.colours[keep],
-            self.background,
-            (height, width),
-        )
-
-    def flip(self, horizontal: bool = True) -> GaussianFit:
-        """Mirror left-right (``horizontal``) or top-bottom; covariances follow."""
-        axis = 1 if horizontal else 0
-        m = self.means.copy()
-        m[:, axis] = self.shape[axis] - m[:, axis]
-        covs = self.covs.copy()
-        covs[:, 0, 1] *= -1  # mirroring one axis flips the sign of the covariance
-        covs[:, 1, 0] *= -1
-        return GaussianFit(m, covs, self.colours, self.background, self.shape)
 
     def save(self, path: str | os.PathLike[str], key: str) -> None:
         """Write the fit and its cache ``key`` to an ``.npz`` file (atomically)."""

@@ -1,19 +1,28 @@
-"""Augmentations that move every spatial key of a sample together.
+r"""Augmentations that move every spatial key of a batch together.
 
 Kornia's augmentation containers only move ``image*`` and ``mask*`` keys; coarse
-labels and block ids must move with them, so geosparse applies its own dihedral
-(flip and 90-degree rotation) augmentation to every tensor whose last two
-dimensions match the image's.
+labels, block ids, points and Gaussian covariances must move with them, so geosparse
+has its own:
+
+- :class:`RandomDihedral` (label super-resolution): flips and 90-degree rotations of
+  every tensor whose last two dimensions match the image's;
+- :class:`RandomFlipWithPoints` (counting): horizontal and vertical flips of the
+  images, the points ``(row, col)`` and each point's covariance
+  (:func:`flip_batch`).
+
+Both are a data module's ``train_aug``, applied to training batches only in
+``on_after_batch_transfer``, the TorchGeo way.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-__all__ = ['RandomDihedral']
+__all__ = ['RandomDihedral', 'RandomFlipWithPoints', 'flip_batch']
 
 
 class RandomDihedral(nn.Module):
@@ -47,4 +56,88 @@ class RandomDihedral(nn.Module):
                 v = torch.rot90(v, k, dims=(-2, -1))
                 out.append(v)
             batch[key] = torch.stack(out)
+        return batch
+
+
+def flip_batch(
+    batch: dict[str, Any],
+    horizontal: Tensor,
+    vertical: Tensor,
+    keys: Sequence[str] = ('image', 'mask'),
+) -> None:
+    r"""Flip images, points and covariances of a batch in place, per sample.
+
+    Points are continuous pixel coordinates :math:`(r, c)` of the window (pixel
+    :math:`k` spans :math:`[k, k + 1)`, its centre is :math:`k + 0.5`). Mirroring an
+    axis of :math:`L` pixels maps the coordinate :math:`u \to L - u`, which takes the
+    pixel :math:`k` under a point to :math:`L - 1 - k`, where the image's flip puts
+    that pixel; the covariance :math:`\Sigma` becomes :math:`F \Sigma F` with
+    :math:`F = \mathrm{diag}(\pm 1, \pm 1)`, i.e. :math:`\Sigma_{rc} \to
+    -\Sigma_{rc}` per mirrored axis, :math:`\Sigma_{rr}` and :math:`\Sigma_{cc}`
+    unchanged. Padded points (``valid`` false) are moved too and stay padding.
+
+    Args:
+        batch: with ``image`` ``(B, C, H, W)`` and optionally other image-shaped
+            ``keys``, ``points`` ``(B, N, 2)`` and ``covariances`` ``(B, N, 3)``
+            (:math:`\Sigma_{rr}, \Sigma_{rc}, \Sigma_{cc}` in pixels²).
+        horizontal: ``(B,)`` bool, mirror left-right (:math:`c \to W - c`).
+        vertical: ``(B,)`` bool, mirror top-bottom (:math:`r \to H - r`).
+        keys: image-shaped keys to flip (missing ones are skipped).
+    """
+    h, w = batch['image'].shape[-2:]
+    points = batch.get('points')
+    covs = batch.get('covariances')
+    for flag, axis, size, dim in ((horizontal, 1, w, -1), (vertical, 0, h, -2)):
+        idx = torch.nonzero(flag).flatten()
+        if len(idx) == 0:
+            continue
+        for key in keys:
+            value = batch.get(key)
+            if isinstance(value, Tensor):
+                value[idx] = value[idx].flip(dim)
+        if points is not None:
+            points[idx, :, axis] = size - points[idx, :, axis]
+        if covs is not None:
+            covs[idx, :, 1] = -covs[idx, :, 1]
+
+
+class RandomFlipWithPoints(nn.Module):
+    r"""Random horizontal and vertical flips of images, points and covariances.
+
+    Each sample is mirrored left-right with probability ``p`` and, independently,
+    top-bottom with probability ``p`` (:func:`flip_batch`: :math:`c \to W - c`,
+    :math:`r \to H - r`, :math:`\Sigma_{rc} \to -\Sigma_{rc}` per flip).
+
+    Why not kornia: ``AugmentationSequential(..., data_keys=[..., 'keypoints'])``
+    moves keypoints ``(x, y)`` by :math:`x \to W - 1 - x`, the convention of points
+    at integer pixel centres; geosparse's points have their centres at
+    :math:`k + 0.5`, so kornia would put every point one pixel off its object, and
+    it has no notion of a point's covariance.
+    """
+
+    def __init__(self, p: float = 0.5, keys: tuple[str, ...] = ('image', 'mask')):
+        """Choose the flip probability and the image-shaped keys to flip.
+
+        Args:
+            p: probability of each of the two flips, per sample.
+            keys: image-shaped keys flipped with the points (missing ones skipped).
+        """
+        super().__init__()
+        self.p = p
+        self.keys = keys
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Flip a batch and return it; its tensors are copied, not changed in place.
+
+        The batch's ``transform`` and ``bounds`` still describe the un-augmented
+        window; ``valid`` and ``labelled`` are unchanged (points keep their order).
+        """
+        b = batch['image'].shape[0]
+        horizontal = torch.rand(b) < self.p
+        vertical = torch.rand(b) < self.p
+        for key in (*self.keys, 'points', 'covariances'):
+            value = batch.get(key)
+            if isinstance(value, Tensor):
+                batch[key] = value.clone()
+        flip_batch(batch, horizontal, vertical, self.keys)
         return batch

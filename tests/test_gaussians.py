@@ -1,11 +1,15 @@
 import math
 
+import geopandas as gpd
 import numpy as np
 import pytest
 import torch
 
 import geosparse.gaussians as gaussians
+from geosparse.datamodules.counting import COV_COLUMNS
+from geosparse.datasets import SparsePoints
 from geosparse.gaussians import GaussianFit, cached_fit, fit_gaussians, fit_key, render
+from geosparse.transforms import flip_batch
 
 
 def _scene(seed=0):
@@ -73,24 +77,41 @@ def test_deformity_elimination_makes_long_gaussians_round_at_the_short_axis():
     assert math.sqrt(fit.covs[0, 0, 0]) == pytest.approx(2.0, rel=0.15)
 
 
-def test_crop_and_flip_move_the_gaussians_like_the_image():
+def test_windows_and_flips_move_the_gaussians_like_the_image():
+    """The data path's windows (SparsePoints) and flips (flip_batch) move the fit."""
     image, means, _ = _scene()
     fit = fit_gaussians(image, means, steps=20)
+    c = fit.covs
+    covs = np.stack([c[:, 0, 0], c[:, 0, 1], c[:, 1, 1]], 1)  # COV_COLUMNS order
 
-    def draw(f):
-        t = [torch.from_numpy(a) for a in (f.means, f.covs, f.colours, f.background)]
-        return render(*t, f.shape).numpy()
+    def draw(m, v):
+        v = np.asarray(v, dtype=np.float64)
+        matrices = np.stack([v[:, [0, 1]], v[:, [1, 2]]], 1)
+        t = [np.asarray(m, dtype=np.float64), matrices, fit.colours, fit.background]
+        return render(*(torch.from_numpy(a) for a in t), fit.shape).numpy()
 
-    full = draw(fit)
-    np.testing.assert_allclose(
-        draw(fit.flip(horizontal=True)), full[:, :, ::-1], atol=1e-6
+    full = draw(fit.means, covs)
+    for horizontal, flipped in ((True, full[:, :, ::-1]), (False, full[:, ::-1, :])):
+        batch = {
+            'image': torch.from_numpy(full.copy())[None],
+            'points': torch.from_numpy(fit.means.copy())[None],
+            'covariances': torch.from_numpy(covs.copy())[None],
+        }
+        flip_batch(batch, torch.tensor([horizontal]), torch.tensor([not horizontal]))
+        np.testing.assert_allclose(batch['image'][0].numpy(), flipped)
+        got = draw(batch['points'][0].numpy(), batch['covariances'][0].numpy())
+        np.testing.assert_allclose(got, flipped, atol=1e-6)
+    # A window [8, 48) x [30, 64) keeps the Gaussians whose centre lies in it.
+    frame = gpd.GeoDataFrame(
+        geometry=gpd.points_from_xy(means[:, 1], 64 - means[:, 0]), crs='EPSG:32618'
     )
-    np.testing.assert_allclose(
-        draw(fit.flip(horizontal=False)), full[:, ::-1, :], atol=1e-6
+    points = SparsePoints(frame, res=1.0).with_values(
+        dict(zip(COV_COLUMNS, covs.T, strict=True)), key='covariances'
     )
-    crop = fit.crop(8, 30, 40, 34)
-    assert len(crop.means) == 2  # the two blobs whose centre lies in the window
-    np.testing.assert_allclose(crop.means, means[[1, 3]] - [8, 30])
+    window = points[(slice(30, 64, 1.0), slice(64 - 48, 64 - 8, 1.0), slice(None))]
+    assert len(window['points']) == 2  # the two blobs whose centre lies in the window
+    np.testing.assert_allclose(window['points'], means[[1, 3]] - [8, 30])
+    np.testing.assert_allclose(window['covariances'], covs[[1, 3]], rtol=1e-6)
 
 
 def test_cache_is_reused_and_never_stale(tmp_path, monkeypatch):

@@ -16,9 +16,16 @@ GST (``gaussians=True``): one 2D Gaussian per training point is fitted to the
 imagery once (:func:`~geosparse.gaussians.cached_fit`, cached on disk under a key of
 the pixels, the points and the settings), in tiles of ``fit_tile`` pixels with a
 halo, and each point carries its covariance (pixels² at the data module's
-resolution) as ``values`` ``(cov_rr, cov_rc, cov_cc)``: a crop keeps the Gaussians
-of its points and a flip changes the sign of ``cov_rc``
-(:func:`flip_batch`), nothing is refitted.
+resolution) as ``covariances`` ``(cov_rr, cov_rc, cov_cc)``: a window keeps the
+Gaussians of its points (shifted with them) and a flip changes the sign of ``cov_rc``
+(:func:`~geosparse.transforms.flip_batch`), nothing is refitted.
+
+Augmentation (``augment=True``), the TorchGeo way: ``train_aug``
+(:class:`~geosparse.transforms.RandomFlipWithPoints`) flips training batches in
+:meth:`~CountingDataModule.on_after_batch_transfer`, left-right and top-bottom with
+probability 1/2 each, per window; the image, its points (:math:`c \to W - c`,
+:math:`r \to H - r`) and their covariances move together. Validation, test and
+prediction batches are never augmented.
 
 Points are read from any vector file in any CRS, a CSV with coordinate columns, or a
 CSV of pixel boxes (``xmin, ymin, xmax, ymax``, e.g. DeepForest's annotations; box
@@ -43,7 +50,6 @@ import torch
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
-from torch import Tensor
 from torchgeo.datamodules import GeoDataModule
 
 from ..batch import KeepGeoKeys
@@ -54,16 +60,17 @@ from ..errors import InputError
 from ..gaussians import cached_fit
 from ..io.points import box_centres, is_box_csv, read_points_frame
 from ..samplers import Box, CoverGeoSampler, RegionGeoSampler
+from ..transforms import RandomFlipWithPoints
 
 __all__ = [
     'COV_COLUMNS',
     'CountingDataModule',
     'collate_counting',
     'default_cache_dir',
-    'flip_batch',
 ]
 
-#: Value columns that carry each point's Gaussian covariance (pixels²).
+#: Columns of each point's Gaussian covariance (pixels²), the order of a batch's
+#: ``covariances`` ``(B, N, 3)``.
 COV_COLUMNS = ('cov_rr', 'cov_rc', 'cov_cc')
 
 
@@ -132,32 +139,6 @@ def collate_counting(
     return batch
 
 
-def flip_batch(batch: dict[str, Any], horizontal: Tensor, vertical: Tensor) -> None:
-    r"""Flip images, points and covariances of a batch in place, per sample.
-
-    kornia moves only ``image`` and ``mask`` keys; points and Gaussians are moved
-    here: a mirrored axis maps :math:`r \to H - r`, and the covariance's
-    off-diagonal :math:`\Sigma_{rc}` changes sign.
-
-    Args:
-        batch: with ``image`` ``(B, C, H, W)``, ``points`` ``(B, N, 2)`` and
-            ``values`` ``(B, N, V)`` (covariances in :data:`COV_COLUMNS` order).
-        horizontal: ``(B,)`` bool, mirror left-right.
-        vertical: ``(B,)`` bool, mirror top-bottom.
-    """
-    image, points, values = batch['image'], batch['points'], batch['values']
-    h, w = image.shape[-2:]
-    has_cov = values.shape[-1] >= 3
-    for flag, axis, size, dim in ((horizontal, 1, w, -1), (vertical, 0, h, -2)):
-        idx = torch.nonzero(flag).flatten()
-        if len(idx) == 0:
-            continue
-        image[idx] = image[idx].flip(dim)
-        points[idx, :, axis] = size - points[idx, :, axis]
-        if has_cov:
-            values[idx, :, 1] = -values[idx, :, 1]
-
-
 class CountingDataModule(KeepGeoKeys, GeoDataModule):
     """Imagery & object points (one per object), split by region (see the module doc)."""
 
@@ -183,6 +164,7 @@ class CountingDataModule(KeepGeoKeys, GeoDataModule):
         fit_max_scale: float | None = None,
         cache_dir: str | None = None,
         merge_distance: float = 0.5,
+        augment: bool = True,
         seed: int = 0,
         num_workers: int = 0,
     ) -> None:
@@ -217,6 +199,8 @@ class CountingDataModule(KeepGeoKeys, GeoDataModule):
                 the tile); a size prior, not in the paper.
             cache_dir: where fits are cached (default :func:`default_cache_dir`).
             merge_distance: points closer than this (pixels) are merged.
+            augment: random horizontal and vertical flips of training batches
+                (images, points and covariances together; ``train_aug``).
             seed: seed of the samplers and the fit.
             num_workers: data loader workers.
 
@@ -235,7 +219,8 @@ class CountingDataModule(KeepGeoKeys, GeoDataModule):
                 f'labelled_fraction={labelled_fraction} must be in (0, 1].'
             )
         self.save_hyperparameters()
-        self.aug = None  # type: ignore[assignment]  # the tasks flip (points move too)
+        self.aug = None  # type: ignore[assignment]  # the tasks normalise inputs
+        self.train_aug = RandomFlipWithPoints() if augment else None
 
     # ------------------------------------------------------------ points
     def read_points(self, image: ImageryDataset) -> SparsePoints:
@@ -421,7 +406,7 @@ class CountingDataModule(KeepGeoKeys, GeoDataModule):
         if hp['gaussians']:
             covs = self.fit_covariances(image, train_points, self.boxes['labelled'])
             train_points = train_points.with_values(
-                dict(zip(COV_COLUMNS, covs.T, strict=True))
+                dict(zip(COV_COLUMNS, covs.T, strict=True)), key='covariances'
             )
         gen = torch.Generator().manual_seed(hp['seed'])
         size = (
@@ -483,5 +468,10 @@ class CountingDataModule(KeepGeoKeys, GeoDataModule):
     def on_after_batch_transfer(
         self, batch: dict[str, Any], dataloader_idx: int
     ) -> dict[str, Any]:
-        """Return the batch unchanged (the tasks flip images and points together)."""
+        """Augment training batches (``train_aug``: images, points and covariances).
+
+        Validation, test and prediction batches pass unchanged.
+        """
+        if self.trainer and self.trainer.training and self.train_aug is not None:
+            batch = self.train_aug(batch)
         return batch

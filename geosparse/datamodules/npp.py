@@ -157,7 +157,8 @@ class NPPDataModule(KeepGeoKeys, GeoDataModule):
     ) -> dict[str, Any]:
         """Return the batch unchanged.
 
-        No augmentation: points would not move with the image (kornia moves only
-        ``image`` and ``mask`` keys).
+        No augmentation (as ever for NPP); a points-aware one exists,
+        :class:`~geosparse.transforms.RandomFlipWithPoints` (kornia moves only
+        ``image`` and ``mask`` keys, not points).
         """
         return batch

@@ -1,7 +1,7 @@
 """Datasets of geosparse."""
 
 from .coarse import CoarseLabels, FineLabels, ImageryDataset
-from .points import SparsePoints, collate_points, spatial_split
+from .points import POINT_KEYS, SparsePoints, collate_points, spatial_split
 from .synthetic import (
     FINE_CLASSES,
     ObjectScene,
@@ -15,6 +15,7 @@ from .synthetic import (
 
 __all__ = [
     'FINE_CLASSES',
+    'POINT_KEYS',
     'CoarseLabels',
     'FineLabels',
     'ImageryDataset',

@@ -23,13 +23,20 @@ import shapely
 import torch
 from geopandas import GeoDataFrame, GeoSeries
 from rasterio.crs import CRS
+from torch import Tensor
 from torchgeo.datasets import GeoDataset
 from torchgeo.datasets.utils import GeoSlice, stack_samples
 
 from ..compat import georeference
 from ..io.points import read_points_frame
 
-__all__ = ['SparsePoints', 'collate_points', 'spatial_split']
+__all__ = ['POINT_KEYS', 'SparsePoints', 'collate_points', 'spatial_split']
+
+#: Per-point sample keys besides ``points``, padded by :func:`collate_points`:
+#: ``values``, the points' value columns (e.g. NPP targets), and ``covariances``,
+#: each point's Gaussian covariance (GST, set by
+#: :class:`~geosparse.datamodules.CountingDataModule`).
+POINT_KEYS = ('values', 'covariances')
 
 
 class SparsePoints(GeoDataset):
@@ -37,7 +44,8 @@ class SparsePoints(GeoDataset):
 
     Sample keys: ``points`` ``(N, 2)`` float32 pixel coordinates ``(row, col)`` of
     the window (row 0 at the top, pixel centres at +0.5), ``values`` ``(N, V)``
-    float32, ``crs`` and ``bounds``.
+    float32, ``crs`` and ``bounds``; with :meth:`with_values` ``(..., key=...)``, also
+    that key (e.g. ``covariances`` ``(N, 3)``).
     """
 
     def __init__(
@@ -75,6 +83,8 @@ class SparsePoints(GeoDataset):
             ValueError: for bad files or columns (the message names them).
         """
         self.values = [values] if isinstance(values, str) else list(values)
+        #: Further per-point sample keys (of :data:`POINT_KEYS`) and their columns.
+        self.point_columns: dict[str, list[str]] = {}
         if isinstance(path, GeoDataFrame):
             if path.crs is None:
                 raise ValueError('SparsePoints: the GeoDataFrame has no CRS; set it.')
@@ -109,6 +119,10 @@ class SparsePoints(GeoDataset):
             [self.points.geometry.x.to_numpy(), self.points.geometry.y.to_numpy()], 1
         )
         self._values = self.points[self.values].to_numpy(np.float32)
+        self._columns = {
+            key: self.points[names].to_numpy(np.float32)
+            for key, names in self.point_columns.items()
+        }
         # The footprint, grown to multiples of the resolution.
         minx, miny, maxx, maxy = self.points.total_bounds
         if self._extent is not None:
@@ -127,15 +141,25 @@ class SparsePoints(GeoDataset):
             crs=self.points.crs,
         )
 
-    def with_values(self, columns: Mapping[str, np.ndarray]) -> SparsePoints:
-        """A copy whose samples carry these per-point columns as ``values`` instead.
+    def with_values(
+        self, columns: Mapping[str, np.ndarray], key: str = 'values'
+    ) -> SparsePoints:
+        """A copy whose samples carry these per-point columns as ``key``.
 
-        Used for attributes computed after reading, e.g. the fitted Gaussians'
-        covariances of :class:`~geosparse.datamodules.CountingDataModule`.
+        ``key='values'`` replaces the value columns; another key of
+        :data:`POINT_KEYS` adds a per-point array beside them, e.g. the fitted
+        Gaussians' covariances of :class:`~geosparse.datamodules.CountingDataModule`
+        as ``covariances``.
 
         Raises:
-            ValueError: if a column's length differs from the number of points.
+            ValueError: if a column's length differs from the number of points, or
+                for a key outside :data:`POINT_KEYS`.
         """
+        if key not in POINT_KEYS:
+            raise ValueError(
+                f'key={key!r}: per-point columns go under one of {list(POINT_KEYS)} '
+                '(collate_points pads those).'
+            )
         frame = self.points.copy()
         for name, column in columns.items():
             if len(column) != len(frame):
@@ -144,7 +168,10 @@ class SparsePoints(GeoDataset):
                 )
             frame[name] = np.asarray(column, dtype=np.float64)
         other = copy.copy(self)
-        other.values = list(columns)
+        if key == 'values':
+            other.values = list(columns)
+        else:
+            other.point_columns = {**self.point_columns, key: list(columns)}
         other._set_points(frame)
         return other
 
@@ -195,6 +222,7 @@ class SparsePoints(GeoDataset):
         sample: dict[str, Any] = {
             'points': torch.from_numpy(np.stack([rows, cols], 1).astype(np.float32)),
             'values': torch.from_numpy(self._values[inside]),
+            **{k: torch.from_numpy(a[inside]) for k, a in self._columns.items()},
             **georeference(
                 self.crs, slice(x.start, x.stop, xres), slice(y.start, y.stop, yres)
             ),
@@ -207,29 +235,37 @@ class SparsePoints(GeoDataset):
 def collate_points(samples: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """Batch samples with different numbers of points.
 
-    ``points`` becomes ``(B, N, 2)`` and ``values`` ``(B, N, V)``, padded with zeros to
-    the largest ``N`` of the batch, with ``valid`` ``(B, N)`` marking real points;
-    the other keys are stacked as by TorchGeo's ``stack_samples``.
+    ``points`` becomes ``(B, N, 2)`` and each per-point key of :data:`POINT_KEYS`
+    that the samples carry (``values`` ``(B, N, V)``, ``covariances`` ``(B, N, 3)``)
+    ``(B, N, ·)``, padded with zeros to the largest ``N`` of the batch, with
+    ``valid`` ``(B, N)`` marking real points; the other keys are stacked as by
+    TorchGeo's ``stack_samples``.
     """
     samples = list(samples)
     n = max((len(s['points']) for s in samples), default=0)
-    nv = max(
-        (s['values'].shape[-1] for s in samples if s['values'].ndim == 2), default=1
-    )
     b = len(samples)
     points = torch.zeros(b, n, 2)
-    values = torch.zeros(b, n, nv)
     valid = torch.zeros(b, n, dtype=torch.bool)
     for i, s in enumerate(samples):
         k = len(s['points'])
         points[i, :k] = s['points']
-        values[i, :k] = s['values'].reshape(k, nv)
         valid[i, :k] = True
+    padded: dict[str, Tensor] = {}
+    for key in POINT_KEYS:
+        if not samples or key not in samples[0]:
+            continue
+        nv = max((s[key].shape[-1] for s in samples if s[key].ndim == 2), default=1)
+        out = torch.zeros(b, n, nv)
+        for i, s in enumerate(samples):
+            k = len(s['points'])
+            out[i, :k] = s[key].reshape(k, nv)
+        padded[key] = out
     rest = [
-        {k: v for k, v in s.items() if k not in ('points', 'values')} for s in samples
+        {k: v for k, v in s.items() if k != 'points' and k not in POINT_KEYS}
+        for s in samples
     ]
     batch = stack_samples(rest)
-    batch.update(points=points, values=values, valid=valid)
+    batch.update(points=points, valid=valid, **padded)
     return batch
 
 

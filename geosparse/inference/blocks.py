@@ -196,7 +196,7 @@ def predict_blocks(
         fn: the model on one window (:data:`BlockFunction`), returning ``count``
             bands of ``dtype`` with the window's height and width. With a
             distributed scheduler it must pickle (geosparse's
-            :class:`~geosparse.predictors.Predictor` pickles to its checkpoint path).
+            :class:`~geosparse.inference.Predictor` pickles to its checkpoint path).
         out_path: output COG (written atomically: nothing appears there if the
             run fails or is killed).
         count: number of output bands.

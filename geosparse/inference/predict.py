@@ -1,8 +1,8 @@
 r"""Whole-raster prediction of any geosparse or TorchGeo task, written as a COG.
 
 The flow is predictor → blocks → COG → STAC item: a
-:class:`~geosparse.predictors.Predictor` turns the trained task into a block function,
-:func:`~geosparse.blocks.predict_blocks` runs it block by block with a halo (so where
+:class:`~geosparse.inference.Predictor` turns the trained task into a block function,
+:func:`~geosparse.inference.blocks.predict_blocks` runs it block by block with a halo (so where
 the model's receptive field fits inside the halo, the result equals one forward pass
 over the whole raster) and streams the blocks into a COG, and
 :func:`~geosparse.stac.output_item` describes the COG as a STAC Item.
@@ -213,7 +213,7 @@ def predict_landcover(
 
     Band 1 ``class`` (uint8, colour table and class names; 255 nodata), band 2
     ``uncertainty`` (normalised entropy, uint8 with scale 1/254), then the class
-    probabilities if asked for (:class:`~geosparse.predictors.Predictor`).
+    probabilities if asked for (:class:`~geosparse.inference.Predictor`).
 
     Args:
         task: trained model.

@@ -2,9 +2,10 @@ r"""Point-supervised counting as TorchGeo tasks: density regression and point ma
 
 Both tasks take batches of :class:`~geosparse.datamodules.CountingDataModule`
 (``image``, ``points`` ``(B, N, 2)`` in window pixels, ``valid``, ``labelled`` and,
-for GST, each point's Gaussian covariance in ``values``), flip images and points
-together (kornia would not move the points), and score counts per window
-(``*_count_mae``, ``*_count_rmse``).
+for GST, each point's Gaussian covariance in ``covariances`` ``(B, N, 3)``), already
+augmented by the data module (its ``train_aug`` flips images, points and
+covariances together), and score counts per window (``*_count_mae``,
+``*_count_rmse``).
 
 - :class:`DensityTask`: the network's output is a density :math:`\zeta \ge 0`
   (objects per pixel, :math:`\zeta = \mathrm{softplus}(f(x)) / s`), the count of a
@@ -19,7 +20,7 @@ together (kornia would not move the points), and score counts per window
   the number of cells with :math:`\sigma(\hat y) > 0.5`. With unlabelled windows in
   the batch (``labelled = False``) it trains semi-supervised as in the paper: an EMA
   teacher (:class:`~geosparse.teacher.EMATeacher`) sees the weakly augmented window
-  (flips) and gives pseudo-points with confidences
+  (the data module's flips) and gives pseudo-points with confidences
   (:func:`~geosparse.teacher.pseudo_points`: its cells above ``pseudo_threshold``);
   the student sees a strongly augmented view (colour jitter, noise, cut-out) of the
   same window and is trained on them with the P2R loss, weighted by the ramp
@@ -31,6 +32,7 @@ together (kornia would not move the points), and score counts per window
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -42,7 +44,6 @@ from torch import Tensor
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
 
 from ..compat import PixelwiseRegression
-from ..datamodules.counting import flip_batch
 from ..gaussians import GaussianFit
 from ..io.spec import BandSpec, OutputSpec, Property
 from ..losses.p2r import p2r_loss, peak_map
@@ -70,6 +71,25 @@ def smoothed_point_map(points: Tensor, shape: tuple[int, int], sigma: float) -> 
     return torch.from_numpy(gaussian_filter(grid, sigma, mode='constant')).float()
 
 
+def _deprecated_flip(task: str, flip: bool | None) -> None:
+    """Warn that ``flip`` is ignored: random flips are the data module's now.
+
+    Old checkpoints hold ``flip`` in their hyperparameters, so it is still accepted.
+    ``flip=True`` matches the data module's default (``augment=True``): a
+    :class:`DeprecationWarning`; ``flip=False`` asked for something that now needs
+    ``augment=False`` on the data module: a :class:`FutureWarning`, shown to users.
+    """
+    if flip is None:
+        return
+    warnings.warn(
+        f'{task}(flip={flip}) is deprecated and ignored: random flips are now the '
+        "data module's, CountingDataModule(augment=...) (default True)"
+        + ('; pass augment=False there to train without flips.' if not flip else '.'),
+        FutureWarning if not flip else DeprecationWarning,
+        stacklevel=3,
+    )
+
+
 def _labelled_mask(batch: dict[str, Any]) -> Tensor:
     """``(B,)`` which windows of a batch are labelled (all, without ``labelled``)."""
     n = batch['image'].shape[0]
@@ -77,7 +97,7 @@ def _labelled_mask(batch: dict[str, Any]) -> Tensor:
 
 
 class _CountingTask(FiniteTraining, PixelwiseRegression):
-    """Shared parts: normalisation, flips, count metrics, optimiser."""
+    """Shared parts: normalisation, count metrics, optimiser."""
 
     def configure_metrics(self) -> None:
         """Count MAE and RMSE over the windows of an epoch."""
@@ -118,16 +138,6 @@ class _CountingTask(FiniteTraining, PixelwiseRegression):
         """Per sample, its ``(N_b, 2)`` valid points."""
         return [p[v] for p, v in zip(batch['points'], batch['valid'], strict=True)]
 
-    def augment(self, batch: dict[str, Any]) -> None:
-        """Random horizontal and vertical flips (images, points, covariances)."""
-        if not self.hparams['flip']:
-            return
-        b = batch['image'].shape[0]
-        batch['image'] = batch['image'].clone()
-        batch['points'] = batch['points'].clone()
-        batch['values'] = batch['values'].clone()
-        flip_batch(batch, torch.rand(b) < 0.5, torch.rand(b) < 0.5)
-
     def _score(self, batch: dict[str, Any], out: Tensor, prefix: str) -> None:
         lab = _labelled_mask(batch)
         if not bool(lab.any()):
@@ -143,8 +153,7 @@ class _CountingTask(FiniteTraining, PixelwiseRegression):
     def training_step(  # type: ignore[override]  # Lightning skips a None loss
         self, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> Tensor | None:
-        """Flip, then the loss on the labelled windows."""
-        self.augment(batch)
+        """The loss on the labelled windows."""
         out = self(batch['image'])
         loss = self.compute_loss(batch, out)
         if loss is None:
@@ -275,7 +284,7 @@ class DensityTask(_CountingTask):
         background_ratio: float = 0.15,
         density_scale: float = 100.0,
         input_scale: float = 255.0,
-        flip: bool = True,
+        flip: bool | None = None,
         lr: float = 1e-3,
         patience: int = 10,
         freeze_backbone: bool = False,
@@ -298,7 +307,8 @@ class DensityTask(_CountingTask):
             density_scale: :math:`s`; the network predicts :math:`s\,\zeta`, of order
                 one where the objects are.
             input_scale: raw imagery is divided by this.
-            flip: random flips in training.
+            flip: deprecated and ignored (old checkpoints hold it): random flips
+                are the data module's ``augment``.
             lr: learning rate.
             patience: plateau patience of the scheduler.
             freeze_backbone: freeze the encoder.
@@ -317,6 +327,7 @@ class DensityTask(_CountingTask):
             freeze_backbone=freeze_backbone,
             freeze_decoder=freeze_decoder,
         )
+        _deprecated_flip('DensityTask', flip)
 
     def configure_losses(self) -> None:
         """Check the loss name.
@@ -397,10 +408,10 @@ class DensityTask(_CountingTask):
         """Mean :meth:`sample_loss` over the labelled windows (None if there are none)."""
         lab = _labelled_mask(batch)
         losses = []
-        has_cov = batch['values'].shape[-1] >= 3
+        covariances = batch.get('covariances')
         for i in torch.nonzero(lab).flatten().tolist():
             ok = batch['valid'][i]
-            covs = batch['values'][i][ok] if has_cov else None
+            covs = covariances[i][ok] if covariances is not None else None
             losses.append(self.sample_loss(out[i, 0], batch['points'][i][ok], covs))
         if not losses:
             return None  # type: ignore[return-value]
@@ -428,7 +439,7 @@ class PointMapTask(_CountingTask):
         warmup_steps: int = 100,
         ramp_steps: int = 200,
         input_scale: float = 255.0,
-        flip: bool = True,
+        flip: bool | None = None,
         lr: float = 1e-3,
         patience: int = 10,
         freeze_backbone: bool = False,
@@ -464,7 +475,8 @@ class PointMapTask(_CountingTask):
             ramp_steps: semi-supervised: steps of the Gaussian ramp-up after the
                 warm-up.
             input_scale: raw imagery is divided by this.
-            flip: random flips in training (weak augmentation).
+            flip: deprecated and ignored (old checkpoints hold it): the weak
+                augmentation (random flips) is the data module's ``augment``.
             lr: learning rate.
             patience: plateau patience of the scheduler.
             freeze_backbone: freeze the encoder.
@@ -484,6 +496,7 @@ class PointMapTask(_CountingTask):
             freeze_decoder=freeze_decoder,
         )
         self._teacher: EMATeacher | None = None
+        _deprecated_flip('PointMapTask', flip)
 
     def configure_losses(self) -> None:
         """Nothing to build: :func:`~geosparse.losses.p2r_loss` is a function."""
@@ -612,7 +625,6 @@ class PointMapTask(_CountingTask):
         self, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> Tensor | None:
         """P2R on labelled windows plus the ramped pseudo-point loss on unlabelled ones."""
-        self.augment(batch)
         lab = _labelled_mask(batch)
         unl = torch.nonzero(~lab).flatten()
         out = self(batch['image'])

@@ -1,3 +1,5 @@
+from types import SimpleNamespace
+
 import geopandas as gpd
 import pandas as pd
 import pytest
@@ -6,8 +8,10 @@ from shapely.geometry import Point
 
 import geosparse.gaussians as gaussians_module
 from geosparse.compat import window_bounds
-from geosparse.datamodules.counting import COV_COLUMNS, flip_batch
+from geosparse.datamodules.counting import COV_COLUMNS
 from geosparse.datasets import make_object_scene
+from geosparse.trainers import DensityTask, brief_trainer
+from geosparse.transforms import RandomFlipWithPoints
 
 from ..conftest import counting_dm
 
@@ -85,8 +89,8 @@ def test_gaussians_are_fitted_once_and_travel_with_points(
     dm = make_dm(objects, tmp_path, gaussians=True)
     dm.setup('fit')
     batch = next(iter(dm.train_dataloader()))
-    assert batch['values'].shape[-1] == len(COV_COLUMNS)
-    covs = batch['values'][batch['valid']]
+    assert batch['covariances'].shape[-1] == len(COV_COLUMNS)
+    covs = batch['covariances'][batch['valid']]
     det = covs[:, 0] * covs[:, 2] - covs[:, 1] ** 2
     assert (covs[:, 0] > 0).all() and (det > 0).all()  # positive definite
     assert len(list((tmp_path / 'cache').glob('gst-*.npz'))) == 1
@@ -103,20 +107,88 @@ def test_gaussians_are_fitted_once_and_travel_with_points(
         other.setup('fit')
 
 
-def test_flip_batch_moves_points_and_covariances():
-    image = torch.zeros(1, 1, 8, 10)
-    image[0, 0, 2, 7] = 1.0
-    batch = {
-        'image': image,
-        'points': torch.tensor([[[2.5, 7.5]]]),
-        'values': torch.tensor([[[4.0, 1.0, 2.0]]]),
-    }
-    flip_batch(batch, torch.tensor([True]), torch.tensor([True]))
-    r, c = batch['points'][0, 0].floor().long().tolist()
-    assert (r, c) == (5, 2) and batch['image'][0, 0, r, c] == 1.0
-    assert batch['values'][0, 0].tolist() == [4.0, 1.0, 2.0]  # two flips: sign back
-    flip_batch(batch, torch.tensor([True]), torch.tensor([False]))
-    assert batch['values'][0, 0, 1] == -1.0
+def _flips_of(before, after):
+    """The (horizontal, vertical) flips of each sample that turn before into after."""
+    h, w = before['image'].shape[-2:]
+    found = []
+    for i in range(len(before['image'])):
+        options = []
+        for hf in (False, True):
+            for vf in (False, True):
+                dims = [d for d, f in ((-1, hf), (-2, vf)) if f]
+                image = before['image'][i].flip(dims) if dims else before['image'][i]
+                points = before['points'][i].clone()
+                if hf:
+                    points[:, 1] = w - points[:, 1]
+                if vf:
+                    points[:, 0] = h - points[:, 0]
+                if torch.equal(image, after['image'][i]) and torch.equal(
+                    points, after['points'][i]
+                ):
+                    options.append((hf, vf))
+        assert options, f'sample {i}: not a flip of the image and its points'
+        found.append(options[0])
+    return found
+
+
+def test_training_batches_flip_points_and_covariances_with_the_image(objects, tmp_path):
+    dm = make_dm(objects, tmp_path, gaussians=True, batch_size=8)
+    assert isinstance(dm.train_aug, RandomFlipWithPoints)
+    dm.setup('fit')
+    batch = next(iter(dm.train_dataloader()))
+    before = {k: v.clone() for k, v in batch.items() if isinstance(v, torch.Tensor)}
+    image = batch['image']
+    dm.trainer = SimpleNamespace(training=True)
+    torch.manual_seed(0)
+    after = dm.on_after_batch_transfer(batch, 0)
+    assert torch.equal(before['image'], image)  # copied, not changed in place
+    flips = _flips_of(before, after)
+    assert len(set(flips)) > 1  # the flips are drawn per window
+    for i, (hf, vf) in enumerate(flips):
+        ok = before['valid'][i]
+        assert torch.equal(after['valid'][i], ok)
+        assert torch.equal(after['labelled'], before['labelled'])
+        # The pixel under each point keeps its value.
+        for p0, p1 in zip(before['points'][i][ok], after['points'][i][ok], strict=True):
+            r0, c0 = p0.floor().long().tolist()
+            r1, c1 = p1.floor().long().tolist()
+            assert torch.equal(
+                after['image'][i, :, r1, c1], before['image'][i, :, r0, c0]
+            )
+        # cov_rr and cov_cc stay, cov_rc changes sign on one flip (not on two).
+        c0, c1 = before['covariances'][i], after['covariances'][i]
+        assert torch.equal(c1[:, [0, 2]], c0[:, [0, 2]])
+        assert torch.equal(c1[:, 1], -c0[:, 1] if hf != vf else c0[:, 1])
+    assert int(before['valid'].sum()) > 0
+
+
+def test_only_training_batches_are_augmented(objects, tmp_path):
+    dm = make_dm(objects, tmp_path)
+    dm.setup('fit')
+    batch = next(iter(dm.val_dataloader()))
+    before = {k: v.clone() for k, v in batch.items() if isinstance(v, torch.Tensor)}
+    dm.trainer = SimpleNamespace(training=False)  # validating, testing, predicting
+    after = dm.on_after_batch_transfer(batch, 0)
+    for key, value in before.items():
+        assert torch.equal(after[key], value), key
+    assert make_dm(objects, tmp_path, augment=False).train_aug is None
+    # Through Lightning: train_aug runs on every training batch and nothing else.
+    dm = make_dm(objects, tmp_path, length=8)
+    stages = []
+    aug = dm.train_aug
+
+    def record(b):
+        stages.append(dm.trainer.state.stage)
+        return aug(b)
+
+    dm.train_aug = record
+    task = DensityTask(loss='mse', model='fcn', num_filters=4)
+    trainer = brief_trainer(2, val_batches=2)
+    trainer.fit(task, dm)
+    assert [s.value for s in stages] == ['train', 'train']
+    trainer.validate(task, dm, verbose=False)
+    trainer.test(task, dm, verbose=False)
+    assert len(stages) == 2
 
 
 def test_box_csv_duplicates_and_points_off_the_image(objects, tmp_path):

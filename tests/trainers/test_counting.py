@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from geosparse.cli import main
 from geosparse.datasets import make_object_scene
 from geosparse.inference import Predictor
-from geosparse.inference.checkpoints import task_class_for
+from geosparse.inference.checkpoints import load_task, task_class_for
 from geosparse.inference.count_maps import count_map, total_count
 from geosparse.inference.predict import predict_raster
 from geosparse.trainers import (
@@ -22,7 +22,7 @@ from geosparse.trainers import (
     smoothed_point_map,
 )
 
-from ..conftest import ROOT, counting_dm
+from ..conftest import ROOT, counting_dm, save_untrained
 
 
 @pytest.fixture(scope='module')
@@ -241,3 +241,19 @@ def test_torchgeo_fit_predict_and_count_from_the_cli(tmp_path):
     with rasterio.open(counts) as src:
         assert src.shape == (4, 4)
     assert main(['count', str(scene.image)]) == 2
+
+
+def test_flip_is_deprecated_but_old_checkpoints_still_load(tmp_path):
+    with pytest.warns(DeprecationWarning, match=r'CountingDataModule\(augment'):
+        PointMapTask(model='fcn', num_filters=4, flip=True)
+    task = DensityTask(loss='mse', model='fcn', num_filters=4)
+    assert task.hparams['flip'] is None
+    path = save_untrained(task, tmp_path / 'old.ckpt')
+    ckpt = torch.load(path, weights_only=True)
+    ckpt['hyper_parameters']['flip'] = False  # as saved before the data module flipped
+    torch.save(ckpt, path)
+    with pytest.warns(FutureWarning, match='augment=False'):
+        old = load_task(path)
+    x = torch.full((1, 3, 16, 16), 100.0)
+    with torch.no_grad():
+        torch.testing.assert_close(old(x), task.eval()(x))
