@@ -1,11 +1,6 @@
-import ast
-from pathlib import Path
-
 import torch
 
 from geosparse.transforms import RandomFlipWithPoints, flip_batch
-
-from .conftest import ROOT
 
 
 def test_flip_batch_moves_points_and_covariances():
@@ -39,33 +34,3 @@ def test_random_flip_with_points_copies_and_keeps_padding_with_the_mask():
     # padded points move like the rest (0 -> H or W), and stay masked out
     assert set(out['points'][:, 2].unique().tolist()) <= {0.0, 6.0, 9.0}
     assert torch.equal(RandomFlipWithPoints(p=0.0)(dict(batch))['image'], image)
-
-
-def _imports(path: Path) -> set[str]:
-    """Absolute names of the modules a geosparse module imports (anywhere in it)."""
-    package = '.'.join(path.relative_to(ROOT).with_suffix('').parts[:-1])
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = package.rsplit('.', node.level - 1)[0] if node.level else ''
-            module = '.'.join(p for p in (base, node.module or '') if p)
-            names.add(module)
-            names.update(f'{module}.{alias.name}' for alias in node.names)
-    return names
-
-
-def test_trainers_do_not_import_data_modules():
-    files = sorted((ROOT / 'geosparse' / 'trainers').glob('*.py'))
-    assert files
-    for path in files:
-        bad = sorted(
-            n
-            for n in _imports(path)
-            if n == 'geosparse.datamodules' or n.startswith('geosparse.datamodules.')
-        )
-        assert not bad, f'{path.name} imports {bad} (layers: datamodules -> tasks)'
-    # the check sees relative imports: the data modules import the transforms
-    lsr = _imports(ROOT / 'geosparse' / 'datamodules' / 'lsr.py')
-    assert 'geosparse.transforms.RandomDihedral' in lsr
