@@ -58,6 +58,7 @@ from ..datasets.coarse import ImageryDataset
 from ..datasets.points import SparsePoints, collate_points
 from ..errors import InputError
 from ..gaussians import cached_fit
+from ..io.grid import RasterGrid
 from ..io.points import box_centres, is_box_csv, read_points_frame
 from ..samplers import Box, CoverGeoSampler, RegionGeoSampler
 from ..transforms import RandomFlipWithPoints
@@ -97,6 +98,18 @@ def _inside(sample: Mapping[str, Any], boxes: Sequence[Box]) -> bool:
         and ymin >= b[1] - eps
         and ymax <= b[3] + eps
         for b in boxes
+    )
+
+
+def _clip(
+    bounds: tuple[float, float, float, float], box: Box
+) -> tuple[float, float, float, float]:
+    """``bounds`` cut to ``box`` (a grid's last pixel may overhang a partial box)."""
+    return (
+        max(bounds[0], box[0]),
+        max(bounds[1], box[1]),
+        min(bounds[2], box[2]),
+        min(bounds[3], box[3]),
     )
 
 
@@ -348,33 +361,32 @@ class CountingDataModule(KeepGeoKeys, GeoDataModule):
         covs = np.full((len(xy), 3), np.nan)
         cache = Path(hp['cache_dir']) if hp['cache_dir'] else default_cache_dir()
         _, _, t = image.bounds
-        for xmin, ymin, xmax, ymax in boxes:
-            for y1 in np.arange(ymax, ymin, -tile * yres):
-                for x0 in np.arange(xmin, xmax, tile * xres):
-                    x1, y0 = min(x0 + tile * xres, xmax), max(y1 - tile * yres, ymin)
-                    core = _in_boxes(xy, [(x0, y0, x1, y1)])
-                    if not core.any():
-                        continue
-                    wx0, wx1 = max(x0 - halo * xres, xmin), min(x1 + halo * xres, xmax)
-                    wy0, wy1 = max(y0 - halo * yres, ymin), min(y1 + halo * yres, ymax)
-                    window = (slice(wx0, wx1, xres), slice(wy0, wy1, yres), t)
-                    pixels = image[window]['image'].numpy().astype(np.float32)
-                    near = _in_boxes(xy, [(wx0, wy0, wx1, wy1)])
-                    rc = np.stack(
-                        [(wy1 - xy[near, 1]) / yres, (xy[near, 0] - wx0) / xres], 1
-                    )
-                    fit = cached_fit(
-                        pixels / 255.0 if pixels.max() > 1.5 else pixels,
-                        rc,
-                        cache,
-                        steps=int(hp['fit_steps']),
-                        max_scale=hp['fit_max_scale'],
-                        seed=int(hp['seed']),
-                    )
-                    ids = np.flatnonzero(near)
-                    mine = core[ids]
-                    c = fit.covs[mine]
-                    covs[ids[mine]] = np.stack([c[:, 0, 0], c[:, 0, 1], c[:, 1, 1]], 1)
+        for box in boxes:
+            # The box's pixel grid, cut into tiles of fit_tile pixels, each read with
+            # a halo of 16 pixels (clipped at the box, as the box's own edges are).
+            grid = RasterGrid.from_bounds(image.crs, box, (xres, yres))
+            for tile_window in grid.blocks(tile):
+                core = _in_boxes(xy, [_clip(grid.window_bounds(tile_window), box)])
+                if not core.any():
+                    continue
+                read = grid.with_halo(tile_window, halo)
+                wx0, wy0, wx1, wy1 = _clip(grid.window_bounds(read), box)
+                window = (slice(wx0, wx1, xres), slice(wy0, wy1, yres), t)
+                pixels = image[window]['image'].numpy().astype(np.float32)
+                near = _in_boxes(xy, [(wx0, wy0, wx1, wy1)])
+                rows, cols = grid.window_grid(read).to_pixels(xy[near])
+                fit = cached_fit(
+                    pixels / 255.0 if pixels.max() > 1.5 else pixels,
+                    np.stack([rows, cols], 1),
+                    cache,
+                    steps=int(hp['fit_steps']),
+                    max_scale=hp['fit_max_scale'],
+                    seed=int(hp['seed']),
+                )
+                ids = np.flatnonzero(near)
+                mine = core[ids]
+                c = fit.covs[mine]
+                covs[ids[mine]] = np.stack([c[:, 0, 0], c[:, 0, 1], c[:, 1, 1]], 1)
         return covs
 
     # ------------------------------------------------------------ setup
