@@ -36,6 +36,7 @@ import numpy as np
 import rasterio
 import torch
 from lightning.pytorch import Trainer, seed_everything
+from torchmetrics.functional.classification import binary_auroc
 
 from geosparse.datamodules import LabelSuperResolutionDataModule
 from geosparse.io.raster import atomic_path, atomic_write_text
@@ -138,20 +139,16 @@ def ranking_auc(
 ) -> float | None:
     """Area under the ROC curve of ``score`` for ``positive`` among ``valid`` pixels.
 
-    The Mann-Whitney statistic with average ranks for ties: the probability that a
+    torchmetrics' exact binary AUROC (ties count a half): the probability that a
     random positive pixel scores above a random negative one (0.5: no ranking).
     None when either group is empty. With ``--diagnose`` it shows whether the
     network separates a class at all, apart from its calibration.
     """
-    s, y = score[valid], positive[valid]
-    n1 = int(y.sum())
-    n0 = y.size - n1
-    if n1 == 0 or n0 == 0:
+    y = positive[valid]
+    if y.all() or not y.any():
         return None
-    _, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
-    ends = np.cumsum(counts)
-    ranks = (ends - (counts - 1) / 2)[inverse]  # average 1-based rank of each value
-    return round(float((ranks[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0)), 4)
+    auc = binary_auroc(torch.from_numpy(score[valid]), torch.from_numpy(y).long())
+    return round(float(auc), 4)
 
 
 def coarse_fractions(
