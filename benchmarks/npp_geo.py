@@ -58,12 +58,11 @@ import geopandas as gpd
 import numpy as np
 import rasterio
 import torch
-from lightning.pytorch import seed_everything
 from rasterio.transform import rowcol
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _npp import fit_static_kernel, make_task, scores
+from _npp import fit_static_kernel, make_task, scores, train
 
 from geosparse.datasets import ImageryDataset, SparsePoints, collate_points
 from geosparse.io.points import read_points
@@ -72,7 +71,7 @@ from geosparse.kernels import FAMILIES
 from geosparse.posterior import loo_variance_scale, posterior_map
 from geosparse.predictors import Predictor
 from geosparse.samplers import PointGeoSampler
-from geosparse.trainers import NPPTask, brief_trainer
+from geosparse.trainers import NPPTask
 
 Grid = tuple[Path, Any, Any]  # the standardised image's file, CRS and transform
 
@@ -201,14 +200,6 @@ def windows(
     )
 
 
-def train(task: NPPTask, loader: DataLoader[dict[str, Any]], seed: int) -> None:
-    """Fit ``task`` through Lightning for one pass of ``loader`` (its optimiser)."""
-    task.monitor = 'train_loss'  # the plateau scheduler's metric: no validation here
-    seed_everything(seed, workers=True, verbose=False)
-    brief_trainer(len(loader)).fit(task, train_dataloaders=loader)
-    task.eval()
-
-
 def predict_map(task: NPPTask, image: np.ndarray) -> torch.Tensor:
     """The network's map ``(H, W)`` over the whole image, by the package's predictor."""
     return torch.from_numpy(Predictor(task, torch_threads=None)(image)[0])
@@ -260,7 +251,7 @@ def run_split(
         loader = windows(
             grid, rc[tr], values[tr], a.patch_size, a.batch_size, a.steps, seed
         )
-        train(task, loader, seed)
+        train(task, loader, 1, seed)
         tasks[name] = task
         maps[name] = predict_map(task, image).double()
         seconds[name] = round(time.perf_counter() - t0, 1)
