@@ -41,6 +41,7 @@ from torchmetrics.functional.classification import binary_auroc
 from geosparse.datamodules import LabelSuperResolutionDataModule
 from geosparse.io.raster import atomic_path, atomic_write_text
 from geosparse.metrics import LandCoverMetrics, scores_from_confusion
+from geosparse.predictors import Predictor
 from geosparse.priors import JointDistribution
 from geosparse.trainers import LabelSuperResolutionTask, brief_trainer
 
@@ -83,6 +84,7 @@ def evaluate(
     of the network's probability (:func:`ranking_auc`).
     """
     metrics = LandCoverMetrics(table.num_fine, list(table.fine_names))
+    predictor = None if task is None else Predictor(task, torch_threads=None)
     lut = np.full(256, -1, dtype=np.int64)
     lut[table.fine_codes] = np.arange(table.num_fine)
     amap = table.argmax_map()
@@ -94,20 +96,15 @@ def evaluate(
     for naip, nlcd, lc in data:
         image, coarse, fine = read(naip), read(nlcd)[0], read(lc)[0]
         truth = torch.from_numpy(lut[fine])
-        if task is None:
+        if predictor is None:
             pred = np.vectorize(lambda c: amap.get(int(c), fallback))(coarse)
             pred_t = torch.from_numpy(pred.astype(np.int64))
-        else:
-            batch = {
-                'image': torch.from_numpy(image[None].astype(np.float32)),
-                'coarse': torch.from_numpy(coarse[None].astype(np.int64)),
-            }
-            with torch.no_grad():  # predict_probs, keeping the network's own output
-                raw = task(batch['image']).softmax(dim=1)
-                probs = task.combine(raw, task.coarse_index(batch['coarse']))
-            pred_t = probs.argmax(dim=1)[0]
-            if diagnose:
-                network_all.append(raw[0].reshape(table.num_fine, -1).numpy())
+        else:  # the class band of the package's predictor
+            image = image.astype(np.float32)
+            pred_t = torch.from_numpy(predictor(image, coarse)[0].astype(np.int64))
+            if diagnose:  # the network's own probabilities, before the prior
+                raw = predictor.probs(image)
+                network_all.append(raw.reshape(table.num_fine, -1).numpy())
         metrics.update(pred_t, truth)
         if diagnose:
             coarse_all.append(coarse.ravel())
