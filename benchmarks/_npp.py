@@ -16,6 +16,7 @@ import torch
 from lightning.pytorch import seed_everything
 from torch import Tensor
 from torch.utils.data import DataLoader
+from torchmetrics.functional import mean_absolute_error, mean_squared_error, r2_score
 
 from geosparse.kernels import RBFKernel
 from geosparse.losses import NPPLoss
@@ -23,19 +24,18 @@ from geosparse.trainers import NPPTask, brief_trainer
 
 
 def scores(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
-    """MSE, MAE and R² (global, :math:`1 - SS_{res} / SS_{tot}` about the truth's mean)."""
-    pred = np.asarray(pred, dtype=np.float64).ravel()
-    true = np.asarray(true, dtype=np.float64).ravel()
-    if pred.shape != true.shape or pred.size == 0:
+    """MSE, MAE and R² (global, :math:`1 - SS_{res} / SS_{tot}`), by torchmetrics."""
+    p = torch.from_numpy(np.asarray(pred, dtype=np.float64).ravel())
+    y = torch.from_numpy(np.asarray(true, dtype=np.float64).ravel())
+    if p.shape != y.shape or p.numel() == 0:
         raise ValueError(
-            f'need matching non-empty arrays, got {pred.shape}, {true.shape}'
+            f'need matching non-empty arrays, got {tuple(p.shape)}, {tuple(y.shape)}'
         )
-    resid = true - pred
-    ss_tot = float(np.square(true - true.mean()).sum())
+    constant = bool((y == y[0]).all())  # R² undefined (also for one value)
     return {
-        'mse': float(np.square(resid).mean()),
-        'mae': float(np.abs(resid).mean()),
-        'r2': 1.0 - float(np.square(resid).sum()) / ss_tot if ss_tot > 0 else math.nan,
+        'mse': float(mean_squared_error(p, y)),
+        'mae': float(mean_absolute_error(p, y)),
+        'r2': math.nan if constant else float(r2_score(p, y)),
     }
 
 
