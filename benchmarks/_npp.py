@@ -1,74 +1,64 @@
 """Shared pieces of the Neural Point Process benchmarks (not a public module).
 
-Training runs :class:`~geosparse.trainers.NPPTask` with its own loss and optimiser
-(:meth:`NPPTask.compute_loss`, :meth:`NPPTask.configure_optimizers`) over batches held
-in memory, without Lightning's logging, so that many small runs fit in minutes.
+Training fits :class:`~geosparse.trainers.NPPTask` with Lightning
+(:func:`~geosparse.trainers.brief_trainer`: no logger, checkpoints or progress bar),
+so that many small runs fit in minutes.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from lightning.pytorch import seed_everything
+from torch.utils.data import DataLoader
+from torchmetrics.functional import mean_absolute_error, mean_squared_error, r2_score
 
-from geosparse.trainers import NPPTask
-
-Batch = dict[str, Tensor]
+from geosparse.trainers import NPPTask, brief_trainer
 
 
 def scores(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
-    """MSE, MAE and R² (global, :math:`1 - SS_{res} / SS_{tot}` about the truth's mean)."""
-    pred = np.asarray(pred, dtype=np.float64).ravel()
-    true = np.asarray(true, dtype=np.float64).ravel()
-    if pred.shape != true.shape or pred.size == 0:
+    """MSE, MAE and R² (global, :math:`1 - SS_{res} / SS_{tot}`), by torchmetrics."""
+    p = torch.from_numpy(np.asarray(pred, dtype=np.float64).ravel())
+    y = torch.from_numpy(np.asarray(true, dtype=np.float64).ravel())
+    if p.shape != y.shape or p.numel() == 0:
         raise ValueError(
-            f'need matching non-empty arrays, got {pred.shape}, {true.shape}'
+            f'need matching non-empty arrays, got {tuple(p.shape)}, {tuple(y.shape)}'
         )
-    resid = true - pred
-    ss_tot = float(np.square(true - true.mean()).sum())
+    constant = bool((y == y[0]).all())  # R² undefined (also for one value)
     return {
-        'mse': float(np.square(resid).mean()),
-        'mae': float(np.abs(resid).mean()),
-        'r2': 1.0 - float(np.square(resid).sum()) / ss_tot if ss_tot > 0 else math.nan,
+        'mse': float(mean_squared_error(p, y)),
+        'mae': float(mean_absolute_error(p, y)),
+        'r2': math.nan if constant else float(r2_score(p, y)),
     }
 
 
 def train(
     task: NPPTask,
-    batches: Callable[[np.random.Generator], Iterable[Batch]],
-    epochs: int,
+    loader: DataLoader[dict[str, Any]],
+    epochs: int = 1,
     seed: int = 0,
-) -> float:
-    """Train ``task`` for ``epochs`` passes of ``batches(rng)``; returns the last epoch's mean loss.
+) -> None:
+    """Fit ``task`` through Lightning for ``epochs`` passes of ``loader``.
 
-    Batches hold ``image``, ``points``, ``values`` ``(B, N, 1)`` and ``valid``; batches
-    without a valid point are skipped (as :meth:`NPPTask.training_step` does).
+    Batches hold ``image``, ``points``, ``values`` ``(B, N, 1)`` and ``valid``
+    (:func:`~geosparse.datasets.collate_points`); :meth:`NPPTask.training_step`
+    skips batches without a valid point.
     """
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    conf = task.configure_optimizers()
-    opt: torch.optim.Optimizer = conf['optimizer']
-    task.train()
-    last = math.nan
-    for _ in range(epochs):
-        losses = []
-        for batch in batches(rng):
-            if not bool(batch['valid'].any()):
-                continue
-            loss = task.compute_loss(batch, task(batch['image']))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
-        last = float(np.mean(losses)) if losses else math.nan
+    seed_everything(seed, workers=True, verbose=False)
+    trainer = brief_trainer(epochs * len(loader), max_epochs=epochs)
+    trainer.fit(task, train_dataloaders=loader)
     task.eval()
-    return last
 
 
 def make_task(**kwargs: Any) -> NPPTask:
-    """An :class:`NPPTask` with the benchmarks' defaults (no pretrained weights)."""
-    return NPPTask(weights=None, **kwargs)
+    """An :class:`NPPTask` with the benchmarks' defaults.
+
+    No pretrained weights, and a constant learning rate: without validation the
+    plateau scheduler watches the training loss, with a patience it never reaches.
+    """
+    task = NPPTask(weights=None, **{'patience': 10**9, **kwargs})
+    task.monitor = 'train_loss'
+    return task

@@ -36,8 +36,10 @@ import numpy as np
 import rasterio
 import torch
 from lightning.pytorch import Trainer, seed_everything
+from torchmetrics.functional.classification import binary_auroc
 
 from geosparse.datamodules import LabelSuperResolutionDataModule
+from geosparse.inference import Predictor
 from geosparse.io.raster import atomic_path, atomic_write_text
 from geosparse.metrics import LandCoverMetrics, scores_from_confusion
 from geosparse.priors import JointDistribution
@@ -82,6 +84,7 @@ def evaluate(
     of the network's probability (:func:`ranking_auc`).
     """
     metrics = LandCoverMetrics(table.num_fine, list(table.fine_names))
+    predictor = None if task is None else Predictor(task, torch_threads=None)
     lut = np.full(256, -1, dtype=np.int64)
     lut[table.fine_codes] = np.arange(table.num_fine)
     amap = table.argmax_map()
@@ -93,20 +96,15 @@ def evaluate(
     for naip, nlcd, lc in data:
         image, coarse, fine = read(naip), read(nlcd)[0], read(lc)[0]
         truth = torch.from_numpy(lut[fine])
-        if task is None:
+        if predictor is None:
             pred = np.vectorize(lambda c: amap.get(int(c), fallback))(coarse)
             pred_t = torch.from_numpy(pred.astype(np.int64))
-        else:
-            batch = {
-                'image': torch.from_numpy(image[None].astype(np.float32)),
-                'coarse': torch.from_numpy(coarse[None].astype(np.int64)),
-            }
-            with torch.no_grad():  # predict_probs, keeping the network's own output
-                raw = task(batch['image']).softmax(dim=1)
-                probs = task.combine(raw, task.coarse_index(batch['coarse']))
-            pred_t = probs.argmax(dim=1)[0]
-            if diagnose:
-                network_all.append(raw[0].reshape(table.num_fine, -1).numpy())
+        else:  # the class band of the package's predictor
+            image = image.astype(np.float32)
+            pred_t = torch.from_numpy(predictor(image, coarse)[0].astype(np.int64))
+            if diagnose:  # the network's own probabilities, before the prior
+                raw = predictor.task.window_probabilities(torch.from_numpy(image[None]))
+                network_all.append(raw.reshape(table.num_fine, -1).numpy())
         metrics.update(pred_t, truth)
         if diagnose:
             coarse_all.append(coarse.ravel())
@@ -138,20 +136,16 @@ def ranking_auc(
 ) -> float | None:
     """Area under the ROC curve of ``score`` for ``positive`` among ``valid`` pixels.
 
-    The Mann-Whitney statistic with average ranks for ties: the probability that a
+    torchmetrics' exact binary AUROC (ties count a half): the probability that a
     random positive pixel scores above a random negative one (0.5: no ranking).
     None when either group is empty. With ``--diagnose`` it shows whether the
     network separates a class at all, apart from its calibration.
     """
-    s, y = score[valid], positive[valid]
-    n1 = int(y.sum())
-    n0 = y.size - n1
-    if n1 == 0 or n0 == 0:
+    y = positive[valid]
+    if y.all() or not y.any():
         return None
-    _, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
-    ends = np.cumsum(counts)
-    ranks = (ends - (counts - 1) / 2)[inverse]  # average 1-based rank of each value
-    return round(float((ranks[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0)), 4)
+    auc = binary_auroc(torch.from_numpy(score[valid]), torch.from_numpy(y).long())
+    return round(float(auc), 4)
 
 
 def coarse_fractions(

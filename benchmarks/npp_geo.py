@@ -48,26 +48,32 @@ import json
 import math
 import os
 import sys
+import tempfile
 import time
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import geopandas as gpd
 import numpy as np
 import rasterio
 import torch
-import torch.nn.functional as F
 from rasterio.transform import rowcol
+from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _npp import Batch, make_task, scores, train
+from _npp import make_task, scores, train
 
+from geosparse.datasets import ImageryDataset, SparsePoints, collate_points
 from geosparse.gp import fit_kernel, loo_variance_scale, posterior_map
 from geosparse.gp.kernels import FAMILIES
+from geosparse.inference import Predictor
 from geosparse.io.points import read_points
 from geosparse.io.raster import atomic_write_text
+from geosparse.samplers import PointGeoSampler
 from geosparse.trainers import NPPTask
+
+Grid = tuple[Path, Any, Any]  # the standardised image's file, CRS and transform
 
 
 def load_image(path: Path) -> tuple[np.ndarray, np.ndarray, Any, Any]:
@@ -142,76 +148,67 @@ def split_points(n: int, fractions: list[float], seed: int) -> list[np.ndarray]:
     return np.split(order, cuts)
 
 
-class Windows:
-    """Training windows around the train points (every window holds at least one)."""
+def write_image(image: np.ndarray, crs: Any, transform: Any, folder: Path) -> Grid:
+    """The standardised image as a GeoTIFF in ``folder``, for the package's datasets."""
+    path = folder / 'standardised.tif'
+    profile = dict(
+        driver='GTiff',
+        width=image.shape[2],
+        height=image.shape[1],
+        count=image.shape[0],
+        dtype='float32',
+        crs=crs,
+        transform=transform,
+    )
+    with rasterio.open(path, 'w', **profile) as dst:
+        dst.write(image)
+    return path, crs, transform
 
-    def __init__(
-        self,
-        image: np.ndarray,
-        rc: np.ndarray,
-        values: np.ndarray,
-        size: int,
-        batch_size: int,
-        steps: int,
-    ) -> None:
-        self.image = torch.from_numpy(image)
-        self.rc, self.values = rc, values
-        self.size, self.batch_size, self.steps = size, batch_size, steps
 
-    def window(
-        self, rng: np.random.Generator
-    ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
-        """One window (zero-padded at the edges) with its points (pixel centres) and values."""
-        _, h, w = self.image.shape
-        s = self.size
-        r, c = self.rc[rng.integers(len(self.rc))]
-        r0 = int(np.clip(r - rng.integers(s), 0, max(h - s, 0)))
-        c0 = int(np.clip(c - rng.integers(s), 0, max(w - s, 0)))
-        img = self.image[:, r0 : r0 + s, c0 : c0 + s]
-        img = F.pad(img, (0, s - img.shape[2], 0, s - img.shape[1]))
-        inside = (
-            (self.rc[:, 0] >= r0)
-            & (self.rc[:, 0] < r0 + s)
-            & (self.rc[:, 1] >= c0)
-            & (self.rc[:, 1] < c0 + s)
-        )
-        pts = self.rc[inside] - [r0, c0] + 0.5
-        return img, pts, self.values[inside]
+def windows(
+    grid: Grid,
+    rc: np.ndarray,
+    values: np.ndarray,
+    size: int,
+    batch_size: int,
+    steps: int,
+    seed: int,
+) -> DataLoader[dict[str, Any]]:
+    """``steps`` batches of training windows around the train points.
 
-    def __call__(self, rng: np.random.Generator) -> Iterator[Batch]:
-        """``steps`` batches of windows, points padded and masked by ``valid``."""
-        for _ in range(self.steps):
-            wins = [self.window(rng) for _ in range(self.batch_size)]
-            n = max(len(p) for _, p, _ in wins)
-            points = torch.zeros(len(wins), n, 2, dtype=torch.float64)
-            values = torch.zeros(len(wins), n, 1)
-            valid = torch.zeros(len(wins), n, dtype=torch.bool)
-            for i, (_, p, v) in enumerate(wins):
-                points[i, : len(p)] = torch.from_numpy(p)
-                values[i, : len(p), 0] = torch.from_numpy(v).float()
-                valid[i, : len(p)] = True
-            yield {
-                'image': torch.stack([w for w, _, _ in wins]),
-                'points': points,
-                'values': values,
-                'valid': valid,
-            }
+    The package's pieces: :class:`~geosparse.samplers.PointGeoSampler` windows (each
+    around a random train point, snapped to the image grid) of the imagery
+    intersected with the points (at pixel centres), batched by
+    :func:`~geosparse.datasets.collate_points`.
+    """
+    image_path, crs, transform = grid
+    with rasterio.open(image_path) as src:
+        bounds, res = src.bounds, src.res
+    xs, ys = rasterio.transform.xy(transform, rc[:, 0], rc[:, 1])  # pixel centres
+    frame = gpd.GeoDataFrame(
+        {'value': values}, geometry=gpd.points_from_xy(xs, ys), crs=crs
+    )
+    extent = (bounds.left, bounds.bottom, bounds.right, bounds.top)
+    points = SparsePoints(frame, 'value', res=res, extent=extent)
+    data = ImageryDataset(str(image_path)) & points
+    gen = torch.Generator().manual_seed(seed)
+    sampler = PointGeoSampler(
+        data, points, size, steps * batch_size, gen, origin=(bounds.left, bounds.top)
+    )
+    return DataLoader(
+        data, batch_size=batch_size, sampler=sampler, collate_fn=collate_points
+    )
 
 
 def predict_map(task: NPPTask, image: np.ndarray) -> torch.Tensor:
-    """The network's map ``(H, W)`` over the whole image (padded to a multiple of 32)."""
-    _, h, w = image.shape
-    x = torch.from_numpy(image)[None]
-    x = F.pad(
-        x, (0, -w % 32, 0, -h % 32), mode='reflect' if min(h, w) > 32 else 'constant'
-    )
-    with torch.no_grad():
-        return task(x)[0, 0, :h, :w]
+    """The network's map ``(H, W)`` over the whole image, by the package's predictor."""
+    return torch.from_numpy(Predictor(task, torch_threads=None)(image)[0])
 
 
 def run_split(
     a: argparse.Namespace,
     image: np.ndarray,
+    grid: Grid,
     rc: np.ndarray,
     values: np.ndarray,
     tr: np.ndarray,
@@ -231,7 +228,6 @@ def run_split(
         target_scale=scale,
         lr=a.lr,
     )
-    windows = Windows(image, rc[tr], values[tr], a.patch_size, a.batch_size, a.steps)
     seconds: dict[str, float] = {}
     maps: dict[str, torch.Tensor] = {}
     tasks: dict[str, NPPTask] = {}
@@ -251,7 +247,11 @@ def run_split(
     ):
         t0 = time.perf_counter()
         task = make_task(**common, **kw)
-        train(task, windows, 1, seed)
+        # The same windows for both networks.
+        loader = windows(
+            grid, rc[tr], values[tr], a.patch_size, a.batch_size, a.steps, seed
+        )
+        train(task, loader, 1, seed)
         tasks[name] = task
         maps[name] = predict_map(task, image).double()
         seconds[name] = round(time.perf_counter() - t0, 1)
@@ -456,6 +456,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     else:
         runs = [tuple(split_points(len(rc), split, a.seed))]
     outputs = []
+    tmp = tempfile.TemporaryDirectory()
+    grid = write_image(image, crs, transform, Path(tmp.name))
     for k, (tr, rev, te) in enumerate(runs):
         if len(tr) < 2 or len(rev) < 2:
             p.error(
@@ -479,8 +481,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             file=sys.stderr,
         )
         outputs.append(
-            run_split(a, image, rc, values, tr, rev, eval_rc, eval_val, seed=a.seed + k)
+            run_split(
+                a, image, grid, rc, values, tr, rev, eval_rc, eval_val, seed=a.seed + k
+            )
         )
+    tmp.cleanup()
     truth_all = np.concatenate([o['truth'] for o in outputs])
     methods = {
         m: scores(np.concatenate([o['pred'][m] for o in outputs]), truth_all)

@@ -56,7 +56,6 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,11 +63,14 @@ import numpy as np
 import torch
 from matplotlib import colormaps
 from scipy import ndimage
+from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _npp import Batch, make_task, scores, train
+from _npp import make_task, scores, train
 
+from geosparse.datasets import collate_points
 from geosparse.gp import KernelParams, fit_kernel, posterior_map
+from geosparse.inference import Predictor
 from geosparse.io.raster import atomic_write_text
 from geosparse.trainers import NPPTask
 from geosparse.trainers.npp import point_values
@@ -173,8 +175,8 @@ def pin_labels(
     return vals + noise * rng.standard_normal(vals.shape)
 
 
-class PinData:
-    """Images, pins and their labels of one split, as tensors."""
+class PinData(Dataset[dict[str, torch.Tensor]]):
+    """Images, pins and their labels of one split: samples of the package's shape."""
 
     def __init__(
         self, images: np.ndarray, pins: np.ndarray, values: np.ndarray
@@ -186,28 +188,27 @@ class PinData:
     def __len__(self) -> int:
         return len(self.images)
 
-    def batch(self, idx: np.ndarray | slice) -> Batch:
-        """The images ``idx`` with their pins as an NPPTask batch."""
-        points = self.points[idx]
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        """One image with its pins (``points``, ``values`` ``(P, 1)``)."""
         return {
-            'image': self.images[idx],
-            'points': points,
-            'values': self.values[idx][..., None],
-            'valid': torch.ones(points.shape[:2], dtype=torch.bool),
+            'image': self.images[i],
+            'points': self.points[i],
+            'values': self.values[i][:, None],
         }
 
-    def batches(self, rng: np.random.Generator, size: int = 32) -> Iterator[Batch]:
-        """One shuffled epoch in batches of ``size``."""
-        order = rng.permutation(len(self))
-        for start in range(0, len(order), size):
-            yield self.batch(order[start : start + size])
+    def loader(self, seed: int, size: int = 32) -> DataLoader[dict[str, Any]]:
+        """Shuffled batches of ``size``, padded by :func:`collate_points`."""
+        gen = torch.Generator().manual_seed(seed)
+        return DataLoader(
+            self, size, shuffle=True, generator=gen, collate_fn=collate_points
+        )
 
     def predict(self, task: NPPTask) -> torch.Tensor:
-        """Network maps ``(n, 28, 28)``."""
-        with torch.no_grad():
-            return torch.cat(
-                [task(self.images[i : i + 256])[:, 0] for i in range(0, len(self), 256)]
-            )
+        """Network maps ``(n, 28, 28)``, image by image through the package's predictor."""
+        predictor = Predictor(task, torch_threads=None)
+        return torch.from_numpy(
+            np.stack([predictor(x)[0] for x in self.images.numpy()])
+        )
 
 
 def at_pins(maps: torch.Tensor, points: torch.Tensor) -> np.ndarray:
@@ -286,7 +287,7 @@ def run_dataset(
                     noise=0.1,
                     **common,
                 )
-            train(task, data['train'].batches, epochs, seed)
+            train(task, data['train'].loader(seed), epochs, seed)
             models[method] = task
             test = data['test']
             pred = at_pins(test.predict(task), test.points)

@@ -502,3 +502,34 @@ def test_counting_on_real_neon_boxes(data_dir, tmp_path):
     result = json.loads(out.read_text())
     assert result['counts']['points'] == 61
     assert set(result['methods']) == {'gst', 'p2r'}
+
+
+def test_npp_training_through_lightning_is_the_plain_optimiser_loop(monkeypatch):
+    """_npp.train (Lightning) takes the same steps as zero_grad/backward/step by hand."""
+    monkeypatch.syspath_prepend(str(ROOT / 'benchmarks'))
+    from _npp import make_task, train
+    from npp_paper import PinData, make_pins, pin_labels, synthetic_heatmaps
+    from torch.utils.data import DataLoader
+
+    from geosparse.datasets import collate_points
+
+    rng = np.random.default_rng(0)
+    images, labels = synthetic_heatmaps(24, rng)
+    pins = make_pins('random', 24, rng)
+    data = PinData(images, pins, pin_labels(labels, pins, 0.05, rng))
+    loader = DataLoader(data, 8, collate_fn=collate_points)
+    common = dict(model='fcn', num_filters=8, in_channels=3, lr=3e-3)
+    torch.manual_seed(0)
+    by_hand = make_task(**common)
+    torch.manual_seed(0)
+    lightning = make_task(**common)
+    opt = by_hand.configure_optimizers()['optimizer']
+    for _ in range(2):
+        for batch in loader:
+            loss = by_hand.compute_loss(batch, by_hand(batch['image']))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    train(lightning, loader, epochs=2)
+    for p, q in zip(by_hand.parameters(), lightning.parameters(), strict=True):
+        torch.testing.assert_close(p, q)
