@@ -80,22 +80,13 @@ def write_raster(path: Path, size: int, seed: int = 0) -> None:
             )
 
 
-def windows(size: int, block: int, halo: int) -> list[Window]:
-    out = []
-    for r in range(0, size, block):
-        for c in range(0, size, block):
-            r0, c0 = max(r - halo, 0), max(c - halo, 0)
-            r1, c1 = min(r + block + halo, size), min(c + block + halo, size)
-            out.append(Window.from_slices((r0, r1), (c0, c1)))
-    return out
-
-
 def forward_seconds(pred: Predictor, raster: Path, block: int, halo: int) -> float:
     """Pure model forward time over the prediction's windows, already in memory."""
     src = ImageSource.open(raster)
     inputs = []
-    for w in windows(src.grid.width, block, halo):
-        image, _ = src.read(w)
+    grid = src.grid  # the prediction's own blocks and halos
+    for w in grid.blocks(block):
+        image, _ = src.read(grid.with_halo(w, halo))
         inputs.append(torch.from_numpy(image[None].astype(np.float32)))
     t0 = time.perf_counter()
     task = pred.task  # the network alone: normalise, pad, forward

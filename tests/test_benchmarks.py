@@ -533,3 +533,30 @@ def test_npp_training_through_lightning_is_the_plain_optimiser_loop(monkeypatch)
     train(lightning, loader, epochs=2)
     for p, q in zip(by_hand.parameters(), lightning.parameters(), strict=True):
         torch.testing.assert_close(p, q)
+
+
+def test_output_digests_cover_every_predictor_output(tmp_path):
+    out = tmp_path / 'd.json'
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / 'benchmarks' / 'output_digests.py'),
+            '--steps',
+            '1',
+            '--out',
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    got = json.loads(out.read_text())
+    assert {'lsr', 'lsr_probs_probabilities', 'tg_seg', 'tg_reg', 'npp'} <= set(got)
+    assert {'npp_reveal', 'npp_calibrated', 'reg_kernel', 'density', 'pointmap'} <= set(
+        got
+    )
+    assert got['npp_calibrated']['descriptions'] == ['mean', 'std']
+    assert float(got['npp_calibrated']['tags']['variance_scale']) > 0
+    assert (
+        len({v['pixels'] for v in got.values()}) > 5
+    )  # digests of real, distinct maps
