@@ -20,7 +20,11 @@ from rio_cogeo.cogeo import cog_validate
 def problems(out: Path) -> list[str]:
     """Everything wrong with the demo's outputs in ``out`` (empty when all is well)."""
     found: list[str] = []
-    cog, png, item = out / 'landcover.tif', out / 'landcover.png', out / 'landcover.json'
+    cog, png, item = (
+        out / 'landcover.tif',
+        out / 'landcover.png',
+        out / 'landcover.json',
+    )
     for path in (cog, png, item):
         if not path.is_file() or path.stat().st_size == 0:
             found.append(f'{path}: missing or empty')
