@@ -43,7 +43,7 @@ from geosparse.inference.predict import predict_raster
 from geosparse.io.raster import atomic_write_text
 from geosparse.io.source import ImageSource
 from geosparse.trainers import LabelSuperResolutionTask
-from geosparse.trainers.heads import forward_padded
+from geosparse.trainers.heads import forward_padded, pad_multiple
 
 
 def write_checkpoint(path: Path) -> None:
@@ -92,7 +92,7 @@ def forward_seconds(pred: Predictor, raster: Path, block: int, halo: int) -> flo
     task = pred.task  # the network alone: normalise, pad, forward
     with torch.no_grad():
         for x in inputs:
-            forward_padded(task.model, task.normalize(x), task.pad_multiple)
+            forward_padded(task.model, task.normalize(x), pad_multiple(task.hparams))
     return time.perf_counter() - t0
 
 

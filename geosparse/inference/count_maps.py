@@ -18,7 +18,6 @@ import rasterio
 from rasterio.windows import Window
 
 from ..io.cog import write_cog
-from ..io.spec import OutputSpec
 
 __all__ = ['count_map', 'total_count']
 
@@ -26,17 +25,18 @@ __all__ = ['count_map', 'total_count']
 def _open(path: Path) -> tuple[rasterio.DatasetReader, int]:
     """The map and its band of objects per pixel (density, or detections).
 
-    The kind of map comes from the output spec stored in the COG
-    (:meth:`~geosparse.io.spec.OutputSpec.read`).
+    The kind of map is its ``counting`` tag, written by every geosparse version
+    (from the output spec's ``counting`` property since the spec exists).
     """
-    spec = OutputSpec.read(path)
-    kind = None if spec is None else spec.properties.get('counting')
+    src = rasterio.open(path)
+    kind = src.tags().get('counting')
     if kind not in ('density', 'point map'):
+        src.close()
         raise ValueError(
-            f'{path}: not a counting map (its output spec has no counting kind); '
-            'predict it with a DensityTask or PointMapTask checkpoint.'
+            f'{path}: not a counting map (no counting tag); predict it with a '
+            'DensityTask or PointMapTask checkpoint.'
         )
-    return rasterio.open(path), 1 if kind == 'density' else 2
+    return src, 1 if kind == 'density' else 2
 
 
 def count_map(

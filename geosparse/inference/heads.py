@@ -44,7 +44,7 @@ class _TorchGeoHead:
         self.task = task
         self.mean = 0.0 if mean is None else mean
         self.std = 255.0 if std is None else std
-        self.pad_multiple = pad_multiple(str(task.hparams.get('model', '')))
+        self.pad_multiple = pad_multiple(task.hparams)
         self.outputs = self._outputs(task.hparams)
 
     def _outputs(self, hparams: Mapping[str, Any]) -> int:

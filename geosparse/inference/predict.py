@@ -25,7 +25,7 @@ import torch
 
 from ..io.raster import file_checksum, read_coarse_on_grid
 from ..io.source import ImageSource
-from ..io.spec import OutputSpec, Property
+from ..io.spec import Property
 from ..stac import asset_href, output_item, search_items, write_item
 from ..trainers.heads import CLASS_COLORS
 from ..trainers.lsr import LabelSuperResolutionTask
@@ -39,6 +39,7 @@ __all__ = [
     'CLASS_COLORS',
     'PredictionJob',
     'PredictionReport',
+    'further_path',
     'mosaic_job',
     'output_complete',
     'output_stem',
@@ -52,16 +53,19 @@ __all__ = [
 ]
 
 
+def further_path(out_path: str | os.PathLike[str], kind: str) -> Path:
+    """Path of a further output file of ``kind`` beside the main COG.
+
+    A predictor's further specs (:attr:`~geosparse.inference.Predictor.specs` after
+    the first) are written as ``<stem>_<kind>.tif``, e.g. the class probabilities.
+    """
+    out = Path(out_path)
+    return out.with_name(f'{out.stem}_{kind}{out.suffix}')
+
+
 def probability_path(out_path: str | os.PathLike[str]) -> Path:
     """Path of the class-probabilities COG beside a class map."""
-    out = Path(out_path)
-    return out.with_name(f'{out.stem}_probabilities{out.suffix}')
-
-
-def _further_path(out_path: str | os.PathLike[str], spec: OutputSpec) -> Path:
-    """Path of a further output file beside the main COG (by the spec's kind)."""
-    out = Path(out_path)
-    return out.with_name(f'{out.stem}_{spec.kind}{out.suffix}')
+    return further_path(out_path, 'probabilities')
 
 
 def _reveal_on(
@@ -171,7 +175,7 @@ def predict_raster(
     predictor = predictor.calibrated(src, block, halo, progress=progress)
     main, *further = [spec.with_properties(**tags) for spec in predictor.specs]
     extra = [
-        OutputFile(_further_path(out_path, spec), spec.count, spec.cog_options())
+        OutputFile(further_path(out_path, spec.kind), spec.count, spec.cog_options())
         for spec in further
     ]
     # The predictor sets torch's (process-wide) thread count for its blocks; the
@@ -461,9 +465,9 @@ def run_jobs(
     for dst, job in targets.items():
         label = ', '.join(job.paths) or job.name
         meta = dst.with_suffix('.json')
-        extra = (
-            {'probabilities': probability_path(dst)} if predictor.probabilities else {}
-        )
+        extra: dict[str, Path] = {
+            s.kind: further_path(dst, s.kind) for s in predictor.specs[1:]
+        }
         if resume and output_complete(meta):
             log(f'{label}: skipped (resume: {dst} is complete)')
             report.skipped.append(dst)

@@ -63,8 +63,7 @@ class Predictor:
 
     Call it as ``predictor(image, coarse, transform=...)`` with ``image``
     ``(C, h, w)`` float32 raw values and ``coarse`` ``(h, w)`` codes or None; it
-    returns the bands of all of :attr:`specs`, ``(band_count, h, w)`` of
-    :attr:`dtype`.
+    returns the bands of all of :attr:`specs`, one after the other, in their dtype.
     """
 
     def __init__(
@@ -254,26 +253,6 @@ class Predictor:
         return c.points.xy, c.points.values
 
     @property
-    def variance_scale(self) -> float:
-        """Calibration factor of the kernel's variance and noise (1 if none)."""
-        return 1.0 if self.conditioning is None else self.conditioning.variance_scale
-
-    @property
-    def band_count(self) -> int:
-        """Output bands of all files together (what a call returns)."""
-        return sum(s.count for s in self.specs)
-
-    @property
-    def dtype(self) -> str:
-        """Output data type."""
-        return self.specs[0].dtype
-
-    @property
-    def nodata(self) -> float | None:
-        """Output nodata."""
-        return self.specs[0].nodata
-
-    @property
     def kind(self) -> str:
         """``segmentation`` or ``regression``."""
         return self.specs[0].kind
@@ -308,7 +287,7 @@ class Predictor:
         coarse: np.ndarray | None = None,
         transform: Affine | None = None,
     ) -> np.ndarray:
-        """Output bands ``(band_count, h, w)`` of a raw window ``(C, h, w)``.
+        """Output bands of all :attr:`specs` ``(K, h, w)`` of a raw window ``(C, h, w)``.
 
         ``transform`` (the window's affine transform) is needed with ``reveal``.
         Non-finite values of floating-point outputs (an input that overflows the
@@ -359,7 +338,8 @@ class Predictor:
         See :func:`~geosparse.inference.calibration.calibrate`.
 
         Returns:
-            A copy with :attr:`variance_scale` set (self if not :attr:`calibrate`).
+            A copy whose conditioning has the factor set (self if not
+            :attr:`calibrate`).
         """
         from .calibration import calibrate
 

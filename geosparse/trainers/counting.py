@@ -207,10 +207,6 @@ class _CountingTask(FiniteTraining, PixelwiseRegression):
         raise NotImplementedError
 
     # ------------------------------------------------------------- output head
-    def decode(self, x: Tensor) -> Tensor:
-        """The written bands ``(B, K, H, W)`` of a normalised (padded) input."""
-        raise NotImplementedError
-
     def output_specs(
         self, names: Sequence[str] | None = None, probabilities: bool = False
     ) -> tuple[OutputSpec, ...]:
@@ -253,19 +249,12 @@ class _CountingTask(FiniteTraining, PixelwiseRegression):
     ) -> Tensor:
         """The count map's bands ``(K, h, w)`` of a raw window ``(1, C, h, w)``.
 
-        The network sees the window padded to its downsampling factor and the
-        bands (:meth:`decode`) are cropped back, as in
-        :func:`~geosparse.trainers.heads.forward_padded`.
+        :meth:`output_map` of the window padded to the network's downsampling
+        factor, cropped back (:func:`~geosparse.trainers.heads.forward_padded`), so
+        the point map's cells are those of the padded window, as in training.
         """
         with torch.no_grad():
-            return forward_padded(
-                self.decode, self.normalize(image), self.pad_multiple
-            )[0]
-
-    @property
-    def pad_multiple(self) -> int:
-        """Downsampling factor of the network (windows are padded to it)."""
-        return pad_multiple(str(self.hparams.get('model', '')))
+            return forward_padded(self.output_map, image, pad_multiple(self.hparams))[0]
 
 
 class DensityTask(_CountingTask):
@@ -347,10 +336,6 @@ class DensityTask(_CountingTask):
     def output_map(self, image: Tensor) -> Tensor:
         """The density (objects per pixel)."""
         return self(image)
-
-    def decode(self, x: Tensor) -> Tensor:
-        r"""Density :math:`\mathrm{softplus}(f(x)) / s` of a normalised input."""
-        return F.softplus(self.model(x)) / self.hparams['density_scale']
 
     def _bands(self) -> tuple[list[BandSpec], dict[str, Property]]:
         band = BandSpec(
@@ -527,10 +512,6 @@ class PointMapTask(_CountingTask):
     def output_map(self, image: Tensor) -> Tensor:
         """``(B, 2, H, W)`` maps of raw imagery (:meth:`maps_from_logits`)."""
         return self.maps_from_logits(self.model(self.normalize(image)))
-
-    def decode(self, x: Tensor) -> Tensor:
-        """Probability and detection maps of a normalised input (:meth:`maps_from_logits`)."""
-        return self.maps_from_logits(self.model(x))
 
     def _bands(self) -> tuple[list[BandSpec], dict[str, Property]]:
         bands = [

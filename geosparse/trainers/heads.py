@@ -16,15 +16,17 @@ Class maps share one layout (:func:`class_specs`, :func:`class_bands`): band
 stored as uint8 :math:`\mathrm{round}(254\,u)` with scale 1/254; optionally one
 probability band per class in a second file (GeoTIFF keeps a colour table only in
 files of one or two bands). Networks see windows padded (reflect) to a multiple of
-their downsampling factor (:func:`forward_padded`), and the padding is cropped off
-before any decoding, so rules that look at the whole window (such as matching class
-fractions) see exactly the window.
+their downsampling factor (:func:`forward_padded`, :func:`pad_multiple`); each head
+chooses what runs inside the padding: the class map crops the logits before it
+decodes (rules that look at the whole window, such as matching class fractions, see
+exactly the window), the point map decodes its cells on the padded window.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Protocol, runtime_checkable
+import json
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -123,9 +125,12 @@ def forward_padded(
     return model(x)[..., :h, :w]
 
 
-def pad_multiple(model_name: str) -> int:
-    """Downsampling factor of a TorchGeo model name (``fcn`` keeps full size)."""
-    return 1 if model_name == 'fcn' else 32
+def pad_multiple(hparams: Mapping[str, Any]) -> int:
+    """Downsampling factor of a task's network, from its ``model`` hyperparameter.
+
+    Encoder-decoder models need windows of a multiple of 32; ``fcn`` keeps full size.
+    """
+    return 1 if hparams.get('model') == 'fcn' else 32
 
 
 def to_uint8(x: np.ndarray) -> np.ndarray:
@@ -158,7 +163,7 @@ def class_specs(
         task=task,
         kind='segmentation',
         bands=(
-            BandSpec('class', tags={'class_names': _json(names)}),
+            BandSpec('class', tags={'class_names': json.dumps(list(names))}),
             BandSpec(
                 'uncertainty',
                 'normalised entropy of the class probabilities, 0..1',
@@ -185,12 +190,6 @@ def class_specs(
         names=names,
     )
     return main, probs
-
-
-def _json(names: Sequence[str]) -> str:
-    import json
-
-    return json.dumps(list(names))
 
 
 def class_bands(probs: Tensor, probabilities: bool = False) -> Tensor:

@@ -518,11 +518,11 @@ class LabelSuperResolutionTask(FiniteTraining, SemanticSegmentation):
         )
 
     def predict_probs(self, batch: Mapping[str, Any]) -> Tensor:
-        """Class probabilities, combined with the coarse prior where given."""
-        probs = self(batch['image']).softmax(dim=1)
-        if 'coarse' in batch and self.hparams['prior_weight'] > 0:
-            probs = self.combine(probs, self.coarse_index(batch['coarse']))
-        return probs
+        """Class probabilities of a batch, combined with the coarse prior where given.
+
+        :meth:`window_probabilities` of ``image`` (and ``coarse``).
+        """
+        return self.window_probabilities(batch['image'], batch.get('coarse'))
 
     @torch.no_grad()
     def _count_labels(self, coarse: Tensor | None, fine: Tensor | None) -> None:
@@ -645,20 +645,15 @@ class LabelSuperResolutionTask(FiniteTraining, SemanticSegmentation):
     def window_probabilities(
         self, image: Tensor, coarse: Tensor | None = None
     ) -> Tensor:
-        r"""Class probabilities ``(1, L, h, w)`` of a raw window, as prediction makes them.
+        r"""Class probabilities ``(B, L, h, w)`` of raw windows, as prediction makes them.
 
-        :math:`p(l \mid x)` of the network on the window padded to
-        :attr:`pad_multiple`, combined with the coarse labels (:meth:`combine`)
+        :math:`p(l \mid x)` of the network on the windows padded to its downsampling
+        factor (:func:`~geosparse.trainers.heads.pad_multiple`), combined with the coarse labels (:meth:`combine`)
         where ``coarse`` is given and ``prior_weight > 0``.
         """
         x = self.normalize(image)
         with torch.no_grad():
-            p = forward_padded(self.model, x, self.pad_multiple).softmax(dim=1)
+            p = forward_padded(self.model, x, pad_multiple(self.hparams)).softmax(dim=1)
             if coarse is not None and self.hparams['prior_weight'] > 0:
                 p = self.combine(p, self.coarse_index(coarse.long()))
         return p
-
-    @property
-    def pad_multiple(self) -> int:
-        """Downsampling factor of the network (windows are padded to it)."""
-        return pad_multiple(str(self.hparams.get('model', '')))

@@ -328,10 +328,4 @@ class NPPTask(FiniteTraining, PixelwiseRegression):
     ) -> Tensor:
         """The mean map ``(1, h, w)`` in target units of a raw window ``(1, C, h, w)``."""
         with torch.no_grad():
-            out = forward_padded(self.model, self.normalize(image), self.pad_multiple)
-        return (out * self.hparams['target_scale'])[0]
-
-    @property
-    def pad_multiple(self) -> int:
-        """Downsampling factor of the network (windows are padded to it)."""
-        return pad_multiple(str(self.hparams.get('model', '')))
+            return forward_padded(self, image, pad_multiple(self.hparams))[0]
