@@ -7,7 +7,7 @@ Nothing else in the package branches on the TorchGeo version.
                        TorchGeo 0.10 (Python >= 3.12)               TorchGeo 0.8.1 (Python 3.11)
 =====================  ===========================================  ==================================
 task classes           ``torchgeo.tasks.SemanticSegmentation``,     ``torchgeo.trainers.*Task``
-                       ``PixelwiseRegression``
+                       ``PixelwiseRegression``, ``BaseTask``         (``BaseTask``)
 sample georeference    ``bounds``: ``(9,)`` tensor ``(xmin, xmax,   ``crs`` (a CRS) and ``bounds``
                        xres, ymin, ymax, yres, tmin, tmax, tres)``;  (the query's slices)
                        ``transform``: ``(9,)`` affine tensor; no
@@ -42,6 +42,7 @@ __all__ = [
     'GEO_KEYS',
     'SUPPORTED',
     'TORCHGEO_VERSION',
+    'BaseTask',
     'GeoSampler',
     'PixelwiseRegression',
     'SemanticSegmentation',
@@ -79,8 +80,9 @@ _CURRENT = TORCHGEO_VERSION >= (0, 10, 0)
 # torchgeo 0.10 needs Python >= 3.12; the version test lets mypy (run with Python
 # 3.11 and 0.8.1) see the branch that is installed there.
 if sys.version_info >= (3, 12) and _CURRENT:
-    from torchgeo.tasks import PixelwiseRegression, SemanticSegmentation
+    from torchgeo.tasks import BaseTask, PixelwiseRegression, SemanticSegmentation
 else:  # 0.8.1: the same classes under their old names
+    from torchgeo.trainers import BaseTask
     from torchgeo.trainers import PixelwiseRegressionTask as PixelwiseRegression
     from torchgeo.trainers import SemanticSegmentationTask as SemanticSegmentation
 

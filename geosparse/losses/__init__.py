@@ -1,6 +1,7 @@
 """Losses of geosparse."""
 
 from ..gp.likelihood import NPPLoss
+from .instances import affinity_loss, colour_similarity, point_query_loss
 from .lsr import BlockStatistics, StatisticsMatchingLoss, label_counting
 from .naive import HardNaiveLoss, SoftNaiveLoss
 from .p2r import p2r_loss, p2r_targets, peak_map
@@ -12,11 +13,14 @@ __all__ = [
     'NPPLoss',
     'SoftNaiveLoss',
     'StatisticsMatchingLoss',
+    'affinity_loss',
     'bayesian_kernel',
+    'colour_similarity',
     'gst_kernel',
     'label_counting',
     'p2r_loss',
     'p2r_targets',
     'peak_map',
+    'point_query_loss',
     'transport_loss',
 ]

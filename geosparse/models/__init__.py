@@ -1,5 +1,6 @@
 """Networks of geosparse beyond the segmentation models TorchGeo builds."""
 
+from .distance import DistanceOutput, LearnableDistance
 from .local import LocalContextNet
 
-__all__ = ['LocalContextNet']
+__all__ = ['DistanceOutput', 'LearnableDistance', 'LocalContextNet']

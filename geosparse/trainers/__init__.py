@@ -2,15 +2,18 @@
 
 from .counting import DensityTask, PointMapTask, smoothed_point_map
 from .heads import OutputHead, normalised_entropy
+from .instances import InstancePrediction, PointInstanceTask
 from .lsr import LabelSuperResolutionTask, combine_with_prior, match_fractions
 from .npp import NPPTask, point_values
 from .utils import brief_trainer
 
 __all__ = [
     'DensityTask',
+    'InstancePrediction',
     'LabelSuperResolutionTask',
     'NPPTask',
     'OutputHead',
+    'PointInstanceTask',
     'PointMapTask',
     'brief_trainer',
     'combine_with_prior',

@@ -1,0 +1,265 @@
+r"""Instance masks from one point per object, as a TorchGeo task.
+
+:class:`PointInstanceTask` trains the learnable pixel-to-instance distance of
+:class:`~geosparse.models.LearnableDistance` (ECCV 2024, "Point-Supervised Panoptic
+Segmentation via Estimating Pseudo Labels from Learnable Distance") on batches of
+:class:`~geosparse.datamodules.PointInstanceDataModule`: ``image``, ``points``
+``(B, N, 2)``, ``valid``, and ``values`` ``(B, N, 3)`` = (instance id, class,
+background). The loss, on every round's distance (deep supervision), is
+
+.. math::
+
+   L = \frac{1}{R + 1} \sum_{r=0}^{R} \Big( L_\mathrm{point}(D^r)
+       + \beta\, L_\mathrm{pair}(D^r) \Big)
+
+with :func:`~geosparse.losses.point_query_loss` and
+:func:`~geosparse.losses.affinity_loss` (weight :math:`\beta`, ``pairwise_weight``).
+The paper's ablation switches are hyperparameters: ``rounds``, ``aggregation``,
+``enhancement``.
+
+Pseudo labels (:meth:`PointInstanceTask.pseudo_labels`): each pixel takes the query
+at the smallest distance of the last round, an object's id or 0 for background; the
+uncertainty is the margin between the two smallest distances,
+:math:`u = \exp(-(D_{(2)} - D_{(1)}) / \tau) = A_{(2)} / A_{(1)} \in (0, 1]`, the
+ratio of the two largest soft assignments (1: a tie, near 0: one clear query).
+
+Stage 1 is transductive, as in the paper: the distance is trained on the imagery
+whose points it turns into masks. The paper's stage 2 (a panoptic model trained on
+the pseudo masks, which needs no points on new imagery) is not part of this task.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..compat import BaseTask
+from ..losses.instances import affinity_loss, colour_similarity, point_query_loss
+from ..models.distance import DistanceOutput, LearnableDistance, standardise
+from .utils import FiniteTraining
+
+__all__ = ['InstancePrediction', 'PointInstanceTask']
+
+
+@dataclass
+class InstancePrediction:
+    """Pseudo labels of one window (:meth:`PointInstanceTask.predict_instances`).
+
+    Attributes:
+        instances: ``(H, W)`` int64 instance ids (a point's id; 0 background).
+        uncertainty: ``(H, W)`` float32 margin uncertainty in (0, 1] (NaN on nodata).
+        foreground: ``(H, W)`` pixels whose nearest query is an object's.
+        distances: ``(R + 1, Q, H, W)`` float32 distances per round, queries as
+            ``ids`` followed by the learnable stuff queries.
+        ids: ``(Q,)`` the id of each query (0 for stuff).
+    """
+
+    instances: np.ndarray
+    uncertainty: np.ndarray
+    foreground: np.ndarray
+    distances: np.ndarray
+    ids: np.ndarray
+
+
+class PointInstanceTask(FiniteTraining, BaseTask):
+    """Learnable pixel-to-instance distance from points (see the module doc)."""
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        backbone: str = 'resnet18',
+        feature_dim: int = 32,
+        stuff_queries: int = 4,
+        rounds: int = 2,
+        aggregation: bool = True,
+        enhancement: bool = True,
+        scale: float = 16.0,
+        temperature: float = 1.0,
+        pairwise_weight: float = 1.0,
+        pairwise_dilation: int = 2,
+        pairwise_theta: float = 0.5,
+        pairwise_threshold: float = 0.3,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+    ) -> None:
+        r"""Describe the model and its training.
+
+        Args:
+            in_channels: image bands.
+            backbone: ResNet encoder of the pixel-feature U-Net.
+            feature_dim: feature and query size.
+            stuff_queries: learnable background queries.
+            rounds: refinement rounds :math:`R` (paper: saturates at 2-3).
+            aggregation: query aggregating in each round.
+            enhancement: query enhancing in each round.
+            scale: pixels, about an object's radius (Euclidean term of the distance).
+            temperature: :math:`\tau` of the soft assignments.
+            pairwise_weight: :math:`\beta`, weight of the pairwise term.
+            pairwise_dilation: neighbour distance of the pairwise term, pixels.
+            pairwise_theta: colour scale :math:`\theta` (standard deviations).
+            pairwise_threshold: similarity :math:`\kappa` above which pairs count.
+            lr: AdamW learning rate.
+            weight_decay: AdamW weight decay.
+        """
+        super().__init__()
+
+    def configure_models(self) -> None:
+        """The :class:`~geosparse.models.LearnableDistance` network."""
+        hp = self.hparams
+        self.model = LearnableDistance(
+            in_channels=hp['in_channels'],
+            backbone=hp['backbone'],
+            feature_dim=hp['feature_dim'],
+            stuff_queries=hp['stuff_queries'],
+            rounds=hp['rounds'],
+            aggregation=hp['aggregation'],
+            enhancement=hp['enhancement'],
+            scale=hp['scale'],
+        )
+
+    def configure_optimizers(self) -> Any:
+        """AdamW at a constant learning rate (stage 1 runs a fixed number of steps)."""
+        return torch.optim.AdamW(
+            self.parameters(),
+            lr=self.hparams['lr'],
+            weight_decay=self.hparams['weight_decay'],
+        )
+
+    def exclude_pixels(self, batch: dict[str, Any], bad: Tensor) -> bool:
+        """Points on nodata pixels leave the loss; pairs there too (see compute_loss)."""
+        batch['nodata'] = bad
+        return super().exclude_pixels(batch, bad)
+
+    def forward_batch(self, batch: dict[str, Any]) -> DistanceOutput:
+        """The network on a batch: its points, with background points as stuff."""
+        values = batch['values']
+        background = values[..., 2] > 0.5 if values.shape[-1] > 2 else None
+        return self.model(
+            batch['image'],
+            batch['points'],
+            batch['valid'],
+            background,
+            self.hparams['temperature'],
+        )
+
+    def compute_loss(
+        self, batch: dict[str, Any], out: DistanceOutput
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """The loss of the module doc, and its two terms (of the last round)."""
+        hp = self.hparams
+        tau = hp['temperature']
+        sim = colour_similarity(
+            standardise(batch['image']), hp['pairwise_dilation'], hp['pairwise_theta']
+        )
+        nodata = batch.get('nodata')
+        pixel_valid = None if nodata is None else ~nodata
+        total = batch['image'].new_zeros(())
+        for dist in out.distances:
+            lp = point_query_loss(
+                dist, batch['points'], batch['valid'], out.stuff, out.query_valid, tau
+            )
+            la = affinity_loss(
+                dist, sim, out.query_valid, hp['pairwise_threshold'], tau, pixel_valid
+            )
+            total = total + lp + hp['pairwise_weight'] * la
+        loss = total / len(out.distances)
+        return loss, {'point': lp.detach(), 'pairwise': la.detach()}
+
+    def training_step(
+        self, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> Tensor:
+        """One step of the loss of the module doc."""
+        out = self.forward_batch(batch)
+        loss, terms = self.compute_loss(batch, out)
+        b = batch['image'].shape[0]
+        self.log('train_loss', loss, batch_size=b)
+        self.log_dict({f'train_{k}_loss': v for k, v in terms.items()}, batch_size=b)
+        return loss
+
+    def validation_step(
+        self, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        """Validation loss on the points of grid windows."""
+        out = self.forward_batch(batch)
+        loss, _ = self.compute_loss(batch, out)
+        self.log('val_loss', loss, batch_size=batch['image'].shape[0])
+
+    @staticmethod
+    def pseudo_labels(
+        out: DistanceOutput, ids: Tensor, temperature: float = 1.0
+    ) -> tuple[Tensor, Tensor]:
+        r"""Instance ids ``(B, H, W)`` and margin uncertainty of the last round.
+
+        Args:
+            out: the network's output.
+            ids: ``(B, N)`` the points' instance ids (stuff and padding: any value).
+            temperature: :math:`\tau`.
+        """
+        dist = out.distances[-1]
+        b, q = dist.shape[:2]
+        query_ids = torch.zeros(b, q, dtype=torch.long, device=dist.device)
+        n = ids.shape[1]
+        query_ids[:, :n] = ids.long()
+        query_ids = query_ids.masked_fill(out.stuff | ~out.query_valid, 0)
+        best = dist.topk(min(2, q), dim=1, largest=False)
+        nearest = best.indices[:, 0]
+        instances = query_ids.gather(1, nearest.flatten(1)).view_as(nearest)
+        if q > 1:
+            gap = (best.values[:, 1] - best.values[:, 0]).nan_to_num(float('inf'))
+            uncertainty = torch.exp(-gap / temperature)
+        else:
+            uncertainty = torch.zeros_like(nearest, dtype=dist.dtype)
+        return instances, uncertainty
+
+    @torch.no_grad()
+    def predict_instances(
+        self,
+        image: Tensor | np.ndarray,
+        points: Tensor | np.ndarray,
+        ids: Tensor | np.ndarray,
+        background: Tensor | np.ndarray | None = None,
+    ) -> InstancePrediction:
+        """Pseudo labels of one window from its points.
+
+        Args:
+            image: ``(C, H, W)`` raw window (NaN: nodata).
+            points: ``(N, 2)`` (row, col) in the window's pixels, centres at +0.5.
+            ids: ``(N,)`` instance ids (ignored for background points).
+            background: ``(N,)`` background points (default: none).
+
+        Returns:
+            The window's :class:`InstancePrediction`.
+        """
+        self.eval()
+        device = next(self.parameters()).device
+        x = torch.as_tensor(np.asarray(image), dtype=torch.float32, device=device)
+        pts = torch.as_tensor(np.asarray(points), dtype=torch.float32, device=device)
+        pts = pts.reshape(-1, 2)
+        idt = torch.as_tensor(np.asarray(ids), device=device).long().reshape(-1)
+        bg = (
+            torch.zeros(len(pts), dtype=torch.bool, device=device)
+            if background is None
+            else torch.as_tensor(np.asarray(background), device=device).bool()
+        )
+        valid = torch.ones(1, len(pts), dtype=torch.bool, device=device)
+        tau = self.hparams['temperature']
+        out = self.model(x[None], pts[None], valid, bg[None], tau)
+        instances, uncertainty = self.pseudo_labels(out, idt[None], tau)
+        nodata = ~torch.isfinite(x).all(0)
+        inst = instances[0].masked_fill(nodata, 0)
+        unc = uncertainty[0].float().masked_fill(nodata, float('nan'))
+        q = out.distances[0].shape[1]
+        query_ids = torch.zeros(q, dtype=torch.long, device=device)
+        query_ids[: len(idt)] = idt
+        query_ids = query_ids.masked_fill(out.stuff[0], 0)
+        return InstancePrediction(
+            instances=inst.cpu().numpy().astype(np.int64),
+            uncertainty=unc.cpu().numpy().astype(np.float32),
+            foreground=(inst > 0).cpu().numpy(),
+            distances=torch.stack(out.distances, 0)[:, 0].cpu().numpy(),
+            ids=query_ids.cpu().numpy(),
+        )
