@@ -1,0 +1,364 @@
+r"""Instance masks from one point per object: learned distance against hand-crafted ones.
+
+Methods, all giving one mask per point (an instance is its point):
+
+- ``voronoi``: every foreground pixel takes its nearest point
+  (:func:`~geosparse.instances.voronoi_instances`);
+- ``geodesic``: the point at the smallest geodesic distance on an image-edge cost,
+  PSPS-style (:func:`~geosparse.instances.geodesic_instances`);
+- ``learned``: :class:`~geosparse.trainers.PointInstanceTask` (ECCV 2024 learnable
+  distance) trained through :class:`~geosparse.datamodules.PointInstanceDataModule`
+  and Lightning on the scene's own points (stage 1 is transductive, as in the paper):
+  each pixel takes the query at the smallest learned distance.
+
+The foreground of ``voronoi`` and ``geodesic`` is the learned task's own
+foreground/background decision (pixels whose nearest query is an object's, not a
+stuff query): a foreground head trained on the same points, so that the methods
+differ only in how they split the foreground between the points. ``--foreground
+truth`` gives every method the true foreground instead (the learned method then
+splits it by its distances among the object queries), which isolates the distance.
+
+Points: one per polygon, a random interior point per seed (``--points`` gives them
+instead; each is matched to the polygon containing it), and ``--background-points``
+random points outside every polygon (points for the "stuff", as panoptic point
+supervision has; 0: only learnable stuff queries).
+
+Scores (:func:`~geosparse.instances.instance_scores`): ``instance_iou``, the mean IoU
+between each point's mask and its own polygon; ``pq``, panoptic quality of the
+instances at IoU 0.5; ``miou`` over background and objects. ``seconds`` is the
+method's whole time (training included for ``learned``);
+``seconds_per_megapixel`` the time to make the pseudo masks of the scene once the
+points are known (inference for ``learned``). ``speed.train_step_over_segmentation``:
+one learned-distance training step over one plain segmentation step (the same U-Net
+with a 2-class head, cross-entropy at the points) on the same batch.
+
+Scenes: ``--image RASTER --polygons FILE`` (real data, e.g.
+``../shared/data/spacenet-atlanta``), or ``--synthetic`` (a generated scene of
+touching objects of similar appearance,
+:func:`~geosparse.datasets.synthetic.make_instance_scene`, a new scene per seed).
+
+    python benchmarks/point_instances.py \
+        --image ../shared/data/spacenet-atlanta/atlanta_pan.tif \
+        --polygons ../shared/data/spacenet-atlanta/atlanta_buildings.gpkg
+    python benchmarks/point_instances.py --synthetic
+
+Prints one JSON object (and writes it atomically to ``--out``)::
+
+    {"methods": {NAME: {"instance_iou", "pq", "miou", "seconds",
+                        "seconds_per_megapixel", "per_seed": [...]}},
+     "n_instances": int, "speed": {...}, "settings": {...}}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import lightning
+import numpy as np
+import rasterio
+import segmentation_models_pytorch as smp
+import shapely
+import torch
+import torch.nn.functional as F
+
+from geosparse.datamodules import PointInstanceDataModule
+from geosparse.datasets import InstancePolygons
+from geosparse.datasets.synthetic import make_instance_scene
+from geosparse.instances import (
+    geodesic_instances,
+    instance_scores,
+    voronoi_instances,
+)
+from geosparse.io.raster import atomic_write_text
+from geosparse.models.distance import standardise
+from geosparse.trainers import PointInstanceTask, brief_trainer
+
+METHODS = ('voronoi', 'geodesic', 'learned')
+
+
+def place_points(
+    polygons: gpd.GeoDataFrame,
+    bounds: tuple[float, float, float, float],
+    n_background: int,
+    seed: int,
+) -> gpd.GeoDataFrame:
+    """One random interior point per polygon and ``n_background`` points outside all."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for inst, geom in zip(polygons['instance'], polygons.geometry, strict=True):
+        minx, miny, maxx, maxy = geom.bounds
+        for _ in range(10000):
+            p = shapely.Point(rng.uniform(minx, maxx), rng.uniform(miny, maxy))
+            if geom.contains(p):
+                break
+        else:
+            p = geom.representative_point()
+        rows.append({'instance': int(inst), 'background': 0, 'geometry': p})
+    union = shapely.union_all(list(polygons.geometry)).buffer(1.0)
+    xmin, ymin, xmax, ymax = bounds
+    found = 0
+    while found < n_background:
+        p = shapely.Point(rng.uniform(xmin, xmax), rng.uniform(ymin, ymax))
+        if not union.contains(p):
+            rows.append({'instance': 0, 'background': 1, 'geometry': p})
+            found += 1
+    return gpd.GeoDataFrame(rows, crs=polygons.crs)
+
+
+def read_scene(image: Path) -> tuple[np.ndarray, Any, Any]:
+    """The raster as float32 ``(C, H, W)`` (nodata NaN), its transform and CRS."""
+    with rasterio.open(image) as src:
+        data = src.read(masked=True).astype('float32').filled(np.nan)
+        return data, src.transform, src.crs
+
+
+def window_points(
+    frame: gpd.GeoDataFrame, transform: Any
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row, col) pixel coordinates, ids and background flags of points."""
+    inv = ~transform
+    cols, rows = inv * (frame.geometry.x.to_numpy(), frame.geometry.y.to_numpy())
+    rc = np.stack([np.asarray(rows), np.asarray(cols)], 1)
+    return rc, frame['instance'].to_numpy(), frame['background'].to_numpy() > 0
+
+
+def truth_raster(polygons_path: Path, image: np.ndarray, transform: Any, crs: Any) -> np.ndarray:
+    """The polygons rasterised on the image's grid by the package's dataset."""
+    h, w = image.shape[-2:]
+    ds = InstancePolygons(polygons_path, id_column='instance', crs=crs, res=transform.a)
+    xmin, ymax = transform.c, transform.f
+    xmax, ymin = xmin + w * transform.a, ymax + h * transform.e
+    sample = ds[xmin:xmax, ymin:ymax]
+    return np.asarray(sample['instances']).reshape(h, w)
+
+
+def train_learned(
+    image_path: Path, points_path: Path, channels: int, a: argparse.Namespace
+) -> tuple[PointInstanceTask, PointInstanceDataModule]:
+    """Stage 1 of the learned distance on the scene's points."""
+    lightning.seed_everything(a.seed, workers=True, verbose=False)
+    dm = PointInstanceDataModule(
+        str(image_path),
+        str(points_path),
+        id_column='instance',
+        background_column='background',
+        patch_size=a.patch_size,
+        batch_size=a.batch_size,
+        length=a.steps * a.batch_size,
+        seed=a.seed,
+    )
+    task = PointInstanceTask(
+        in_channels=channels,
+        rounds=a.rounds,
+        aggregation=not a.no_aggregation,
+        enhancement=not a.no_enhancement,
+        scale=a.scale,
+        pairwise_weight=a.pairwise_weight,
+        lr=a.lr,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        brief_trainer(a.steps).fit(task, dm)
+    return task, dm
+
+
+def step_ratio(task: PointInstanceTask, dm: PointInstanceDataModule, repeats: int = 5) -> dict[str, float]:
+    """Seconds of a learned training step and of a plain segmentation step, same batch."""
+    dm.setup('fit')
+    batch = next(iter(dm.train_dataloader()))
+    batch = dm.on_after_batch_transfer(batch, 0)
+    hp = task.hparams
+    seg = smp.Unet(
+        encoder_name=hp['backbone'],
+        encoder_weights=None,
+        encoder_depth=3,
+        decoder_channels=(64, 32, 16),
+        in_channels=hp['in_channels'],
+        classes=2,
+    )
+    task.train()
+    opt_l = torch.optim.AdamW(task.parameters(), lr=1e-4)
+    opt_s = torch.optim.AdamW(seg.parameters(), lr=1e-4)
+    h, w = batch['image'].shape[-2:]
+    pts = batch['points']
+    rows = pts[..., 0].long().clamp(0, h - 1)
+    cols = pts[..., 1].long().clamp(0, w - 1)
+    target = torch.full(batch['image'].shape[:1] + (h, w), -100, dtype=torch.long)
+    for i in range(len(pts)):
+        ok = batch['valid'][i]
+        target[i, rows[i, ok], cols[i, ok]] = (batch['values'][i, ok, 2] < 0.5).long()
+
+    def learned() -> None:
+        out = task.forward_batch(batch)
+        loss, _ = task.compute_loss(batch, out)
+        loss.backward()
+        opt_l.step()
+        opt_l.zero_grad()
+
+    def plain() -> None:
+        loss = F.cross_entropy(seg(standardise(batch['image'])), target, ignore_index=-100)
+        loss.backward()
+        opt_s.step()
+        opt_s.zero_grad()
+
+    times = {}
+    for name, fn in (('learned', learned), ('plain', plain)):
+        fn()  # warm-up
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        times[name] = (time.perf_counter() - t0) / repeats
+    return {
+        'learned_step_seconds': times['learned'],
+        'segmentation_step_seconds': times['plain'],
+        'train_step_over_segmentation': times['learned'] / times['plain'],
+    }
+
+
+def run_seed(
+    image_path: Path, polygons_path: Path, points: gpd.GeoDataFrame | None, a: argparse.Namespace,
+    work: Path, speed: bool,
+) -> dict[str, Any]:
+    """Every method on one scene with one seed's points."""
+    image, transform, crs = read_scene(image_path)
+    polygons = gpd.read_file(polygons_path).to_crs(crs)
+    h, w = image.shape[-2:]
+    bounds = (transform.c, transform.f + h * transform.e, transform.c + w * transform.a, transform.f)
+    if points is None:
+        points = place_points(polygons, bounds, a.background_points, a.seed)
+    points_path = work / f'points_{a.seed}.gpkg'
+    points.to_file(points_path)
+    truth = truth_raster(polygons_path, image, transform, crs)
+    rc, ids, bg = window_points(points, transform)
+    obj = ~bg
+    megapixels = h * w / 1e6
+    result: dict[str, Any] = {'seed': a.seed, 'methods': {}}
+
+    t0 = time.perf_counter()
+    task, dm = train_learned(image_path, points_path, image.shape[0], a)
+    train_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    pred = task.predict_instances(image, rc, ids, bg)
+    infer = time.perf_counter() - t0
+    masks = {'learned': (pred.instances, train_seconds + infer, infer)}
+    foreground = truth > 0 if a.foreground == 'truth' else pred.foreground
+    if a.foreground == 'truth':
+        # The learned distance split the true foreground: nearest object query.
+        d = pred.distances[-1]
+        thing = pred.ids > 0
+        nearest = np.argmin(np.where(thing[:, None, None], d, np.inf), 0)
+        masks['learned'] = (np.where(foreground, pred.ids[nearest], 0), masks['learned'][1], infer)
+    finite = np.isfinite(image).all(0)
+    foreground = foreground & finite
+    if 'voronoi' in a.methods:
+        t0 = time.perf_counter()
+        v = voronoi_instances((h, w), rc[obj], ids[obj], foreground)
+        dt = time.perf_counter() - t0
+        masks['voronoi'] = (v, dt, dt)
+    if 'geodesic' in a.methods:
+        t0 = time.perf_counter()
+        g = geodesic_instances(np.nan_to_num(image), rc[obj], ids[obj], foreground)
+        dt = time.perf_counter() - t0
+        masks['geodesic'] = (g, dt, dt)
+    for name, (mask, seconds, make) in masks.items():
+        if name not in a.methods:
+            continue
+        scores = instance_scores(mask, truth, point_ids=ids[obj])
+        result['methods'][name] = {
+            'instance_iou': float(scores['instance_iou']),
+            'pq': float(scores['pq']),
+            'miou': float(scores['miou']),
+            'seconds': float(seconds),
+            'seconds_per_megapixel': float(make / megapixels),
+        }
+    result['n_instances'] = int(obj.sum())
+    if speed:
+        result['speed'] = step_ratio(task, dm)
+    return result
+
+
+def run(a: argparse.Namespace) -> dict[str, Any]:
+    """All seeds; means per method with the per-seed values."""
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        for k, seed in enumerate(a.seeds):
+            one = argparse.Namespace(**{**vars(a), 'seed': seed})
+            if a.synthetic:
+                scene = make_instance_scene(work / f'scene{seed}', size=a.size, seed=seed)
+                image_path, polygons_path = scene.image, scene.polygons
+            else:
+                image_path, polygons_path = Path(a.image), Path(a.polygons)
+            points = None
+            if a.points:
+                points = gpd.read_file(a.points)
+            runs.append(run_seed(image_path, polygons_path, points, one, work, speed=k == 0))
+    methods: dict[str, Any] = {}
+    for name in a.methods:
+        per_seed = [{'seed': r['seed'], **r['methods'][name]} for r in runs if name in r['methods']]
+        if not per_seed:
+            continue
+        methods[name] = {
+            key: float(np.mean([p[key] for p in per_seed]))
+            for key in ('instance_iou', 'pq', 'miou', 'seconds', 'seconds_per_megapixel')
+        }
+        methods[name]['per_seed'] = per_seed
+    return {
+        'methods': methods,
+        'n_instances': runs[0]['n_instances'],
+        'speed': runs[0].get('speed', {}),
+        'settings': {k: v for k, v in vars(a).items() if k != 'out'},
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Parse the arguments, run, print and save the JSON."""
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument('--image', help='raster of the scene')
+    p.add_argument('--polygons', help='object polygons of the scene (evaluation)')
+    p.add_argument('--points', help='one point per object (default: placed per seed)')
+    p.add_argument('--synthetic', action='store_true', help='generated scenes instead')
+    p.add_argument('--size', type=int, default=256, help='synthetic scene side, pixels')
+    p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
+    p.add_argument('--methods', nargs='+', default=list(METHODS), choices=METHODS)
+    p.add_argument('--background-points', type=int, default=None,
+                   help='random points outside every polygon (default: one per object)')
+    p.add_argument('--foreground', choices=('head', 'truth'), default='head',
+                   help="foreground of the baselines: the learned task's or the truth")
+    p.add_argument('--steps', type=int, default=300, help='training steps of learned')
+    p.add_argument('--patch-size', type=int, default=128)
+    p.add_argument('--batch-size', type=int, default=4)
+    p.add_argument('--rounds', type=int, default=2)
+    p.add_argument('--no-aggregation', action='store_true')
+    p.add_argument('--no-enhancement', action='store_true')
+    p.add_argument('--scale', type=float, default=16.0)
+    p.add_argument('--pairwise-weight', type=float, default=1.0)
+    p.add_argument('--lr', type=float, default=1e-3)
+    p.add_argument('--out', help='also write the JSON here')
+    a = p.parse_args(argv)
+    if not a.synthetic and not (a.image and a.polygons):
+        p.error('give --image and --polygons, or --synthetic')
+    if a.background_points is None:
+        a.background_points = (
+            len(gpd.read_file(a.polygons)) if a.polygons and not a.synthetic else 30
+        )
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    result = run(a)
+    text = json.dumps(result, indent=1)
+    print(text)
+    if a.out:
+        atomic_write_text(a.out, text)
+    return result
+
+
+if __name__ == '__main__':
+    main()

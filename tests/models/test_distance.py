@@ -1,0 +1,79 @@
+import numpy as np
+import pytest
+import torch
+
+from geosparse.models import LearnableDistance
+from geosparse.models.distance import sample_features, standardise
+
+
+def _zero_appearance(model: LearnableDistance) -> None:
+    """Leave only the Euclidean term of the distance."""
+    for layer in (model.to_query, model.to_key):
+        torch.nn.init.zeros_(layer.weight)
+        torch.nn.init.zeros_(layer.bias)
+
+
+def test_without_appearance_the_distance_is_voronoi():
+    torch.manual_seed(0)
+    model = LearnableDistance(in_channels=1, stuff_queries=0, rounds=0)
+    _zero_appearance(model)
+    points = torch.tensor([[[5.5, 5.5], [20.5, 30.5], [28.0, 4.0]]])
+    out = model(torch.rand(1, 1, 32, 40), points, torch.ones(1, 3, dtype=torch.bool))
+    nearest = out.distances[-1][0].argmin(0).numpy()
+    rows, cols = np.mgrid[0:32, 0:40] + 0.5
+    d = [(rows - r) ** 2 + (cols - c) ** 2 for r, c in points[0].numpy()]
+    np.testing.assert_array_equal(nearest, np.argmin(d, 0))
+    # the distance at a point's own pixel centre is 0 for its query
+    assert float(out.distances[0][0, 0, 5, 5].detach()) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_rounds_padding_and_stuff():
+    torch.manual_seed(0)
+    model = LearnableDistance(in_channels=2, stuff_queries=3, rounds=2)
+    points = torch.tensor([[[4.5, 4.5], [10.5, 10.5]], [[8.5, 2.5], [0.0, 0.0]]])
+    valid = torch.tensor([[True, True], [True, False]])
+    background = torch.tensor([[False, True], [False, False]])
+    out = model(torch.randn(2, 2, 24, 20), points, valid, background)
+    assert len(out.distances) == 3
+    assert out.distances[0].shape == (2, 5, 24, 20)
+    assert torch.isinf(out.distances[-1][1, 1]).all()  # padding
+    assert torch.isfinite(out.distances[-1][0]).all()
+    assert out.stuff.tolist() == [
+        [False, True, True, True, True],
+        [False, False, True, True, True],
+    ]
+    assert out.query_valid[1].tolist() == [True, False, True, True, True]
+    # round 1 differs from round 0: the queries were refined
+    assert not torch.allclose(out.distances[0][0], out.distances[1][0])
+
+
+def test_no_aggregation_no_enhancement_means_no_rounds():
+    model = LearnableDistance(in_channels=1, rounds=3, aggregation=False, enhancement=False)
+    out = model(torch.randn(1, 1, 16, 16), torch.tensor([[[3.5, 3.5]]]), torch.ones(1, 1, dtype=torch.bool))
+    assert len(out.distances) == 1
+
+
+def test_window_size_not_a_multiple_of_eight():
+    model = LearnableDistance(in_channels=1)
+    out = model(torch.randn(1, 1, 13, 21), torch.tensor([[[3.5, 3.5]]]), torch.ones(1, 1, dtype=torch.bool))
+    assert out.distances[-1].shape[-2:] == (13, 21)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match='rounds'):
+        LearnableDistance(rounds=-1)
+    with pytest.raises(ValueError, match='scale'):
+        LearnableDistance(scale=0)
+    with pytest.raises(ValueError, match='heads'):
+        LearnableDistance(feature_dim=30, heads=4)
+
+
+def test_standardise_ignores_nan_and_sample_features_reads_pixel_centres():
+    x = torch.tensor([[[[1.0, 3.0], [float('nan'), 5.0]]]])
+    s = standardise(x)
+    assert s[0, 0, 1, 0] == 0
+    finite = s[torch.isfinite(x)]
+    assert float(finite.mean()) == pytest.approx(0.0, abs=1e-5)
+    feats = torch.arange(12.0).view(1, 1, 3, 4)
+    out = sample_features(feats, torch.tensor([[[1.5, 2.5], [0.5, 0.5]]]))
+    assert out[0, :, 0].tolist() == pytest.approx([6.0, 0.0], abs=1e-5)
