@@ -1,0 +1,25 @@
+"""Instance masks from one point per object: hand-crafted baselines and metrics.
+
+Array-level only: this package may import :mod:`geosparse.io` but none of the
+data modules, tasks, inference or CLI.
+"""
+
+from .baselines import (
+    edge_cost,
+    geodesic_distance,
+    geodesic_instances,
+    geodesic_point_distances,
+    margin_uncertainty,
+    voronoi_instances,
+)
+from .metrics import instance_scores
+
+__all__ = [
+    'edge_cost',
+    'geodesic_distance',
+    'geodesic_instances',
+    'geodesic_point_distances',
+    'instance_scores',
+    'margin_uncertainty',
+    'voronoi_instances',
+]
