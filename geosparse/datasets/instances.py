@@ -42,6 +42,7 @@ from torchgeo.datasets import GeoDataset
 from torchgeo.datasets.utils import GeoSlice
 
 from ..compat import georeference
+from ..errors import InputError
 from ..io.points import read_points_frame
 from .points import SparsePoints
 
@@ -85,7 +86,7 @@ def _integers(
     try:
         values = pd.to_numeric(column).to_numpy(np.float64)
     except (TypeError, ValueError) as err:
-        raise ValueError(
+        raise InputError(
             f'{path}: {param}={column.name!r} is not numeric ({err}); give a column '
             f'of integer {what}.'
         ) from err
@@ -93,7 +94,7 @@ def _integers(
     bad |= (values < minimum) | (values >= MAX_ID)
     if bad.any():
         first = int(np.flatnonzero(bad)[0])
-        raise ValueError(
+        raise InputError(
             f'{path}: {param}={column.name!r} has {int(bad.sum())} {what} that are '
             f'missing, not integers or outside [{minimum}, 2**24) (first: '
             f'{column.iloc[first]!r} at row {first}); give integer {what} >= {minimum}.'
@@ -122,7 +123,7 @@ def _truthy(column: pd.Series, path: str) -> np.ndarray:
         if text in _TRUE:
             out[i] = True
         elif text not in _FALSE:
-            raise ValueError(
+            raise InputError(
                 f'{path}: background_column={column.name!r} holds {value!r} at row '
                 f'{i}; use true/false, yes/no or 1/0 (true marks a background point).'
             )
@@ -166,7 +167,8 @@ def read_instance_points(
     Raises:
         ValueError: naming the file, the parameter and the fix, for an empty file,
             a missing column, duplicate or non-positive ids among object points,
-            ids of 2**24 or more, or non-point geometries.
+            ids of 2**24 or more, or non-point geometries (an
+            :class:`~geosparse.errors.InputError` where this module checks).
     """
     params = {
         c: p
@@ -191,14 +193,14 @@ def read_instance_points(
     else:
         instance[obj] = _row_ids(frame)[obj]
         if instance.max(initial=0) >= MAX_ID:
-            raise ValueError(
+            raise InputError(
                 f'{name}: {len(frame)} rows give ids (row number + 1) of 2**24 or '
                 'more; split the file or give an id_column with smaller ids.'
             )
     ids, counts = np.unique(instance[obj], return_counts=True)
     if (counts > 1).any():
         dup = ids[counts > 1]
-        raise ValueError(
+        raise InputError(
             f'{name}: id_column={id_column!r} repeats {len(dup)} instance ids among '
             f'object points (e.g. {int(dup[0])}); give each object one point and a '
             'unique id.'
@@ -225,7 +227,7 @@ def read_instance_points(
         out = out.to_crs(target.to_wkt())
         finite = np.isfinite(out.geometry.x) & np.isfinite(out.geometry.y)
         if not finite.all():
-            raise ValueError(
+            raise InputError(
                 f'{name}: {int((~finite).sum())} of {len(out)} points cannot be '
                 f'projected from {source} to {target.to_string()}; for a CSV, give '
                 'the CRS of its x/y columns (points_crs, --points-crs).'
@@ -244,34 +246,34 @@ def _read_polygons(
     if isinstance(path, GeoDataFrame):
         gdf, name = path, '<GeoDataFrame>'
         if gdf.crs is None:
-            raise ValueError('InstancePolygons: the GeoDataFrame has no CRS; set it.')
+            raise InputError('InstancePolygons: the GeoDataFrame has no CRS; set it.')
     else:
         name = str(path)
         p = Path(path)
         if not p.exists():
-            raise ValueError(f'{name}: no such polygons file (polygons_path).')
+            raise InputError(f'{name}: no such polygons file (polygons_path).')
         gdf = (
             gpd.read_parquet(p) if p.suffix.lower() == '.parquet' else gpd.read_file(p)
         )
         if gdf.crs is None:
-            raise ValueError(
+            raise InputError(
                 f'{name}: the polygons have no CRS; set it in the file (e.g. '
                 'ogr2ogr -a_srs).'
             )
     for column, param in ((id_column, 'id_column'), (class_column, 'class_column')):
         if column is not None and column not in gdf.columns:
-            raise ValueError(
+            raise InputError(
                 f'{name}: no column {column!r} ({param}) (columns: '
                 f'{", ".join(c for c in gdf.columns if c != "geometry")}); name one '
                 'of them.'
             )
     if len(gdf) == 0:
-        raise ValueError(f'{name}: the file holds no polygons.')
+        raise InputError(f'{name}: the file holds no polygons.')
     kinds = gdf.geom_type
     bad = ~kinds.isin(['Polygon', 'MultiPolygon']) | gdf.geometry.is_empty.to_numpy()
     if bad.any():
         found = sorted({str(k) for k in kinds[bad]})
-        raise ValueError(
+        raise InputError(
             f'{name}: every geometry must be a (Multi)Polygon, found {", ".join(found)} '
             f'in {int(bad.sum())} rows; give object outlines (points go in points_path).'
         )
@@ -280,12 +282,12 @@ def _read_polygons(
     else:
         ids = _row_ids(gdf)
         if ids.max() >= MAX_ID:
-            raise ValueError(
+            raise InputError(
                 f'{name}: too many rows for row-number ids (2**24); give an id_column.'
             )
     uniq, counts = np.unique(ids, return_counts=True)
     if (counts > 1).any():
-        raise ValueError(
+        raise InputError(
             f'{name}: id_column={id_column!r} repeats {int((counts > 1).sum())} ids '
             f'(e.g. {int(uniq[counts > 1][0])}); give each polygon a unique id.'
         )
@@ -512,7 +514,7 @@ def match_points_to_polygons(
             if 'instance' in pts.columns
             else [f'row {int(i)}' for i in inside]
         )
-        raise ValueError(
+        raise InputError(
             f'{points_path}: points {names[0]} and {names[1]} both fall in polygon '
             f'{int(ids[k])} of {polygons_path} ({int((counts > 1).sum())} polygons '
             'hold several points); give one point per object.'

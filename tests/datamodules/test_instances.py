@@ -140,3 +140,13 @@ def test_two_points_on_one_pixel(scene, tmp_path):
         with pytest.raises(InputError, match=f'{path}: object points 7 and 42') as err:
             dm.setup('fit')
     assert f'row {r}, col {c}' in str(err.value)
+
+
+def test_classes_travel_with_points_and_mask(scene):
+    dm = make_dm(scene, class_column='cls')
+    dm.setup('validate')
+    batch = next(iter(dm.val_dataloader()))
+    assert batch['classes'].dtype == torch.int64
+    for b, k in torch.nonzero(batch['valid']).tolist():
+        r, c = batch['points'][b, k].floor().long().tolist()
+        assert int(batch['classes'][b, r, c]) == int(batch['values'][b, k, 1])
