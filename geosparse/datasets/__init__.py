@@ -4,8 +4,10 @@ from .coarse import CoarseLabels, FineLabels, ImageryDataset
 from .points import POINT_KEYS, SparsePoints, collate_points, spatial_split
 from .synthetic import (
     FINE_CLASSES,
+    InstanceScene,
     ObjectScene,
     SyntheticScene,
+    make_instance_scene,
     make_object_scene,
     make_point_labels,
     make_scene,
@@ -19,10 +21,12 @@ __all__ = [
     'CoarseLabels',
     'FineLabels',
     'ImageryDataset',
+    'InstanceScene',
     'ObjectScene',
     'SparsePoints',
     'SyntheticScene',
     'collate_points',
+    'make_instance_scene',
     'make_object_scene',
     'make_point_labels',
     'make_scene',
