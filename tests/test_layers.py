@@ -53,11 +53,11 @@ def test_a_layer_never_imports_the_layers_above_it(layer):
     assert not offenders, offenders
 
 
-def test_the_gp_io_and_losses_sit_below_the_tasks():
+def test_the_gp_io_losses_and_instances_sit_below_the_tasks():
     above = {'datamodules', 'trainers', 'inference', 'cli'}
     offenders = [
         f'{path.relative_to(PACKAGE)} imports {name}'
-        for low in ('gp', 'io', 'losses')
+        for low in ('gp', 'io', 'losses', 'instances')
         for path in sorted((PACKAGE / low).rglob('*.py'))
         for name in _imports(path)
         if len(name.split('.')) > 1 and name.split('.')[1] in above

@@ -10,8 +10,10 @@ from .instances import (
 from .points import POINT_KEYS, SparsePoints, collate_points, spatial_split
 from .synthetic import (
     FINE_CLASSES,
+    InstanceScene,
     ObjectScene,
     SyntheticScene,
+    make_instance_scene,
     make_object_scene,
     make_point_labels,
     make_scene,
@@ -27,10 +29,12 @@ __all__ = [
     'FineLabels',
     'ImageryDataset',
     'InstancePolygons',
+    'InstanceScene',
     'ObjectScene',
     'SparsePoints',
     'SyntheticScene',
     'collate_points',
+    'make_instance_scene',
     'make_object_scene',
     'make_point_labels',
     'make_scene',

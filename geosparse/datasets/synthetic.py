@@ -34,8 +34,10 @@ from ..io.raster import atomic_path, atomic_write_raster
 
 __all__ = [
     'FINE_CLASSES',
+    'InstanceScene',
     'ObjectScene',
     'SyntheticScene',
+    'make_instance_scene',
     'make_object_scene',
     'make_point_labels',
     'make_scene',
@@ -491,3 +493,274 @@ def make_object_scene(
     with atomic_path(boxes_path, suffix='.csv') as tmp:
         boxes.to_csv(tmp, index=False)
     return ObjectScene(image_path, points_path, boxes_path, len(rc))
+
+
+@dataclass(frozen=True)
+class InstanceScene:
+    """Files of a synthetic instance scene (:func:`make_instance_scene`).
+
+    Attributes:
+        image: uint8 GeoTIFF (RGB or one band), 0.5 m pixels in UTM.
+        polygons: GeoPackage of the object polygons (column ``instance``, 1..K).
+        points: GeoPackage of one interior point per object (column ``instance``).
+        background: GeoPackage of background points (column ``background`` = 1).
+        truth: uint16 GeoTIFF of the true instance map (0 background).
+        count: number of objects K.
+    """
+
+    image: Path
+    polygons: Path
+    points: Path
+    background: Path
+    truth: Path
+    count: int
+
+
+def _place(
+    occupied: np.ndarray,
+    rng: np.random.Generator,
+    height: int,
+    width: int,
+    margin: int,
+    tries: int = 200,
+) -> tuple[int, int] | None:
+    """Upper-left corner of a free ``height x width`` box (``margin`` clear)."""
+    size_r, size_c = occupied.shape
+    for _ in range(tries):
+        if (
+            size_r - height - 2 * margin <= margin
+            or size_c - width - 2 * margin <= margin
+        ):
+            return None
+        r0 = int(rng.integers(margin, size_r - height - margin))
+        c0 = int(rng.integers(margin, size_c - width - margin))
+        box = occupied[
+            max(0, r0 - margin) : r0 + height + margin,
+            max(0, c0 - margin) : c0 + width + margin,
+        ]
+        if not box.any():
+            return r0, c0
+    return None
+
+
+def _roof_layout(
+    size: int, rng: np.random.Generator, terraces: int, isolated: int
+) -> tuple[list[tuple[int, int, int, int]], list[tuple[int, int, bool]]]:
+    """Rectangles ``(r0, c0, r1, c1)`` of the roofs and the shared walls.
+
+    Returns the rectangles and the walls ``(k, position, vertical)``: roof ``k``
+    touches roof ``k + 1`` along row or column ``position`` (the first pixel line of
+    roof ``k + 1``).
+    """
+    occupied = np.zeros((size, size), dtype=bool)
+    rects: list[tuple[int, int, int, int]] = []
+    walls: list[tuple[int, int, bool]] = []
+    for _ in range(terraces):
+        n = int(rng.integers(3, 7))
+        # Mix small and large roofs, so that a small roof's point sits closer to a
+        # big neighbour's far side than the big roof's own point.
+        lengths = [
+            int(rng.integers(7, 13))
+            if rng.random() < 0.4
+            else int(rng.integers(18, 40))
+            for _ in range(n)
+        ]
+        depth = int(rng.integers(14, 28))
+        depths = [depth + int(rng.integers(-3, 4)) for _ in range(n)]
+        along = sum(lengths)
+        across = max(depths)
+        horizontal = bool(rng.random() < 0.5)
+        shape = (across, along) if horizontal else (along, across)
+        corner = _place(occupied, rng, shape[0], shape[1], margin=6)
+        if corner is None:
+            continue
+        r, c = corner
+        pos = 0
+        for k, (length, d) in enumerate(zip(lengths, depths, strict=True)):
+            if horizontal:
+                rect = (r, c + pos, r + d, c + pos + length)
+            else:
+                rect = (r + pos, c, r + pos + length, c + d)
+            if k:
+                walls.append(
+                    (len(rects) - 1, (c if horizontal else r) + pos, horizontal)
+                )
+            rects.append(rect)
+            occupied[rect[0] : rect[2], rect[1] : rect[3]] = True
+            pos += length
+    for _ in range(isolated):
+        h, w = (int(v) for v in rng.integers(6, 30, 2))
+        corner = _place(occupied, rng, h, w, margin=5)
+        if corner is None:
+            continue
+        rect = (corner[0], corner[1], corner[0] + h, corner[1] + w)
+        rects.append(rect)
+        occupied[rect[0] : rect[2], rect[1] : rect[3]] = True
+    return rects, walls
+
+
+def make_instance_scene(
+    root: str | os.PathLike[str],
+    size: int = 256,
+    seed: int = 0,
+    name: str = 'instances',
+    bands: int = 3,
+    terraces: int = 4,
+    isolated: int = 9,
+    background_points: int = 30,
+    origin: tuple[float, float] = (500000.0, 4200000.0),
+    utm_epsg: int = 32618,
+) -> InstanceScene:
+    """Touching roofs of similar appearance on textured ground, one point each.
+
+    A scene on which hand-crafted distances fail but a learned one can succeed:
+
+    * **terraces**: rows of 3-6 rectangular roofs of mixed sizes (7-12 and 18-39
+      pixels along the row, depths varying by a few pixels) that touch along shared
+      walls. All roofs of a terrace share one colour; each roof is a little brighter
+      or darker (within +-14 DN) and its two pitches differ slightly, and the wall
+      between two roofs is a one-pixel gutter or ridge line 8-20 DN darker or
+      brighter: a weak edge that the pixel noise partly hides. Voronoi cuts a big
+      roof where the point of a small neighbour is nearer; an image-edge geodesic
+      stops at pitch lines as readily as at walls;
+    * **isolated** roofs (6-29 pixels a side) apart from the others;
+    * **ground**: grass with smooth texture and darker tree clumps, its brightness
+      different from the roofs' on average but overlapping them.
+
+    Pixels are 0.5 m in UTM (``utm_epsg``); the image is blurred (Gaussian, std
+    0.7 px) and carries Gaussian noise (std 7 DN). Each object's point is uniform
+    inside its rectangle (at least a quarter pixel from its edge); background points
+    are at the centres of random background pixels. Deterministic in ``seed``.
+
+    Files (``<name>`` the stem): ``<name>.tif`` (the image; ``bands`` 3 is RGB,
+    1 a grey level), ``<name>_truth.tif`` (uint16 instance map),
+    ``<name>_polygons.gpkg``, ``<name>_points.gpkg``, ``<name>_background.gpkg``.
+
+    Args:
+        root: output folder.
+        size: side in pixels (at least 96).
+        seed: random seed.
+        name: file name stem.
+        bands: 3 (RGB) or 1.
+        terraces: terraces attempted (fewer if they do not fit).
+        isolated: isolated roofs attempted.
+        background_points: number of background points.
+        origin: upper-left corner (easting, northing).
+        utm_epsg: EPSG code of the UTM zone.
+
+    Returns:
+        The files and the number of objects K (about 20-35 with the defaults).
+    """
+    import geopandas as gpd
+    from shapely.geometry import Point, box
+
+    if size < 96:
+        raise ValueError(f'size={size}: an instance scene needs at least 96 pixels.')
+    if bands not in (1, 3):
+        raise ValueError(f'bands={bands}: choose 1 (grey) or 3 (RGB).')
+    res = 0.5
+    rng = np.random.default_rng(seed)
+    rects, walls = _roof_layout(size, rng, terraces, isolated)
+    truth = np.zeros((size, size), dtype=np.uint16)
+    for k, (r0, c0, r1, c1) in enumerate(rects, start=1):
+        truth[r0:r1, c0:c1] = k
+
+    # Ground: grass with smooth texture, darker tree clumps.
+    texture = _smooth_noise(rng, (size, size), 8.0)
+    fine = _smooth_noise(rng, (size, size), 1.0)
+    trees = _smooth_noise(rng, (size, size), 5.0) > 1.0
+    grass = np.array([110.0, 135.0, 85.0])[:, None, None]
+    tree = np.array([60.0, 85.0, 50.0])[:, None, None]
+    image = np.where(trees[None], tree, grass) + 16 * texture[None] + 8 * fine[None]
+
+    # Roofs: one colour per terrace (and per isolated roof), small offsets per roof.
+    palette = np.array(
+        [[150, 115, 105], [135, 135, 140], [165, 150, 130], [120, 105, 100]],
+        dtype=np.float64,
+    )
+    terrace_of = np.zeros(len(rects), dtype=np.int64)
+    group = 0
+    wall_starts = {k + 1 for k, _, _ in walls}
+    for k in range(len(rects)):
+        if k not in wall_starts:
+            group += 1
+        terrace_of[k] = group
+    colours = palette[rng.integers(0, len(palette), group + 1)]
+    for k, (r0, c0, r1, c1) in enumerate(rects):
+        base = colours[terrace_of[k]] + rng.uniform(-14, 14)
+        roof = np.broadcast_to(base[:, None, None], (3, r1 - r0, c1 - c0)).copy()
+        # Two pitches: split along the longer side, one a little darker.
+        pitch = rng.uniform(4, 9) * rng.choice([-1.0, 1.0])
+        if r1 - r0 <= c1 - c0:
+            roof[:, (r1 - r0) // 2 :, :] += pitch
+        else:
+            roof[:, :, (c1 - c0) // 2 :] += pitch
+        image[:, r0:r1, c0:c1] = roof
+    for k, position, horizontal in walls:
+        r0, c0, r1, c1 = rects[k + 1]
+        step = rng.uniform(8, 20) * rng.choice([-1.0, 1.0])
+        if horizontal:
+            image[:, r0:r1, position] += step
+        else:
+            image[:, position, c0:c1] += step
+    image = gaussian_filter(image, sigma=(0, 0.7, 0.7))
+    image += rng.normal(0, 7, image.shape)
+    if bands == 1:
+        image = image.mean(axis=0, keepdims=True)
+    data = np.clip(np.round(image), 1, 254).astype(np.uint8)
+
+    out = Path(root)
+    out.mkdir(parents=True, exist_ok=True)
+    transform = from_origin(origin[0], origin[1], res, res)
+    crs = f'EPSG:{utm_epsg}'
+    common = dict(driver='GTiff', crs=crs, transform=transform)
+    image_path = out / f'{name}.tif'
+    atomic_write_raster(
+        image_path,
+        data,
+        dict(common, photometric='RGB' if bands == 3 else 'MINISBLACK'),
+        descriptions=['red', 'green', 'blue'] if bands == 3 else ['grey'],
+    )
+    truth_path = out / f'{name}_truth.tif'
+    atomic_write_raster(truth_path, truth[None], dict(common, nodata=None))
+
+    def xy(row: np.ndarray, col: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return origin[0] + col * res, origin[1] - row * res
+
+    ids = np.arange(1, len(rects) + 1, dtype=np.int64)
+    polys = []
+    pts = []
+    for r0, c0, r1, c1 in rects:
+        (x0, x1), (y0, y1) = xy(np.array([r0, r1]), np.array([c0, c1]))
+        polys.append(box(x0, y1, x1, y0))
+        row = rng.uniform(r0 + 0.25, r1 - 0.25)
+        col = rng.uniform(c0 + 0.25, c1 - 0.25)
+        x, y = xy(np.array(row), np.array(col))
+        pts.append(Point(float(x), float(y)))
+    bg_rows, bg_cols = np.nonzero(truth == 0)
+    pick = rng.choice(
+        len(bg_rows), size=min(background_points, len(bg_rows)), replace=False
+    )
+    bx, by = xy(bg_rows[pick] + 0.5, bg_cols[pick] + 0.5)
+    frames = {
+        'polygons': gpd.GeoDataFrame({'instance': ids}, geometry=polys, crs=crs),
+        'points': gpd.GeoDataFrame({'instance': ids}, geometry=pts, crs=crs),
+        'background': gpd.GeoDataFrame(
+            {'background': np.ones(len(pick), dtype=np.int64)},
+            geometry=[Point(x, y) for x, y in zip(bx, by, strict=True)],
+            crs=crs,
+        ),
+    }
+    paths = {}
+    for key, frame in frames.items():
+        paths[key] = out / f'{name}_{key}.gpkg'
+        with atomic_path(paths[key], suffix='.gpkg') as tmp:
+            frame.to_file(tmp, driver='GPKG', layer=key)
+    return InstanceScene(
+        image_path,
+        paths['polygons'],
+        paths['points'],
+        paths['background'],
+        truth_path,
+        len(rects),
+    )
