@@ -10,6 +10,7 @@ from .baselines import (
     geodesic_instances,
     geodesic_point_distances,
     margin_uncertainty,
+    transport_instances,
     voronoi_instances,
 )
 from .metrics import instance_scores
@@ -21,5 +22,6 @@ __all__ = [
     'geodesic_point_distances',
     'instance_scores',
     'margin_uncertainty',
+    'transport_instances',
     'voronoi_instances',
 ]

@@ -8,6 +8,9 @@ Estimating Pseudo Labels from Learnable Distance, ECCV 2024) is compared with:
 * :func:`geodesic_instances` / :func:`geodesic_distance`: each foreground pixel takes
   the id of the point at the smallest geodesic distance on an image-edge cost, as in
   PSPS (Fan et al., "Pointly-supervised panoptic segmentation", ECCV 2022);
+* :func:`transport_instances`: a Point2Mask-style assignment (Li et al., ICCV 2023):
+  entropic optimal transport of the points' label mass onto the pixels on the
+  geodesic cost, solved with log-domain Sinkhorn iterations;
 * :func:`margin_uncertainty`: how close a pixel is to a tie between its two nearest
   points, :math:`\exp(-(d_2 - d_1))`.
 
@@ -31,6 +34,7 @@ __all__ = [
     'geodesic_instances',
     'geodesic_point_distances',
     'margin_uncertainty',
+    'transport_instances',
     'voronoi_instances',
 ]
 
@@ -379,3 +383,109 @@ def margin_uncertainty(distances: np.ndarray) -> np.ndarray:
         gap = d2 - d1
     u = np.exp(-np.where(np.isfinite(d1), gap, 0.0))
     return np.clip(u, 0.0, 1.0).astype(np.float32)
+
+
+def _lse(x: np.ndarray, axis: int) -> np.ndarray:
+    """``log(sum(exp(x)))`` along ``axis``, stabilised by the maximum."""
+    m = x.max(axis=axis, keepdims=True)
+    return (m + np.log(np.exp(x - m).sum(axis=axis, keepdims=True))).squeeze(axis)
+
+
+def _sinkhorn_log(
+    cost: np.ndarray, log_a: np.ndarray, epsilon: float, iterations: int
+) -> np.ndarray:
+    r"""Log of the entropic plan between masses ``exp(log_a)`` and ones.
+
+    Potentials scaled by :math:`1/\varepsilon`: :math:`f \leftarrow \log a -
+    \operatorname{LSE}_p(g - C/\varepsilon)`, :math:`g \leftarrow
+    -\operatorname{LSE}_k(f - C/\varepsilon)`.
+    """
+    m = (-cost / epsilon).astype(np.float32)  # float32 halves the time
+    f = np.zeros(cost.shape[0], dtype=np.float32)
+    g = np.zeros(cost.shape[1], dtype=np.float32)
+    log_a = log_a.astype(np.float32)
+    for _ in range(iterations):
+        f = log_a - _lse(g[None] + m, axis=1)
+        g = -_lse(f[:, None] + m, axis=0)
+    return f[:, None] + g[None] + m
+
+
+def transport_instances(
+    image: np.ndarray,
+    points: np.ndarray,
+    ids: np.ndarray,
+    foreground: np.ndarray | None = None,
+    sizes: np.ndarray | None = None,
+    edge_weight: float = 10.0,
+    sigma: float = 1.0,
+    epsilon: float = 1.0,
+    iterations: int = 300,
+) -> np.ndarray:
+    r"""Instance map from entropic optimal transport of the points onto the pixels.
+
+    A simplified Point2Mask (Li et al., "Point2Mask: Point-supervised panoptic
+    segmentation via optimal transport", ICCV 2023): the points are suppliers of
+    label mass :math:`a_k`, the ``P`` foreground pixels demanders of mass 1, and the
+    cost of point :math:`k` to pixel :math:`p` is the geodesic distance
+    :math:`C_{kp} = D_k(p)` of :func:`geodesic_point_distances`. The plan
+
+    .. math:: \pi^* = \arg\min_{\pi \geq 0,\ \pi 1 = a,\ \pi^\top 1 = 1}
+       \langle \pi, C \rangle - \varepsilon H(\pi)
+
+    is found with log-domain Sinkhorn iterations
+    (:math:`f_k \leftarrow \varepsilon \log a_k - \varepsilon \operatorname{LSE}_p
+    ((g_p - C_{kp}) / \varepsilon)`, :math:`g_p \leftarrow -\varepsilon
+    \operatorname{LSE}_k ((f_k - C_{kp}) / \varepsilon)`) and each pixel takes
+    :math:`\arg\max_k \pi_{kp}`. Unlike :func:`geodesic_instances` the supplies
+    bound each instance's area: ``sizes`` (expected pixel counts, rescaled to sum
+    to ``P``) or, by default, equal shares :math:`a_k = P / N` (a size-balancing
+    prior; Point2Mask's learned semantic cost and background supplier are left
+    out). A pixel that no point reaches (a foreground component without a point)
+    costs :math:`\max C + 10^3` for every point, so it goes wherever the supplies
+    leave room; background pixels stay 0.
+
+    Memory and time grow as :math:`N P` (one Dijkstra per point): meant for crops
+    or scenes with tens of objects, not 1000 points on 900 x 900 pixels.
+
+    Args:
+        image: ``(H, W)`` or ``(C, H, W)`` image.
+        points: ``(N, 2)`` (row, col) pixel coordinates, centres at ``k + 0.5``.
+        ids: ``(N,)`` instance ids :math:`\geq 1`.
+        foreground: optional ``(H, W)`` bool mask of the objects.
+        sizes: optional ``(N,)`` positive expected sizes (any unit).
+        edge_weight: :math:`\lambda` of the edge cost.
+        sigma: Gaussian std of the gradient.
+        epsilon: entropic regularisation, in pixel lengths (smaller is sharper and
+            slower to converge).
+        iterations: Sinkhorn iterations.
+
+    Returns:
+        ``(H, W)`` int64 instance map.
+    """
+    img = np.asarray(image)
+    shape = (int(img.shape[-2]), int(img.shape[-1]))
+    pts, lab = _check_points(points, ids, shape)
+    fg = _foreground(foreground, shape)
+    if epsilon <= 0:
+        raise ValueError(f'epsilon={epsilon} must be > 0.')
+    n = len(pts)
+    if sizes is None:
+        weights = np.ones(n)
+    else:
+        weights = np.asarray(sizes, dtype=np.float64).reshape(-1)
+        if len(weights) != n or not (weights > 0).all():
+            raise ValueError(f'sizes must be {n} positive numbers.')
+    out = np.zeros(shape, dtype=np.int64)
+    n_pix = int(fg.sum())
+    if n_pix == 0:
+        return out
+    dist = geodesic_point_distances(img, pts, fg, edge_weight, sigma)[:, fg]
+    cost = dist.astype(np.float64)
+    finite = np.isfinite(cost)
+    high = (cost[finite].max() if finite.any() else 0.0) + 1e3
+    cost[~finite] = high
+    plan_log = _sinkhorn_log(
+        cost, np.log(weights / weights.sum() * n_pix), epsilon, iterations
+    )
+    out[fg] = lab[plan_log.argmax(axis=0)]
+    return out

@@ -134,3 +134,33 @@ def test_margin_uncertainty_edge_cases():
     assert u[0, 0] == pytest.approx(np.exp(-2.0))
     assert u[0, 1] == 1.0  # nobody reaches
     assert u[0, 2] == 0.0  # only one point reaches
+
+
+def test_transport_balances_sizes_unless_told_otherwise():
+    from geosparse.instances import transport_instances
+
+    image = np.zeros((1, 20))
+    points = np.array([[0.5, 2.5], [0.5, 13.5]])
+    geo = geodesic_instances(image, points, [1, 2], edge_weight=0.0)
+    assert (geo == 1).sum() == 8  # cells split midway, at 8.0
+    equal = transport_instances(image, points, [1, 2], edge_weight=0.0, epsilon=0.3)
+    assert equal[0].tolist() == [1] * 10 + [2] * 10
+    sized = transport_instances(
+        image, points, [1, 2], sizes=[8, 12], edge_weight=0.0, epsilon=0.3
+    )
+    assert (sized == 1).sum() == 8 and (sized[0, :8] == 1).all()
+    with pytest.raises(ValueError, match='sizes'):
+        transport_instances(image, points, [1, 2], sizes=[1, 0])
+
+
+def test_transport_respects_the_foreground():
+    from geosparse.instances import transport_instances
+
+    fg = np.zeros((4, 12), dtype=bool)
+    fg[:, :8] = True
+    out = transport_instances(
+        np.zeros(fg.shape), np.array([[1.5, 1.5], [1.5, 6.5]]), [4, 9], fg
+    )
+    assert (
+        (out[:, 8:] == 0).all() and (out[:, :4] == 4).all() and (out[:, 4:8] == 9).all()
+    )
