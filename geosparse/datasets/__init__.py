@@ -1,6 +1,12 @@
 """Datasets of geosparse."""
 
 from .coarse import CoarseLabels, FineLabels, ImageryDataset
+from .instances import (
+    INSTANCE_VALUES,
+    InstancePolygons,
+    match_points_to_polygons,
+    read_instance_points,
+)
 from .points import POINT_KEYS, SparsePoints, collate_points, spatial_split
 from .synthetic import (
     FINE_CLASSES,
@@ -15,10 +21,12 @@ from .synthetic import (
 
 __all__ = [
     'FINE_CLASSES',
+    'INSTANCE_VALUES',
     'POINT_KEYS',
     'CoarseLabels',
     'FineLabels',
     'ImageryDataset',
+    'InstancePolygons',
     'ObjectScene',
     'SparsePoints',
     'SyntheticScene',
@@ -27,6 +35,8 @@ __all__ = [
     'make_point_labels',
     'make_scene',
     'make_stac_tiles',
+    'match_points_to_polygons',
     'nlcd_from_fractions',
+    'read_instance_points',
     'spatial_split',
 ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import geopandas as gpd
@@ -35,6 +35,7 @@ def read_points_frame(
     x: str | None = None,
     y: str | None = None,
     points_crs: str | None = None,
+    raw: Sequence[str] | Mapping[str, str] = (),
 ) -> gpd.GeoDataFrame:
     """Points and their value columns as a GeoDataFrame in the file's CRS.
 
@@ -47,9 +48,13 @@ def read_points_frame(
         y: CSV column of y / latitude (default ``y`` or ``lat``).
         points_crs: CRS of CSV coordinates (default EPSG:4326); also overrides a
             vector file without a CRS.
+        raw: further columns kept as they are (not converted; missing values
+            allowed), e.g. an id column that background points leave empty; a
+            mapping from each column to the parameter that named it (e.g.
+            ``{'fid': 'id_column'}``) puts the parameter in the error message.
 
     Returns:
-        The points (float64 value columns).
+        The points (float64 value columns, then the ``raw`` columns).
 
     Raises:
         ValueError: naming the file and parameter, for a missing column, no CRS,
@@ -84,17 +89,28 @@ def read_points_frame(
             gdf = gdf.set_crs(points_crs, allow_override=True)
         if gdf.crs is None:
             raise ValueError(f'{path}: the points have no CRS; give it (points_crs).')
-    for value in values:
+    for value in [*values, *raw]:
         if value not in gdf.columns:
+            given = (
+                f'column {value!r} ({raw[value]})'
+                if isinstance(raw, Mapping) and value in raw
+                else f'value column {value!r}'
+            )
             raise ValueError(
-                f'{path}: no value column {value!r} (columns: '
-                f'{", ".join(c for c in gdf.columns if c != "geometry")}).'
+                f'{path}: no {given} (columns: '
+                f'{", ".join(c for c in gdf.columns if c != "geometry")}); name one '
+                'of them.'
             )
     if len(gdf) == 0:
         raise ValueError(f'{path}: the file holds no points.')
     if not (gdf.geom_type == 'Point').all():
-        raise ValueError(f'{path}: every geometry must be a Point.')
-    out = gdf[[*values, 'geometry']].copy()
+        found = sorted(set(gdf.geom_type.dropna()) - {'Point'}) or ['empty']
+        raise ValueError(
+            f'{path}: every geometry must be a Point (found {", ".join(found)}); give '
+            'one point per object (e.g. polygon centroids or representative points).'
+        )
+    extra = [c for c in raw if c not in values]
+    out = gdf[[*values, *extra, 'geometry']].copy()
     for value in values:
         try:
             out[value] = pd.to_numeric(out[value]).astype(np.float64)
