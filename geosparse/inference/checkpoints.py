@@ -27,6 +27,7 @@ from lightning.pytorch import LightningModule
 
 from ..compat import TORCHGEO_TASKS, PixelwiseRegression, SemanticSegmentation
 from ..trainers.counting import DensityTask, PointMapTask
+from ..trainers.instances import PointInstanceTask
 from ..trainers.lsr import LabelSuperResolutionTask
 from ..trainers.npp import NPPTask
 
@@ -44,6 +45,7 @@ _GEOSPARSE_TASKS: tuple[type[LightningModule], ...] = (
     NPPTask,
     DensityTask,
     PointMapTask,
+    PointInstanceTask,
 )
 
 #: Task classes a checkpoint may name in ``_class_path`` (LightningCLI records it),
@@ -127,6 +129,7 @@ def task_class_for(
     ``kernel`` and ``lengthscale`` → :class:`~geosparse.trainers.NPPTask`,
     ``density_scale`` → :class:`~geosparse.trainers.DensityTask`,
     ``pos_weight`` and ``radius`` → :class:`~geosparse.trainers.PointMapTask`,
+    ``pairwise_weight`` → :class:`~geosparse.trainers.PointInstanceTask`,
     ``num_outputs`` → :class:`~torchgeo.tasks.PixelwiseRegression`,
     ``num_classes`` → :class:`~torchgeo.tasks.SemanticSegmentation`.
 
@@ -157,6 +160,8 @@ def task_class_for(
         return DensityTask
     if 'pos_weight' in hparams and 'radius' in hparams:
         return PointMapTask
+    if 'pairwise_weight' in hparams:
+        return PointInstanceTask
     if 'num_outputs' in hparams:
         return PixelwiseRegression
     if 'num_classes' in hparams:
