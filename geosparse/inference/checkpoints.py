@@ -35,6 +35,7 @@ __all__ = [
     'KNOWN_TASKS',
     'SAFE_GLOBALS',
     'UntrustedCheckpointError',
+    'checkpoint_task_class',
     'load_task',
     'read_checkpoint',
     'task_class_for',
@@ -171,6 +172,31 @@ def task_class_for(
         f'({", ".join(sorted(hparams)) or "none"}); pass the task class '
         '(--task package.module.Class).'
     )
+
+
+def checkpoint_task_class(
+    path: str | os.PathLike[str],
+    task_class: str | None = None,
+    trust: bool = False,
+) -> type[LightningModule]:
+    """The class :func:`load_task` would build, without building it.
+
+    Args:
+        path: the ``.ckpt`` file.
+        task_class: ``package.module.Class`` chosen by the caller (imported).
+        trust: unpickle and import whatever the file asks for.
+
+    Raises:
+        UntrustedCheckpointError: as :func:`load_task`.
+        ValueError: as :func:`load_task`.
+    """
+    if task_class:
+        return _import(task_class)
+    ckpt = read_checkpoint(path, trust)
+    try:
+        return task_class_for(ckpt.get('hyper_parameters', {}), trust)
+    except ValueError as err:
+        raise type(err)(f'{path}: {err}') from None
 
 
 def load_task(

@@ -215,3 +215,58 @@ def test_a_failure_while_writing_leaves_nothing(task, scene, tmp_path, monkeypat
     with pytest.raises(OSError, match='disk full'):
         _run(task, scene, out, block=SIZE, halo=0)
     assert list(out.iterdir()) == []
+
+
+def test_predict_cli_routes_instance_checkpoints(task, scene, tmp_path, capsys):
+    from geosparse.cli import main
+    from geosparse.inference.checkpoints import read_checkpoint, task_class_for
+
+    from ..conftest import save_untrained
+
+    image, points = scene
+    ckpt = save_untrained(task, tmp_path / 'inst.ckpt')
+    hparams = read_checkpoint(ckpt)['hyper_parameters']  # plain data, no unpickling
+    assert task_class_for(hparams) is PointInstanceTask
+    out = tmp_path / 'maps'
+    args = ['predict', '--checkpoint', str(ckpt), str(image), '--out', str(out)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert 'holds a PointInstanceTask' in err and '--points' in err
+    assert not out.exists()
+    more = ['--points', str(points), '--id-column', 'oid', '--class-column', 'kind']
+    assert main([*args, *more, '--block', '32', '--quiet']) == 0
+    assert 'scene_instances.tif' in capsys.readouterr().out
+    spec = OutputSpec.read(out / 'scene_instances.tif')
+    assert spec is not None and spec.properties['checkpoint'] == 'inst.ckpt'
+    assert spec.properties['halo'] == 64
+    with rasterio.open(out / 'scene_instances.tif') as ds:
+        inst = ds.read(1)
+    for (r, c), i in zip(CENTRES, IDS, strict=True):
+        assert inst[r, c] == i
+    item = json.loads((out / 'scene_instances.json').read_text())
+    assert item['properties']['geosparse:checkpoint'] == 'inst.ckpt'
+    assert set(item['assets']) == {'data', 'polygons'}
+    assert main([*args, *more, '--quiet', '--resume']) == 0
+    assert 'skipped' in capsys.readouterr().out
+    # A bad column is a failed input, named, and leaves nothing.
+    bad = ['--points', str(points), '--id-column', 'nope', '--quiet']
+    assert main([*args[:-1], str(tmp_path / 'other'), *bad]) == 1
+    assert 'nope' in capsys.readouterr().err
+    assert not (tmp_path / 'other').exists()
+
+
+def test_points_with_another_task_are_unused(scene, tmp_path, capsys):
+    from geosparse.cli import main
+    from geosparse.compat import SemanticSegmentation
+
+    from ..conftest import save_untrained
+
+    image, points = scene
+    seg = SemanticSegmentation(model='fcn', in_channels=1, num_classes=2, num_filters=4)
+    ckpt = save_untrained(seg, tmp_path / 'seg.ckpt')
+    out = tmp_path / 'maps'
+    args = ['predict', '--checkpoint', str(ckpt), str(image), '--out', str(out)]
+    assert main([*args, '--points', str(points), '--quiet', '--threads', '1']) == 0
+    err = capsys.readouterr().err
+    assert f'--points {points} is not used' in err
+    assert (out / 'scene_segmentation.tif').is_file()
