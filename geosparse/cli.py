@@ -79,6 +79,8 @@ def _predict(args: argparse.Namespace) -> int:
     ckpt = Path(args.checkpoint)
     if not ckpt.is_file():
         return _fail(f'--checkpoint {ckpt}: no such file.')
+    if _holds_instances(ckpt, args):
+        return _predict_instances(args, ckpt)
     reveal = None
     if args.reveal:
         from .io.points import read_points
@@ -124,6 +126,13 @@ def _predict(args: argparse.Namespace) -> int:
             f"{err}). Pass a checkpoint of a geosparse task or of TorchGeo's "
             'SemanticSegmentation/PixelwiseRegression task (from `geosparse demo`, '
             '`torchgeo fit` or Trainer.save_checkpoint).'
+        )
+    if args.points:
+        print(
+            f'geosparse: warning: --points {args.points} is not used: the '
+            f'checkpoint holds a {predictor.task_name}; only a PointInstanceTask '
+            'turns points into instances.',
+            file=sys.stderr,
         )
     if args.coarse and not predictor.uses_coarse:
         print(
@@ -175,7 +184,7 @@ def _predict(args: argparse.Namespace) -> int:
                 suffix=args.suffix,
                 mosaic=args.mosaic,
                 block=args.block,
-                halo=args.halo,
+                halo=32 if args.halo is None else args.halo,
                 threads=args.threads,
                 scheduler=scheduler,
                 resume=args.resume,
@@ -192,6 +201,115 @@ def _predict(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         for line in report.failures:
+            print(f'  {line}', file=sys.stderr)
+        return 1
+    return 0
+
+
+def _holds_instances(ckpt: Path, args: argparse.Namespace) -> bool:
+    """Whether the checkpoint (or --task) is a PointInstanceTask.
+
+    A checkpoint that cannot be read answers False: the general path reports why.
+    """
+    from .inference.checkpoints import checkpoint_task_class
+    from .trainers.instances import PointInstanceTask
+
+    try:
+        cls = checkpoint_task_class(ckpt, args.task, args.trust_checkpoint)
+    except Exception:
+        return False
+    return isinstance(cls, type) and issubclass(cls, PointInstanceTask)
+
+
+def _predict_instances(args: argparse.Namespace, ckpt: Path) -> int:
+    """``geosparse predict`` for a PointInstanceTask: masks and polygons from points."""
+    import warnings
+
+    from rasterio.errors import RasterioIOError
+
+    from .inference.checkpoints import load_task
+    from .inference.instances import predict_instances
+    from .inference.predict import output_complete, output_stem
+    from .trainers.instances import PointInstanceTask
+
+    if not args.points:
+        return _fail(
+            f'--checkpoint {ckpt} holds a PointInstanceTask, which turns one point per '
+            'object into instance masks: pass --points FILE (GeoPackage, GeoJSON, '
+            'CSV, ...) with a point on each object.'
+        )
+    if args.stac or args.mosaic:
+        option = '--stac' if args.stac else '--mosaic'
+        return _fail(
+            f'{option} is not supported for instance checkpoints yet; pass the input '
+            'rasters one by one.'
+        )
+    for option, value in (('--coarse', args.coarse), ('--reveal', args.reveal)):
+        if value:
+            print(
+                f'geosparse: warning: {option} {value} is not used: the checkpoint '
+                'holds a PointInstanceTask, which takes only --points.',
+                file=sys.stderr,
+            )
+    stems: dict[str, str] = {}
+    for path in args.inputs:
+        stem = output_stem(Path(path).stem)
+        if stem in stems:
+            return _fail(
+                f'{stems[stem]} and {path} would both write {stem}_instances.tif in '
+                f'--out {args.out}; predict them into separate --out folders, or '
+                'rename one.'
+            )
+        stems[stem] = path
+    try:
+        task = load_task(ckpt, args.task, args.trust_checkpoint)
+    except ValueError as err:
+        return _fail(
+            f'--checkpoint {err}' if str(err).startswith(str(ckpt)) else str(err)
+        )
+    assert isinstance(task, PointInstanceTask)
+    failures = []
+    for stem, path in stems.items():
+        item = Path(args.out) / f'{stem}_instances.json'
+        if args.resume and output_complete(item):
+            print(f'{path}: skipped (resume: {item} is complete)')
+            continue
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always')
+            try:
+                out = predict_instances(
+                    task,
+                    path,
+                    args.points,
+                    args.out,
+                    name=stem,
+                    block=args.block,
+                    halo=64 if args.halo is None else args.halo,
+                    id_column=args.id_column,
+                    class_column=args.class_column,
+                    background_column=args.background_column,
+                    progress=not args.quiet,
+                    x=args.x,
+                    y=args.y,
+                    points_crs=args.points_crs,
+                    properties={'checkpoint': ckpt.name},
+                )
+            except (ValueError, OSError, RasterioIOError) as err:
+                out, text = None, str(err)
+                text = text.removeprefix(f'{path}: ')
+        for warning in caught:
+            print(f'geosparse: warning: {warning.message}', file=sys.stderr)
+        if out is None:
+            failures.append(f'{path}: {text}')
+            print(f'{path}: FAILED: {text}', file=sys.stderr)
+            continue
+        print(f'{path} -> {out.raster} (+ {out.polygons.name}, {out.item.name})')
+    if failures:
+        print(
+            f'geosparse: {len(failures)} of {len(stems)} outputs failed:',
+            file=sys.stderr,
+        )
+        for line in failures:
             print(f'  {line}', file=sys.stderr)
         return 1
     return 0
@@ -342,8 +460,11 @@ def build_parser() -> argparse.ArgumentParser:
             'class (colour table) and band 2 uncertainty (normalised entropy), and '
             'with --probabilities the class probabilities in '
             '<name>_<suffix>_probabilities.tif; regression writes the mean, and with '
-            '--reveal the Gaussian-process posterior mean and std given known points. '
-            'Outputs are written atomically; a failed input is reported and the '
+            '--reveal the Gaussian-process posterior mean and std given known points; '
+            'a PointInstanceTask (instances from one point per object) takes --points '
+            'and writes <name>_instances.tif (bands instance, class, uncertainty), '
+            '<name>_instances.gpkg (one polygon per object) and the STAC Item '
+            '<name>_instances.json. Outputs are written atomically; a failed input is reported and the '
             'others go on; the exit status is 1 if any failed.'
         ),
         epilog=textwrap.dedent(
@@ -355,6 +476,9 @@ def build_parser() -> argparse.ArgumentParser:
                   --stac http://127.0.0.1:7822 --collections naip \\
                   --bbox -76.6 38.9 -76.5 39.0 --datetime 2018 --asset image \\
                   --coarse nlcd --mosaic --workers 2
+              geosparse predict --checkpoint inst.ckpt image.tif \\
+                  --points trees.gpkg --id-column tree_id --class-column species \\
+                  --out instances/
             """
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -458,6 +582,33 @@ def build_parser() -> argparse.ArgumentParser:
     gp.add_argument('--points-crs', help='CRS of CSV coordinates (default EPSG:4326)')
     gp.add_argument('--x', help='CSV x / longitude column (default x or lon)')
     gp.add_argument('--y', help='CSV y / latitude column (default y or lat)')
+    inst = pred.add_argument_group(
+        'instances from points (PointInstanceTask checkpoints)',
+        'Put one point on each object (any CRS; CSVs take --x, --y, --points-crs) '
+        'and the checkpoint turns every point into the mask of its object: each '
+        'pixel goes to the nearest point by the learned distance, or to the '
+        "background. The instance band holds the point's id, so ids are yours and "
+        'agree across blocks; make --halo larger than an object so that an object '
+        'on a block edge is seen whole. Background points (--background-column) '
+        'tell the model what is not an object.',
+    )
+    inst.add_argument(
+        '--points',
+        metavar='FILE',
+        help='one point per object (GeoPackage, GeoJSON, GeoParquet, CSV)',
+    )
+    inst.add_argument(
+        '--id-column',
+        help='instance ids, integers >= 1 written to the instance band and the '
+        'polygons (default: row number + 1)',
+    )
+    inst.add_argument(
+        '--class-column', help='object classes, integers >= 1 (default: 1)'
+    )
+    inst.add_argument(
+        '--background-column',
+        help='column whose true values (1, true, yes) mark background points',
+    )
     model.add_argument('--suffix', help='output name suffix (default: by task)')
     run = pred.add_argument_group('blocks and scheduling')
     run.add_argument(
@@ -466,8 +617,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         '--halo',
         type=_int_at_least(0),
-        default=32,
-        help='context around each block (pixels)',
+        help='context around each block (pixels; default 32, and 64 for instances, '
+        "where it should exceed an object's diameter)",
     )
     run.add_argument(
         '--threads',

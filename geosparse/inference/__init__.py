@@ -8,7 +8,9 @@
 - :mod:`~geosparse.inference.predictor`: :class:`Predictor`, a task as a block
   function;
 - :mod:`~geosparse.inference.blocks` and :mod:`~geosparse.inference.predict`: block
-  prediction streamed into COGs with STAC Items.
+  prediction streamed into COGs with STAC Items;
+- :mod:`~geosparse.inference.instances`: instance masks and polygons from one point
+  per object (:func:`~geosparse.inference.instances.predict_instances`).
 """
 
 from .checkpoints import UntrustedCheckpointError, load_task, task_class_for

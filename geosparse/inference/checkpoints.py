@@ -27,6 +27,7 @@ from lightning.pytorch import LightningModule
 
 from ..compat import TORCHGEO_TASKS, PixelwiseRegression, SemanticSegmentation
 from ..trainers.counting import DensityTask, PointMapTask
+from ..trainers.instances import PointInstanceTask
 from ..trainers.lsr import LabelSuperResolutionTask
 from ..trainers.npp import NPPTask
 
@@ -34,6 +35,7 @@ __all__ = [
     'KNOWN_TASKS',
     'SAFE_GLOBALS',
     'UntrustedCheckpointError',
+    'checkpoint_task_class',
     'load_task',
     'read_checkpoint',
     'task_class_for',
@@ -44,6 +46,7 @@ _GEOSPARSE_TASKS: tuple[type[LightningModule], ...] = (
     NPPTask,
     DensityTask,
     PointMapTask,
+    PointInstanceTask,
 )
 
 #: Task classes a checkpoint may name in ``_class_path`` (LightningCLI records it),
@@ -127,6 +130,7 @@ def task_class_for(
     ``kernel`` and ``lengthscale`` → :class:`~geosparse.trainers.NPPTask`,
     ``density_scale`` → :class:`~geosparse.trainers.DensityTask`,
     ``pos_weight`` and ``radius`` → :class:`~geosparse.trainers.PointMapTask`,
+    ``pairwise_weight`` → :class:`~geosparse.trainers.PointInstanceTask`,
     ``num_outputs`` → :class:`~torchgeo.tasks.PixelwiseRegression`,
     ``num_classes`` → :class:`~torchgeo.tasks.SemanticSegmentation`.
 
@@ -157,6 +161,8 @@ def task_class_for(
         return DensityTask
     if 'pos_weight' in hparams and 'radius' in hparams:
         return PointMapTask
+    if 'pairwise_weight' in hparams:
+        return PointInstanceTask
     if 'num_outputs' in hparams:
         return PixelwiseRegression
     if 'num_classes' in hparams:
@@ -166,6 +172,31 @@ def task_class_for(
         f'({", ".join(sorted(hparams)) or "none"}); pass the task class '
         '(--task package.module.Class).'
     )
+
+
+def checkpoint_task_class(
+    path: str | os.PathLike[str],
+    task_class: str | None = None,
+    trust: bool = False,
+) -> type[LightningModule]:
+    """The class :func:`load_task` would build, without building it.
+
+    Args:
+        path: the ``.ckpt`` file.
+        task_class: ``package.module.Class`` chosen by the caller (imported).
+        trust: unpickle and import whatever the file asks for.
+
+    Raises:
+        UntrustedCheckpointError: as :func:`load_task`.
+        ValueError: as :func:`load_task`.
+    """
+    if task_class:
+        return _import(task_class)
+    ckpt = read_checkpoint(path, trust)
+    try:
+        return task_class_for(ckpt.get('hyper_parameters', {}), trust)
+    except ValueError as err:
+        raise type(err)(f'{path}: {err}') from None
 
 
 def load_task(

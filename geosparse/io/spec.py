@@ -30,7 +30,7 @@ __all__ = ['SPEC_TAG', 'BandSpec', 'OutputKind', 'OutputSpec', 'Property']
 #: COG tag holding the whole spec as JSON.
 SPEC_TAG = 'geosparse_output'
 
-OutputKind = Literal['segmentation', 'regression', 'probabilities']
+OutputKind = Literal['segmentation', 'regression', 'probabilities', 'instances']
 #: A provenance value: written as a tag, and typed in the STAC Item.
 Property = str | int | float | bool | Mapping[str, Any] | None
 
@@ -75,7 +75,8 @@ class OutputSpec:
     Attributes:
         task: class name of the task that made it.
         kind: ``segmentation`` (a class band, colour table), ``regression`` or
-            ``probabilities``.
+            ``probabilities``, or ``instances`` (object ids from points,
+            :mod:`geosparse.inference.instances`).
         bands: the bands, in order.
         dtype: data type of every band.
         nodata: nodata value (NaN for floating point).

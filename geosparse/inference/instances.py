@@ -1,0 +1,442 @@
+r"""Whole-raster instance masks and polygons from one point per object.
+
+:func:`predict_instances` runs a trained
+:class:`~geosparse.trainers.PointInstanceTask` over a raster block by block: each
+block is read with a halo, the points inside the haloed window become the
+network's queries (:meth:`~geosparse.trainers.PointInstanceTask.predict_instances`),
+and the block's centre is kept. An instance is its point, so its id is the point's
+id in every block, and an object split over blocks is stitched by its id: one id in
+the COG, one feature in the polygons. Where the halo holds the whole object and
+its neighbours, a block sees what one pass over the raster would.
+
+Outputs, in ``out_dir``:
+
+- ``<name>_instances.tif``: COG, uint32, bands ``instance`` (the point's id, 0
+  background), ``class`` (the point's class, 0 background) and ``uncertainty``
+  (:math:`\mathrm{round}(254\,u)`, scale 1/254; the margin uncertainty of
+  :mod:`geosparse.trainers.instances`, 0 in blocks whose haloed window holds no
+  object point, where no network runs); nodata 4294967295 on nodata pixels;
+- ``<name>_instances.gpkg``: one feature per instance, columns ``instance``,
+  ``class``, ``area`` (CRS units squared), ``pixels``;
+- ``<name>_instances.json``: STAC Item listing both.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pystac
+from affine import Affine
+from pystac.extensions.file import FileExtension
+from rasterio.windows import Window
+from tqdm.auto import tqdm
+
+from ..datasets.instances import read_instance_points
+from ..io.cog import cog_writer
+from ..io.grid import RasterGrid
+from ..io.polygons import instance_polygons, write_polygons
+from ..io.raster import file_checksum
+from ..io.source import ImageSource
+from ..io.spec import BandSpec, OutputSpec, Property
+from ..stac import output_item, write_item
+from ..trainers.instances import PointInstanceTask
+from .predict import output_stem
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+
+__all__ = [
+    'GEOPACKAGE_MEDIA_TYPE',
+    'INSTANCE_NODATA',
+    'InstanceOutputs',
+    'InstancePoints',
+    'instance_spec',
+    'predict_instances',
+    'read_points_on_grid',
+]
+
+#: Nodata of the instance COG (every band), the largest uint32.
+INSTANCE_NODATA = 4294967295
+#: Media type of the polygons asset in the STAC Item.
+GEOPACKAGE_MEDIA_TYPE = 'application/geopackage+sqlite3'
+
+
+@dataclass
+class InstanceOutputs:
+    """The files :func:`predict_instances` wrote (all in ``out_dir``).
+
+    Attributes:
+        raster: ``<name>_instances.tif``, the instance COG.
+        polygons: ``<name>_instances.gpkg``, one feature per instance.
+        item: ``<name>_instances.json``, the STAC Item of both.
+    """
+
+    raster: Path
+    polygons: Path
+    item: Path
+
+
+@dataclass
+class InstancePoints:
+    """Points on a raster's pixel grid (those on the raster only).
+
+    Attributes:
+        rows: ``(N,)`` exact pixel rows (centres at +0.5).
+        cols: ``(N,)`` exact pixel columns.
+        ids: ``(N,)`` instance ids (0 for background points).
+        classes: ``(N,)`` classes (0 for background points).
+        background: ``(N,)`` background points.
+        outside: how many points of the file lie off the raster.
+    """
+
+    rows: np.ndarray
+    cols: np.ndarray
+    ids: np.ndarray
+    classes: np.ndarray
+    background: np.ndarray
+    outside: int
+
+    def in_window(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """``(P, 2)`` (row, col) window pixel coordinates and which points those are."""
+        (r0, r1), (c0, c1) = window.toranges()
+        take = (
+            (self.rows >= r0) & (self.rows < r1) & (self.cols >= c0) & (self.cols < c1)
+        )
+        rc = np.stack([self.rows[take] - r0, self.cols[take] - c0], 1)
+        return rc.astype(np.float32), take
+
+
+def read_points_on_grid(
+    points: str | os.PathLike[str],
+    grid: RasterGrid,
+    label: str,
+    id_column: str | None = None,
+    class_column: str | None = None,
+    background_column: str | None = None,
+    x: str | None = None,
+    y: str | None = None,
+    points_crs: str | None = None,
+) -> InstancePoints:
+    """Read one point per object in the raster's CRS and keep those on the raster.
+
+    Args:
+        points: points file (any CRS; see
+            :func:`~geosparse.datasets.instances.read_instance_points`).
+        grid: the raster's grid.
+        label: the raster, as named in messages.
+        id_column: instance ids (default: row number + 1).
+        class_column: classes (default: 1).
+        background_column: truthy values mark background points.
+        x: CSV x / longitude column.
+        y: CSV y / latitude column.
+        points_crs: CRS of CSV coordinates.
+
+    Returns:
+        The points on the raster.
+
+    Raises:
+        ValueError: for an empty file, bad columns, or no object point on the raster
+            (one line naming the file, the parameter and the fix).
+    """
+    empty = ValueError(
+        f'{points}: the points file is empty; give points= (--points) a file with '
+        'one point per object of the raster.'
+    )
+    try:
+        sp = read_instance_points(
+            points,
+            id_column=id_column,
+            class_column=class_column,
+            background_column=background_column,
+            crs=grid.crs,
+            x=x,
+            y=y,
+            points_crs=points_crs,
+        )
+    except ValueError as err:
+        if 'holds no points' in str(err):
+            raise empty from None
+        raise
+    frame = sp.points
+    if len(frame) == 0:
+        raise empty
+    xy = sp.xy()
+    rows, cols = grid.to_pixels(xy)
+    inside = grid.contains(xy) & np.isfinite(xy).all(1)
+    background = frame['background'].to_numpy() > 0.5
+    if not (inside & ~background).any():
+        raise ValueError(
+            f'{points}: none of the {int((~background).sum())} object points lies on '
+            f'{label}; check the points= (--points) file covers this raster and that '
+            'its CRS is set (a GeoJSON without a CRS is read as longitude and latitude).'
+        )
+    outside = int((~inside).sum())
+    if outside:
+        warnings.warn(
+            f'{points}: {outside} of {len(frame)} points lie off {label} and are not '
+            'used.',
+            stacklevel=3,
+        )
+    return InstancePoints(
+        rows=rows[inside],
+        cols=cols[inside],
+        ids=frame['instance'].to_numpy()[inside].round().astype(np.int64),
+        classes=frame['class'].to_numpy()[inside].round().astype(np.int64),
+        background=background[inside],
+        outside=outside,
+    )
+
+
+def instance_spec(properties: dict[str, Property] | None = None) -> OutputSpec:
+    """The :class:`~geosparse.io.spec.OutputSpec` of the instance COG."""
+    return OutputSpec(
+        task=PointInstanceTask.__name__,
+        kind='instances',
+        bands=(
+            BandSpec('instance', "the object's point id (0: background)"),
+            BandSpec('class', "the class of the object's point (0: background)"),
+            BandSpec(
+                'uncertainty',
+                'margin uncertainty exp(-(d2 - d1) / tau) of the two nearest '
+                'queries, in (0, 1]; stored as round(254 u)',
+                scale=1 / 254,
+            ),
+        ),
+        dtype='uint32',
+        nodata=INSTANCE_NODATA,
+        categorical=True,
+        properties=dict(properties or {}),
+    )
+
+
+def _dissolve(frames: list[gpd.GeoDataFrame], crs: Any) -> gpd.GeoDataFrame:
+    """One feature per instance from the blocks' polygons (pieces merged by id)."""
+    import geopandas as gpd
+    import pandas as pd
+
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return instance_polygons(
+            np.zeros((1, 1), dtype=np.int64), Affine.identity(), crs
+        )
+    joined = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), crs=crs)
+    merged = joined.dissolve(
+        by='instance', aggfunc={'class': 'first', 'pixels': 'sum'}, as_index=False
+    )
+    merged['area'] = merged.geometry.area
+    merged = merged.sort_values('instance').reset_index(drop=True)
+    out = merged[['instance', 'class', 'area', 'pixels', 'geometry']]
+    return gpd.GeoDataFrame(
+        out.astype({'instance': 'int64', 'class': 'int64', 'pixels': 'int64'}),
+        geometry='geometry',
+        crs=crs,
+    )
+
+
+def _polygons_asset(item: pystac.Item, path: Path) -> None:
+    """Add the polygons file as the ``polygons`` asset (with its checksum)."""
+    asset = pystac.Asset(
+        href=f'./{path.name}',
+        media_type=GEOPACKAGE_MEDIA_TYPE,
+        roles=['data'],
+        title='instance polygons (instance, class, area, pixels)',
+    )
+    item.add_asset('polygons', asset)
+    file_ext = FileExtension.ext(asset, add_if_missing=True)
+    file_ext.checksum = file_checksum(path)
+    file_ext.size = path.stat().st_size
+
+
+def predict_instances(
+    task: PointInstanceTask,
+    image_path: str | os.PathLike[str],
+    points: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    name: str | None = None,
+    block: int = 512,
+    halo: int = 64,
+    id_column: str | None = None,
+    class_column: str | None = None,
+    background_column: str | None = None,
+    progress: bool = True,
+    x: str | None = None,
+    y: str | None = None,
+    points_crs: str | None = None,
+    properties: dict[str, Property] | None = None,
+) -> InstanceOutputs:
+    """Instance masks, polygons and a STAC Item of a raster from its points.
+
+    See the module doc for the outputs. Every file is written atomically, and a
+    failure removes what this call wrote, so ``out_dir`` holds all three or none.
+
+    Args:
+        task: the trained distance.
+        image_path: imagery raster (raw values, as in training; nodata and NaN
+            pixels are nodata).
+        points: one point per object (GeoPackage, GeoJSON, GeoParquet, CSV, ...;
+            any CRS, read in the raster's).
+        out_dir: output folder (nothing is written outside it).
+        name: output name stem (default: the raster's stem), made safe with
+            :func:`~geosparse.inference.predict.output_stem`.
+        block: block size in pixels.
+        halo: context read around each block, pixels (make it at least an object's
+            diameter, so that an object cut by a block edge is seen whole).
+        id_column: column of the instance ids (default: row number + 1).
+        class_column: column of the classes (default: 1 for every object).
+        background_column: column whose truthy values mark background points.
+        progress: show a progress bar.
+        x: CSV x / longitude column.
+        y: CSV y / latitude column.
+        points_crs: CRS of CSV coordinates (default EPSG:4326).
+        properties: further provenance (e.g. ``checkpoint``) for the COG's tags and
+            the item's ``geosparse:*`` properties.
+
+    Returns:
+        The paths written.
+
+    Raises:
+        ValueError: for a raster without a CRS or with other bands than the model's,
+            an empty points file, no object point on the raster, or ``out_dir`` a
+            file (one line naming the file, the parameter and the fix).
+    """
+    image_path = Path(image_path)
+    label = str(image_path)
+    src = ImageSource.open(image_path)
+    grid = src.grid
+    if grid.crs is None:
+        raise ValueError(
+            f'{label}: the raster has no CRS; assign one (e.g. `gdal_edit.py -a_srs '
+            'EPSG:32618 FILE`) and run again.'
+        )
+    in_channels = task.hparams.get('in_channels')
+    if in_channels is not None and src.count != in_channels:
+        raise ValueError(
+            f'{label}: {src.count} bands, but the model was trained on {in_channels}; '
+            'pass imagery with the training bands.'
+        )
+    if block <= 0 or halo < 0:
+        raise ValueError(f'block={block}, halo={halo}: need block > 0 and halo >= 0.')
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f'out_dir {out}: is a file; give a folder for the outputs.')
+    pts = read_points_on_grid(
+        points,
+        grid,
+        label,
+        id_column,
+        class_column,
+        background_column,
+        x,
+        y,
+        points_crs,
+    )
+    obj = ~pts.background
+    stem = f'{output_stem(name or image_path.stem)}_instances'
+    paths = InstanceOutputs(
+        raster=out / f'{stem}.tif',
+        polygons=out / f'{stem}.gpkg',
+        item=out / f'{stem}.json',
+    )
+    spec = instance_spec(
+        {
+            'points': Path(points).name,
+            'points_used': int(obj.sum()),
+            'background_points_used': int((~obj).sum()),
+            'points_outside': pts.outside,
+            'block': block,
+            'halo': halo,
+            **(properties or {}),
+        }
+    )
+    # class of each object id, for the class band
+    order = np.argsort(pts.ids[obj])
+    known_ids = pts.ids[obj][order]
+    known_classes = pts.classes[obj][order]
+
+    created = not out.exists()
+    written: list[Path] = []
+    try:
+        frames = []
+        with cog_writer(
+            paths.raster,
+            count=spec.count,
+            height=grid.height,
+            width=grid.width,
+            dtype=spec.dtype,
+            crs=grid.crs,
+            transform=grid.transform,
+            nodata=spec.nodata,
+            **spec.cog_options(),
+        ) as dst:
+            windows = grid.blocks(block)
+            for window in tqdm(
+                windows, desc='instances', unit='block', disable=not progress
+            ):
+                inst, unc, invalid = _predict_block(task, src, grid, window, halo, pts)
+                pos = np.searchsorted(known_ids, inst).clip(
+                    0, max(len(known_ids) - 1, 0)
+                )
+                cls = np.where(inst > 0, known_classes[pos], 0)
+                data = np.stack(
+                    [
+                        inst.astype(np.uint32),
+                        cls.astype(np.uint32),
+                        np.round(np.nan_to_num(unc, nan=0.0) * 254).astype(np.uint32),
+                    ]
+                )
+                if invalid is not None:
+                    data[:, invalid] = INSTANCE_NODATA
+                dst.write(data, window=window)
+                if (inst > 0).any():
+                    frames.append(
+                        instance_polygons(
+                            inst, grid.window_transform(window), grid.crs, classes=cls
+                        )
+                    )
+        written.append(paths.raster)
+        polygons = _dissolve(frames, grid.crs)
+        write_polygons(polygons, paths.polygons)
+        written.append(paths.polygons)
+        item = output_item(paths.raster, item_id=stem, source_paths=[label])
+        _polygons_asset(item, paths.polygons)
+        write_item(item, paths.item)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
+    return paths
+
+
+def _predict_block(
+    task: PointInstanceTask,
+    src: ImageSource,
+    grid: RasterGrid,
+    window: Window,
+    halo: int,
+    pts: InstancePoints,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Instances, uncertainty and nodata mask of a block's centre."""
+    h, w = int(window.height), int(window.width)
+    outer = grid.with_halo(window, halo)
+    rc, take = pts.in_window(outer)
+    bg = pts.background[take]
+    (r0, _), (c0, _) = window.toranges()
+    (o0, _), (p0, _) = outer.toranges()
+    centre = (slice(r0 - o0, r0 - o0 + h), slice(c0 - p0, c0 - p0 + w))
+    if not (~bg).any():  # no object here: all background, certain; no network call
+        _, invalid = src.read(window)
+        return np.zeros((h, w), np.int64), np.zeros((h, w), np.float32), invalid
+    image, invalid = src.read(outer)
+    x = image.astype(np.float32)
+    if invalid is not None:
+        x[:, invalid] = np.nan
+    pred = task.predict_instances(x, rc, pts.ids[take], bg)
+    inner_invalid = None if invalid is None else invalid[centre]
+    return pred.instances[centre], pred.uncertainty[centre], inner_invalid
