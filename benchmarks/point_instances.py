@@ -160,6 +160,8 @@ def train_learned(
         aggregation=not a.no_aggregation,
         enhancement=not a.no_enhancement,
         scale=a.scale,
+        prior=a.prior,
+        edge_weight=a.edge_weight,
         pairwise_weight=a.pairwise_weight,
         lr=a.lr,
     )
@@ -190,7 +192,7 @@ def step_ratio(task: PointInstanceTask, dm: PointInstanceDataModule, repeats: in
     pts = batch['points']
     rows = pts[..., 0].long().clamp(0, h - 1)
     cols = pts[..., 1].long().clamp(0, w - 1)
-    target = torch.full(batch['image'].shape[:1] + (h, w), -100, dtype=torch.long)
+    target = torch.full((batch['image'].shape[0], h, w), -100, dtype=torch.long)
     for i in range(len(pts)):
         ok = batch['valid'][i]
         target[i, rows[i, ok], cols[i, ok]] = (batch['values'][i, ok, 2] < 0.5).long()
@@ -264,7 +266,9 @@ def run_seed(
         masks['voronoi'] = (v, dt, dt)
     if 'geodesic' in a.methods:
         t0 = time.perf_counter()
-        g = geodesic_instances(np.nan_to_num(image), rc[obj], ids[obj], foreground)
+        g = geodesic_instances(
+            np.nan_to_num(image), rc[obj], ids[obj], foreground, edge_weight=a.edge_weight
+        )
         dt = time.perf_counter() - t0
         masks['geodesic'] = (g, dt, dt)
     for name, (mask, seconds, make) in masks.items():
@@ -341,6 +345,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument('--no-aggregation', action='store_true')
     p.add_argument('--no-enhancement', action='store_true')
     p.add_argument('--scale', type=float, default=16.0)
+    p.add_argument('--prior', choices=('geodesic', 'euclidean'), default='geodesic',
+                   help='hand-crafted term of the learned distance')
+    p.add_argument('--edge-weight', type=float, default=10.0,
+                   help='edge cost weight of the geodesic (baseline and prior)')
     p.add_argument('--pairwise-weight', type=float, default=1.0)
     p.add_argument('--lr', type=float, default=1e-3)
     p.add_argument('--out', help='also write the JSON here')

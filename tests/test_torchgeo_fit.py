@@ -54,3 +54,31 @@ def test_torchgeo_fit_with_chesapeake_config(data_dir, tmp_path):
     ckpt = next(runs.rglob('*.ckpt'))
     hp = torch.load(ckpt, map_location='cpu', weights_only=True)['hyper_parameters']
     assert hp['model'] == 'local' and hp['coarse_balance'] == 'batch'
+
+
+def test_torchgeo_fit_instances_config_then_predict(tmp_path):
+    import geopandas as gpd
+    import rasterio
+
+    from geosparse.cli import main
+    from geosparse.datasets import make_instance_scene
+
+    scene = make_instance_scene(tmp_path / 'data' / 'roofs', size=96, seed=2)
+    runs = torchgeo_fit(
+        'instances_synthetic.yaml', tmp_path, '--data.init_args.patch_size', '64'
+    )
+    ckpt = next(runs.rglob('*.ckpt'))
+    hp = torch.load(ckpt, map_location='cpu', weights_only=True)['hyper_parameters']
+    assert hp['prior'] == 'geodesic' and hp['rounds'] == 2
+    out = tmp_path / 'maps'
+    args = ['predict', '--checkpoint', str(ckpt), str(scene.image), '--out', str(out)]
+    points = ['--points', str(scene.points), '--id-column', 'instance', '--quiet']
+    assert main([*args, *points]) == 0
+    with rasterio.open(out / 'instances_instances.tif') as src:
+        assert src.count == 3 and src.dtypes[0] == 'uint32'
+        ids = set(map(int, src.read(1).ravel())) - {0}
+    truth = set(gpd.read_file(scene.points)['instance'])
+    assert ids and ids <= truth
+    polygons = gpd.read_file(out / 'instances_instances.gpkg')
+    assert set(polygons['instance']) == ids
+    assert (out / 'instances_instances.json').is_file()

@@ -130,7 +130,7 @@ def affinity_loss(
        \qquad E = \{(p, q) : S_{pq} \ge \kappa\}
 
     over the neighbour pairs of :func:`colour_similarity` whose similarity reaches
-    ``threshold`` :math:`\kappa`.
+    ``threshold`` :math:`\kappa` (:math:`P_{pq}` floored at :math:`10^{-6}`).
 
     Args:
         distances: ``(B, Q, H, W)``.
@@ -146,17 +146,12 @@ def affinity_loss(
     logits = (-distances / temperature).masked_fill(
         ~query_valid[..., None, None], float('-inf')
     )
-    logp = torch.log_softmax(logits, 1)
+    probs = torch.softmax(logits, 1)
     total = distances.new_zeros(())
     count = 0
     for (dr, dc), sim in similarity:
-        a, b = _pair_slices(logp, dr, dc)
-        same = torch.logsumexp(
-            torch.where(
-                torch.isfinite(a) & torch.isfinite(b), a + b, a.new_tensor(-1e4)
-            ),
-            1,
-        )
+        a, b = _pair_slices(probs, dr, dc)
+        same = (a * b).sum(1).clamp_min(1e-6).log()
         edges = sim >= threshold
         if pixel_valid is not None:
             pa, pb = _pair_slices(pixel_valid, dr, dc)

@@ -31,13 +31,15 @@ the pseudo masks, which needs no points on new imagery) is not part of this task
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from ..compat import BaseTask
+from ..instances.baselines import geodesic_point_distances
+from ..instances.metrics import instance_scores
 from ..losses.instances import affinity_loss, colour_similarity, point_query_loss
 from ..models.distance import DistanceOutput, LearnableDistance, standardise
 from .utils import FiniteTraining
@@ -78,6 +80,9 @@ class PointInstanceTask(FiniteTraining, BaseTask):
         aggregation: bool = True,
         enhancement: bool = True,
         scale: float = 16.0,
+        prior: Literal['geodesic', 'euclidean'] = 'geodesic',
+        edge_weight: float = 10.0,
+        edge_sigma: float = 1.0,
         temperature: float = 1.0,
         pairwise_weight: float = 1.0,
         pairwise_dilation: int = 2,
@@ -96,7 +101,12 @@ class PointInstanceTask(FiniteTraining, BaseTask):
             rounds: refinement rounds :math:`R` (paper: saturates at 2-3).
             aggregation: query aggregating in each round.
             enhancement: query enhancing in each round.
-            scale: pixels, about an object's radius (Euclidean term of the distance).
+            scale: pixels, about an object's radius (hand-crafted term of the distance).
+            prior: the hand-crafted term: ``geodesic``, the distance on image edges
+                of :func:`~geosparse.instances.geodesic_point_distances` (PSPS-style
+                cost), or ``euclidean``.
+            edge_weight: :math:`\lambda` of the geodesic edge cost.
+            edge_sigma: Gaussian smoothing (pixels) of the geodesic's edge strength.
             temperature: :math:`\tau` of the soft assignments.
             pairwise_weight: :math:`\beta`, weight of the pairwise term.
             pairwise_dilation: neighbour distance of the pairwise term, pixels.
@@ -106,6 +116,11 @@ class PointInstanceTask(FiniteTraining, BaseTask):
             weight_decay: AdamW weight decay.
         """
         super().__init__()
+        if prior not in ('geodesic', 'euclidean'):
+            raise ValueError(
+                f"prior={prior!r}: choose 'geodesic' or 'euclidean' (the hand-crafted "
+                'term of the distance).'
+            )
 
     def configure_models(self) -> None:
         """The :class:`~geosparse.models.LearnableDistance` network."""
@@ -134,6 +149,31 @@ class PointInstanceTask(FiniteTraining, BaseTask):
         batch['nodata'] = bad
         return super().exclude_pixels(batch, bad)
 
+    def hand_crafted(
+        self, image: Tensor, points: Tensor, valid: Tensor
+    ) -> Tensor | None:
+        """``(B, N, H, W)`` geodesic distances of the points, or None (Euclidean).
+
+        Computed with scipy on the CPU (no gradient: a fixed input of the distance).
+        """
+        if self.hparams['prior'] != 'geodesic':
+            return None
+        b, n = valid.shape
+        h, w = image.shape[-2:]
+        out = np.full((b, n, h, w), 1e4, dtype=np.float32)
+        img = image.detach().cpu().numpy()
+        pts = points.detach().cpu().numpy()
+        ok = valid.detach().cpu().numpy()
+        for i in range(b):
+            if ok[i].any():
+                out[i, ok[i]] = geodesic_point_distances(
+                    np.nan_to_num(img[i]),
+                    pts[i, ok[i]],
+                    edge_weight=self.hparams['edge_weight'],
+                    sigma=self.hparams['edge_sigma'],
+                )
+        return torch.from_numpy(out).to(image.device)
+
     def forward_batch(self, batch: dict[str, Any]) -> DistanceOutput:
         """The network on a batch: its points, with background points as stuff."""
         values = batch['values']
@@ -144,6 +184,7 @@ class PointInstanceTask(FiniteTraining, BaseTask):
             batch['valid'],
             background,
             self.hparams['temperature'],
+            self.hand_crafted(batch['image'], batch['points'], batch['valid']),
         )
 
     def compute_loss(
@@ -183,10 +224,34 @@ class PointInstanceTask(FiniteTraining, BaseTask):
     def validation_step(
         self, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
-        """Validation loss on the points of grid windows."""
+        """Validation loss, and the pseudo masks scored against the polygons.
+
+        With ``instances`` in the batch (the data module's polygons), each window's
+        pseudo labels are scored by :func:`~geosparse.instances.instance_scores`
+        (``val_instance_iou``, ``val_pq``, ``val_miou``, means over windows).
+        """
         out = self.forward_batch(batch)
         loss, _ = self.compute_loss(batch, out)
-        self.log('val_loss', loss, batch_size=batch['image'].shape[0])
+        b = batch['image'].shape[0]
+        self.log('val_loss', loss, batch_size=b)
+        if 'instances' not in batch:
+            return
+        ids = batch['values'][..., 0]
+        pred, _ = self.pseudo_labels(out, ids, self.hparams['temperature'])
+        objects = batch['valid'] & (batch['values'][..., 2] < 0.5)
+        for i in range(b):
+            point_ids = ids[i][objects[i]].long().cpu().numpy()
+            if not len(point_ids):
+                continue
+            scores = instance_scores(
+                pred[i].cpu().numpy(),
+                batch['instances'][i].cpu().numpy(),
+                point_ids=point_ids,
+            )
+            self.log_dict(
+                {f'val_{k}': float(scores[k]) for k in ('instance_iou', 'pq', 'miou')},
+                batch_size=1,
+            )
 
     @staticmethod
     def pseudo_labels(
@@ -247,7 +312,8 @@ class PointInstanceTask(FiniteTraining, BaseTask):
         )
         valid = torch.ones(1, len(pts), dtype=torch.bool, device=device)
         tau = self.hparams['temperature']
-        out = self.model(x[None], pts[None], valid, bg[None], tau)
+        prior = self.hand_crafted(x[None], pts[None], valid)
+        out = self.model(x[None], pts[None], valid, bg[None], tau, prior)
         instances, uncertainty = self.pseudo_labels(out, idt[None], tau)
         nodata = ~torch.isfinite(x).all(0)
         inst = instances[0].masked_fill(nodata, 0)
