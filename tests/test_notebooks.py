@@ -14,6 +14,7 @@ from .conftest import ROOT
         'stac_inference.ipynb',
         'neural_point_process.ipynb',
         'counting.ipynb',
+        'point_instances.ipynb',
     ],
 )
 def test_notebook_runs(name, tmp_path, monkeypatch):
@@ -31,6 +32,7 @@ def test_notebook_runs(name, tmp_path, monkeypatch):
         'stac_inference.ipynb': 'stac-notebook/maps/mosaic_landcover.json',
         'neural_point_process.ipynb': 'npp-notebook/posterior.tif',
         'counting.ipynb': 'counting-notebook/counts.tif',
+        'point_instances.ipynb': 'instances-notebook/maps/instances_instances.gpkg',
     }
     assert (tmp_path / expected[name]).exists()
     assert os.environ['GEOSPARSE_NB_TINY'] == '1'
