@@ -76,6 +76,7 @@ from geosparse.instances import (
     instance_scores,
     voronoi_instances,
 )
+from geosparse.io.grid import apply_affine
 from geosparse.io.raster import atomic_write_text
 from geosparse.models.distance import standardise
 from geosparse.trainers import PointInstanceTask, brief_trainer
@@ -123,8 +124,7 @@ def window_points(
     frame: gpd.GeoDataFrame, transform: Any
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(row, col) pixel coordinates, ids and background flags of points."""
-    inv = ~transform
-    cols, rows = inv * (frame.geometry.x.to_numpy(), frame.geometry.y.to_numpy())
+    cols, rows = apply_affine(~transform, frame.geometry.x.to_numpy(), frame.geometry.y.to_numpy())
     rc = np.stack([np.asarray(rows), np.asarray(cols)], 1)
     return rc, frame['instance'].to_numpy(), frame['background'].to_numpy() > 0
 

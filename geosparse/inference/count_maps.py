@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+from affine import Affine
 from rasterio.windows import Window
 
 from ..io.cog import write_cog
@@ -71,7 +72,8 @@ def count_map(
             pad = np.zeros((rows, nx * cell))
             pad[:, :w] = objects
             counts[i] = pad.reshape(rows, nx, cell).sum((0, 2))
-        transform = src.transform * src.transform.scale(cell, cell)
+        t = src.transform  # the same origin, pixels `cell` times larger
+        transform = Affine(t.a * cell, t.b * cell, t.c, t.d * cell, t.e * cell, t.f)
         crs = src.crs
         tags = {'source': Path(path).name, 'cell_pixels': str(cell)}
     return write_cog(

@@ -24,7 +24,21 @@ from rasterio.crs import CRS
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
-__all__ = ['RasterGrid']
+__all__ = ['RasterGrid', 'apply_affine']
+
+
+def apply_affine(
+    transform: Affine, x: np.ndarray, y: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``transform`` applied to coordinate arrays, :math:`(a x + b y + c, d x + e y + f)`.
+
+    Spelt out because affine 3 deprecates ``transform * (x, y)`` and affine 2.4 has
+    no ``@`` for coordinate tuples.
+    """
+    a, b, c, d, e, f = tuple(transform)[:6]
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    return a * x + b * y + c, d * x + e * y + f
 
 
 @dataclass(frozen=True)
@@ -71,7 +85,7 @@ class RasterGrid:
         Pixel ``(i, j)`` spans ``[i, i + 1) x [j, j + 1)``; its centre is at
         ``(i + 0.5, j + 0.5)``.
         """
-        cols, rows = ~self.transform * (xy[:, 0], xy[:, 1])
+        cols, rows = apply_affine(~self.transform, xy[:, 0], xy[:, 1])
         return np.asarray(rows, dtype=np.float64), np.asarray(cols, dtype=np.float64)
 
     def pixel_of(self, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

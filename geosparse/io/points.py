@@ -17,6 +17,8 @@ import pandas as pd
 import rasterio
 from rasterio.crs import CRS
 
+from .grid import apply_affine
+
 __all__ = [
     'BOX_COLUMNS',
     'box_centres',
@@ -229,7 +231,7 @@ def box_centres(
             f'{path}: {int(off.sum())} box centres lie outside {raster} '
             f'({shape[0]} x {shape[1]} pixels); were the boxes drawn on another image?'
         )
-    xs, ys = transform * (cols, rows)
+    xs, ys = apply_affine(transform, cols, rows)
     return gpd.GeoDataFrame(
         {'width': box[:, 2] - box[:, 0], 'height': box[:, 3] - box[:, 1]},
         geometry=gpd.points_from_xy(xs, ys),

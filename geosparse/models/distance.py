@@ -100,12 +100,15 @@ class DistanceOutput:
 
     Attributes:
         distances: one ``(B, Q, H, W)`` distance map per round, round 0 first.
+        appearance: the appearance term of each round's distance alone (the
+            first term of :math:`D_i`; padding inf).
         query_valid: ``(B, Q)`` real queries (padding is False).
         stuff: ``(B, Q)`` stuff (background) queries.
         features: ``(B, C, H, W)`` pixel features.
     """
 
     distances: list[Tensor]
+    appearance: list[Tensor]
     query_valid: Tensor
     stuff: Tensor
     features: Tensor
@@ -199,8 +202,8 @@ class LearnableDistance(nn.Module):
         thing: Tensor,
         valid: Tensor,
         prior: Tensor | None = None,
-    ) -> Tensor:
-        """``(B, Q, H, W)`` distances of the queries (see the module doc); padding inf."""
+    ) -> tuple[Tensor, Tensor]:
+        """``(B, Q, H, W)`` distances of the queries and their appearance term; padding inf."""
         b, _, h, w = features.shape
         q = self.to_query(queries)  # (B, Q, d)
         k = keys.flatten(2)  # (B, d, HW)
@@ -224,7 +227,11 @@ class LearnableDistance(nn.Module):
         dist = appearance + torch.where(
             thing[..., None, None], lam * spatial, torch.zeros_like(spatial)
         )
-        return dist.masked_fill(~valid[..., None, None], float('inf'))
+        pad = ~valid[..., None, None]
+        return (
+            dist.masked_fill(pad, float('inf')),
+            appearance.masked_fill(pad, float('inf')),
+        )
 
     def forward(
         self,
@@ -268,7 +275,8 @@ class LearnableDistance(nn.Module):
         qvalid = torch.cat([valid, valid.new_ones(b, s)], 1)
         stuff = torch.cat([bg, valid.new_ones(b, s)], 1)
         thing = qvalid & ~stuff
-        distances = [self.distance(feats, keys, queries, qpoints, thing, qvalid, prior)]
+        dist, look = self.distance(feats, keys, queries, qpoints, thing, qvalid, prior)
+        distances, appearance = [dist], [look]
         flat = feats.flatten(2).transpose(1, 2)  # (B, HW, d)
         for _ in range(self.rounds):
             if self.aggregation:
@@ -281,7 +289,9 @@ class LearnableDistance(nn.Module):
                     queries, queries, queries, key_padding_mask=~qvalid
                 )
                 queries = self.norm_enhance(queries + attended)
-            distances.append(
-                self.distance(feats, keys, queries, qpoints, thing, qvalid, prior)
+            dist, look = self.distance(
+                feats, keys, queries, qpoints, thing, qvalid, prior
             )
-        return DistanceOutput(distances, qvalid, stuff, feats)
+            distances.append(dist)
+            appearance.append(look)
+        return DistanceOutput(distances, appearance, qvalid, stuff, feats)

@@ -9,11 +9,17 @@ background). The loss, on every round's distance (deep supervision), is
 
 .. math::
 
-   L = \frac{1}{R + 1} \sum_{r=0}^{R} \Big( L_\mathrm{point}(D^r)
+   L = \frac{1}{R + 1} \sum_{r=0}^{R} \Big( L_\mathrm{point}(D^r_\mathrm{app})
        + \beta\, L_\mathrm{pair}(D^r) \Big)
 
 with :func:`~geosparse.losses.point_query_loss` and
 :func:`~geosparse.losses.affinity_loss` (weight :math:`\beta`, ``pairwise_weight``).
+The point term is taken on the appearance term :math:`D_\mathrm{app}` of the distance
+alone (our choice): the hand-crafted term is 0 at a query's own point and positive at
+the others', so on the whole distance the point term is met from the first step and
+teaches the appearance nothing; on the appearance alone it asks the features of each
+point to be nearer its own query than any other, a contrastive instance embedding
+learnt from the points, which the pairwise term spreads over each object.
 The paper's ablation switches are hyperparameters: ``rounds``, ``aggregation``,
 ``enhancement``.
 
@@ -199,9 +205,9 @@ class PointInstanceTask(FiniteTraining, BaseTask):
         nodata = batch.get('nodata')
         pixel_valid = None if nodata is None else ~nodata
         total = batch['image'].new_zeros(())
-        for dist in out.distances:
+        for dist, look in zip(out.distances, out.appearance, strict=True):
             lp = point_query_loss(
-                dist, batch['points'], batch['valid'], out.stuff, out.query_valid, tau
+                look, batch['points'], batch['valid'], out.stuff, out.query_valid, tau
             )
             la = affinity_loss(
                 dist, sim, out.query_valid, hp['pairwise_threshold'], tau, pixel_valid
