@@ -124,12 +124,16 @@ def window_points(
     frame: gpd.GeoDataFrame, transform: Any
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(row, col) pixel coordinates, ids and background flags of points."""
-    cols, rows = apply_affine(~transform, frame.geometry.x.to_numpy(), frame.geometry.y.to_numpy())
+    cols, rows = apply_affine(
+        ~transform, frame.geometry.x.to_numpy(), frame.geometry.y.to_numpy()
+    )
     rc = np.stack([np.asarray(rows), np.asarray(cols)], 1)
     return rc, frame['instance'].to_numpy(), frame['background'].to_numpy() > 0
 
 
-def truth_raster(polygons_path: Path, image: np.ndarray, transform: Any, crs: Any) -> np.ndarray:
+def truth_raster(
+    polygons_path: Path, image: np.ndarray, transform: Any, crs: Any
+) -> np.ndarray:
     """The polygons rasterised on the image's grid by the package's dataset."""
     h, w = image.shape[-2:]
     ds = InstancePolygons(polygons_path, id_column='instance', crs=crs, res=transform.a)
@@ -171,7 +175,9 @@ def train_learned(
     return task, dm
 
 
-def step_ratio(task: PointInstanceTask, dm: PointInstanceDataModule, repeats: int = 5) -> dict[str, float]:
+def step_ratio(
+    task: PointInstanceTask, dm: PointInstanceDataModule, repeats: int = 5
+) -> dict[str, float]:
     """Seconds of a learned training step and of a plain segmentation step, same batch."""
     dm.setup('fit')
     batch = next(iter(dm.train_dataloader()))
@@ -205,7 +211,9 @@ def step_ratio(task: PointInstanceTask, dm: PointInstanceDataModule, repeats: in
         opt_l.zero_grad()
 
     def plain() -> None:
-        loss = F.cross_entropy(seg(standardise(batch['image'])), target, ignore_index=-100)
+        loss = F.cross_entropy(
+            seg(standardise(batch['image'])), target, ignore_index=-100
+        )
         loss.backward()
         opt_s.step()
         opt_s.zero_grad()
@@ -225,14 +233,23 @@ def step_ratio(task: PointInstanceTask, dm: PointInstanceDataModule, repeats: in
 
 
 def run_seed(
-    image_path: Path, polygons_path: Path, points: gpd.GeoDataFrame | None, a: argparse.Namespace,
-    work: Path, speed: bool,
+    image_path: Path,
+    polygons_path: Path,
+    points: gpd.GeoDataFrame | None,
+    a: argparse.Namespace,
+    work: Path,
+    speed: bool,
 ) -> dict[str, Any]:
     """Every method on one scene with one seed's points."""
     image, transform, crs = read_scene(image_path)
     polygons = gpd.read_file(polygons_path).to_crs(crs)
     h, w = image.shape[-2:]
-    bounds = (transform.c, transform.f + h * transform.e, transform.c + w * transform.a, transform.f)
+    bounds = (
+        transform.c,
+        transform.f + h * transform.e,
+        transform.c + w * transform.a,
+        transform.f,
+    )
     if points is None:
         points = place_points(polygons, bounds, a.background_points, a.seed)
     points_path = work / f'points_{a.seed}.gpkg'
@@ -256,7 +273,11 @@ def run_seed(
         d = pred.distances[-1]
         thing = pred.ids > 0
         nearest = np.argmin(np.where(thing[:, None, None], d, np.inf), 0)
-        masks['learned'] = (np.where(foreground, pred.ids[nearest], 0), masks['learned'][1], infer)
+        masks['learned'] = (
+            np.where(foreground, pred.ids[nearest], 0),
+            masks['learned'][1],
+            infer,
+        )
     finite = np.isfinite(image).all(0)
     foreground = foreground & finite
     if 'voronoi' in a.methods:
@@ -267,7 +288,11 @@ def run_seed(
     if 'geodesic' in a.methods:
         t0 = time.perf_counter()
         g = geodesic_instances(
-            np.nan_to_num(image), rc[obj], ids[obj], foreground, edge_weight=a.edge_weight
+            np.nan_to_num(image),
+            rc[obj],
+            ids[obj],
+            foreground,
+            edge_weight=a.edge_weight,
         )
         dt = time.perf_counter() - t0
         masks['geodesic'] = (g, dt, dt)
@@ -296,22 +321,36 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         for k, seed in enumerate(a.seeds):
             one = argparse.Namespace(**{**vars(a), 'seed': seed})
             if a.synthetic:
-                scene = make_instance_scene(work / f'scene{seed}', size=a.size, seed=seed)
+                scene = make_instance_scene(
+                    work / f'scene{seed}', size=a.size, seed=seed
+                )
                 image_path, polygons_path = scene.image, scene.polygons
             else:
                 image_path, polygons_path = Path(a.image), Path(a.polygons)
             points = None
             if a.points:
                 points = gpd.read_file(a.points)
-            runs.append(run_seed(image_path, polygons_path, points, one, work, speed=k == 0))
+            runs.append(
+                run_seed(image_path, polygons_path, points, one, work, speed=k == 0)
+            )
     methods: dict[str, Any] = {}
     for name in a.methods:
-        per_seed = [{'seed': r['seed'], **r['methods'][name]} for r in runs if name in r['methods']]
+        per_seed = [
+            {'seed': r['seed'], **r['methods'][name]}
+            for r in runs
+            if name in r['methods']
+        ]
         if not per_seed:
             continue
         methods[name] = {
             key: float(np.mean([p[key] for p in per_seed]))
-            for key in ('instance_iou', 'pq', 'miou', 'seconds', 'seconds_per_megapixel')
+            for key in (
+                'instance_iou',
+                'pq',
+                'miou',
+                'seconds',
+                'seconds_per_megapixel',
+            )
         }
         methods[name]['per_seed'] = per_seed
     return {
@@ -334,10 +373,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument('--size', type=int, default=256, help='synthetic scene side, pixels')
     p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     p.add_argument('--methods', nargs='+', default=list(METHODS), choices=METHODS)
-    p.add_argument('--background-points', type=int, default=None,
-                   help='random points outside every polygon (default: one per object)')
-    p.add_argument('--foreground', choices=('head', 'truth'), default='head',
-                   help="foreground of the baselines: the learned task's or the truth")
+    p.add_argument(
+        '--background-points',
+        type=int,
+        default=None,
+        help='random points outside every polygon (default: one per object)',
+    )
+    p.add_argument(
+        '--foreground',
+        choices=('head', 'truth'),
+        default='head',
+        help="foreground of the baselines: the learned task's or the truth",
+    )
     p.add_argument('--steps', type=int, default=300, help='training steps of learned')
     p.add_argument('--patch-size', type=int, default=128)
     p.add_argument('--batch-size', type=int, default=4)
@@ -345,10 +392,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument('--no-aggregation', action='store_true')
     p.add_argument('--no-enhancement', action='store_true')
     p.add_argument('--scale', type=float, default=16.0)
-    p.add_argument('--prior', choices=('geodesic', 'euclidean'), default='geodesic',
-                   help='hand-crafted term of the learned distance')
-    p.add_argument('--edge-weight', type=float, default=10.0,
-                   help='edge cost weight of the geodesic (baseline and prior)')
+    p.add_argument(
+        '--prior',
+        choices=('geodesic', 'euclidean'),
+        default='geodesic',
+        help='hand-crafted term of the learned distance',
+    )
+    p.add_argument(
+        '--edge-weight',
+        type=float,
+        default=10.0,
+        help='edge cost weight of the geodesic (baseline and prior)',
+    )
     p.add_argument('--pairwise-weight', type=float, default=1.0)
     p.add_argument('--lr', type=float, default=1e-3)
     p.add_argument('--out', help='also write the JSON here')

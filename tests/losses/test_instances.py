@@ -20,7 +20,9 @@ def test_point_loss_small_when_each_point_is_nearest_to_its_query():
     valid = torch.ones(1, 3, dtype=torch.bool)
     stuff = torch.tensor([[False, False, True]])
     good = point_query_loss(d, points, valid, stuff, _setup(d))
-    assert float(good) == pytest.approx(-math.log(1 / (1 + 2 * math.exp(-10))), rel=1e-3)
+    assert float(good) == pytest.approx(
+        -math.log(1 / (1 + 2 * math.exp(-10))), rel=1e-3
+    )
     swapped = point_query_loss(d, points[:, [1, 0, 2]], valid, stuff, _setup(d))
     assert float(swapped) > 6.0
 
@@ -37,8 +39,11 @@ def test_point_loss_background_point_counts_any_stuff_query():
 def test_point_loss_without_points_is_zero_with_a_gradient():
     d = torch.rand(1, 2, 4, 4, requires_grad=True)
     loss = point_query_loss(
-        d, torch.zeros(1, 1, 2), torch.zeros(1, 1, dtype=torch.bool),
-        torch.tensor([[False, True]]), _setup(d),
+        d,
+        torch.zeros(1, 1, 2),
+        torch.zeros(1, 1, dtype=torch.bool),
+        torch.tensor([[False, True]]),
+        _setup(d),
     )
     loss.backward()
     assert float(loss) == 0 and d.grad is not None

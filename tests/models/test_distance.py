@@ -48,14 +48,24 @@ def test_rounds_padding_and_stuff():
 
 
 def test_no_aggregation_no_enhancement_means_no_rounds():
-    model = LearnableDistance(in_channels=1, rounds=3, aggregation=False, enhancement=False)
-    out = model(torch.randn(1, 1, 16, 16), torch.tensor([[[3.5, 3.5]]]), torch.ones(1, 1, dtype=torch.bool))
+    model = LearnableDistance(
+        in_channels=1, rounds=3, aggregation=False, enhancement=False
+    )
+    out = model(
+        torch.randn(1, 1, 16, 16),
+        torch.tensor([[[3.5, 3.5]]]),
+        torch.ones(1, 1, dtype=torch.bool),
+    )
     assert len(out.distances) == 1
 
 
 def test_window_size_not_a_multiple_of_eight():
     model = LearnableDistance(in_channels=1)
-    out = model(torch.randn(1, 1, 13, 21), torch.tensor([[[3.5, 3.5]]]), torch.ones(1, 1, dtype=torch.bool))
+    out = model(
+        torch.randn(1, 1, 13, 21),
+        torch.tensor([[[3.5, 3.5]]]),
+        torch.ones(1, 1, dtype=torch.bool),
+    )
     assert out.distances[-1].shape[-2:] == (13, 21)
 
 

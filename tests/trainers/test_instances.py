@@ -1,0 +1,97 @@
+import numpy as np
+import pytest
+import torch
+
+from geosparse.instances import geodesic_instances, voronoi_instances
+from geosparse.trainers import PointInstanceTask
+
+
+def _two_rectangles():
+    """A big and a small rectangle touching along a strong edge, two points far from it."""
+    image = np.full((1, 40, 60), 10.0)
+    image[:, 10:30, 5:45] = 100.0  # big
+    image[:, 10:30, 45:55] = 200.0  # small, touching at column 45
+    points = np.array([[20.5, 10.5], [20.5, 52.5]])
+    return image, points, np.array([7, 9])
+
+
+def _zero_appearance(task):
+    for layer in (task.model.to_query, task.model.to_key):
+        torch.nn.init.zeros_(layer.weight)
+        torch.nn.init.zeros_(layer.bias)
+
+
+@pytest.mark.parametrize('prior', ['geodesic', 'euclidean'])
+def test_without_appearance_the_split_is_the_hand_crafted_one(prior):
+    torch.manual_seed(0)
+    image, points, ids = _two_rectangles()
+    task = PointInstanceTask(in_channels=1, stuff_queries=1, rounds=0, prior=prior)
+    _zero_appearance(task)
+    pred = task.predict_instances(image, points, ids)
+    thing = pred.ids > 0
+    nearest = pred.ids[
+        np.argmin(np.where(thing[:, None, None], pred.distances[-1], np.inf), 0)
+    ]
+    foreground = np.zeros((40, 60), bool)
+    foreground[10:30, 5:55] = True
+    if prior == 'geodesic':
+        expected = geodesic_instances(image, points, ids)
+        # the geodesic follows the edge: most of the big rectangle stays whole
+        # (Voronoi keeps 27 of its 40 columns)
+        assert (nearest[10:30, 5:45] == 7).mean() > 0.8
+    else:
+        expected = voronoi_instances((40, 60), points, ids)
+        # Voronoi cuts the big rectangle at the bisector (column 31.5)
+        assert (nearest[10:30, 32:45] == 9).all()
+    np.testing.assert_array_equal(nearest[foreground], expected[foreground])
+
+
+def test_training_lowers_the_loss_and_predicts_point_ids():
+    torch.manual_seed(0)
+    image, points, ids = _two_rectangles()
+    task = PointInstanceTask(in_channels=1, rounds=1, lr=3e-3)
+    x = torch.tensor(image, dtype=torch.float32)[None].repeat(2, 1, 1, 1)
+    bg = np.array([[5.5, 30.5]])
+    pts = torch.tensor(np.concatenate([points, bg]), dtype=torch.float32)[None].repeat(
+        2, 1, 1
+    )
+    values = torch.tensor([[7, 1, 0], [9, 1, 0], [0, 0, 1]], dtype=torch.float32)
+    batch = {
+        'image': x,
+        'points': pts,
+        'valid': torch.ones(2, 3, dtype=torch.bool),
+        'values': values[None].repeat(2, 1, 1),
+    }
+    opt = task.configure_optimizers()
+    losses = []
+    for _ in range(15):
+        out = task.forward_batch(batch)
+        loss, terms = task.compute_loss(batch, out)
+        assert torch.isfinite(loss) and set(terms) == {'point', 'pairwise'}
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < losses[0]
+    pred = task.predict_instances(
+        image, pts[0].numpy(), [7, 9, 0], [False, False, True]
+    )
+    assert set(np.unique(pred.instances)) <= {0, 7, 9}
+    for (r, c), i in zip(points, ids, strict=True):
+        assert pred.instances[int(r), int(c)] == i
+    assert ((pred.uncertainty > 0) & (pred.uncertainty <= 1)).all()
+
+
+def test_nodata_pixels_are_nodata_in_the_prediction():
+    image, points, ids = _two_rectangles()
+    image[:, :5, :5] = np.nan
+    task = PointInstanceTask(in_channels=1, rounds=1)
+    pred = task.predict_instances(image, points, ids)
+    assert (pred.instances[:5, :5] == 0).all()
+    assert np.isnan(pred.uncertainty[:5, :5]).all()
+    assert np.isfinite(pred.uncertainty[5:]).all()
+
+
+def test_bad_prior():
+    with pytest.raises(ValueError, match='prior'):
+        PointInstanceTask(prior='manhattan')
