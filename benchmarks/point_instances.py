@@ -11,7 +11,11 @@ Methods, all giving one mask per point (an instance is its point):
   and Lightning on the scene's own points (stage 1 is transductive, as in the paper):
   each pixel takes the query at the smallest learned distance.
 
-The foreground of ``voronoi`` and ``geodesic`` is the learned task's own
+``learned`` is predicted as users get it, by ``geosparse predict``'s block predictor
+(:func:`~geosparse.inference.instances.predict_instances`) with blocks of the
+training window size (``--block``, ``--halo``: the distance trained on windows of
+128 pixels did worse on whole 900-pixel scenes, whose windows hold many more
+queries). The foreground of ``voronoi`` and ``geodesic`` is the learned task's own
 foreground/background decision (pixels whose nearest query is an object's, not a
 stuff query): a foreground head trained on the same points, so that the methods
 differ only in how they split the foreground between the points. ``--foreground
@@ -69,8 +73,9 @@ import torch
 import torch.nn.functional as F
 
 from geosparse.datamodules import PointInstanceDataModule
-from geosparse.datasets import InstancePolygons
+from geosparse.datasets import InstancePolygons, match_points_to_polygons
 from geosparse.datasets.synthetic import make_instance_scene
+from geosparse.inference.instances import predict_instances
 from geosparse.instances import (
     geodesic_instances,
     instance_scores,
@@ -131,12 +136,41 @@ def window_points(
     return rc, frame['instance'].to_numpy(), frame['background'].to_numpy() > 0
 
 
+def polygon_ids(polygons: gpd.GeoDataFrame, column: str | None) -> np.ndarray:
+    """The polygons' instance ids: ``column``, else ``instance``, else row number + 1."""
+    if column is None and 'instance' in polygons:
+        column = 'instance'
+    if column is None:
+        return np.arange(1, len(polygons) + 1)
+    return polygons[column].to_numpy().astype(np.int64)
+
+
+def user_points(
+    path: str, polygons: gpd.GeoDataFrame, polygons_path: Path
+) -> gpd.GeoDataFrame:
+    """Given points, each taking the id of the polygon that holds it (package's matcher)."""
+    frame = gpd.read_file(path).to_crs(polygons.crs)
+    if 'background' not in frame:
+        frame['background'] = 0
+    ids = match_points_to_polygons(
+        frame[frame['background'] == 0],
+        polygons[['instance', 'geometry']],
+        points_path=path,
+        polygons_path=str(polygons_path),
+    )
+    frame['instance'] = 0
+    frame.loc[frame['background'] == 0, 'instance'] = ids
+    # points in no polygon were warned about by the matcher; they are not scored
+    return frame[(frame['background'] != 0) | (frame['instance'] > 0)]
+
+
 def truth_raster(
-    polygons_path: Path, image: np.ndarray, transform: Any, crs: Any
+    polygons: gpd.GeoDataFrame, image: np.ndarray, transform: Any, crs: Any
 ) -> np.ndarray:
-    """The polygons rasterised on the image's grid by the package's dataset."""
+    """The polygons (column ``instance``) rasterised on the grid by the package's dataset."""
     h, w = image.shape[-2:]
-    ds = InstancePolygons(polygons_path, id_column='instance', crs=crs, res=transform.a)
+    frame = polygons[['instance', 'geometry']]
+    ds = InstancePolygons(frame, id_column='instance', crs=crs, res=transform.a)
     xmin, ymax = transform.c, transform.f
     xmax, ymin = xmin + w * transform.a, ymax + h * transform.e
     sample = ds[xmin:xmax, ymin:ymax]
@@ -243,6 +277,9 @@ def run_seed(
     """Every method on one scene with one seed's points."""
     image, transform, crs = read_scene(image_path)
     polygons = gpd.read_file(polygons_path).to_crs(crs)
+    polygons['instance'] = polygon_ids(polygons, a.polygon_id)
+    if a.points:
+        points = user_points(a.points, polygons, polygons_path)
     h, w = image.shape[-2:]
     bounds = (
         transform.c,
@@ -254,7 +291,7 @@ def run_seed(
         points = place_points(polygons, bounds, a.background_points, a.seed)
     points_path = work / f'points_{a.seed}.gpkg'
     points.to_file(points_path)
-    truth = truth_raster(polygons_path, image, transform, crs)
+    truth = truth_raster(polygons, image, transform, crs)
     rc, ids, bg = window_points(points, transform)
     obj = ~bg
     megapixels = h * w / 1e6
@@ -263,21 +300,44 @@ def run_seed(
     t0 = time.perf_counter()
     task, dm = train_learned(image_path, points_path, image.shape[0], a)
     train_seconds = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    pred = task.predict_instances(image, rc, ids, bg)
-    infer = time.perf_counter() - t0
-    masks = {'learned': (pred.instances, train_seconds + infer, infer)}
-    foreground = truth > 0 if a.foreground == 'truth' else pred.foreground
-    if a.foreground == 'truth':
-        # The learned distance split the true foreground: nearest object query.
+    if a.foreground == 'head':
+        # As users get it: geosparse's block predictor, blocks of the training
+        # window size (windows of block + 2 halo pixels).
+        t0 = time.perf_counter()
+        out = predict_instances(
+            task,
+            image_path,
+            points_path,
+            work / f'pred_{a.seed}',
+            block=a.block or a.patch_size,
+            halo=a.halo if a.halo is not None else a.patch_size // 4,
+            id_column='instance',
+            background_column='background',
+            progress=False,
+        )
+        infer = time.perf_counter() - t0
+        with rasterio.open(out.raster) as src:
+            learned = src.read(1).astype(np.int64)
+            learned[src.read_masks(1) == 0] = 0
+        masks = {'learned': (learned, train_seconds + infer, infer)}
+        foreground = learned > 0
+    else:
+        # The learned distance splits the true foreground: nearest object query
+        # (one window over the scene, for the distance maps).
+        t0 = time.perf_counter()
+        pred = task.predict_instances(image, rc, ids, bg)
+        infer = time.perf_counter() - t0
+        foreground = truth > 0
         d = pred.distances[-1]
         thing = pred.ids > 0
         nearest = np.argmin(np.where(thing[:, None, None], d, np.inf), 0)
-        masks['learned'] = (
-            np.where(foreground, pred.ids[nearest], 0),
-            masks['learned'][1],
-            infer,
-        )
+        masks = {
+            'learned': (
+                np.where(foreground, pred.ids[nearest], 0),
+                train_seconds + infer,
+                infer,
+            )
+        }
     finite = np.isfinite(image).all(0)
     foreground = foreground & finite
     if 'voronoi' in a.methods:
@@ -327,11 +387,8 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
                 image_path, polygons_path = scene.image, scene.polygons
             else:
                 image_path, polygons_path = Path(a.image), Path(a.polygons)
-            points = None
-            if a.points:
-                points = gpd.read_file(a.points)
             runs.append(
-                run_seed(image_path, polygons_path, points, one, work, speed=k == 0)
+                run_seed(image_path, polygons_path, None, one, work, speed=k == 0)
             )
     methods: dict[str, Any] = {}
     for name in a.methods:
@@ -368,6 +425,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     p.add_argument('--image', help='raster of the scene')
     p.add_argument('--polygons', help='object polygons of the scene (evaluation)')
+    p.add_argument(
+        '--polygon-id',
+        help='id column of the polygons (default: instance, else row + 1)',
+    )
     p.add_argument('--points', help='one point per object (default: placed per seed)')
     p.add_argument('--synthetic', action='store_true', help='generated scenes instead')
     p.add_argument('--size', type=int, default=256, help='synthetic scene side, pixels')
@@ -385,13 +446,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         default='head',
         help="foreground of the baselines: the learned task's or the truth",
     )
-    p.add_argument('--steps', type=int, default=300, help='training steps of learned')
+    p.add_argument('--steps', type=int, default=200, help='training steps of learned')
     p.add_argument('--patch-size', type=int, default=128)
+    p.add_argument(
+        '--block', type=int, help='prediction block, pixels (default: --patch-size)'
+    )
+    p.add_argument('--halo', type=int, help='prediction halo (default: patch / 4)')
     p.add_argument('--batch-size', type=int, default=4)
     p.add_argument('--rounds', type=int, default=2)
     p.add_argument('--no-aggregation', action='store_true')
     p.add_argument('--no-enhancement', action='store_true')
-    p.add_argument('--scale', type=float, default=16.0)
+    p.add_argument('--scale', type=float, default=32.0)
     p.add_argument(
         '--prior',
         choices=('geodesic', 'euclidean'),

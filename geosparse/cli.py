@@ -293,6 +293,7 @@ def _predict_instances(args: argparse.Namespace, ckpt: Path) -> int:
                     y=args.y,
                     points_crs=args.points_crs,
                     properties={'checkpoint': ckpt.name},
+                    split=args.split,
                 )
             except (ValueError, OSError, RasterioIOError) as err:
                 out, text = None, str(err)
@@ -608,6 +609,15 @@ def build_parser() -> argparse.ArgumentParser:
     inst.add_argument(
         '--background-column',
         help='column whose true values (1, true, yes) mark background points',
+    )
+    inst.add_argument(
+        '--split',
+        choices=['learned', 'geodesic'],
+        default='learned',
+        help="how the model's foreground is divided between the objects: the "
+        'learned distance (default), or the geodesic distance on image edges '
+        '(PSPS-style), which divided touching objects better in '
+        'benchmarks/point_instances.py so far',
     )
     model.add_argument('--suffix', help='output name suffix (default: by task)')
     run = pred.add_argument_group('blocks and scheduling')

@@ -560,3 +560,34 @@ def test_output_digests_cover_every_predictor_output(tmp_path):
     assert (
         len({v['pixels'] for v in got.values()}) > 5
     )  # digests of real, distinct maps
+
+
+def test_point_instances_benchmark_prints_every_method(tmp_path):
+    out = tmp_path / 'r.json'
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / 'benchmarks' / 'point_instances.py'),
+            '--synthetic',
+            '--size',
+            '96',
+            '--seeds',
+            '0',
+            '--steps',
+            '2',
+            '--patch-size',
+            '32',
+            '--out',
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    res = json.loads(out.read_text())
+    assert set(res['methods']) == {'voronoi', 'geodesic', 'learned'}
+    for scores in res['methods'].values():
+        assert 0 <= scores['instance_iou'] <= 1 and 0 <= scores['pq'] <= 1
+        assert len(scores['per_seed']) == 1
+    assert res['n_instances'] > 0
+    assert res['speed']['train_step_over_segmentation'] > 0

@@ -27,7 +27,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pystac
@@ -268,6 +268,7 @@ def predict_instances(
     y: str | None = None,
     points_crs: str | None = None,
     properties: dict[str, Property] | None = None,
+    split: Literal['learned', 'geodesic'] = 'learned',
 ) -> InstanceOutputs:
     """Instance masks, polygons and a STAC Item of a raster from its points.
 
@@ -295,6 +296,8 @@ def predict_instances(
         points_crs: CRS of CSV coordinates (default EPSG:4326).
         properties: further provenance (e.g. ``checkpoint``) for the COG's tags and
             the item's ``geosparse:*`` properties.
+        split: how the foreground is divided between the objects (see
+            :meth:`~geosparse.trainers.PointInstanceTask.predict_instances`).
 
     Returns:
         The paths written.
@@ -348,6 +351,7 @@ def predict_instances(
             'points_used': int(obj.sum()),
             'background_points_used': int((~obj).sum()),
             'points_outside': pts.outside,
+            'split': split,
             'block': block,
             'halo': halo,
             **(properties or {}),
@@ -377,7 +381,9 @@ def predict_instances(
             for window in tqdm(
                 windows, desc='instances', unit='block', disable=not progress
             ):
-                inst, unc, invalid = _predict_block(task, src, grid, window, halo, pts)
+                inst, unc, invalid = _predict_block(
+                    task, src, grid, window, halo, pts, split
+                )
                 pos = np.searchsorted(known_ids, inst).clip(
                     0, max(len(known_ids) - 1, 0)
                 )
@@ -421,6 +427,7 @@ def _predict_block(
     window: Window,
     halo: int,
     pts: InstancePoints,
+    split: Literal['learned', 'geodesic'] = 'learned',
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Instances, uncertainty and nodata mask of a block's centre."""
     h, w = int(window.height), int(window.width)
@@ -437,6 +444,6 @@ def _predict_block(
     x = image.astype(np.float32)
     if invalid is not None:
         x[:, invalid] = np.nan
-    pred = task.predict_instances(x, rc, pts.ids[take], bg)
+    pred = task.predict_instances(x, rc, pts.ids[take], bg, split=split)
     inner_invalid = None if invalid is None else invalid[centre]
     return pred.instances[centre], pred.uncertainty[centre], inner_invalid

@@ -126,7 +126,7 @@ class LearnableDistance(nn.Module):
         rounds: int = 2,
         aggregation: bool = True,
         enhancement: bool = True,
-        scale: float = 16.0,
+        scale: float = 32.0,
         heads: int = 4,
     ) -> None:
         """Build the network.

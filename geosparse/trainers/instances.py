@@ -44,7 +44,11 @@ import torch
 from torch import Tensor
 
 from ..compat import BaseTask
-from ..instances.baselines import geodesic_point_distances
+from ..instances.baselines import (
+    geodesic_instances,
+    geodesic_point_distances,
+    margin_uncertainty,
+)
 from ..instances.metrics import instance_scores
 from ..losses.instances import affinity_loss, colour_similarity, point_query_loss
 from ..models.distance import DistanceOutput, LearnableDistance, standardise
@@ -85,7 +89,7 @@ class PointInstanceTask(FiniteTraining, BaseTask):
         rounds: int = 2,
         aggregation: bool = True,
         enhancement: bool = True,
-        scale: float = 16.0,
+        scale: float = 32.0,
         prior: Literal['geodesic', 'euclidean'] = 'geodesic',
         edge_weight: float = 10.0,
         edge_sigma: float = 1.0,
@@ -286,6 +290,35 @@ class PointInstanceTask(FiniteTraining, BaseTask):
             uncertainty = torch.zeros_like(nearest, dtype=dist.dtype)
         return instances, uncertainty
 
+    def _geodesic_split(
+        self, x: Tensor, pts: Tensor, ids: Tensor, bg: Tensor, inst: Tensor, unc: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """The task's foreground divided by the geodesic baseline (see predict_instances)."""
+        obj = ~bg
+        if not bool(obj.any()):
+            return inst, unc
+        image = np.nan_to_num(x.cpu().numpy())
+        points = pts[obj].cpu().numpy()
+        foreground = (inst > 0).cpu().numpy()
+        hp = self.hparams
+        split = geodesic_instances(
+            image,
+            points,
+            ids[obj].cpu().numpy(),
+            foreground,
+            edge_weight=hp['edge_weight'],
+            sigma=hp['edge_sigma'],
+        )
+        dist = geodesic_point_distances(
+            image, points, edge_weight=hp['edge_weight'], sigma=hp['edge_sigma']
+        )
+        margin = margin_uncertainty((dist / hp['scale']) ** 2)
+        new_unc = np.where(foreground, margin, unc.cpu().numpy())
+        return (
+            torch.from_numpy(split).to(inst.device),
+            torch.from_numpy(new_unc.astype(np.float32)).to(unc.device),
+        )
+
     @torch.no_grad()
     def predict_instances(
         self,
@@ -293,6 +326,7 @@ class PointInstanceTask(FiniteTraining, BaseTask):
         points: Tensor | np.ndarray,
         ids: Tensor | np.ndarray,
         background: Tensor | np.ndarray | None = None,
+        split: Literal['learned', 'geodesic'] = 'learned',
     ) -> InstancePrediction:
         """Pseudo labels of one window from its points.
 
@@ -301,6 +335,13 @@ class PointInstanceTask(FiniteTraining, BaseTask):
             points: ``(N, 2)`` (row, col) in the window's pixels, centres at +0.5.
             ids: ``(N,)`` instance ids (ignored for background points).
             background: ``(N,)`` background points (default: none).
+            split: how the foreground is divided between the objects: ``learned``,
+                the query at the smallest learned distance; ``geodesic``, the
+                task's foreground divided by
+                :func:`~geosparse.instances.geodesic_instances` (the hand-crafted
+                split, which measured better than the learned one so far: see
+                ``benchmarks/point_instances.py``), with the margin uncertainty of
+                the squared scaled geodesic distances :math:`(G_i / s)^2` there.
 
         Returns:
             The window's :class:`InstancePrediction`.
@@ -310,7 +351,7 @@ class PointInstanceTask(FiniteTraining, BaseTask):
         x = torch.as_tensor(np.asarray(image), dtype=torch.float32, device=device)
         pts = torch.as_tensor(np.asarray(points), dtype=torch.float32, device=device)
         pts = pts.reshape(-1, 2)
-        idt = torch.as_tensor(np.asarray(ids), device=device).long().reshape(-1)
+        idt = torch.as_tensor(np.array(ids), device=device).long().reshape(-1)
         bg = (
             torch.zeros(len(pts), dtype=torch.bool, device=device)
             if background is None
@@ -324,6 +365,10 @@ class PointInstanceTask(FiniteTraining, BaseTask):
         nodata = ~torch.isfinite(x).all(0)
         inst = instances[0].masked_fill(nodata, 0)
         unc = uncertainty[0].float().masked_fill(nodata, float('nan'))
+        if split == 'geodesic':
+            inst, unc = self._geodesic_split(x, pts, idt, bg, inst, unc)
+        elif split != 'learned':
+            raise ValueError(f"split={split!r}: choose 'learned' or 'geodesic'.")
         q = out.distances[0].shape[1]
         query_ids = torch.zeros(q, dtype=torch.long, device=device)
         query_ids[: len(idt)] = idt

@@ -95,3 +95,18 @@ def test_nodata_pixels_are_nodata_in_the_prediction():
 def test_bad_prior():
     with pytest.raises(ValueError, match='prior'):
         PointInstanceTask(prior='manhattan')
+
+
+def test_geodesic_split_divides_the_task_foreground_by_the_geodesic():
+    torch.manual_seed(0)
+    image, points, ids = _two_rectangles()
+    task = PointInstanceTask(in_channels=1, rounds=1)
+    learned = task.predict_instances(image, points, ids)
+    split = task.predict_instances(image, points, ids, split='geodesic')
+    np.testing.assert_array_equal(split.foreground, learned.foreground)
+    expected = geodesic_instances(image, points, ids, learned.foreground)
+    np.testing.assert_array_equal(split.instances, expected)
+    inside = split.foreground
+    assert ((split.uncertainty[inside] >= 0) & (split.uncertainty[inside] <= 1)).all()
+    with pytest.raises(ValueError, match='split'):
+        task.predict_instances(image, points, ids, split='nearest')
