@@ -291,9 +291,20 @@ class PointInstanceTask(FiniteTraining, BaseTask):
         return instances, uncertainty
 
     def _geodesic_split(
-        self, x: Tensor, pts: Tensor, ids: Tensor, bg: Tensor, inst: Tensor, unc: Tensor
+        self,
+        x: Tensor,
+        pts: Tensor,
+        ids: Tensor,
+        bg: Tensor,
+        inst: Tensor,
+        unc: Tensor,
+        prior: Tensor | None,
     ) -> tuple[Tensor, Tensor]:
-        """The task's foreground divided by the geodesic baseline (see predict_instances)."""
+        """The task's foreground divided by the geodesic baseline (see predict_instances).
+
+        ``prior``: the geodesic distances :meth:`hand_crafted` already computed for
+        the window's points (reused for the margin), or None to compute them.
+        """
         obj = ~bg
         if not bool(obj.any()):
             return inst, unc
@@ -309,9 +320,12 @@ class PointInstanceTask(FiniteTraining, BaseTask):
             edge_weight=hp['edge_weight'],
             sigma=hp['edge_sigma'],
         )
-        dist = geodesic_point_distances(
-            image, points, edge_weight=hp['edge_weight'], sigma=hp['edge_sigma']
-        )
+        if prior is not None:
+            dist = prior[0][obj].cpu().numpy()
+        else:
+            dist = geodesic_point_distances(
+                image, points, edge_weight=hp['edge_weight'], sigma=hp['edge_sigma']
+            )
         margin = margin_uncertainty((dist / hp['scale']) ** 2)
         new_unc = np.where(foreground, margin, unc.cpu().numpy())
         return (
@@ -366,7 +380,7 @@ class PointInstanceTask(FiniteTraining, BaseTask):
         inst = instances[0].masked_fill(nodata, 0)
         unc = uncertainty[0].float().masked_fill(nodata, float('nan'))
         if split == 'geodesic':
-            inst, unc = self._geodesic_split(x, pts, idt, bg, inst, unc)
+            inst, unc = self._geodesic_split(x, pts, idt, bg, inst, unc, prior)
         elif split != 'learned':
             raise ValueError(f"split={split!r}: choose 'learned' or 'geodesic'.")
         q = out.distances[0].shape[1]
