@@ -20,7 +20,7 @@ from .conftest import ROOT
 def test_notebook_runs(name, tmp_path, monkeypatch):
     monkeypatch.setenv('GEOSPARSE_NB_TINY', '1')
     monkeypatch.setenv('MPLBACKEND', 'Agg')
-    nb = nbformat.read(ROOT / 'notebooks' / name, as_version=4)
+    nb = nbformat.read(ROOT / 'docs' / 'tutorials' / name, as_version=4)
     NotebookClient(
         nb,
         timeout=600,
