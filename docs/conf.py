@@ -45,7 +45,8 @@ napoleon_numpy_docstring = False
 
 # Tutorials: executed at build time, in a temporary folder, failing the build on error.
 os.environ.setdefault('GEOSPARSE_NB_TINY', '1')
-os.environ.setdefault('MPLBACKEND', 'Agg')
+# Figures reach the pages through the notebook's inline backend, whatever the caller set.
+os.environ['MPLBACKEND'] = 'module://matplotlib_inline.backend_inline'
 nb_execution_mode = os.environ.get('GEOSPARSE_DOCS_EXECUTE', 'force')
 nb_execution_in_temp = True
 nb_execution_raise_on_error = True
