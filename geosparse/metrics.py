@@ -1,8 +1,8 @@
 r"""Land-cover metrics: overall accuracy, IoU per class, mIoU, and a coarse subset.
 
 All scores come from one confusion matrix :math:`C` (rows truth, columns
-prediction): accuracy :math:`\\sum_l C_{ll} / \\sum C`, IoU
-:math:`C_{ll} / (\\sum_k C_{lk} + \\sum_k C_{kl} - C_{ll})`, and mIoU the mean IoU over
+prediction): accuracy :math:`\sum_l C_{ll} / \sum C`, IoU
+:math:`C_{ll} / (\sum_k C_{lk} + \sum_k C_{kl} - C_{ll})`, and mIoU the mean IoU over
 the classes *present in the truth* (as in Malkin et al.). The same scores restricted
 to pixels whose coarse label is in a chosen set (default: NLCD developed, 21-24) are
 reported with the prefix ``dev_``.

@@ -87,7 +87,7 @@ class CoarseLabels(RasterDataset):
     nearest-neighbour) and, with ``blocks='grid'``, ``block``: an integer per pixel
     naming the coarse pixel it falls in (``-1`` where the coarse value is nodata).
     The block of pixel centre :math:`(x, y)` (query CRS) is the cell
-    :math:`(\\lfloor (Y - f)/e \\rfloor, \\lfloor (X - c)/a \\rfloor)` of the coarse
+    :math:`(\lfloor (Y - f)/e \rfloor, \lfloor (X - c)/a \rfloor)` of the coarse
     raster's affine transform :math:`(a, 0, c, 0, e, f)`, where :math:`(X, Y)` is
     :math:`(x, y)` reprojected to the coarse raster's CRS.
 

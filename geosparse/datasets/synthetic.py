@@ -127,9 +127,9 @@ def _imagery(fine: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def nlcd_from_fractions(frac: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     r"""NLCD-like code of each coarse cell from its fine-class fractions.
 
-    Rules (after the NLCD 2011 legend): impervious :math:`\\geq` 80 % -> 24,
-    :math:`\\geq` 50 % -> 23, :math:`\\geq` 20 % -> 22; water :math:`\\geq` 75 % -> 11;
-    impervious :math:`\\geq` 5 % -> 21 (developed, open space); forest majority -> 41
+    Rules (after the NLCD 2011 legend): impervious :math:`\geq` 80 % -> 24,
+    :math:`\geq` 50 % -> 23, :math:`\geq` 20 % -> 22; water :math:`\geq` 75 % -> 11;
+    impervious :math:`\geq` 5 % -> 21 (developed, open space); forest majority -> 41
     (some 42/43); otherwise herbaceous -> 81 or 82; water majority -> 11.
 
     Args:

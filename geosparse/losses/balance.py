@@ -36,7 +36,7 @@ def check_balance(balance: str) -> None:
 
 
 def balance_by_class(mass: Tensor, coarse: Tensor, num_coarse: int) -> Tensor:
-    r"""Weights :math:`m_i / \\sum_{j: z_j = z_i} m_j` (see the module docstring).
+    r"""Weights :math:`m_i / \sum_{j: z_j = z_i} m_j` (see the module docstring).
 
     Args:
         mass: ``(N,)`` non-negative weight of each item before balancing.
