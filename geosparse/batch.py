@@ -69,7 +69,7 @@ def collate_geo(samples: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
 def move_batch(
     batch: dict[str, Any], move: Callable[[dict[str, Any]], dict[str, Any]]
 ) -> dict[str, Any]:
-    """Apply a tensor-moving function to a batch but keep :data:`GEO_KEYS`.
+    """Apply a tensor-moving function to a batch but keep :data:`.GEO_KEYS`.
 
     Args:
         batch: the batch.

@@ -7,14 +7,14 @@ Nothing else in the package branches on the TorchGeo version.
                        TorchGeo 0.10 (Python >= 3.12)               TorchGeo 0.8.1 (Python 3.11)
 =====================  ===========================================  ==================================
 task classes           ``torchgeo.tasks.SemanticSegmentation``,     ``torchgeo.trainers.*Task``
-                       ``PixelwiseRegression``, ``BaseTask``         (``BaseTask``)
+                       ``PixelwiseRegression``, ``BaseTask``        (``BaseTask``)
 sample georeference    ``bounds``: ``(9,)`` tensor ``(xmin, xmax,   ``crs`` (a CRS) and ``bounds``
-                       xres, ymin, ymax, yres, tmin, tmax, tres)``;  (the query's slices)
-                       ``transform``: ``(9,)`` affine tensor; no
-                       ``crs``
-``A & B`` samples      ``bounds`` and ``transform`` of the members   the first member's ``crs`` and
-                       concatenated (``(18,)``)                      ``bounds``
-batches                every key a tensor; nothing dropped on its    ``crs`` and ``bounds`` are lists
+                       xres, ymin, ymax, yres, tmin, tmax, tres)``  (the query's slices)
+                       and ``transform``: ``(9,)`` affine tensor;
+                       no ``crs``
+``A & B`` samples      ``bounds`` and ``transform`` of the members  the first member's ``crs`` and
+                       concatenated (``(18,)``)                     ``bounds``
+batches                every key a tensor; nothing dropped on its   ``crs`` and ``bounds`` are lists
                        way to the device                            that ``GeoDataModule`` deletes
 =====================  ===========================================  ==================================
 
@@ -123,8 +123,9 @@ def georeference(crs: CRS, x: slice, y: slice) -> dict[str, Any]:
         y: ``ymin:ymax:yres`` of the window.
 
     Returns:
-        0.10: ``bounds`` and ``transform`` tensors (float64, so that UTM coordinates
-        keep sub-millimetre precision); 0.8.1: ``crs`` and ``bounds`` (the slices).
+        With 0.10, ``bounds`` and ``transform`` tensors (float64, so that UTM
+        coordinates keep sub-millimetre precision); with 0.8.1, ``crs`` and ``bounds``
+        (the slices).
     """
     if not _CURRENT:
         return {'crs': crs, 'bounds': (x, y)}

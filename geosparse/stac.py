@@ -183,7 +183,7 @@ def output_item(
             ``probabilities``), in the same folder as ``cog_path``.
 
     Returns:
-        The item (self href: ``cog_path`` with ``.json``).
+        The item (its self href is ``cog_path`` with ``.json``).
     """
     cog = Path(cog_path)
     spec = OutputSpec.read(cog)

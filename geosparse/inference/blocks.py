@@ -43,9 +43,10 @@ if TYPE_CHECKING:
 
 __all__ = ['BlockFunction', 'OutputFile', 'predict_blocks']
 
-#: ``fn(image (C, h, w) float32, coarse (h, w) int64 or None) -> (K, h, w)``: the
-#: model applied to one window (halo included). A function with a true
-#: ``needs_transform`` attribute also receives ``transform=`` (the window's affine).
+#: The model applied to one window (halo included),
+#: ``fn(image (C, h, w) float32, coarse (h, w) int64 or None) -> (K, h, w)``. A function
+#: with a true ``needs_transform`` attribute also receives ``transform=`` (the window's
+#: affine).
 BlockFunction = Callable[[np.ndarray, np.ndarray | None], np.ndarray]
 
 

@@ -126,7 +126,7 @@ def read_points_on_grid(
 
     Args:
         points: points file (any CRS; see
-            :func:`~geosparse.datasets.instances.read_instance_points`).
+            :func:`~geosparse.datasets.read_instance_points`).
         grid: the raster's grid.
         label: the raster, as named in messages.
         id_column: instance ids (default: row number + 1).

@@ -224,7 +224,7 @@ def predict_landcover(
         image_path: imagery raster (raw digital numbers, as in training).
         out_path: output COG.
         coarse_path: optional coarse labels, combined with the network
-            (:meth:`LabelSuperResolutionTask.combine`).
+            (:meth:`~geosparse.trainers.LabelSuperResolutionTask.combine`).
         block: block size in pixels.
         halo: context kept around each block and discarded.
         threads: dask threads (default: one per core).

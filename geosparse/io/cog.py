@@ -86,7 +86,7 @@ def translate_to_cog(
 
 
 class CogOptions(TypedDict, total=False):
-    """Optional contents of a COG (keyword arguments of :func:`cog_writer`).
+    """Optional contents of a COG (keyword arguments of :func:`.cog_writer`).
 
     :meth:`~geosparse.io.spec.OutputSpec.cog_options` builds them from an output spec.
 
@@ -199,7 +199,7 @@ def write_cog(
 ) -> Path:
     """Write an in-memory ``(bands, rows, cols)`` array as a COG, atomically.
 
-    Arguments as in :func:`cog_writer`; ``data`` is the array.
+    Arguments as in :func:`~geosparse.io.cog.cog_writer`; ``data`` is the array.
 
     Returns:
         ``path``.

@@ -48,10 +48,10 @@ def file_checksum(path: str | os.PathLike[str]) -> str:
 def remove_staging(path: str | os.PathLike[str]) -> None:
     """Remove what killed runs left while writing ``path``.
 
-    Writers stage beside the destination under ``.NAME.*`` (:func:`atomic_path`'s
-    files, :func:`~geosparse.io.cog.cog_writer`'s folders); a process killed with
-    ``kill -9`` cannot remove them, so the next write of the same output does.
-    Two processes must not write one output at once.
+    Writers stage beside the destination under ``.NAME.*``
+    (:func:`~geosparse.io.atomic_path`'s files, :func:`~geosparse.io.cog.cog_writer`'s
+    folders); a process killed with ``kill -9`` cannot remove them, so the next write of
+    the same output does. Two processes must not write one output at once.
 
     Args:
         path: the final destination.
@@ -151,7 +151,7 @@ def read_coarse_on_grid(
         window: read only this window of the target grid.
 
     Returns:
-        ``(H, W)`` coarse codes; outside the coarse raster: its nodata (or 0).
+        ``(H, W)`` coarse codes; outside the coarse raster, its nodata (or 0).
     """
     if isinstance(image, str | os.PathLike):
         with rasterio.open(image) as img:

@@ -87,7 +87,7 @@ def _open_error(path: str, err: Exception) -> RasterioIOError:
 
 @dataclass(frozen=True)
 class ImageSource:
-    """Imagery rasters read window by window on an output :class:`RasterGrid`.
+    """Imagery read window by window on an output :class:`~geosparse.io.RasterGrid`.
 
     Use :meth:`open` for one raster and :meth:`mosaic` for several.
 

@@ -30,8 +30,9 @@ __all__ = ['SPEC_TAG', 'BandSpec', 'OutputKind', 'OutputSpec', 'Property']
 #: COG tag holding the whole spec as JSON.
 SPEC_TAG = 'geosparse_output'
 
+#: What an output COG holds, which decides its bands and tags.
 OutputKind = Literal['segmentation', 'regression', 'probabilities', 'instances']
-#: A provenance value: written as a tag, and typed in the STAC Item.
+#: A provenance value, written as a tag and typed in the STAC Item.
 Property = str | int | float | bool | Mapping[str, Any] | None
 
 
@@ -113,7 +114,7 @@ class OutputSpec:
 
     @property
     def names_key(self) -> str:
-        """Tag of :attr:`names`: ``output_names`` for regression, else ``class_names``."""
+        """Tag of :attr:`names`, ``output_names`` for regression, else ``class_names``."""
         return 'output_names' if self.kind == 'regression' else 'class_names'
 
     def tags(self) -> dict[str, str]:

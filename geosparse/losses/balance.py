@@ -23,6 +23,7 @@ from torch import Tensor
 
 __all__ = ['CoarseBalance', 'balance_by_class']
 
+#: How coarse classes are balanced (not at all, or equally within each batch).
 CoarseBalance = Literal['none', 'batch']
 
 

@@ -18,7 +18,7 @@ semi-supervised training). Counting: the cells with :math:`\sigma(\hat y) > 0.5`
 logit map coarse enough that a cell holds at most one object (the paper's network
 outputs a down-sampled map; :class:`~geosparse.trainers.PointMapTask` pools to a
 ``stride``); at finer strides a confident cell's neighbours pass 0.5 too, and
-:func:`peak_map` counts local maxima instead.
+:func:`~geosparse.losses.peak_map` counts local maxima instead.
 
 Points are matched to regions by a k-d tree (scipy), so the cost grows with the
 number of cells, not with cells x points.

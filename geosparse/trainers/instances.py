@@ -23,9 +23,9 @@ learnt from the points, which the pairwise term spreads over each object.
 The paper's ablation switches are hyperparameters: ``rounds``, ``aggregation``,
 ``enhancement``.
 
-Pseudo labels (:meth:`PointInstanceTask.pseudo_labels`): each pixel takes the query
-at the smallest distance of the last round, an object's id or 0 for background; the
-uncertainty is the margin between the two smallest distances,
+Pseudo labels (:meth:`~geosparse.trainers.PointInstanceTask.pseudo_labels`): each pixel
+takes the query at the smallest distance of the last round, an object's id or 0 for
+background; the uncertainty is the margin between the two smallest distances,
 :math:`u = \exp(-(D_{(2)} - D_{(1)}) / \tau) = A_{(2)} / A_{(1)} \in (0, 1]`, the
 ratio of the two largest soft assignments (1: a tie, near 0: one clear query).
 
