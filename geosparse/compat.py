@@ -20,8 +20,6 @@ batches                every key a tensor; nothing dropped on its   ``crs`` and 
 
 Use :func:`window_bounds` to read a sample's window whatever the release, and
 :func:`georeference` to give a geosparse dataset's sample the installed release's keys.
-
-.. versionadded:: 0.1
 """
 
 from __future__ import annotations
@@ -106,6 +104,8 @@ class GeoSampler(_TorchGeoSampler):
 
     0.8.1's base class sets ``index`` and ``res`` from the dataset; 0.10's takes no
     dataset. geosparse's samplers derive from this class, which sets both itself.
+
+    .. versionadded:: 0.1
     """
 
     def __init__(self, dataset: GeoDataset) -> None:
@@ -116,6 +116,8 @@ class GeoSampler(_TorchGeoSampler):
 
 def georeference(crs: CRS, x: slice, y: slice) -> dict[str, Any]:
     """The georeference keys of a sample of window ``x`` × ``y``, as TorchGeo makes them.
+
+    .. versionadded:: 0.1
 
     Args:
         crs: the dataset's CRS.
@@ -139,6 +141,8 @@ def georeference(crs: CRS, x: slice, y: slice) -> dict[str, Any]:
 
 def window_bounds(bounds: Any) -> tuple[float, float, float, float]:
     """``(xmin, ymin, xmax, ymax)`` of a sample's ``bounds``, whatever the release.
+
+    .. versionadded:: 0.1
 
     Args:
         bounds: 0.8.1's slices ``(x, y[, t])``, or 0.10's tensor (``(9,)``, or the

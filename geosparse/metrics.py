@@ -22,6 +22,8 @@ __all__ = ['LandCoverMetrics', 'scores_from_confusion']
 def scores_from_confusion(cm: Tensor, names: list[str] | None = None) -> dict[str, Any]:
     """Accuracy, IoU per class and mIoU over the classes present in the truth.
 
+    .. versionadded:: 0.1
+
     Args:
         cm: ``(L, L)`` confusion matrix, rows truth, columns prediction.
         names: class names (default: indices).
@@ -47,7 +49,10 @@ def scores_from_confusion(cm: Tensor, names: list[str] | None = None) -> dict[st
 
 
 class LandCoverMetrics(Metric):
-    """Confusion matrices over all pixels and over a subset of coarse classes."""
+    """Confusion matrices over all pixels and over a subset of coarse classes.
+
+    .. versionadded:: 0.1
+    """
 
     full_state_update = False
     cm: Tensor

@@ -62,7 +62,10 @@ BUILTIN_TABLES: dict[str, str] = {
 
 
 class PriorError(InputError):
-    """A joint distribution is malformed or does not fit the data."""
+    """A joint distribution is malformed or does not fit the data.
+
+    .. versionadded:: 0.1
+    """
 
 
 @dataclass
@@ -72,6 +75,8 @@ class JointDistribution:
     For coarse class :math:`z` and fine class :math:`l`, the fraction of fine class
     :math:`l` in a block labelled :math:`z` is modelled as
     :math:`\mathcal{N}(\eta_{l,z}, \rho_{l,z}^2)` (Malkin et al., ICLR 2019, Sec. 3).
+
+    .. versionadded:: 0.1
 
     Attributes:
         coarse_codes: raster values of the coarse classes (e.g. NLCD codes), one per row.

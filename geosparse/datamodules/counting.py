@@ -76,7 +76,10 @@ COV_COLUMNS = ('cov_rr', 'cov_rc', 'cov_cc')
 
 
 def default_cache_dir() -> Path:
-    """``$GEOSPARSE_CACHE`` or ``$XDG_CACHE_HOME/geosparse`` (``~/.cache/geosparse``)."""
+    """``$GEOSPARSE_CACHE`` or ``$XDG_CACHE_HOME/geosparse`` (``~/.cache/geosparse``).
+
+    .. versionadded:: 0.1
+    """
     env = os.environ.get('GEOSPARSE_CACHE')
     if env:
         return Path(env)
@@ -143,6 +146,8 @@ def collate_counting(
 
     A window wholly inside one of the ``unlabelled`` boxes is unlabelled (its points
     are hidden); every other window is labelled, with or without points.
+
+    .. versionadded:: 0.1
     """
     samples = list(samples)
     batch = collate_points(samples)
@@ -153,7 +158,10 @@ def collate_counting(
 
 
 class CountingDataModule(KeepGeoKeys, GeoDataModule):
-    """Imagery & object points (one per object), split by region (see the module doc)."""
+    """Imagery & object points (one per object), split by region (see the module doc).
+
+    .. versionadded:: 0.1
+    """
 
     def __init__(
         self,

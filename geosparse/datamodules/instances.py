@@ -64,7 +64,10 @@ __all__ = ['PointInstanceDataModule']
 
 
 class PointInstanceDataModule(KeepGeoKeys, GeoDataModule):
-    """Imagery & one point per object (& polygons), see the module doc."""
+    """Imagery & one point per object (& polygons), see the module doc.
+
+    .. versionadded:: 0.1
+    """
 
     def __init__(
         self,

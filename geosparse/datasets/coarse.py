@@ -32,6 +32,8 @@ class ImageryDataset(RasterDataset):
 
     A thin, configurable RasterDataset: ``ImageryDataset(paths, glob='*_naip.tif')``.
     TorchGeo's own :class:`~torchgeo.datasets.NAIP` works just as well.
+
+    .. versionadded:: 0.1
     """
 
     is_image = True
@@ -62,7 +64,10 @@ class ImageryDataset(RasterDataset):
 
 
 class FineLabels(RasterDataset):
-    """Fine (high-resolution) categorical labels, returned under ``mask``."""
+    """Fine (high-resolution) categorical labels, returned under ``mask``.
+
+    .. versionadded:: 0.1
+    """
 
     is_image = False
 
@@ -97,6 +102,8 @@ class CoarseLabels(RasterDataset):
     authors' code does; ``blocks='cells'`` cuts those regions with a grid of
     ``cell_size`` (query CRS units, anchored at the CRS origin), which restores
     blocks of about the coarse pixel's size.
+
+    .. versionadded:: 0.1
     """
 
     is_image = False

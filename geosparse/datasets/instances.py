@@ -145,6 +145,8 @@ def read_instance_points(
 ) -> SparsePoints:
     """One point per object, with its instance id, class and background flag.
 
+    .. versionadded:: 0.1
+
     Args:
         path: vector file (any geopandas reads), GeoParquet or CSV with coordinate
             columns, in any CRS.
@@ -311,6 +313,8 @@ class InstancePolygons(GeoDataset):
 
     Ids keep their exact values: the mask is burnt here, not through TorchGeo's
     VectorDataset (which casts labels).
+
+    .. versionadded:: 0.1
     """
 
     def __init__(
@@ -456,6 +460,8 @@ def match_points_to_polygons(
     :data:`~geosparse.datasets.instances.INSTANCE_VALUES`) match nothing and are not
     checked. Where polygons overlap, the later one holds the point, as in
     :class:`InstancePolygons`' masks.
+
+    .. versionadded:: 0.1
 
     Args:
         points: the points, e.g. of :func:`~geosparse.datasets.read_instance_points`, or

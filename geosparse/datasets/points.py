@@ -47,6 +47,8 @@ class SparsePoints(GeoDataset):
     the window (row 0 at the top, pixel centres at +0.5), ``values`` ``(N, V)``
     float32, ``crs`` and ``bounds``; with :meth:`with_values` ``(..., key=...)``, also
     that key (e.g. ``covariances`` ``(N, 3)``).
+
+    .. versionadded:: 0.1
     """
 
     def __init__(
@@ -243,6 +245,8 @@ def collate_points(samples: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     ``(B, N, V)``, ``covariances`` ``(B, N, 3)``) ``(B, N, ·)``, padded with zeros to
     the largest ``N`` of the batch, with ``valid`` ``(B, N)`` marking real points; the
     other keys are stacked as by TorchGeo's ``stack_samples``.
+
+    .. versionadded:: 0.1
     """
     samples = list(samples)
     n = max((len(s['points']) for s in samples), default=0)
@@ -282,6 +286,8 @@ def spatial_split(
 
     Blocks of ``block_size`` (CRS units) are shuffled and given to the splits in turn
     until each split holds its fraction of the points.
+
+    .. versionadded:: 0.1
 
     Args:
         xy: ``(P, 2)`` coordinates.

@@ -33,6 +33,8 @@ def fit_kernel(
 ) -> KernelParams:
     r"""Static kernel parameters that maximise the GP likelihood of residuals.
 
+    .. versionadded:: 0.1
+
     Args:
         residuals: per image, ``(P, 2)`` point coordinates (pixels) and ``(P,)``
             residuals of a network on data it was not trained on.

@@ -67,6 +67,8 @@ def rbf(
 
     :math:`k(a, b) = s^2 \exp(-\lVert a-b \rVert^2 / 2\ell^2)`.
 
+    .. versionadded:: 0.1
+
     Args:
         a: ``(B, N, 2)`` or ``(N, 2)`` coordinates.
         b: ``(B, M, 2)`` or ``(M, 2)`` coordinates.
@@ -107,6 +109,8 @@ def stationary(
 ) -> Tensor:
     r"""Stationary kernel of ``family`` between point sets (see the module doc).
 
+    .. versionadded:: 0.1
+
     Args:
         a: ``(B, N, 2)`` or ``(N, 2)`` coordinates.
         b: ``(B, M, 2)`` or ``(M, 2)`` coordinates.
@@ -137,6 +141,8 @@ def kernel_reach(
     lengthscale: float, family: str = 'rbf', cutoff: float = 1e-12
 ) -> float:
     r"""Distance beyond which the correlation of ``family`` is below ``cutoff``.
+
+    .. versionadded:: 0.1
 
     Args:
         lengthscale: :math:`\ell`.
@@ -169,6 +175,8 @@ def stable_cholesky(matrix: Tensor, max_tries: int = 6) -> Tensor:
 
     Matrices that fail get :math:`10^{-6}, 10^{-5}, \ldots` times their mean diagonal
     added to the diagonal until they factorise; the others are left exact.
+
+    .. versionadded:: 0.1
 
     Args:
         matrix: ``(..., N, N)`` symmetric positive semi-definite matrices.
@@ -214,6 +222,8 @@ class StationaryKernel(nn.Module):
     :math:`k(a, b) = s^2 \rho(\lVert a-b \rVert / \ell)` with the family's correlation
     :math:`\rho` (RBF or Matérn, :func:`~geosparse.gp.stationary`),
     :math:`\ell = \mathrm{softplus}(\theta_\ell)` and :math:`s^2 = \mathrm{softplus}(\theta_s)`.
+
+    .. versionadded:: 0.1
     """
 
     def __init__(
@@ -269,6 +279,8 @@ class ContextKernel(nn.Module):
     A small head (two strided convolutions, global average pooling, a linear layer,
     softplus) maps each input image to its own :math:`(\ell, s^2)`, initialised
     near ``lengthscale`` and ``variance``.
+
+    .. versionadded:: 0.1
     """
 
     def __init__(

@@ -32,6 +32,8 @@ LengthUnit = Literal['pixels', 'crs']
 class KernelParams:
     r"""Kernel family, :math:`\ell`, :math:`s^2` and :math:`\sigma_0^2` (frozen).
 
+    .. versionadded:: 0.1
+
     Attributes:
         family: ``rbf``, ``matern12``, ``matern32`` or ``matern52``.
         lengthscale: :math:`\ell` in :attr:`units`.

@@ -72,6 +72,8 @@ def posterior_map(
     :math:`O(P^3 + HW\,\bar L^2)` instead of :math:`O(HW P^2)`: with a short
     length-scale, a tile sees few points.
 
+    .. versionadded:: 0.1
+
     Args:
         mean: ``(H, W)`` network mean map :math:`m`.
         points: ``(P, 2)`` revealed points as (row, col) pixel coordinates of
@@ -158,6 +160,8 @@ def loo_variance_scale(
     5.12). Scaling :math:`K` by
     :math:`c = \frac{1}{P} \sum_i \alpha_i^2 / [K^{-1}]_{ii}` makes the mean squared
     standardised residual exactly 1.
+
+    .. versionadded:: 0.1
 
     Args:
         points: ``(P, 2)`` revealed points (pixels), :math:`P \ge 2`.

@@ -54,6 +54,8 @@ BlockFunction = Callable[[np.ndarray, np.ndarray | None], np.ndarray]
 class OutputFile:
     """A further COG written by :func:`predict_blocks` from the model's last bands.
 
+    .. versionadded:: 0.1
+
     Attributes:
         path: output COG (atomic).
         count: bands taken, in order, after those of the files before it.
@@ -190,6 +192,8 @@ def predict_blocks(
     extra_outputs: Sequence[OutputFile] = (),
 ) -> Path:
     """Predict a raster block by block and write the result as a COG.
+
+    .. versionadded:: 0.1
 
     Args:
         source: input raster, or an :class:`~geosparse.io.source.ImageSource`

@@ -38,6 +38,8 @@ def calibrate(
 ) -> float:
     r"""The factor :math:`c` of the kernel's variance and noise on ``source``.
 
+    .. versionadded:: 0.1
+
     Args:
         predictor: a predictor with revealed points (already in the source's CRS,
             see :meth:`~geosparse.inference.Predictor.for_crs`).

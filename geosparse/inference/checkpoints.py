@@ -9,8 +9,6 @@ checkpoint's own ``_class_path``. A checkpoint that needs anything else is refus
 :class:`UntrustedCheckpointError`, which names the file and what it asked for; a
 caller who trusts the file says so explicitly (``trust=True``,
 ``geosparse predict --trust-checkpoint``), and only then is it unpickled in full.
-
-.. versionadded:: 0.1
 """
 
 from __future__ import annotations
@@ -64,13 +62,18 @@ SAFE_GLOBALS: tuple[Any, ...] = ()
 
 
 class UntrustedCheckpointError(ValueError):
-    """A checkpoint needs code or classes that geosparse does not load untrusted."""
+    """A checkpoint needs code or classes that geosparse does not load untrusted.
+
+    .. versionadded:: 0.1
+    """
 
 
 def read_checkpoint(
     path: str | os.PathLike[str], trust: bool = False
 ) -> dict[str, Any]:
     """The checkpoint's contents, unpickled without running code unless trusted.
+
+    .. versionadded:: 0.1
 
     Args:
         path: the ``.ckpt`` file.
@@ -135,6 +138,8 @@ def task_class_for(
     :class:`~torchgeo.tasks.PixelwiseRegression`, ``num_classes`` →
     :class:`~torchgeo.tasks.SemanticSegmentation`.
 
+    .. versionadded:: 0.1
+
     Args:
         hparams: the checkpoint's ``hyper_parameters``.
         trust: import any ``_class_path`` (it runs that module's code).
@@ -182,6 +187,8 @@ def checkpoint_task_class(
 ) -> type[LightningModule]:
     """The class :func:`.load_task` would build, without building it.
 
+    .. versionadded:: 0.1
+
     Args:
         path: the ``.ckpt`` file.
         task_class: ``package.module.Class`` chosen by the caller (imported).
@@ -206,6 +213,8 @@ def load_task(
     trust: bool = False,
 ) -> LightningModule:
     """Build the task of a checkpoint, in evaluation mode, on the CPU.
+
+    .. versionadded:: 0.1
 
     Args:
         path: the ``.ckpt`` file.

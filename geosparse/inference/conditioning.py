@@ -45,6 +45,8 @@ TaskKernel = Callable[[Tensor], KernelParams]
 class RevealedPoints:
     """Known labels at points.
 
+    .. versionadded:: 0.1
+
     Attributes:
         xy: ``(P, 2)`` coordinates in :attr:`crs`.
         values: ``(P,)`` labels.
@@ -83,6 +85,8 @@ class RevealedPoints:
 @dataclass(frozen=True)
 class GPConditioning:
     r"""Posterior mean and std of a window's mean band given revealed points.
+
+    .. versionadded:: 0.1
 
     Attributes:
         points: the revealed points (None: none; the std is the prior's).

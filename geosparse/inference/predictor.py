@@ -64,6 +64,8 @@ class Predictor:
     Call it as ``predictor(image, coarse, transform=...)`` with ``image``
     ``(C, h, w)`` float32 raw values and ``coarse`` ``(h, w)`` codes or None; it
     returns the bands of all of :attr:`specs`, one after the other, in their dtype.
+
+    .. versionadded:: 0.1
     """
 
     def __init__(

@@ -101,6 +101,8 @@ def voronoi_instances(
     (e.g. the Voronoi pseudo labels of Qu et al., "Weakly supervised deep nuclei
     segmentation using points annotation", IEEE TMI 2020).
 
+    .. versionadded:: 0.1
+
     Args:
         shape: ``(H, W)`` of the map.
         points: ``(N, 2)`` (row, col) pixel coordinates, centres at ``k + 0.5``.
@@ -135,6 +137,8 @@ def edge_cost(image: np.ndarray, sigma: float = 1.0) -> np.ndarray:
 
     with :math:`P_{99}` the 99th percentile of :math:`G` over the image (a robust
     maximum; :math:`g = 0` on a constant image).
+
+    .. versionadded:: 0.1
 
     Args:
         image: ``(H, W)`` or ``(C, H, W)`` array.
@@ -256,6 +260,8 @@ def geodesic_distance(
     a point) get the id of the nearest point in the plane
     (:func:`~geosparse.instances.voronoi_instances`) and distance :math:`\infty`.
 
+    .. versionadded:: 0.1
+
     Args:
         image: ``(H, W)`` or ``(C, H, W)`` image.
         points: ``(N, 2)`` (row, col) pixel coordinates, centres at ``k + 0.5``.
@@ -317,6 +323,8 @@ def geodesic_instances(
     :func:`~geosparse.instances.geodesic_distance` (which also returns the distance) for
     the details, the foreground restriction and the Voronoi fallback.
 
+    .. versionadded:: 0.1
+
     Returns:
         ``(H, W)`` int64 instance map.
     """
@@ -335,6 +343,8 @@ def geodesic_point_distances(
     The same graph as :func:`~geosparse.instances.geodesic_distance` with one Dijkstra
     per point (memory :math:`N H W`: meant for small scenes or crops, e.g. as the input
     of :func:`~geosparse.instances.margin_uncertainty`).
+
+    .. versionadded:: 0.1
 
     Returns:
         ``(N, H, W)`` float32 distances; :math:`\infty` off the graph and where a
@@ -366,6 +376,8 @@ def margin_uncertainty(distances: np.ndarray) -> np.ndarray:
     the pixel); :math:`u = 0` where only one point reaches it
     (:math:`d_2 = \infty > d_1`). Distances in pixel lengths (scale them first for
     another temperature).
+
+    .. versionadded:: 0.1
 
     Args:
         distances: ``(K, H, W)`` distances (e.g. :func:`geodesic_point_distances`).
@@ -447,6 +459,8 @@ def transport_instances(
 
     Memory and time grow as :math:`N P` (one Dijkstra per point): meant for crops
     or scenes with tens of objects, not 1000 points on 900 x 900 pixels.
+
+    .. versionadded:: 0.1
 
     Args:
         image: ``(H, W)`` or ``(C, H, W)`` image.

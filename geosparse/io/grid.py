@@ -35,6 +35,8 @@ def apply_affine(
 
     Spelt out because affine 3 deprecates ``transform * (x, y)`` and affine 2.4 has
     no ``@`` for coordinate tuples.
+
+    .. versionadded:: 0.1
     """
     a, b, c, d, e, f = tuple(transform)[:6]
     x = np.asarray(x, dtype=np.float64)
@@ -44,7 +46,10 @@ def apply_affine(
 
 @dataclass(frozen=True)
 class RasterGrid:
-    """A georeferenced pixel grid: ``crs``, ``transform``, ``height``, ``width``."""
+    """A georeferenced pixel grid: ``crs``, ``transform``, ``height``, ``width``.
+
+    .. versionadded:: 0.1
+    """
 
     crs: CRS
     transform: Affine

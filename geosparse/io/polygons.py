@@ -54,6 +54,8 @@ def instance_polygons(
     with :func:`shapely.union_all`, so an instance split in several parts is one
     MultiPolygon.
 
+    .. versionadded:: 0.1
+
     Args:
         instances: ``(H, W)`` int instance map, 0 the background (ids must fit in
             int32).
@@ -114,6 +116,8 @@ def write_polygons(frame: gpd.GeoDataFrame, path: str | os.PathLike[str]) -> Pat
     ``.gpkg`` a GeoPackage with layer ``instances``, ``.parquet`` GeoParquet, which
     needs ``pyarrow``). The file is written beside ``path`` under a temporary name and
     renamed onto it, so a failure leaves neither a partial file nor the temporary one.
+
+    .. versionadded:: 0.1
 
     Args:
         frame: e.g. from :func:`instance_polygons`.

@@ -40,6 +40,8 @@ def nodata_mask(image: np.ndarray, nodata: float) -> np.ndarray:
     """``(h, w)``: True where every band of ``(count, h, w)`` holds ``nodata``.
 
     A NaN nodata value matches NaN pixels (``image == nan`` is never true).
+
+    .. versionadded:: 0.1
     """
     if np.isnan(nodata):
         return np.isnan(image).all(0)
@@ -90,6 +92,8 @@ class ImageSource:
     """Imagery read window by window on an output :class:`~geosparse.io.RasterGrid`.
 
     Use :meth:`open` for one raster and :meth:`mosaic` for several.
+
+    .. versionadded:: 0.1
 
     Attributes:
         paths: rasters (paths or URLs rasterio opens).

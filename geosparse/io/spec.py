@@ -49,6 +49,8 @@ def _tag_text(value: Property) -> str:
 class BandSpec:
     """One output band.
 
+    .. versionadded:: 0.1
+
     Attributes:
         name: band description (``class``, ``uncertainty``, ``mean``, ...).
         definition: what the band holds, in words (a band tag).
@@ -72,6 +74,8 @@ class BandSpec:
 @dataclass(frozen=True)
 class OutputSpec:
     """What one output COG holds (frozen; :meth:`replace` derives others).
+
+    .. versionadded:: 0.1
 
     Attributes:
         task: class name of the task that made it.

@@ -39,6 +39,8 @@ def check_balance(balance: str) -> None:
 def balance_by_class(mass: Tensor, coarse: Tensor, num_coarse: int) -> Tensor:
     r"""Weights :math:`m_i / \sum_{j: z_j = z_i} m_j` (see the module docstring).
 
+    .. versionadded:: 0.1
+
     Args:
         mass: ``(N,)`` non-negative weight of each item before balancing.
         coarse: ``(N,)`` coarse class index of each item, in ``[0, num_coarse)``.

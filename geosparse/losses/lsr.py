@@ -23,6 +23,8 @@ LOG_2PI = math.log(2 * math.pi)
 class BlockStatistics:
     r"""Output of :func:`label_counting`.
 
+    .. versionadded:: 0.1
+
     Attributes:
         mean: ``(N, L)`` mean predicted fraction :math:`\mu_l` per block.
         var: ``(N, L)`` variance :math:`\sigma^2_l` per block.
@@ -46,6 +48,8 @@ def label_counting(probs: Tensor, blocks: Tensor, coarse: Tensor) -> BlockStatis
         \sigma^2_l = \frac{1}{|B|^2}\sum_{i\in B} p_{i,l}(1-p_{i,l})
 
     (Malkin et al., ICLR 2019, Eq. 4-5).
+
+    .. versionadded:: 0.1
 
     Args:
         probs: ``(B, L, H, W)`` class probabilities.
@@ -124,6 +128,8 @@ class StatisticsMatchingLoss(nn.Module):
     With region blocks (all pixels of one coarse class in a window), :math:`a = 1`
     treats a region as that many independent coarse pixels, :math:`a = 0` as one
     observation; the truth, with spatially correlated coarse pixels, is between.
+
+    .. versionadded:: 0.1
     """
 
     eta: Tensor

@@ -42,7 +42,10 @@ def _mean(loss: Tensor, coarse: Tensor, num_coarse: int, balance: str) -> Tensor
 
 
 class SoftNaiveLoss(nn.Module):
-    """Cross-entropy against the prior mean fractions of each pixel's coarse class."""
+    """Cross-entropy against the prior mean fractions of each pixel's coarse class.
+
+    .. versionadded:: 0.1
+    """
 
     eta: Tensor
 
@@ -63,7 +66,10 @@ class SoftNaiveLoss(nn.Module):
 
 
 class HardNaiveLoss(nn.Module):
-    """Cross-entropy against the most likely fine class of each pixel's coarse class."""
+    """Cross-entropy against the most likely fine class of each pixel's coarse class.
+
+    .. versionadded:: 0.1
+    """
 
     eta: Tensor
     target: Tensor

@@ -45,6 +45,8 @@ def p2r_targets(
 ) -> tuple[Tensor, Tensor]:
     r"""Targets and weights of the P2R loss for one ``(h, w)`` logit map.
 
+    .. versionadded:: 0.1
+
     Args:
         logits: ``(h, w)`` logits.
         points: ``(N, 2)`` (row, col) points in cell units (cell centres at
@@ -108,6 +110,8 @@ def p2r_loss(
 ) -> Tensor:
     """P2R loss of a batch: weighted BCE over all cells of every image.
 
+    .. versionadded:: 0.1
+
     Args:
         logits: ``(B, 1, h, w)`` or ``(B, h, w)`` logits.
         points: per image, ``(N_b, 2)`` points in cell units.
@@ -144,6 +148,8 @@ def p2r_loss(
 
 def peak_map(prob: Tensor, threshold: float = 0.5, window: int = 3) -> Tensor:
     """Detections: local maxima of ``prob`` above ``threshold`` (same shape, bool).
+
+    .. versionadded:: 0.1
 
     Args:
         prob: ``(..., H, W)`` probabilities.

@@ -29,7 +29,10 @@ __all__ = ['CoarseBalancedGeoSampler']
 
 
 class CoarseBalancedGeoSampler(GeoSampler):
-    """Random windows, balanced over coarse classes."""
+    """Random windows, balanced over coarse classes.
+
+    .. versionadded:: 0.1
+    """
 
     def __init__(
         self,

@@ -61,6 +61,8 @@ __all__ = ['InstancePrediction', 'PointInstanceTask']
 class InstancePrediction:
     """Pseudo labels of one window (:meth:`PointInstanceTask.predict_instances`).
 
+    .. versionadded:: 0.1
+
     Attributes:
         instances: ``(H, W)`` int64 instance ids (a point's id; 0 background).
         uncertainty: ``(H, W)`` float32 margin uncertainty in (0, 1] (NaN on nodata).
@@ -78,7 +80,10 @@ class InstancePrediction:
 
 
 class PointInstanceTask(FiniteTraining, BaseTask):
-    """Learnable pixel-to-instance distance from points (see the module doc)."""
+    """Learnable pixel-to-instance distance from points (see the module doc).
+
+    .. versionadded:: 0.1
+    """
 
     def __init__(
         self,

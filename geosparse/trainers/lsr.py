@@ -54,6 +54,8 @@ def combine_with_prior(
     in the network and once in :math:`\eta`. :math:`\gamma` is ``weight`` (0 returns
     ``probs``); pixels with ``coarse < 0`` keep the network's probabilities.
 
+    .. versionadded:: 0.1
+
     Args:
         probs: ``(B, L, H, W)`` probabilities.
         coarse: ``(B, H, W)`` coarse class index, negative for nodata.
@@ -106,6 +108,8 @@ def match_fractions(
     network's). Pixels with ``coarse < 0`` keep their probabilities. Not from the
     paper: an addition of geosparse (``prior_rule='fractions'``).
 
+    .. versionadded:: 0.1
+
     Args:
         probs: ``(B, L, H, W)`` probabilities.
         coarse: ``(B, H, W)`` coarse class index, negative for nodata.
@@ -154,6 +158,8 @@ class LabelSuperResolutionTask(FiniteTraining, SemanticSegmentation):
     from raw imagery exactly as in training. At validation, test and prediction the
     network's probabilities are combined with the coarse label where one is given
     (:func:`combine_with_prior`, exponent ``prior_weight``).
+
+    .. versionadded:: 0.1
     """
 
     eta: Tensor

@@ -36,7 +36,10 @@ __all__ = ['NPPTask', 'point_values']
 
 
 def point_values(out: Tensor, points: Tensor) -> Tensor:
-    """Values of ``(B, 1, H, W)`` maps at ``(B, N, 2)`` (row, col) points: ``(B, N)``."""
+    """Values of ``(B, 1, H, W)`` maps at ``(B, N, 2)`` (row, col) points: ``(B, N)``.
+
+    .. versionadded:: 0.1
+    """
     b, _, h, w = out.shape
     rows = points[..., 0].floor().long().clamp(0, h - 1)
     cols = points[..., 1].floor().long().clamp(0, w - 1)
@@ -45,7 +48,10 @@ def point_values(out: Tensor, points: Tensor) -> Tensor:
 
 
 class NPPTask(FiniteTraining, PixelwiseRegression):
-    """Pixel-wise regression trained at sparse points, with a GP likelihood."""
+    """Pixel-wise regression trained at sparse points, with a GP likelihood.
+
+    .. versionadded:: 0.1
+    """
 
     def __init__(
         self,
