@@ -4,7 +4,7 @@ geosparse follows TorchGeo 0.10's conventions; this module adapts 0.8.1 to them.
 Nothing else in the package branches on the TorchGeo version.
 
 =====================  ===========================================  ==================================
-                       TorchGeo 0.10 (Python >= 3.12)               TorchGeo 0.8.1 (Python 3.11)
+TorchGeo               0.10 (Python >= 3.12)                        0.8.1 (Python 3.11)
 =====================  ===========================================  ==================================
 task classes           ``torchgeo.tasks.SemanticSegmentation``,     ``torchgeo.trainers.*Task``
                        ``PixelwiseRegression``, ``BaseTask``        (``BaseTask``)
