@@ -36,9 +36,21 @@ myst_enable_extensions = ['dollarmath', 'amsmath']
 myst_heading_anchors = 3
 
 # API reference: docstrings are Google style, as in TorchGeo.
-autodoc_default_options = {'members': True, 'show-inheritance': True}
+# As TorchGeo: special members (``__init__`` with its Args) are listed, and type hints
+# go into the descriptions of the documented parameters only.
+autodoc_default_options = {
+    'members': True,
+    'special-members': True,
+    'show-inheritance': True,
+    # dataclass-generated and inherited boilerplate
+    'exclude-members': (
+        '__weakref__, __repr__, __hash__, __eq__, __setattr__, __delattr__, '
+        '__subclasshook__'
+    ),
+}
 autodoc_member_order = 'bysource'
 autodoc_typehints = 'description'
+autodoc_typehints_description_target = 'documented'
 autodoc_mock_imports: list[str] = []
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False

@@ -33,6 +33,8 @@ __all__ = [
 def transform_from_bounds(bounds: Any, shape: tuple[int, int]) -> Affine:
     """Affine transform of a window.
 
+    .. versionadded:: 0.1
+
     Args:
         bounds: a sample's ``bounds`` (see :func:`~geosparse.compat.window_bounds`).
         shape: ``(height, width)`` in pixels.
@@ -47,6 +49,8 @@ def transform_from_bounds(bounds: Any, shape: tuple[int, int]) -> Affine:
 
 def collate_geo(samples: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """Stack samples and add each window's affine ``transform``.
+
+    .. versionadded:: 0.1
 
     Args:
         samples: samples of a GeoDataset.
@@ -69,7 +73,9 @@ def collate_geo(samples: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
 def move_batch(
     batch: dict[str, Any], move: Callable[[dict[str, Any]], dict[str, Any]]
 ) -> dict[str, Any]:
-    """Apply a tensor-moving function to a batch but keep :data:`GEO_KEYS`.
+    """Apply a tensor-moving function to a batch but keep :data:`.GEO_KEYS`.
+
+    .. versionadded:: 0.1
 
     Args:
         batch: the batch.
@@ -89,6 +95,8 @@ class KeepGeoKeys:
 
     TorchGeo's GeoDataModule drops them in ``transfer_batch_to_device``; put this
     class before it in the bases.
+
+    .. versionadded:: 0.1
     """
 
     def transfer_batch_to_device(

@@ -710,7 +710,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line."""
+    """Run the command line.
+
+    .. versionadded:: 0.1
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     from .priors import PriorError

@@ -4,24 +4,22 @@ geosparse follows TorchGeo 0.10's conventions; this module adapts 0.8.1 to them.
 Nothing else in the package branches on the TorchGeo version.
 
 =====================  ===========================================  ==================================
-                       TorchGeo 0.10 (Python >= 3.12)               TorchGeo 0.8.1 (Python 3.11)
+TorchGeo               0.10 (Python >= 3.12)                        0.8.1 (Python 3.11)
 =====================  ===========================================  ==================================
 task classes           ``torchgeo.tasks.SemanticSegmentation``,     ``torchgeo.trainers.*Task``
-                       ``PixelwiseRegression``, ``BaseTask``         (``BaseTask``)
+                       ``PixelwiseRegression``, ``BaseTask``        (``BaseTask``)
 sample georeference    ``bounds``: ``(9,)`` tensor ``(xmin, xmax,   ``crs`` (a CRS) and ``bounds``
-                       xres, ymin, ymax, yres, tmin, tmax, tres)``;  (the query's slices)
-                       ``transform``: ``(9,)`` affine tensor; no
-                       ``crs``
-``A & B`` samples      ``bounds`` and ``transform`` of the members   the first member's ``crs`` and
-                       concatenated (``(18,)``)                      ``bounds``
-batches                every key a tensor; nothing dropped on its    ``crs`` and ``bounds`` are lists
+                       xres, ymin, ymax, yres, tmin, tmax, tres)``  (the query's slices)
+                       and ``transform``: ``(9,)`` affine tensor;
+                       no ``crs``
+``A & B`` samples      ``bounds`` and ``transform`` of the members  the first member's ``crs`` and
+                       concatenated (``(18,)``)                     ``bounds``
+batches                every key a tensor; nothing dropped on its   ``crs`` and ``bounds`` are lists
                        way to the device                            that ``GeoDataModule`` deletes
 =====================  ===========================================  ==================================
 
 Use :func:`window_bounds` to read a sample's window whatever the release, and
 :func:`georeference` to give a geosparse dataset's sample the installed release's keys.
-
-.. versionadded:: 0.1
 """
 
 from __future__ import annotations
@@ -106,6 +104,8 @@ class GeoSampler(_TorchGeoSampler):
 
     0.8.1's base class sets ``index`` and ``res`` from the dataset; 0.10's takes no
     dataset. geosparse's samplers derive from this class, which sets both itself.
+
+    .. versionadded:: 0.1
     """
 
     def __init__(self, dataset: GeoDataset) -> None:
@@ -117,14 +117,17 @@ class GeoSampler(_TorchGeoSampler):
 def georeference(crs: CRS, x: slice, y: slice) -> dict[str, Any]:
     """The georeference keys of a sample of window ``x`` × ``y``, as TorchGeo makes them.
 
+    .. versionadded:: 0.1
+
     Args:
         crs: the dataset's CRS.
         x: ``xmin:xmax:xres`` of the window.
         y: ``ymin:ymax:yres`` of the window.
 
     Returns:
-        0.10: ``bounds`` and ``transform`` tensors (float64, so that UTM coordinates
-        keep sub-millimetre precision); 0.8.1: ``crs`` and ``bounds`` (the slices).
+        With 0.10, ``bounds`` and ``transform`` tensors (float64, so that UTM
+        coordinates keep sub-millimetre precision); with 0.8.1, ``crs`` and ``bounds``
+        (the slices).
     """
     if not _CURRENT:
         return {'crs': crs, 'bounds': (x, y)}
@@ -138,6 +141,8 @@ def georeference(crs: CRS, x: slice, y: slice) -> dict[str, Any]:
 
 def window_bounds(bounds: Any) -> tuple[float, float, float, float]:
     """``(xmin, ymin, xmax, ymax)`` of a sample's ``bounds``, whatever the release.
+
+    .. versionadded:: 0.1
 
     Args:
         bounds: 0.8.1's slices ``(x, y[, t])``, or 0.10's tensor (``(9,)``, or the

@@ -42,6 +42,8 @@ def run_demo(
     imagery combined with the coarse labels and written as a COG (class and
     uncertainty bands) with a PNG quicklook.
 
+    .. versionadded:: 0.1
+
     Args:
         out_dir: output folder.
         size: scene side in 1 m pixels.

@@ -6,8 +6,6 @@ parameter and the fix. geosparse's own command line prints it as one line. Under
 lines of jsonargparse and Lightning frames around the message); :func:`install_cli_hook`
 makes that process print ``torchgeo: error: MESSAGE`` instead, and only for these
 errors: any other exception keeps its full traceback.
-
-.. versionadded:: 0.1
 """
 
 from __future__ import annotations
@@ -20,11 +18,17 @@ __all__ = ['InputError', 'input_error_in', 'install_cli_hook']
 
 
 class InputError(ValueError):
-    """Bad input from the user; the message names the file or parameter and the fix."""
+    """Bad input from the user; the message names the file or parameter and the fix.
+
+    .. versionadded:: 0.1
+    """
 
 
 def input_error_in(exc: BaseException | None) -> InputError | None:
-    """The first :class:`InputError` in an exception's chain of causes, if any."""
+    """The first :class:`InputError` in an exception's chain of causes, if any.
+
+    .. versionadded:: 0.1
+    """
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         if isinstance(exc, InputError):
@@ -39,6 +43,8 @@ def install_cli_hook() -> None:
 
     Does nothing in any other process (a notebook, a script, the tests), so that
     importing geosparse never changes how a user's own program reports errors.
+
+    .. versionadded:: 0.1
     """
     argv0 = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path()
     if argv0.name != 'torchgeo' and argv0.parent.name != 'torchgeo':

@@ -47,6 +47,8 @@ __all__ = ['GaussianFit', 'cached_fit', 'fit_gaussians', 'fit_key', 'render']
 class GaussianFit:
     """Fitted Gaussians of one image, in its pixel coordinates (row, col).
 
+    .. versionadded:: 0.1
+
     Attributes:
         means: ``(N, 2)`` annotation positions (pixel centres at integer + 0.5).
         covs: ``(N, 2, 2)`` covariances in pixels².
@@ -120,6 +122,8 @@ def render(
     beyond which its weight is below :math:`e^{-reach^2/2}` (3e-4 for 4); the cost
     is then about N x (2 reach σ)² instead of N x H x W.
 
+    .. versionadded:: 0.1
+
     Args:
         means: ``(N, 2)`` (row, col) centres.
         covs: ``(N, 2, 2)`` covariances.
@@ -190,6 +194,8 @@ def fit_gaussians(
 ) -> GaussianFit:
     """Fit one Gaussian per point to ``image`` and eliminate deformities.
 
+    .. versionadded:: 0.1
+
     Args:
         image: ``(C, H, W)`` image (any scale; fitted in that scale).
         points: ``(N, 2)`` (row, col) positions in pixels (centres at + 0.5).
@@ -254,7 +260,10 @@ def fit_gaussians(
 
 
 def fit_key(image: np.ndarray, points: np.ndarray, **settings: object) -> str:
-    """SHA-256 of the image's bytes, the points and the fit settings."""
+    """SHA-256 of the image's bytes, the points and the fit settings.
+
+    .. versionadded:: 0.1
+    """
     digest = hashlib.sha256()
     arr = np.ascontiguousarray(image)
     digest.update(str((arr.shape, arr.dtype.str)).encode())
@@ -275,6 +284,8 @@ def cached_fit(
     The file name is the fit's key (:func:`fit_key`: image bytes, points and
     settings), and the key is checked again on reading, so a stale cache is never
     used.
+
+    .. versionadded:: 0.1
     """
     key = fit_key(image, points, **settings)
     path = Path(cache_dir) / f'gst-{key[:32]}.npz'

@@ -1,8 +1,8 @@
 r"""Land-cover metrics: overall accuracy, IoU per class, mIoU, and a coarse subset.
 
 All scores come from one confusion matrix :math:`C` (rows truth, columns
-prediction): accuracy :math:`\\sum_l C_{ll} / \\sum C`, IoU
-:math:`C_{ll} / (\\sum_k C_{lk} + \\sum_k C_{kl} - C_{ll})`, and mIoU the mean IoU over
+prediction): accuracy :math:`\sum_l C_{ll} / \sum C`, IoU
+:math:`C_{ll} / (\sum_k C_{lk} + \sum_k C_{kl} - C_{ll})`, and mIoU the mean IoU over
 the classes *present in the truth* (as in Malkin et al.). The same scores restricted
 to pixels whose coarse label is in a chosen set (default: NLCD developed, 21-24) are
 reported with the prefix ``dev_``.
@@ -21,6 +21,8 @@ __all__ = ['LandCoverMetrics', 'scores_from_confusion']
 
 def scores_from_confusion(cm: Tensor, names: list[str] | None = None) -> dict[str, Any]:
     """Accuracy, IoU per class and mIoU over the classes present in the truth.
+
+    .. versionadded:: 0.1
 
     Args:
         cm: ``(L, L)`` confusion matrix, rows truth, columns prediction.
@@ -47,7 +49,10 @@ def scores_from_confusion(cm: Tensor, names: list[str] | None = None) -> dict[st
 
 
 class LandCoverMetrics(Metric):
-    """Confusion matrices over all pixels and over a subset of coarse classes."""
+    """Confusion matrices over all pixels and over a subset of coarse classes.
+
+    .. versionadded:: 0.1
+    """
 
     full_state_update = False
     cm: Tensor

@@ -14,7 +14,10 @@ __all__ = ['plot_landcover', 'rgb_quicklook']
 
 
 def rgb_quicklook(image: np.ndarray, bands: Sequence[int] = (0, 1, 2)) -> np.ndarray:
-    """``(H, W, 3)`` RGB in 0..1 from ``(C, H, W)`` imagery, 2-98 % stretched."""
+    """``(H, W, 3)`` RGB in 0..1 from ``(C, H, W)`` imagery, 2-98 % stretched.
+
+    .. versionadded:: 0.1
+    """
     rgb = image[list(bands)].astype(np.float32).transpose(1, 2, 0)
     lo, hi = np.percentile(rgb, (2, 98))
     return np.clip((rgb - lo) / max(hi - lo, 1e-6), 0, 1)
@@ -31,6 +34,8 @@ def plot_landcover(
     title: str | None = None,
 ) -> Figure:
     """One row of panels: imagery, coarse labels, prediction, uncertainty, truth.
+
+    .. versionadded:: 0.1
 
     Args:
         image: ``(C, H, W)`` imagery.

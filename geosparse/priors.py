@@ -2,8 +2,8 @@ r"""Joint distributions between coarse and fine classes.
 
 Label super-resolution (Malkin et al., "Label Super-Resolution Networks", ICLR 2019)
 needs, for every coarse class ``z`` and fine class ``l``, a Gaussian over the fraction
-of fine class ``l`` inside a block labelled ``z``: mean :math:`\\eta_{l,z}` and standard
-deviation :math:`\\rho_{l,z}`. :class:`JointDistribution` holds that table and builds it
+of fine class ``l`` inside a block labelled ``z``: mean :math:`\eta_{l,z}` and standard
+deviation :math:`\rho_{l,z}`. :class:`JointDistribution` holds that table and builds it
 from a CSV file, from interval constraints in class descriptions, or by counting
 paired coarse and fine rasters.
 """
@@ -62,7 +62,10 @@ BUILTIN_TABLES: dict[str, str] = {
 
 
 class PriorError(InputError):
-    """A joint distribution is malformed or does not fit the data."""
+    """A joint distribution is malformed or does not fit the data.
+
+    .. versionadded:: 0.1
+    """
 
 
 @dataclass
@@ -71,7 +74,9 @@ class JointDistribution:
 
     For coarse class :math:`z` and fine class :math:`l`, the fraction of fine class
     :math:`l` in a block labelled :math:`z` is modelled as
-    :math:`\\mathcal{N}(\\eta_{l,z}, \\rho_{l,z}^2)` (Malkin et al., ICLR 2019, Sec. 3).
+    :math:`\mathcal{N}(\eta_{l,z}, \rho_{l,z}^2)` (Malkin et al., ICLR 2019, Sec. 3).
+
+    .. versionadded:: 0.1
 
     Attributes:
         coarse_codes: raster values of the coarse classes (e.g. NLCD codes), one per row.
@@ -109,7 +114,7 @@ class JointDistribution:
         r"""Check shapes, ranges and normalisation.
 
         Args:
-            tolerance: largest allowed deviation of :math:`\\sum_l \\eta_{l,z}` from 1.
+            tolerance: largest allowed deviation of :math:`\sum_l \eta_{l,z}` from 1.
             source: name of the file or object, used in error messages.
 
         Raises:
@@ -374,11 +379,11 @@ class JointDistribution:
         r"""Build a table from interval constraints such as NLCD class descriptions.
 
         A constraint ``lo <= fraction_l <= hi`` is read as a uniform distribution on
-        ``[lo, hi]``: :math:`\\eta = (lo + hi)/2`, :math:`\\rho = (hi - lo)/\\sqrt{12}`.
+        ``[lo, hi]``: :math:`\eta = (lo + hi)/2`, :math:`\rho = (hi - lo)/\sqrt{12}`.
         Fine classes without a constraint share the remaining mass
-        :math:`1 - \\sum \\eta` equally, with the std of a uniform on
+        :math:`1 - \sum \eta` equally, with the std of a uniform on
         ``[0, remaining]``. E.g. "Developed, Low Intensity: impervious 20-49 %" gives
-        impervious :math:`\\eta = 0.345, \\rho = 0.084`.
+        impervious :math:`\eta = 0.345, \rho = 0.084`.
 
         Args:
             intervals: coarse code -> {fine name: (lo, hi)}.
@@ -435,8 +440,8 @@ class JointDistribution:
 
         For each block (a coarse pixel, given by ``block_ids``; without them, all
         pixels of one coarse class form one block) the fraction of each fine class
-        is measured; :math:`\\eta_{l,z}` is the mean and
-        :math:`\\rho_{l,z}` the standard deviation of those fractions over all blocks
+        is measured; :math:`\eta_{l,z}` is the mean and
+        :math:`\rho_{l,z}` the standard deviation of those fractions over all blocks
         of class :math:`z` (the procedure of Malkin et al., Sec. 5.1).
 
         Args:

@@ -49,6 +49,8 @@ def search_items(
 ) -> list[pystac.Item]:
     """Items of a STAC API search (pystac-client), in the order the API returns.
 
+    .. versionadded:: 0.1
+
     Args:
         url: STAC API root (e.g. ``https://earth-search.aws.element84.com/v1``).
         collections: collection ids.
@@ -88,6 +90,8 @@ def asset_href(item: pystac.Item, key: str, option: str = '--asset') -> str:
 
     ``http(s)`` hrefs get GDAL's ``/vsicurl/`` prefix and ``s3://`` becomes
     ``/vsis3/``; relative hrefs are resolved against the item's own location.
+
+    .. versionadded:: 0.1
 
     Args:
         item: the item.
@@ -173,6 +177,8 @@ def output_item(
     maps, ``classification:classes``, all from the output spec stored in the COG
     (:meth:`~geosparse.io.spec.OutputSpec.read`).
 
+    .. versionadded:: 0.1
+
     Args:
         cog_path: the output COG (its spec names the task and checkpoint).
         item_id: item id (default: the file stem).
@@ -183,7 +189,7 @@ def output_item(
             ``probabilities``), in the same folder as ``cog_path``.
 
     Returns:
-        The item (self href: ``cog_path`` with ``.json``).
+        The item (its self href is ``cog_path`` with ``.json``).
     """
     cog = Path(cog_path)
     spec = OutputSpec.read(cog)
@@ -253,7 +259,10 @@ def output_item(
 
 
 def write_item(item: pystac.Item, path: str | os.PathLike[str]) -> Path:
-    """Write an item as JSON, atomically (relative asset hrefs are kept)."""
+    """Write an item as JSON, atomically (relative asset hrefs are kept).
+
+    .. versionadded:: 0.1
+    """
     data = item.to_dict(include_self_link=False, transform_hrefs=False)
     return atomic_write_text(path, json.dumps(data, indent=2) + '\n')
 
@@ -267,6 +276,8 @@ def serve_stac(
     Runs ``rustac serve`` (``pip install rustac``; an in-memory server that answers
     bbox, datetime, collections and ids searches) for the duration of the ``with``
     block, for examples, notebooks and tests with local data.
+
+    .. versionadded:: 0.1
 
     Args:
         hrefs: collection, item or item-collection JSON files to load.

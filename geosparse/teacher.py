@@ -26,7 +26,10 @@ __all__ = ['EMATeacher', 'pseudo_points', 'unlabelled_weight']
 
 
 class EMATeacher(nn.Module):
-    """A frozen copy of a student network updated as its exponential moving average."""
+    """A frozen copy of a student network updated as its exponential moving average.
+
+    .. versionadded:: 0.1
+    """
 
     def __init__(self, student: nn.Module, decay: float = 0.99) -> None:
         r"""Copy the student.
@@ -73,6 +76,8 @@ def pseudo_points(
 ) -> tuple[Tensor, Tensor]:
     """Confident local maxima of a ``(h, w)`` logit map as points with confidences.
 
+    .. versionadded:: 0.1
+
     Args:
         logits: the teacher's logits on one image.
         threshold: minimum probability of a pseudo-point.
@@ -91,7 +96,10 @@ def pseudo_points(
 
 
 def unlabelled_weight(step: int, ramp_steps: int, max_weight: float = 1.0) -> float:
-    """Weight of the unlabelled loss at ``step``: a Gaussian ramp-up over ``ramp_steps``."""
+    """Weight of the unlabelled loss at ``step``: a Gaussian ramp-up over ``ramp_steps``.
+
+    .. versionadded:: 0.1
+    """
     if ramp_steps <= 0 or step >= ramp_steps:
         return max_weight
     t = max(step, 0) / ramp_steps

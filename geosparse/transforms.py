@@ -26,7 +26,10 @@ __all__ = ['RandomDihedral', 'RandomFlipWithPoints', 'flip_batch']
 
 
 class RandomDihedral(nn.Module):
-    """Random element of the dihedral group D4, one per sample, on all spatial keys."""
+    """Random element of the dihedral group D4, one per sample, on all spatial keys.
+
+    .. versionadded:: 0.1
+    """
 
     def __init__(self, keys: tuple[str, ...] = ('image', 'mask', 'coarse', 'block')):
         """Choose the keys to transform (missing keys are skipped)."""
@@ -76,6 +79,8 @@ def flip_batch(
     -\Sigma_{rc}` per mirrored axis, :math:`\Sigma_{rr}` and :math:`\Sigma_{cc}`
     unchanged. Padded points (``valid`` false) are moved too and stay padding.
 
+    .. versionadded:: 0.1
+
     Args:
         batch: with ``image`` ``(B, C, H, W)`` and optionally other image-shaped
             ``keys``, ``points`` ``(B, N, 2)`` and ``covariances`` ``(B, N, 3)``
@@ -113,6 +118,8 @@ class RandomFlipWithPoints(nn.Module):
     at integer pixel centres; geosparse's points have their centres at
     :math:`k + 0.5`, so kornia would put every point one pixel off its object, and
     it has no notion of a point's covariance.
+
+    .. versionadded:: 0.1
     """
 
     def __init__(self, p: float = 0.5, keys: tuple[str, ...] = ('image', 'mask')):

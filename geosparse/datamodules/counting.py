@@ -22,10 +22,10 @@ Gaussians of its points (shifted with them) and a flip changes the sign of ``cov
 
 Augmentation (``augment=True``), the TorchGeo way: ``train_aug``
 (:class:`~geosparse.transforms.RandomFlipWithPoints`) flips training batches in
-:meth:`~CountingDataModule.on_after_batch_transfer`, left-right and top-bottom with
-probability 1/2 each, per window; the image, its points (:math:`c \to W - c`,
-:math:`r \to H - r`) and their covariances move together. Validation, test and
-prediction batches are never augmented.
+:meth:`~geosparse.datamodules.CountingDataModule.on_after_batch_transfer`, left-right
+and top-bottom with probability 1/2 each, per window; the image, its points (:math:`c
+\to W - c`, :math:`r \to H - r`) and their covariances move together. Validation, test
+and prediction batches are never augmented.
 
 Points are read from any vector file in any CRS, a CSV with coordinate columns, or a
 CSV of pixel boxes (``xmin, ymin, xmax, ymax``, e.g. DeepForest's annotations; box
@@ -76,7 +76,10 @@ COV_COLUMNS = ('cov_rr', 'cov_rc', 'cov_cc')
 
 
 def default_cache_dir() -> Path:
-    """``$GEOSPARSE_CACHE`` or ``$XDG_CACHE_HOME/geosparse`` (``~/.cache/geosparse``)."""
+    """``$GEOSPARSE_CACHE`` or ``$XDG_CACHE_HOME/geosparse`` (``~/.cache/geosparse``).
+
+    .. versionadded:: 0.1
+    """
     env = os.environ.get('GEOSPARSE_CACHE')
     if env:
         return Path(env)
@@ -143,6 +146,8 @@ def collate_counting(
 
     A window wholly inside one of the ``unlabelled`` boxes is unlabelled (its points
     are hidden); every other window is labelled, with or without points.
+
+    .. versionadded:: 0.1
     """
     samples = list(samples)
     batch = collate_points(samples)
@@ -153,7 +158,10 @@ def collate_counting(
 
 
 class CountingDataModule(KeepGeoKeys, GeoDataModule):
-    """Imagery & object points (one per object), split by region (see the module doc)."""
+    """Imagery & object points (one per object), split by region (see the module doc).
+
+    .. versionadded:: 0.1
+    """
 
     def __init__(
         self,
@@ -347,7 +355,7 @@ class CountingDataModule(KeepGeoKeys, GeoDataModule):
     def fit_covariances(
         self, image: ImageryDataset, points: SparsePoints, boxes: Sequence[Box]
     ) -> np.ndarray:
-        """``(P, 3)`` covariances (:data:`COV_COLUMNS`, pixels²) of the points in ``boxes``.
+        """``(P, 3)`` covariances (:data:`.COV_COLUMNS`, pixels²) of the points in ``boxes``.
 
         Each box is cut into tiles of ``fit_tile`` pixels; a tile's points are fitted
         together with the points of a halo around it (their Gaussians shape the

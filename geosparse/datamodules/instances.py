@@ -22,9 +22,9 @@ without a point keep ids above every point's.
 Batches (:func:`~geosparse.datasets.collate_points`): ``image`` ``(B, C, H, W)``
 float32 raw values (the task normalises), ``points`` ``(B, N, 2)`` ``(row, col)``
 pixel coordinates of the window (pixel centres at +0.5), ``valid`` ``(B, N)``,
-``values`` ``(B, N, 3)`` = :data:`~geosparse.datasets.INSTANCE_VALUES` ``(instance,
-class, background)``, ``instances`` ``(B, H, W)`` int64 (validation, test and
-prediction batches, when polygons are given; ``classes`` too with
+``values`` ``(B, N, 3)`` = :data:`~geosparse.datasets.instances.INSTANCE_VALUES`
+``(instance, class, background)``, ``instances`` ``(B, H, W)`` int64 (validation, test
+and prediction batches, when polygons are given; ``classes`` too with
 ``class_column``), and the georeference keys (``crs``/``bounds`` with TorchGeo 0.8.1,
 ``bounds``/``transform`` with 0.10), kept on the way to the device.
 
@@ -64,7 +64,10 @@ __all__ = ['PointInstanceDataModule']
 
 
 class PointInstanceDataModule(KeepGeoKeys, GeoDataModule):
-    """Imagery & one point per object (& polygons), see the module doc."""
+    """Imagery & one point per object (& polygons), see the module doc.
+
+    .. versionadded:: 0.1
+    """
 
     def __init__(
         self,

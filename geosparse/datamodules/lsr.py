@@ -32,6 +32,8 @@ class LabelSuperResolutionDataModule(KeepGeoKeys, GeoDataModule):
       each raster (``split='grid'``); ``auto`` picks files when there are at least
       three rasters;
     * every batch keeps ``crs``, ``bounds`` and a ``(B, 6)`` ``transform``.
+
+    .. versionadded:: 0.1
     """
 
     def __init__(

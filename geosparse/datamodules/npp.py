@@ -31,6 +31,8 @@ class NPPDataModule(KeepGeoKeys, GeoDataModule):
 
     Validation and test windows are drawn around their points with a fixed seed; a
     point that falls in several windows is scored in each.
+
+    .. versionadded:: 0.1
     """
 
     def __init__(

@@ -32,6 +32,8 @@ class ImageryDataset(RasterDataset):
 
     A thin, configurable RasterDataset: ``ImageryDataset(paths, glob='*_naip.tif')``.
     TorchGeo's own :class:`~torchgeo.datasets.NAIP` works just as well.
+
+    .. versionadded:: 0.1
     """
 
     is_image = True
@@ -62,7 +64,10 @@ class ImageryDataset(RasterDataset):
 
 
 class FineLabels(RasterDataset):
-    """Fine (high-resolution) categorical labels, returned under ``mask``."""
+    """Fine (high-resolution) categorical labels, returned under ``mask``.
+
+    .. versionadded:: 0.1
+    """
 
     is_image = False
 
@@ -87,7 +92,7 @@ class CoarseLabels(RasterDataset):
     nearest-neighbour) and, with ``blocks='grid'``, ``block``: an integer per pixel
     naming the coarse pixel it falls in (``-1`` where the coarse value is nodata).
     The block of pixel centre :math:`(x, y)` (query CRS) is the cell
-    :math:`(\\lfloor (Y - f)/e \\rfloor, \\lfloor (X - c)/a \\rfloor)` of the coarse
+    :math:`(\lfloor (Y - f)/e \rfloor, \lfloor (X - c)/a \rfloor)` of the coarse
     raster's affine transform :math:`(a, 0, c, 0, e, f)`, where :math:`(X, Y)` is
     :math:`(x, y)` reprojected to the coarse raster's CRS.
 
@@ -97,6 +102,8 @@ class CoarseLabels(RasterDataset):
     authors' code does; ``blocks='cells'`` cuts those regions with a grid of
     ``cell_size`` (query CRS units, anchored at the CRS origin), which restores
     blocks of about the coarse pixel's size.
+
+    .. versionadded:: 0.1
     """
 
     is_image = False

@@ -3,16 +3,17 @@
 Instance segmentation from point labels (one click per building or tree crown) needs
 three things from the data:
 
-- :func:`read_instance_points`: one point per object, as a
+- :func:`~geosparse.datasets.read_instance_points`: one point per object, as a
   :class:`~geosparse.datasets.SparsePoints` whose values are
-  :data:`INSTANCE_VALUES` ``(instance, class, background)``; points flagged as
-  background (clicks on "nothing here") have instance and class 0;
+  :data:`~geosparse.datasets.instances.INSTANCE_VALUES` ``(instance, class,
+  background)``; points flagged as background (clicks on "nothing here") have instance
+  and class 0;
 - :class:`InstancePolygons`: the objects' outlines (for validation and testing),
   rasterised per window into an instance-id mask, the TorchGeo way (a GeoDataset,
   so that ``imagery & points & polygons`` gives all three together);
-- :func:`match_points_to_polygons`: the polygon that holds each point, with a
-  warning for a polygon without a point or a point without a polygon, and an
-  error for two points in one polygon.
+- :func:`~geosparse.datasets.match_points_to_polygons`: the polygon that holds each
+  point, with a warning for a polygon without a point or a point without a polygon, and
+  an error for two points in one polygon.
 
 Ids: an instance's id comes from ``id_column``, else it is the row number + 1 (the
 same rule for points and polygons, so a file's ids agree when they come from a
@@ -54,12 +55,12 @@ __all__ = [
     'read_instance_points',
 ]
 
-#: The value columns of :func:`read_instance_points`, in order: ``instance`` (id >= 1;
-#: 0 for background points), ``class`` (>= 1; 0 for background points) and
-#: ``background`` (1.0 for background points, else 0.0).
+#: The value columns of :func:`~geosparse.datasets.read_instance_points`, in order, are
+#: ``instance`` (id >= 1; 0 for background points), ``class`` (>= 1; 0 for background
+#: points) and ``background`` (1.0 for background points, else 0.0).
 INSTANCE_VALUES = ('instance', 'class', 'background')
 
-#: Ids must stay below this (2**24: every integer up to it is exact in float32).
+#: Ids must stay below this (2**24; every integer up to it is exact in float32).
 MAX_ID = 2**24
 
 _TRUE = {'1', 'true', 't', 'yes', 'y', 'background', 'bg'}
@@ -144,6 +145,8 @@ def read_instance_points(
 ) -> SparsePoints:
     """One point per object, with its instance id, class and background flag.
 
+    .. versionadded:: 0.1
+
     Args:
         path: vector file (any geopandas reads), GeoParquet or CSV with coordinate
             columns, in any CRS.
@@ -161,8 +164,9 @@ def read_instance_points(
             besides its points (e.g. the imagery's bounds).
 
     Returns:
-        The points; their ``values`` are :data:`INSTANCE_VALUES` (float32, exact
-        for ids below 2**24).
+        The points; their ``values`` are
+        :data:`~geosparse.datasets.instances.INSTANCE_VALUES` (float32, exact for ids
+        below 2**24).
 
     Raises:
         ValueError: naming the file, the parameter and the fix, for an empty file,
@@ -309,6 +313,8 @@ class InstancePolygons(GeoDataset):
 
     Ids keep their exact values: the mask is burnt here, not through TorchGeo's
     VectorDataset (which casts labels).
+
+    .. versionadded:: 0.1
     """
 
     def __init__(
@@ -327,7 +333,7 @@ class InstancePolygons(GeoDataset):
             path: any vector file geopandas reads, GeoParquet, or a GeoDataFrame
                 (with a CRS).
             id_column: instance ids (integers >= 1, unique); default: row number
-                + 1, the rule of :func:`read_instance_points`.
+                + 1, the rule of :func:`~geosparse.datasets.read_instance_points`.
             class_column: classes (integers >= 1); default: no ``classes`` key.
             crs: CRS of the samples (default: the file's).
             res: pixel size of the windows' grid, in ``crs`` units.
@@ -450,13 +456,16 @@ def match_points_to_polygons(
 ) -> np.ndarray:
     """The id of the polygon that holds each point (0: none).
 
-    Background points (``background`` 1 in :data:`INSTANCE_VALUES`) match nothing
-    and are not checked. Where polygons overlap, the later one holds the point, as
-    in :class:`InstancePolygons`' masks.
+    Background points (``background`` 1 in
+    :data:`~geosparse.datasets.instances.INSTANCE_VALUES`) match nothing and are not
+    checked. Where polygons overlap, the later one holds the point, as in
+    :class:`InstancePolygons`' masks.
+
+    .. versionadded:: 0.1
 
     Args:
-        points: the points, e.g. of :func:`read_instance_points`, or a GeoDataFrame
-            (with an optional ``background`` column).
+        points: the points, e.g. of :func:`~geosparse.datasets.read_instance_points`, or
+            a GeoDataFrame (with an optional ``background`` column).
         polygons: the polygons; a GeoDataFrame's ids are its ``instance`` column,
             else its row number + 1.
         points_path: the points' file, for messages (default: theirs, if known).

@@ -4,10 +4,11 @@
 reads, GeoParquet, or CSV with coordinate columns; :func:`~geosparse.io.points.read_points_frame`),
 in any CRS. A sample is the points inside the query window as pixel coordinates
 ``(row, col)`` of the window's grid with their values, not a rasterised mask, so that
-``imagery & points`` gives the image and its points together. :func:`collate_points`
-pads a batch to the largest number of points and adds a validity mask;
-:func:`spatial_split` holds out whole spatial blocks of points for validation and
-testing (nearby points are correlated, so a random split would leak).
+``imagery & points`` gives the image and its points together.
+:func:`~geosparse.datasets.collate_points` pads a batch to the largest number of points
+and adds a validity mask; :func:`~geosparse.datasets.spatial_split` holds out whole
+spatial blocks of points for validation and testing (nearby points are correlated, so a
+random split would leak).
 """
 
 from __future__ import annotations
@@ -32,10 +33,10 @@ from ..io.points import read_points_frame
 
 __all__ = ['POINT_KEYS', 'SparsePoints', 'collate_points', 'spatial_split']
 
-#: Per-point sample keys besides ``points``, padded by :func:`collate_points`:
-#: ``values``, the points' value columns (e.g. NPP targets), and ``covariances``,
-#: each point's Gaussian covariance (GST, set by
-#: :class:`~geosparse.datamodules.CountingDataModule`).
+#: Per-point sample keys besides ``points``, padded by
+#: :func:`~geosparse.datasets.collate_points`: ``values``, the points' value columns
+#: (e.g. NPP targets), and ``covariances``, each point's Gaussian covariance (GST, set
+#: by :class:`~geosparse.datamodules.CountingDataModule`).
 POINT_KEYS = ('values', 'covariances')
 
 
@@ -46,6 +47,8 @@ class SparsePoints(GeoDataset):
     the window (row 0 at the top, pixel centres at +0.5), ``values`` ``(N, V)``
     float32, ``crs`` and ``bounds``; with :meth:`with_values` ``(..., key=...)``, also
     that key (e.g. ``covariances`` ``(N, 3)``).
+
+    .. versionadded:: 0.1
     """
 
     def __init__(
@@ -72,7 +75,8 @@ class SparsePoints(GeoDataset):
             x: CSV x / longitude column.
             y: CSV y / latitude column.
             points_crs: CRS of CSV coordinates (default EPSG:4326).
-            subset: keep only these rows (e.g. one part of :func:`spatial_split`).
+            subset: keep only these rows (e.g. one part of
+                :func:`~geosparse.datasets.spatial_split`).
             extent: ``(xmin, ymin, xmax, ymax)`` in ``crs`` that the dataset covers
                 besides its points (default: the points' footprint), so that
                 windows without points can be sampled (e.g. the imagery's bounds
@@ -83,7 +87,8 @@ class SparsePoints(GeoDataset):
             ValueError: for bad files or columns (the message names them).
         """
         self.values = [values] if isinstance(values, str) else list(values)
-        #: Further per-point sample keys (of :data:`POINT_KEYS`) and their columns.
+        #: Further per-point sample keys (of
+        #: :data:`~geosparse.datasets.points.POINT_KEYS`) and their columns.
         self.point_columns: dict[str, list[str]] = {}
         if isinstance(path, GeoDataFrame):
             if path.crs is None:
@@ -147,13 +152,13 @@ class SparsePoints(GeoDataset):
         """A copy whose samples carry these per-point columns as ``key``.
 
         ``key='values'`` replaces the value columns; another key of
-        :data:`POINT_KEYS` adds a per-point array beside them, e.g. the fitted
-        Gaussians' covariances of :class:`~geosparse.datamodules.CountingDataModule`
-        as ``covariances``.
+        :data:`~geosparse.datasets.points.POINT_KEYS` adds a per-point array beside
+        them, e.g. the fitted Gaussians' covariances of
+        :class:`~geosparse.datamodules.CountingDataModule` as ``covariances``.
 
         Raises:
             ValueError: if a column's length differs from the number of points, or
-                for a key outside :data:`POINT_KEYS`.
+                for a key outside :data:`~geosparse.datasets.points.POINT_KEYS`.
         """
         if key not in POINT_KEYS:
             raise ValueError(
@@ -235,11 +240,13 @@ class SparsePoints(GeoDataset):
 def collate_points(samples: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """Batch samples with different numbers of points.
 
-    ``points`` becomes ``(B, N, 2)`` and each per-point key of :data:`POINT_KEYS`
-    that the samples carry (``values`` ``(B, N, V)``, ``covariances`` ``(B, N, 3)``)
-    ``(B, N, ·)``, padded with zeros to the largest ``N`` of the batch, with
-    ``valid`` ``(B, N)`` marking real points; the other keys are stacked as by
-    TorchGeo's ``stack_samples``.
+    ``points`` becomes ``(B, N, 2)`` and each per-point key of
+    :data:`~geosparse.datasets.points.POINT_KEYS` that the samples carry (``values``
+    ``(B, N, V)``, ``covariances`` ``(B, N, 3)``) ``(B, N, ·)``, padded with zeros to
+    the largest ``N`` of the batch, with ``valid`` ``(B, N)`` marking real points; the
+    other keys are stacked as by TorchGeo's ``stack_samples``.
+
+    .. versionadded:: 0.1
     """
     samples = list(samples)
     n = max((len(s['points']) for s in samples), default=0)
@@ -279,6 +286,8 @@ def spatial_split(
 
     Blocks of ``block_size`` (CRS units) are shuffled and given to the splits in turn
     until each split holds its fraction of the points.
+
+    .. versionadded:: 0.1
 
     Args:
         xy: ``(P, 2)`` coordinates.

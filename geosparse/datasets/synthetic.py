@@ -62,7 +62,10 @@ _SPECTRA = np.array(
 
 @dataclass(frozen=True)
 class SyntheticScene:
-    """Paths of one synthetic scene."""
+    """Paths of one synthetic scene.
+
+    .. versionadded:: 0.1
+    """
 
     image: Path
     coarse: Path
@@ -127,10 +130,12 @@ def _imagery(fine: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def nlcd_from_fractions(frac: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     r"""NLCD-like code of each coarse cell from its fine-class fractions.
 
-    Rules (after the NLCD 2011 legend): impervious :math:`\\geq` 80 % -> 24,
-    :math:`\\geq` 50 % -> 23, :math:`\\geq` 20 % -> 22; water :math:`\\geq` 75 % -> 11;
-    impervious :math:`\\geq` 5 % -> 21 (developed, open space); forest majority -> 41
+    Rules (after the NLCD 2011 legend): impervious :math:`\geq` 80 % -> 24,
+    :math:`\geq` 50 % -> 23, :math:`\geq` 20 % -> 22; water :math:`\geq` 75 % -> 11;
+    impervious :math:`\geq` 5 % -> 21 (developed, open space); forest majority -> 41
     (some 42/43); otherwise herbaceous -> 81 or 82; water majority -> 11.
+
+    .. versionadded:: 0.1
 
     Args:
         frac: ``(..., 4)`` fractions of water, forest, field, impervious.
@@ -164,6 +169,8 @@ def make_scene(
     coarse_res: float = 30.0,
 ) -> SyntheticScene:
     """Write one synthetic scene (imagery, NLCD-like coarse labels, fine truth).
+
+    .. versionadded:: 0.1
 
     Args:
         root: output folder.
@@ -252,6 +259,8 @@ def make_stac_tiles(
     (the tile) and ``nlcd`` (the scene's coarse labels), dated 2018-06-01, in a
     collection ``collection``. Serve the two JSON files with
     :func:`geosparse.stac.serve_stac` to search them like a real catalog.
+
+    .. versionadded:: 0.1
 
     Args:
         scene: the scene (:func:`make_scene`).
@@ -347,6 +356,8 @@ def make_point_labels(
     ``<name>_points.gpkg`` (column ``height``, the imagery's CRS) and the dense
     height as ``<name>_height.tif``.
 
+    .. versionadded:: 0.1
+
     Returns:
         The points file.
     """
@@ -381,6 +392,8 @@ def make_point_labels(
 class ObjectScene:
     """Files of a synthetic counting scene (:func:`make_object_scene`).
 
+    .. versionadded:: 0.1
+
     Attributes:
         image: RGB uint8 GeoTIFF.
         points: GeoPackage with one point per object (the image's CRS).
@@ -409,6 +422,8 @@ def make_object_scene(
     offset to the south-east, so that the objects are visible but not trivial to
     threshold. Object centres keep at least ``1.5 radius`` apart. 1 m pixels in UTM
     zone 18N.
+
+    .. versionadded:: 0.1
 
     Args:
         root: output folder.
@@ -498,6 +513,8 @@ def make_object_scene(
 @dataclass(frozen=True)
 class InstanceScene:
     """Files of a synthetic instance scene (:func:`make_instance_scene`).
+
+    .. versionadded:: 0.1
 
     Attributes:
         image: uint8 GeoTIFF (RGB or one band), 0.5 m pixels in UTM.
@@ -635,6 +652,8 @@ def make_instance_scene(
     Files (``<name>`` the stem): ``<name>.tif`` (the image; ``bands`` 3 is RGB,
     1 a grey level), ``<name>_truth.tif`` (uint16 instance map),
     ``<name>_polygons.gpkg``, ``<name>_points.gpkg``, ``<name>_background.gpkg``.
+
+    .. versionadded:: 0.1
 
     Args:
         root: output folder.

@@ -2,9 +2,9 @@ r"""Kernel parameters fitted to residuals by maximum marginal likelihood (grid s
 
 With the network fixed, the residuals :math:`r = y - f(x)` at the labelled points
 are a Gaussian process with kernel :math:`k` and noise :math:`\sigma_0^2`;
-:func:`fit_kernel` picks :math:`(\ell, s^2, \sigma_0^2)` from a grid by the marginal
-likelihood of :class:`~geosparse.gp.likelihood.MarginalLikelihood`, summed over
-images. :math:`s^2` and :math:`\sigma_0^2` are parametrised by the total variance
+:func:`~geosparse.gp.fit_kernel` picks :math:`(\ell, s^2, \sigma_0^2)` from a grid by
+the marginal likelihood of :class:`~geosparse.gp.likelihood.MarginalLikelihood`, summed
+over images. :math:`s^2` and :math:`\sigma_0^2` are parametrised by the total variance
 :math:`v` (the mean squared residual) and the noise fraction :math:`f` (the
 nugget): :math:`s^2 = (1 - f) v`, :math:`\sigma_0^2 = f v`.
 """
@@ -33,12 +33,14 @@ def fit_kernel(
 ) -> KernelParams:
     r"""Static kernel parameters that maximise the GP likelihood of residuals.
 
+    .. versionadded:: 0.1
+
     Args:
         residuals: per image, ``(P, 2)`` point coordinates (pixels) and ``(P,)``
             residuals of a network on data it was not trained on.
         lengthscales: candidate :math:`\ell` in pixels.
         noise_fractions: candidate :math:`f` (0 < f < 1).
-        family: kernel family (:func:`~geosparse.gp.kernels.stationary`).
+        family: kernel family (:func:`~geosparse.gp.stationary`).
 
     Returns:
         The best parameters (:math:`\ell` in pixels).

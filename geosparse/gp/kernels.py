@@ -6,7 +6,7 @@ network output; the kernel :math:`k_\zeta` says how strongly labels at two pixel
 co-vary. The paper's kernel is the RBF, :math:`k(a, b) = s^2 \exp(-r^2 / 2\ell^2)` with
 :math:`r = \lVert a-b \rVert`; the Matérn family (Rasmussen and Williams, *Gaussian
 Processes for Machine Learning*, 2006, Eq. 4.14-4.17), rougher and usual in
-geostatistics, is offered too (:func:`stationary`, ``family``):
+geostatistics, is offered too (:func:`~geosparse.gp.stationary`, ``family``):
 :math:`s^2 e^{-r/\ell}` (``matern12``, exponential),
 :math:`s^2 (1 + \sqrt3 r/\ell) e^{-\sqrt3 r/\ell}` (``matern32``) and
 :math:`s^2 (1 + \sqrt5 r/\ell + 5r^2/3\ell^2) e^{-\sqrt5 r/\ell}` (``matern52``).
@@ -17,19 +17,21 @@ likelihood over the two (:class:`~geosparse.gp.likelihood.MarginalLikelihood`).
 Three ways to set :math:`\ell, s^2`:
 
 - :class:`StationaryKernel` with ``learnable=False`` (*static*: :math:`\ell, s^2`
-  fixed, e.g. tuned on validation data by :func:`~geosparse.gp.fit.fit_kernel`) or
+  fixed, e.g. tuned on validation data by :func:`~geosparse.gp.fit_kernel`) or
   ``learnable=True`` (optimised with the network);
 - :class:`ContextKernel` (*context-aware*): :math:`\ell, s^2` regressed from the
   input image by a small convolutional head, one pair per image.
 
 Both give their parameters for an image as :class:`~geosparse.gp.params.KernelParams`
-(:meth:`StationaryKernel.fitted`), the one value type that the posterior, the
-leave-one-out calibration, the task, the command line and the COG tags share.
+(:meth:`~geosparse.trainers.NPPTask.kernel_params`), the one value type that the
+posterior, the leave-one-out calibration, the task, the command line and the COG tags
+share.
 
 Parameters are kept positive through a softplus. Unlike the authors' public code,
 the length-scale is not clamped to [1, 2] px and the context head receives
-gradients (``tests/losses/test_npp.py`` checks both). :func:`stable_cholesky` factorises
-a batch of kernel matrices, adding jitter only to the matrices that need it.
+gradients (``tests/losses/test_npp.py`` checks both).
+:func:`~geosparse.gp.stable_cholesky` factorises a batch of kernel matrices, adding
+jitter only to the matrices that need it.
 """
 
 from __future__ import annotations
@@ -52,8 +54,9 @@ __all__ = [
     'stationary',
 ]
 
+#: Names of the stationary kernel families (:func:`~geosparse.gp.stationary`).
 KernelFamily = Literal['rbf', 'matern12', 'matern32', 'matern52']
-#: Kernel families of :func:`stationary`.
+#: Kernel families of :func:`~geosparse.gp.stationary`.
 FAMILIES: tuple[str, ...] = get_args(KernelFamily)
 
 
@@ -63,6 +66,8 @@ def rbf(
     r"""RBF kernel between point sets.
 
     :math:`k(a, b) = s^2 \exp(-\lVert a-b \rVert^2 / 2\ell^2)`.
+
+    .. versionadded:: 0.1
 
     Args:
         a: ``(B, N, 2)`` or ``(N, 2)`` coordinates.
@@ -104,6 +109,8 @@ def stationary(
 ) -> Tensor:
     r"""Stationary kernel of ``family`` between point sets (see the module doc).
 
+    .. versionadded:: 0.1
+
     Args:
         a: ``(B, N, 2)`` or ``(N, 2)`` coordinates.
         b: ``(B, M, 2)`` or ``(M, 2)`` coordinates.
@@ -134,6 +141,8 @@ def kernel_reach(
     lengthscale: float, family: str = 'rbf', cutoff: float = 1e-12
 ) -> float:
     r"""Distance beyond which the correlation of ``family`` is below ``cutoff``.
+
+    .. versionadded:: 0.1
 
     Args:
         lengthscale: :math:`\ell`.
@@ -166,6 +175,8 @@ def stable_cholesky(matrix: Tensor, max_tries: int = 6) -> Tensor:
 
     Matrices that fail get :math:`10^{-6}, 10^{-5}, \ldots` times their mean diagonal
     added to the diagonal until they factorise; the others are left exact.
+
+    .. versionadded:: 0.1
 
     Args:
         matrix: ``(..., N, N)`` symmetric positive semi-definite matrices.
@@ -209,8 +220,10 @@ class StationaryKernel(nn.Module):
     r"""A stationary kernel of one family, static or learnable.
 
     :math:`k(a, b) = s^2 \rho(\lVert a-b \rVert / \ell)` with the family's correlation
-    :math:`\rho` (RBF or Matérn, :func:`stationary`),
+    :math:`\rho` (RBF or Matérn, :func:`~geosparse.gp.stationary`),
     :math:`\ell = \mathrm{softplus}(\theta_\ell)` and :math:`s^2 = \mathrm{softplus}(\theta_s)`.
+
+    .. versionadded:: 0.1
     """
 
     def __init__(
@@ -226,7 +239,8 @@ class StationaryKernel(nn.Module):
             lengthscale: :math:`\ell` in pixels (initial value when learnable).
             variance: :math:`s^2` (initial value when learnable).
             learnable: optimise the parameters with the network.
-            family: ``rbf`` (the paper's) or a Matérn (:func:`stationary`).
+            family: ``rbf`` (the paper's) or a Matérn
+                (:func:`~geosparse.gp.stationary`).
 
         Raises:
             ValueError: for non-positive values or an unknown family.
@@ -265,6 +279,8 @@ class ContextKernel(nn.Module):
     A small head (two strided convolutions, global average pooling, a linear layer,
     softplus) maps each input image to its own :math:`(\ell, s^2)`, initialised
     near ``lengthscale`` and ``variance``.
+
+    .. versionadded:: 0.1
     """
 
     def __init__(
@@ -282,7 +298,8 @@ class ContextKernel(nn.Module):
             lengthscale: initial :math:`\ell` in pixels.
             variance: initial :math:`s^2`.
             width: channels of the head's convolutions.
-            family: ``rbf`` (the paper's) or a Matérn (:func:`stationary`).
+            family: ``rbf`` (the paper's) or a Matérn
+                (:func:`~geosparse.gp.stationary`).
         """
         super().__init__()
         _check_family(family)

@@ -35,7 +35,10 @@ __all__ = ['MarginalLikelihood', 'NPPLoss']
 
 
 class MarginalLikelihood(nn.Module):
-    """Negative GP log marginal likelihood of point labels around the network's output."""
+    """Negative GP log marginal likelihood of point labels around the network's output.
+
+    .. versionadded:: 0.1
+    """
 
     def __init__(self, kernel: nn.Module, noise: GaussianNoise | None = None) -> None:
         """Initialise the loss.

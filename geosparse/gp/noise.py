@@ -17,7 +17,10 @@ __all__ = ['GaussianNoise']
 
 
 class GaussianNoise(nn.Module):
-    r"""I.i.d. noise variance :math:`\sigma_0^2`, static or learnable."""
+    r"""I.i.d. noise variance :math:`\sigma_0^2`, static or learnable.
+
+    .. versionadded:: 0.1
+    """
 
     def __init__(self, noise: float = 0.1, learnable: bool = True) -> None:
         r"""Initialise the noise.

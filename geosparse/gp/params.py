@@ -2,12 +2,12 @@ r"""Fitted kernel parameters: one small value type for every user of the GP.
 
 A Gaussian process over the labels, as Neural Point Processes (Shi et al.) use it,
 has a kernel :math:`k(a, b) = s^2 \rho(\lVert a - b \rVert / \ell)` of one family
-(:func:`~geosparse.gp.kernels.stationary`) and i.i.d. observation noise
+(:func:`~geosparse.gp.stationary`) and i.i.d. observation noise
 :math:`\sigma_0^2`. :class:`KernelParams` holds the four numbers
 :math:`(\rho, \ell, s^2, \sigma_0^2)` with the unit of :math:`\ell` (pixels, or the
 CRS units of a raster, e.g. metres). The posterior
-(:func:`~geosparse.gp.posterior.posterior_map`), the leave-one-out calibration
-(:func:`~geosparse.gp.posterior.loo_variance_scale`), the NPP task
+(:func:`~geosparse.gp.posterior_map`), the leave-one-out calibration
+(:func:`~geosparse.gp.loo_variance_scale`), the NPP task
 (:meth:`~geosparse.trainers.NPPTask.kernel_params`), the command line and the COG
 tags all pass this one object.
 """
@@ -24,12 +24,15 @@ from .kernels import FAMILIES
 
 __all__ = ['KernelParams', 'LengthUnit']
 
+#: Units of a length-scale, pixels of the map or the raster's CRS units.
 LengthUnit = Literal['pixels', 'crs']
 
 
 @dataclass(frozen=True)
 class KernelParams:
     r"""Kernel family, :math:`\ell`, :math:`s^2` and :math:`\sigma_0^2` (frozen).
+
+    .. versionadded:: 0.1
 
     Attributes:
         family: ``rbf``, ``matern12``, ``matern32`` or ``matern52``.

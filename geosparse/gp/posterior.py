@@ -16,13 +16,13 @@ with :math:`K_{++} = k(P_+, P_+) + \sigma_0^2 I`. :math:`K_{++}` is factorised o
 tiles, so memory is bounded by ``chunk`` × the number of points whatever the
 map's size, and each tile uses only the points within reach of its pixels. The kernel
 is the RBF :math:`k(a, b) = s^2 \exp(-\lVert a - b \rVert^2 / 2\ell^2)` in pixel units,
-or a Matérn (:func:`~geosparse.gp.kernels.stationary`), given with the noise as one
+or a Matérn (:func:`~geosparse.gp.stationary`), given with the noise as one
 :class:`~geosparse.gp.params.KernelParams`.
 
 The kernel learnt in training describes the residuals at *training* points, which the
 network has partly fitted, so its variance can be too small (or, early in training,
-too large) for new places. :func:`loo_variance_scale` recalibrates it from the
-revealed points themselves by leave-one-out cross-validation (Rasmussen and
+too large) for new places. :func:`~geosparse.gp.loo_variance_scale` recalibrates it from
+the revealed points themselves by leave-one-out cross-validation (Rasmussen and
 Williams, *Gaussian Processes for Machine Learning*, 2006, Sec. 5.4.2): it scales
 :math:`s^2` and :math:`\sigma_0^2` together so that the standardised leave-one-out
 residuals have unit variance; the posterior mean does not change.
@@ -72,6 +72,8 @@ def posterior_map(
     :math:`O(P^3 + HW\,\bar L^2)` instead of :math:`O(HW P^2)`: with a short
     length-scale, a tile sees few points.
 
+    .. versionadded:: 0.1
+
     Args:
         mean: ``(H, W)`` network mean map :math:`m`.
         points: ``(P, 2)`` revealed points as (row, col) pixel coordinates of
@@ -80,7 +82,7 @@ def posterior_map(
         values: ``(P,)`` revealed labels :math:`y_+`.
         params: kernel family, :math:`\ell` (pixels), :math:`s^2` and
             :math:`\sigma_0^2`; for a Matérn the reach :math:`R` is
-            :func:`~geosparse.gp.kernels.kernel_reach`.
+            :func:`~geosparse.gp.kernel_reach`.
         chunk: at most this many kernel entries (pixels × points) at once.
         cutoff: :math:`\epsilon`, the relative covariance below which a point is
             ignored for a tile (0 keeps every point).
@@ -158,6 +160,8 @@ def loo_variance_scale(
     5.12). Scaling :math:`K` by
     :math:`c = \frac{1}{P} \sum_i \alpha_i^2 / [K^{-1}]_{ii}` makes the mean squared
     standardised residual exactly 1.
+
+    .. versionadded:: 0.1
 
     Args:
         points: ``(P, 2)`` revealed points (pixels), :math:`P \ge 2`.

@@ -43,15 +43,18 @@ if TYPE_CHECKING:
 
 __all__ = ['BlockFunction', 'OutputFile', 'predict_blocks']
 
-#: ``fn(image (C, h, w) float32, coarse (h, w) int64 or None) -> (K, h, w)``: the
-#: model applied to one window (halo included). A function with a true
-#: ``needs_transform`` attribute also receives ``transform=`` (the window's affine).
+#: The model applied to one window (halo included),
+#: ``fn(image (C, h, w) float32, coarse (h, w) int64 or None) -> (K, h, w)``. A function
+#: with a true ``needs_transform`` attribute also receives ``transform=`` (the window's
+#: affine).
 BlockFunction = Callable[[np.ndarray, np.ndarray | None], np.ndarray]
 
 
 @dataclass(frozen=True)
 class OutputFile:
     """A further COG written by :func:`predict_blocks` from the model's last bands.
+
+    .. versionadded:: 0.1
 
     Attributes:
         path: output COG (atomic).
@@ -189,6 +192,8 @@ def predict_blocks(
     extra_outputs: Sequence[OutputFile] = (),
 ) -> Path:
     """Predict a raster block by block and write the result as a COG.
+
+    .. versionadded:: 0.1
 
     Args:
         source: input raster, or an :class:`~geosparse.io.source.ImageSource`

@@ -5,7 +5,7 @@ the network has partly fitted, so its variance can be too small (or too large) f
 new places. :func:`calibrate` computes the network's mean at every revealed point
 on the same windows as the blocks of prediction (so it is the value of the written
 map), then the factor :math:`c` of
-:func:`~geosparse.gp.posterior.loo_variance_scale` (Rasmussen and Williams, 2006,
+:func:`~geosparse.gp.loo_variance_scale` (Rasmussen and Williams, 2006,
 Sec. 5.4.2): with :math:`s^2` and :math:`\sigma_0^2` scaled by :math:`c`, the
 standardised leave-one-out residuals of the revealed points have unit variance. The
 posterior mean does not change; the std scales by :math:`\sqrt c`.
@@ -37,6 +37,8 @@ def calibrate(
     max_points: int = 4000,
 ) -> float:
     r"""The factor :math:`c` of the kernel's variance and noise on ``source``.
+
+    .. versionadded:: 0.1
 
     Args:
         predictor: a predictor with revealed points (already in the source's CRS,

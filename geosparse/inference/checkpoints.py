@@ -4,13 +4,11 @@ A Lightning checkpoint is a pickle, and unpickling can call anything the file na
 (a ``__reduce__`` payload runs at load time). geosparse therefore reads every
 checkpoint with torch's ``weights_only`` unpickler, which builds only tensors,
 numbers, strings and containers, plus the types in :data:`SAFE_GLOBALS`; and it builds
-only the task classes in :data:`KNOWN_TASKS` from a checkpoint's own
-``_class_path``. A checkpoint that needs anything else is refused with
+only the task classes in :data:`~geosparse.inference.checkpoints.KNOWN_TASKS` from a
+checkpoint's own ``_class_path``. A checkpoint that needs anything else is refused with
 :class:`UntrustedCheckpointError`, which names the file and what it asked for; a
 caller who trusts the file says so explicitly (``trust=True``,
 ``geosparse predict --trust-checkpoint``), and only then is it unpickled in full.
-
-.. versionadded:: 0.1
 """
 
 from __future__ import annotations
@@ -64,13 +62,18 @@ SAFE_GLOBALS: tuple[Any, ...] = ()
 
 
 class UntrustedCheckpointError(ValueError):
-    """A checkpoint needs code or classes that geosparse does not load untrusted."""
+    """A checkpoint needs code or classes that geosparse does not load untrusted.
+
+    .. versionadded:: 0.1
+    """
 
 
 def read_checkpoint(
     path: str | os.PathLike[str], trust: bool = False
 ) -> dict[str, Any]:
     """The checkpoint's contents, unpickled without running code unless trusted.
+
+    .. versionadded:: 0.1
 
     Args:
         path: the ``.ckpt`` file.
@@ -124,15 +127,18 @@ def task_class_for(
 ) -> type[LightningModule]:
     """The task class that wrote a checkpoint, from its hyperparameters.
 
-    LightningCLI records ``_class_path``, which must be one of :data:`KNOWN_TASKS`
-    unless the checkpoint is trusted; otherwise the hyperparameters tell:
-    ``priors`` → :class:`~geosparse.trainers.LabelSuperResolutionTask`,
-    ``kernel`` and ``lengthscale`` → :class:`~geosparse.trainers.NPPTask`,
-    ``density_scale`` → :class:`~geosparse.trainers.DensityTask`,
-    ``pos_weight`` and ``radius`` → :class:`~geosparse.trainers.PointMapTask`,
-    ``pairwise_weight`` → :class:`~geosparse.trainers.PointInstanceTask`,
-    ``num_outputs`` → :class:`~torchgeo.tasks.PixelwiseRegression`,
-    ``num_classes`` → :class:`~torchgeo.tasks.SemanticSegmentation`.
+    LightningCLI records ``_class_path``, which must be one of
+    :data:`~geosparse.inference.checkpoints.KNOWN_TASKS` unless the checkpoint is
+    trusted; otherwise the hyperparameters tell: ``priors`` →
+    :class:`~geosparse.trainers.LabelSuperResolutionTask`, ``kernel`` and
+    ``lengthscale`` → :class:`~geosparse.trainers.NPPTask`, ``density_scale`` →
+    :class:`~geosparse.trainers.DensityTask`, ``pos_weight`` and ``radius`` →
+    :class:`~geosparse.trainers.PointMapTask`, ``pairwise_weight`` →
+    :class:`~geosparse.trainers.PointInstanceTask`, ``num_outputs`` →
+    :class:`~torchgeo.tasks.PixelwiseRegression`, ``num_classes`` →
+    :class:`~torchgeo.tasks.SemanticSegmentation`.
+
+    .. versionadded:: 0.1
 
     Args:
         hparams: the checkpoint's ``hyper_parameters``.
@@ -179,7 +185,9 @@ def checkpoint_task_class(
     task_class: str | None = None,
     trust: bool = False,
 ) -> type[LightningModule]:
-    """The class :func:`load_task` would build, without building it.
+    """The class :func:`.load_task` would build, without building it.
+
+    .. versionadded:: 0.1
 
     Args:
         path: the ``.ckpt`` file.
@@ -187,8 +195,8 @@ def checkpoint_task_class(
         trust: unpickle and import whatever the file asks for.
 
     Raises:
-        UntrustedCheckpointError: as :func:`load_task`.
-        ValueError: as :func:`load_task`.
+        UntrustedCheckpointError: as :func:`~geosparse.inference.load_task`.
+        ValueError: as :func:`~geosparse.inference.load_task`.
     """
     if task_class:
         return _import(task_class)
@@ -205,6 +213,8 @@ def load_task(
     trust: bool = False,
 ) -> LightningModule:
     """Build the task of a checkpoint, in evaluation mode, on the CPU.
+
+    .. versionadded:: 0.1
 
     Args:
         path: the ``.ckpt`` file.

@@ -3,7 +3,7 @@ r"""GP conditioning of a regression head's mean on revealed points (NPP-GP).
 Neural Point Processes (Shi et al.) treat the labels as a Gaussian process around
 the network's mean :math:`m = f(x)`. Given labels :math:`y_+` revealed at points
 :math:`P_+` inside a window, every pixel gets the posterior mean and standard
-deviation of :func:`~geosparse.gp.posterior.posterior_map`:
+deviation of :func:`~geosparse.gp.posterior_map`:
 
 .. math::
     \mu_* = m_* + k_{*+} K_{++}^{-1} (y_+ - m_+), \qquad
@@ -45,6 +45,8 @@ TaskKernel = Callable[[Tensor], KernelParams]
 class RevealedPoints:
     """Known labels at points.
 
+    .. versionadded:: 0.1
+
     Attributes:
         xy: ``(P, 2)`` coordinates in :attr:`crs`.
         values: ``(P,)`` labels.
@@ -83,6 +85,8 @@ class RevealedPoints:
 @dataclass(frozen=True)
 class GPConditioning:
     r"""Posterior mean and std of a window's mean band given revealed points.
+
+    .. versionadded:: 0.1
 
     Attributes:
         points: the revealed points (None: none; the std is the prior's).

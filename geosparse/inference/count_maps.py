@@ -47,6 +47,8 @@ def count_map(
 
     Edge cells cover what is left of the raster.
 
+    .. versionadded:: 0.1
+
     Args:
         path: a counting map written by prediction.
         out: output COG.
@@ -88,7 +90,10 @@ def count_map(
 
 
 def total_count(path: str | os.PathLike[str]) -> float:
-    """The number of objects of a whole counting map (read in strips)."""
+    """The number of objects of a whole counting map (read in strips).
+
+    .. versionadded:: 0.1
+    """
     src, band = _open(Path(path))
     total = 0.0
     with src:

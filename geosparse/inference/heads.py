@@ -78,6 +78,8 @@ class _TorchGeoHead:
 class TorchGeoSegmentationHead(_TorchGeoHead):
     """Class map of a TorchGeo segmentation task (multiclass or binary).
 
+    .. versionadded:: 0.1
+
     Raises:
         ValueError: for multilabel segmentation (no single class per pixel).
     """
@@ -115,7 +117,10 @@ class TorchGeoSegmentationHead(_TorchGeoHead):
 
 
 class TorchGeoRegressionHead(_TorchGeoHead):
-    """The outputs of a TorchGeo regression task, one ``mean`` band each."""
+    """The outputs of a TorchGeo regression task, one ``mean`` band each.
+
+    .. versionadded:: 0.1
+    """
 
     def _outputs(self, hparams: Mapping[str, Any]) -> int:
         return int(hparams['num_outputs'])
@@ -166,6 +171,8 @@ def head_for(
     std: Sequence[float] | float | None = None,
 ) -> OutputHead:
     """The output head of a task: the task itself, or an adapter for TorchGeo's.
+
+    .. versionadded:: 0.1
 
     Args:
         task: a geosparse task, or TorchGeo's segmentation or regression task.

@@ -70,6 +70,8 @@ GEOPACKAGE_MEDIA_TYPE = 'application/geopackage+sqlite3'
 class InstanceOutputs:
     """The files :func:`predict_instances` wrote (all in ``out_dir``).
 
+    .. versionadded:: 0.1
+
     Attributes:
         raster: ``<name>_instances.tif``, the instance COG.
         polygons: ``<name>_instances.gpkg``, one feature per instance.
@@ -84,6 +86,8 @@ class InstanceOutputs:
 @dataclass
 class InstancePoints:
     """Points on a raster's pixel grid (those on the raster only).
+
+    .. versionadded:: 0.1
 
     Attributes:
         rows: ``(N,)`` exact pixel rows (centres at +0.5).
@@ -124,9 +128,11 @@ def read_points_on_grid(
 ) -> InstancePoints:
     """Read one point per object in the raster's CRS and keep those on the raster.
 
+    .. versionadded:: 0.1
+
     Args:
         points: points file (any CRS; see
-            :func:`~geosparse.datasets.instances.read_instance_points`).
+            :func:`~geosparse.datasets.read_instance_points`).
         grid: the raster's grid.
         label: the raster, as named in messages.
         id_column: instance ids (default: row number + 1).
@@ -193,7 +199,10 @@ def read_points_on_grid(
 
 
 def instance_spec(properties: dict[str, Property] | None = None) -> OutputSpec:
-    """The :class:`~geosparse.io.spec.OutputSpec` of the instance COG."""
+    """The :class:`~geosparse.io.spec.OutputSpec` of the instance COG.
+
+    .. versionadded:: 0.1
+    """
     return OutputSpec(
         task=PointInstanceTask.__name__,
         kind='instances',
@@ -274,6 +283,8 @@ def predict_instances(
 
     See the module doc for the outputs. Every file is written atomically, and a
     failure removes what this call wrote, so ``out_dir`` holds all three or none.
+
+    .. versionadded:: 0.1
 
     Args:
         task: the trained distance.

@@ -58,13 +58,18 @@ def further_path(out_path: str | os.PathLike[str], kind: str) -> Path:
 
     A predictor's further specs (:attr:`~geosparse.inference.Predictor.specs` after
     the first) are written as ``<stem>_<kind>.tif``, e.g. the class probabilities.
+
+    .. versionadded:: 0.1
     """
     out = Path(out_path)
     return out.with_name(f'{out.stem}_{kind}{out.suffix}')
 
 
 def probability_path(out_path: str | os.PathLike[str]) -> Path:
-    """Path of the class-probabilities COG beside a class map."""
+    """Path of the class-probabilities COG beside a class map.
+
+    .. versionadded:: 0.1
+    """
     return further_path(out_path, 'probabilities')
 
 
@@ -128,6 +133,8 @@ def predict_raster(
     progress: bool = True,
 ) -> Path:
     """Predict one raster (or mosaic) with a predictor and write its COG.
+
+    .. versionadded:: 0.1
 
     Args:
         predictor: the model and its output bands.
@@ -219,12 +226,14 @@ def predict_landcover(
     ``uncertainty`` (normalised entropy, uint8 with scale 1/254), then the class
     probabilities if asked for (:class:`~geosparse.inference.Predictor`).
 
+    .. versionadded:: 0.1
+
     Args:
         task: trained model.
         image_path: imagery raster (raw digital numbers, as in training).
         out_path: output COG.
         coarse_path: optional coarse labels, combined with the network
-            (:meth:`LabelSuperResolutionTask.combine`).
+            (:meth:`~geosparse.trainers.LabelSuperResolutionTask.combine`).
         block: block size in pixels.
         halo: context kept around each block and discarded.
         threads: dask threads (default: one per core).
@@ -252,6 +261,8 @@ def predict_landcover(
 class PredictionJob:
     """One output to make: its name, source rasters, coarse raster, source items.
 
+    .. versionadded:: 0.1
+
     Attributes:
         name: output name stem (``<name>_<suffix>.tif``).
         paths: imagery rasters (one, or several for a mosaic).
@@ -269,7 +280,10 @@ class PredictionJob:
 
 @dataclass
 class PredictionReport:
-    """What :func:`run_jobs` did: outputs written, skipped and failed."""
+    """What :func:`run_jobs` did: outputs written, skipped and failed.
+
+    .. versionadded:: 0.1
+    """
 
     written: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
@@ -286,6 +300,8 @@ def output_stem(name: str) -> str:
     slash, backslash or absolute path survives), leading and trailing dots, dashes and
     underscores are dropped (no hidden files, no ``..``), and the stem is cut at 128
     characters; an id with nothing left becomes ``item``.
+
+    .. versionadded:: 0.1
 
     Args:
         name: a STAC item id or a file stem (from a stranger's catalogue).
@@ -304,6 +320,8 @@ def output_complete(meta: str | os.PathLike[str]) -> bool:
     (:func:`~geosparse.io.raster.file_checksum`; :func:`~geosparse.stac.output_item`
     records it). A truncated, empty or foreign
     file fails.
+
+    .. versionadded:: 0.1
 
     Args:
         meta: the item JSON beside the output COG.
@@ -329,7 +347,10 @@ def output_complete(meta: str | os.PathLike[str]) -> bool:
 def raster_jobs(
     paths: Sequence[str | os.PathLike[str]], coarse: str | None = None
 ) -> list[PredictionJob]:
-    """One job per raster, named by the file stem (:func:`output_stem`)."""
+    """One job per raster, named by the file stem (:func:`output_stem`).
+
+    .. versionadded:: 0.1
+    """
     return [PredictionJob(output_stem(Path(p).stem), [str(p)], coarse) for p in paths]
 
 
@@ -344,6 +365,8 @@ def stac_jobs(
     max_items: int | None = None,
 ) -> list[PredictionJob]:
     """One job per item of a STAC API search (:func:`~geosparse.stac.search_items`).
+
+    .. versionadded:: 0.1
 
     Args:
         url: STAC API root.
@@ -389,6 +412,8 @@ def mosaic_job(
     """Merge jobs into one mosaic job (jobs that cannot run stay apart, failing).
 
     The coarse raster is kept when all jobs share one (else None).
+
+    .. versionadded:: 0.1
     """
     good = [j for j in jobs if j.error is None]
     coarse = {j.coarse for j in good}
@@ -420,6 +445,8 @@ def run_jobs(
     Outputs are ``<name>_<suffix>.tif`` (+ ``_probabilities.tif``) and
     ``<name>_<suffix>.json``. A failing job is recorded with its message and the
     others go on; nothing partial is left at its outputs.
+
+    .. versionadded:: 0.1
 
     Args:
         predictor: the model.

@@ -4,7 +4,7 @@ A :class:`Predictor` wraps a trained task and applies it to one window of raw
 imagery, returning the bands that :func:`~geosparse.inference.blocks.predict_blocks`
 writes. It knows no task: the task's output head
 (:class:`~geosparse.trainers.heads.OutputHead`; TorchGeo's tasks through
-:func:`~geosparse.inference.heads.head_for`) says what it writes
+:func:`~geosparse.inference.head_for`) says what it writes
 (:class:`~geosparse.io.spec.OutputSpec`, one per file: a class map and optionally
 its probabilities, or a regression) and maps a raw window to those bands. With known
 points (``reveal``) or an NPP task, the regression mean is conditioned on the points
@@ -64,6 +64,8 @@ class Predictor:
     Call it as ``predictor(image, coarse, transform=...)`` with ``image``
     ``(C, h, w)`` float32 raw values and ``coarse`` ``(h, w)`` codes or None; it
     returns the bands of all of :attr:`specs`, one after the other, in their dtype.
+
+    .. versionadded:: 0.1
     """
 
     def __init__(
@@ -238,7 +240,7 @@ class Predictor:
 
     @property
     def head(self) -> OutputHead:
-        """The task's output head (:func:`~geosparse.inference.heads.head_for`)."""
+        """The task's output head (:func:`~geosparse.inference.head_for`)."""
         if self._head is None:
             self._head = head_for(self.task, self.mean, self.std)
         return self._head

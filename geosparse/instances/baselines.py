@@ -3,16 +3,17 @@ r"""Hand-crafted instance maps from one point per object.
 The baselines that a learned distance (Point-Supervised Panoptic Segmentation via
 Estimating Pseudo Labels from Learnable Distance, ECCV 2024) is compared with:
 
-* :func:`voronoi_instances`: each foreground pixel takes the id of the nearest point
-  in the plane (Euclidean distance between pixel centres and points);
-* :func:`geodesic_instances` / :func:`geodesic_distance`: each foreground pixel takes
-  the id of the point at the smallest geodesic distance on an image-edge cost, as in
-  PSPS (Fan et al., "Pointly-supervised panoptic segmentation", ECCV 2022);
-* :func:`transport_instances`: a Point2Mask-style assignment (Li et al., ICCV 2023):
-  entropic optimal transport of the points' label mass onto the pixels on the
-  geodesic cost, solved with log-domain Sinkhorn iterations;
-* :func:`margin_uncertainty`: how close a pixel is to a tie between its two nearest
-  points, :math:`\exp(-(d_2 - d_1))`.
+* :func:`~geosparse.instances.voronoi_instances`: each foreground pixel takes the id of
+  the nearest point in the plane (Euclidean distance between pixel centres and points);
+* :func:`~geosparse.instances.geodesic_instances` /
+  :func:`~geosparse.instances.geodesic_distance`: each foreground pixel takes the id of
+  the point at the smallest geodesic distance on an image-edge cost, as in PSPS (Fan et
+  al., "Pointly-supervised panoptic segmentation", ECCV 2022);
+* :func:`~geosparse.instances.transport_instances`: a Point2Mask-style assignment (Li et
+  al., ICCV 2023): entropic optimal transport of the points' label mass onto the pixels
+  on the geodesic cost, solved with log-domain Sinkhorn iterations;
+* :func:`~geosparse.instances.margin_uncertainty`: how close a pixel is to a tie between
+  its two nearest points, :math:`\exp(-(d_2 - d_1))`.
 
 Conventions: points are ``(N, 2)`` float arrays of (row, col) pixel coordinates
 with pixel centres at ``k + 0.5`` (pixel ``(r, c)`` covers
@@ -100,6 +101,8 @@ def voronoi_instances(
     (e.g. the Voronoi pseudo labels of Qu et al., "Weakly supervised deep nuclei
     segmentation using points annotation", IEEE TMI 2020).
 
+    .. versionadded:: 0.1
+
     Args:
         shape: ``(H, W)`` of the map.
         points: ``(N, 2)`` (row, col) pixel coordinates, centres at ``k + 0.5``.
@@ -134,6 +137,8 @@ def edge_cost(image: np.ndarray, sigma: float = 1.0) -> np.ndarray:
 
     with :math:`P_{99}` the 99th percentile of :math:`G` over the image (a robust
     maximum; :math:`g = 0` on a constant image).
+
+    .. versionadded:: 0.1
 
     Args:
         image: ``(H, W)`` or ``(C, H, W)`` array.
@@ -252,8 +257,10 @@ def geodesic_distance(
     ``foreground`` the graph holds only the foreground pixels and the seed pixels,
     so paths never cross the background; background pixels get id 0 and distance
     :math:`\infty`, and foreground pixels that no seed reaches (a component without
-    a point) get the id of the nearest point in the plane (:func:`voronoi_instances`)
-    and distance :math:`\infty`.
+    a point) get the id of the nearest point in the plane
+    (:func:`~geosparse.instances.voronoi_instances`) and distance :math:`\infty`.
+
+    .. versionadded:: 0.1
 
     Args:
         image: ``(H, W)`` or ``(C, H, W)`` image.
@@ -265,8 +272,8 @@ def geodesic_distance(
         sigma: Gaussian std (pixels) of the gradient.
 
     Returns:
-        ``(ids_map, dist)``: ``(H, W)`` int64 instance map and ``(H, W)`` float64
-        geodesic distance to the winning point (in pixel lengths).
+        ``(ids_map, dist)``, the ``(H, W)`` int64 instance map and the ``(H, W)``
+        float64 geodesic distance to the winning point (in pixel lengths).
     """
     pts, lab, fg, graph, index, seed_nodes = _prepare(
         image, points, ids, foreground, edge_weight, sigma
@@ -313,8 +320,10 @@ def geodesic_instances(
     :math:`\mathrm{id}(p) = \mathrm{id}_{k^*}` with
     :math:`k^* = \arg\min_k D_k(p)` the geodesic distance on the edge cost
     :math:`w_{pq} = \lVert x_p - x_q \rVert (1 + \lambda (g_p + g_q)/2)`; see
-    :func:`geodesic_distance` (which also returns the distance) for the details,
-    the foreground restriction and the Voronoi fallback.
+    :func:`~geosparse.instances.geodesic_distance` (which also returns the distance) for
+    the details, the foreground restriction and the Voronoi fallback.
+
+    .. versionadded:: 0.1
 
     Returns:
         ``(H, W)`` int64 instance map.
@@ -331,9 +340,11 @@ def geodesic_point_distances(
 ) -> np.ndarray:
     r"""Geodesic distance :math:`D_k(p)` from every point to every pixel.
 
-    The same graph as :func:`geodesic_distance` with one Dijkstra per point
-    (memory :math:`N H W`: meant for small scenes or crops, e.g. as the input of
-    :func:`margin_uncertainty`).
+    The same graph as :func:`~geosparse.instances.geodesic_distance` with one Dijkstra
+    per point (memory :math:`N H W`: meant for small scenes or crops, e.g. as the input
+    of :func:`~geosparse.instances.margin_uncertainty`).
+
+    .. versionadded:: 0.1
 
     Returns:
         ``(N, H, W)`` float32 distances; :math:`\infty` off the graph and where a
@@ -365,6 +376,8 @@ def margin_uncertainty(distances: np.ndarray) -> np.ndarray:
     the pixel); :math:`u = 0` where only one point reaches it
     (:math:`d_2 = \infty > d_1`). Distances in pixel lengths (scale them first for
     another temperature).
+
+    .. versionadded:: 0.1
 
     Args:
         distances: ``(K, H, W)`` distances (e.g. :func:`geodesic_point_distances`).
@@ -436,9 +449,9 @@ def transport_instances(
     (:math:`f_k \leftarrow \varepsilon \log a_k - \varepsilon \operatorname{LSE}_p
     ((g_p - C_{kp}) / \varepsilon)`, :math:`g_p \leftarrow -\varepsilon
     \operatorname{LSE}_k ((f_k - C_{kp}) / \varepsilon)`) and each pixel takes
-    :math:`\arg\max_k \pi_{kp}`. Unlike :func:`geodesic_instances` the supplies
-    bound each instance's area: ``sizes`` (expected pixel counts, rescaled to sum
-    to ``P``) or, by default, equal shares :math:`a_k = P / N` (a size-balancing
+    :math:`\arg\max_k \pi_{kp}`. Unlike :func:`~geosparse.instances.geodesic_instances`
+    the supplies bound each instance's area: ``sizes`` (expected pixel counts, rescaled
+    to sum to ``P``) or, by default, equal shares :math:`a_k = P / N` (a size-balancing
     prior; Point2Mask's learned semantic cost and background supplier are left
     out). A pixel that no point reaches (a foreground component without a point)
     costs :math:`\max C + 10^3` for every point, so it goes wherever the supplies
@@ -446,6 +459,8 @@ def transport_instances(
 
     Memory and time grow as :math:`N P` (one Dijkstra per point): meant for crops
     or scenes with tens of objects, not 1000 points on 900 x 900 pixels.
+
+    .. versionadded:: 0.1
 
     Args:
         image: ``(H, W)`` or ``(C, H, W)`` image.

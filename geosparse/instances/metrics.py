@@ -76,6 +76,8 @@ def instance_scores(
     **Binary mIoU**: the mean of the IoUs of background (id 0) and object (id > 0)
     over those of the two classes present in truth or prediction.
 
+    .. versionadded:: 0.1
+
     Args:
         pred: ``(H, W)`` int predicted instance map (0 background).
         truth: ``(H, W)`` int true instance map (0 background).

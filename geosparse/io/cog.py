@@ -35,6 +35,8 @@ def cog_profile(
 ) -> dict[str, Any]:
     """Creation options of GDAL's COG driver used by geosparse.
 
+    .. versionadded:: 0.1
+
     Args:
         compress: ZSTD or DEFLATE.
         blocksize: internal tile size.
@@ -67,6 +69,8 @@ def translate_to_cog(
 ) -> Path:
     """Convert a (tiled) GeoTIFF into a COG, atomically.
 
+    .. versionadded:: 0.1
+
     Args:
         src: existing raster.
         dst: output COG.
@@ -86,9 +90,11 @@ def translate_to_cog(
 
 
 class CogOptions(TypedDict, total=False):
-    """Optional contents of a COG (keyword arguments of :func:`cog_writer`).
+    """Optional contents of a COG (keyword arguments of :func:`.cog_writer`).
 
     :meth:`~geosparse.io.spec.OutputSpec.cog_options` builds them from an output spec.
+
+    .. versionadded:: 0.1
 
     Attributes:
         descriptions: band descriptions.
@@ -129,6 +135,8 @@ def cog_writer(
     disk as they come, so memory does not grow with the raster. When the ``with``
     body finishes, the stage becomes the COG at ``path`` (atomically); if it
     raises, nothing appears at ``path``.
+
+    .. versionadded:: 0.1
 
     Args:
         path: output COG.
@@ -199,7 +207,9 @@ def write_cog(
 ) -> Path:
     """Write an in-memory ``(bands, rows, cols)`` array as a COG, atomically.
 
-    Arguments as in :func:`cog_writer`; ``data`` is the array.
+    Arguments as in :func:`~geosparse.io.cog.cog_writer`; ``data`` is the array.
+
+    .. versionadded:: 0.1
 
     Returns:
         ``path``.

@@ -3,10 +3,11 @@
 :class:`RasterGrid` is geosparse's grid primitive, in the spirit of odc-geo's
 GeoBox and GeoboxTiles (kept as a small class of ours: TorchGeo samples windows by
 CRS bounds, and odc-geo would add a dependency for a few lines). Prediction cuts it
-into blocks with a halo (:meth:`RasterGrid.blocks`, :meth:`RasterGrid.with_halo`),
-calibration and GP conditioning map points to pixels (:meth:`RasterGrid.to_pixels`,
-:meth:`RasterGrid.pixel_of`), and the counting data module tiles its Gaussian fits
-with it, so every copy of this arithmetic is one.
+into blocks with a halo (:meth:`~geosparse.io.RasterGrid.blocks`,
+:meth:`~geosparse.io.RasterGrid.with_halo`), calibration and GP conditioning map points
+to pixels (:meth:`~geosparse.io.RasterGrid.to_pixels`,
+:meth:`~geosparse.io.RasterGrid.pixel_of`), and the counting data module tiles its
+Gaussian fits with it, so every copy of this arithmetic is one.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ def apply_affine(
 
     Spelt out because affine 3 deprecates ``transform * (x, y)`` and affine 2.4 has
     no ``@`` for coordinate tuples.
+
+    .. versionadded:: 0.1
     """
     a, b, c, d, e, f = tuple(transform)[:6]
     x = np.asarray(x, dtype=np.float64)
@@ -43,7 +46,10 @@ def apply_affine(
 
 @dataclass(frozen=True)
 class RasterGrid:
-    """A georeferenced pixel grid: ``crs``, ``transform``, ``height``, ``width``."""
+    """A georeferenced pixel grid: ``crs``, ``transform``, ``height``, ``width``.
+
+    .. versionadded:: 0.1
+    """
 
     crs: CRS
     transform: Affine

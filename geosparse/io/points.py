@@ -43,6 +43,8 @@ def read_points_frame(
 
     Rows with a missing or non-finite value are dropped with a warning.
 
+    .. versionadded:: 0.1
+
     Args:
         path: vector file, GeoParquet (``.parquet``) or CSV.
         values: columns with the labels (numeric).
@@ -152,6 +154,8 @@ def read_points(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Point coordinates in ``crs`` and their values.
 
+    .. versionadded:: 0.1
+
     Args:
         path: vector file, GeoParquet (``.parquet``) or CSV.
         value: column with the labels (float).
@@ -176,7 +180,10 @@ def read_points(
 
 
 def is_box_csv(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is a CSV with the pixel-box columns :data:`BOX_COLUMNS`."""
+    """Whether ``path`` is a CSV with the pixel-box columns :data:`BOX_COLUMNS`.
+
+    .. versionadded:: 0.1
+    """
     path = Path(path)
     if path.suffix.lower() != '.csv' or not path.exists():
         return False
@@ -193,6 +200,8 @@ def box_centres(
     (column, row; row 0 at the top, edges at integers), as DeepForest writes its
     annotations. Each box becomes the point at its centre, mapped through the
     raster's transform; the box's ``width`` and ``height`` (pixels) are kept.
+
+    .. versionadded:: 0.1
 
     Args:
         path: the CSV.

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 __all__ = ['POLYGON_FORMATS', 'instance_polygons', 'write_polygons']
 
-#: File suffix -> writer of :func:`write_polygons`.
+#: File suffix -> writer of :func:`~geosparse.io.write_polygons`.
 POLYGON_FORMATS: dict[str, str] = {'.gpkg': 'GeoPackage', '.parquet': 'GeoParquet'}
 
 
@@ -53,6 +53,8 @@ def instance_polygons(
     (4-connected, exact pixel edges, holes kept) and the pieces of one id merged
     with :func:`shapely.union_all`, so an instance split in several parts is one
     MultiPolygon.
+
+    .. versionadded:: 0.1
 
     Args:
         instances: ``(H, W)`` int instance map, 0 the background (ids must fit in
@@ -110,10 +112,12 @@ def instance_polygons(
 def write_polygons(frame: gpd.GeoDataFrame, path: str | os.PathLike[str]) -> Path:
     """Write polygons as a GeoPackage or GeoParquet file, atomically.
 
-    The format follows the suffix (:data:`POLYGON_FORMATS`: ``.gpkg`` a GeoPackage
-    with layer ``instances``, ``.parquet`` GeoParquet, which needs ``pyarrow``). The
-    file is written beside ``path`` under a temporary name and renamed onto it, so a
-    failure leaves neither a partial file nor the temporary one.
+    The format follows the suffix (:data:`~geosparse.io.polygons.POLYGON_FORMATS`:
+    ``.gpkg`` a GeoPackage with layer ``instances``, ``.parquet`` GeoParquet, which
+    needs ``pyarrow``). The file is written beside ``path`` under a temporary name and
+    renamed onto it, so a failure leaves neither a partial file nor the temporary one.
+
+    .. versionadded:: 0.1
 
     Args:
         frame: e.g. from :func:`instance_polygons`.
@@ -123,7 +127,8 @@ def write_polygons(frame: gpd.GeoDataFrame, path: str | os.PathLike[str]) -> Pat
         ``path``.
 
     Raises:
-        ValueError: the suffix is not one of :data:`POLYGON_FORMATS`.
+        ValueError: the suffix is not one of
+            :data:`~geosparse.io.polygons.POLYGON_FORMATS`.
     """
     path = Path(path)
     suffix = path.suffix.lower()

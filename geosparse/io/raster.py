@@ -29,7 +29,10 @@ __all__ = [
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
-    """SHA-256 hex digest of a file, read in 1 MiB chunks."""
+    """SHA-256 hex digest of a file, read in 1 MiB chunks.
+
+    .. versionadded:: 0.1
+    """
     digest = hashlib.sha256()
     with open(path, 'rb') as f:
         for chunk in iter(lambda: f.read(1 << 20), b''):
@@ -41,6 +44,8 @@ def file_checksum(path: str | os.PathLike[str]) -> str:
     """STAC ``file:checksum`` of a file.
 
     A multihash: ``1220`` (SHA2-256, 32 bytes) followed by the hex digest.
+
+    .. versionadded:: 0.1
     """
     return '1220' + file_sha256(path)
 
@@ -48,10 +53,12 @@ def file_checksum(path: str | os.PathLike[str]) -> str:
 def remove_staging(path: str | os.PathLike[str]) -> None:
     """Remove what killed runs left while writing ``path``.
 
-    Writers stage beside the destination under ``.NAME.*`` (:func:`atomic_path`'s
-    files, :func:`~geosparse.io.cog.cog_writer`'s folders); a process killed with
-    ``kill -9`` cannot remove them, so the next write of the same output does.
-    Two processes must not write one output at once.
+    Writers stage beside the destination under ``.NAME.*``
+    (:func:`~geosparse.io.atomic_path`'s files, :func:`~geosparse.io.cog.cog_writer`'s
+    folders); a process killed with ``kill -9`` cannot remove them, so the next write of
+    the same output does. Two processes must not write one output at once.
+
+    .. versionadded:: 0.1
 
     Args:
         path: the final destination.
@@ -72,6 +79,8 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = '') -> Iterator[Path
 
     A failure or interruption inside the block removes the temporary file, so
     nothing (in particular no partial file) appears at ``path``.
+
+    .. versionadded:: 0.1
 
     Args:
         path: final destination.
@@ -99,7 +108,10 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = '') -> Iterator[Path
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write a text file atomically (e.g. a benchmark's JSON result)."""
+    """Write a text file atomically (e.g. a benchmark's JSON result).
+
+    .. versionadded:: 0.1
+    """
     remove_staging(path)
     with atomic_path(path) as tmp:
         tmp.write_text(text)
@@ -113,6 +125,8 @@ def atomic_write_raster(
     descriptions: Sequence[str] | None = None,
 ) -> Path:
     """Write a ``(bands, rows, cols)`` array as a raster, atomically.
+
+    .. versionadded:: 0.1
 
     Args:
         path: output file.
@@ -143,6 +157,8 @@ def read_coarse_on_grid(
 ) -> np.ndarray:
     """Coarse codes reprojected (nearest) onto an image's grid.
 
+    .. versionadded:: 0.1
+
     Args:
         coarse_path: coarse raster (any CRS and resolution).
         image: the target grid: a raster path, or any object with ``crs``,
@@ -151,7 +167,7 @@ def read_coarse_on_grid(
         window: read only this window of the target grid.
 
     Returns:
-        ``(H, W)`` coarse codes; outside the coarse raster: its nodata (or 0).
+        ``(H, W)`` coarse codes; outside the coarse raster, its nodata (or 0).
     """
     if isinstance(image, str | os.PathLike):
         with rasterio.open(image) as img:

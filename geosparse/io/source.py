@@ -40,6 +40,8 @@ def nodata_mask(image: np.ndarray, nodata: float) -> np.ndarray:
     """``(h, w)``: True where every band of ``(count, h, w)`` holds ``nodata``.
 
     A NaN nodata value matches NaN pixels (``image == nan`` is never true).
+
+    .. versionadded:: 0.1
     """
     if np.isnan(nodata):
         return np.isnan(image).all(0)
@@ -87,9 +89,11 @@ def _open_error(path: str, err: Exception) -> RasterioIOError:
 
 @dataclass(frozen=True)
 class ImageSource:
-    """Imagery rasters read window by window on an output :class:`RasterGrid`.
+    """Imagery read window by window on an output :class:`~geosparse.io.RasterGrid`.
 
     Use :meth:`open` for one raster and :meth:`mosaic` for several.
+
+    .. versionadded:: 0.1
 
     Attributes:
         paths: rasters (paths or URLs rasterio opens).

@@ -30,8 +30,9 @@ __all__ = ['SPEC_TAG', 'BandSpec', 'OutputKind', 'OutputSpec', 'Property']
 #: COG tag holding the whole spec as JSON.
 SPEC_TAG = 'geosparse_output'
 
+#: What an output COG holds, which decides its bands and tags.
 OutputKind = Literal['segmentation', 'regression', 'probabilities', 'instances']
-#: A provenance value: written as a tag, and typed in the STAC Item.
+#: A provenance value, written as a tag and typed in the STAC Item.
 Property = str | int | float | bool | Mapping[str, Any] | None
 
 
@@ -47,6 +48,8 @@ def _tag_text(value: Property) -> str:
 @dataclass(frozen=True)
 class BandSpec:
     """One output band.
+
+    .. versionadded:: 0.1
 
     Attributes:
         name: band description (``class``, ``uncertainty``, ``mean``, ...).
@@ -71,6 +74,8 @@ class BandSpec:
 @dataclass(frozen=True)
 class OutputSpec:
     """What one output COG holds (frozen; :meth:`replace` derives others).
+
+    .. versionadded:: 0.1
 
     Attributes:
         task: class name of the task that made it.
@@ -113,7 +118,7 @@ class OutputSpec:
 
     @property
     def names_key(self) -> str:
-        """Tag of :attr:`names`: ``output_names`` for regression, else ``class_names``."""
+        """Tag of :attr:`names`, ``output_names`` for regression, else ``class_names``."""
         return 'output_names' if self.kind == 'regression' else 'class_names'
 
     def tags(self) -> dict[str, str]:

@@ -23,6 +23,7 @@ from torch import Tensor
 
 __all__ = ['CoarseBalance', 'balance_by_class']
 
+#: How coarse classes are balanced (not at all, or equally within each batch).
 CoarseBalance = Literal['none', 'batch']
 
 
@@ -36,7 +37,9 @@ def check_balance(balance: str) -> None:
 
 
 def balance_by_class(mass: Tensor, coarse: Tensor, num_coarse: int) -> Tensor:
-    r"""Weights :math:`m_i / \\sum_{j: z_j = z_i} m_j` (see the module docstring).
+    r"""Weights :math:`m_i / \sum_{j: z_j = z_i} m_j` (see the module docstring).
+
+    .. versionadded:: 0.1
 
     Args:
         mass: ``(N,)`` non-negative weight of each item before balancing.

@@ -46,6 +46,8 @@ def point_query_loss(
        L = -\frac{1}{|P|}\Big(\sum_j \log \mathrm{softmax}_i\,\ell_i(p_j)\big|_{i=j}
            + \sum_b \log \sum_{s \in \mathrm{stuff}} \mathrm{softmax}_i\,\ell_i(p_b)\big|_{i=s}\Big).
 
+    .. versionadded:: 0.1
+
     Args:
         distances: ``(B, Q, H, W)``, queries ``0..N-1`` the points in order.
         points: ``(B, N, 2)`` (row, col).
@@ -84,6 +86,8 @@ def colour_similarity(
     standardised image has no fixed colour space, so :math:`\theta` is in standard
     deviations). The four offsets right, down, down-right and down-left cover the
     8-neighbourhood (the relation is symmetric).
+
+    .. versionadded:: 0.1
 
     Returns:
         ``((dr, dc), S)`` with ``S`` ``(B, H - |dr|, W - |dc|)`` between pixel
@@ -131,6 +135,8 @@ def affinity_loss(
 
     over the neighbour pairs of :func:`colour_similarity` whose similarity reaches
     ``threshold`` :math:`\kappa` (:math:`P_{pq}` floored at :math:`10^{-6}`).
+
+    .. versionadded:: 0.1
 
     Args:
         distances: ``(B, Q, H, W)``.

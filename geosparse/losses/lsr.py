@@ -23,9 +23,11 @@ LOG_2PI = math.log(2 * math.pi)
 class BlockStatistics:
     r"""Output of :func:`label_counting`.
 
+    .. versionadded:: 0.1
+
     Attributes:
-        mean: ``(N, L)`` mean predicted fraction :math:`\\mu_l` per block.
-        var: ``(N, L)`` variance :math:`\\sigma^2_l` per block.
+        mean: ``(N, L)`` mean predicted fraction :math:`\mu_l` per block.
+        var: ``(N, L)`` variance :math:`\sigma^2_l` per block.
         count: ``(N,)`` number of valid pixels per block.
         coarse: ``(N,)`` coarse class index of each block.
     """
@@ -42,10 +44,12 @@ def label_counting(probs: Tensor, blocks: Tensor, coarse: Tensor) -> BlockStatis
     of class :math:`l` in the block is approximately Gaussian with
 
     .. math::
-        \\mu_l = \\frac{1}{|B|}\\sum_{i\\in B} p_{i,l}, \\qquad
-        \\sigma^2_l = \\frac{1}{|B|^2}\\sum_{i\\in B} p_{i,l}(1-p_{i,l})
+        \mu_l = \frac{1}{|B|}\sum_{i\in B} p_{i,l}, \qquad
+        \sigma^2_l = \frac{1}{|B|^2}\sum_{i\in B} p_{i,l}(1-p_{i,l})
 
     (Malkin et al., ICLR 2019, Eq. 4-5).
+
+    .. versionadded:: 0.1
 
     Args:
         probs: ``(B, L, H, W)`` class probabilities.
@@ -86,37 +90,37 @@ class StatisticsMatchingLoss(nn.Module):
     r"""Statistics matching loss between block statistics and the joint distribution.
 
     For a block with coarse class :math:`z` and fine class :math:`l`, with the
-    label-counting statistics :math:`(\\mu_l, \\sigma^2_l)` and the prior
-    :math:`(\\eta_{l,z}, \\rho_{l,z})`:
+    label-counting statistics :math:`(\mu_l, \sigma^2_l)` and the prior
+    :math:`(\eta_{l,z}, \rho_{l,z})`:
 
     * ``gaussian`` (Eq. 7 of Malkin et al.): the negative log-likelihood of
-      :math:`\\eta` under :math:`\\mathcal{N}(\\mu, \\sigma^2 + \\rho^2)` in the form the
+      :math:`\eta` under :math:`\mathcal{N}(\mu, \sigma^2 + \rho^2)` in the form the
       paper optimises,
-      :math:`\\tfrac12 (\\mu_l-\\eta_{l,z})^2/(\\sigma^2_l+\\rho^2_{l,z})
-      + \\tfrac12\\log 2\\pi(\\sigma^2_l + \\epsilon)`.
+      :math:`\tfrac12 (\mu_l-\eta_{l,z})^2/(\sigma^2_l+\rho^2_{l,z})
+      + \tfrac12\log 2\pi(\sigma^2_l + \epsilon)`.
     * ``interval`` (the authors' released code): the squared distance from
-      :math:`\\mu_l` to the interval :math:`[\\eta-\\rho, \\eta+\\rho]`,
-      :math:`\\tfrac12\\,\\mathrm{relu}(|\\mu_l-\\eta_{l,z}|-\\rho_{l,z})^2
-      /(\\sigma^2_l+\\rho^2_{l,z}) + \\tfrac12\\log 2\\pi(\\sigma^2_l+\\epsilon)`.
-    * ``kl``: :math:`\\mathrm{KL}(\\mathcal{N}(\\mu_l, \\sigma^2_l+\\epsilon)\\,\\|\\,
-      \\mathcal{N}(\\eta_{l,z}, \\rho^2_{l,z}))`, an ablation that asks the predicted
+      :math:`\mu_l` to the interval :math:`[\eta-\rho, \eta+\rho]`,
+      :math:`\tfrac12\,\mathrm{relu}(|\mu_l-\eta_{l,z}|-\rho_{l,z})^2
+      /(\sigma^2_l+\rho^2_{l,z}) + \tfrac12\log 2\pi(\sigma^2_l+\epsilon)`.
+    * ``kl``: :math:`\mathrm{KL}(\mathcal{N}(\mu_l, \sigma^2_l+\epsilon)\,\|\,
+      \mathcal{N}(\eta_{l,z}, \rho^2_{l,z}))`, an ablation that asks the predicted
       block distribution to match the prior's spread too.
 
-    :math:`\\epsilon` (``var_floor``) bounds the log-variance term. The paper writes
-    :math:`\\epsilon = 0`; then, with blocks of hundreds of pixels, :math:`\\sigma^2`
-    is tiny and :math:`\\log\\sigma^2` dominates, rewarding confidence whatever the
-    class. The authors' code uses :math:`\\epsilon = 0.03`, the default here
-    (``var_floor_scale='block'``). Since :math:`\\sigma^2_l \\le 1/(4|B|)`, that floor
+    :math:`\epsilon` (``var_floor``) bounds the log-variance term. The paper writes
+    :math:`\epsilon = 0`; then, with blocks of hundreds of pixels, :math:`\sigma^2`
+    is tiny and :math:`\log\sigma^2` dominates, rewarding confidence whatever the
+    class. The authors' code uses :math:`\epsilon = 0.03`, the default here
+    (``var_floor_scale='block'``). Since :math:`\sigma^2_l \le 1/(4|B|)`, that floor
     switches the confidence term off for blocks of more than a few pixels: the loss
     then only matches block means. With ``var_floor_scale='pixel'`` the floor is
-    :math:`\\epsilon/|B|`, i.e. it bounds the mean per-pixel Bernoulli variance
-    :math:`s_l = |B|\\sigma^2_l = \\frac{1}{|B|}\\sum_i p_{i,l}(1-p_{i,l})`:
-    :math:`\\log(\\sigma^2_l + \\epsilon/|B|) = \\log(s_l + \\epsilon) - \\log|B|`,
+    :math:`\epsilon/|B|`, i.e. it bounds the mean per-pixel Bernoulli variance
+    :math:`s_l = |B|\sigma^2_l = \frac{1}{|B|}\sum_i p_{i,l}(1-p_{i,l})`:
+    :math:`\log(\sigma^2_l + \epsilon/|B|) = \log(s_l + \epsilon) - \log|B|`,
     so the term pushes towards confident pixels with the same strength (relative
     to the data term) in blocks of any size, and stays bounded below.
 
-    Blocks are combined as :math:`\\sum_b w_{z_b} |B_b|^a \\sum_l \\ell_{b,l} /
-    \\sum_b w_{z_b} |B_b|^a`: with :math:`a = 1` (``size_power``) weighted by size
+    Blocks are combined as :math:`\sum_b w_{z_b} |B_b|^a \sum_l \ell_{b,l} /
+    \sum_b w_{z_b} |B_b|^a`: with :math:`a = 1` (``size_power``) weighted by size
     as in the authors' code, and by an optional per-coarse-class weight :math:`w_z`.
     With ``balance='batch'`` the size weights are first divided by their sum over
     the blocks of the same coarse class in the batch, so every coarse class present
@@ -124,6 +128,8 @@ class StatisticsMatchingLoss(nn.Module):
     With region blocks (all pixels of one coarse class in a window), :math:`a = 1`
     treats a region as that many independent coarse pixels, :math:`a = 0` as one
     observation; the truth, with spatially correlated coarse pixels, is between.
+
+    .. versionadded:: 0.1
     """
 
     eta: Tensor
@@ -147,13 +153,13 @@ class StatisticsMatchingLoss(nn.Module):
             eta: ``(Z, L)`` prior mean fractions.
             rho: ``(Z, L)`` prior standard deviations.
             variant: ``gaussian``, ``interval`` or ``kl`` (see class docstring).
-            var_floor: :math:`\\epsilon` added to :math:`\\sigma^2` inside the log.
+            var_floor: :math:`\epsilon` added to :math:`\sigma^2` inside the log.
             class_weights: optional ``(Z,)`` weight per coarse class.
             size_power: exponent :math:`a` of the block size in the block weight
                 :math:`w_{z_b}|B_b|^a` (1: by size, as the authors' code; 0: every
                 block counts the same, as Eq. 7 summed over blocks).
-            var_floor_scale: ``block`` adds :math:`\\epsilon` to :math:`\\sigma^2`
-                (the authors' code); ``pixel`` adds :math:`\\epsilon/|B|`, a floor on
+            var_floor_scale: ``block`` adds :math:`\epsilon` to :math:`\sigma^2`
+                (the authors' code); ``pixel`` adds :math:`\epsilon/|B|`, a floor on
                 the mean per-pixel variance (see the class docstring).
             balance: ``none``, or ``batch`` to give every coarse class of a batch
                 the same total weight (:mod:`geosparse.losses.balance`).
@@ -179,7 +185,7 @@ class StatisticsMatchingLoss(nn.Module):
         self.register_buffer('class_weights', torch.as_tensor(w, dtype=torch.float32))
 
     def block_loss(self, stats: BlockStatistics) -> Tensor:
-        r"""Per-block, per-class loss :math:`\\ell_{b,l}`, shape ``(N, L)``."""
+        r"""Per-block, per-class loss :math:`\ell_{b,l}`, shape ``(N, L)``."""
         eta = self.eta[stats.coarse].to(stats.mean.dtype)
         rho2 = self.rho[stats.coarse].to(stats.mean.dtype) ** 2
         mu, var = stats.mean, stats.var

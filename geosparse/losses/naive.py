@@ -1,9 +1,9 @@
 r"""Naive baselines for learning from coarse labels (Malkin et al., ICLR 2019, Sec. 5).
 
 * soft naive: every pixel of a block labelled :math:`z` is trained with
-  cross-entropy against the soft target :math:`\\eta_{\\cdot,z}`:
-  :math:`-\\sum_l \\eta_{l,z}\\log p_l`.
-* hard naive: the same against the one-hot :math:`\\arg\\max_l \\eta_{l,z}`.
+  cross-entropy against the soft target :math:`\eta_{\cdot,z}`:
+  :math:`-\sum_l \eta_{l,z}\log p_l`.
+* hard naive: the same against the one-hot :math:`\arg\max_l \eta_{l,z}`.
 
 Pixels are averaged; with ``balance='batch'`` each coarse class of a batch weighs the
 same (:mod:`geosparse.losses.balance`), as in the lsr loss, so that the baselines are
@@ -42,7 +42,10 @@ def _mean(loss: Tensor, coarse: Tensor, num_coarse: int, balance: str) -> Tensor
 
 
 class SoftNaiveLoss(nn.Module):
-    """Cross-entropy against the prior mean fractions of each pixel's coarse class."""
+    """Cross-entropy against the prior mean fractions of each pixel's coarse class.
+
+    .. versionadded:: 0.1
+    """
 
     eta: Tensor
 
@@ -54,7 +57,7 @@ class SoftNaiveLoss(nn.Module):
         self.register_buffer('eta', torch.as_tensor(eta, dtype=torch.float32))
 
     def forward(self, logits: Tensor, coarse: Tensor) -> Tensor:
-        r"""Mean of :math:`-\\sum_l \\eta_{l,z_i}\\log p_{i,l}` over labelled pixels."""
+        r"""Mean of :math:`-\sum_l \eta_{l,z_i}\log p_{i,l}` over labelled pixels."""
         valid = _check(logits, coarse, self.eta)
         logp = F.log_softmax(logits.float(), dim=1).permute(0, 2, 3, 1)[valid]
         z = coarse[valid]
@@ -63,7 +66,10 @@ class SoftNaiveLoss(nn.Module):
 
 
 class HardNaiveLoss(nn.Module):
-    """Cross-entropy against the most likely fine class of each pixel's coarse class."""
+    """Cross-entropy against the most likely fine class of each pixel's coarse class.
+
+    .. versionadded:: 0.1
+    """
 
     eta: Tensor
     target: Tensor
@@ -77,7 +83,7 @@ class HardNaiveLoss(nn.Module):
         self.register_buffer('eta', torch.as_tensor(eta, dtype=torch.float32))
 
     def forward(self, logits: Tensor, coarse: Tensor) -> Tensor:
-        r"""Cross-entropy with target :math:`\\arg\\max_l \\eta_{l,z_i}`."""
+        r"""Cross-entropy with target :math:`\arg\max_l \eta_{l,z_i}`."""
         valid = _check(logits, coarse, self.eta)
         z = coarse[valid]
         logp = F.log_softmax(logits.float(), dim=1).permute(0, 2, 3, 1)[valid]

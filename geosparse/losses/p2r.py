@@ -18,7 +18,7 @@ semi-supervised training). Counting: the cells with :math:`\sigma(\hat y) > 0.5`
 logit map coarse enough that a cell holds at most one object (the paper's network
 outputs a down-sampled map; :class:`~geosparse.trainers.PointMapTask` pools to a
 ``stride``); at finer strides a confident cell's neighbours pass 0.5 too, and
-:func:`peak_map` counts local maxima instead.
+:func:`~geosparse.losses.peak_map` counts local maxima instead.
 
 Points are matched to regions by a k-d tree (scipy), so the cost grows with the
 number of cells, not with cells x points.
@@ -44,6 +44,8 @@ def p2r_targets(
     background_weight: float = 1.0,
 ) -> tuple[Tensor, Tensor]:
     r"""Targets and weights of the P2R loss for one ``(h, w)`` logit map.
+
+    .. versionadded:: 0.1
 
     Args:
         logits: ``(h, w)`` logits.
@@ -108,6 +110,8 @@ def p2r_loss(
 ) -> Tensor:
     """P2R loss of a batch: weighted BCE over all cells of every image.
 
+    .. versionadded:: 0.1
+
     Args:
         logits: ``(B, 1, h, w)`` or ``(B, h, w)`` logits.
         points: per image, ``(N_b, 2)`` points in cell units.
@@ -144,6 +148,8 @@ def p2r_loss(
 
 def peak_map(prob: Tensor, threshold: float = 0.5, window: int = 3) -> Tensor:
     """Detections: local maxima of ``prob`` above ``threshold`` (same shape, bool).
+
+    .. versionadded:: 0.1
 
     Args:
         prob: ``(..., H, W)`` probabilities.

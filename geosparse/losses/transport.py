@@ -56,6 +56,8 @@ def gst_kernel(
 ) -> Tensor:
     r"""GST transport kernel :math:`K'` ``(N + 1, J)`` on a density grid of ``stride``.
 
+    .. versionadded:: 0.1
+
     Args:
         fit: the image's fitted Gaussians (after crops and flips).
         stride: image pixels per density cell (the network's output stride).
@@ -144,6 +146,8 @@ def bayesian_kernel(
 ) -> Tensor:
     r"""Bayesian Loss kernel ``(N + 1, J)`` with isotropic Gaussians and a background.
 
+    .. versionadded:: 0.1
+
     Args:
         points: ``(N, 2)`` (row, col) annotations in image pixels.
         shape: ``(H, W)`` of the image.
@@ -171,6 +175,8 @@ def bayesian_kernel(
 
 def transport_loss(density: Tensor, kernel: Tensor) -> Tensor:
     r""":math:`\sum_i |1 - (K'\zeta)_i| + |(K'\zeta)_{bg}|` for one sample.
+
+    .. versionadded:: 0.1
 
     Args:
         density: ``(h, w)`` predicted density on the kernel's grid.

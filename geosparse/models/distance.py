@@ -74,6 +74,8 @@ def standardise(image: Tensor) -> Tensor:
     r"""Standardise each band of each window over its finite pixels.
 
     :math:`\hat x_c = (x_c - \mu_c) / (\sigma_c + 10^{-6})`; non-finite pixels become 0.
+
+    .. versionadded:: 0.1
     """
     finite = torch.isfinite(image)
     x = torch.where(finite, image, torch.zeros_like(image)).float()
@@ -85,7 +87,10 @@ def standardise(image: Tensor) -> Tensor:
 
 
 def sample_features(features: Tensor, points: Tensor) -> Tensor:
-    """Bilinear features ``(B, N, C)`` at points ``(B, N, 2)`` (row, col; centres at +0.5)."""
+    """Bilinear features ``(B, N, C)`` at points ``(B, N, 2)`` (row, col; centres at +0.5).
+
+    .. versionadded:: 0.1
+    """
     h, w = features.shape[-2:]
     grid = torch.stack(
         [points[..., 1] / w * 2 - 1, points[..., 0] / h * 2 - 1], -1
@@ -97,6 +102,8 @@ def sample_features(features: Tensor, points: Tensor) -> Tensor:
 @dataclass
 class DistanceOutput:
     """What :class:`LearnableDistance` returns for a batch of windows.
+
+    .. versionadded:: 0.1
 
     Attributes:
         distances: one ``(B, Q, H, W)`` distance map per round, round 0 first.
@@ -115,7 +122,10 @@ class DistanceOutput:
 
 
 class LearnableDistance(nn.Module):
-    """Pixel features, point queries and their distance maps (see the module doc)."""
+    """Pixel features, point queries and their distance maps (see the module doc).
+
+    .. versionadded:: 0.1
+    """
 
     def __init__(
         self,

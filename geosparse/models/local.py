@@ -35,6 +35,8 @@ class LocalContextNet(nn.Module):
 
     This is our addition, not a model of Malkin et al. (ICLR 2019), who use a U-Net;
     see the module docstring for why a small receptive field helps with few tiles.
+
+    .. versionadded:: 0.1
     """
 
     def __init__(

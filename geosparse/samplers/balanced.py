@@ -5,10 +5,10 @@ classes (e.g. NLCD's developed classes) are seen as often as common ones. This
 sampler draws a pool of random windows, reads each window's coarse labels at low
 resolution, and then samples windows with probability
 
-.. math:: w(W) \\propto \\left(\\sum_z h_z(W) / f_z\\right)^{\\gamma}
+.. math:: w(W) \propto \left(\sum_z h_z(W) / f_z\right)^{\gamma}
 
 where :math:`h_z(W)` is the fraction of window :math:`W` in coarse class :math:`z`,
-:math:`f_z` the fraction of class :math:`z` over the whole pool and :math:`\\gamma`
+:math:`f_z` the fraction of class :math:`z` over the whole pool and :math:`\gamma`
 (``power``) tempers the balancing (0: uniform, 1: fully inverse).
 """
 
@@ -29,7 +29,10 @@ __all__ = ['CoarseBalancedGeoSampler']
 
 
 class CoarseBalancedGeoSampler(GeoSampler):
-    """Random windows, balanced over coarse classes."""
+    """Random windows, balanced over coarse classes.
+
+    .. versionadded:: 0.1
+    """
 
     def __init__(
         self,
@@ -50,7 +53,7 @@ class CoarseBalancedGeoSampler(GeoSampler):
             size: window size in pixels.
             length: windows per epoch.
             pool: candidate windows (default ``min(max(2 * length, 128), 512)``).
-            power: balancing exponent :math:`\\gamma`.
+            power: balancing exponent :math:`\gamma`.
             probe: pixels per side at which a window's coarse labels are read.
             generator: random generator.
         """

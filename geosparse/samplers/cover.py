@@ -19,6 +19,8 @@ def cover_offsets(length: float, size: float, stride: float) -> list[float]:
     The last window is shifted back to end at ``length`` (TorchGeo's GridGeoSampler
     lets it overhang the raster instead, which pads with nodata).
 
+    .. versionadded:: 0.1
+
     Args:
         length: extent to cover.
         size: window size.
@@ -35,7 +37,10 @@ def cover_offsets(length: float, size: float, stride: float) -> list[float]:
 
 
 class CoverGeoSampler(GeoSampler):
-    """Grid of windows over each indexed raster, last row/column kept inside."""
+    """Grid of windows over each indexed raster, last row/column kept inside.
+
+    .. versionadded:: 0.1
+    """
 
     def __init__(
         self,

@@ -23,7 +23,10 @@ __all__ = ['PointGeoSampler']
 
 
 class PointGeoSampler(GeoSampler):
-    """Windows of ``size`` pixels, each around a randomly drawn labelled point."""
+    """Windows of ``size`` pixels, each around a randomly drawn labelled point.
+
+    .. versionadded:: 0.1
+    """
 
     def __init__(
         self,

@@ -26,7 +26,10 @@ Box = tuple[float, float, float, float]
 
 
 class RegionGeoSampler(GeoSampler):
-    """``length`` random windows of ``size`` pixels, each wholly inside one box."""
+    """``length`` random windows of ``size`` pixels, each wholly inside one box.
+
+    .. versionadded:: 0.1
+    """
 
     def __init__(
         self,

@@ -60,6 +60,8 @@ def smoothed_point_map(points: Tensor, shape: tuple[int, int], sigma: float) -> 
 
     Mass that the Gaussian spreads beyond the window is lost (as in the usual
     density-map targets); a map of an interior point sums to 1.
+
+    .. versionadded:: 0.1
     """
     h, w = shape
     grid = np.zeros((h, w))
@@ -258,7 +260,10 @@ class _CountingTask(FiniteTraining, PixelwiseRegression):
 
 
 class DensityTask(_CountingTask):
-    """Density regression from points: MSE, Bayesian Loss or GST (module doc)."""
+    """Density regression from points: MSE, Bayesian Loss or GST (module doc).
+
+    .. versionadded:: 0.1
+    """
 
     def __init__(
         self,
@@ -404,7 +409,10 @@ class DensityTask(_CountingTask):
 
 
 class PointMapTask(_CountingTask):
-    """Point maps from points with the P2R loss, optionally semi-supervised (module doc)."""
+    """Point maps from points with the P2R loss, optionally semi-supervised (module doc).
+
+    .. versionadded:: 0.1
+    """
 
     def __init__(
         self,

@@ -69,7 +69,10 @@ _PALETTE = [
 
 @runtime_checkable
 class OutputHead(Protocol):
-    """A task that says what it writes and maps raw windows to those bands."""
+    """A task that says what it writes and maps raw windows to those bands.
+
+    .. versionadded:: 0.1
+    """
 
     def output_specs(
         self, names: Sequence[str] | None = None, probabilities: bool = False
@@ -91,6 +94,8 @@ class OutputHead(Protocol):
 def normalised_entropy(probs: Tensor) -> Tensor:
     r"""Per-pixel entropy over the class axis, divided by :math:`\log L` (0..1).
 
+    .. versionadded:: 0.1
+
     Args:
         probs: ``(B, L, H, W)`` probabilities.
 
@@ -108,6 +113,8 @@ def forward_padded(
 
     Padding is added at the bottom and right (reflect, or replicate for windows
     smaller than the padding), so pixel coordinates do not move.
+
+    .. versionadded:: 0.1
 
     Args:
         model: the network.
@@ -129,17 +136,25 @@ def pad_multiple(hparams: Mapping[str, Any]) -> int:
     """Downsampling factor of a task's network, from its ``model`` hyperparameter.
 
     Encoder-decoder models need windows of a multiple of 32; ``fcn`` keeps full size.
+
+    .. versionadded:: 0.1
     """
     return 1 if hparams.get('model') == 'fcn' else 32
 
 
 def to_uint8(x: np.ndarray) -> np.ndarray:
-    """0..1 values as uint8 0..254 (255 is nodata)."""
+    """0..1 values as uint8 0..254 (255 is nodata).
+
+    .. versionadded:: 0.1
+    """
     return np.round(np.clip(x, 0, 1) * 254).astype(np.uint8)
 
 
 def class_colormap(names: Sequence[str]) -> dict[int, tuple[int, int, int, int]]:
-    """Colour table of class names (:data:`CLASS_COLORS`, else a palette)."""
+    """Colour table of class names (:data:`CLASS_COLORS`, else a palette).
+
+    .. versionadded:: 0.1
+    """
     return {
         i: CLASS_COLORS.get(n, _PALETTE[i % len(_PALETTE)]) for i, n in enumerate(names)
     }
@@ -149,6 +164,8 @@ def class_specs(
     task: str, names: Sequence[str], probabilities: bool = False
 ) -> tuple[OutputSpec, ...]:
     """Specs of a class map (and of its probabilities file).
+
+    .. versionadded:: 0.1
 
     Args:
         task: the task's class name.
@@ -197,6 +214,8 @@ def class_bands(probs: Tensor, probabilities: bool = False) -> Tensor:
 
     Pixels whose probabilities are not finite (an input that overflows the network)
     are nodata (255) in every band, never class 0 with uncertainty 0.
+
+    .. versionadded:: 0.1
 
     Returns:
         ``(2 [+ L], h, w)`` uint8.

@@ -23,9 +23,9 @@ learnt from the points, which the pairwise term spreads over each object.
 The paper's ablation switches are hyperparameters: ``rounds``, ``aggregation``,
 ``enhancement``.
 
-Pseudo labels (:meth:`PointInstanceTask.pseudo_labels`): each pixel takes the query
-at the smallest distance of the last round, an object's id or 0 for background; the
-uncertainty is the margin between the two smallest distances,
+Pseudo labels (:meth:`~geosparse.trainers.PointInstanceTask.pseudo_labels`): each pixel
+takes the query at the smallest distance of the last round, an object's id or 0 for
+background; the uncertainty is the margin between the two smallest distances,
 :math:`u = \exp(-(D_{(2)} - D_{(1)}) / \tau) = A_{(2)} / A_{(1)} \in (0, 1]`, the
 ratio of the two largest soft assignments (1: a tie, near 0: one clear query).
 
@@ -61,6 +61,8 @@ __all__ = ['InstancePrediction', 'PointInstanceTask']
 class InstancePrediction:
     """Pseudo labels of one window (:meth:`PointInstanceTask.predict_instances`).
 
+    .. versionadded:: 0.1
+
     Attributes:
         instances: ``(H, W)`` int64 instance ids (a point's id; 0 background).
         uncertainty: ``(H, W)`` float32 margin uncertainty in (0, 1] (NaN on nodata).
@@ -78,7 +80,10 @@ class InstancePrediction:
 
 
 class PointInstanceTask(FiniteTraining, BaseTask):
-    """Learnable pixel-to-instance distance from points (see the module doc)."""
+    """Learnable pixel-to-instance distance from points (see the module doc).
+
+    .. versionadded:: 0.1
+    """
 
     def __init__(
         self,

@@ -54,6 +54,8 @@ def combine_with_prior(
     in the network and once in :math:`\eta`. :math:`\gamma` is ``weight`` (0 returns
     ``probs``); pixels with ``coarse < 0`` keep the network's probabilities.
 
+    .. versionadded:: 0.1
+
     Args:
         probs: ``(B, L, H, W)`` probabilities.
         coarse: ``(B, H, W)`` coarse class index, negative for nodata.
@@ -106,6 +108,8 @@ def match_fractions(
     network's). Pixels with ``coarse < 0`` keep their probabilities. Not from the
     paper: an addition of geosparse (``prior_rule='fractions'``).
 
+    .. versionadded:: 0.1
+
     Args:
         probs: ``(B, L, H, W)`` probabilities.
         coarse: ``(B, H, W)`` coarse class index, negative for nodata.
@@ -141,10 +145,10 @@ class LabelSuperResolutionTask(FiniteTraining, SemanticSegmentation):
 
     * ``lsr``: label counting + statistics matching
       (:class:`~geosparse.losses.StatisticsMatchingLoss`; Malkin et al., ICLR 2019);
-    * ``soft-naive`` / ``hard-naive``: cross-entropy against :math:`\\eta_z` or its
+    * ``soft-naive`` / ``hard-naive``: cross-entropy against :math:`\eta_z` or its
       argmax at every pixel;
     * ``hr``: cross-entropy on fine labels (an upper bound when they exist);
-    * ``hr+lsr``: :math:`\\lambda\\,\\mathrm{CE}_{hr} + \\mathrm{LSR}` where fine labels
+    * ``hr+lsr``: :math:`\lambda\,\mathrm{CE}_{hr} + \mathrm{LSR}` where fine labels
       exist.
 
     Batches carry ``image`` (raw digital numbers), ``coarse`` (raw coarse codes),
@@ -154,6 +158,8 @@ class LabelSuperResolutionTask(FiniteTraining, SemanticSegmentation):
     from raw imagery exactly as in training. At validation, test and prediction the
     network's probabilities are combined with the coarse label where one is given
     (:func:`combine_with_prior`, exponent ``prior_weight``).
+
+    .. versionadded:: 0.1
     """
 
     eta: Tensor
@@ -214,7 +220,7 @@ class LabelSuperResolutionTask(FiniteTraining, SemanticSegmentation):
                 (checkpoints store the mapping).
             loss: ``lsr``, ``soft-naive``, ``hard-naive``, ``hr`` or ``hr+lsr``.
             lsr_variant: ``gaussian`` (Eq. 7), ``interval`` or ``kl``.
-            var_floor: :math:`\\epsilon` in the log-variance term.
+            var_floor: :math:`\epsilon` in the log-variance term.
             var_floor_scale: ``block`` (floor on the block variance, the authors'
                 code) or ``pixel`` (floor on the mean per-pixel variance, which keeps
                 the confidence term active in large blocks); see
@@ -227,11 +233,11 @@ class LabelSuperResolutionTask(FiniteTraining, SemanticSegmentation):
             block_size_power: exponent of the block size in the block weights of
                 the lsr loss (``size_power`` of
                 :class:`~geosparse.losses.StatisticsMatchingLoss`).
-            hr_weight: :math:`\\lambda` of the fine-label term in ``hr+lsr``.
+            hr_weight: :math:`\lambda` of the fine-label term in ``hr+lsr``.
             coarse_nodata: coarse code meaning "no label".
             fine_nodata: fine code meaning "no label".
             eval_coarse_classes: coarse codes of the ``dev_`` metrics.
-            prior_weight: :math:`\\gamma` of :func:`combine_with_prior` at inference.
+            prior_weight: :math:`\gamma` of :func:`combine_with_prior` at inference.
             prior_rule: ``bayes`` divides by the fine-class marginal seen in
                 training (:meth:`training_marginal`); ``product`` does not;
                 ``fractions`` gives every coarse region of a sample its prior
@@ -396,7 +402,7 @@ class LabelSuperResolutionTask(FiniteTraining, SemanticSegmentation):
     def normalize(self, x: Tensor) -> Tensor:
         r"""Scale raw imagery and (``standardize='sample'``) standardise it.
 
-        :math:`x' = (x/s - \\bar{x})/\\max(\\mathrm{sd}(x/s), 10^{-2})`, the mean and
+        :math:`x' = (x/s - \bar{x})/\max(\mathrm{sd}(x/s), 10^{-2})`, the mean and
         standard deviation taken per band over each sample's pixels.
         """
         x = x.float() / self.hparams['input_scale']

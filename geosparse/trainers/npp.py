@@ -2,10 +2,10 @@ r"""Neural Point Processes as a TorchGeo task: pixel-wise regression from sparse
 
 Shi et al., "Neural Point Processes for Pixel-wise Regression". The network maps an
 image to a dense map :math:`m = f(x)`; it is trained only at labelled points, with
-either the Gaussian-process likelihood of :class:`~geosparse.losses.NPPLoss`
+either the Gaussian-process likelihood of :obj:`~geosparse.gp.NPPLoss`
 (``loss='npp'``) or plain MSE at the points (``loss='mse'``, the paper's baseline).
 The kernel, the noise and the loss are the objects of :mod:`geosparse.gp`. At
-prediction, :func:`~geosparse.gp.posterior.posterior_map` conditions the map on
+prediction, :func:`~geosparse.gp.posterior_map` conditions the map on
 revealed points and gives a standard deviation for every pixel.
 """
 
@@ -36,7 +36,10 @@ __all__ = ['NPPTask', 'point_values']
 
 
 def point_values(out: Tensor, points: Tensor) -> Tensor:
-    """Values of ``(B, 1, H, W)`` maps at ``(B, N, 2)`` (row, col) points: ``(B, N)``."""
+    """Values of ``(B, 1, H, W)`` maps at ``(B, N, 2)`` (row, col) points: ``(B, N)``.
+
+    .. versionadded:: 0.1
+    """
     b, _, h, w = out.shape
     rows = points[..., 0].floor().long().clamp(0, h - 1)
     cols = points[..., 1].floor().long().clamp(0, w - 1)
@@ -45,7 +48,10 @@ def point_values(out: Tensor, points: Tensor) -> Tensor:
 
 
 class NPPTask(FiniteTraining, PixelwiseRegression):
-    """Pixel-wise regression trained at sparse points, with a GP likelihood."""
+    """Pixel-wise regression trained at sparse points, with a GP likelihood.
+
+    .. versionadded:: 0.1
+    """
 
     def __init__(
         self,
@@ -81,7 +87,7 @@ class NPPTask(FiniteTraining, PixelwiseRegression):
             kernel: ``static`` (fixed :math:`\ell, s^2`), ``learnable`` or
                 ``context`` (regressed from the image).
             kernel_family: ``rbf`` (the paper's) or a Matérn
-                (:func:`~geosparse.gp.kernels.stationary`).
+                (:func:`~geosparse.gp.stationary`).
             lengthscale: :math:`\ell` in pixels (initial value unless static).
             variance: :math:`s^2` in squared target units (after ``target_scale``).
             noise: :math:`\sigma_0^2` (initial value when learnable).
@@ -182,7 +188,7 @@ class NPPTask(FiniteTraining, PixelwiseRegression):
 
     @property
     def kernel_family(self) -> str:
-        """``rbf`` or a Matérn (:func:`~geosparse.gp.kernels.stationary`)."""
+        """``rbf`` or a Matérn (:func:`~geosparse.gp.stationary`)."""
         return str(self.hparams.get('kernel_family', 'rbf'))
 
     def normalize(self, x: Tensor) -> Tensor:

@@ -24,6 +24,8 @@ class FiniteTraining(LightningModule):
     window with no finite pixel left, or a task that cannot exclude labels, stops
     training with a message naming the imagery. Put this class before the task's
     base class.
+
+    .. versionadded:: 0.1
     """
 
     _warned_non_finite = False
@@ -124,6 +126,8 @@ def brief_trainer(
 ) -> Trainer:
     """A CPU Trainer for a fixed number of steps, without logger or checkpoints.
 
+    .. versionadded:: 0.1
+
     Args:
         max_steps: optimiser steps (one epoch at most).
         progress: show the progress bar.
@@ -149,7 +153,10 @@ def brief_trainer(
 
 
 def log_epoch_metrics(module: LightningModule, metrics: MetricCollection) -> None:
-    """Log an epoch's metrics as floats and reset them; nothing if none were updated."""
+    """Log an epoch's metrics as floats and reset them; nothing if none were updated.
+
+    .. versionadded:: 0.1
+    """
     try:
         values = metrics.compute()
     except (ValueError, RuntimeError):  # nothing was updated
