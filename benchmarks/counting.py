@@ -59,6 +59,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import tempfile
 import time
 import warnings
@@ -71,6 +72,7 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
+from geosparse.console import progress, quiet
 from geosparse.datamodules import CountingDataModule
 from geosparse.gaussians import GaussianFit, fit_gaussians
 from geosparse.io.raster import atomic_write_text
@@ -263,7 +265,7 @@ def run_seed(a: argparse.Namespace, speed: bool = True) -> dict[str, Any]:
     results: dict[str, Any] = {}
     counts: dict[str, Any] = {}
     fit_seconds = math.nan
-    for method in a.methods:
+    for method in progress(a.methods, desc=f'seed {a.seed}', unit='method'):
         lightning.seed_everything(a.seed, workers=True)
         dm = data(method)
         t0 = time.perf_counter()
@@ -294,7 +296,7 @@ def run_seed(a: argparse.Namespace, speed: bool = True) -> dict[str, Any]:
                 **teacher_scores(task, test_dm or dm),
                 'seconds': seconds,
             }
-        print(json.dumps({method: results[method]}), flush=True)
+        print(json.dumps({method: results[method]}), file=sys.stderr, flush=True)
         if not counts:
             eval_dm = test_dm or dm
             eval_dm.setup('test')
@@ -399,19 +401,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help='one run per seed; methods give the mean, per_seed each run',
     )
     p.add_argument('--progress', action='store_true')
+    p.add_argument(
+        '--verbose',
+        action='store_true',
+        help="show the libraries' information lines and warnings",
+    )
     a = p.parse_args(argv)
-    for name in ('image', 'points', 'test_image', 'test_points'):
-        path = getattr(a, name)
-        if path is not None and not path.exists():
-            p.error(f'--{name.replace("_", "-")} {path}: no such file.')
-    if (a.test_image is None) != (a.test_points is None):
-        p.error('give --test-image and --test-points together.')
-    result = run(a)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if a.out:
-        atomic_write_text(a.out, text + '\n')
-    return result
+    with quiet(a.verbose):
+        for name in ('image', 'points', 'test_image', 'test_points'):
+            path = getattr(a, name)
+            if path is not None and not path.exists():
+                p.error(f'--{name.replace("_", "-")} {path}: no such file.')
+        if (a.test_image is None) != (a.test_points is None):
+            p.error('give --test-image and --test-points together.')
+        result = run(a)
+        text = json.dumps(result, indent=2)
+        print(text)
+        if a.out:
+            atomic_write_text(a.out, text + '\n')
+        return result
 
 
 if __name__ == '__main__':

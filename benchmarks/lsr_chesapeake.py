@@ -38,6 +38,7 @@ import torch
 from lightning.pytorch import Trainer, seed_everything
 from torchmetrics.functional.classification import binary_auroc
 
+from geosparse.console import progress, quiet
 from geosparse.datamodules import LabelSuperResolutionDataModule
 from geosparse.inference import Predictor
 from geosparse.io.raster import atomic_path, atomic_write_text
@@ -336,38 +337,48 @@ def main(argv: list[str] | None = None) -> None:
         'fine-class fractions on the evaluation patches; and ranking_auc: per fine '
         'class, the ROC AUC of the network probability against the truth',
     )
+    parser.add_argument(
+        '--verbose',
+        action='store_true',
+        help="show the libraries' information lines and warnings",
+    )
     args = parser.parse_args(argv)
-    if len(set(args.seeds)) != len(args.seeds):
-        parser.error(f'--seeds {args.seeds}: give each seed once.')
-    warnings.filterwarnings('ignore')
-    torch.set_num_threads(os.cpu_count() or 1)
-    _train_data, eval_data = triples(args.train), triples(args.eval)
-    table = JointDistribution.builtin('nlcd-landcover4')
-    start = time.perf_counter()
-    per_seed: dict[str, dict[str, Any]] = {}
-    methods = args.methods.split(',')
-    for seed in args.seeds:
-        runs = per_seed.setdefault(str(seed), {})
-        for method in methods:
-            task, trainer = train(method, args.train, args.steps, seed, args)
-            runs[method] = evaluate(task, eval_data, table, args.diagnose)
-            print(seed, method, json.dumps(runs[method]), file=sys.stderr)
-            if method == 'lsr' and args.save_checkpoint and seed == args.seeds[0]:
-                with atomic_path(args.save_checkpoint, suffix='.ckpt') as tmp:
-                    trainer.save_checkpoint(tmp)
-    results = {m: mean_scores([r[m] for r in per_seed.values()]) for m in methods}
-    results['nlcd-argmax'] = evaluate(None, eval_data, table, args.diagnose)
-    out: dict[str, Any] = {
-        'methods': results,
-        'steps': args.steps,
-        'seconds': round(time.perf_counter() - start, 1),
-    }
-    if len(args.seeds) > 1:
-        out['seeds'] = per_seed
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.out:
-        atomic_write_text(args.out, text + '\n')
+    with quiet(args.verbose):
+        if len(set(args.seeds)) != len(args.seeds):
+            parser.error(f'--seeds {args.seeds}: give each seed once.')
+        warnings.filterwarnings('ignore')
+        torch.set_num_threads(os.cpu_count() or 1)
+        _train_data, eval_data = triples(args.train), triples(args.eval)
+        table = JointDistribution.builtin('nlcd-landcover4')
+        start = time.perf_counter()
+        per_seed: dict[str, dict[str, Any]] = {}
+        methods = args.methods.split(',')
+        bar = progress(desc='runs', unit='run', total=len(args.seeds) * len(methods))
+        for seed in args.seeds:
+            runs = per_seed.setdefault(str(seed), {})
+            for method in methods:
+                bar.set_postfix_str(f'seed {seed} {method}')
+                task, trainer = train(method, args.train, args.steps, seed, args)
+                runs[method] = evaluate(task, eval_data, table, args.diagnose)
+                bar.write(f'{seed} {method} {json.dumps(runs[method])}', sys.stderr)
+                bar.update(1)
+                if method == 'lsr' and args.save_checkpoint and seed == args.seeds[0]:
+                    with atomic_path(args.save_checkpoint, suffix='.ckpt') as tmp:
+                        trainer.save_checkpoint(tmp)
+        bar.close()
+        results = {m: mean_scores([r[m] for r in per_seed.values()]) for m in methods}
+        results['nlcd-argmax'] = evaluate(None, eval_data, table, args.diagnose)
+        out: dict[str, Any] = {
+            'methods': results,
+            'steps': args.steps,
+            'seconds': round(time.perf_counter() - start, 1),
+        }
+        if len(args.seeds) > 1:
+            out['seeds'] = per_seed
+        text = json.dumps(out, indent=2)
+        print(text)
+        if args.out:
+            atomic_write_text(args.out, text + '\n')
 
 
 if __name__ == '__main__':

@@ -64,6 +64,7 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _npp import make_task, scores, train
 
+from geosparse.console import quiet
 from geosparse.datasets import ImageryDataset, SparsePoints, collate_points
 from geosparse.gp import fit_kernel, loo_variance_scale, posterior_map
 from geosparse.gp.kernels import FAMILIES
@@ -386,155 +387,183 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--out', type=Path, help='also write the JSON here')
+    p.add_argument(
+        '--verbose',
+        action='store_true',
+        help="show the libraries' information lines and warnings",
+    )
     a = p.parse_args(argv)
-    if a.points is not None and not a.value:
-        p.error('--points needs --value COLUMN (the labels to learn).')
-    if a.sample_truth is not None and a.truth is None:
-        p.error('--sample-truth N draws its points from --truth RASTER; give it.')
-    if a.patch_size % 32 and a.model == 'unet':
-        p.error(f'--patch-size {a.patch_size}: the U-Net needs a multiple of 32.')
-    t_start = time.perf_counter()
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
-    torch.manual_seed(a.seed)
-    image, valid, crs, transform = load_image(a.image)
-    truth = load_truth(a.truth, valid.shape, crs, transform) if a.truth else None
-    if truth is not None:
-        valid = valid & np.isfinite(truth)
-    if a.sample_truth is not None:
-        assert truth is not None
-        cand = np.flatnonzero(valid.ravel())
-        if a.sample_truth < 3 or a.sample_truth > len(cand):
-            p.error(f'--sample-truth {a.sample_truth}: need 3 to {len(cand)} points.')
-        pick = np.random.default_rng(a.seed).choice(cand, a.sample_truth, replace=False)
-        rc = np.stack(np.unravel_index(pick, valid.shape), 1)
-        values = truth.ravel()[pick]
-    else:
-        try:
-            xy, raw = read_points(a.points, a.value, crs, a.x, a.y, a.points_crs)
-        except ValueError as err:
-            raise SystemExit(f'--points: {err}') from err
-        rc, values = to_pixels(xy, raw, valid, transform, f'--points {a.points}')
-    if a.log:
-        for name, v in (('points', values),) + (
-            (('truth', truth),) if truth is not None else ()
-        ):
-            bad = np.isfinite(v) & (v <= 0)
-            if bad.any():
-                p.error(f'--log: {int(bad.sum())} {name} values are <= 0; drop --log.')
-        values = np.log(values)
+    with quiet(a.verbose):
+        if a.points is not None and not a.value:
+            p.error('--points needs --value COLUMN (the labels to learn).')
+        if a.sample_truth is not None and a.truth is None:
+            p.error('--sample-truth N draws its points from --truth RASTER; give it.')
+        if a.patch_size % 32 and a.model == 'unet':
+            p.error(f'--patch-size {a.patch_size}: the U-Net needs a multiple of 32.')
+        t_start = time.perf_counter()
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        torch.manual_seed(a.seed)
+        image, valid, crs, transform = load_image(a.image)
+        truth = load_truth(a.truth, valid.shape, crs, transform) if a.truth else None
         if truth is not None:
-            truth = np.where(
-                np.isfinite(truth), np.log(np.where(truth > 0, truth, 1)), np.nan
+            valid = valid & np.isfinite(truth)
+        if a.sample_truth is not None:
+            assert truth is not None
+            cand = np.flatnonzero(valid.ravel())
+            if a.sample_truth < 3 or a.sample_truth > len(cand):
+                p.error(
+                    f'--sample-truth {a.sample_truth}: need 3 to {len(cand)} points.'
+                )
+            pick = np.random.default_rng(a.seed).choice(
+                cand, a.sample_truth, replace=False
             )
-    test_rc = test_val = None
-    if a.test_points is not None:
-        try:
-            txy, tval = read_points(a.test_points, a.value, crs, a.x, a.y, a.points_crs)
-        except ValueError as err:
-            raise SystemExit(f'--test-points: {err}') from err
-        test_rc, test_val = to_pixels(
-            txy, tval, valid, transform, f'--test-points {a.test_points}'
-        )
-        test_val = np.log(test_val) if a.log else test_val
-    if a.folds > 1 and (truth is not None or test_rc is not None):
-        p.error(
-            '--folds cross-validates the points; it cannot go with --truth or --test-points.'
-        )
-    held_out = truth is not None or test_rc is not None
-    split = a.split or ([2 / 3, 1 / 3, 0] if held_out else [0.5, 0.25, 0.25])
-    if a.folds > 1:
-        # Each fold's points are the test points once; the rest are split into
-        # train and revealed points in the ratio of --split.
-        folds = np.array_split(
-            np.random.default_rng(a.seed).permutation(len(rc)), a.folds
-        )
-        runs = []
-        for k, te in enumerate(folds):
-            rest = np.concatenate([f for j, f in enumerate(folds) if j != k])
-            tr_i, rev_i = split_points(len(rest), split[:2], a.seed + k)
-            runs.append((rest[tr_i], rest[rev_i], te))
-    else:
-        runs = [tuple(split_points(len(rc), split, a.seed))]
-    outputs = []
-    tmp = tempfile.TemporaryDirectory()
-    grid = write_image(image, crs, transform, Path(tmp.name))
-    for k, (tr, rev, te) in enumerate(runs):
-        if len(tr) < 2 or len(rev) < 2:
-            p.error(
-                f'{len(rc)} usable points: too few for train and revealed points '
-                f'(--split {split}, --folds {a.folds}).'
-            )
-        if truth is not None:
-            evaluate = valid.copy()
-            evaluate[rc[tr, 0], rc[tr, 1]] = False
-            evaluate[rc[rev, 0], rc[rev, 1]] = False
-            eval_rc, eval_val = np.argwhere(evaluate), truth[evaluate]
-        elif test_rc is not None:
-            eval_rc, eval_val = test_rc, test_val
+            rc = np.stack(np.unravel_index(pick, valid.shape), 1)
+            values = truth.ravel()[pick]
         else:
-            eval_rc, eval_val = rc[te], values[te]
-        if len(eval_val) == 0:
-            p.error('no test points: give --test-points, --truth, or a test fraction.')
-        print(
-            f'run {k + 1}/{len(runs)}: {len(tr)} train, {len(rev)} revealed, '
-            f'{len(eval_val)} evaluated',
-            file=sys.stderr,
-        )
-        outputs.append(
-            run_split(
-                a, image, grid, rc, values, tr, rev, eval_rc, eval_val, seed=a.seed + k
+            try:
+                xy, raw = read_points(a.points, a.value, crs, a.x, a.y, a.points_crs)
+            except ValueError as err:
+                raise SystemExit(f'--points: {err}') from err
+            rc, values = to_pixels(xy, raw, valid, transform, f'--points {a.points}')
+        if a.log:
+            for name, v in (('points', values),) + (
+                (('truth', truth),) if truth is not None else ()
+            ):
+                bad = np.isfinite(v) & (v <= 0)
+                if bad.any():
+                    p.error(
+                        f'--log: {int(bad.sum())} {name} values are <= 0; drop --log.'
+                    )
+            values = np.log(values)
+            if truth is not None:
+                truth = np.where(
+                    np.isfinite(truth), np.log(np.where(truth > 0, truth, 1)), np.nan
+                )
+        test_rc = test_val = None
+        if a.test_points is not None:
+            try:
+                txy, tval = read_points(
+                    a.test_points, a.value, crs, a.x, a.y, a.points_crs
+                )
+            except ValueError as err:
+                raise SystemExit(f'--test-points: {err}') from err
+            test_rc, test_val = to_pixels(
+                txy, tval, valid, transform, f'--test-points {a.test_points}'
             )
-        )
-    tmp.cleanup()
-    truth_all = np.concatenate([o['truth'] for o in outputs])
-    methods = {
-        m: scores(np.concatenate([o['pred'][m] for o in outputs]), truth_all)
-        for m in outputs[0]['pred']
-    }
-    err = np.abs(np.concatenate([o['pred']['npp-gp'] for o in outputs]) - truth_all)
-
-    def within(key: str) -> dict[str, float]:
-        sd = np.concatenate([o[key] for o in outputs])
-        return {
-            'within_1sd': float((err <= sd).mean()),
-            'within_2sd': float((err <= 2 * sd).mean()),
+            test_val = np.log(test_val) if a.log else test_val
+        if a.folds > 1 and (truth is not None or test_rc is not None):
+            p.error(
+                '--folds cross-validates the points; it cannot go with --truth or --test-points.'
+            )
+        held_out = truth is not None or test_rc is not None
+        split = a.split or ([2 / 3, 1 / 3, 0] if held_out else [0.5, 0.25, 0.25])
+        if a.folds > 1:
+            # Each fold's points are the test points once; the rest are split into
+            # train and revealed points in the ratio of --split.
+            folds = np.array_split(
+                np.random.default_rng(a.seed).permutation(len(rc)), a.folds
+            )
+            runs = []
+            for k, te in enumerate(folds):
+                rest = np.concatenate([f for j, f in enumerate(folds) if j != k])
+                tr_i, rev_i = split_points(len(rest), split[:2], a.seed + k)
+                runs.append((rest[tr_i], rest[rev_i], te))
+        else:
+            runs = [tuple(split_points(len(rc), split, a.seed))]
+        outputs = []
+        tmp = tempfile.TemporaryDirectory()
+        grid = write_image(image, crs, transform, Path(tmp.name))
+        for k, (tr, rev, te) in enumerate(runs):
+            if len(tr) < 2 or len(rev) < 2:
+                p.error(
+                    f'{len(rc)} usable points: too few for train and revealed points '
+                    f'(--split {split}, --folds {a.folds}).'
+                )
+            if truth is not None:
+                evaluate = valid.copy()
+                evaluate[rc[tr, 0], rc[tr, 1]] = False
+                evaluate[rc[rev, 0], rc[rev, 1]] = False
+                eval_rc, eval_val = np.argwhere(evaluate), truth[evaluate]
+            elif test_rc is not None:
+                eval_rc, eval_val = test_rc, test_val
+            else:
+                eval_rc, eval_val = rc[te], values[te]
+            if len(eval_val) == 0:
+                p.error(
+                    'no test points: give --test-points, --truth, or a test fraction.'
+                )
+            print(
+                f'run {k + 1}/{len(runs)}: {len(tr)} train, {len(rev)} revealed, '
+                f'{len(eval_val)} evaluated',
+                file=sys.stderr,
+            )
+            outputs.append(
+                run_split(
+                    a,
+                    image,
+                    grid,
+                    rc,
+                    values,
+                    tr,
+                    rev,
+                    eval_rc,
+                    eval_val,
+                    seed=a.seed + k,
+                )
+            )
+        tmp.cleanup()
+        truth_all = np.concatenate([o['truth'] for o in outputs])
+        methods = {
+            m: scores(np.concatenate([o['pred'][m] for o in outputs]), truth_all)
+            for m in outputs[0]['pred']
         }
+        err = np.abs(np.concatenate([o['pred']['npp-gp'] for o in outputs]) - truth_all)
 
-    seconds = {
-        k: round(sum(o['seconds'][k] for o in outputs), 2)
-        for k in outputs[0]['seconds']
-    }
-    result: dict[str, Any] = {
-        'methods': methods,
-        'calibration': within('sd'),
-        'calibration_as_trained': within('sd_as_trained'),
-        'kernel': [o['kernel'] for o in outputs],
-        'points': {
-            'train': int(sum(len(r[0]) for r in runs)),
-            'revealed': int(sum(len(r[1]) for r in runs)),
-            'evaluated': len(truth_all),
-            'evaluated_on': 'truth' if truth is not None else 'test points',
-        },
-        'settings': {
-            'model': a.model,
-            'kernel': a.kernel,
-            'kernel_family': a.kernel_family,
-            'steps': a.steps,
-            'folds': a.folds,
-            'log': a.log,
-            'patch_size': a.patch_size,
-            'batch_size': a.batch_size,
-            'seed': a.seed,
-            'seconds': {**seconds, 'total': round(time.perf_counter() - t_start, 1)},
-        },
-    }
-    text = json.dumps(result, indent=2)
-    if a.out:
-        atomic_write_text(a.out, text + '\n')
-    print(text)
-    if not all(math.isfinite(m['mse']) for m in result['methods'].values()):
-        raise SystemExit('a method produced non-finite predictions.')
-    return result
+        def within(key: str) -> dict[str, float]:
+            sd = np.concatenate([o[key] for o in outputs])
+            return {
+                'within_1sd': float((err <= sd).mean()),
+                'within_2sd': float((err <= 2 * sd).mean()),
+            }
+
+        seconds = {
+            k: round(sum(o['seconds'][k] for o in outputs), 2)
+            for k in outputs[0]['seconds']
+        }
+        result: dict[str, Any] = {
+            'methods': methods,
+            'calibration': within('sd'),
+            'calibration_as_trained': within('sd_as_trained'),
+            'kernel': [o['kernel'] for o in outputs],
+            'points': {
+                'train': int(sum(len(r[0]) for r in runs)),
+                'revealed': int(sum(len(r[1]) for r in runs)),
+                'evaluated': len(truth_all),
+                'evaluated_on': 'truth' if truth is not None else 'test points',
+            },
+            'settings': {
+                'model': a.model,
+                'kernel': a.kernel,
+                'kernel_family': a.kernel_family,
+                'steps': a.steps,
+                'folds': a.folds,
+                'log': a.log,
+                'patch_size': a.patch_size,
+                'batch_size': a.batch_size,
+                'seed': a.seed,
+                'seconds': {
+                    **seconds,
+                    'total': round(time.perf_counter() - t_start, 1),
+                },
+            },
+        }
+        text = json.dumps(result, indent=2)
+        if a.out:
+            atomic_write_text(a.out, text + '\n')
+        print(text)
+        if not all(math.isfinite(m['mse']) for m in result['methods'].values()):
+            raise SystemExit('a method produced non-finite predictions.')
+        return result
 
 
 if __name__ == '__main__':

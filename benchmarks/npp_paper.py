@@ -68,6 +68,7 @@ from torch.utils.data import DataLoader, Dataset
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _npp import make_task, scores, train
 
+from geosparse.console import progress, quiet
 from geosparse.datasets import collate_points
 from geosparse.gp import KernelParams, fit_kernel, posterior_map
 from geosparse.inference import Predictor
@@ -389,54 +390,68 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         default=['synthetic', 'pin-mnist'],
         choices=['synthetic', 'pin-mnist'],
     )
+    parser.add_argument(
+        '--verbose',
+        action='store_true',
+        help="show the libraries' information lines and warnings",
+    )
     args = parser.parse_args(argv)
-    if args.images < 20:
-        parser.error(f'--images {args.images}: need at least 20 (70/10/20 % split).')
-    mnist = pin_mnist(args.mnist, args.images) if 'pin-mnist' in args.datasets else None
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
-    t0 = time.perf_counter()
-    per_seed: dict[str, Any] = {}
-    log: dict[str, Any] = {}
-    for seed in args.seeds:
-        one: dict[str, Any] = {'datasets': {}, 'revelation': {}, 'no_revelation': {}}
-        seed_log: dict[str, Any] = {}
-        for name in args.datasets:
-            rng = np.random.default_rng(seed)
-            if name == 'synthetic':
-                images, labels = synthetic_heatmaps(args.images, rng)
-                noise = 0.05
-            else:
-                assert mnist is not None
-                images, labels = mnist
-                noise = 0.0
-            res, rev, base = run_dataset(
-                name, images, labels, noise, args.epochs, seed, seed_log
+    with quiet(args.verbose):
+        if args.images < 20:
+            parser.error(
+                f'--images {args.images}: need at least 20 (70/10/20 % split).'
             )
-            one['datasets'][name] = res
-            one['revelation'][name] = rev
-            one['no_revelation'][name] = base
-        one['kernels'] = seed_log.pop('kernels', {})
-        per_seed[str(seed)] = one
-        log[str(seed)] = seed_log
-    runs = list(per_seed.values())
-    result: dict[str, Any] = {
-        key: _mean_scores([r[key] for r in runs])
-        for key in ('datasets', 'revelation', 'no_revelation')
-    }
-    result['per_seed'] = per_seed
-    result['settings'] = {
-        'images': args.images,
-        'epochs': args.epochs,
-        'seeds': args.seeds,
-        'network': 'fcn-32',
-        'seconds_per_run': log,
-        'seconds': round(time.perf_counter() - t0, 1),
-    }
-    text = json.dumps(result, indent=2)
-    if args.out:
-        atomic_write_text(args.out, text + '\n')
-    print(text)
-    return result
+        mnist = (
+            pin_mnist(args.mnist, args.images) if 'pin-mnist' in args.datasets else None
+        )
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        t0 = time.perf_counter()
+        per_seed: dict[str, Any] = {}
+        log: dict[str, Any] = {}
+        for seed in progress(args.seeds, desc='seeds', unit='seed'):
+            one: dict[str, Any] = {
+                'datasets': {},
+                'revelation': {},
+                'no_revelation': {},
+            }
+            seed_log: dict[str, Any] = {}
+            for name in args.datasets:
+                rng = np.random.default_rng(seed)
+                if name == 'synthetic':
+                    images, labels = synthetic_heatmaps(args.images, rng)
+                    noise = 0.05
+                else:
+                    assert mnist is not None
+                    images, labels = mnist
+                    noise = 0.0
+                res, rev, base = run_dataset(
+                    name, images, labels, noise, args.epochs, seed, seed_log
+                )
+                one['datasets'][name] = res
+                one['revelation'][name] = rev
+                one['no_revelation'][name] = base
+            one['kernels'] = seed_log.pop('kernels', {})
+            per_seed[str(seed)] = one
+            log[str(seed)] = seed_log
+        runs = list(per_seed.values())
+        result: dict[str, Any] = {
+            key: _mean_scores([r[key] for r in runs])
+            for key in ('datasets', 'revelation', 'no_revelation')
+        }
+        result['per_seed'] = per_seed
+        result['settings'] = {
+            'images': args.images,
+            'epochs': args.epochs,
+            'seeds': args.seeds,
+            'network': 'fcn-32',
+            'seconds_per_run': log,
+            'seconds': round(time.perf_counter() - t0, 1),
+        }
+        text = json.dumps(result, indent=2)
+        if args.out:
+            atomic_write_text(args.out, text + '\n')
+        print(text)
+        return result
 
 
 if __name__ == '__main__':

@@ -72,6 +72,7 @@ import shapely
 import torch
 import torch.nn.functional as F
 
+from geosparse.console import progress, quiet
 from geosparse.datamodules import PointInstanceDataModule
 from geosparse.datasets import InstancePolygons, match_points_to_polygons
 from geosparse.datasets.synthetic import make_instance_scene
@@ -378,7 +379,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        for k, seed in enumerate(a.seeds):
+        for k, seed in enumerate(progress(a.seeds, desc='seeds', unit='seed')):
             one = argparse.Namespace(**{**vars(a), 'seed': seed})
             if a.synthetic:
                 scene = make_instance_scene(
@@ -472,20 +473,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument('--pairwise-weight', type=float, default=1.0)
     p.add_argument('--lr', type=float, default=1e-3)
     p.add_argument('--out', help='also write the JSON here')
+    p.add_argument(
+        '--verbose',
+        action='store_true',
+        help="show the libraries' information lines and warnings",
+    )
     a = p.parse_args(argv)
-    if not a.synthetic and not (a.image and a.polygons):
-        p.error('give --image and --polygons, or --synthetic')
-    if a.background_points is None:
-        a.background_points = (
-            len(gpd.read_file(a.polygons)) if a.polygons and not a.synthetic else 30
-        )
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    result = run(a)
-    text = json.dumps(result, indent=1)
-    print(text)
-    if a.out:
-        atomic_write_text(a.out, text)
-    return result
+    with quiet(a.verbose):
+        if not a.synthetic and not (a.image and a.polygons):
+            p.error('give --image and --polygons, or --synthetic')
+        if a.background_points is None:
+            a.background_points = (
+                len(gpd.read_file(a.polygons)) if a.polygons and not a.synthetic else 30
+            )
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+        result = run(a)
+        text = json.dumps(result, indent=1)
+        print(text)
+        if a.out:
+            atomic_write_text(a.out, text)
+        return result
 
 
 if __name__ == '__main__':

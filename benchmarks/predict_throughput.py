@@ -38,6 +38,7 @@ import torch
 from rasterio.transform import from_origin
 from rasterio.windows import Window
 
+from geosparse.console import quiet
 from geosparse.inference import Predictor
 from geosparse.inference.predict import predict_raster
 from geosparse.io.raster import atomic_write_text
@@ -140,132 +141,141 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument('--child', help=argparse.SUPPRESS)
     parser.add_argument('--child-out', help=argparse.SUPPRESS)
     parser.add_argument('--checkpoint', help=argparse.SUPPRESS)
+    parser.add_argument(
+        '--verbose',
+        action='store_true',
+        help="show the libraries' information lines and warnings",
+    )
     args = parser.parse_args(argv)
-    if args.child:
-        child(args)
-        return
+    with quiet(args.verbose):
+        if args.child:
+            child(args)
+            return
 
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        ckpt = root / 'lsr.ckpt'
-        write_checkpoint(ckpt)
-        base, big = root / 'base.tif', root / 'big.tif'
-        write_raster(base, args.size)
-        write_raster(big, 2 * args.size, seed=1)
-        pred = Predictor(checkpoint=ckpt)
-        megapixels = args.size**2 / 1e6
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            ckpt = root / 'lsr.ckpt'
+            write_checkpoint(ckpt)
+            base, big = root / 'base.tif', root / 'big.tif'
+            write_raster(base, args.size)
+            write_raster(big, 2 * args.size, seed=1)
+            pred = Predictor(checkpoint=ckpt)
+            megapixels = args.size**2 / 1e6
 
-        # Forward only vs end to end, alternating, best of N each.
-        fwd, e2e = [], []
-        predict_raster(
-            pred,
-            base,
-            root / 'warm.tif',
-            block=args.block,
-            halo=args.halo,
-            progress=False,
-        )
-        for i in range(args.repeats):
-            fwd.append(forward_seconds(pred, base, args.block, args.halo))
-            t0 = time.perf_counter()
+            # Forward only vs end to end, alternating, best of N each.
+            fwd, e2e = [], []
             predict_raster(
                 pred,
                 base,
-                root / f'e2e{i}.tif',
+                root / 'warm.tif',
                 block=args.block,
                 halo=args.halo,
                 progress=False,
             )
-            e2e.append(time.perf_counter() - t0)
+            for i in range(args.repeats):
+                fwd.append(forward_seconds(pred, base, args.block, args.halo))
+                t0 = time.perf_counter()
+                predict_raster(
+                    pred,
+                    base,
+                    root / f'e2e{i}.tif',
+                    block=args.block,
+                    halo=args.halo,
+                    progress=False,
+                )
+                e2e.append(time.perf_counter() - t0)
 
-        # Peak memory of a whole run, base vs 4x the pixels, each in a new process.
-        def run(raster: Path) -> float:
-            return peak_rss_mb(
-                [
-                    sys.executable,
-                    __file__,
-                    '--child',
-                    str(raster),
-                    '--child-out',
-                    str(root / f'{raster.stem}_mem.tif'),
-                    '--checkpoint',
-                    str(ckpt),
-                    '--block',
-                    str(args.block),
-                    '--halo',
-                    str(args.halo),
-                ]
+            # Peak memory of a whole run, base vs 4x the pixels, each in a new process.
+            def run(raster: Path) -> float:
+                return peak_rss_mb(
+                    [
+                        sys.executable,
+                        __file__,
+                        '--child',
+                        str(raster),
+                        '--child-out',
+                        str(root / f'{raster.stem}_mem.tif'),
+                        '--checkpoint',
+                        str(ckpt),
+                        '--block',
+                        str(args.block),
+                        '--halo',
+                        str(args.halo),
+                    ]
+                )
+
+            # Peak memory varies by ~10 % between identical runs (allocator arenas), so
+            # each size is run several times, alternating, and the medians compared.
+            mems: dict[str, list[float]] = {'1x': [], '4x': []}
+            for _ in range(args.memory_repeats):
+                mems['1x'].append(run(base))
+                mems['4x'].append(run(big))
+            mem_1x, mem_4x = (
+                statistics.median(mems['1x']),
+                statistics.median(mems['4x']),
             )
 
-        # Peak memory varies by ~10 % between identical runs (allocator arenas), so
-        # each size is run several times, alternating, and the medians compared.
-        mems: dict[str, list[float]] = {'1x': [], '4x': []}
-        for _ in range(args.memory_repeats):
-            mems['1x'].append(run(base))
-            mems['4x'].append(run(big))
-        mem_1x, mem_4x = statistics.median(mems['1x']), statistics.median(mems['4x'])
+            # Threaded scheduler vs a 2-worker LocalCluster on the same job.
+            from distributed import Client, LocalCluster
 
-        # Threaded scheduler vs a 2-worker LocalCluster on the same job.
-        from distributed import Client, LocalCluster
-
-        t0 = time.perf_counter()
-        predict_raster(
-            pred,
-            base,
-            root / 'threads.tif',
-            block=args.block,
-            halo=args.halo,
-            progress=False,
-        )
-        threaded = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        with (
-            LocalCluster(
-                n_workers=2,
-                threads_per_worker=1,
-                processes=True,
-                dashboard_address=None,
-            ) as cluster,
-            Client(cluster) as client,
-        ):
-            startup = time.perf_counter() - t0
             t0 = time.perf_counter()
             predict_raster(
                 pred,
                 base,
-                root / 'cluster.tif',
+                root / 'threads.tif',
                 block=args.block,
                 halo=args.halo,
-                scheduler=client,
                 progress=False,
             )
-            clustered = time.perf_counter() - t0
-        same = (root / 'threads.tif').read_bytes() == (
-            root / 'cluster.tif'
-        ).read_bytes()
+            threaded = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            with (
+                LocalCluster(
+                    n_workers=2,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                ) as cluster,
+                Client(cluster) as client,
+            ):
+                startup = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                predict_raster(
+                    pred,
+                    base,
+                    root / 'cluster.tif',
+                    block=args.block,
+                    halo=args.halo,
+                    scheduler=client,
+                    progress=False,
+                )
+                clustered = time.perf_counter() - t0
+            same = (root / 'threads.tif').read_bytes() == (
+                root / 'cluster.tif'
+            ).read_bytes()
 
-    result = {
-        'end_to_end_over_forward': round(min(fwd) / min(e2e), 3),
-        'end_to_end_megapixels_per_second': round(megapixels / min(e2e), 3),
-        'forward_megapixels_per_second': round(megapixels / min(fwd), 3),
-        'memory_4x_over_1x': round(mem_4x / mem_1x, 3),
-        'peak_rss_mb_1x': round(mem_1x, 1),
-        'peak_rss_mb_4x': round(mem_4x, 1),
-        'peak_rss_mb_runs': {k: [round(v) for v in vs] for k, vs in mems.items()},
-        'threaded_seconds': round(threaded, 2),
-        'local_cluster_seconds': round(clustered, 2),
-        'local_cluster_startup_seconds': round(startup, 2),
-        'cluster_bytes_equal_threaded': same,
-        'size': args.size,
-        'block': args.block,
-        'halo': args.halo,
-        'torch_threads': torch.get_num_threads(),
-        'cpu_count': os.cpu_count(),
-    }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        atomic_write_text(args.out, text + '\n')
+        result = {
+            'end_to_end_over_forward': round(min(fwd) / min(e2e), 3),
+            'end_to_end_megapixels_per_second': round(megapixels / min(e2e), 3),
+            'forward_megapixels_per_second': round(megapixels / min(fwd), 3),
+            'memory_4x_over_1x': round(mem_4x / mem_1x, 3),
+            'peak_rss_mb_1x': round(mem_1x, 1),
+            'peak_rss_mb_4x': round(mem_4x, 1),
+            'peak_rss_mb_runs': {k: [round(v) for v in vs] for k, vs in mems.items()},
+            'threaded_seconds': round(threaded, 2),
+            'local_cluster_seconds': round(clustered, 2),
+            'local_cluster_startup_seconds': round(startup, 2),
+            'cluster_bytes_equal_threaded': same,
+            'size': args.size,
+            'block': args.block,
+            'halo': args.halo,
+            'torch_threads': torch.get_num_threads(),
+            'cpu_count': os.cpu_count(),
+        }
+        text = json.dumps(result, indent=2)
+        print(text)
+        if args.out:
+            atomic_write_text(args.out, text + '\n')
 
 
 if __name__ == '__main__':

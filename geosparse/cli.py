@@ -31,16 +31,26 @@ EPILOG = textwrap.dedent(
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from .console import describe_output
     from .demo import run_demo
 
-    res = run_demo(args.out, size=args.size, steps=args.steps, seed=args.seed)
-    print(f'land-cover map (COG, bands class + uncertainty): {res["cog"]}')
-    print(f'STAC item of the map: {res["item"]}')
-    print(f'quicklook: {res["png"]}')
-    print(f'checkpoint: {res["checkpoint"]}')
+    res = run_demo(
+        args.out,
+        size=args.size,
+        steps=args.steps,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    cog = res['cog']
+    print(f'geosparse demo wrote {Path(args.out)} in {res["seconds"]:.0f} s:')
+    print(f'  land-cover map (COG, bands class + uncertainty): {cog}')
+    print(f'    {describe_output(cog)}')
+    print(f'  STAC item of the map: {res["item"]}')
+    print(f'  quicklook: {res["png"]}')
+    print(f'  checkpoint: {res["checkpoint"]}')
     print(
         f'accuracy against the synthetic truth: {res["acc"]:.3f} '
-        f'(mIoU {res["miou"]:.3f}) in {res["seconds"]:.0f} s'
+        f'(mIoU {res["miou"]:.3f})'
     )
     return 0
 
@@ -195,6 +205,7 @@ def _predict(args: argparse.Namespace) -> int:
             )
         except ValueError as err:  # raised before any work: the outputs' plan
             return _fail(str(err))
+    _summarise(report.written)
     if report.failures:
         print(
             f'geosparse: {len(report.failures)} of {len(jobs)} outputs failed:',
@@ -204,6 +215,21 @@ def _predict(args: argparse.Namespace) -> int:
             print(f'  {line}', file=sys.stderr)
         return 1
     return 0
+
+
+def _summarise(written: Sequence[Path]) -> None:
+    """What each written map holds: class fractions, value ranges or objects."""
+    from .console import describe_output
+
+    if not written:
+        return
+    print(f'wrote {len(written)} map{"s" if len(written) > 1 else ""}:')
+    for path in written:
+        try:
+            text = describe_output(path)
+        except Exception as err:  # a summary must never fail the command
+            text = f'(no summary: {type(err).__name__}: {err})'
+        print(f'  {path}: {text}')
 
 
 def _holds_instances(ckpt: Path, args: argparse.Namespace) -> bool:
@@ -269,6 +295,7 @@ def _predict_instances(args: argparse.Namespace, ckpt: Path) -> int:
         )
     assert isinstance(task, PointInstanceTask)
     failures = []
+    written: list[Path] = []
     for stem, path in stems.items():
         item = Path(args.out) / f'{stem}_instances.json'
         if args.resume and output_complete(item):
@@ -305,6 +332,8 @@ def _predict_instances(args: argparse.Namespace, ckpt: Path) -> int:
             print(f'{path}: FAILED: {text}', file=sys.stderr)
             continue
         print(f'{path} -> {out.raster} (+ {out.polygons.name}, {out.item.name})')
+        written.append(out.raster)
+    _summarise(written)
     if failures:
         print(
             f'geosparse: {len(failures)} of {len(stems)} outputs failed:',
@@ -410,6 +439,29 @@ def _priors_estimate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _console_options(parser: argparse.ArgumentParser, top: bool = False) -> None:
+    """``--verbose`` and ``--quiet``, accepted before or after the command."""
+    # A command's copy sets the value only when given, so that `geosparse -v demo`
+    # and `geosparse demo -v` both work.
+    default: Any = False if top else argparse.SUPPRESS
+    group = parser.add_argument_group('console') if not top else parser
+    group.add_argument(
+        '-v',
+        '--verbose',
+        action='store_true',
+        default=default,
+        help="show the libraries' information lines (Lightning's, ...), their "
+        "warnings, and geosparse's debug log (e.g. datasets' CRS changes)",
+    )
+    group.add_argument(
+        '-q',
+        '--quiet',
+        action='store_true',
+        default=default,
+        help='no progress bars (the summary of what was written still shows)',
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
     parser = argparse.ArgumentParser(
@@ -421,6 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
     parser.add_argument('--version', action='version', version=__version__)
+    _console_options(parser, top=True)
     sub = parser.add_subparsers(dest='command', required=True)
 
     demo = sub.add_parser(
@@ -445,6 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
         '--steps', type=_int_at_least(1), default=60, help='training steps'
     )
     demo.add_argument('--seed', type=int, default=0)
+    _console_options(demo)
     demo.set_defaults(func=_demo)
 
     pred = sub.add_parser(
@@ -653,7 +707,7 @@ def build_parser() -> argparse.ArgumentParser:
         help='skip inputs whose outputs are complete (the COGs match the SHA-256 '
         'recorded in their STAC Item); incomplete ones are done again',
     )
-    run.add_argument('--quiet', action='store_true', help='no progress bar')
+    _console_options(pred)
     pred.set_defaults(func=_predict)
 
     count = sub.add_parser(
@@ -672,6 +726,7 @@ def build_parser() -> argparse.ArgumentParser:
         '--cell', type=_int_at_least(1), default=32, help='cell side in pixels'
     )
     count.add_argument('--out', help='COG of counts per cell')
+    _console_options(count)
     count.set_defaults(func=_count)
 
     priors = sub.add_parser(
@@ -680,6 +735,7 @@ def build_parser() -> argparse.ArgumentParser:
     psub = priors.add_subparsers(dest='priors_command', required=True)
     show = psub.add_parser('show', help='print a table (built-in name or CSV)')
     show.add_argument('table', nargs='?', default='nlcd-landcover4')
+    _console_options(show)
     show.set_defaults(func=_priors_show)
     est = psub.add_parser(
         'estimate',
@@ -705,6 +761,7 @@ def build_parser() -> argparse.ArgumentParser:
         help='grid: coarse pixels; cells: 30 m cells (coarse already on the fine '
         'grid); regions: one block per coarse class',
     )
+    _console_options(est)
     est.set_defaults(func=_priors_estimate)
     return parser
 
@@ -716,10 +773,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .console import quiet
     from .priors import PriorError
 
     try:
-        return int(args.func(args))
+        # Lightning is quietened only for the commands that train or load models.
+        with quiet(args.verbose, lightning=args.command in ('demo', 'predict')):
+            return int(args.func(args))
     except PriorError as err:
         print(f'geosparse: error: {err}', file=sys.stderr)
         return 2

@@ -24,10 +24,12 @@ from rasterio.crs import CRS
 from torchgeo.datasets import RasterDataset
 from torchgeo.datasets.utils import GeoSlice, Path
 
+from .regrid import QuietRegrid
+
 __all__ = ['CoarseLabels', 'FineLabels', 'ImageryDataset']
 
 
-class ImageryDataset(RasterDataset):
+class ImageryDataset(QuietRegrid, RasterDataset):
     """Multiband imagery from any GeoTIFFs matching ``filename_glob``.
 
     A thin, configurable RasterDataset: ``ImageryDataset(paths, glob='*_naip.tif')``.
@@ -63,7 +65,7 @@ class ImageryDataset(RasterDataset):
         super().__init__(paths, crs, res, bands, transforms, cache)
 
 
-class FineLabels(RasterDataset):
+class FineLabels(QuietRegrid, RasterDataset):
     """Fine (high-resolution) categorical labels, returned under ``mask``.
 
     .. versionadded:: 0.1
@@ -85,7 +87,7 @@ class FineLabels(RasterDataset):
         super().__init__(paths, crs, res, None, transforms, cache)
 
 
-class CoarseLabels(RasterDataset):
+class CoarseLabels(QuietRegrid, RasterDataset):
     r"""Coarse categorical labels with the block structure of their own grid.
 
     Each sample holds ``coarse`` (the coarse code at every pixel of the query grid,

@@ -46,6 +46,7 @@ from ..compat import georeference
 from ..errors import InputError
 from ..io.points import read_points_frame
 from .points import SparsePoints
+from .regrid import QuietRegrid
 
 __all__ = [
     'INSTANCE_VALUES',
@@ -302,7 +303,7 @@ def _read_polygons(
     return name, frame
 
 
-class InstancePolygons(GeoDataset):
+class InstancePolygons(QuietRegrid, GeoDataset):
     """Instance polygons, rasterised per window into an instance-id mask.
 
     Sample keys: ``instances`` ``(H, W)`` int64, each pixel the id of the polygon

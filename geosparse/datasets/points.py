@@ -30,6 +30,7 @@ from torchgeo.datasets.utils import GeoSlice, stack_samples
 
 from ..compat import georeference
 from ..io.points import read_points_frame
+from .regrid import QuietRegrid
 
 __all__ = ['POINT_KEYS', 'SparsePoints', 'collate_points', 'spatial_split']
 
@@ -40,7 +41,7 @@ __all__ = ['POINT_KEYS', 'SparsePoints', 'collate_points', 'spatial_split']
 POINT_KEYS = ('values', 'covariances')
 
 
-class SparsePoints(GeoDataset):
+class SparsePoints(QuietRegrid, GeoDataset):
     """Point labels with float values, sampled by geographic windows.
 
     Sample keys: ``points`` ``(N, 2)`` float32 pixel coordinates ``(row, col)`` of

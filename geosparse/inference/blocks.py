@@ -33,8 +33,8 @@ import dask.array as da
 import numpy as np
 from rasterio.io import DatasetWriter
 from rasterio.windows import Window
-from tqdm.auto import tqdm
 
+from ..console import progress as progress_bar
 from ..io.cog import CogOptions, cog_writer
 from ..io.source import ImageSource
 
@@ -140,7 +140,7 @@ def _store_distributed(
     locations: list[tuple[int, int, int, int]],
     dst: _WindowTarget,
     client: Client,
-    bar: tqdm[Any],
+    bar: Any,
 ) -> None:
     """Run the blocks on a dask.distributed cluster and write them as they arrive.
 
@@ -274,11 +274,11 @@ def predict_blocks(
         ]
         target = _WindowTarget(dsts)
         bar = stack.enter_context(
-            tqdm(
-                total=len(rows) * len(cols),
+            progress_bar(
                 desc='predict',
                 unit='block',
-                disable=not progress,
+                total=len(rows) * len(cols),
+                enabled=progress,
             )
         )
         if not local:

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from ..console import progress as progress_bar
 from ..gp import KernelParams, loo_variance_scale
 from ..io.source import ImageSource
 
@@ -69,7 +69,7 @@ def calibrate(
     kernel: KernelParams | None = None
     task_kernel = getattr(predictor.head, 'kernel_params', None)
     groups = np.unique(keys[inside])
-    for key in tqdm(groups, desc='calibrate', unit='block', disable=not progress):
+    for key in progress_bar(groups, desc='calibrate', unit='block', enabled=progress):
         sel = np.flatnonzero(inside & (keys == key))
         window = grid.with_halo(windows[int(key)], halo)
         (r_top, _), (c_left, _) = window.toranges()

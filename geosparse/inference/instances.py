@@ -34,8 +34,8 @@ import pystac
 from affine import Affine
 from pystac.extensions.file import FileExtension
 from rasterio.windows import Window
-from tqdm.auto import tqdm
 
+from ..console import progress as progress_bar
 from ..datasets.instances import read_instance_points
 from ..io.cog import cog_writer
 from ..io.grid import RasterGrid
@@ -389,8 +389,8 @@ def predict_instances(
             **spec.cog_options(),
         ) as dst:
             windows = grid.blocks(block)
-            for window in tqdm(
-                windows, desc='instances', unit='block', disable=not progress
+            for window in progress_bar(
+                windows, desc='instances', unit='block', enabled=progress
             ):
                 inst, unc, invalid = _predict_block(
                     task, src, grid, window, halo, pts, split

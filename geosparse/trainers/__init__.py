@@ -5,7 +5,7 @@ from .heads import OutputHead, normalised_entropy
 from .instances import InstancePrediction, PointInstanceTask
 from .lsr import LabelSuperResolutionTask, combine_with_prior, match_fractions
 from .npp import NPPTask, point_values
-from .utils import brief_trainer
+from .utils import StepProgress, brief_trainer
 
 __all__ = [
     'DensityTask',
@@ -15,6 +15,7 @@ __all__ = [
     'OutputHead',
     'PointInstanceTask',
     'PointMapTask',
+    'StepProgress',
     'brief_trainer',
     'combine_with_prior',
     'match_fractions',

@@ -6,13 +6,14 @@ import warnings
 from typing import Any
 
 import torch
-from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor
 from torchmetrics import MetricCollection
 
 from ..compat import window_bounds
+from ..console import progress as progress_bar
 
-__all__ = ['FiniteTraining', 'brief_trainer', 'log_epoch_metrics']
+__all__ = ['FiniteTraining', 'StepProgress', 'brief_trainer', 'log_epoch_metrics']
 
 
 class FiniteTraining(LightningModule):
@@ -121,6 +122,67 @@ class FiniteTraining(LightningModule):
             )
 
 
+class StepProgress(Callback):
+    """One progress bar over all training steps, on stderr, with the latest loss.
+
+    Unlike Lightning's bar (one per epoch, on stdout), it keeps stdout for results,
+    and written to a file or pipe it updates once per
+    :data:`~geosparse.console.LOG_INTERVAL` seconds at most.
+
+    Args:
+        desc: the bar's label.
+    """
+
+    def __init__(self, desc: str = 'train') -> None:
+        super().__init__()
+        self.desc = desc
+        self._bar: Any = None
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Open the bar (total: ``max_steps``, else the epochs' batches if known)."""
+        total: int | None = trainer.max_steps if trainer.max_steps > 0 else None
+        if total is None:
+            batches = trainer.num_training_batches
+            if isinstance(batches, int) and trainer.max_epochs:
+                total = batches * trainer.max_epochs
+        self._bar = progress_bar(
+            desc=self.desc, unit='step', total=total, initial=trainer.global_step
+        )
+
+    def on_train_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        """Advance by one step, showing the training loss."""
+        if self._bar is None:
+            return
+        loss = outputs.get('loss') if isinstance(outputs, dict) else outputs
+        if isinstance(loss, Tensor) and loss.numel() == 1:
+            self._bar.set_postfix(loss=f'{float(loss.detach()):.4g}', refresh=False)
+        self._bar.update(trainer.global_step - self._bar.n)
+        if self._bar.total is not None and self._bar.n >= self._bar.total:
+            self._close()  # before Lightning says why training stopped
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Close the bar."""
+        self._close()
+
+    def on_exception(
+        self, trainer: Trainer, pl_module: LightningModule, exception: BaseException
+    ) -> None:
+        """Close the bar before the error is reported."""
+        self._close()
+
+    def _close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
 def brief_trainer(
     max_steps: int, progress: bool = False, val_batches: int | float = 0, **kwargs: Any
 ) -> Trainer:
@@ -130,7 +192,8 @@ def brief_trainer(
 
     Args:
         max_steps: optimiser steps (one epoch at most).
-        progress: show the progress bar.
+        progress: show one progress bar of the steps on stderr
+            (:class:`StepProgress`; Lightning's own bar stays off).
         val_batches: validation batches per epoch (0: no validation).
         **kwargs: further :class:`~lightning.pytorch.Trainer` arguments.
 
@@ -143,11 +206,13 @@ def brief_trainer(
         max_epochs=1,
         logger=False,
         enable_checkpointing=False,
-        enable_progress_bar=progress,
+        enable_progress_bar=False,
         enable_model_summary=False,
         limit_val_batches=val_batches,
         num_sanity_val_steps=0,
     )
+    if progress:
+        options['callbacks'] = [*kwargs.pop('callbacks', []), StepProgress()]
     options.update(kwargs)
     return Trainer(**options)
 
