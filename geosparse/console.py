@@ -84,6 +84,8 @@ def quiet(verbose: bool = False, lightning: bool = True) -> Iterator[None]:
     Warning filters and logger levels come back on exit. geosparse's own warnings
     and errors are never hidden.
 
+    .. versionadded:: 0.1
+
     Args:
         verbose: hide nothing, and show geosparse's debug log on stderr.
         lightning: quieten Lightning (imported here if it is not yet: its import
@@ -132,6 +134,8 @@ def progress(
     **kwargs: Any,
 ) -> Any:
     """A tqdm bar on stderr; in a file or pipe, one update per :data:`LOG_INTERVAL`.
+
+    .. versionadded:: 0.1
 
     Args:
         iterable: what to iterate (or None and call ``update``).
@@ -237,6 +241,8 @@ def describe_output(path: str | os.PathLike[str]) -> str:
     band's range and mean (the ``std`` bands' range), counting maps the number of
     objects too, instance maps the number of objects. Rasters larger than
     :data:`MAX_SIDE` on a side are read decimated (nearest), which the line says.
+
+    .. versionadded:: 0.1
 
     Args:
         path: a COG written by ``geosparse predict`` or the demo.

@@ -20,7 +20,10 @@ logger = logging.getLogger('geosparse.datasets')
 
 
 def crs_name(crs: Any) -> str:
-    """``EPSG:<code>`` of a CRS, else its name (never the WKT)."""
+    """``EPSG:<code>`` of a CRS, else its name (never the WKT).
+
+    .. versionadded:: 0.1
+    """
     try:
         proj = ProjCRS.from_user_input(crs)
     except Exception:  # pragma: no cover - anything TorchGeo accepted has a name
@@ -35,6 +38,8 @@ class QuietRegrid(GeoDataset):
     Same effect as TorchGeo's setters (the index is reprojected; the resolution is
     stored); put it before the TorchGeo base class. A subclass may still define its
     own ``crs`` property.
+
+    .. versionadded:: 0.1
     """
 
     @property
