@@ -79,23 +79,27 @@ def run_block(lang: str, code: str, cwd: Path) -> None:
         cmd = [sys.executable, '-c', code]
     else:
         cmd = ['bash', '-c', BASH_PRELUDE + runnable(code)]
-    # A block may start a server in the background: its whole process group goes.
-    proc = subprocess.Popen(
-        cmd,
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, _ = proc.communicate(timeout=900)
-    finally:
+    # A block may start a server in the background, which keeps any pipe open: the
+    # output goes to a file, and the block's whole process group goes at the end.
+    log = cwd / '.block.log'
+    with open(log, 'w') as sink:
+        proc = subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+            proc.wait(timeout=900)
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    out = log.read_text()
     assert proc.returncode == 0, f'{lang} block failed:\n{code}\n--- output ---\n{out[-4000:]}'
 
 
