@@ -64,6 +64,11 @@ NOISY_WARNINGS: tuple[tuple[str, type[Warning]], ...] = (
         r'.*The number of training batches \(\d+\) is smaller than the logging interval',
         Warning,
     ),
+    # TorchGeo 0.10 renames samplers and helpers that 0.8.1 (also supported) lacks the
+    # new names of; its own code calls the old helpers too
+    (r'Use (torchgeo|geopandas)\.\S+ instead', DeprecationWarning),
+    # pandas 3.1 deprecates `inplace`, which TorchGeo's dataset code uses
+    (r'.*The inplace keyword in .* is deprecated', Warning),
     # torchmetrics, when a class never occurs in a brief run
     (r'.*No positive samples in targets', Warning),
 )

@@ -48,9 +48,11 @@ def _run(argv, capsys, monkeypatch):
 
     import lightning.pytorch  # noqa: F401  (its import adds its console handler)
 
-    # Lightning's handler keeps the stderr of its import time: point it at capsys's.
-    for handler in logging.getLogger('lightning.pytorch').handlers:
-        monkeypatch.setattr(handler, 'stream', sys.stderr)
+    # Lightning's handler keeps the stderr of its import time, and pytest may add its
+    # own handlers to that non-propagating logger: during the run it has one handler,
+    # on capsys's stderr, as in a user's console.
+    lightning_logger = logging.getLogger('lightning.pytorch')
+    monkeypatch.setattr(lightning_logger, 'handlers', [logging.StreamHandler(sys.stderr)])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('default')
         # Python never shows these (its default filters); geosparse has a few.
