@@ -72,7 +72,7 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
-from geosparse.console import progress, quiet
+from geosparse.console import progress, quiet, verbose_option
 from geosparse.datamodules import CountingDataModule
 from geosparse.gaussians import GaussianFit, fit_gaussians
 from geosparse.io.raster import atomic_write_text
@@ -401,11 +401,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help='one run per seed; methods give the mean, per_seed each run',
     )
     p.add_argument('--progress', action='store_true')
-    p.add_argument(
-        '--verbose',
-        action='store_true',
-        help="show the libraries' information lines and warnings",
-    )
+    verbose_option(p)
     a = p.parse_args(argv)
     with quiet(a.verbose):
         for name in ('image', 'points', 'test_image', 'test_points'):

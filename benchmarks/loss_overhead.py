@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from geosparse.console import quiet
+from geosparse.console import quiet, verbose_option
 from geosparse.gp import KernelParams
 from geosparse.gp.posterior import posterior_map
 from geosparse.io.raster import atomic_write_text
@@ -130,11 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument('--size', type=int, default=256)
     parser.add_argument('--posterior-size', type=int, default=1024)
     parser.add_argument('--memory-size', type=int, default=4096)
-    parser.add_argument(
-        '--verbose',
-        action='store_true',
-        help="show the libraries' information lines and warnings",
-    )
+    verbose_option(parser)
     args = parser.parse_args(argv)
     with quiet(args.verbose):
         torch.manual_seed(0)

@@ -38,7 +38,7 @@ import torch
 from lightning.pytorch import Trainer, seed_everything
 from torchmetrics.functional.classification import binary_auroc
 
-from geosparse.console import progress, quiet
+from geosparse.console import progress, quiet, verbose_option
 from geosparse.datamodules import LabelSuperResolutionDataModule
 from geosparse.inference import Predictor
 from geosparse.io.raster import atomic_path, atomic_write_text
@@ -337,11 +337,7 @@ def main(argv: list[str] | None = None) -> None:
         'fine-class fractions on the evaluation patches; and ranking_auc: per fine '
         'class, the ROC AUC of the network probability against the truth',
     )
-    parser.add_argument(
-        '--verbose',
-        action='store_true',
-        help="show the libraries' information lines and warnings",
-    )
+    verbose_option(parser)
     args = parser.parse_args(argv)
     with quiet(args.verbose):
         if len(set(args.seeds)) != len(args.seeds):

@@ -64,7 +64,7 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _npp import make_task, scores, train
 
-from geosparse.console import quiet
+from geosparse.console import quiet, verbose_option
 from geosparse.datasets import ImageryDataset, SparsePoints, collate_points
 from geosparse.gp import fit_kernel, loo_variance_scale, posterior_map
 from geosparse.gp.kernels import FAMILIES
@@ -387,11 +387,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--out', type=Path, help='also write the JSON here')
-    p.add_argument(
-        '--verbose',
-        action='store_true',
-        help="show the libraries' information lines and warnings",
-    )
+    verbose_option(p)
     a = p.parse_args(argv)
     with quiet(a.verbose):
         if a.points is not None and not a.value:

@@ -68,7 +68,7 @@ from torch.utils.data import DataLoader, Dataset
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _npp import make_task, scores, train
 
-from geosparse.console import progress, quiet
+from geosparse.console import progress, quiet, verbose_option
 from geosparse.datasets import collate_points
 from geosparse.gp import KernelParams, fit_kernel, posterior_map
 from geosparse.inference import Predictor
@@ -390,11 +390,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         default=['synthetic', 'pin-mnist'],
         choices=['synthetic', 'pin-mnist'],
     )
-    parser.add_argument(
-        '--verbose',
-        action='store_true',
-        help="show the libraries' information lines and warnings",
-    )
+    verbose_option(parser)
     args = parser.parse_args(argv)
     with quiet(args.verbose):
         if args.images < 20:

@@ -29,7 +29,7 @@ import lightning.pytorch as pl
 import rasterio
 import torch
 
-from geosparse.console import quiet
+from geosparse.console import quiet, verbose_option
 from geosparse.datamodules import (
     CountingDataModule,
     LabelSuperResolutionDataModule,
@@ -90,11 +90,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--steps', type=int, default=4, help='training steps per task')
     parser.add_argument('--out', type=Path, help='also write the JSON here')
-    parser.add_argument(
-        '--verbose',
-        action='store_true',
-        help="show the libraries' information lines and warnings",
-    )
+    verbose_option(parser)
     args = parser.parse_args()
     with quiet(args.verbose):
         warnings.filterwarnings('ignore')

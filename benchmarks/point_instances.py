@@ -72,7 +72,7 @@ import shapely
 import torch
 import torch.nn.functional as F
 
-from geosparse.console import progress, quiet
+from geosparse.console import progress, quiet, verbose_option
 from geosparse.datamodules import PointInstanceDataModule
 from geosparse.datasets import InstancePolygons, match_points_to_polygons
 from geosparse.datasets.synthetic import make_instance_scene
@@ -473,11 +473,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument('--pairwise-weight', type=float, default=1.0)
     p.add_argument('--lr', type=float, default=1e-3)
     p.add_argument('--out', help='also write the JSON here')
-    p.add_argument(
-        '--verbose',
-        action='store_true',
-        help="show the libraries' information lines and warnings",
-    )
+    verbose_option(p)
     a = p.parse_args(argv)
     with quiet(a.verbose):
         if not a.synthetic and not (a.image and a.polygons):

@@ -38,7 +38,7 @@ import torch
 from rasterio.transform import from_origin
 from rasterio.windows import Window
 
-from geosparse.console import quiet
+from geosparse.console import quiet, verbose_option
 from geosparse.inference import Predictor
 from geosparse.inference.predict import predict_raster
 from geosparse.io.raster import atomic_write_text
@@ -141,11 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument('--child', help=argparse.SUPPRESS)
     parser.add_argument('--child-out', help=argparse.SUPPRESS)
     parser.add_argument('--checkpoint', help=argparse.SUPPRESS)
-    parser.add_argument(
-        '--verbose',
-        action='store_true',
-        help="show the libraries' information lines and warnings",
-    )
+    verbose_option(parser)
     args = parser.parse_args(argv)
     with quiet(args.verbose):
         if args.child:

@@ -19,6 +19,7 @@ use it.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib
 import logging
@@ -39,6 +40,7 @@ __all__ = [
     'describe_output',
     'progress',
     'quiet',
+    'verbose_option',
 ]
 
 T = TypeVar('T')
@@ -80,6 +82,21 @@ CHATTY_LOGGERS = (
     'lightning_fabric',
     'pytorch_lightning',
 )
+
+
+def verbose_option(parser: argparse.ArgumentParser) -> None:
+    """Add ``--verbose`` (the value of :func:`quiet`'s ``verbose``) to a script's parser.
+
+    .. versionadded:: 0.1
+
+    Args:
+        parser: the script's argument parser.
+    """
+    parser.add_argument(
+        '--verbose',
+        action='store_true',
+        help="show the libraries' information lines and warnings",
+    )
 
 
 @contextlib.contextmanager

@@ -52,7 +52,9 @@ def _run(argv, capsys, monkeypatch):
     # own handlers to that non-propagating logger: during the run it has one handler,
     # on capsys's stderr, as in a user's console.
     lightning_logger = logging.getLogger('lightning.pytorch')
-    monkeypatch.setattr(lightning_logger, 'handlers', [logging.StreamHandler(sys.stderr)])
+    monkeypatch.setattr(
+        lightning_logger, 'handlers', [logging.StreamHandler(sys.stderr)]
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('default')
         # Python never shows these (its default filters); geosparse has a few.
@@ -192,3 +194,24 @@ def test_big_rasters_are_summarised_from_a_decimated_read(tmp_path):
     fractions, decimated = class_fractions(path)
     assert decimated
     assert fractions[1] == pytest.approx(0.25, abs=0.01)
+
+
+def test_benchmarks_take_verbose(tmp_path):
+    import argparse
+    import subprocess
+    import sys
+
+    from geosparse.console import verbose_option
+
+    from .conftest import ROOT
+
+    parser = argparse.ArgumentParser()
+    verbose_option(parser)
+    assert parser.parse_args(['--verbose']).verbose is True
+    assert parser.parse_args([]).verbose is False
+    res = subprocess.run(
+        [sys.executable, str(ROOT / 'benchmarks' / 'loss_overhead.py'), '--help'],
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 0 and '--verbose' in res.stdout, res.stderr[-2000:]
