@@ -7,7 +7,8 @@ Nothing else in the package branches on the TorchGeo version.
 TorchGeo               0.10 (Python >= 3.12)                        0.8.1 (Python 3.11)
 =====================  ===========================================  ==================================
 task classes           ``torchgeo.tasks.SemanticSegmentation``,     ``torchgeo.trainers.*Task``
-                       ``PixelwiseRegression``, ``BaseTask``        (``BaseTask``)
+                       ``PixelwiseRegression``,                     (``BaseTask``)
+                       ``InstanceSegmentation``, ``BaseTask``
 sample georeference    ``bounds``: ``(9,)`` tensor ``(xmin, xmax,   ``crs`` (a CRS) and ``bounds``
                        xres, ymin, ymax, yres, tmin, tmax, tres)``  (the query's slices)
                        and ``transform``: ``(9,)`` affine tensor;
@@ -42,6 +43,7 @@ __all__ = [
     'TORCHGEO_VERSION',
     'BaseTask',
     'GeoSampler',
+    'InstanceSegmentation',
     'PixelwiseRegression',
     'SemanticSegmentation',
     'georeference',
@@ -78,9 +80,15 @@ _CURRENT = TORCHGEO_VERSION >= (0, 10, 0)
 # torchgeo 0.10 needs Python >= 3.12; the version test lets mypy (run with Python
 # 3.11 and 0.8.1) see the branch that is installed there.
 if sys.version_info >= (3, 12) and _CURRENT:
-    from torchgeo.tasks import BaseTask, PixelwiseRegression, SemanticSegmentation
+    from torchgeo.tasks import (
+        BaseTask,
+        InstanceSegmentation,
+        PixelwiseRegression,
+        SemanticSegmentation,
+    )
 else:  # 0.8.1: the same classes under their old names
     from torchgeo.trainers import BaseTask
+    from torchgeo.trainers import InstanceSegmentationTask as InstanceSegmentation
     from torchgeo.trainers import PixelwiseRegressionTask as PixelwiseRegression
     from torchgeo.trainers import SemanticSegmentationTask as SemanticSegmentation
 
@@ -90,8 +98,10 @@ else:  # 0.8.1: the same classes under their old names
 TORCHGEO_TASKS: dict[str, type] = {
     'torchgeo.tasks.SemanticSegmentation': SemanticSegmentation,
     'torchgeo.tasks.PixelwiseRegression': PixelwiseRegression,
+    'torchgeo.tasks.InstanceSegmentation': InstanceSegmentation,
     'torchgeo.trainers.SemanticSegmentationTask': SemanticSegmentation,
     'torchgeo.trainers.PixelwiseRegressionTask': PixelwiseRegression,
+    'torchgeo.trainers.InstanceSegmentationTask': InstanceSegmentation,
 }
 
 #: Sample keys that are not tensors in the installed release (they cannot be moved to

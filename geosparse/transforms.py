@@ -8,9 +8,12 @@ has its own:
   every tensor whose last two dimensions match the image's;
 - :class:`RandomFlipWithPoints` (counting): horizontal and vertical flips of the
   images, the points ``(row, col)`` and each point's covariance
-  (:func:`flip_batch`).
+  (:func:`flip_batch`);
+- :class:`RandomFlipWithBoxes` (instance segmentation): horizontal and vertical
+  flips of the images, the instance maps, and each window's list of object masks
+  and pixel-edge boxes (TorchGeo's ``mask`` and ``bbox_xyxy``).
 
-Both are a data module's ``train_aug``, applied to training batches only in
+All are a data module's ``train_aug``, applied to training batches only in
 ``on_after_batch_transfer``, the TorchGeo way.
 """
 
@@ -22,7 +25,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ['RandomDihedral', 'RandomFlipWithPoints', 'flip_batch']
+__all__ = [
+    'RandomDihedral',
+    'RandomFlipWithBoxes',
+    'RandomFlipWithPoints',
+    'flip_batch',
+]
 
 
 class RandomDihedral(nn.Module):
@@ -147,4 +155,63 @@ class RandomFlipWithPoints(nn.Module):
             if isinstance(value, Tensor):
                 batch[key] = value.clone()
         flip_batch(batch, horizontal, vertical, self.keys)
+        return batch
+
+
+class RandomFlipWithBoxes(nn.Module):
+    r"""Random horizontal and vertical flips of images, object masks and boxes.
+
+    Each window is mirrored left-right with probability ``p`` and, independently,
+    top-bottom with probability ``p``: its image-shaped ``keys`` (:func:`flip_batch`),
+    each of its object masks (``mask``, a list of ``(N_b, H, W)`` tensors) and its
+    pixel-edge boxes (``bbox_xyxy``, a list of ``(N_b, 4)`` tensors ``(x_0, y_0,
+    x_1, y_1)``): :math:`(x_0, x_1) \to (W - x_1, W - x_0)` left-right,
+    :math:`(y_0, y_1) \to (H - y_1, H - y_0)` top-bottom, which is exact for boxes
+    on pixel edges (:func:`~geosparse.datasets.pseudo.instance_targets`).
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, p: float = 0.5, keys: tuple[str, ...] = ('image', 'instances')):
+        """Choose the flip probability and the stacked image-shaped keys.
+
+        Args:
+            p: probability of each of the two flips, per window.
+            keys: stacked ``(B, ..., H, W)`` keys flipped (missing ones skipped).
+        """
+        super().__init__()
+        self.p = p
+        self.keys = keys
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Flip a batch and return it; its tensors are copied, not changed in place."""
+        b = batch['image'].shape[0]
+        h, w = batch['image'].shape[-2:]
+        horizontal = torch.rand(b) < self.p
+        vertical = torch.rand(b) < self.p
+        for key in self.keys:
+            value = batch.get(key)
+            if isinstance(value, Tensor):
+                batch[key] = value.clone()
+        flip_batch(batch, horizontal, vertical, self.keys)
+        masks = batch.get('mask')
+        boxes = batch.get('bbox_xyxy')
+        if isinstance(masks, list):
+            batch['mask'] = [
+                m.flip(-1) if bool(horizontal[i]) else m for i, m in enumerate(masks)
+            ]
+            batch['mask'] = [
+                m.flip(-2) if bool(vertical[i]) else m
+                for i, m in enumerate(batch['mask'])
+            ]
+        if isinstance(boxes, list):
+            out = []
+            for i, box in enumerate(boxes):
+                box = box.clone()
+                if bool(horizontal[i]):
+                    box[:, [0, 2]] = w - box[:, [2, 0]]
+                if bool(vertical[i]):
+                    box[:, [1, 3]] = h - box[:, [3, 1]]
+                out.append(box)
+            batch['bbox_xyxy'] = out
         return batch

@@ -4,10 +4,12 @@ from .counting import CountingDataModule
 from .instances import PointInstanceDataModule
 from .lsr import LabelSuperResolutionDataModule
 from .npp import NPPDataModule
+from .pseudo import PseudoMaskDataModule
 
 __all__ = [
     'CountingDataModule',
     'LabelSuperResolutionDataModule',
     'NPPDataModule',
     'PointInstanceDataModule',
+    'PseudoMaskDataModule',
 ]

@@ -8,6 +8,7 @@ from .instances import (
     read_instance_points,
 )
 from .points import POINT_KEYS, SparsePoints, collate_points, spatial_split
+from .pseudo import InstanceRaster, collate_instances, instance_targets
 from .synthetic import (
     FINE_CLASSES,
     InstanceScene,
@@ -29,11 +30,14 @@ __all__ = [
     'FineLabels',
     'ImageryDataset',
     'InstancePolygons',
+    'InstanceRaster',
     'InstanceScene',
     'ObjectScene',
     'SparsePoints',
     'SyntheticScene',
+    'collate_instances',
     'collate_points',
+    'instance_targets',
     'make_instance_scene',
     'make_object_scene',
     'make_point_labels',

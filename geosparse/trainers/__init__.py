@@ -4,13 +4,16 @@ from .counting import DensityTask, PointMapTask, smoothed_point_map
 from .heads import OutputHead, normalised_entropy
 from .instances import InstancePrediction, PointInstanceTask
 from .lsr import LabelSuperResolutionTask, combine_with_prior, match_fractions
+from .maskrcnn import Detections, MaskRCNNTask, paint_detections
 from .npp import NPPTask, point_values
 from .utils import StepProgress, brief_trainer
 
 __all__ = [
     'DensityTask',
+    'Detections',
     'InstancePrediction',
     'LabelSuperResolutionTask',
+    'MaskRCNNTask',
     'NPPTask',
     'OutputHead',
     'PointInstanceTask',
@@ -20,6 +23,7 @@ __all__ = [
     'combine_with_prior',
     'match_fractions',
     'normalised_entropy',
+    'paint_detections',
     'point_values',
     'smoothed_point_map',
 ]
