@@ -89,8 +89,11 @@ def _predict(args: argparse.Namespace) -> int:
     ckpt = Path(args.checkpoint)
     if not ckpt.is_file():
         return _fail(f'--checkpoint {ckpt}: no such file.')
-    if _holds_instances(ckpt, args):
+    kind = _instance_kind(ckpt, args)
+    if kind == 'points':
         return _predict_instances(args, ckpt)
+    if kind == 'detections':
+        return _predict_detections(args, ckpt)
     reveal = None
     if args.reveal:
         from .io.points import read_points
@@ -232,68 +235,55 @@ def _summarise(written: Sequence[Path]) -> None:
         print(f'  {path}: {text}')
 
 
-def _holds_instances(ckpt: Path, args: argparse.Namespace) -> bool:
-    """Whether the checkpoint (or --task) is a PointInstanceTask.
+def _instance_kind(ckpt: Path, args: argparse.Namespace) -> str | None:
+    """``'points'`` for a PointInstanceTask, ``'detections'`` for a MaskRCNNTask.
 
-    A checkpoint that cannot be read answers False: the general path reports why.
+    A checkpoint that cannot be read answers None: the general path reports why.
     """
     from .inference.checkpoints import checkpoint_task_class
     from .trainers.instances import PointInstanceTask
+    from .trainers.maskrcnn import MaskRCNNTask
 
     try:
         cls = checkpoint_task_class(ckpt, args.task, args.trust_checkpoint)
     except Exception:
-        return False
-    return isinstance(cls, type) and issubclass(cls, PointInstanceTask)
+        return None
+    if not isinstance(cls, type):
+        return None
+    if issubclass(cls, PointInstanceTask):
+        return 'points'
+    if issubclass(cls, MaskRCNNTask):
+        return 'detections'
+    return None
 
 
-def _predict_instances(args: argparse.Namespace, ckpt: Path) -> int:
-    """``geosparse predict`` for a PointInstanceTask: masks and polygons from points."""
-    import warnings
+def _instance_stems(args: argparse.Namespace) -> dict[str, str] | str:
+    """Output stem -> input raster, or the error message of two inputs on one stem."""
+    from .inference.predict import output_stem
 
-    from rasterio.errors import RasterioIOError
-
-    from .inference.checkpoints import load_task
-    from .inference.instances import predict_instances
-    from .inference.predict import output_complete, output_stem
-    from .trainers.instances import PointInstanceTask
-
-    if not args.points:
-        return _fail(
-            f'--checkpoint {ckpt} holds a PointInstanceTask, which turns one point per '
-            'object into instance masks: pass --points FILE (GeoPackage, GeoJSON, '
-            'CSV, ...) with a point on each object.'
-        )
-    if args.stac or args.mosaic:
-        option = '--stac' if args.stac else '--mosaic'
-        return _fail(
-            f'{option} is not supported for instance checkpoints yet; pass the input '
-            'rasters one by one.'
-        )
-    for option, value in (('--coarse', args.coarse), ('--reveal', args.reveal)):
-        if value:
-            print(
-                f'geosparse: warning: {option} {value} is not used: the checkpoint '
-                'holds a PointInstanceTask, which takes only --points.',
-                file=sys.stderr,
-            )
     stems: dict[str, str] = {}
     for path in args.inputs:
         stem = output_stem(Path(path).stem)
         if stem in stems:
-            return _fail(
+            return (
                 f'{stems[stem]} and {path} would both write {stem}_instances.tif in '
                 f'--out {args.out}; predict them into separate --out folders, or '
                 'rename one.'
             )
         stems[stem] = path
-    try:
-        task = load_task(ckpt, args.task, args.trust_checkpoint)
-    except ValueError as err:
-        return _fail(
-            f'--checkpoint {err}' if str(err).startswith(str(ckpt)) else str(err)
-        )
-    assert isinstance(task, PointInstanceTask)
+    return stems
+
+
+def _run_instances(
+    args: argparse.Namespace, stems: dict[str, str], run: Callable[[str, str], Any]
+) -> int:
+    """Run ``run(path, stem)`` on each input; report outputs, warnings and failures."""
+    import warnings
+
+    from rasterio.errors import RasterioIOError
+
+    from .inference.predict import output_complete
+
     failures = []
     written: list[Path] = []
     for stem, path in stems.items():
@@ -304,24 +294,7 @@ def _predict_instances(args: argparse.Namespace, ckpt: Path) -> int:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter('always')
             try:
-                out = predict_instances(
-                    task,
-                    path,
-                    args.points,
-                    args.out,
-                    name=stem,
-                    block=args.block,
-                    halo=64 if args.halo is None else args.halo,
-                    id_column=args.id_column,
-                    class_column=args.class_column,
-                    background_column=args.background_column,
-                    progress=not args.quiet,
-                    x=args.x,
-                    y=args.y,
-                    points_crs=args.points_crs,
-                    properties={'checkpoint': ckpt.name},
-                    split=args.split,
-                )
+                out = run(path, stem)
             except (ValueError, OSError, RasterioIOError) as err:
                 out, text = None, str(err)
                 text = text.removeprefix(f'{path}: ')
@@ -343,6 +316,116 @@ def _predict_instances(args: argparse.Namespace, ckpt: Path) -> int:
             print(f'  {line}', file=sys.stderr)
         return 1
     return 0
+
+
+def _predict_detections(args: argparse.Namespace, ckpt: Path) -> int:
+    """``geosparse predict`` for a stage-2 MaskRCNNTask: instances without points."""
+    from .inference.checkpoints import load_task
+    from .inference.instances import predict_detected_instances
+    from .trainers.maskrcnn import MaskRCNNTask
+
+    if args.stac or args.mosaic:
+        option = '--stac' if args.stac else '--mosaic'
+        return _fail(
+            f'{option} is not supported for instance checkpoints yet; pass the input '
+            'rasters one by one.'
+        )
+    for option, value in (
+        ('--points', args.points),
+        ('--coarse', args.coarse),
+        ('--reveal', args.reveal),
+    ):
+        if value:
+            print(
+                f'geosparse: warning: {option} {value} is not used: the checkpoint '
+                'holds a MaskRCNNTask (stage 2), which finds the objects without '
+                'points.',
+                file=sys.stderr,
+            )
+    stems = _instance_stems(args)
+    if isinstance(stems, str):
+        return _fail(stems)
+    try:
+        task = load_task(ckpt, args.task, args.trust_checkpoint)
+    except ValueError as err:
+        return _fail(
+            f'--checkpoint {err}' if str(err).startswith(str(ckpt)) else str(err)
+        )
+    assert isinstance(task, MaskRCNNTask)
+
+    def run(path: str, stem: str) -> Any:
+        return predict_detected_instances(
+            task,
+            path,
+            args.out,
+            name=stem,
+            block=args.block,
+            halo=64 if args.halo is None else args.halo,
+            score_threshold=args.min_score,
+            progress=not args.quiet,
+            properties={'checkpoint': ckpt.name},
+        )
+
+    return _run_instances(args, stems, run)
+
+
+def _predict_instances(args: argparse.Namespace, ckpt: Path) -> int:
+    """``geosparse predict`` for a PointInstanceTask: masks and polygons from points."""
+    from .inference.checkpoints import load_task
+    from .inference.instances import predict_instances
+    from .trainers.instances import PointInstanceTask
+
+    if not args.points:
+        return _fail(
+            f'--checkpoint {ckpt} holds a PointInstanceTask, which turns one point per '
+            'object into instance masks: pass --points FILE (GeoPackage, GeoJSON, '
+            'CSV, ...) with a point on each object.'
+        )
+    if args.stac or args.mosaic:
+        option = '--stac' if args.stac else '--mosaic'
+        return _fail(
+            f'{option} is not supported for instance checkpoints yet; pass the input '
+            'rasters one by one.'
+        )
+    for option, value in (('--coarse', args.coarse), ('--reveal', args.reveal)):
+        if value:
+            print(
+                f'geosparse: warning: {option} {value} is not used: the checkpoint '
+                'holds a PointInstanceTask, which takes only --points.',
+                file=sys.stderr,
+            )
+    stems = _instance_stems(args)
+    if isinstance(stems, str):
+        return _fail(stems)
+    try:
+        task = load_task(ckpt, args.task, args.trust_checkpoint)
+    except ValueError as err:
+        return _fail(
+            f'--checkpoint {err}' if str(err).startswith(str(ckpt)) else str(err)
+        )
+    assert isinstance(task, PointInstanceTask)
+
+    def run(path: str, stem: str) -> Any:
+        return predict_instances(
+            task,
+            path,
+            args.points,
+            args.out,
+            name=stem,
+            block=args.block,
+            halo=64 if args.halo is None else args.halo,
+            id_column=args.id_column,
+            class_column=args.class_column,
+            background_column=args.background_column,
+            progress=not args.quiet,
+            x=args.x,
+            y=args.y,
+            points_crs=args.points_crs,
+            properties={'checkpoint': ckpt.name},
+            split=args.split,
+        )
+
+    return _run_instances(args, stems, run)
 
 
 def _count(args: argparse.Namespace) -> int:
@@ -519,7 +602,9 @@ def build_parser() -> argparse.ArgumentParser:
             'a PointInstanceTask (instances from one point per object) takes --points '
             'and writes <name>_instances.tif (bands instance, class, uncertainty), '
             '<name>_instances.gpkg (one polygon per object) and the STAC Item '
-            '<name>_instances.json. Outputs are written atomically; a failed input is reported and the '
+            '<name>_instances.json; a stage-2 MaskRCNNTask (trained on those '
+            'masks) writes the same files without --points, ids numbered over the '
+            'whole raster. Outputs are written atomically; a failed input is reported and the '
             'others go on; the exit status is 1 if any failed.'
         ),
         epilog=textwrap.dedent(
@@ -534,6 +619,7 @@ def build_parser() -> argparse.ArgumentParser:
               geosparse predict --checkpoint inst.ckpt image.tif \\
                   --points trees.gpkg --id-column tree_id --class-column species \\
                   --out instances/
+              geosparse predict --checkpoint stage2.ckpt new_image.tif --out found/
             """
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -663,6 +749,12 @@ def build_parser() -> argparse.ArgumentParser:
     inst.add_argument(
         '--background-column',
         help='column whose true values (1, true, yes) mark background points',
+    )
+    inst.add_argument(
+        '--min-score',
+        type=float,
+        help='stage-2 (MaskRCNNTask) checkpoints: lowest detection score kept '
+        "(default: the checkpoint's score_threshold)",
     )
     inst.add_argument(
         '--split',

@@ -10,7 +10,12 @@
 - :mod:`~geosparse.inference.blocks` and :mod:`~geosparse.inference.predict`: block
   prediction streamed into COGs with STAC Items;
 - :mod:`~geosparse.inference.instances`: instance masks and polygons from one point
-  per object (:func:`~geosparse.inference.instances.predict_instances`).
+  per object (:func:`~geosparse.inference.instances.predict_instances`), and
+  without points from a stage-2 Mask R-CNN
+  (:func:`~geosparse.inference.instances.predict_detected_instances`);
+- :mod:`~geosparse.inference.stage2`: stage 2 from Python
+  (:func:`~geosparse.inference.stage2.train_stage2`,
+  :func:`~geosparse.inference.stage2.predict_stage2`).
 """
 
 from .checkpoints import UntrustedCheckpointError, load_task, task_class_for

@@ -27,6 +27,7 @@ from ..compat import TORCHGEO_TASKS, PixelwiseRegression, SemanticSegmentation
 from ..trainers.counting import DensityTask, PointMapTask
 from ..trainers.instances import PointInstanceTask
 from ..trainers.lsr import LabelSuperResolutionTask
+from ..trainers.maskrcnn import MaskRCNNTask
 from ..trainers.npp import NPPTask
 
 __all__ = [
@@ -45,6 +46,7 @@ _GEOSPARSE_TASKS: tuple[type[LightningModule], ...] = (
     DensityTask,
     PointMapTask,
     PointInstanceTask,
+    MaskRCNNTask,
 )
 
 #: Task classes a checkpoint may name in ``_class_path`` (LightningCLI records it),
@@ -134,7 +136,8 @@ def task_class_for(
     ``lengthscale`` → :class:`~geosparse.trainers.NPPTask`, ``density_scale`` →
     :class:`~geosparse.trainers.DensityTask`, ``pos_weight`` and ``radius`` →
     :class:`~geosparse.trainers.PointMapTask`, ``pairwise_weight`` →
-    :class:`~geosparse.trainers.PointInstanceTask`, ``num_outputs`` →
+    :class:`~geosparse.trainers.PointInstanceTask`, ``fpn_channels`` and
+    ``anchor_sizes`` → :class:`~geosparse.trainers.MaskRCNNTask`, ``num_outputs`` →
     :class:`~torchgeo.tasks.PixelwiseRegression`, ``num_classes`` →
     :class:`~torchgeo.tasks.SemanticSegmentation`.
 
@@ -169,6 +172,8 @@ def task_class_for(
         return PointMapTask
     if 'pairwise_weight' in hparams:
         return PointInstanceTask
+    if 'fpn_channels' in hparams and 'anchor_sizes' in hparams:
+        return MaskRCNNTask
     if 'num_outputs' in hparams:
         return PixelwiseRegression
     if 'num_classes' in hparams:

@@ -19,6 +19,35 @@ Outputs, in ``out_dir``:
 - ``<name>_instances.gpkg``: one feature per instance, columns ``instance``,
   ``class``, ``area`` (CRS units squared), ``pixels``;
 - ``<name>_instances.json``: STAC Item listing both.
+
+Without points (stage 2), :func:`predict_detected_instances` runs a trained
+:class:`~geosparse.trainers.MaskRCNNTask` over the raster and writes the same three
+files, ids numbered over the whole raster. Stitching blocks
+(:func:`detect_instances`):
+
+1. **Detect with a halo, keep what the block owns.** Each block is read with a
+   ``halo`` and Mask R-CNN runs on the haloed window; a detection is kept only by
+   the block whose core (the block without its halo) holds the centre of its box.
+   Cores tile the raster, so an object is owned by exactly one block, which sees
+   it whole when the halo exceeds the object's radius (make it at least its
+   diameter). Its mask (probability > 0.5, off nodata) is kept in raster
+   coordinates, as large as the haloed window shows it.
+2. **One object, one detection.** Two blocks may each own a detection of one
+   object (the two boxes' centres fall on either side of the edge): detections
+   whose boxes overlap with IoU > ``merge_iou`` are reduced to the best-scoring one
+   (torchvision's :func:`~torchvision.ops.nms` over the whole raster).
+3. **Number and paint.** The survivors are numbered 1..K in raster order of their
+   mask's top-left corner, and each block's core is painted from every object that
+   reaches it, lower scores first so that where masks overlap the better object
+   wins. An object lying on a block edge is painted in both blocks with its one id:
+   one instance in the COG, and one feature once the blocks' polygons are
+   dissolved by id.
+
+The COG's bands are then ``instance`` (1..K, 0 background), ``class`` (Mask R-CNN's
+label) and ``uncertainty`` (:math:`\mathrm{round}(254\,(1 - s))` with :math:`s` the
+detection score of the pixel's object; 0 on background); the polygons have a
+``score`` column. The objects' masks are held in memory until the raster is
+written (a crop per object, a few kilobytes each).
 """
 
 from __future__ import annotations
@@ -45,6 +74,7 @@ from ..io.source import ImageSource
 from ..io.spec import BandSpec, OutputSpec, Property
 from ..stac import output_item, write_item
 from ..trainers.instances import PointInstanceTask
+from ..trainers.maskrcnn import MaskRCNNTask
 from .predict import output_stem
 
 if TYPE_CHECKING:
@@ -55,7 +85,12 @@ __all__ = [
     'INSTANCE_NODATA',
     'InstanceOutputs',
     'InstancePoints',
+    'RasterObjects',
+    'detect_instances',
+    'detection_spec',
     'instance_spec',
+    'paint_objects',
+    'predict_detected_instances',
     'predict_instances',
     'read_points_on_grid',
 ]
@@ -458,3 +493,339 @@ def _predict_block(
     pred = task.predict_instances(x, rc, pts.ids[take], bg, split=split)
     inner_invalid = None if invalid is None else invalid[centre]
     return pred.instances[centre], pred.uncertainty[centre], inner_invalid
+
+
+# ---------------------------------------------------------------- stage 2
+
+
+@dataclass
+class RasterObjects:
+    """Objects detected over a raster (:func:`detect_instances`), ids 1..K.
+
+    .. versionadded:: 0.1
+
+    Attributes:
+        ids: ``(K,)`` int64 instance ids, 1..K.
+        offsets: ``(K, 2)`` int64 raster (row, col) of each mask crop's top-left.
+        masks: K bool mask crops.
+        scores: ``(K,)`` float detection scores.
+        labels: ``(K,)`` int64 classes.
+        shape: the raster's ``(height, width)``.
+    """
+
+    ids: np.ndarray
+    offsets: np.ndarray
+    masks: list[np.ndarray]
+    scores: np.ndarray
+    labels: np.ndarray
+    shape: tuple[int, int]
+
+    def __len__(self) -> int:
+        """Number of objects."""
+        return len(self.ids)
+
+
+def paint_objects(
+    objects: RasterObjects, window: Window
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Instance ids, classes and scores of a window of the raster.
+
+    Objects are painted lower scores first, so the best one wins where masks
+    overlap.
+
+    .. versionadded:: 0.1
+
+    Returns:
+        ``(h, w)`` int64 ids (0 background), int64 classes and float32 scores (0
+        on background).
+    """
+    (r0, r1), (c0, c1) = window.toranges()
+    h, w = r1 - r0, c1 - c0
+    inst = np.zeros((h, w), np.int64)
+    cls = np.zeros((h, w), np.int64)
+    score = np.zeros((h, w), np.float32)
+    if not len(objects):
+        return inst, cls, score
+    sizes = np.array([m.shape for m in objects.masks], dtype=np.int64)
+    top, left = objects.offsets[:, 0], objects.offsets[:, 1]
+    near = (
+        (top < r1) & (top + sizes[:, 0] > r0) & (left < c1) & (left + sizes[:, 1] > c0)
+    )
+    for k in sorted(np.flatnonzero(near), key=lambda i: (objects.scores[i], -i)):
+        m = objects.masks[k]
+        rr0, cc0 = max(int(top[k]), r0), max(int(left[k]), c0)
+        rr1 = min(int(top[k]) + m.shape[0], r1)
+        cc1 = min(int(left[k]) + m.shape[1], c1)
+        part = m[rr0 - top[k] : rr1 - top[k], cc0 - left[k] : cc1 - left[k]]
+        region = (slice(rr0 - r0, rr1 - r0), slice(cc0 - c0, cc1 - c0))
+        inst[region][part] = objects.ids[k]
+        cls[region][part] = objects.labels[k]
+        score[region][part] = objects.scores[k]
+    return inst, cls, score
+
+
+def detect_instances(
+    task: MaskRCNNTask,
+    image_path: str | os.PathLike[str] | ImageSource,
+    block: int = 512,
+    halo: int = 64,
+    score_threshold: float | None = None,
+    merge_iou: float = 0.5,
+    progress: bool = False,
+) -> RasterObjects:
+    """Objects of a whole raster, stitched over blocks (see the module doc).
+
+    .. versionadded:: 0.1
+
+    Args:
+        task: the trained Mask R-CNN.
+        image_path: imagery raster (raw values, bands as in training), or an open
+            :class:`~geosparse.io.source.ImageSource`.
+        block: block size in pixels.
+        halo: context read around each block, pixels (at least an object's
+            diameter).
+        score_threshold: lowest detection score kept (default: the task's).
+        merge_iou: box IoU above which two blocks' detections are one object.
+        progress: show a progress bar.
+
+    Returns:
+        The objects, ids 1..K in raster order.
+
+    Raises:
+        ValueError: for ``block <= 0`` or ``halo < 0``.
+    """
+    import torch
+    from torchvision.ops import nms
+
+    if block <= 0 or halo < 0:
+        raise ValueError(f'block={block}, halo={halo}: need block > 0 and halo >= 0.')
+    src = (
+        image_path
+        if isinstance(image_path, ImageSource)
+        else ImageSource.open(image_path)
+    )
+    grid = src.grid
+    offsets: list[tuple[int, int]] = []
+    masks: list[np.ndarray] = []
+    scores: list[float] = []
+    labels: list[int] = []
+    boxes: list[tuple[int, int, int, int]] = []
+    windows = grid.blocks(block)
+    for window in progress_bar(
+        windows, desc='instances', unit='block', enabled=progress
+    ):
+        (r0, r1), (c0, c1) = window.toranges()
+        outer = grid.with_halo(window, halo)
+        (o0, _), (p0, _) = outer.toranges()
+        image, invalid = src.read(outer)
+        x = torch.from_numpy(image.astype(np.float32))
+        if invalid is not None:
+            x[:, torch.from_numpy(invalid)] = 0.0
+        det = task.detect(x[None], score_threshold)[0]
+        for k in range(len(det.scores)):
+            bx0, by0, bx1, by1 = (float(v) for v in det.boxes[k])
+            cy, cx = o0 + (by0 + by1) / 2, p0 + (bx0 + bx1) / 2
+            if not (r0 <= cy < r1 and c0 <= cx < c1):
+                continue  # another block's core holds its centre
+            m = det.masks[k]
+            if invalid is not None:
+                m = m & ~invalid
+            rows = np.flatnonzero(m.any(1))
+            cols = np.flatnonzero(m.any(0))
+            if not len(rows):
+                continue
+            crop = m[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+            top, left = o0 + int(rows[0]), p0 + int(cols[0])
+            offsets.append((top, left))
+            masks.append(np.ascontiguousarray(crop))
+            scores.append(float(det.scores[k]))
+            labels.append(int(det.labels[k]))
+            boxes.append((left, top, left + crop.shape[1], top + crop.shape[0]))
+    shape = (grid.height, grid.width)
+    if not masks:
+        return RasterObjects(
+            np.zeros(0, np.int64),
+            np.zeros((0, 2), np.int64),
+            [],
+            np.zeros(0, np.float32),
+            np.zeros(0, np.int64),
+            shape,
+        )
+    keep = nms(
+        torch.tensor(boxes, dtype=torch.float32),
+        torch.tensor(scores, dtype=torch.float32),
+        merge_iou,
+    ).numpy()
+    off = np.asarray(offsets, dtype=np.int64)[keep]
+    order = np.lexsort((off[:, 1], off[:, 0]))
+    keep = keep[order]
+    return RasterObjects(
+        ids=np.arange(1, len(keep) + 1, dtype=np.int64),
+        offsets=np.asarray(offsets, dtype=np.int64)[keep],
+        masks=[masks[k] for k in keep],
+        scores=np.asarray(scores, dtype=np.float32)[keep],
+        labels=np.asarray(labels, dtype=np.int64)[keep],
+        shape=shape,
+    )
+
+
+def detection_spec(properties: dict[str, Property] | None = None) -> OutputSpec:
+    """The :class:`~geosparse.io.spec.OutputSpec` of a stage-2 instance COG.
+
+    .. versionadded:: 0.1
+    """
+    return OutputSpec(
+        task=MaskRCNNTask.__name__,
+        kind='instances',
+        bands=(
+            BandSpec('instance', 'object id, unique over the raster (0: background)'),
+            BandSpec('class', "the object's class (0: background)"),
+            BandSpec(
+                'uncertainty',
+                "1 - the detection score of the pixel's object (0 on background); "
+                'stored as round(254 u)',
+                scale=1 / 254,
+            ),
+        ),
+        dtype='uint32',
+        nodata=INSTANCE_NODATA,
+        categorical=True,
+        properties=dict(properties or {}),
+    )
+
+
+def predict_detected_instances(
+    task: MaskRCNNTask,
+    image_path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    name: str | None = None,
+    block: int = 512,
+    halo: int = 64,
+    score_threshold: float | None = None,
+    merge_iou: float = 0.5,
+    progress: bool = True,
+    properties: dict[str, Property] | None = None,
+) -> InstanceOutputs:
+    """Instance masks, polygons and a STAC Item of a raster, without points.
+
+    The outputs of :func:`predict_instances` (see the module doc), from a stage-2
+    Mask R-CNN: the COG's bands ``instance``, ``class`` and ``uncertainty`` (1 -
+    score), the polygons with columns ``instance``, ``class``, ``score``,
+    ``area``, ``pixels``. Written atomically: ``out_dir`` holds all three or none.
+
+    .. versionadded:: 0.1
+
+    Args:
+        task: the trained Mask R-CNN.
+        image_path: imagery raster (raw values, bands as in training).
+        out_dir: output folder.
+        name: output name stem (default: the raster's stem).
+        block: block size in pixels.
+        halo: context around each block, pixels (at least an object's diameter).
+        score_threshold: lowest detection score kept (default: the task's).
+        merge_iou: see :func:`detect_instances`.
+        progress: show a progress bar.
+        properties: further provenance (e.g. ``checkpoint``).
+
+    Returns:
+        The paths written.
+
+    Raises:
+        ValueError: for a raster without a CRS or with other bands than the
+            model's, or ``out_dir`` a file (one line naming the file and the fix).
+    """
+    import pandas as pd
+
+    image_path = Path(image_path)
+    label = str(image_path)
+    src = ImageSource.open(image_path)
+    grid = src.grid
+    if grid.crs is None:
+        raise ValueError(
+            f'{label}: the raster has no CRS; assign one (e.g. `gdal_edit.py -a_srs '
+            'EPSG:32618 FILE`) and run again.'
+        )
+    in_channels = task.hparams.get('in_channels')
+    if in_channels is not None and src.count != in_channels:
+        raise ValueError(
+            f'{label}: {src.count} bands, but the model was trained on {in_channels}; '
+            'pass imagery with the training bands.'
+        )
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f'out_dir {out}: is a file; give a folder for the outputs.')
+    objects = detect_instances(
+        task, src, block, halo, score_threshold, merge_iou, progress
+    )
+    threshold = (
+        task.hparams['score_threshold'] if score_threshold is None else score_threshold
+    )
+    stem = f'{output_stem(name or image_path.stem)}_instances'
+    paths = InstanceOutputs(
+        raster=out / f'{stem}.tif',
+        polygons=out / f'{stem}.gpkg',
+        item=out / f'{stem}.json',
+    )
+    spec = detection_spec(
+        {
+            'objects': len(objects),
+            'score_threshold': float(threshold),
+            'merge_iou': merge_iou,
+            'block': block,
+            'halo': halo,
+            **(properties or {}),
+        }
+    )
+    created = not out.exists()
+    written: list[Path] = []
+    try:
+        frames = []
+        with cog_writer(
+            paths.raster,
+            count=spec.count,
+            height=grid.height,
+            width=grid.width,
+            dtype=spec.dtype,
+            crs=grid.crs,
+            transform=grid.transform,
+            nodata=spec.nodata,
+            **spec.cog_options(),
+        ) as dst:
+            for window in grid.blocks(block):
+                inst, cls, score = paint_objects(objects, window)
+                unc = np.where(inst > 0, 1.0 - score, 0.0)
+                data = np.stack(
+                    [
+                        inst.astype(np.uint32),
+                        cls.astype(np.uint32),
+                        np.round(unc * 254).astype(np.uint32),
+                    ]
+                )
+                _, invalid = src.read(window)
+                if invalid is not None:
+                    data[:, invalid] = INSTANCE_NODATA
+                dst.write(data, window=window)
+                if (inst > 0).any():
+                    frames.append(
+                        instance_polygons(
+                            inst, grid.window_transform(window), grid.crs, classes=cls
+                        )
+                    )
+        written.append(paths.raster)
+        polygons = _dissolve(frames, grid.crs)
+        by_id = pd.Series(objects.scores.astype(np.float64), index=objects.ids)
+        polygons.insert(
+            2, 'score', by_id.reindex(polygons['instance']).to_numpy(np.float64)
+        )
+        write_polygons(polygons, paths.polygons)
+        written.append(paths.polygons)
+        item = output_item(paths.raster, item_id=stem, source_paths=[label])
+        _polygons_asset(item, paths.polygons)
+        write_item(item, paths.item)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
+    return paths
