@@ -11,8 +11,8 @@ R-CNN) on the pseudo masks that stage 1 made
   uncertainty × 254, nodata :math:`2^{32} - 1`) or any single-band integer
   instance raster (a ground-truth mask, 0 background);
 - :func:`instance_targets`: a window's ``(H, W)`` instance map as the targets of
-  TorchGeo's :class:`~torchgeo.trainers.InstanceSegmentationTask` (torchvision's
-  Mask R-CNN): ``bbox_xyxy`` ``(N, 4)`` float32 pixel-edge boxes, ``label``
+  TorchGeo's instance segmentation task
+  (:data:`~geosparse.compat.InstanceSegmentation`, torchvision's Mask R-CNN): ``bbox_xyxy`` ``(N, 4)`` float32 pixel-edge boxes, ``label``
   ``(N,)`` int64 and ``mask`` ``(N, H, W)`` uint8; :func:`collate_instances`
   batches them as TorchGeo's ``collate_fn_detection`` does (lists of per-window
   tensors, since windows hold different numbers of objects).

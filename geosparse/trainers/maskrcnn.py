@@ -4,8 +4,8 @@ Stage 1 (:class:`~geosparse.trainers.PointInstanceTask`) needs a point on every
 object. Stage 2 trains an instance model on its pseudo masks
 (:class:`~geosparse.datamodules.PseudoMaskDataModule`) that finds the objects on
 new imagery without points. It is TorchGeo's own instance segmentation task
-(:class:`~torchgeo.trainers.InstanceSegmentationTask` in 0.8.1,
-``torchgeo.tasks.InstanceSegmentation`` in 0.10: torchvision's Mask R-CNN with
+(:data:`~geosparse.compat.InstanceSegmentation`, under its 0.8.1 or 0.10 name:
+torchvision's Mask R-CNN with
 TorchGeo's batches, training, validation and prediction steps), subclassed only
 where it does not serve here:
 
