@@ -196,7 +196,7 @@ def _predict(args: argparse.Namespace) -> int:
                 args.out,
                 suffix=args.suffix,
                 mosaic=args.mosaic,
-                block=args.block,
+                block=args.block or 512,
                 halo=32 if args.halo is None else args.halo,
                 threads=args.threads,
                 scheduler=scheduler,
@@ -359,7 +359,7 @@ def _predict_detections(args: argparse.Namespace, ckpt: Path) -> int:
             path,
             args.out,
             name=stem,
-            block=args.block,
+            block=args.block or 512,
             halo=64 if args.halo is None else args.halo,
             score_threshold=args.min_score,
             progress=not args.quiet,
@@ -404,6 +404,8 @@ def _predict_instances(args: argparse.Namespace, ckpt: Path) -> int:
             f'--checkpoint {err}' if str(err).startswith(str(ckpt)) else str(err)
         )
     assert isinstance(task, PointInstanceTask)
+    # Blocks of the training window: the distance does worse on larger windows.
+    block = args.block or task.hparams.get('window') or 512
 
     def run(path: str, stem: str) -> Any:
         return predict_instances(
@@ -412,8 +414,8 @@ def _predict_instances(args: argparse.Namespace, ckpt: Path) -> int:
             args.points,
             args.out,
             name=stem,
-            block=args.block,
-            halo=64 if args.halo is None else args.halo,
+            block=block,
+            halo=block // 4 if args.halo is None else args.halo,
             id_column=args.id_column,
             class_column=args.class_column,
             background_column=args.background_column,
@@ -768,13 +770,16 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument('--suffix', help='output name suffix (default: by task)')
     run = pred.add_argument_group('blocks and scheduling')
     run.add_argument(
-        '--block', type=_int_at_least(1), default=512, help='block size (pixels)'
+        '--block',
+        type=_int_at_least(1),
+        help='block size (pixels; default 512, and for point-instance checkpoints '
+        'the size of the windows they were trained on)',
     )
     run.add_argument(
         '--halo',
         type=_int_at_least(0),
-        help='context around each block (pixels; default 32, and 64 for instances, '
-        "where it should exceed an object's diameter)",
+        help='context around each block (pixels; default 32; for instances 64, or a '
+        "quarter of the block from points; it should exceed an object's diameter)",
     )
     run.add_argument(
         '--threads',

@@ -70,6 +70,7 @@ def test_torchgeo_fit_instances_config_then_predict(tmp_path):
     ckpt = next(runs.rglob('*.ckpt'))
     hp = torch.load(ckpt, map_location='cpu', weights_only=True)['hyper_parameters']
     assert hp['prior'] == 'geodesic' and hp['rounds'] == 2
+    assert hp['window'] == 64  # the data module's patch_size, for prediction blocks
     out = tmp_path / 'maps'
     args = ['predict', '--checkpoint', str(ckpt), str(scene.image), '--out', str(out)]
     points = ['--points', str(scene.points), '--id-column', 'instance', '--quiet']

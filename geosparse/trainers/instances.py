@@ -105,6 +105,7 @@ class PointInstanceTask(FiniteTraining, BaseTask):
         pairwise_threshold: float = 0.3,
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
+        window: int | None = None,
     ) -> None:
         r"""Describe the model and its training.
 
@@ -129,6 +130,11 @@ class PointInstanceTask(FiniteTraining, BaseTask):
             pairwise_threshold: similarity :math:`\kappa` above which pairs count.
             lr: AdamW learning rate.
             weight_decay: AdamW weight decay.
+            window: side of the training windows, pixels. Set from the data module's
+                ``patch_size`` when training starts (and saved in the checkpoint), so
+                that prediction uses blocks of the size the distance was trained on:
+                the distance learned on windows of 128 pixels did worse on larger
+                windows, which hold many more queries.
         """
         super().__init__()
         if prior not in ('geodesic', 'euclidean'):
@@ -150,6 +156,14 @@ class PointInstanceTask(FiniteTraining, BaseTask):
             enhancement=hp['enhancement'],
             scale=hp['scale'],
         )
+
+    def on_fit_start(self) -> None:
+        """Remember the data module's window size (``window``) for prediction."""
+        dm = getattr(self.trainer, 'datamodule', None)
+        size = getattr(dm, 'patch_size', None)
+        if self.hparams.get('window') is None and size is not None:
+            side = size if isinstance(size, int) else size[0]
+            self.hparams['window'] = int(side)
 
     def configure_optimizers(self) -> Any:
         """AdamW at a constant learning rate (stage 1 runs a fixed number of steps)."""

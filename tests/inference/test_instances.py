@@ -224,9 +224,11 @@ def test_predict_cli_routes_instance_checkpoints(task, scene, tmp_path, capsys):
     from ..conftest import save_untrained
 
     image, points = scene
+    task.hparams['window'] = 32  # as fitting on windows of 32 pixels sets it
     ckpt = save_untrained(task, tmp_path / 'inst.ckpt')
     hparams = read_checkpoint(ckpt)['hyper_parameters']  # plain data, no unpickling
     assert task_class_for(hparams) is PointInstanceTask
+    assert hparams['window'] == 32
     out = tmp_path / 'maps'
     args = ['predict', '--checkpoint', str(ckpt), str(image), '--out', str(out)]
     assert main(args) == 2
@@ -234,11 +236,12 @@ def test_predict_cli_routes_instance_checkpoints(task, scene, tmp_path, capsys):
     assert 'holds a PointInstanceTask' in err and '--points' in err
     assert not out.exists()
     more = ['--points', str(points), '--id-column', 'oid', '--class-column', 'kind']
-    assert main([*args, *more, '--block', '32', '--quiet']) == 0
+    assert main([*args, *more, '--quiet']) == 0
     assert 'scene_instances.tif' in capsys.readouterr().out
     spec = OutputSpec.read(out / 'scene_instances.tif')
     assert spec is not None and spec.properties['checkpoint'] == 'inst.ckpt'
-    assert spec.properties['halo'] == 64
+    # blocks of the training window by default, with a quarter of it as halo
+    assert (spec.properties['block'], spec.properties['halo']) == (32, 8)
     with rasterio.open(out / 'scene_instances.tif') as ds:
         inst = ds.read(1)
     for (r, c), i in zip(CENTRES, IDS, strict=True):
