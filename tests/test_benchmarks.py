@@ -591,3 +591,30 @@ def test_point_instances_benchmark_prints_every_method(tmp_path):
         assert len(scores['per_seed']) == 1
     assert res['n_instances'] > 0
     assert res['speed']['train_step_over_segmentation'] > 0
+
+
+def test_point_instances_benchmark_scores_stage2_on_held_out_imagery(tmp_path):
+    from geosparse.datasets import make_instance_scene
+
+    # The real-data path: stage 2 trains on the left half, is scored on the right.
+    scene = make_instance_scene(tmp_path / 'scene', size=128, seed=3)
+    out = tmp_path / 'r.json'
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / 'benchmarks' / 'point_instances.py'),
+            *('--image', str(scene.image), '--polygons', str(scene.polygons)),
+            *('--methods', 'voronoi', 'learned', 'stage2'),
+            *('--seeds', '0', '--steps', '2', '--stage2-steps', '2'),
+            *('--patch-size', '32', '--out', str(out)),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    res = json.loads(out.read_text())
+    assert set(res['methods']) == {'voronoi', 'learned', 'stage2'}
+    stage2 = res['methods']['stage2']['per_seed'][0]
+    assert 0 <= stage2['instance_iou'] <= 1 and 0 <= stage2['miou'] <= 1
+    # only the objects of the right half are scored
+    assert 0 < stage2['n_objects'] < scene.count

@@ -1,6 +1,7 @@
 """TorchGeo tasks of geosparse."""
 
 from .counting import DensityTask, PointMapTask, smoothed_point_map
+from .foreground import PointForegroundTask
 from .heads import OutputHead, normalised_entropy
 from .instances import InstancePrediction, PointInstanceTask
 from .lsr import LabelSuperResolutionTask, combine_with_prior, match_fractions
@@ -16,6 +17,7 @@ __all__ = [
     'MaskRCNNTask',
     'NPPTask',
     'OutputHead',
+    'PointForegroundTask',
     'PointInstanceTask',
     'PointMapTask',
     'StepProgress',

@@ -1,0 +1,174 @@
+r"""A foreground/background head trained on the same points as the instances.
+
+The hand-crafted instance baselines (:func:`~geosparse.instances.voronoi_instances`,
+:func:`~geosparse.instances.geodesic_instances`) divide a foreground mask between the
+points; with one point per object and a few background points, that mask has to be
+learnt from the same points. :class:`PointForegroundTask` is that head: the pixel
+network of :class:`~geosparse.models.LearnableDistance` (the same U-Net, the same
+per-window standardisation) with two output classes, background and object, trained
+on batches of :class:`~geosparse.datamodules.PointInstanceDataModule` with
+
+.. math::
+
+   L = -\frac{1}{|P|} \sum_{p \in P} \log \mathrm{softmax}(z(p))_{y_p}
+       + \beta\, L_\mathrm{pair}
+
+the cross-entropy at the labelled points (:math:`y_p = 1` at an object's point,
+0 at a background point) plus the same pairwise colour term as the learned distance
+(:func:`~geosparse.losses.affinity_loss` on the two classes' logits as negative
+distances, BoxInst's term: neighbours of similar colour take the same class), so
+that the learnt distance and its baselines see the same supervision and the same
+regulariser: they differ only in how they make instances of it.
+
+.. versionadded:: 0.1
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import segmentation_models_pytorch as smp
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..compat import BaseTask
+from ..losses.instances import affinity_loss, colour_similarity
+from ..models.distance import standardise
+from .utils import FiniteTraining
+
+__all__ = ['PointForegroundTask']
+
+
+class PointForegroundTask(FiniteTraining, BaseTask):
+    """Object/background segmentation from object and background points.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        backbone: str = 'resnet18',
+        pairwise_weight: float = 1.0,
+        pairwise_dilation: int = 2,
+        pairwise_theta: float = 0.5,
+        pairwise_threshold: float = 0.3,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+    ) -> None:
+        r"""Describe the head and its training.
+
+        Args:
+            in_channels: image bands.
+            backbone: ResNet encoder of the U-Net (as the learned distance's).
+            pairwise_weight: :math:`\beta`, weight of the pairwise term.
+            pairwise_dilation: neighbour distance of the pairwise term, pixels.
+            pairwise_theta: colour scale :math:`\theta` (standard deviations).
+            pairwise_threshold: similarity above which neighbour pairs count.
+            lr: AdamW learning rate.
+            weight_decay: AdamW weight decay.
+        """
+        super().__init__()
+
+    def configure_models(self) -> None:
+        """The U-Net of the learned distance's pixel features, with two classes."""
+        hp = self.hparams
+        self.model = smp.Unet(
+            encoder_name=hp['backbone'],
+            encoder_weights=None,
+            encoder_depth=3,
+            decoder_channels=(64, 32, 16),
+            in_channels=hp['in_channels'],
+            classes=2,
+        )
+
+    def configure_optimizers(self) -> Any:
+        """AdamW at a constant learning rate, as the learned distance."""
+        return torch.optim.AdamW(
+            self.parameters(),
+            lr=self.hparams['lr'],
+            weight_decay=self.hparams['weight_decay'],
+        )
+
+    def forward(self, image: Tensor) -> Tensor:
+        """``(B, 2, H, W)`` logits of a raw window (standardised, padded to 8, cropped)."""
+        x = standardise(image)
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % 8, (-w) % 8
+        if ph or pw:
+            mode = 'reflect' if min(h, w) > max(ph, pw) else 'replicate'
+            x = F.pad(x, (0, pw, 0, ph), mode=mode)
+        out: Tensor = self.model(x)
+        return out[..., :h, :w]
+
+    def exclude_pixels(self, batch: dict[str, Any], bad: Tensor) -> bool:
+        """Points on nodata pixels leave the loss; pairs there too."""
+        batch['nodata'] = bad
+        return super().exclude_pixels(batch, bad)
+
+    def compute_loss(self, batch: dict[str, Any], logits: Tensor) -> Tensor:
+        """The loss of the module doc.
+
+        Raises:
+            ValueError: if the batch has object points but no background point (the
+                cross-entropy would then only say "object").
+        """
+        hp = self.hparams
+        points, valid, values = batch['points'], batch['valid'], batch['values']
+        b, _, h, w = logits.shape
+        background = values[..., 2] > 0.5
+        if bool(valid.any()) and not bool((valid & background).any()):
+            raise ValueError(
+                'the foreground head needs background points as well as object '
+                'points: give background_column (points outside every object).'
+            )
+        rows = points[..., 0].floor().long().clamp(0, h - 1)
+        cols = points[..., 1].floor().long().clamp(0, w - 1)
+        index = torch.arange(b, device=logits.device)[:, None].expand_as(rows)
+        at = logits.permute(0, 2, 3, 1)[index, rows, cols]  # (B, N, 2)
+        if bool(valid.any()):
+            target = (~background).long()
+            point = F.cross_entropy(at[valid], target[valid])
+        else:
+            point = logits.sum() * 0.0
+        sim = colour_similarity(
+            standardise(batch['image']), hp['pairwise_dilation'], hp['pairwise_theta']
+        )
+        nodata = batch.get('nodata')
+        both = torch.ones(b, 2, dtype=torch.bool, device=logits.device)
+        pair = affinity_loss(
+            -logits,
+            sim,
+            both,
+            hp['pairwise_threshold'],
+            1.0,
+            None if nodata is None else ~nodata,
+        )
+        return point + hp['pairwise_weight'] * pair
+
+    def training_step(
+        self, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> Tensor:
+        """One step of the loss of the module doc."""
+        loss = self.compute_loss(batch, self(batch['image']))
+        self.log('train_loss', loss, batch_size=batch['image'].shape[0])
+        return loss
+
+    def validation_step(
+        self, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        """Validation loss."""
+        loss = self.compute_loss(batch, self(batch['image']))
+        self.log('val_loss', loss, batch_size=batch['image'].shape[0])
+
+    @torch.no_grad()
+    def predict_foreground(self, image: Tensor | np.ndarray) -> np.ndarray:
+        """``(H, W)`` bool objects of a raw ``(C, H, W)`` window (nodata: False)."""
+        self.eval()
+        device = next(self.parameters()).device
+        x = torch.as_tensor(np.asarray(image), dtype=torch.float32, device=device)
+        logits = self(x[None])[0]
+        finite = torch.isfinite(x).all(0)
+        return ((logits[1] > logits[0]) & finite).cpu().numpy()
