@@ -25,6 +25,10 @@ differ only in how they split one foreground between the points; ``--foreground
 truth`` gives every method the true foreground (the learned method then splits it
 by its distances among the object queries), which isolates the split.
 
+``learned_geodesic`` (with ``--foreground head``, when both are run): the learned
+task's foreground divided by the geodesic, as ``geosparse predict --split geodesic``
+makes it.
+
 ``stage2`` (not in the default methods): TorchGeo's Mask R-CNN
 (:class:`~geosparse.trainers.MaskRCNNTask`) trained on the learned pseudo masks,
 scored with no points on imagery it never saw: a new generated scene (seed + 1000),
@@ -502,8 +506,21 @@ def run_seed(
         )
         dt = time.perf_counter() - t0
         masks['geodesic'] = (g, head_seconds + dt, dt)
+    if a.foreground == 'head' and {'learned', 'geodesic'} <= set(a.methods):
+        # What geosparse predict --split geodesic gives: the learned foreground
+        # divided by the geodesic.
+        t0 = time.perf_counter()
+        g = geodesic_instances(
+            np.nan_to_num(image),
+            rc[obj],
+            ids[obj],
+            masks['learned'][0] > 0,
+            edge_weight=a.edge_weight,
+        )
+        dt = time.perf_counter() - t0
+        masks['learned_geodesic'] = (g, train_seconds + infer + dt, infer + dt)
     for name, (mask, seconds, make) in masks.items():
-        if name not in a.methods:
+        if name not in a.methods and name != 'learned_geodesic':
             continue
         scores = instance_scores(mask, truth, point_ids=ids[obj])
         result['methods'][name] = {
@@ -541,7 +558,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
                 run_seed(image_path, polygons_path, None, one, work, speed=k == 0)
             )
     methods: dict[str, Any] = {}
-    for name in a.methods:
+    for name in [*a.methods, 'learned_geodesic']:
         per_seed = [
             {'seed': r['seed'], **r['methods'][name]}
             for r in runs

@@ -585,7 +585,7 @@ def test_point_instances_benchmark_prints_every_method(tmp_path):
         check=True,
     )
     res = json.loads(out.read_text())
-    assert set(res['methods']) == {'voronoi', 'geodesic', 'learned'}
+    assert set(res['methods']) == {'voronoi', 'geodesic', 'learned', 'learned_geodesic'}
     for scores in res['methods'].values():
         assert 0 <= scores['instance_iou'] <= 1 and 0 <= scores['pq'] <= 1
         assert len(scores['per_seed']) == 1
