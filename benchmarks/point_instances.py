@@ -457,6 +457,7 @@ def run_seed(
             id_column='instance',
             background_column='background',
             progress=False,
+            split='learned',
         )
         infer = time.perf_counter() - t0
         with rasterio.open(out.raster) as src:
