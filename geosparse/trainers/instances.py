@@ -183,7 +183,10 @@ class PointInstanceTask(FiniteTraining, BaseTask):
     ) -> Tensor | None:
         """``(B, N, H, W)`` geodesic distances of the points, or None (Euclidean).
 
-        Computed with scipy on the CPU (no gradient: a fixed input of the distance).
+        Computed with scipy on the CPU (no gradient: a fixed input of the distance),
+        for the points in ``valid`` only; the others get :math:`10^4`. Pass the
+        object points: background points are stuff queries, whose distance has no
+        hand-crafted term.
         """
         if self.hparams['prior'] != 'geodesic':
             return None
@@ -207,13 +210,14 @@ class PointInstanceTask(FiniteTraining, BaseTask):
         """The network on a batch: its points, with background points as stuff."""
         values = batch['values']
         background = values[..., 2] > 0.5 if values.shape[-1] > 2 else None
+        objects = batch['valid'] if background is None else batch['valid'] & ~background
         return self.model(
             batch['image'],
             batch['points'],
             batch['valid'],
             background,
             self.hparams['temperature'],
-            self.hand_crafted(batch['image'], batch['points'], batch['valid']),
+            self.hand_crafted(batch['image'], batch['points'], objects),
         )
 
     def compute_loss(
@@ -392,7 +396,7 @@ class PointInstanceTask(FiniteTraining, BaseTask):
         )
         valid = torch.ones(1, len(pts), dtype=torch.bool, device=device)
         tau = self.hparams['temperature']
-        prior = self.hand_crafted(x[None], pts[None], valid)
+        prior = self.hand_crafted(x[None], pts[None], valid & ~bg[None])
         out = self.model(x[None], pts[None], valid, bg[None], tau, prior)
         instances, uncertainty = self.pseudo_labels(out, idt[None], tau)
         nodata = ~torch.isfinite(x).all(0)
