@@ -36,17 +36,16 @@ import pandas as pd
 import shapely
 import torch
 from affine import Affine
-from geopandas import GeoDataFrame, GeoSeries
+from geopandas import GeoDataFrame
 from rasterio.crs import CRS
 from rasterio.features import rasterize
-from torchgeo.datasets import GeoDataset
 from torchgeo.datasets.utils import GeoSlice
 
 from ..compat import georeference
 from ..errors import InputError
 from ..io.points import read_points_frame
 from .points import SparsePoints
-from .regrid import QuietRegrid
+from .vector import FrameDataset
 
 __all__ = [
     'INSTANCE_VALUES',
@@ -303,7 +302,7 @@ def _read_polygons(
     return name, frame
 
 
-class InstancePolygons(QuietRegrid, GeoDataset):
+class InstancePolygons(FrameDataset):
     """Instance polygons, rasterised per window into an instance-id mask.
 
     Sample keys: ``instances`` ``(H, W)`` int64, each pixel the id of the polygon
@@ -360,19 +359,11 @@ class InstancePolygons(QuietRegrid, GeoDataset):
         """Keep the polygons and the index (their footprint and the extent)."""
         #: The polygons (``instance``, ``class`` if given, geometry) in :attr:`crs`.
         self.frame = frame.reset_index(drop=True)
-        minx, miny, maxx, maxy = self.frame.total_bounds
-        if self._extent is not None:
-            minx, miny = min(minx, self._extent[0]), min(miny, self._extent[1])
-            maxx, maxy = max(maxx, self._extent[2]), max(maxy, self._extent[3])
-        index = pd.IntervalIndex.from_tuples(
-            [(pd.Timestamp.min, pd.Timestamp.max)], closed='both', name='datetime'
-        )
-        self.index = GeoDataFrame(
-            {'filepath': [self.path]},
-            index=index,
-            geometry=[shapely.box(minx, miny, maxx, maxy)],
-            crs=self.frame.crs,
-        )
+        self._index_footprint(self.frame)
+
+    def _frame(self) -> GeoDataFrame:
+        """The polygons (see :class:`~geosparse.datasets.vector.FrameDataset`)."""
+        return self.frame
 
     def relabel(self, ids: Sequence[int] | np.ndarray) -> InstancePolygons:
         """A copy whose polygons have these ids (one per polygon, in order).
@@ -388,21 +379,6 @@ class InstancePolygons(QuietRegrid, GeoDataset):
         other = copy.copy(self)
         other._set_frame(frame)
         return other
-
-    @property
-    def crs(self) -> CRS:
-        """CRS of the samples."""
-        return CRS.from_user_input(self.index.crs)
-
-    @crs.setter
-    def crs(self, new_crs: CRS) -> None:
-        """Reproject the index and the polygons."""
-        if new_crs == self.crs:
-            return
-        if self._extent is not None:
-            box = GeoSeries([shapely.box(*self._extent)], crs=self.frame.crs)
-            self._extent = tuple(box.to_crs(new_crs).total_bounds)
-        self._set_frame(self.frame.to_crs(new_crs))
 
     def __len__(self) -> int:
         """Number of polygons."""

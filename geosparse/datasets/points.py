@@ -19,18 +19,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import pandas as pd
-import shapely
 import torch
-from geopandas import GeoDataFrame, GeoSeries
+from geopandas import GeoDataFrame
 from rasterio.crs import CRS
 from torch import Tensor
-from torchgeo.datasets import GeoDataset
 from torchgeo.datasets.utils import GeoSlice, stack_samples
 
 from ..compat import georeference
 from ..io.points import read_points_frame
-from .regrid import QuietRegrid
+from .vector import FrameDataset
 
 __all__ = ['POINT_KEYS', 'SparsePoints', 'collate_points', 'spatial_split']
 
@@ -41,7 +38,7 @@ __all__ = ['POINT_KEYS', 'SparsePoints', 'collate_points', 'spatial_split']
 POINT_KEYS = ('values', 'covariances')
 
 
-class SparsePoints(QuietRegrid, GeoDataset):
+class SparsePoints(FrameDataset):
     """Point labels with float values, sampled by geographic windows.
 
     Sample keys: ``points`` ``(N, 2)`` float32 pixel coordinates ``(row, col)`` of
@@ -51,6 +48,8 @@ class SparsePoints(QuietRegrid, GeoDataset):
 
     .. versionadded:: 0.1
     """
+
+    snap_footprint = True
 
     def __init__(
         self,
@@ -116,9 +115,9 @@ class SparsePoints(QuietRegrid, GeoDataset):
         self.transforms = transforms
         self._res = (float(res), float(res)) if isinstance(res, int | float) else res
         self._extent = extent
-        self._set_points(frame)
+        self._set_frame(frame)
 
-    def _set_points(self, frame: GeoDataFrame) -> None:
+    def _set_frame(self, frame: GeoDataFrame) -> None:
         """Keep the points, their coordinate and value arrays, and the index."""
         self.points = frame.reset_index(drop=True)
         self._xy = np.stack(
@@ -129,23 +128,11 @@ class SparsePoints(QuietRegrid, GeoDataset):
             key: self.points[names].to_numpy(np.float32)
             for key, names in self.point_columns.items()
         }
-        # The footprint, grown to multiples of the resolution.
-        minx, miny, maxx, maxy = self.points.total_bounds
-        if self._extent is not None:
-            minx, miny = min(minx, self._extent[0]), min(miny, self._extent[1])
-            maxx, maxy = max(maxx, self._extent[2]), max(maxy, self._extent[3])
-        rx, ry = self._res
-        minx, maxx = np.floor(minx / rx) * rx, (np.floor(maxx / rx) + 1) * rx
-        miny, maxy = (np.ceil(miny / ry) - 1) * ry, np.ceil(maxy / ry) * ry
-        index = pd.IntervalIndex.from_tuples(
-            [(pd.Timestamp.min, pd.Timestamp.max)], closed='both', name='datetime'
-        )
-        self.index = GeoDataFrame(
-            {'filepath': [self.path]},
-            index=index,
-            geometry=[shapely.box(minx, miny, maxx, maxy)],
-            crs=self.points.crs,
-        )
+        self._index_footprint(self.points)
+
+    def _frame(self) -> GeoDataFrame:
+        """The points (see :class:`~geosparse.datasets.vector.FrameDataset`)."""
+        return self.points
 
     def with_values(
         self, columns: Mapping[str, np.ndarray], key: str = 'values'
@@ -178,29 +165,14 @@ class SparsePoints(QuietRegrid, GeoDataset):
             other.values = list(columns)
         else:
             other.point_columns = {**self.point_columns, key: list(columns)}
-        other._set_points(frame)
+        other._set_frame(frame)
         return other
 
     def select(self, indices: Sequence[int] | np.ndarray) -> SparsePoints:
         """A copy holding only the points ``indices`` (e.g. one split), not re-read."""
         other = copy.copy(self)
-        other._set_points(self.points.iloc[np.asarray(indices)])
+        other._set_frame(self.points.iloc[np.asarray(indices)])
         return other
-
-    @property
-    def crs(self) -> CRS:
-        """CRS of the samples."""
-        return CRS.from_user_input(self.index.crs)
-
-    @crs.setter
-    def crs(self, new_crs: CRS) -> None:
-        """Reproject the index and the points."""
-        if new_crs == self.crs:
-            return
-        if self._extent is not None:
-            box = GeoSeries([shapely.box(*self._extent)], crs=self.points.crs)
-            self._extent = tuple(box.to_crs(new_crs).total_bounds)
-        self._set_points(self.points.to_crs(new_crs))
 
     def xy(self) -> np.ndarray:
         """``(P, 2)`` point coordinates in :attr:`crs`."""
