@@ -108,22 +108,28 @@ class PointForegroundTask(FiniteTraining, BaseTask):
         batch['nodata'] = bad
         return super().exclude_pixels(batch, bad)
 
-    def compute_loss(self, batch: dict[str, Any], logits: Tensor) -> Tensor:
-        """The loss of the module doc.
+    def on_fit_start(self) -> None:
+        """Refuse a data module without background points.
 
         Raises:
-            ValueError: if the batch has object points but no background point (the
-                cross-entropy would then only say "object").
+            ValueError: naming ``background_column``, if the data module has none
+                (the cross-entropy would then only ever say "object").
         """
+        dm = getattr(self.trainer, 'datamodule', None)
+        hp = getattr(dm, 'hparams', None)
+        if hp is not None and hp.get('background_column') is None:
+            raise ValueError(
+                'the foreground head needs background points as well as object '
+                'points: give the data module a background_column (points outside '
+                'every object).'
+            )
+
+    def compute_loss(self, batch: dict[str, Any], logits: Tensor) -> Tensor:
+        """The loss of the module doc (a batch may hold points of one kind only)."""
         hp = self.hparams
         points, valid, values = batch['points'], batch['valid'], batch['values']
         b, _, h, w = logits.shape
         background = values[..., 2] > 0.5
-        if bool(valid.any()) and not bool((valid & background).any()):
-            raise ValueError(
-                'the foreground head needs background points as well as object '
-                'points: give background_column (points outside every object).'
-            )
         rows = points[..., 0].floor().long().clamp(0, h - 1)
         cols = points[..., 1].floor().long().clamp(0, w - 1)
         index = torch.arange(b, device=logits.device)[:, None].expand_as(rows)

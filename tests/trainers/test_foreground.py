@@ -1,3 +1,5 @@
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -48,8 +50,18 @@ def test_training_learns_objects_and_background_from_points():
     assert not pred[:3, :3].any()
 
 
-def test_object_points_alone_are_refused():
+def test_a_batch_of_object_points_alone_still_trains():
     _, batch = _batch(background=False)
     task = PointForegroundTask(in_channels=1)
+    loss = task.compute_loss(batch, task(batch['image']))
+    assert torch.isfinite(loss) and loss.requires_grad
+
+
+def test_a_data_module_without_background_points_is_refused():
+    task = PointForegroundTask(in_channels=1)
+    dm = SimpleNamespace(hparams={'background_column': None})
+    task._trainer = SimpleNamespace(datamodule=dm)
     with pytest.raises(ValueError, match='background_column'):
-        task.compute_loss(batch, task(batch['image']))
+        task.on_fit_start()
+    dm.hparams['background_column'] = 'background'
+    task.on_fit_start()
