@@ -404,8 +404,6 @@ def _predict_instances(args: argparse.Namespace, ckpt: Path) -> int:
             f'--checkpoint {err}' if str(err).startswith(str(ckpt)) else str(err)
         )
     assert isinstance(task, PointInstanceTask)
-    # Blocks of the training window: the distance does worse on larger windows.
-    block = args.block or task.hparams.get('window') or 512
 
     def run(path: str, stem: str) -> Any:
         return predict_instances(
@@ -414,8 +412,8 @@ def _predict_instances(args: argparse.Namespace, ckpt: Path) -> int:
             args.points,
             args.out,
             name=stem,
-            block=block,
-            halo=block // 4 if args.halo is None else args.halo,
+            block=args.block,  # default: the training window (see predict_instances)
+            halo=args.halo,
             id_column=args.id_column,
             class_column=args.class_column,
             background_column=args.background_column,

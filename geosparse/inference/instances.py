@@ -302,8 +302,8 @@ def predict_instances(
     points: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
     name: str | None = None,
-    block: int = 512,
-    halo: int = 64,
+    block: int | None = None,
+    halo: int | None = None,
     id_column: str | None = None,
     class_column: str | None = None,
     background_column: str | None = None,
@@ -330,9 +330,12 @@ def predict_instances(
         out_dir: output folder (nothing is written outside it).
         name: output name stem (default: the raster's stem), made safe with
             :func:`~geosparse.inference.predict.output_stem`.
-        block: block size in pixels.
-        halo: context read around each block, pixels (make it at least an object's
-            diameter, so that an object cut by a block edge is seen whole).
+        block: block size in pixels (default: the side of the windows the task was
+            trained on, its ``window``, else 512: the distance did worse on larger
+            windows, which hold many more queries).
+        halo: context read around each block, pixels (default a quarter of the
+            block; make it at least an object's diameter, so that an object cut by
+            a block edge is seen whole).
         id_column: column of the instance ids (default: row number + 1).
         class_column: column of the classes (default: 1 for every object).
         background_column: column whose truthy values mark background points.
@@ -373,6 +376,10 @@ def predict_instances(
             f'{label}: {src.count} bands, but the model was trained on {in_channels}; '
             'pass imagery with the training bands.'
         )
+    if block is None:
+        block = int(task.hparams.get('window') or 512)
+    if halo is None:
+        halo = block // 4
     if block <= 0 or halo < 0:
         raise ValueError(f'block={block}, halo={halo}: need block > 0 and halo >= 0.')
     out = Path(out_dir)

@@ -232,7 +232,9 @@ class LearnableDistance(nn.Module):
         else:
             spatial = torch.zeros_like(appearance)
             n = prior.shape[1]
-            spatial[:, :n] = (prior.nan_to_num(1e4, 1e4).clamp_max(1e4) / self.scale) ** 2
+            spatial[:, :n] = (
+                prior.nan_to_num(1e4, 1e4).clamp_max(1e4) / self.scale
+            ) ** 2
         lam = F.softplus(self.to_lambda(queries))[..., None]  # (B, Q, 1, 1)
         dist = appearance + torch.where(
             thing[..., None, None], lam * spatial, torch.zeros_like(spatial)
