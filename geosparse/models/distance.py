@@ -67,7 +67,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ['DistanceOutput', 'LearnableDistance', 'sample_features', 'standardise']
+__all__ = [
+    'DistanceOutput',
+    'LearnableDistance',
+    'pixel_unet',
+    'run_padded',
+    'sample_features',
+    'standardise',
+]
 
 
 def standardise(image: Tensor) -> Tensor:
@@ -84,6 +91,39 @@ def standardise(image: Tensor) -> Tensor:
     var = (((x - mean) * finite) ** 2).sum((-2, -1), keepdim=True) / n
     out = (x - mean) / (var.sqrt() + 1e-6)
     return torch.where(finite, out, torch.zeros_like(out))
+
+
+def pixel_unet(backbone: str, in_channels: int, classes: int) -> nn.Module:
+    """The pixel network of the distance: an smp U-Net, ResNet encoder of depth 3.
+
+    Stride 8, decoder channels (64, 32, 16), no pretrained weights (nothing is
+    downloaded). :class:`~geosparse.trainers.PointForegroundTask` uses the same.
+
+    .. versionadded:: 0.1
+    """
+    return smp.Unet(
+        encoder_name=backbone,
+        encoder_weights=None,
+        encoder_depth=3,
+        decoder_channels=(64, 32, 16),
+        in_channels=in_channels,
+        classes=classes,
+    )
+
+
+def run_padded(net: nn.Module, image: Tensor) -> Tensor:
+    """``net`` on a raw window: standardised, padded to a multiple of 8, cropped back.
+
+    .. versionadded:: 0.1
+    """
+    x = standardise(image)
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % 8, (-w) % 8
+    if ph or pw:
+        mode = 'reflect' if min(h, w) > max(ph, pw) else 'replicate'
+        x = F.pad(x, (0, pw, 0, ph), mode=mode)
+    out: Tensor = net(x)
+    return out[..., :h, :w]
 
 
 def sample_features(features: Tensor, points: Tensor) -> Tensor:
@@ -168,14 +208,7 @@ class LearnableDistance(nn.Module):
         self.enhancement = enhancement
         self.scale = scale
         self.dim = feature_dim
-        self.pixels = smp.Unet(
-            encoder_name=backbone,
-            encoder_weights=None,
-            encoder_depth=3,
-            decoder_channels=(64, 32, 16),
-            in_channels=in_channels,
-            classes=feature_dim,
-        )
+        self.pixels = pixel_unet(backbone, in_channels, feature_dim)
         self.query_init = nn.Linear(feature_dim, feature_dim)
         self.stuff_embed = nn.Parameter(torch.randn(stuff_queries, feature_dim) * 0.5)
         self.to_query = nn.Linear(feature_dim, feature_dim)
@@ -193,15 +226,8 @@ class LearnableDistance(nn.Module):
         self.norm_enhance = nn.LayerNorm(feature_dim)
 
     def pixel_features(self, image: Tensor) -> Tensor:
-        """``(B, d, H, W)`` features of a raw window (standardised, padded to 8, cropped)."""
-        x = standardise(image)
-        h, w = x.shape[-2:]
-        ph, pw = (-h) % 8, (-w) % 8
-        if ph or pw:
-            mode = 'reflect' if min(h, w) > max(ph, pw) else 'replicate'
-            x = F.pad(x, (0, pw, 0, ph), mode=mode)
-        out: Tensor = self.pixels(x)
-        return out[..., :h, :w]
+        """``(B, d, H, W)`` features of a raw window (:func:`run_padded`)."""
+        return run_padded(self.pixels, image)
 
     def distance(
         self,

@@ -28,14 +28,13 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from ..compat import BaseTask
 from ..losses.instances import affinity_loss, colour_similarity
-from ..models.distance import standardise
+from ..models.distance import pixel_unet, run_padded, standardise
 from .utils import FiniteTraining
 
 __all__ = ['PointForegroundTask']
@@ -75,14 +74,7 @@ class PointForegroundTask(FiniteTraining, BaseTask):
     def configure_models(self) -> None:
         """The U-Net of the learned distance's pixel features, with two classes."""
         hp = self.hparams
-        self.model = smp.Unet(
-            encoder_name=hp['backbone'],
-            encoder_weights=None,
-            encoder_depth=3,
-            decoder_channels=(64, 32, 16),
-            in_channels=hp['in_channels'],
-            classes=2,
-        )
+        self.model = pixel_unet(hp['backbone'], hp['in_channels'], 2)
 
     def configure_optimizers(self) -> Any:
         """AdamW at a constant learning rate, as the learned distance."""
@@ -93,15 +85,8 @@ class PointForegroundTask(FiniteTraining, BaseTask):
         )
 
     def forward(self, image: Tensor) -> Tensor:
-        """``(B, 2, H, W)`` logits of a raw window (standardised, padded to 8, cropped)."""
-        x = standardise(image)
-        h, w = x.shape[-2:]
-        ph, pw = (-h) % 8, (-w) % 8
-        if ph or pw:
-            mode = 'reflect' if min(h, w) > max(ph, pw) else 'replicate'
-            x = F.pad(x, (0, pw, 0, ph), mode=mode)
-        out: Tensor = self.model(x)
-        return out[..., :h, :w]
+        """``(B, 2, H, W)`` logits of a raw window (:func:`~geosparse.models.distance.run_padded`)."""
+        return run_padded(self.model, image)
 
     def exclude_pixels(self, batch: dict[str, Any], bad: Tensor) -> bool:
         """Points on nodata pixels leave the loss; pairs there too."""
