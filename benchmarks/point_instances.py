@@ -73,8 +73,9 @@ import json
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import geopandas as gpd
 import lightning
@@ -102,6 +103,7 @@ from geosparse.models.distance import standardise
 from geosparse.trainers import PointForegroundTask, PointInstanceTask, brief_trainer
 
 METHODS = ('voronoi', 'geodesic', 'learned')
+T = TypeVar('T', bound=lightning.LightningModule)
 EXTRA_METHODS = ('stage2',)
 
 
@@ -296,10 +298,13 @@ def stage2_scores(
     }
 
 
-def train_learned(
-    image_path: Path, points_path: Path, channels: int, a: argparse.Namespace
-) -> tuple[PointInstanceTask, PointInstanceDataModule]:
-    """Stage 1 of the learned distance on the scene's points."""
+def fit_on_points(
+    make_task: Callable[[], T],
+    image_path: Path,
+    points_path: Path,
+    a: argparse.Namespace,
+) -> tuple[T, PointInstanceDataModule]:
+    """Build and fit a task on the scene's points: the same seeded windows for all."""
     lightning.seed_everything(a.seed, workers=True, verbose=False)
     dm = PointInstanceDataModule(
         str(image_path),
@@ -311,44 +316,47 @@ def train_learned(
         length=a.steps * a.batch_size,
         seed=a.seed,
     )
-    task = PointInstanceTask(
-        in_channels=channels,
-        rounds=a.rounds,
-        aggregation=not a.no_aggregation,
-        enhancement=not a.no_enhancement,
-        scale=a.scale,
-        prior=a.prior,
-        edge_weight=a.edge_weight,
-        pairwise_weight=a.pairwise_weight,
-        lr=a.lr,
-    )
+    task = make_task()
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         brief_trainer(a.steps).fit(task, dm)
     return task, dm
 
 
+def train_learned(
+    image_path: Path, points_path: Path, channels: int, a: argparse.Namespace
+) -> tuple[PointInstanceTask, PointInstanceDataModule]:
+    """Stage 1 of the learned distance on the scene's points."""
+    return fit_on_points(
+        lambda: PointInstanceTask(
+            in_channels=channels,
+            rounds=a.rounds,
+            aggregation=not a.no_aggregation,
+            enhancement=not a.no_enhancement,
+            scale=a.scale,
+            prior=a.prior,
+            edge_weight=a.edge_weight,
+            pairwise_weight=a.pairwise_weight,
+            lr=a.lr,
+        ),
+        image_path,
+        points_path,
+        a,
+    )
+
+
 def train_foreground(
     image_path: Path, points_path: Path, channels: int, a: argparse.Namespace
 ) -> PointForegroundTask:
     """The baselines' foreground head, on the same windows and points as learned."""
-    lightning.seed_everything(a.seed, workers=True, verbose=False)
-    dm = PointInstanceDataModule(
-        str(image_path),
-        str(points_path),
-        id_column='instance',
-        background_column='background',
-        patch_size=a.patch_size,
-        batch_size=a.batch_size,
-        length=a.steps * a.batch_size,
-        seed=a.seed,
+    task, _ = fit_on_points(
+        lambda: PointForegroundTask(
+            in_channels=channels, pairwise_weight=a.pairwise_weight, lr=a.lr
+        ),
+        image_path,
+        points_path,
+        a,
     )
-    task = PointForegroundTask(
-        in_channels=channels, pairwise_weight=a.pairwise_weight, lr=a.lr
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        brief_trainer(a.steps).fit(task, dm)
     return task
 
 
