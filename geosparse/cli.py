@@ -94,6 +94,17 @@ def _predict(args: argparse.Namespace) -> int:
         return _predict_instances(args, ckpt)
     if kind == 'detections':
         return _predict_detections(args, ckpt)
+    if args.calibrate:  # the old leave-one-out rescaling, now part of --refit
+        if not args.reveal or not args.refit:
+            return _fail(
+                '--calibrate is replaced by --refit, which needs known points '
+                '(--reveal) and cannot go with --no-refit.'
+            )
+        print(
+            'geosparse: --calibrate is replaced by --refit (on by default), which '
+            're-fits the whole kernel on the known points; drop --calibrate.',
+            file=sys.stderr,
+        )
     reveal = None
     if args.reveal:
         from .io.points import read_points
@@ -126,7 +137,7 @@ def _predict(args: argparse.Namespace) -> int:
                 if v is not None
             },
             kernel_family=args.kernel_family,
-            calibrate=args.calibrate,
+            refit=args.refit,
             trust_checkpoint=args.trust_checkpoint,
         )
     except ValueError as err:
@@ -713,12 +724,21 @@ def build_parser() -> argparse.ArgumentParser:
         '--noise', type=float, help='observation noise variance (default 0)'
     )
     gp.add_argument(
+        '--refit',
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help='before predicting, re-fit the kernel length-scale, variance, noise and '
+        'a trend a + b * network on the known points by maximum likelihood (one '
+        'extra network pass over the blocks that hold points): the std then '
+        'matches errors at new places, and where the imagery says little the map '
+        'becomes kriging of the points. The trained (or given) kernel is the '
+        'start, and is kept with a warning below 8 points. --no-refit uses it as '
+        'it is (default: --refit)',
+    )
+    gp.add_argument(
         '--calibrate',
         action='store_true',
-        help='rescale the kernel variance and noise so that leave-one-out errors at '
-        'the known points match the std (one extra network pass over the blocks '
-        'that hold points); without it the std is that of the kernel as trained, '
-        'often too narrow',
+        help=argparse.SUPPRESS,  # replaced by --refit (the default)
     )
     gp.add_argument('--points-crs', help='CRS of CSV coordinates (default EPSG:4326)')
     gp.add_argument('--x', help='CSV x / longitude column (default x or lon)')

@@ -33,8 +33,18 @@ def site(tmp_path_factory) -> Path:
     env.pop('GEOSPARSE_DOCS_EXECUTE', None)
     res = subprocess.run(
         [
-            sys.executable, '-m', 'sphinx', '-W', '--keep-going', '-q', '-b', 'html',
-            '-d', str(out / 'doctrees'), str(ROOT / 'docs'), str(out / 'html'),
+            sys.executable,
+            '-m',
+            'sphinx',
+            '-W',
+            '--keep-going',
+            '-q',
+            '-b',
+            'html',
+            '-d',
+            str(out / 'doctrees'),
+            str(ROOT / 'docs'),
+            str(out / 'html'),
         ],
         capture_output=True,
         text=True,
@@ -86,7 +96,9 @@ def test_tutorials_load_and_show_their_figures_in_a_browser(site, tmp_path):
                    .map(i => [i.currentSrc, i.complete, i.naturalWidth, i.naturalHeight])"""
             )
             assert images, f'{name}: no figure shown'
-            broken = [src for src, done, w, h in images if not (done and w > 0 and h > 0)]
+            broken = [
+                src for src, done, w, h in images if not (done and w > 0 and h > 0)
+            ]
             assert not broken, f'{name}: figures that did not decode: {broken}'
             # Kept in the test's temporary folder only, for a look when it fails.
             page.screenshot(path=str(tmp_path / f'{name}.png'), full_page=False)
@@ -105,12 +117,25 @@ def test_equations_render_from_the_docstrings(site):
 
 def test_cli_reference_is_generated_from_the_parser(site):
     page = (site / 'cli.html').read_text()
-    for text in ('demo', 'predict', 'count', 'priors', '--checkpoint', '--reveal', '--points'):
+    for text in (
+        'demo',
+        'predict',
+        'count',
+        'priors',
+        '--checkpoint',
+        '--reveal',
+        '--points',
+    ):
         assert text in page, text
 
 
 def test_capability_pages_give_their_commands_and_tables(site):
-    for name in ('label_super_resolution', 'neural_point_processes', 'counting', 'instances'):
+    for name in (
+        'label_super_resolution',
+        'neural_point_processes',
+        'counting',
+        'instances',
+    ):
         page = (site / 'capabilities' / f'{name}.html').read_text()
         assert '<table' in page, name
         assert 'benchmarks/' in page, name

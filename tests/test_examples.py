@@ -100,7 +100,9 @@ def run_block(lang: str, code: str, cwd: Path) -> None:
             except ProcessLookupError:
                 pass
     out = log.read_text()
-    assert proc.returncode == 0, f'{lang} block failed:\n{code}\n--- output ---\n{out[-4000:]}'
+    assert proc.returncode == 0, (
+        f'{lang} block failed:\n{code}\n--- output ---\n{out[-4000:]}'
+    )
 
 
 @pytest.fixture(scope='module')
@@ -151,4 +153,6 @@ def test_doc_examples_run_as_written(page, workspace, tmp_path):
 
 def test_parse_only_wrapper_catches_a_wrong_option(workspace):
     with pytest.raises(AssertionError, match='block failed'):
-        run_block('bash', 'python benchmarks/counting.py --no-such-option 1\n', workspace)
+        run_block(
+            'bash', 'python benchmarks/counting.py --no-such-option 1\n', workspace
+        )

@@ -7,10 +7,16 @@
 - :mod:`~geosparse.gp.params`: :class:`KernelParams`, the fitted values that the
   posterior, the calibration, the task, the CLI and the COG tags share;
 - :mod:`~geosparse.gp.posterior`: posterior maps and leave-one-out calibration;
-- :mod:`~geosparse.gp.fit`: kernel parameters by grid search on the likelihood.
+- :mod:`~geosparse.gp.fit`: kernel parameters by grid search on the likelihood;
+- :mod:`~geosparse.gp.empirical`: empirical Bayes at prediction, the kernel, noise and
+  a trend on the network mean re-fitted on the revealed points;
+- :mod:`~geosparse.gp.kriging`: ordinary and regression kriging by PyKrige, the
+  baselines to compare with.
 """
 
+from .empirical import RevealedFit, Trend, fit_revealed
 from .fit import fit_kernel
+from .kriging import KrigingResult, ordinary_kriging, regression_kriging
 from .kernels import (
     FAMILIES,
     ContextKernel,
@@ -32,14 +38,20 @@ __all__ = [
     'GaussianNoise',
     'KernelFamily',
     'KernelParams',
+    'KrigingResult',
     'MarginalLikelihood',
+    'RevealedFit',
     'NPPLoss',
     'StationaryKernel',
+    'Trend',
     'fit_kernel',
+    'fit_revealed',
     'kernel_reach',
     'loo_variance_scale',
+    'ordinary_kriging',
     'posterior_map',
     'rbf',
+    'regression_kriging',
     'stable_cholesky',
     'stationary',
 ]

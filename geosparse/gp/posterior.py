@@ -35,6 +35,7 @@ import math
 import torch
 from torch import Tensor
 
+from .empirical import Trend
 from .kernels import kernel_reach, stable_cholesky, stationary
 from .params import KernelParams
 
@@ -57,6 +58,7 @@ def posterior_map(
     params: KernelParams,
     chunk: int = 8_000_000,
     cutoff: float = 1e-12,
+    trend: Trend | None = None,
 ) -> tuple[Tensor, Tensor]:
     r"""Posterior mean and standard deviation of every pixel given revealed points.
 
@@ -72,6 +74,15 @@ def posterior_map(
     :math:`O(P^3 + HW\,\bar L^2)` instead of :math:`O(HW P^2)`: with a short
     length-scale, a tile sees few points.
 
+    With a ``trend`` (:func:`~geosparse.gp.fit_revealed`), the prior mean is
+    :math:`h(x)^\top \bar\beta = \bar\beta_0 + \bar\beta_1 m(x)` instead of
+    :math:`m(x)`, the residuals are taken from it, and the variance gains the
+    uncertainty of :math:`\beta` (R&W Eq. 2.42):
+    :math:`R^\top \Sigma_\beta R` with :math:`R = h(x) - H^\top K_{++}^{-1} k_{+*}`,
+    :math:`H = [1, m(P_+)]`. :math:`\Sigma_\beta` comes from the fit over all
+    the revealed points, so within a window it is an approximation that ignores
+    how few of them the window holds.
+
     .. versionadded:: 0.1
 
     Args:
@@ -86,10 +97,12 @@ def posterior_map(
         chunk: at most this many kernel entries (pixels × points) at once.
         cutoff: :math:`\epsilon`, the relative covariance below which a point is
             ignored for a tile (0 keeps every point).
+        trend: the trend on the network mean and its uncertainty (default: the
+            network as trained, taken as known).
 
     Returns:
-        ``(mean, std)`` maps ``(H, W)``; without points, ``mean`` and
-        :math:`\sqrt{s^2}` everywhere.
+        ``(mean, std)`` maps ``(H, W)``; without points, the trend of ``mean`` and
+        the prior std everywhere.
 
     Raises:
         ValueError: on mismatched shapes or a length-scale not in pixels.
@@ -102,17 +115,35 @@ def posterior_map(
         )
     h, w = mean.shape
     dtype = torch.float64
+    trend = trend or Trend()
+    sigma = None if trend.cov == (0.0, 0.0, 0.0) else trend.matrix
+    prior = trend(mean.to(dtype))
+
+    def trend_var(m: Tensor, proj: Tensor | None = None) -> Tensor:
+        # R' Σβ R with R = h(x) - H' K^-1 k (proj), h(x) = (1, m(x)).
+        if sigma is None:
+            return torch.zeros_like(m)
+        r = torch.stack([torch.ones_like(m), m], -1)
+        if proj is not None:
+            r = r - proj
+        return ((r @ sigma) * r).sum(-1)
+
     if points.shape[0] == 0:
-        return mean.clone(), torch.full_like(mean, variance**0.5)
+        std = (variance + trend_var(mean.to(dtype))).sqrt()
+        return prior.to(mean.dtype), std.to(mean.dtype)
     pts = points.to(dtype)
     rows = pts[:, 0].floor().long().clamp(0, h - 1)
     cols = pts[:, 1].floor().long().clamp(0, w - 1)
-    resid = values.to(dtype) - mean[rows, cols].to(dtype)
+    at_pts = mean[rows, cols].to(dtype)
+    resid = values.to(dtype) - trend(at_pts)
     kpp = stationary(pts, pts, lengthscale, variance, family)
     kpp = kpp + noise * torch.eye(len(pts), dtype=dtype)
     factor = stable_cholesky(kpp)
     alpha = torch.cholesky_solve(resid[:, None], factor)[:, 0]
     kinv = torch.cholesky_inverse(factor)
+    # G = H' K^-1, (P, 2): the projection of the trend's basis through the points.
+    basis = torch.stack([torch.ones_like(at_pts), at_pts], 1)
+    g = kinv @ basis
     reach = kernel_reach(lengthscale, family, cutoff)
     tile = max(8, int(math.sqrt(chunk / len(pts))))
     # Outputs in the map's dtype, filled tile by tile (float64 only within a tile).
@@ -129,10 +160,11 @@ def posterior_map(
                 min=0
             )
             near = torch.nonzero(dr.square() + dc.square() <= reach**2)[:, 0]
-            tile_mean = mean[r0:r1, c0:c1].to(dtype)
+            tile_prior = prior[r0:r1, c0:c1]
+            tile_m = mean[r0:r1, c0:c1].to(dtype)
             if len(near) == 0:
-                out_mean[r0:r1, c0:c1] = tile_mean
-                out_std[r0:r1, c0:c1] = math.sqrt(variance)
+                out_mean[r0:r1, c0:c1] = tile_prior
+                out_std[r0:r1, c0:c1] = (variance + trend_var(tile_m)).sqrt()
                 continue
             rr, cc = torch.meshgrid(
                 torch.arange(r0, r1, dtype=dtype) + 0.5,
@@ -142,10 +174,12 @@ def posterior_map(
             xy = torch.stack([rr.reshape(-1), cc.reshape(-1)], dim=1)
             ks = stationary(xy, pts[near], lengthscale, variance, family)  # n, L
             shape = (r1 - r0, c1 - c0)
-            out_mean[r0:r1, c0:c1] = tile_mean + (ks @ alpha[near]).reshape(shape)
+            out_mean[r0:r1, c0:c1] = tile_prior + (ks @ alpha[near]).reshape(shape)
             quad = ((ks @ kinv[near][:, near]) * ks).sum(1)
-            std = (variance - quad).clamp(min=0).sqrt()
-            out_std[r0:r1, c0:c1] = std.reshape(shape)
+            var = (variance - quad).clamp(min=0)
+            if sigma is not None:
+                var = var + trend_var(tile_m.reshape(-1), ks @ g[near])
+            out_std[r0:r1, c0:c1] = var.sqrt().reshape(shape)
     return out_mean, out_std
 
 

@@ -1,10 +1,10 @@
-"""Prediction: checkpoints, output heads, GP conditioning, calibration, blocks, COGs.
+"""Prediction: checkpoints, output heads, GP conditioning, kernel re-fit, blocks, COGs.
 
 - :mod:`~geosparse.inference.checkpoints`: loading checkpoints as weights and plain
   data (no unpickling of untrusted objects);
 - :mod:`~geosparse.inference.heads`: TorchGeo's tasks as output heads;
-- :mod:`~geosparse.inference.conditioning` and :mod:`~geosparse.inference.calibration`:
-  the GP posterior given revealed points, and its leave-one-out calibration;
+- :mod:`~geosparse.inference.conditioning` and :mod:`~geosparse.inference.refit`:
+  the GP posterior given revealed points, and the kernel re-fitted on them;
 - :mod:`~geosparse.inference.predictor`: :class:`Predictor`, a task as a block
   function;
 - :mod:`~geosparse.inference.blocks` and :mod:`~geosparse.inference.predict`: block

@@ -12,10 +12,14 @@ deviation of :func:`~geosparse.gp.posterior_map`:
 The kernel is given (:class:`~geosparse.gp.params.KernelParams` with :math:`\ell`
 in CRS units, converted to the window's pixels) or is the NPP task's own
 (:meth:`~geosparse.trainers.NPPTask.kernel_params`, per window for a context-aware
-kernel). A calibration factor :math:`c`
-(:func:`~geosparse.inference.calibration.calibrate`) multiplies :math:`s^2` and
-:math:`\sigma_0^2`. :class:`GPConditioning` also turns the head's one-band spec
-into the written ``mean`` and ``std`` bands with the kernel in the tags.
+kernel). By default the kernel, the noise and a trend
+:math:`\beta_0 + \beta_1 m` are first re-fitted on the revealed points of the raster
+(:func:`~geosparse.inference.refit.refit`, empirical Bayes); the fit replaces the
+trained kernel for every window. The written ``std`` is that of a new measurement at
+the pixel, :math:`\sqrt{\sigma_*^2 + \sigma_0^2}`, as a kriging variance with a
+nugget is: held-out labels are measured with the noise. :class:`GPConditioning`
+also turns the head's one-band spec into the written ``mean`` and ``std`` bands
+with the kernel and the fit in the tags.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from pyproj import Transformer
 from rasterio.crs import CRS
 from torch import Tensor
 
-from ..gp import KernelParams, posterior_map
+from ..gp import KernelParams, RevealedFit, posterior_map
 from ..io.grid import RasterGrid
 from ..io.spec import BandSpec, OutputSpec
 
@@ -96,14 +100,16 @@ class GPConditioning:
         kernel_source: how the task's kernel is set (for the tags), e.g.
             ``learnable``.
         family: kernel family used with the task's kernel.
-        variance_scale: calibration factor :math:`c` of :math:`s^2, \sigma_0^2`.
+        fit: the kernel and trend re-fitted on the revealed points
+            (:func:`~geosparse.inference.refit.refit`); when it re-fitted, it
+            replaces :attr:`kernel` and the task's kernel.
     """
 
     points: RevealedPoints | None = None
     kernel: KernelParams | None = None
     kernel_source: str = 'rbf'
     family: str = 'rbf'
-    variance_scale: float = 1.0
+    fit: RevealedFit | None = None
 
     def replace(self, **changes: object) -> GPConditioning:
         """A copy with some fields changed."""
@@ -115,13 +121,17 @@ class GPConditioning:
         transform: Affine | None,
         task_kernel: TaskKernel | None = None,
     ) -> KernelParams:
-        r"""The kernel of a window, :math:`\ell` in its pixels, before calibration.
+        r"""The kernel of a window, :math:`\ell` in its pixels.
+
+        The re-fitted kernel if there is one, else the one given, else the task's.
 
         Raises:
             ValueError: without a kernel given or a ``task_kernel``.
         """
+        res = 1.0 if transform is None else abs(transform.a)
+        if self.fit is not None and self.fit.refitted:
+            return self.fit.params.in_pixels(res)
         if self.kernel is not None:
-            res = 1.0 if transform is None else abs(transform.a)
             return self.kernel.in_pixels(res)
         if task_kernel is None:
             raise ValueError("GPConditioning needs a kernel or the task's kernel.")
@@ -130,19 +140,25 @@ class GPConditioning:
 
     def spec(self, spec: OutputSpec) -> OutputSpec:
         """The written spec: ``mean`` and ``std`` bands, the kernel in the tags."""
-        if self.kernel is not None:
-            kernel: dict[str, object] = self.kernel.as_dict()
+        if self.fit is not None and self.fit.refitted:
+            kernel: dict[str, object] = self.fit.as_dict()
+        elif self.kernel is not None:
+            kernel = self.kernel.as_dict()
         else:
             kernel = {'type': self.family, 'from': f'checkpoint ({self.kernel_source})'}
+        if self.fit is not None and not self.fit.refitted:
+            kernel['refit'] = f'not done: {self.fit.reason}'
         n = 0 if self.points is None else len(self.points.values)
         return spec.replace(
             bands=(
                 BandSpec('mean', 'GP posterior mean given the revealed points'),
-                BandSpec('std', 'GP posterior standard deviation'),
+                BandSpec(
+                    'std',
+                    'predictive standard deviation of a measurement at the pixel '
+                    '(GP posterior and noise)',
+                ),
             )
-        ).with_properties(
-            kernel=kernel, revealed_points=n, variance_scale=float(self.variance_scale)
-        )
+        ).with_properties(kernel=kernel, revealed_points=n)
 
     def __call__(
         self,
@@ -169,6 +185,8 @@ class GPConditioning:
             if transform is None:
                 raise ValueError('reveal needs the window transform.')
             pts, vals = self.points.in_window(transform, h, w)
-        params = self.params(image, transform, task_kernel).scaled(self.variance_scale)
-        post, std = posterior_map(mean.double(), pts, vals, params)
+        params = self.params(image, transform, task_kernel)
+        trend = self.fit.trend if self.fit is not None else None
+        post, std = posterior_map(mean.double(), pts, vals, params, trend=trend)
+        std = (std.square() + params.noise).sqrt()
         return np.stack([post.numpy(), std.numpy()]).astype(np.float32)

@@ -115,7 +115,7 @@ def _reveal_on(
         warnings.warn(
             f'{label}: {int((spread > 0).sum())} locations hold revealed points with '
             'different values; the GP reads the difference as noise, which widens '
-            'the std (very much with --calibrate): merge or remove the duplicates.',
+            'the std: merge or remove the duplicates.',
             stacklevel=3,
         )
     return predictor.with_points(points), outside
@@ -178,8 +178,8 @@ def predict_raster(
     if predictor.reveal is not None:
         predictor, outside = _reveal_on(predictor, src, label)
         tags['revealed_points_outside'] = outside
-    # With Predictor.calibrate, the kernel is rescaled on this raster's known points.
-    predictor = predictor.calibrated(src, block, halo, progress=progress)
+    # With Predictor.refit, the kernel is re-fitted on this raster's known points.
+    predictor = predictor.refitted(src, block, halo, progress=progress)
     main, *further = [spec.with_properties(**tags) for spec in predictor.specs]
     extra = [
         OutputFile(further_path(out_path, spec.kind), spec.count, spec.cog_options())

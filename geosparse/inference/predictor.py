@@ -8,9 +8,9 @@ writes. It knows no task: the task's output head
 (:class:`~geosparse.io.spec.OutputSpec`, one per file: a class map and optionally
 its probabilities, or a regression) and maps a raw window to those bands. With known
 points (``reveal``) or an NPP task, the regression mean is conditioned on the points
-by the GP (:mod:`~geosparse.inference.conditioning`), which adds a ``std`` band; with
-``calibrate``, the kernel's variance is first rescaled by leave-one-out on the
-points (:mod:`~geosparse.inference.calibration`).
+by the GP (:mod:`~geosparse.inference.conditioning`), which adds a ``std`` band; by
+default (``refit``) the kernel, the noise and a trend on the network mean are first
+re-fitted on the points (:mod:`~geosparse.inference.refit`).
 
 A predictor made from a checkpoint (:mod:`~geosparse.inference.checkpoints`) pickles
 to its checkpoint path and options, not its weights, so dask workers load the model
@@ -83,7 +83,7 @@ class Predictor:
         reveal_crs: CRS | str | None = None,
         kernel: Mapping[str, float] | KernelParams | None = None,
         kernel_family: str | None = None,
-        calibrate: bool = False,
+        refit: bool = True,
         trust_checkpoint: bool = False,
     ) -> None:
         """Wrap a task (or a checkpoint, loaded now and again in each dask worker).
@@ -120,13 +120,17 @@ class Predictor:
                 (units ``crs``).
             kernel_family: ``rbf`` or a Matérn (:func:`~geosparse.gp.stationary`);
                 default: the NPP checkpoint's, else ``rbf``.
-            calibrate: with ``reveal``: before predicting, rescale the kernel's
-                variance and noise by leave-one-out on the revealed points
-                (:meth:`calibrated`, called by
-                :func:`~geosparse.inference.predict.predict_raster`); the std band
-                then matches the errors at held-out points instead of the
-                residuals the network saw in training. Reveal points the network
-                was not trained on: at training points the residuals are too small.
+            refit: with ``reveal``: before predicting, re-fit the kernel, the
+                noise and a trend :math:`\beta_0 + \beta_1 m` on the network mean by
+                maximum likelihood on the revealed points (:meth:`refitted`, called
+                by :func:`~geosparse.inference.predict.predict_raster`;
+                :func:`~geosparse.gp.fit_revealed`); the kernel given or trained
+                is the starting point, and is kept (with a warning) when the points
+                are too few. The std then matches the errors at held-out points
+                instead of the residuals the network saw in training, and where
+                the imagery says little the map falls back to kriging of the points.
+                Reveal points the network was not trained on: at training points
+                the residuals are too small.
             trust_checkpoint: unpickle whatever the checkpoint holds and import the
                 task class it names. Off by default: a checkpoint is read as weights
                 and plain data (:mod:`~geosparse.inference.checkpoints`), since its
@@ -190,16 +194,9 @@ class Predictor:
                 '--kernel-variance (label units squared), or use an NPPTask '
                 'checkpoint, which has its own kernel.'
             )
-        if calibrate and reveal is None:
-            raise ValueError('calibrate needs known points (reveal, --reveal).')
         source = str(hp.get('kernel', 'rbf'))
-        if calibrate and given is None and source == 'context':
-            raise ValueError(
-                'calibrate needs one kernel for the whole raster; the checkpoint has a '
-                'context-aware kernel (one per window): give --lengthscale and '
-                '--kernel-variance, or drop --calibrate.'
-            )
-        self.calibrate = calibrate
+        #: Re-fit the kernel on the revealed points before predicting.
+        self.refit = refit
         #: GP conditioning of the mean (NPP tasks, or known points), else None.
         self.conditioning: GPConditioning | None = None
         if task_gp or points is not None:
@@ -327,26 +324,26 @@ class Predictor:
         with torch.no_grad():
             return self.head.predict_window(x)[0].numpy()
 
-    def calibrated(
+    def refitted(
         self,
         source: ImageSource,
         block: int,
         halo: int,
         progress: bool = False,
-        max_points: int = 4000,
+        max_points: int = 1000,
     ) -> Predictor:
-        """This predictor with its kernel recalibrated on ``source``.
+        """This predictor with its kernel and trend re-fitted on ``source``'s points.
 
-        See :func:`~geosparse.inference.calibration.calibrate`.
+        See :func:`~geosparse.inference.refit.refit`.
 
         Returns:
-            A copy whose conditioning has the factor set (self if not
-            :attr:`calibrate`).
+            A copy whose conditioning holds the fit (self without :attr:`refit`
+            or revealed points).
         """
-        from .calibration import calibrate
+        from .refit import refit
 
-        if not self.calibrate or self.reveal is None:
+        if not self.refit or self.reveal is None:
             return self
         assert self.conditioning is not None
-        scale = calibrate(self, source, block, halo, progress, max_points)
-        return self._with_conditioning(self.conditioning.replace(variance_scale=scale))
+        fit = refit(self, source, block, halo, progress, max_points)
+        return self._with_conditioning(self.conditioning.replace(fit=fit))

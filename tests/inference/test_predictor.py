@@ -3,6 +3,7 @@ import math
 import pickle
 
 import lightning.pytorch as pl
+
 import numpy as np
 import pytest
 import rasterio
@@ -244,21 +245,20 @@ def test_binary_segmentation_reads_the_sigmoid_as_two_classes():
     assert np.abs(out[3] / 254 - p1).max() <= 0.5 / 254 + 1e-6
 
 
-def test_calibrate_rescales_the_std_by_leave_one_out_at_the_known_points(tmp_path):
+def test_reveal_refits_the_kernel_on_the_known_points_by_default(tmp_path):
     import geopandas as gpd
     from shapely.geometry import Point
 
     from geosparse.gp.kernels import rbf
-    from geosparse.gp.posterior import loo_variance_scale
 
     net = _regression_net(tmp_path).double()
-    # 60 known points: the network plus a GP residual 9x the kernel given below.
+    # 150 known points: the network plus a GP residual 9x the kernel given below.
     gen = torch.Generator().manual_seed(1)
-    rc = torch.randint(0, 200, (60, 2), generator=gen)
+    rc = torch.randint(0, 200, (150, 2), generator=gen)
     centres = rc.double() + 0.5
-    k = rbf(centres, centres, 6.0, 9.0) + 0.09 * torch.eye(60, dtype=torch.float64)
+    k = rbf(centres, centres, 15.0, 9.0) + 0.09 * torch.eye(150, dtype=torch.float64)
     resid = torch.linalg.cholesky(k) @ torch.randn(
-        60, generator=gen, dtype=torch.float64
+        150, generator=gen, dtype=torch.float64
     )
     values = net[rc[:, 0], rc[:, 1]] + resid
     pts = gpd.GeoDataFrame(
@@ -266,48 +266,41 @@ def test_calibrate_rescales_the_std_by_leave_one_out_at_the_known_points(tmp_pat
         geometry=[Point(500000 + c + 0.5, 4200000 - r - 0.5) for r, c in rc.tolist()],
         crs='EPSG:32618',
     )
-    pts.to_file(tmp_path / 'pts.gpkg')
-    base = [
-        'predict',
-        '--checkpoint',
-        str(tmp_path / 'reg.ckpt'),
-        str(tmp_path / 'in.tif'),
-    ]
-    base += [
-        '--block',
-        '128',
-        '--halo',
-        '32',
-        '--quiet',
-        '--reveal',
-        str(tmp_path / 'pts.gpkg'),
-    ]
-    base += [
-        '--value',
-        'h',
-        '--lengthscale',
-        '6',
-        '--kernel-variance',
-        '1',
-        '--noise',
-        '0.01',
-    ]
-    bands = {}
-    for flag in ([], ['--calibrate']):
-        out = tmp_path / f'out{len(flag)}'
-        assert main([*base, *flag, '--out', str(out)]) == 0
-        with rasterio.open(out / 'in_regression.tif') as src:
-            bands[len(flag)] = (*src.read(), float(src.tags()['variance_scale']))
-    mean0, std0, scale0 = bands[0]
-    mean1, std1, scale1 = bands[1]
-    expected = loo_variance_scale(centres, resid, KernelParams('rbf', 6.0, 1.0, 0.01))
-    assert scale0 == 1.0 and scale1 == pytest.approx(expected, rel=1e-4)
-    assert 4 < scale1 < 20  # the residuals are 9x the given kernel
-    np.testing.assert_allclose(mean1, mean0, atol=1e-4)
-    np.testing.assert_allclose(std1, std0 * np.sqrt(scale1), rtol=1e-4, atol=1e-5)
+    known, held = pts.iloc[:100], pts.iloc[100:]
+    known.to_file(tmp_path / 'pts.gpkg')
+    base = ['predict', '--checkpoint', str(tmp_path / 'reg.ckpt')]
+    base += [str(tmp_path / 'in.tif'), '--block', '128', '--halo', '32', '--quiet']
+    base += ['--reveal', str(tmp_path / 'pts.gpkg'), '--value', 'h']
+    # A kernel far too narrow and too sure: what a network that fitted its training
+    # points leaves.
+    base += ['--lengthscale', '2', '--kernel-variance', '0.1', '--noise', '0.001']
+    out = {}
+    for flag in ('--no-refit', '--refit'):
+        folder = tmp_path / flag.strip('-')
+        assert main([*base, flag, '--out', str(folder)]) == 0
+        with rasterio.open(folder / 'in_regression.tif') as src:
+            mean, std = src.read()
+            out[flag] = (mean, std, json.loads(src.tags()['kernel']))
+    r, c = rc[100:, 0].numpy(), rc[100:, 1].numpy()
+    truth = held['h'].to_numpy()
+    fitted = out['--refit'][2]
+    assert out['--no-refit'][2]['variance'] == 0.1
+    assert (
+        fitted['source'] == 'refit on the revealed points' and fitted['points'] == 100
+    )
+    assert 7 < fitted['lengthscale'] < 30 and 3 < fitted['variance'] < 27
+    assert abs(fitted['trend']['slope'] - 1) < 0.5
+    err = {f: np.sqrt(np.mean((m[r, c] - truth) ** 2)) for f, (m, _, _) in out.items()}
+    assert err['--refit'] < 0.7 * err['--no-refit'], err
+    # The std covers the held-out errors (within 2 sd: about 95 %) after the re-fit
+    # only; the trained kernel's std is far too narrow.
+    for flag, low, high in (('--refit', 0.85, 1.0), ('--no-refit', 0.0, 0.5)):
+        mean, std, _ = out[flag]
+        within = np.mean(np.abs(mean[r, c] - truth) <= 2 * std[r, c])
+        assert low <= within <= high, (flag, within)
 
 
-def test_calibrate_needs_known_points(tmp_path, capsys):
+def test_calibrate_is_replaced_by_refit(tmp_path, capsys):
     task = PixelwiseRegression(model='fcn', in_channels=3, num_outputs=1, num_filters=4)
     _save(task, tmp_path / 'reg.ckpt')
     _raster(tmp_path / 'in.tif', h=32, w=32)
@@ -318,7 +311,7 @@ def test_calibrate_needs_known_points(tmp_path, capsys):
         str(tmp_path / 'in.tif'),
     ]
     assert main([*args, '--out', str(tmp_path / 'o'), '--calibrate']) == 2
-    assert 'calibrate needs known points' in capsys.readouterr().err
+    assert '--calibrate is replaced by --refit' in capsys.readouterr().err
 
 
 def test_kernel_family_shapes_the_posterior(tmp_path):

@@ -1,0 +1,326 @@
+r"""Empirical Bayes at prediction: the residual GP re-fitted on the revealed points.
+
+The kernel and noise that a Neural Point Process learns in training describe the
+residuals at its *training* points, which the network has partly fitted, and
+prediction would trust them. :func:`fit_revealed` re-estimates them, before any
+conditioning, from the labels revealed at prediction time, with the network mean
+kept as trained. The model of the revealed labels :math:`y` at points :math:`P` is
+kriging with the network mean as an external drift (Rasmussen and Williams,
+*Gaussian Processes for Machine Learning*, 2006, Sec. 2.7):
+
+.. math::
+    y = \beta_0 + \beta_1 m(P) + g(P) + \varepsilon, \quad
+    g \sim GP(0, k_\theta), \quad \varepsilon \sim \mathcal N(0, \sigma_0^2 I), \quad
+    \beta \sim \mathcal N(b, B),
+
+with :math:`b = (0, 1)` (the network as trained) and a wide Gaussian prior
+:math:`B`. Where the imagery explains the labels, :math:`\beta_1 \approx 1` and the
+map is NPP-GP; where it says little, :math:`\beta_1 \to 0` and the map becomes
+ordinary kriging of the points (a constant plus the GP), so the method cannot be
+much worse than kriging the user already knows. With :math:`\beta` integrated out,
+:math:`y \sim \mathcal N(H b, K_\theta + \sigma_0^2 I + H B H^\top)` with
+:math:`H = [1, m(P)]` (R&W Eq. 2.43); :math:`\theta = (\ell, s^2)` and
+:math:`\sigma_0^2` maximise this marginal likelihood (type-II maximum likelihood,
+R&W Sec. 5.4.1), by L-BFGS-B from the trained values and a small grid of starts,
+within bounds that keep the fit stable. The posterior of the trend is
+:math:`\bar\beta = \Sigma_\beta (H^\top K_y^{-1} y + B^{-1} b)`,
+:math:`\Sigma_\beta = (B^{-1} + H^\top K_y^{-1} H)^{-1}` (R&W Eq. 2.42), used by
+:func:`~geosparse.gp.posterior_map`.
+
+Images (windows, test images) can be pooled: each is an independent GP with the
+same :math:`\theta`, :math:`\sigma_0^2` and trend.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.optimize import minimize
+from torch import Tensor
+
+from .kernels import stable_cholesky, stationary
+from .params import KernelParams
+
+__all__ = ['RevealedFit', 'Trend', 'fit_revealed']
+
+#: Prior standard deviations of the standardised intercept and of the slope.
+_PRIOR_SD = (10.0, 1.0)
+#: Bounds of the standardised variance and noise (label variance = 1).
+_VAR_BOUNDS = (1e-4, 10.0)
+
+
+@dataclass(frozen=True)
+class Trend:
+    r"""The mean of the labels around the network: :math:`\beta_0 + \beta_1 m(x)`.
+
+    .. versionadded:: 0.2
+
+    Attributes:
+        intercept: :math:`\bar\beta_0` (label units).
+        slope: :math:`\bar\beta_1`.
+        cov: :math:`\Sigma_\beta` as ``(var β0, cov β0 β1, var β1)``; zeros for a
+            trend taken as known.
+    """
+
+    intercept: float = 0.0
+    slope: float = 1.0
+    cov: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+    def __call__(self, mean: Tensor) -> Tensor:
+        r""":math:`\bar\beta_0 + \bar\beta_1 m`."""
+        return self.intercept + self.slope * mean
+
+    @property
+    def matrix(self) -> Tensor:
+        r""":math:`\Sigma_\beta` as a ``(2, 2)`` float64 tensor."""
+        a, b, c = self.cov
+        return torch.tensor([[a, b], [b, c]], dtype=torch.float64)
+
+    @property
+    def is_identity(self) -> bool:
+        """Whether this is the network as trained, taken as known."""
+        return self == Trend()
+
+    def as_dict(self) -> dict[str, float]:
+        """``{intercept, slope, intercept_sd, slope_sd}`` as written in the tags."""
+        return {
+            'intercept': self.intercept,
+            'slope': self.slope,
+            'intercept_sd': math.sqrt(max(self.cov[0], 0.0)),
+            'slope_sd': math.sqrt(max(self.cov[2], 0.0)),
+        }
+
+
+@dataclass(frozen=True)
+class RevealedFit:
+    """Kernel, noise and trend of the revealed points' residuals.
+
+    .. versionadded:: 0.2
+
+    Attributes:
+        params: the kernel (:math:`\\ell` in pixels) and noise.
+        trend: the trend on the network mean.
+        refitted: False when the trained kernel was kept (too few points, or no
+            spread in their values); the reason is in :attr:`reason`.
+        points: revealed points used.
+        nll: negative log marginal likelihood per point at the optimum (NaN if not
+            refitted).
+        reason: why the trained kernel was kept, else None.
+    """
+
+    params: KernelParams
+    trend: Trend
+    refitted: bool
+    points: int
+    nll: float = math.nan
+    reason: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fit as written in the COG tags and the STAC item."""
+        out: dict[str, Any] = {
+            'source': 'refit on the revealed points' if self.refitted else 'trained',
+            **self.params.as_dict(),
+            'units': self.params.units,
+            'trend': self.trend.as_dict(),
+            'points': self.points,
+        }
+        if self.reason:
+            out['reason'] = self.reason
+        if math.isfinite(self.nll):
+            out['nll_per_point'] = self.nll
+        return out
+
+
+def _nll(
+    theta: Tensor,
+    coords: list[Tensor],
+    y: Tensor,
+    h: Tensor,
+    family: str,
+    prior_mean: Tensor,
+    prior_cov: Tensor,
+) -> Tensor:
+    """Negative log marginal likelihood per point, log-parameters ``(ℓ, s², σ²)``."""
+    ell, s2, n2 = theta.exp()
+    blocks = [stationary(c, c, ell, s2, family) for c in coords]
+    k = torch.block_diag(*blocks)
+    n = len(y)
+    cov = k + n2 * torch.eye(n, dtype=y.dtype) + h @ prior_cov @ h.T
+    factor = stable_cholesky(cov)
+    r = (y - h @ prior_mean)[:, None]
+    alpha = torch.cholesky_solve(r, factor)
+    logdet = 2 * factor.diagonal().log().sum()
+    return 0.5 * ((r * alpha).sum() + logdet + n * math.log(2 * math.pi)) / n
+
+
+def _fallback(start: KernelParams, n: int, reason: str) -> RevealedFit:
+    warnings.warn(
+        f'{reason}; the kernel as trained is used (pass refit=False, or '
+        '--no-refit, to use it without this warning).',
+        stacklevel=3,
+    )
+    return RevealedFit(start, Trend(), False, n, reason=reason)
+
+
+def fit_revealed(
+    groups: Sequence[tuple[Tensor, Tensor, Tensor]],
+    start: KernelParams,
+    min_points: int = 8,
+    max_points: int = 1000,
+    seed: int = 0,
+) -> RevealedFit:
+    r"""Kernel, noise and trend re-fitted on revealed points (empirical Bayes).
+
+    See the module doc for the model. Labels are standardised for the fit (mean 0,
+    variance 1); :math:`s^2` and :math:`\sigma_0^2` are bounded to
+    :math:`[10^{-4}, 10]` label variances and :math:`\ell` to half a pixel up to
+    twice the points' extent, so a fit never gives a std of thousands. Points on
+    one pixel with different values are read as noise.
+
+    .. versionadded:: 0.2
+
+    Args:
+        groups: per image or window, ``(P, 2)`` point coordinates (pixels), ``(P,)``
+            revealed labels and ``(P,)`` network mean at the points.
+        start: the trained kernel (:math:`\ell` in pixels): the first start of the
+            optimiser, and the fallback.
+        min_points: with fewer revealed points, the trained kernel is kept with a
+            warning (five parameters cannot be fitted from a handful of values).
+        max_points: at most this many points (a random subset) enter the fit, whose
+            cost grows as the cube of their number.
+        seed: seed of that subset.
+
+    Returns:
+        The fit (:attr:`RevealedFit.refitted` False for a fallback).
+
+    Raises:
+        ValueError: for non-finite labels or means, or a length-scale not in pixels.
+    """
+    if start.units != 'pixels':
+        raise ValueError('fit_revealed needs the starting kernel in pixels.')
+    groups = [g for g in groups if len(g[1])]
+    n = sum(len(g[1]) for g in groups)
+    if n == 0:
+        return _fallback(start, 0, 'no revealed point')
+    pts = [g[0].double().reshape(-1, 2) for g in groups]
+    y = torch.cat([g[1].double().reshape(-1) for g in groups])
+    m = torch.cat([g[2].double().reshape(-1) for g in groups])
+    if not (bool(torch.isfinite(y).all()) and bool(torch.isfinite(m).all())):
+        raise ValueError(
+            'revealed labels and the network mean at them must be finite (NaN is '
+            'nodata: drop those points).'
+        )
+    if n < min_points:
+        return _fallback(
+            start,
+            n,
+            f'{n} revealed points are too few to re-fit the kernel '
+            f'(at least {min_points})',
+        )
+    sd = float(y.std(unbiased=False))
+    if not sd > 0:
+        return _fallback(
+            start,
+            n,
+            f'all {n} revealed points hold the value {float(y[0]):g}, so '
+            'their spread cannot be fitted (check the value column)',
+        )
+    if n > max_points:
+        gen = torch.Generator().manual_seed(seed)
+        keep = torch.zeros(n, dtype=torch.bool)
+        keep[torch.randperm(n, generator=gen)[:max_points]] = True
+        sizes = [len(p) for p in pts]
+        parts = keep.split(sizes)
+        pts = [p[k] for p, k in zip(pts, parts, strict=True)]
+        y, m = y[keep], m[keep]
+        pts = [p for p in pts if len(p)]
+    center = float(y.mean())
+    ys, ms = (y - center) / sd, (m - center) / sd
+    h = torch.stack([torch.ones_like(ms), ms], 1)
+    prior_mean = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    prior_cov = torch.diag(torch.tensor(_PRIOR_SD, dtype=torch.float64).square())
+    # Bounds: ℓ from half a pixel to twice the extent of the points.
+    span = max(float((p.amax(0) - p.amin(0)).norm()) for p in pts)
+    ell_lo, ell_hi = 0.5, max(1.0, 2 * span)
+    lo = [math.log(ell_lo), math.log(_VAR_BOUNDS[0]), math.log(_VAR_BOUNDS[0])]
+    hi = [math.log(ell_hi), math.log(_VAR_BOUNDS[1]), math.log(_VAR_BOUNDS[1])]
+    v = sd**2
+
+    def clip(x: list[float]) -> list[float]:
+        return [min(max(a, lo_), hi_) for a, lo_, hi_ in zip(x, lo, hi, strict=True)]
+
+    def objective(x: np.ndarray) -> tuple[float, np.ndarray]:
+        theta = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+        loss = _nll(theta, pts, ys, h, start.family, prior_mean, prior_cov)
+        (grad,) = torch.autograd.grad(loss, theta)
+        return loss.item(), grad.numpy()
+
+    trained = clip(
+        [
+            math.log(start.lengthscale),
+            math.log(max(start.variance / v, _VAR_BOUNDS[0])),
+            math.log(max(start.noise / v, _VAR_BOUNDS[0])),
+        ]
+    )
+    starts = [trained] + [
+        clip([math.log(ell), math.log(1 - f), math.log(f)])
+        for ell in np.geomspace(ell_lo * 2, ell_hi / 2, 5)
+        for f in (0.1, 0.5)
+    ]
+    with torch.no_grad():
+        first = [
+            float(
+                _nll(
+                    torch.tensor(s, dtype=torch.float64),
+                    pts,
+                    ys,
+                    h,
+                    start.family,
+                    prior_mean,
+                    prior_cov,
+                )
+            )
+            for s in starts
+        ]
+    best: tuple[float, list[float]] = (math.inf, trained)
+    # The trained values and the best two grid starts, refined.
+    order = [0] + [i + 1 for i in np.argsort(first[1:])[:2]]
+    for i in order:
+        res = minimize(
+            objective,
+            np.array(starts[i]),
+            jac=True,
+            method='L-BFGS-B',
+            bounds=list(zip(lo, hi, strict=True)),
+            options={'maxiter': 200},
+        )
+        if math.isfinite(res.fun) and res.fun < best[0]:
+            best = (float(res.fun), [float(a) for a in res.x])
+    ell, s2, n2 = (math.exp(a) for a in best[1])
+    # Posterior of the standardised trend, then back to label units:
+    # β0 = centre (1 - γ1) + sd γ0, β1 = γ1.
+    with torch.no_grad():
+        k = torch.block_diag(*[stationary(p, p, ell, s2, start.family) for p in pts])
+        factor = stable_cholesky(k + n2 * torch.eye(len(ys), dtype=torch.float64))
+        kih = torch.cholesky_solve(h, factor)
+        kiy = torch.cholesky_solve(ys[:, None], factor)[:, 0]
+        prior_prec = torch.linalg.inv(prior_cov)
+        cov_g = torch.linalg.inv(prior_prec + h.T @ kih)
+        gamma = cov_g @ (h.T @ kiy + prior_prec @ prior_mean)
+    a = torch.tensor([[sd, -center], [0.0, 1.0]], dtype=torch.float64)
+    cov_b = a @ cov_g @ a.T
+    g0, g1 = float(gamma[0]), float(gamma[1])
+    trend = Trend(
+        intercept=center * (1 - g1) + sd * g0,
+        slope=g1,
+        cov=(float(cov_b[0, 0]), float(cov_b[0, 1]), float(cov_b[1, 1])),
+    )
+    params = dataclasses.replace(start, lengthscale=ell, variance=s2 * v, noise=n2 * v)
+    return RevealedFit(params, trend, True, n, nll=best[0])

@@ -1,0 +1,114 @@
+r"""Empirical Bayes on the revealed points of a raster, before conditioning.
+
+The kernel learnt in training describes the residuals at *training* points, which
+the network has partly fitted, so prediction should not trust it. :func:`refit`
+computes the network's mean at every revealed point on the same windows as the
+blocks of prediction (so it is the value of the written map), then re-fits the
+kernel, the noise and a trend :math:`\beta_0 + \beta_1 m(x)` on the network mean
+by maximum marginal likelihood (:func:`~geosparse.gp.fit_revealed`; Rasmussen and
+Williams, 2006, Sec. 2.7 and 5.4.1). The fit is shared by every block: each block
+is then conditioned on the points inside its window and halo with it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from ..console import progress as progress_bar
+from ..gp import KernelParams, RevealedFit, fit_revealed
+from ..io.source import ImageSource
+
+if TYPE_CHECKING:
+    from .predictor import Predictor
+
+__all__ = ['refit']
+
+
+def refit(
+    predictor: Predictor,
+    source: ImageSource,
+    block: int,
+    halo: int,
+    progress: bool = False,
+    max_points: int = 1000,
+    min_points: int = 8,
+) -> RevealedFit:
+    r"""Kernel, noise and trend of the revealed points on ``source``.
+
+    .. versionadded:: 0.2
+
+    Args:
+        predictor: a predictor with revealed points (already in the source's CRS,
+            see :meth:`~geosparse.inference.Predictor.for_crs`).
+        source: the imagery about to be predicted.
+        block: block size of the prediction.
+        halo: halo of the prediction.
+        progress: show a progress bar over the blocks that hold points.
+        max_points: at most this many points (a random subset, seed 0) enter the
+            fit, which factorises a points x points matrix.
+        min_points: with fewer points on valid pixels, the trained kernel is kept
+            (with a warning).
+
+    Returns:
+        The fit, :math:`\ell` in the raster's CRS units (the kernel as trained,
+        if the points are too few or all hold one value).
+    """
+    conditioning = predictor.conditioning
+    assert conditioning is not None and conditioning.points is not None
+    grid = source.grid
+    xy, values = conditioning.points.xy, conditioning.points.values
+    exact = np.stack(grid.to_pixels(xy), 1)
+    rows, cols, inside = grid.pixel_of(xy)
+    keys = grid.block_of(rows, cols, block)
+    windows = grid.blocks(block)
+    pts: list[np.ndarray] = []
+    means: list[np.ndarray] = []
+    vals: list[np.ndarray] = []
+    kernel: KernelParams | None = None
+    task_kernel = getattr(predictor.head, 'kernel_params', None)
+    groups = np.unique(keys[inside])
+    for key in progress_bar(
+        groups, desc='re-fit kernel', unit='block', enabled=progress
+    ):
+        sel = np.flatnonzero(inside & (keys == key))
+        window = grid.with_halo(windows[int(key)], halo)
+        (r_top, _), (c_left, _) = window.toranges()
+        image, invalid = source.read(window)
+        image = image.astype(np.float32)
+        mean = predictor.window_mean(image)
+        r, c = rows[sel] - r_top, cols[sel] - c_left
+        ok = np.ones(len(sel), bool) if invalid is None else ~invalid[r, c]
+        # Exact positions, as the posterior uses them (the mean is read at the
+        # pixel that holds the point, as there too).
+        pts.append(exact[sel][ok])
+        means.append(mean[r[ok], c[ok]].astype(np.float64))
+        vals.append(values[sel][ok].astype(np.float64))
+        if kernel is None:
+            kernel = conditioning.params(
+                image, grid.window_transform(window), task_kernel
+            )
+    if kernel is None:  # no point on the raster's blocks
+        image, _ = source.read(grid.with_halo(windows[0], halo))
+        kernel = conditioning.params(
+            image.astype(np.float32), grid.window_transform(windows[0]), task_kernel
+        )
+    group = (
+        (torch.from_numpy(np.concatenate(a)) for a in (pts, vals, means))
+        if pts
+        else (torch.zeros(0, 2), torch.zeros(0), torch.zeros(0))
+    )
+    fit = fit_revealed(
+        [tuple(group)],  # type: ignore[list-item]
+        kernel,
+        min_points=min_points,
+        max_points=max_points,
+    )
+    res = abs(grid.transform.a)
+    params = dataclasses.replace(
+        fit.params, lengthscale=fit.params.lengthscale * res, units='crs'
+    )
+    return dataclasses.replace(fit, params=params)

@@ -1,0 +1,132 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from geosparse.gp import KernelParams, Trend, fit_revealed, posterior_map
+from geosparse.gp.kernels import stationary
+
+
+def _field(n, ell, var, noise, seed, side=100.0):
+    """``n`` points on a square and a GP draw at them (RBF, plus noise)."""
+    gen = torch.Generator().manual_seed(seed)
+    pts = torch.rand(n, 2, generator=gen, dtype=torch.float64) * side
+    k = stationary(pts, pts, ell, var) + noise * torch.eye(n, dtype=torch.float64)
+    z = torch.randn(n, generator=gen, dtype=torch.float64)
+    return pts, torch.linalg.cholesky(k) @ z, gen
+
+
+# What a network that fitted its training points leaves: narrow, sure, tiny.
+TRAINED = KernelParams('rbf', 2.0, 0.01, 1e-4)
+
+
+def test_fit_recovers_the_kernel_and_drops_an_uninformative_network():
+    pts, g, gen = _field(150, 8.0, 4.0, 0.25, seed=0)
+    y = 5 + g
+    m = 3 * torch.randn(150, generator=gen, dtype=torch.float64)  # says nothing
+    fit = fit_revealed([(pts, y, m)], TRAINED)
+    assert fit.refitted and fit.points == 150
+    assert 5 < fit.params.lengthscale < 12
+    assert 2 < fit.params.variance < 8 and 0.05 < fit.params.noise < 1
+    assert abs(fit.trend.slope) < 0.1 and abs(fit.trend.intercept - 5) < 1.5
+
+
+def test_fit_keeps_an_informative_network():
+    pts, g, gen = _field(150, 8.0, 0.2, 0.01, seed=1)
+    m = 10 * torch.randn(150, generator=gen, dtype=torch.float64)
+    fit = fit_revealed([(pts, m + g, m)], TRAINED)
+    assert abs(fit.trend.slope - 1) < 0.05 and fit.params.variance < 1
+
+
+def test_images_are_pooled():
+    """Fifty images of six points each: no image could be fitted alone."""
+    groups = []
+    for i in range(50):
+        pts, g, _ = _field(6, 5.0, 1.0, 0.01, seed=10 + i, side=28.0)
+        groups.append((pts, g, torch.zeros(6, dtype=torch.float64)))
+    fit = fit_revealed(groups, TRAINED)
+    assert fit.refitted and fit.points == 300
+    assert 3 < fit.params.lengthscale < 8 and 0.5 < fit.params.variance < 2
+
+
+def test_revealing_more_points_does_not_hurt_after_the_refit():
+    """The trained kernel makes more points worse; the re-fitted one does not."""
+    pts, g, _ = _field(400, 10.0, 1.0, 0.04, seed=3)
+    test = slice(300, 400)
+    mean = torch.zeros(100, 100, dtype=torch.float64)
+    rc = pts[test].floor().long()
+    errors = {'trained': [], 'refit': []}
+    wrong = KernelParams('rbf', 40.0, 0.05, 1e-6)  # too long, and noiseless
+    for n in (25, 100, 300):
+        known = slice(0, n)
+        fit = fit_revealed([(pts[known], g[known], torch.zeros(n))], wrong)
+        for name, params, trend in (
+            ('trained', wrong, None),
+            ('refit', fit.params, fit.trend),
+        ):
+            mu, _ = posterior_map(mean, pts[known], g[known], params, trend=trend)
+            err = (mu[rc[:, 0], rc[:, 1]] - g[test]).square().mean().sqrt()
+            errors[name].append(float(err))
+    refit = errors['refit']
+    assert refit[0] >= refit[1] >= refit[2]
+    assert all(r < t for r, t in zip(refit, errors['trained'], strict=True))
+
+
+def test_few_points_or_one_value_fall_back_to_the_trained_kernel_with_a_warning():
+    pts, g, _ = _field(20, 5.0, 1.0, 0.01, seed=4)
+    m = torch.zeros(20, dtype=torch.float64)
+    with pytest.warns(UserWarning, match='5 revealed points are too few'):
+        fit = fit_revealed([(pts[:5], g[:5], m[:5])], TRAINED)
+    assert not fit.refitted and fit.params == TRAINED and fit.trend == Trend()
+    with pytest.warns(UserWarning, match='all 20 revealed points hold the value 3'):
+        fit = fit_revealed([(pts, torch.full((20,), 3.0), m)], TRAINED)
+    assert not fit.refitted and 'value column' in str(fit.reason)
+    with pytest.warns(UserWarning, match='no revealed point'):
+        assert not fit_revealed([], TRAINED).refitted
+    with pytest.raises(ValueError, match='NaN is nodata'):
+        fit_revealed(
+            [(pts, g.clone().index_fill_(0, torch.tensor([0]), math.nan), m)], TRAINED
+        )
+
+
+def test_points_closer_than_a_pixel_with_other_values_give_a_stable_fit():
+    pts, g, _ = _field(40, 6.0, 1.0, 0.01, seed=5)
+    # Ten pairs 0.1 px apart whose values differ by 2 label sd.
+    twins = pts[:10] + 0.1
+    pts2 = torch.cat([pts, twins])
+    y = torch.cat([g, g[:10] + 2 * g.std()])
+    fit = fit_revealed([(pts2, y, torch.zeros(50))], TRAINED)
+    assert fit.params.noise > 0.05 * float(y.var())
+    mean = torch.zeros(100, 100, dtype=torch.float64)
+    _, std = posterior_map(mean, pts2, y, fit.params, trend=fit.trend)
+    assert bool(torch.isfinite(std).all()) and float(std.max()) < 3 * float(y.std())
+
+
+def test_trend_sets_the_prior_mean_and_adds_its_uncertainty():
+    mean = torch.linspace(0, 1, 50, dtype=torch.float64).reshape(5, 10)
+    params = KernelParams('rbf', 2.0, 1.0, 0.1)
+    trend = Trend(intercept=1.0, slope=2.0, cov=(0.04, 0.0, 0.01))
+    mu, std = posterior_map(
+        mean, torch.zeros(0, 2), torch.zeros(0), params, trend=trend
+    )
+    torch.testing.assert_close(mu, 1 + 2 * mean)
+    torch.testing.assert_close(std, (1 + 0.04 + 0.01 * mean.square()).sqrt())
+    # A known identity trend is the posterior as before.
+    pts = torch.tensor([[1.5, 2.5], [3.5, 7.5]], dtype=torch.float64)
+    vals = torch.tensor([0.3, 2.0], dtype=torch.float64)
+    a = posterior_map(mean, pts, vals, params)
+    b = posterior_map(mean, pts, vals, params, trend=Trend())
+    torch.testing.assert_close(a, b)
+    # Near a point, the trend's uncertainty is explained away.
+    _, std_t = posterior_map(mean, pts, vals, params, trend=trend)
+    assert float(std_t[1, 2]) < float(std_t[4, 0])
+
+
+def test_fit_is_written_as_plain_values():
+    pts, g, _ = _field(30, 5.0, 1.0, 0.01, seed=6)
+    fit = fit_revealed([(pts, g, torch.zeros(30))], TRAINED)
+    d = fit.as_dict()
+    assert d['source'] == 'refit on the revealed points' and d['points'] == 30
+    assert set(d['trend']) == {'intercept', 'slope', 'intercept_sd', 'slope_sd'}
+    assert all(np.isfinite(v) for v in d['trend'].values())
