@@ -16,7 +16,6 @@
 
 from .empirical import RevealedFit, Trend, fit_revealed
 from .fit import fit_kernel
-from .kriging import KrigingResult, ordinary_kriging, regression_kriging
 from .kernels import (
     FAMILIES,
     ContextKernel,
@@ -27,6 +26,7 @@ from .kernels import (
     stable_cholesky,
     stationary,
 )
+from .kriging import KrigingResult, ordinary_kriging, regression_kriging
 from .likelihood import MarginalLikelihood, NPPLoss
 from .noise import GaussianNoise
 from .params import KernelParams
@@ -40,8 +40,8 @@ __all__ = [
     'KernelParams',
     'KrigingResult',
     'MarginalLikelihood',
-    'RevealedFit',
     'NPPLoss',
+    'RevealedFit',
     'StationaryKernel',
     'Trend',
     'fit_kernel',

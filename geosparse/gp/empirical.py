@@ -100,12 +100,12 @@ class Trend:
 
 @dataclass(frozen=True)
 class RevealedFit:
-    """Kernel, noise and trend of the revealed points' residuals.
+    r"""Kernel, noise and trend of the revealed points' residuals.
 
     .. versionadded:: 0.2
 
     Attributes:
-        params: the kernel (:math:`\\ell` in pixels) and noise.
+        params: the kernel (:math:`\ell` in pixels) and noise.
         trend: the trend on the network mean.
         refitted: False when the trained kernel was kept (too few points, or no
             spread in their values); the reason is in :attr:`reason`.

@@ -86,7 +86,7 @@ class Predictor:
         refit: bool = True,
         trust_checkpoint: bool = False,
     ) -> None:
-        """Wrap a task (or a checkpoint, loaded now and again in each dask worker).
+        r"""Wrap a task (or a checkpoint, loaded now and again in each dask worker).
 
         Args:
             task: the trained task; if None, ``checkpoint`` is loaded.

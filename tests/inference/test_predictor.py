@@ -3,7 +3,6 @@ import math
 import pickle
 
 import lightning.pytorch as pl
-
 import numpy as np
 import pytest
 import rasterio
@@ -12,7 +11,6 @@ from rio_cogeo.cogeo import cog_validate
 
 from geosparse.cli import main
 from geosparse.compat import PixelwiseRegression, SemanticSegmentation
-from geosparse.gp import KernelParams
 from geosparse.inference import Predictor
 from geosparse.inference.checkpoints import task_class_for
 
