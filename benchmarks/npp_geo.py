@@ -1,4 +1,4 @@
-r"""Neural Point Processes on a real raster: plain MSE, NPP and NPP-GP from sparse points.
+r"""Neural Point Processes on a real raster against kriging, from sparse points.
 
 The labelled points are split into *train* points (the networks learn from them),
 *revealed* points (known at prediction time: the NPP-GP posterior is conditioned on
@@ -6,22 +6,26 @@ them) and *test* points. Two networks with the same architecture, budget and see
 trained on windows around the train points: plain MSE at the points, and NPP (the
 Gaussian-process likelihood, learnable RBF kernel by default). Scored:
 
-- ``mse``: the MSE network's map;
-- ``npp``: the NPP network's map;
-- ``npp-gp``: the NPP map conditioned on the revealed points (posterior mean);
-- ``npp-gp-refit``: as ``npp-gp`` with the NPP's length-scale, but its variance and
-  noise re-estimated by maximum likelihood on the revealed points' residuals (the
-  noise learnt at training points can collapse as the network fits them);
-- ``mse-gp``: for reference, regression kriging of the MSE map: its residuals at the
-  revealed points interpolated by a GP whose parameters (length-scale, variance,
-  nugget up to 90 %) maximise their likelihood.
+- ``mse``, ``npp``: the networks' maps;
+- ``npp-gp``: the package's default prediction: the NPP map conditioned on the
+  revealed points after the empirical-Bayes re-fit of the kernel, the noise and a
+  trend :math:`a + b\,m(x)` on them (:func:`~geosparse.gp.fit_revealed`);
+- ``npp-gp-trained``: conditioned with the kernel as trained (no re-fit);
+- ``mse-gp``: the same re-fit and posterior around the MSE network's map;
+- baselines from *every* known label (train and revealed points), so that they hold
+  the same information as the networks plus the posterior: ``constant`` (their
+  mean), ``ok`` (ordinary kriging, PyKrige, exponential variogram) and ``rk``
+  (regression kriging on the standardised image bands,
+  :func:`~geosparse.gp.regression_kriging`); ``ok-revealed`` and ``rk-revealed``
+  krige the revealed points alone, the points that the posterior is given.
 
 Scores are MSE, MAE and R² at the test points, or, with ``--truth``, at every valid
-truth pixel that holds neither a train nor a revealed point. ``calibration`` gives
-the fraction of those within 1 and 2 predictive standard deviations of the NPP-GP
-mean (:math:`\sqrt{\sigma_*^2 + \sigma_0^2}`, the std of a new noisy label; a
-calibrated Gaussian gives 0.683 and 0.954); ``calibration_latent`` uses
-:math:`\sigma_*` alone (the std band that ``geosparse predict`` writes).
+truth pixel that holds neither a train nor a revealed point, plus the RMSE.
+``calibration`` gives, for every method with a standard deviation, the fraction of
+those within 1 and 2 predictive standard deviations (for the GP methods
+:math:`\sqrt{\sigma_*^2 + \sigma_0^2}`, the std of a new noisy label, which
+``geosparse predict`` writes; a calibrated Gaussian gives 0.683 and 0.954) and the
+mean negative log predictive density (``nlpd``, lower is better).
 
 Points come from ``--points FILE --value COLUMN`` (any vector file or a CSV with
 coordinates, reprojected to the raster's CRS) or from ``--sample-truth N`` (N random
@@ -36,9 +40,12 @@ becomes 0.
 
 Prints one JSON object (and writes it to ``--out``)::
 
-    {"methods": {"mse"|"npp"|"npp-gp"|"npp-gp-refit"|"mse-gp": {"mse", "mae", "r2"}},
-     "calibration": {"within_1sd", "within_2sd"}, "calibration_latent": {...},
-     "kernel": {...}, "points": {...}, "settings": {...}}
+    {"methods": {METHOD: {"mse", "mae", "r2", "rmse"}},
+     "calibration": {METHOD: {"within_1sd", "within_2sd", "nlpd"}},
+     "points": {...}, "per_seed": {SEED: {the above, "kernel", "seconds"}},
+     "settings": {...}}
+
+The top level holds the means over ``--seeds``.
 """
 
 from __future__ import annotations
@@ -65,8 +72,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _npp import make_task, scores, train
 
 from geosparse.console import quiet, verbose_option
-from geosparse.datasets import ImageryDataset, SparsePoints, collate_points
-from geosparse.gp import fit_kernel, loo_variance_scale, posterior_map
+from geosparse.datasets import (
+    ImageryDataset,
+    SparsePoints,
+    collate_points,
+    make_point_labels,
+    make_scene,
+)
+from geosparse.gp import (
+    KernelParams,
+    fit_revealed,
+    ordinary_kriging,
+    posterior_map,
+    regression_kriging,
+)
 from geosparse.gp.kernels import FAMILIES
 from geosparse.inference import Predictor
 from geosparse.io.points import read_points
@@ -259,59 +278,218 @@ def run_split(
         print(f'{name}: trained in {seconds[name]} s', file=sys.stderr)
     rev_pts = torch.from_numpy(rc[rev] + 0.5)
     rev_val = torch.from_numpy(values[rev])
-    t0 = time.perf_counter()
-    params = tasks['npp'].kernel_params(torch.from_numpy(image)[None])
-    fam = a.kernel_family
-    ell = params.lengthscale
-    gp_mean, gp_std = posterior_map(maps['npp'], rev_pts, rev_val, params)
-    resid = rev_val - maps['npp'][rc[rev, 0], rc[rev, 1]]
-    c = loo_variance_scale(rev_pts, resid, params)
-    seconds['posterior'] = round(time.perf_counter() - t0, 2)
-    resid = rev_val - maps['mse'][rc[rev, 0], rc[rev, 1]]
-    # Nugget fractions up to 0.9: field samples (e.g. soil) often carry most of their
-    # variance at short range.
-    nuggets = (0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
-    fitted = fit_kernel(
-        [(rev_pts, resid / scale)], (1, 2, 4, 8, 16, 32, 64), nuggets, fam
-    )
-    kr_mean, _ = posterior_map(maps['mse'], rev_pts, rev_val, fitted.scaled(scale**2))
-    # The NPP's length-scale, its variance and noise re-estimated on the revealed
-    # points (the noise learnt at training points can collapse as the network fits them).
-    resid_npp = rev_val - maps['npp'][rc[rev, 0], rc[rev, 1]]
-    refit = fit_kernel([(rev_pts, resid_npp / scale)], (ell,), nuggets, fam)
-    refit_mean, _ = posterior_map(maps['npp'], rev_pts, rev_val, refit.scaled(scale**2))
     er, ec = eval_rc[:, 0], eval_rc[:, 1]
-    sd = np.sqrt(gp_std[er, ec].numpy() ** 2 + params.noise)  # a new noisy label
+    pred: dict[str, np.ndarray] = {}
+    sd: dict[str, np.ndarray] = {}
+    kernels: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    trained = tasks['npp'].kernel_params(torch.from_numpy(image)[None])
+    # NPP-GP, the kernel as trained (what prediction did before the re-fit).
+    mean, std = posterior_map(maps['npp'], rev_pts, rev_val, trained)
+    pred['npp-gp-trained'] = mean[er, ec].numpy()
+    sd['npp-gp-trained'] = np.sqrt(std[er, ec].numpy() ** 2 + trained.noise)
+    kernels['npp-gp-trained'] = trained.as_dict()
+    # The package's default: empirical Bayes on the revealed points (kernel, noise
+    # and a trend a + b * network re-fitted), for the NPP and the MSE network.
+    starts = {
+        'npp': trained,
+        'mse': KernelParams(a.kernel_family, a.lengthscale, scale**2, 0.1 * scale**2),
+    }
+    known = np.concatenate([tr, rev])
+    for net, start in starts.items():
+        at = maps[net][rc[rev, 0], rc[rev, 1]]
+        fit = fit_revealed([(rev_pts, rev_val, at)], start)
+        mean, std = posterior_map(
+            maps[net], rev_pts, rev_val, fit.params, trend=fit.trend
+        )
+        pred[f'{net}-gp'] = mean[er, ec].numpy()
+        sd[f'{net}-gp'] = np.sqrt(std[er, ec].numpy() ** 2 + fit.params.noise)
+        kernels[f'{net}-gp'] = fit.as_dict()
+        if net == 'npp':
+            # The same fit, given every known point (the train points too).
+            mean, std = posterior_map(
+                maps[net],
+                torch.from_numpy(rc[known] + 0.5),
+                torch.from_numpy(values[known]),
+                fit.params,
+                trend=fit.trend,
+            )
+            pred['npp-gp-all'] = mean[er, ec].numpy()
+            sd['npp-gp-all'] = np.sqrt(std[er, ec].numpy() ** 2 + fit.params.noise)
+    seconds['posterior'] = round(time.perf_counter() - t0, 2)
+    # Baselines from every known label (train and revealed points alike): the
+    # constant, ordinary kriging, and regression kriging on the image bands.
+    t0 = time.perf_counter()
+    targets = eval_rc + 0.5
+    y_known = values[known]
+    pred['constant'] = np.full(len(eval_rc), y_known.mean())
+    sd['constant'] = np.full(len(eval_rc), y_known.std(ddof=1))
+    # The same two, from the revealed points alone (what the posterior is given).
+    for tag, idx in (('', known), ('-revealed', rev)):
+        xy_i = rc[idx] + 0.5
+        ok = ordinary_kriging(xy_i, values[idx], targets)
+        bands = image[:, rc[idx, 0], rc[idx, 1]].T
+        rk = regression_kriging(xy_i, values[idx], bands, targets, image[:, er, ec].T)
+        for name, res in ((f'ok{tag}', ok), (f'rk{tag}', rk)):
+            pred[name], sd[name] = res.mean, res.std
+            kernels[name] = res.variogram
+    seconds['kriging'] = round(time.perf_counter() - t0, 2)
+    pred['mse'] = maps['mse'][er, ec].numpy()
+    pred['npp'] = maps['npp'][er, ec].numpy()
     return {
         'truth': eval_val,
-        'pred': {
-            'mse': maps['mse'][er, ec].numpy(),
-            'npp': maps['npp'][er, ec].numpy(),
-            'npp-gp': gp_mean[er, ec].numpy(),
-            'npp-gp-refit': refit_mean[er, ec].numpy(),
-            'mse-gp': kr_mean[er, ec].numpy(),
-        },
-        'sd': sd * math.sqrt(c),
-        'sd_as_trained': sd,
-        'kernel': {
-            'npp': {
-                'lengthscale_px': ell,
-                'variance': params.variance,
-                'noise': params.noise,
-                'loo_scale': c,
-            },
-            'npp-gp-refit': {
-                'lengthscale_px': ell,
-                'variance': refit.variance * scale**2,
-                'noise': refit.noise * scale**2,
-            },
-            'mse-gp': {
-                'lengthscale_px': fitted.lengthscale,
-                'variance': fitted.variance * scale**2,
-                'noise': fitted.noise * scale**2,
-            },
-        },
+        'pred': pred,
+        'sd': sd,
+        'kernel': kernels,
         'seconds': seconds,
+    }
+
+
+def calibration(err: np.ndarray, sd: np.ndarray) -> dict[str, float]:
+    """Coverage within 1 and 2 sd, and the mean negative log predictive density."""
+    sd = np.maximum(sd, 1e-12)
+    nlpd = 0.5 * np.log(2 * np.pi * sd**2) + 0.5 * (err / sd) ** 2
+    return {
+        'within_1sd': float((np.abs(err) <= sd).mean()),
+        'within_2sd': float((np.abs(err) <= 2 * sd).mean()),
+        'nlpd': float(nlpd.mean()),
+    }
+
+
+def run_seed(
+    a: argparse.Namespace,
+    p: argparse.ArgumentParser,
+    image: np.ndarray,
+    valid: np.ndarray,
+    crs: Any,
+    transform: Any,
+    truth: np.ndarray | None,
+    seed: int,
+) -> dict[str, Any]:
+    """One seed: the points (sampled, split), both networks, every method, scores."""
+    if a.sample_truth is not None:
+        assert truth is not None
+        cand = np.flatnonzero(valid.ravel())
+        if a.sample_truth < 3 or a.sample_truth > len(cand):
+            p.error(f'--sample-truth {a.sample_truth}: need 3 to {len(cand)} points.')
+        pick = np.random.default_rng(seed).choice(cand, a.sample_truth, replace=False)
+        rc = np.stack(np.unravel_index(pick, valid.shape), 1)
+        values = truth.ravel()[pick]
+    else:
+        try:
+            xy, raw = read_points(a.points, a.value, crs, a.x, a.y, a.points_crs)
+        except ValueError as err:
+            raise SystemExit(f'--points: {err}') from err
+        rc, values = to_pixels(xy, raw, valid, transform, f'--points {a.points}')
+    if a.log:
+        for name, v in (('points', values),) + (
+            (('truth', truth),) if truth is not None else ()
+        ):
+            bad = np.isfinite(v) & (v <= 0)
+            if bad.any():
+                p.error(f'--log: {int(bad.sum())} {name} values are <= 0; drop --log.')
+        values = np.log(values)
+        if truth is not None:
+            truth = np.where(
+                np.isfinite(truth), np.log(np.where(truth > 0, truth, 1)), np.nan
+            )
+    test_rc = test_val = None
+    if a.test_points is not None:
+        try:
+            txy, tval = read_points(a.test_points, a.value, crs, a.x, a.y, a.points_crs)
+        except ValueError as err:
+            raise SystemExit(f'--test-points: {err}') from err
+        test_rc, test_val = to_pixels(
+            txy, tval, valid, transform, f'--test-points {a.test_points}'
+        )
+        test_val = np.log(test_val) if a.log else test_val
+    if a.folds > 1 and (truth is not None or test_rc is not None):
+        p.error(
+            '--folds cross-validates the points; it cannot go with --truth or --test-points.'
+        )
+    held_out = truth is not None or test_rc is not None
+    split = a.split or ([2 / 3, 1 / 3, 0] if held_out else [0.5, 0.25, 0.25])
+    if a.folds > 1:
+        # Each fold's points are the test points once; the rest are split into
+        # train and revealed points in the ratio of --split.
+        folds = np.array_split(
+            np.random.default_rng(seed).permutation(len(rc)), a.folds
+        )
+        runs = []
+        for k, te in enumerate(folds):
+            rest = np.concatenate([f for j, f in enumerate(folds) if j != k])
+            tr_i, rev_i = split_points(len(rest), split[:2], seed + k)
+            runs.append((rest[tr_i], rest[rev_i], te))
+    else:
+        runs = [tuple(split_points(len(rc), split, seed))]
+    outputs = []
+    tmp = tempfile.TemporaryDirectory()
+    grid = write_image(image, crs, transform, Path(tmp.name))
+    for k, (tr, rev, te) in enumerate(runs):
+        if len(tr) < 2 or len(rev) < 2:
+            p.error(
+                f'{len(rc)} usable points: too few for train and revealed points '
+                f'(--split {split}, --folds {a.folds}).'
+            )
+        if truth is not None:
+            evaluate = valid.copy()
+            evaluate[rc[tr, 0], rc[tr, 1]] = False
+            evaluate[rc[rev, 0], rc[rev, 1]] = False
+            eval_rc, eval_val = np.argwhere(evaluate), truth[evaluate]
+        elif test_rc is not None:
+            eval_rc, eval_val = test_rc, test_val
+        else:
+            eval_rc, eval_val = rc[te], values[te]
+        if len(eval_val) == 0:
+            p.error('no test points: give --test-points, --truth, or a test fraction.')
+        print(
+            f'run {k + 1}/{len(runs)}: {len(tr)} train, {len(rev)} revealed, '
+            f'{len(eval_val)} evaluated',
+            file=sys.stderr,
+        )
+        outputs.append(
+            run_split(
+                a,
+                image,
+                grid,
+                rc,
+                values,
+                tr,
+                rev,
+                eval_rc,
+                eval_val,
+                seed=seed + k,
+            )
+        )
+    tmp.cleanup()
+    truth_all = np.concatenate([o['truth'] for o in outputs])
+    methods = {
+        m: scores(np.concatenate([o['pred'][m] for o in outputs]), truth_all)
+        for m in outputs[0]['pred']
+    }
+    for m in methods.values():
+        m['rmse'] = math.sqrt(m['mse'])
+    calib = {
+        m: calibration(
+            np.concatenate([o['pred'][m] for o in outputs]) - truth_all,
+            np.concatenate([o['sd'][m] for o in outputs]),
+        )
+        for m in outputs[0]['sd']
+    }
+    return {
+        'methods': methods,
+        'calibration': calib,
+        'kernel': [o['kernel'] for o in outputs],
+        'points': {
+            'train': int(sum(len(r[0]) for r in runs)),
+            'revealed': int(sum(len(r[1]) for r in runs)),
+            'evaluated': len(truth_all),
+            'evaluated_on': 'truth' if truth is not None else 'test points',
+        },
+        'seconds': {
+            k: round(sum(o['seconds'][k] for o in outputs), 2)
+            for k in outputs[0]['seconds']
+        },
     }
 
 
@@ -320,7 +498,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument('--image', type=Path, required=True, help='imagery raster (GeoTIFF)')
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument('--image', type=Path, help='imagery raster (GeoTIFF)')
+    where.add_argument(
+        '--synthetic',
+        choices=['land_cover', 'independent'],
+        help='a generated 256 px scene and dense truth instead of --image and '
+        '--truth (make_point_labels): a height the imagery explains (land_cover) '
+        'or a smooth field it does not show (independent, as rainfall is to an '
+        'elevation grid); points from --sample-truth',
+    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument('--points', type=Path, help='labelled points (vector file or CSV)')
     src.add_argument(
@@ -385,158 +572,61 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         action='store_true',
         help='learn and score log(value) (skewed positive labels, e.g. zinc)',
     )
-    p.add_argument('--seed', type=int, default=0)
+    p.add_argument(
+        '--seeds',
+        type=int,
+        nargs='+',
+        default=[0],
+        help='one run per seed (point sample and split, training); the top-level '
+        'scores are their means, each run is under per_seed (default: %(default)s)',
+    )
     p.add_argument('--out', type=Path, help='also write the JSON here')
     verbose_option(p)
     a = p.parse_args(argv)
     with quiet(a.verbose):
         if a.points is not None and not a.value:
             p.error('--points needs --value COLUMN (the labels to learn).')
-        if a.sample_truth is not None and a.truth is None:
+        if a.sample_truth is not None and a.truth is None and a.synthetic is None:
             p.error('--sample-truth N draws its points from --truth RASTER; give it.')
         if a.patch_size % 32 and a.model == 'unet':
             p.error(f'--patch-size {a.patch_size}: the U-Net needs a multiple of 32.')
         t_start = time.perf_counter()
+        scene_dir = tempfile.TemporaryDirectory()
+        if a.synthetic is not None:
+            if a.truth is not None or a.sample_truth is None:
+                p.error('--synthetic makes its own truth: give --sample-truth N only.')
+            scene = make_scene(Path(scene_dir.name), size=256, seed=0)
+            make_point_labels(scene, n=1, seed=0, field=a.synthetic)
+            a.image, a.truth = (
+                Path(scene.image),
+                Path(scene_dir.name) / 'scene_height.tif',
+            )
         torch.set_num_threads(max(1, os.cpu_count() or 1))
-        torch.manual_seed(a.seed)
+        torch.manual_seed(a.seeds[0])
         image, valid, crs, transform = load_image(a.image)
         truth = load_truth(a.truth, valid.shape, crs, transform) if a.truth else None
         if truth is not None:
             valid = valid & np.isfinite(truth)
-        if a.sample_truth is not None:
-            assert truth is not None
-            cand = np.flatnonzero(valid.ravel())
-            if a.sample_truth < 3 or a.sample_truth > len(cand):
-                p.error(
-                    f'--sample-truth {a.sample_truth}: need 3 to {len(cand)} points.'
-                )
-            pick = np.random.default_rng(a.seed).choice(
-                cand, a.sample_truth, replace=False
-            )
-            rc = np.stack(np.unravel_index(pick, valid.shape), 1)
-            values = truth.ravel()[pick]
-        else:
-            try:
-                xy, raw = read_points(a.points, a.value, crs, a.x, a.y, a.points_crs)
-            except ValueError as err:
-                raise SystemExit(f'--points: {err}') from err
-            rc, values = to_pixels(xy, raw, valid, transform, f'--points {a.points}')
-        if a.log:
-            for name, v in (('points', values),) + (
-                (('truth', truth),) if truth is not None else ()
-            ):
-                bad = np.isfinite(v) & (v <= 0)
-                if bad.any():
-                    p.error(
-                        f'--log: {int(bad.sum())} {name} values are <= 0; drop --log.'
-                    )
-            values = np.log(values)
-            if truth is not None:
-                truth = np.where(
-                    np.isfinite(truth), np.log(np.where(truth > 0, truth, 1)), np.nan
-                )
-        test_rc = test_val = None
-        if a.test_points is not None:
-            try:
-                txy, tval = read_points(
-                    a.test_points, a.value, crs, a.x, a.y, a.points_crs
-                )
-            except ValueError as err:
-                raise SystemExit(f'--test-points: {err}') from err
-            test_rc, test_val = to_pixels(
-                txy, tval, valid, transform, f'--test-points {a.test_points}'
-            )
-            test_val = np.log(test_val) if a.log else test_val
-        if a.folds > 1 and (truth is not None or test_rc is not None):
-            p.error(
-                '--folds cross-validates the points; it cannot go with --truth or --test-points.'
-            )
-        held_out = truth is not None or test_rc is not None
-        split = a.split or ([2 / 3, 1 / 3, 0] if held_out else [0.5, 0.25, 0.25])
-        if a.folds > 1:
-            # Each fold's points are the test points once; the rest are split into
-            # train and revealed points in the ratio of --split.
-            folds = np.array_split(
-                np.random.default_rng(a.seed).permutation(len(rc)), a.folds
-            )
-            runs = []
-            for k, te in enumerate(folds):
-                rest = np.concatenate([f for j, f in enumerate(folds) if j != k])
-                tr_i, rev_i = split_points(len(rest), split[:2], a.seed + k)
-                runs.append((rest[tr_i], rest[rev_i], te))
-        else:
-            runs = [tuple(split_points(len(rc), split, a.seed))]
-        outputs = []
-        tmp = tempfile.TemporaryDirectory()
-        grid = write_image(image, crs, transform, Path(tmp.name))
-        for k, (tr, rev, te) in enumerate(runs):
-            if len(tr) < 2 or len(rev) < 2:
-                p.error(
-                    f'{len(rc)} usable points: too few for train and revealed points '
-                    f'(--split {split}, --folds {a.folds}).'
-                )
-            if truth is not None:
-                evaluate = valid.copy()
-                evaluate[rc[tr, 0], rc[tr, 1]] = False
-                evaluate[rc[rev, 0], rc[rev, 1]] = False
-                eval_rc, eval_val = np.argwhere(evaluate), truth[evaluate]
-            elif test_rc is not None:
-                eval_rc, eval_val = test_rc, test_val
-            else:
-                eval_rc, eval_val = rc[te], values[te]
-            if len(eval_val) == 0:
-                p.error(
-                    'no test points: give --test-points, --truth, or a test fraction.'
-                )
-            print(
-                f'run {k + 1}/{len(runs)}: {len(tr)} train, {len(rev)} revealed, '
-                f'{len(eval_val)} evaluated',
-                file=sys.stderr,
-            )
-            outputs.append(
-                run_split(
-                    a,
-                    image,
-                    grid,
-                    rc,
-                    values,
-                    tr,
-                    rev,
-                    eval_rc,
-                    eval_val,
-                    seed=a.seed + k,
-                )
-            )
-        tmp.cleanup()
-        truth_all = np.concatenate([o['truth'] for o in outputs])
-        methods = {
-            m: scores(np.concatenate([o['pred'][m] for o in outputs]), truth_all)
-            for m in outputs[0]['pred']
+        per_seed = {
+            str(seed): run_seed(a, p, image, valid, crs, transform, truth, seed)
+            for seed in a.seeds
         }
-        err = np.abs(np.concatenate([o['pred']['npp-gp'] for o in outputs]) - truth_all)
+        runs = list(per_seed.values())
 
-        def within(key: str) -> dict[str, float]:
-            sd = np.concatenate([o[key] for o in outputs])
+        def mean_of(key: str) -> dict[str, dict[str, float]]:
             return {
-                'within_1sd': float((err <= sd).mean()),
-                'within_2sd': float((err <= 2 * sd).mean()),
+                m: {
+                    k: float(np.mean([r[key][m][k] for r in runs]))
+                    for k in runs[0][key][m]
+                }
+                for m in runs[0][key]
             }
 
-        seconds = {
-            k: round(sum(o['seconds'][k] for o in outputs), 2)
-            for k in outputs[0]['seconds']
-        }
         result: dict[str, Any] = {
-            'methods': methods,
-            'calibration': within('sd'),
-            'calibration_as_trained': within('sd_as_trained'),
-            'kernel': [o['kernel'] for o in outputs],
-            'points': {
-                'train': int(sum(len(r[0]) for r in runs)),
-                'revealed': int(sum(len(r[1]) for r in runs)),
-                'evaluated': len(truth_all),
-                'evaluated_on': 'truth' if truth is not None else 'test points',
-            },
+            'methods': mean_of('methods'),
+            'calibration': mean_of('calibration'),
+            'points': runs[0]['points'],
+            'per_seed': per_seed,
             'settings': {
                 'model': a.model,
                 'kernel': a.kernel,
@@ -546,13 +636,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 'log': a.log,
                 'patch_size': a.patch_size,
                 'batch_size': a.batch_size,
-                'seed': a.seed,
-                'seconds': {
-                    **seconds,
-                    'total': round(time.perf_counter() - t_start, 1),
-                },
+                'seeds': a.seeds,
+                'synthetic': a.synthetic,
+                'seconds': round(time.perf_counter() - t_start, 1),
             },
         }
+        scene_dir.cleanup()
         text = json.dumps(result, indent=2)
         if a.out:
             atomic_write_text(a.out, text + '\n')

@@ -4,7 +4,7 @@ Builds small synthetic scenes, trains each geosparse task for a few steps throug
 Lightning's ``Trainer`` and the package's data modules (plus untrained TorchGeo
 segmentation and regression tasks), predicts every output the predictor can write
 (class maps with and without coarse labels and probabilities, NPP with and without
-revealed points and calibration, a regression with a given kernel, density and
+revealed points with the re-fitted and the trained kernel, a regression with a given kernel, density and
 point maps) through :func:`geosparse.inference.predict.predict_raster`, and prints one JSON
 object ``{name: {"pixels": sha256, "tags": {...}}}``: the SHA-256 of every band's
 pixels and the COG's tags. Run it before and after a change and diff the two
@@ -169,8 +169,8 @@ def main() -> None:
             predict('npp', Predictor(npp))
             predict('npp_reveal', Predictor(npp, reveal=(xy[::2], values[::2])))
             predict(
-                'npp_calibrated',
-                Predictor(npp, reveal=(xy[1::2], values[1::2]), calibrate=True),
+                'npp_trained_kernel',
+                Predictor(npp, reveal=(xy[1::2], values[1::2]), refit=False),
             )
             predict(
                 'reg_kernel',

@@ -420,11 +420,12 @@ def test_geojson_without_crs_holding_utm_is_named(tmp_path, reg_ckpt, capsys):
 
 def test_duplicate_points_with_other_values_are_warned(tmp_path, reg_ckpt):
     csv = tmp_path / 'p.csv'
-    csv.write_text('x,y,v\n500010,4199990,1\n500010,4199990,50\n500030,4199970,2\n')
+    # Two points 0.3 m apart (one pixel) with other values.
+    csv.write_text('x,y,v\n500010,4199990,1\n500010.3,4199990,50\n500030,4199970,2\n')
     with pytest.warns(UserWarning) as record:
         assert _reveal(reg_ckpt, tmp_path, csv, '--points-crs', 'EPSG:32618') == 0
     text = ' '.join(str(w.message) for w in record)
-    assert '1 locations hold revealed points with different' in text
+    assert '1 pixels hold revealed points with different values' in text
     # Three points cannot re-fit the kernel: said, and the kernel given is used.
     assert '3 revealed points are too few to re-fit the kernel' in text
 

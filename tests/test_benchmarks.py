@@ -1,4 +1,5 @@
 import json
+import math
 import subprocess
 import sys
 
@@ -282,7 +283,13 @@ def test_npp_paper_prints_every_dataset_pattern_and_fraction(tmp_path):
             assert set(pattern) == methods
             for s in pattern.values():
                 assert s['mse'] >= 0 and s['r2'] <= 1
-        assert list(got['revelation'][name]) == ['0.25', '0.5', '0.75', '1.0']
+        curves = got['revelation'][name]
+        assert set(curves) == {
+            f'{m}{t}' for m in methods - {'mse'} for t in ('', '/trained')
+        }
+        for curve in curves.values():
+            assert list(curve) == ['0.0', '0.25', '0.5', '0.75', '1.0']
+        assert got['best_kernel'][name] in methods - {'mse'}
     # Two seeds by default; the top level is their mean.
     assert list(got['per_seed']) == ['0', '1']
     runs = [got['per_seed'][k]['datasets']['pin-mnist']['random']['mse'] for k in '01']
@@ -329,7 +336,10 @@ def test_npp_geo_on_points_with_dense_truth(height_scene, tmp_path):
     )
     got = json.loads(out.read_text())
     assert got['settings']['kernel_family'] == 'matern32'
-    assert set(got['methods']) == {'mse', 'npp', 'npp-gp', 'npp-gp-refit', 'mse-gp'}
+    gp = {'npp-gp', 'npp-gp-trained', 'mse-gp', 'constant', 'ok', 'rk'}
+    gp |= {'ok-revealed', 'rk-revealed'}
+    assert set(got['methods']) == {'mse', 'npp'} | gp
+    assert set(got['calibration']) == gp
     assert got['points']['evaluated_on'] == 'truth'
     # Every truth pixel but those of the 120 points (train + revealed).
     frame = gpd.read_file(points)
@@ -339,9 +349,13 @@ def test_npp_geo_on_points_with_dense_truth(height_scene, tmp_path):
     }
     assert got['points']['train'] + got['points']['revealed'] == 120
     assert got['points']['evaluated'] == 96 * 96 - len(pixels)
-    assert (
-        0 <= got['calibration']['within_1sd'] <= got['calibration']['within_2sd'] <= 1
-    )
+    for c in got['calibration'].values():
+        assert 0 <= c['within_1sd'] <= c['within_2sd'] <= 1 and math.isfinite(c['nlpd'])
+    fit = got['per_seed']['0']['kernel'][0]['npp-gp']
+    assert fit['source'] == 'refit on the revealed points' and fit['points'] == 40
+    # Regression kriging on the bands of an image that explains the height beats
+    # the constant.
+    assert got['methods']['rk']['rmse'] < got['methods']['constant']['rmse']
     # Conditioning on revealed points of a smooth field must help the NPP map.
     assert got['methods']['npp-gp']['mse'] < got['methods']['npp']['mse']
     assert 'trained' in res.stderr
@@ -552,11 +566,17 @@ def test_output_digests_cover_every_predictor_output(tmp_path):
     )
     got = json.loads(out.read_text())
     assert {'lsr', 'lsr_probs_probabilities', 'tg_seg', 'tg_reg', 'npp'} <= set(got)
-    assert {'npp_reveal', 'npp_calibrated', 'reg_kernel', 'density', 'pointmap'} <= set(
-        got
-    )
-    assert got['npp_calibrated']['descriptions'] == ['mean', 'std']
-    assert float(got['npp_calibrated']['tags']['variance_scale']) > 0
+    assert {
+        'npp_reveal',
+        'npp_trained_kernel',
+        'reg_kernel',
+        'density',
+        'pointmap',
+    } <= set(got)
+    assert got['npp_reveal']['descriptions'] == ['mean', 'std']
+    kernels = {k: json.loads(got[k]['tags']['kernel']) for k in ('npp_reveal', 'reg_kernel')}
+    assert all(k['source'] == 'refit on the revealed points' for k in kernels.values())
+    assert 'refit' not in json.loads(got['npp_trained_kernel']['tags']['kernel'])
     assert (
         len({v['pixels'] for v in got.values()}) > 5
     )  # digests of real, distinct maps

@@ -346,17 +346,31 @@ def make_stac_tiles(
 
 
 def make_point_labels(
-    scene: SyntheticScene, n: int = 300, seed: int = 0, name: str = 'scene'
+    scene: SyntheticScene,
+    n: int = 300,
+    seed: int = 0,
+    name: str = 'scene',
+    field: str = 'land_cover',
 ) -> Path:
     """Sparse point labels of a smooth "canopy height" over a synthetic scene.
 
-    Height is 22 m over forest, 1 m over field, 6 m over impervious and 0 over water
-    in the fine truth, smoothed (Gaussian, sigma 4 px) so that nearby points
-    co-vary, plus 0.5 m noise; ``n`` points at random pixel centres are written as
+    With ``field='land_cover'``, height is 22 m over forest, 1 m over field, 6 m
+    over impervious and 0 over water in the fine truth, smoothed (Gaussian, sigma
+    4 px) so that nearby points co-vary: the imagery explains it. With
+    ``field='independent'``, it is a smooth random field (white noise smoothed by a
+    Gaussian of sigma 12 px, mean 10 m, std 5 m) that the imagery does not show, as
+    rainfall is to an elevation grid: only the points' spatial correlation helps.
+    Then 0.5 m noise; ``n`` points at random pixel centres are written as
     ``<name>_points.gpkg`` (column ``height``, the imagery's CRS) and the dense
     height as ``<name>_height.tif``.
 
     .. versionadded:: 0.1
+
+    .. versionchanged:: 0.2
+       ``field``.
+
+    Raises:
+        ValueError: for an unknown ``field``.
 
     Returns:
         The points file.
@@ -368,8 +382,15 @@ def make_point_labels(
     with rasterio.open(scene.fine) as src:
         fine = src.read(1)
         crs, transform, profile = src.crs, src.transform, src.profile
-    level = np.array([0.0, 0.0, 22.0, 1.0, 6.0], dtype=np.float32)[fine]
-    height = gaussian_filter(level, sigma=4).astype(np.float32)
+    if field == 'land_cover':
+        level = np.array([0.0, 0.0, 22.0, 1.0, 6.0], dtype=np.float32)[fine]
+        height = gaussian_filter(level, sigma=4).astype(np.float32)
+    elif field == 'independent':
+        noise = np.random.default_rng(seed + 1).standard_normal(fine.shape)
+        smooth = gaussian_filter(noise, sigma=12, mode='wrap')
+        height = (10 + 5 * smooth / smooth.std()).astype(np.float32)
+    else:
+        raise ValueError(f"field={field!r}: choose 'land_cover' or 'independent'.")
     rows = rng.integers(0, fine.shape[0], n)
     cols = rng.integers(0, fine.shape[1], n)
     values = height[rows, cols] + rng.normal(0, 0.5, n).astype(np.float32)

@@ -107,15 +107,20 @@ def _reveal_on(
         )
     points = points.subset(inside)
     xy, values = points.xy, points.values
-    _, first, groups = np.unique(xy, axis=0, return_index=True, return_inverse=True)
+    # Points on one pixel with different values: the GP can only read the
+    # difference as noise (the re-fit raises the noise to match).
+    rows, cols, _ = src.grid.pixel_of(xy)
+    cells = np.stack([rows, cols], 1)
+    _, first, groups = np.unique(cells, axis=0, return_index=True, return_inverse=True)
     groups = groups.reshape(-1)
     spread = np.zeros(len(first))
     np.maximum.at(spread, groups, np.abs(values - values[first][groups]))
     if (spread > 0).any():
         warnings.warn(
-            f'{label}: {int((spread > 0).sum())} locations hold revealed points with '
-            'different values; the GP reads the difference as noise, which widens '
-            'the std: merge or remove the duplicates.',
+            f'{label}: {int((spread > 0).sum())} pixels hold revealed points with '
+            'different values (closer together than a pixel); the GP reads the '
+            'difference as noise, which widens the std: merge or remove the '
+            'duplicates.',
             stacklevel=3,
         )
     return predictor.with_points(points), outside

@@ -288,6 +288,8 @@ def test_reveal_refits_the_kernel_on_the_known_points_by_default(tmp_path):
     )
     assert 7 < fitted['lengthscale'] < 30 and 3 < fitted['variance'] < 27
     assert abs(fitted['trend']['slope'] - 1) < 0.5
+    item = json.loads((tmp_path / 'refit' / 'in_regression.json').read_text())
+    assert item['properties']['geosparse:kernel'] == fitted
     err = {f: np.sqrt(np.mean((m[r, c] - truth) ** 2)) for f, (m, _, _) in out.items()}
     assert err['--refit'] < 0.7 * err['--no-refit'], err
     # The std covers the held-out errors (within 2 sd: about 95 %) after the re-fit
