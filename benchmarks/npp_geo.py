@@ -10,6 +10,8 @@ Gaussian-process likelihood, learnable RBF kernel by default). Scored:
 - ``npp-gp``: the package's default prediction: the NPP map conditioned on the
   revealed points after the empirical-Bayes re-fit of the kernel, the noise and a
   trend :math:`a + b\,m(x)` on them (:func:`~geosparse.gp.fit_revealed`);
+- ``npp-gp-all``: the same fit, conditioned on every known point, the train points
+  too (``geosparse predict --reveal ALL --refit-on REVEALED``);
 - ``npp-gp-trained``: conditioned with the kernel as trained (no re-fit);
 - ``mse-gp``: the same re-fit and posterior around the MSE network's map;
 - baselines from *every* known label (train and revealed points), so that they hold
@@ -42,10 +44,14 @@ Prints one JSON object (and writes it to ``--out``)::
 
     {"methods": {METHOD: {"mse", "mae", "r2", "rmse"}},
      "calibration": {METHOD: {"within_1sd", "within_2sd", "nlpd"}},
+     "revelation": {"refit"|"trained": {"0.25"|"0.5"|"1.0": {"mse", "mae", "r2"}}},
      "points": {...}, "per_seed": {SEED: {the above, "kernel", "seconds"}},
      "settings": {...}}
 
-The top level holds the means over ``--seeds``.
+``revelation`` is NPP-GP given the first 25, 50 and 100 % of the revealed points,
+re-fitted (below 8 points the trained kernel is kept) and with the kernel as trained;
+``npp`` is the share 0. The top level holds the means over ``--seeds`` (and, for
+``revelation``, over ``--folds``).
 """
 
 from __future__ import annotations
@@ -316,6 +322,22 @@ def run_split(
             )
             pred['npp-gp-all'] = mean[er, ec].numpy()
             sd['npp-gp-all'] = np.sqrt(std[er, ec].numpy() ** 2 + fit.params.noise)
+    # Revelation curve: a growing share of the revealed points, re-fitted and as
+    # trained (the share 0 is the network alone).
+    curve: dict[str, dict[str, dict[str, float]]] = {'refit': {}, 'trained': {}}
+    at_rev = maps['npp'][rc[rev, 0], rc[rev, 1]]
+    for share in (0.25, 0.5, 1.0):
+        k = max(1, round(share * len(rev)))
+        pts_k, val_k = rev_pts[:k], rev_val[:k]
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')  # too few points: the trained kernel
+            fit = fit_revealed([(pts_k, val_k, at_rev[:k])], trained)
+        for name, params, trend in (
+            ('refit', fit.params, fit.trend),
+            ('trained', trained, None),
+        ):
+            mean, _ = posterior_map(maps['npp'], pts_k, val_k, params, trend=trend)
+            curve[name][str(share)] = scores(mean[er, ec].numpy(), eval_val)
     seconds['posterior'] = round(time.perf_counter() - t0, 2)
     # Baselines from every known label (train and revealed points alike): the
     # constant, ordinary kriging, and regression kriging on the image bands.
@@ -342,7 +364,15 @@ def run_split(
         'sd': sd,
         'kernel': kernels,
         'seconds': seconds,
+        'revelation': curve,
     }
+
+
+def nested_mean(runs: list[Any]) -> Any:
+    """Mean over runs of nested dictionaries of numbers."""
+    if isinstance(runs[0], dict):
+        return {k: nested_mean([r[k] for r in runs]) for k in runs[0]}
+    return float(np.mean(runs))
 
 
 def calibration(err: np.ndarray, sd: np.ndarray) -> dict[str, float]:
@@ -480,6 +510,7 @@ def run_seed(
         'methods': methods,
         'calibration': calib,
         'kernel': [o['kernel'] for o in outputs],
+        'revelation': nested_mean([o['revelation'] for o in outputs]),
         'points': {
             'train': int(sum(len(r[0]) for r in runs)),
             'revealed': int(sum(len(r[1]) for r in runs)),
@@ -625,6 +656,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result: dict[str, Any] = {
             'methods': mean_of('methods'),
             'calibration': mean_of('calibration'),
+            'revelation': nested_mean([r['revelation'] for r in runs]),
             'points': runs[0]['points'],
             'per_seed': per_seed,
             'settings': {

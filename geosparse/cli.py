@@ -117,6 +117,21 @@ def _predict(args: argparse.Namespace) -> int:
             )
         except ValueError as err:
             return _fail(f'--reveal {err}')
+    refit_on = None
+    if args.refit_on:
+        from .io.points import read_points
+
+        if not args.reveal:
+            return _fail(
+                '--refit-on names the points to fit the kernel on; give the points '
+                'to condition on as --reveal too.'
+            )
+        try:
+            refit_on = read_points(
+                args.refit_on, args.value, 'EPSG:4326', args.x, args.y, args.points_crs
+            )
+        except ValueError as err:
+            return _fail(f'--refit-on {err}')
     try:
         predictor = Predictor(
             checkpoint=ckpt,
@@ -138,6 +153,7 @@ def _predict(args: argparse.Namespace) -> int:
             },
             kernel_family=args.kernel_family,
             refit=args.refit,
+            refit_on=refit_on,
             trust_checkpoint=args.trust_checkpoint,
         )
     except ValueError as err:
@@ -734,6 +750,14 @@ def build_parser() -> argparse.ArgumentParser:
         'becomes kriging of the points. The trained (or given) kernel is the '
         'start, and is kept with a warning below 8 points. --no-refit uses it as '
         'it is (default: --refit)',
+    )
+    gp.add_argument(
+        '--refit-on',
+        metavar='POINTS',
+        help='fit the kernel on these points (same --value column) instead of the '
+        '--reveal ones: reveal every known point, the training points too, and fit '
+        'on those the network was not trained on, whose residuals are honest; the '
+        'map then uses all the labels, as kriging of all of them would',
     )
     gp.add_argument(
         '--calibrate',

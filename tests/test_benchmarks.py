@@ -353,6 +353,8 @@ def test_npp_geo_on_points_with_dense_truth(height_scene, tmp_path):
         assert 0 <= c['within_1sd'] <= c['within_2sd'] <= 1 and math.isfinite(c['nlpd'])
     fit = got['per_seed']['0']['kernel'][0]['npp-gp']
     assert fit['source'] == 'refit on the revealed points' and fit['points'] == 40
+    assert set(got['revelation']) == {'refit', 'trained'}
+    assert list(got['revelation']['refit']) == ['0.25', '0.5', '1.0']
     # Regression kriging on the bands of an image that explains the height beats
     # the constant.
     assert got['methods']['rk']['rmse'] < got['methods']['constant']['rmse']
@@ -574,7 +576,9 @@ def test_output_digests_cover_every_predictor_output(tmp_path):
         'pointmap',
     } <= set(got)
     assert got['npp_reveal']['descriptions'] == ['mean', 'std']
-    kernels = {k: json.loads(got[k]['tags']['kernel']) for k in ('npp_reveal', 'reg_kernel')}
+    kernels = {
+        k: json.loads(got[k]['tags']['kernel']) for k in ('npp_reveal', 'reg_kernel')
+    }
     assert all(k['source'] == 'refit on the revealed points' for k in kernels.values())
     assert 'refit' not in json.loads(got['npp_trained_kernel']['tags']['kernel'])
     assert (

@@ -84,6 +84,7 @@ class Predictor:
         kernel: Mapping[str, float] | KernelParams | None = None,
         kernel_family: str | None = None,
         refit: bool = True,
+        refit_on: tuple[np.ndarray, np.ndarray] | None = None,
         trust_checkpoint: bool = False,
     ) -> None:
         r"""Wrap a task (or a checkpoint, loaded now and again in each dask worker).
@@ -129,8 +130,13 @@ class Predictor:
                 are too few. The std then matches the errors at held-out points
                 instead of the residuals the network saw in training, and where
                 the imagery says little the map falls back to kriging of the points.
-                Reveal points the network was not trained on: at training points
-                the residuals are too small.
+                Reveal points the network was not trained on, or give them as
+                ``refit_on``: at training points the residuals are too small.
+            refit_on: with ``refit``: fit the kernel on these points ``(xy, values)``
+                (in ``reveal_crs``) instead of the revealed ones. Then reveal every
+                known point, the training points too, and fit on those the network
+                did not see, whose residuals are honest: the posterior uses all the
+                labels, as kriging of all of them would.
             trust_checkpoint: unpickle whatever the checkpoint holds and import the
                 task class it names. Off by default: a checkpoint is read as weights
                 and plain data (:mod:`~geosparse.inference.checkpoints`), since its
@@ -197,6 +203,19 @@ class Predictor:
         source = str(hp.get('kernel', 'rbf'))
         #: Re-fit the kernel on the revealed points before predicting.
         self.refit = refit
+        #: The points the kernel is fitted on, if not the revealed ones.
+        self.refit_points: RevealedPoints | None = None
+        if refit_on is not None:
+            if reveal is None or not refit:
+                raise ValueError(
+                    'refit_on (--refit-on) names the points to fit the kernel on: it '
+                    'needs revealed points (reveal, --reveal) and the re-fit.'
+                )
+            self.refit_points = RevealedPoints(
+                np.asarray(refit_on[0]),
+                np.asarray(refit_on[1]),
+                None if reveal_crs is None else CRS.from_user_input(reveal_crs),
+            )
         #: GP conditioning of the mean (NPP tasks, or known points), else None.
         self.conditioning: GPConditioning | None = None
         if task_gp or points is not None:
@@ -277,7 +296,11 @@ class Predictor:
         if c is None or c.points is None:
             return self
         moved = c.points.to_crs(crs)
-        return self if moved is c.points else self.with_points(moved)
+        other = self if moved is c.points else self.with_points(moved)
+        if self.refit_points is not None:
+            other = copy.copy(other)
+            other.refit_points = self.refit_points.to_crs(crs)
+        return other
 
     # ------------------------------------------------------------ model
     def __call__(
@@ -345,5 +368,7 @@ class Predictor:
         if not self.refit or self.reveal is None:
             return self
         assert self.conditioning is not None
-        fit = refit(self, source, block, halo, progress, max_points)
+        fit = refit(
+            self, source, block, halo, progress, max_points, points=self.refit_points
+        )
         return self._with_conditioning(self.conditioning.replace(fit=fit))

@@ -21,6 +21,7 @@ import torch
 from ..console import progress as progress_bar
 from ..gp import KernelParams, RevealedFit, fit_revealed
 from ..io.source import ImageSource
+from .conditioning import RevealedPoints
 
 if TYPE_CHECKING:
     from .predictor import Predictor
@@ -36,6 +37,7 @@ def refit(
     progress: bool = False,
     max_points: int = 1000,
     min_points: int = 8,
+    points: RevealedPoints | None = None,
 ) -> RevealedFit:
     r"""Kernel, noise and trend of the revealed points on ``source``.
 
@@ -52,6 +54,8 @@ def refit(
             fit, which factorises a points x points matrix.
         min_points: with fewer points on valid pixels, the trained kernel is kept
             (with a warning).
+        points: fit on these points (in the source's CRS) instead of the revealed
+            ones, e.g. those the network was not trained on.
 
     Returns:
         The fit, :math:`\ell` in the raster's CRS units (the kernel as trained,
@@ -60,7 +64,8 @@ def refit(
     conditioning = predictor.conditioning
     assert conditioning is not None and conditioning.points is not None
     grid = source.grid
-    xy, values = conditioning.points.xy, conditioning.points.values
+    fit_points = conditioning.points if points is None else points
+    xy, values = fit_points.xy, fit_points.values
     exact = np.stack(grid.to_pixels(xy), 1)
     rows, cols, inside = grid.pixel_of(xy)
     keys = grid.block_of(rows, cols, block)

@@ -290,6 +290,17 @@ def test_reveal_refits_the_kernel_on_the_known_points_by_default(tmp_path):
     assert abs(fitted['trend']['slope'] - 1) < 0.5
     item = json.loads((tmp_path / 'refit' / 'in_regression.json').read_text())
     assert item['properties']['geosparse:kernel'] == fitted
+    # Fitted on half of the points, conditioned on all of them.
+    known.iloc[50:].to_file(tmp_path / 'fit.gpkg')
+    folder = tmp_path / 'refit_on'
+    args = [*base, '--refit-on', str(tmp_path / 'fit.gpkg'), '--out', str(folder)]
+    assert main(args) == 0
+    with rasterio.open(folder / 'in_regression.tif') as src:
+        tags = src.tags()
+    assert json.loads(tags['kernel'])['points'] == 50
+    assert json.loads(tags['revealed_points']) == 100
+    bad = [*base, '--no-refit', '--refit-on', str(tmp_path / 'fit.gpkg')]
+    assert main([*bad, '--out', str(tmp_path / 'bad')]) == 2
     err = {f: np.sqrt(np.mean((m[r, c] - truth) ** 2)) for f, (m, _, _) in out.items()}
     assert err['--refit'] < 0.7 * err['--no-refit'], err
     # The std covers the held-out errors (within 2 sd: about 95 %) after the re-fit
