@@ -22,7 +22,11 @@ much worse than kriging the user already knows. With :math:`\beta` integrated ou
 :math:`H = [1, m(P)]` (R&W Eq. 2.43); :math:`\theta = (\ell, s^2)` and
 :math:`\sigma_0^2` maximise this marginal likelihood (type-II maximum likelihood,
 R&W Sec. 5.4.1), by L-BFGS-B from the trained values and a small grid of starts,
-within bounds that keep the fit stable. The posterior of the trend is
+within bounds that keep the fit stable. The same fit with the trend fixed at
+:math:`b` (the network taken as it is, :math:`B = 0`) competes, and the model of
+higher marginal likelihood is kept: with :math:`\beta` integrated out, the
+likelihood carries the trend's Occam factor, so a few points around a good network
+do not buy a noisy slope. The posterior of the trend is
 :math:`\bar\beta = \Sigma_\beta (H^\top K_y^{-1} y + B^{-1} b)`,
 :math:`\Sigma_\beta = (B^{-1} + H^\top K_y^{-1} H)^{-1}` (R&W Eq. 2.42), used by
 :func:`~geosparse.gp.posterior_map`.
@@ -129,6 +133,7 @@ class RevealedFit:
             **self.params.as_dict(),
             'units': self.params.units,
             'trend': self.trend.as_dict(),
+            'trend_fitted': self.refitted and not self.trend.is_identity,
             'points': self.points,
         }
         if self.reason:
@@ -138,26 +143,82 @@ class RevealedFit:
         return out
 
 
+@dataclass(frozen=True)
+class _Groups:
+    """Groups of points padded into one batch (padding: identity rows, zero mask)."""
+
+    coords: Tensor  # (G, P, 2)
+    y: Tensor  # (G, P) standardised labels
+    h: Tensor  # (G, P, 2) trend basis (1, m), zero on padding
+    mask: Tensor  # (G, P) float, 1 for a point
+
+    @classmethod
+    def pad(cls, coords: list[Tensor], y: Tensor, h: Tensor) -> _Groups:
+        g, size = len(coords), max(len(c) for c in coords)
+        out = cls(
+            torch.zeros(g, size, 2, dtype=torch.float64),
+            torch.zeros(g, size, dtype=torch.float64),
+            torch.zeros(g, size, 2, dtype=torch.float64),
+            torch.zeros(g, size, dtype=torch.float64),
+        )
+        i = 0
+        for j, c in enumerate(coords):
+            n = len(c)
+            out.coords[j, :n], out.y[j, :n] = c, y[i : i + n]
+            out.h[j, :n], out.mask[j, :n] = h[i : i + n], 1.0
+            i += n
+        return out
+
+    def solves(
+        self, theta: Tensor, family: str, prior_mean: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        r"""With :math:`D = K_\theta + \sigma_0^2 I` (block-diagonal) and :math:`r = y - Hb`.
+
+        Returns:
+            :math:`r^\top D^{-1} r`, :math:`\log|D|`, :math:`H^\top D^{-1} r`,
+            :math:`H^\top D^{-1} H` and :math:`H^\top D^{-1} y`.
+        """
+        ell, s2, n2 = theta.exp()
+        pair = self.mask[:, :, None] * self.mask[:, None, :]
+        eye = torch.eye(self.mask.shape[1], dtype=torch.float64)
+        k = stationary(self.coords, self.coords, ell, s2, family) * pair
+        d = k + eye * (n2 * self.mask + (1 - self.mask))[:, :, None]
+        factor = stable_cholesky(d)
+        r = (self.y - self.h @ prior_mean) * self.mask
+        rhs = torch.cat([r[..., None], self.h, self.y[..., None]], -1)
+        sol = torch.cholesky_solve(rhs, factor)  # (G, P, 4)
+        d_r, d_h, d_y = sol[..., :1], sol[..., 1:3], sol[..., 3:]
+        quad = (r[..., None] * d_r).sum()
+        logdet = 2 * factor.diagonal(dim1=-2, dim2=-1).log().sum()
+        hdr = (self.h * d_r).sum((0, 1))
+        hdh = torch.einsum('gpi,gpj->ij', self.h, d_h)
+        hdy = (self.h * d_y).sum((0, 1))
+        return quad, logdet, hdr, hdh, hdy
+
+
 def _nll(
     theta: Tensor,
-    coords: list[Tensor],
-    y: Tensor,
-    h: Tensor,
+    groups: _Groups,
     family: str,
     prior_mean: Tensor,
-    prior_cov: Tensor,
+    prior_sd: Tensor,
 ) -> Tensor:
-    """Negative log marginal likelihood per point, log-parameters ``(ℓ, s², σ²)``."""
-    ell, s2, n2 = theta.exp()
-    blocks = [stationary(c, c, ell, s2, family) for c in coords]
-    k = torch.block_diag(*blocks)
-    n = len(y)
-    cov = k + n2 * torch.eye(n, dtype=y.dtype) + h @ prior_cov @ h.T
-    factor = stable_cholesky(cov)
-    r = (y - h @ prior_mean)[:, None]
-    alpha = torch.cholesky_solve(r, factor)
-    logdet = 2 * factor.diagonal().log().sum()
-    return 0.5 * ((r * alpha).sum() + logdet + n * math.log(2 * math.pi)) / n
+    r"""Negative log marginal likelihood per point, log-parameters ``(ℓ, s², σ²)``.
+
+    With :math:`C = D + H B H^\top`, :math:`B = \mathrm{diag}(\tau^2)`, by the
+    matrix determinant lemma and Woodbury's identity (:math:`\tau = 0` fixes the
+    trend): :math:`r^\top C^{-1} r = r^\top D^{-1} r - u^\top A^{-1} u` and
+    :math:`\log|C| = \log|D| + \log|A|`, with :math:`u = T H^\top D^{-1} r`,
+    :math:`A = I + T H^\top D^{-1} H T`, :math:`T = \mathrm{diag}(\tau)`.
+    """
+    quad, logdet, hdr, hdh, _ = groups.solves(theta, family, prior_mean)
+    t = torch.diag(prior_sd)
+    a = torch.eye(2, dtype=torch.float64) + t @ hdh @ t
+    u = t @ hdr
+    quad = quad - u @ torch.linalg.solve(a, u)
+    logdet = logdet + torch.linalg.slogdet(a)[1]
+    n = groups.mask.sum()
+    return 0.5 * (quad + logdet + n * math.log(2 * math.pi)) / n
 
 
 def _fallback(start: KernelParams, n: int, reason: str) -> RevealedFit:
@@ -245,7 +306,8 @@ def fit_revealed(
     ys, ms = (y - center) / sd, (m - center) / sd
     h = torch.stack([torch.ones_like(ms), ms], 1)
     prior_mean = torch.tensor([0.0, 1.0], dtype=torch.float64)
-    prior_cov = torch.diag(torch.tensor(_PRIOR_SD, dtype=torch.float64).square())
+    prior_sd = torch.tensor(_PRIOR_SD, dtype=torch.float64)
+    data = _Groups.pad(pts, ys, h)
     # Bounds: ℓ from half a pixel to twice the extent of the points.
     span = max(float((p.amax(0) - p.amin(0)).norm()) for p in pts)
     ell_lo, ell_hi = 0.5, max(1.0, 2 * span)
@@ -256,11 +318,42 @@ def fit_revealed(
     def clip(x: list[float]) -> list[float]:
         return [min(max(a, lo_), hi_) for a, lo_, hi_ in zip(x, lo, hi, strict=True)]
 
-    def objective(x: np.ndarray) -> tuple[float, np.ndarray]:
-        theta = torch.tensor(x, dtype=torch.float64, requires_grad=True)
-        loss = _nll(theta, pts, ys, h, start.family, prior_mean, prior_cov)
-        (grad,) = torch.autograd.grad(loss, theta)
-        return loss.item(), grad.numpy()
+    def optimise(tau: Tensor) -> tuple[float, list[float]]:
+        """Minimum NLL and its log-parameters under the trend prior sd ``tau``."""
+
+        def objective(x: np.ndarray) -> tuple[float, np.ndarray]:
+            theta = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+            loss = _nll(theta, data, start.family, prior_mean, tau)
+            (grad,) = torch.autograd.grad(loss, theta)
+            return loss.item(), grad.numpy()
+
+        with torch.no_grad():
+            first = [
+                float(
+                    _nll(
+                        torch.tensor(x, dtype=torch.float64),
+                        data,
+                        start.family,
+                        prior_mean,
+                        tau,
+                    )
+                )
+                for x in starts
+            ]
+        best: tuple[float, list[float]] = (math.inf, trained)
+        # The trained values and the best two grid starts, refined.
+        for i in [0] + [i + 1 for i in np.argsort(first[1:])[:2]]:
+            res = minimize(
+                objective,
+                np.array(starts[i]),
+                jac=True,
+                method='L-BFGS-B',
+                bounds=list(zip(lo, hi, strict=True)),
+                options={'maxiter': 200},
+            )
+            if math.isfinite(res.fun) and res.fun < best[0]:
+                best = (float(res.fun), [float(x) for x in res.x])
+        return best
 
     trained = clip(
         [
@@ -274,46 +367,27 @@ def fit_revealed(
         for ell in np.geomspace(ell_lo * 2, ell_hi / 2, 5)
         for f in (0.1, 0.5)
     ]
-    with torch.no_grad():
-        first = [
-            float(
-                _nll(
-                    torch.tensor(s, dtype=torch.float64),
-                    pts,
-                    ys,
-                    h,
-                    start.family,
-                    prior_mean,
-                    prior_cov,
-                )
-            )
-            for s in starts
-        ]
-    best: tuple[float, list[float]] = (math.inf, trained)
-    # The trained values and the best two grid starts, refined.
-    order = [0] + [i + 1 for i in np.argsort(first[1:])[:2]]
-    for i in order:
-        res = minimize(
-            objective,
-            np.array(starts[i]),
-            jac=True,
-            method='L-BFGS-B',
-            bounds=list(zip(lo, hi, strict=True)),
-            options={'maxiter': 200},
+    # Two models, chosen by their marginal likelihood (the trend's prior is
+    # integrated out, so its Occam factor is in it): the trend, and the network as
+    # trained taken as known.
+    with_trend = optimise(prior_sd)
+    as_trained = optimise(torch.zeros_like(prior_sd))
+    if as_trained[0] <= with_trend[0]:
+        ell, s2, n2 = (math.exp(x) for x in as_trained[1])
+        params = dataclasses.replace(
+            start, lengthscale=ell, variance=s2 * v, noise=n2 * v
         )
-        if math.isfinite(res.fun) and res.fun < best[0]:
-            best = (float(res.fun), [float(a) for a in res.x])
-    ell, s2, n2 = (math.exp(a) for a in best[1])
+        return RevealedFit(params, Trend(), True, n, nll=as_trained[0])
+    best = with_trend
+    ell, s2, n2 = (math.exp(x) for x in best[1])
     # Posterior of the standardised trend, then back to label units:
     # β0 = centre (1 - γ1) + sd γ0, β1 = γ1.
     with torch.no_grad():
-        k = torch.block_diag(*[stationary(p, p, ell, s2, start.family) for p in pts])
-        factor = stable_cholesky(k + n2 * torch.eye(len(ys), dtype=torch.float64))
-        kih = torch.cholesky_solve(h, factor)
-        kiy = torch.cholesky_solve(ys[:, None], factor)[:, 0]
-        prior_prec = torch.linalg.inv(prior_cov)
-        cov_g = torch.linalg.inv(prior_prec + h.T @ kih)
-        gamma = cov_g @ (h.T @ kiy + prior_prec @ prior_mean)
+        theta = torch.tensor(best[1], dtype=torch.float64)
+        _, _, _, hdh, hdy = data.solves(theta, start.family, prior_mean)
+        prior_prec = torch.diag(prior_sd.square().reciprocal())
+        cov_g = torch.linalg.inv(prior_prec + hdh)
+        gamma = cov_g @ (hdy + prior_prec @ prior_mean)
     a = torch.tensor([[sd, -center], [0.0, 1.0]], dtype=torch.float64)
     cov_b = a @ cov_g @ a.T
     g0, g1 = float(gamma[0]), float(gamma[1])
