@@ -185,6 +185,18 @@ def predict_raster(
         tags['revealed_points_outside'] = outside
     # With Predictor.refit, the kernel is re-fitted on this raster's known points.
     predictor = predictor.refitted(src, block, halo, progress=progress)
+    fit = None if predictor.conditioning is None else predictor.conditioning.fit
+    if fit is not None and fit.refitted:
+        reach = 3 * fit.params.lengthscale / abs(src.grid.transform.a)
+        one_block = max(src.grid.height, src.grid.width) <= block
+        if reach > halo and not one_block:
+            warnings.warn(
+                f'{label}: the re-fitted kernel reaches {reach:.0f} px (3 '
+                f'length-scales), beyond the halo of {halo} px; each block sees only '
+                'the points within its window and halo, so the map can show block '
+                f'edges: raise --halo to about {reach:.0f}.',
+                stacklevel=2,
+            )
     main, *further = [spec.with_properties(**tags) for spec in predictor.specs]
     extra = [
         OutputFile(further_path(out_path, spec.kind), spec.count, spec.cog_options())
