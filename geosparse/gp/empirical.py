@@ -22,11 +22,10 @@ much worse than kriging the user already knows. With :math:`\beta` integrated ou
 :math:`H = [1, m(P)]` (R&W Eq. 2.43); :math:`\theta = (\ell, s^2)` and
 :math:`\sigma_0^2` maximise this marginal likelihood (type-II maximum likelihood,
 R&W Sec. 5.4.1), by L-BFGS-B from the trained values and a small grid of starts,
-within bounds that keep the fit stable. The same fit with the trend fixed at
-:math:`b` (the network taken as it is, :math:`B = 0`) competes, and the model of
-higher marginal likelihood is kept: with :math:`\beta` integrated out, the
-likelihood carries the trend's Occam factor, so a few points around a good network
-do not buy a noisy slope. The posterior of the trend is
+within bounds that keep the fit stable. (Letting the trend fixed at :math:`b`
+compete by marginal likelihood was tried and dropped: it lowered R² on Meuse log
+zinc from 0.50 to 0.42 and on Kootenay from 0.698 to 0.685, and did not mend the
+case it was meant for.) The posterior of the trend is
 :math:`\bar\beta = \Sigma_\beta (H^\top K_y^{-1} y + B^{-1} b)`,
 :math:`\Sigma_\beta = (B^{-1} + H^\top K_y^{-1} H)^{-1}` (R&W Eq. 2.42), used by
 :func:`~geosparse.gp.posterior_map`.
@@ -133,7 +132,6 @@ class RevealedFit:
             **self.params.as_dict(),
             'units': self.params.units,
             'trend': self.trend.as_dict(),
-            'trend_fitted': self.refitted and not self.trend.is_identity,
             'points': self.points,
         }
         if self.reason:
@@ -367,18 +365,7 @@ def fit_revealed(
         for ell in np.geomspace(ell_lo * 2, ell_hi / 2, 5)
         for f in (0.1, 0.5)
     ]
-    # Two models, chosen by their marginal likelihood (the trend's prior is
-    # integrated out, so its Occam factor is in it): the trend, and the network as
-    # trained taken as known.
-    with_trend = optimise(prior_sd)
-    as_trained = optimise(torch.zeros_like(prior_sd))
-    if as_trained[0] <= with_trend[0]:
-        ell, s2, n2 = (math.exp(x) for x in as_trained[1])
-        params = dataclasses.replace(
-            start, lengthscale=ell, variance=s2 * v, noise=n2 * v
-        )
-        return RevealedFit(params, Trend(), True, n, nll=as_trained[0])
-    best = with_trend
+    best = optimise(prior_sd)
     ell, s2, n2 = (math.exp(x) for x in best[1])
     # Posterior of the standardised trend, then back to label units:
     # β0 = centre (1 - γ1) + sd γ0, β1 = γ1.
