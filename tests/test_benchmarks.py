@@ -337,7 +337,7 @@ def test_npp_geo_on_points_with_dense_truth(height_scene, tmp_path):
     got = json.loads(out.read_text())
     assert got['settings']['kernel_family'] == 'matern32'
     gp = {'npp-gp', 'npp-gp-trained', 'mse-gp', 'constant', 'ok', 'rk'}
-    gp |= {'ok-revealed', 'rk-revealed'}
+    gp |= {'ok-revealed', 'rk-revealed', 'npp-gp-all'}
     assert set(got['methods']) == {'mse', 'npp'} | gp
     assert set(got['calibration']) == gp
     assert got['points']['evaluated_on'] == 'truth'
