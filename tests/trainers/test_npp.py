@@ -146,14 +146,21 @@ def test_torchgeo_fit_then_predict_with_revealed_points(tmp_path):
         [mean[r, c] - v for (r, c), v in zip(rc, pts['height'], strict=True)]
     )
     assert np.median(err_gp) < np.median(err_net)
-    # --calibrate: same mean, std rescaled by the leave-one-out factor (in the tags).
+    # By default the kernel is re-fitted on the 120 points, said in the tags.
+    with rasterio.open(out / 'gp' / 'scene_naip_regression.tif') as src:
+        fitted = json.loads(src.tags()['kernel'])
+    assert fitted['source'] == 'refit on the revealed points' and fitted['points'] == 120
+    # --no-refit: the kernel as trained; --calibrate (replaced): the default's map.
     assert main([*args[:-6], '--out', str(out / 'cal'), *args[-4:], '--calibrate']) == 0
+    assert main([*args[:-6], '--out', str(out / 'raw'), *args[-4:], '--no-refit']) == 0
     with rasterio.open(out / 'cal' / 'scene_naip_regression.tif') as src:
         cal, cal_std = src.read()
-        scale = float(src.tags()['variance_scale'])
-    assert scale > 0 and scale != 1.0
-    np.testing.assert_allclose(cal, post, atol=1e-4)
-    np.testing.assert_allclose(cal_std, post_std * np.sqrt(scale), rtol=1e-3, atol=1e-4)
+    with rasterio.open(out / 'raw' / 'scene_naip_regression.tif') as src:
+        raw_std = src.read(2)
+        assert json.loads(src.tags()['kernel'])['from'].startswith('checkpoint')
+    np.testing.assert_array_equal(cal, post)
+    np.testing.assert_array_equal(cal_std, post_std)
+    assert np.isfinite(raw_std).all() and not np.array_equal(raw_std, post_std)
 
 
 def test_gp_parameters_get_their_own_learning_rate():
