@@ -149,7 +149,9 @@ def test_torchgeo_fit_then_predict_with_revealed_points(tmp_path):
     # By default the kernel is re-fitted on the 120 points, said in the tags.
     with rasterio.open(out / 'gp' / 'scene_naip_regression.tif') as src:
         fitted = json.loads(src.tags()['kernel'])
-    assert fitted['source'] == 'refit on the revealed points' and fitted['points'] == 120
+    assert (
+        fitted['source'] == 'refit on the revealed points' and fitted['points'] == 120
+    )
     # --no-refit: the kernel as trained; --calibrate (replaced): the default's map.
     assert main([*args[:-6], '--out', str(out / 'cal'), *args[-4:], '--calibrate']) == 0
     assert main([*args[:-6], '--out', str(out / 'raw'), *args[-4:], '--no-refit']) == 0
