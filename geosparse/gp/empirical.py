@@ -86,11 +86,6 @@ class Trend:
         a, b, c = self.cov
         return torch.tensor([[a, b], [b, c]], dtype=torch.float64)
 
-    @property
-    def is_identity(self) -> bool:
-        """Whether this is the network as trained, taken as known."""
-        return self == Trend()
-
     def as_dict(self) -> dict[str, float]:
         """``{intercept, slope, intercept_sd, slope_sd}`` as written in the tags."""
         return {
@@ -316,42 +311,11 @@ def fit_revealed(
     def clip(x: list[float]) -> list[float]:
         return [min(max(a, lo_), hi_) for a, lo_, hi_ in zip(x, lo, hi, strict=True)]
 
-    def optimise(tau: Tensor) -> tuple[float, list[float]]:
-        """Minimum NLL and its log-parameters under the trend prior sd ``tau``."""
-
-        def objective(x: np.ndarray) -> tuple[float, np.ndarray]:
-            theta = torch.tensor(x, dtype=torch.float64, requires_grad=True)
-            loss = _nll(theta, data, start.family, prior_mean, tau)
-            (grad,) = torch.autograd.grad(loss, theta)
-            return loss.item(), grad.numpy()
-
-        with torch.no_grad():
-            first = [
-                float(
-                    _nll(
-                        torch.tensor(x, dtype=torch.float64),
-                        data,
-                        start.family,
-                        prior_mean,
-                        tau,
-                    )
-                )
-                for x in starts
-            ]
-        best: tuple[float, list[float]] = (math.inf, trained)
-        # The trained values and the best two grid starts, refined.
-        for i in [0] + [i + 1 for i in np.argsort(first[1:])[:2]]:
-            res = minimize(
-                objective,
-                np.array(starts[i]),
-                jac=True,
-                method='L-BFGS-B',
-                bounds=list(zip(lo, hi, strict=True)),
-                options={'maxiter': 200},
-            )
-            if math.isfinite(res.fun) and res.fun < best[0]:
-                best = (float(res.fun), [float(x) for x in res.x])
-        return best
+    def objective(x: np.ndarray) -> tuple[float, np.ndarray]:
+        theta = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+        loss = _nll(theta, data, start.family, prior_mean, prior_sd)
+        (grad,) = torch.autograd.grad(loss, theta)
+        return loss.item(), grad.numpy()
 
     trained = clip(
         [
@@ -365,7 +329,32 @@ def fit_revealed(
         for ell in np.geomspace(ell_lo * 2, ell_hi / 2, 5)
         for f in (0.1, 0.5)
     ]
-    best = optimise(prior_sd)
+    with torch.no_grad():
+        first = [
+            float(
+                _nll(
+                    torch.tensor(x, dtype=torch.float64),
+                    data,
+                    start.family,
+                    prior_mean,
+                    prior_sd,
+                )
+            )
+            for x in starts
+        ]
+    best: tuple[float, list[float]] = (math.inf, trained)
+    # The trained values and the best two grid starts, refined.
+    for i in [0] + [i + 1 for i in np.argsort(first[1:])[:2]]:
+        res = minimize(
+            objective,
+            np.array(starts[i]),
+            jac=True,
+            method='L-BFGS-B',
+            bounds=list(zip(lo, hi, strict=True)),
+            options={'maxiter': 200},
+        )
+        if math.isfinite(res.fun) and res.fun < best[0]:
+            best = (float(res.fun), [float(x) for x in res.x])
     ell, s2, n2 = (math.exp(x) for x in best[1])
     # Posterior of the standardised trend, then back to label units:
     # β0 = centre (1 - γ1) + sd γ0, β1 = γ1.
