@@ -154,3 +154,21 @@ def test_datamodule_warns_about_points_off_the_imagery(files, tmp_path):
         ValueError, match=r'all_off\.gpkg: none of its 2 points lies on'
     ):
         dm.setup('fit')
+
+
+def test_point_labels_of_a_field_the_imagery_does_not_show(tmp_path):
+    import rasterio
+
+    from geosparse.datasets import make_point_labels, make_scene
+
+    scene = make_scene(tmp_path, size=96, seed=0)
+    make_point_labels(scene, n=5, field='land_cover')
+    with rasterio.open(tmp_path / 'scene_height.tif') as src:
+        cover = src.read(1)
+    make_point_labels(scene, n=5, field='independent')
+    with rasterio.open(tmp_path / 'scene_height.tif') as src:
+        field = src.read(1)
+    assert abs(field.mean() - 10) < 3 and 3 < field.std() < 7
+    assert abs(np.corrcoef(cover.ravel(), field.ravel())[0, 1]) < 0.5
+    with pytest.raises(ValueError, match="field='nope'"):
+        make_point_labels(scene, field='nope')

@@ -1,6 +1,7 @@
 import json
 import math
 import pickle
+import warnings
 
 import lightning.pytorch as pl
 import numpy as np
@@ -275,7 +276,12 @@ def test_reveal_refits_the_kernel_on_the_known_points_by_default(tmp_path):
     out = {}
     for flag in ('--no-refit', '--refit'):
         folder = tmp_path / flag.strip('-')
-        assert main([*base, flag, '--out', str(folder)]) == 0
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always')
+            assert main([*base, flag, '--out', str(folder)]) == 0
+        # The re-fitted length-scale (~15 px) reaches beyond the 32 px halo.
+        halo = [w for w in caught if 'raise --halo' in str(w.message)]
+        assert bool(halo) == (flag == '--refit')
         with rasterio.open(folder / 'in_regression.tif') as src:
             mean, std = src.read()
             out[flag] = (mean, std, json.loads(src.tags()['kernel']))
