@@ -1,24 +1,46 @@
 """Label super-resolution on real Chesapeake patches (NAIP + NLCD -> 4-class land cover).
 
-Trains lsr, soft-naive, hard-naive and hr (upper bound: fine labels) with the same
-network, budget and seed on ``--train``, evaluates on ``--eval`` together with the
-no-learning baseline ``nlcd-argmax`` (each NLCD code mapped to its most likely fine
-class), and prints one JSON object::
+Three protocols of Malkin et al. (ICLR 2019), each trained with the same network,
+budget and seed and scored with the no-learning baseline ``nlcd-argmax`` (each NLCD
+code mapped to its most likely fine class) on the evaluation patches:
 
-    {"methods": {NAME: {"acc", "miou", "iou": {CLASS: float}}}, "steps", "seconds"}
+* ``cross-tile`` (the paper's HR/SR models applied to a new region): lsr,
+  soft-naive, hard-naive and hr (fine labels, the upper bound of the recipe) trained
+  on ``--train``, scored on ``--eval``;
+* ``target-sr`` (the paper's SR rows, Table 1: "trained on test geographical
+  regions, without using high-resolution labels"): lsr and the naive losses trained
+  on the imagery and coarse labels of the evaluation patches themselves, scored on
+  them. ``--train`` and ``--eval`` the same folder means this protocol alone;
+* ``hr+sr``: ``hr`` trained on the fine labels of ``--fine`` (another region; by
+  default ``--train``) alone is the paper's HR-only row; ``hr+lsr`` adds the coarse
+  labels of the evaluation patches (cross-entropy where fine labels exist, the lsr
+  loss where coarse ones do).
 
-mIoU is over the fine classes present in the evaluation truth. With several
-``--seeds`` every trained method is run once per seed; ``methods`` then holds the
-mean over the seeds (IoU of a class averaged over the seeds that scored it), and
-``seeds`` the result of each seed. Short runs on a few patches vary a lot from seed
-to seed, so compare methods over several seeds. A folder holds
+``--holdout ID ...`` splits one folder (``--train``) into training patches and the
+held-out patches whose names hold ``_ID_``. ``--shift RASTER`` simulates a second
+acquisition: the evaluation patches go through the per-band quantile map from the
+training imagery to the pixels of ``RASTER``, real imagery of another acquisition
+(:class:`geosparse.datasets.RadiometricShift`); their labels are unchanged.
+
+It prints one JSON object::
+
+    {"protocols": {NAME: {"methods": {METHOD: {"acc", "miou", "iou", "developed"}},
+                          "seeds": {...}}},
+     "goals": {...}, "shift": {...} | null, "data": {...}, "steps", "seconds"}
+
+mIoU is over the fine classes present in the evaluation truth; ``developed`` holds
+the scores over pixels whose NLCD class is developed (21-24, the paper's headline),
+or says that there are too few. With several ``--seeds`` every trained method is
+run once per seed; ``methods`` holds the mean over the seeds and ``seeds`` each
+seed's result. ``goals`` checks lsr >= nlcd-argmax + 0.02 and lsr > soft-naive
+(cross-tile, target-sr) and hr+lsr > hr (hr+sr) on the means. A folder holds
 ``*_naip.tif``, ``*_nlcd.tif`` and ``*_lc.tif`` triples (NLCD already resampled onto
 the NAIP grid, so blocks are the regions of one NLCD class within a window).
 
-Example::
+Example (one fold of the shared tile, under a second acquisition)::
 
-    python benchmarks/lsr_chesapeake.py \
-        --train ../shared/data/chesapeake-wv2014/train --eval HELD_OUT_DIR
+    python benchmarks/lsr_chesapeake.py --train ../shared/data/chesapeake-wv2014/train \
+        --holdout 06 07 --shift ../shared/data/naip-samples/m_3211605_ne_11_060_20200415.tif
 """
 
 from __future__ import annotations
@@ -27,6 +49,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -40,13 +63,21 @@ from torchmetrics.functional.classification import binary_auroc
 
 from geosparse.console import progress, quiet, verbose_option
 from geosparse.datamodules import LabelSuperResolutionDataModule
+from geosparse.datasets import RadiometricShift, shift_folder
 from geosparse.inference import Predictor
-from geosparse.io.raster import atomic_path, atomic_write_text
+from geosparse.io.raster import atomic_path, atomic_write_raster, atomic_write_text
 from geosparse.metrics import LandCoverMetrics, scores_from_confusion
-from geosparse.priors import JointDistribution
+from geosparse.priors import NLCD_DEVELOPED, JointDistribution
 from geosparse.trainers import LabelSuperResolutionTask, brief_trainer
 
-METHODS = ('lsr', 'soft-naive', 'hard-naive', 'hr')
+PROTOCOLS = {
+    'cross-tile': ('lsr', 'soft-naive', 'hard-naive', 'hr'),
+    'target-sr': ('lsr', 'soft-naive', 'hard-naive'),
+    'hr+sr': ('hr', 'hr+lsr'),
+}
+METHODS = tuple(dict.fromkeys(m for ms in PROTOCOLS.values() for m in ms))
+#: Fewest labelled pixels in NLCD developed classes (21-24) to report their scores.
+MIN_DEVELOPED = 5000
 
 
 def triples(folder: Path) -> list[tuple[Path, Path, Path]]:
@@ -73,8 +104,13 @@ def evaluate(
     data: list[tuple[Path, Path, Path]],
     table: JointDistribution,
     diagnose: bool = False,
+    radiometry: str = 'match',
 ) -> dict[str, Any]:
     """Scores of a task (or of nlcd-argmax when ``task`` is None) on whole patches.
+
+    With ``radiometry='match'`` the predictor maps the evaluation imagery, all its
+    patches pooled as one acquisition, onto the training imagery's band
+    distributions (:meth:`geosparse.inference.Predictor.matched`).
 
     With ``diagnose``, also ``by_coarse``: for each NLCD code of the evaluation
     patches, its pixel count, the prior eta_z, the fine-class fractions
@@ -85,7 +121,10 @@ def evaluate(
     of the network's probability (:func:`ranking_auc`).
     """
     metrics = LandCoverMetrics(table.num_fine, list(table.fine_names))
-    predictor = None if task is None else Predictor(task, torch_threads=None)
+    predictor = None
+    if task is not None:
+        predictor = Predictor(task, torch_threads=None, radiometry=radiometry)  # type: ignore[arg-type]
+        predictor = predictor.matched([read(t[0]).astype(np.float64) for t in data])
     lut = np.full(256, -1, dtype=np.int64)
     lut[table.fine_codes] = np.arange(table.num_fine)
     amap = table.argmax_map()
@@ -104,14 +143,17 @@ def evaluate(
             image = image.astype(np.float32)
             pred_t = torch.from_numpy(predictor(image, coarse)[0].astype(np.int64))
             if diagnose:  # the network's own probabilities, before the prior
-                raw = predictor.task.window_probabilities(torch.from_numpy(image[None]))
+                seen = image if predictor.shift is None else predictor.shift(image)
+                raw = predictor.task.window_probabilities(torch.from_numpy(seen[None]))
                 network_all.append(raw.reshape(table.num_fine, -1).numpy())
-        metrics.update(pred_t, truth)
+        developed = torch.from_numpy(np.isin(coarse, NLCD_DEVELOPED))
+        metrics.update(pred_t, truth, developed)
         if diagnose:
             coarse_all.append(coarse.ravel())
             truth_all.append(truth.numpy().ravel())
             map_all.append(pred_t.numpy().ravel())
     out = scores_from_confusion(metrics.cm, list(table.fine_names))
+    out['developed'] = developed_scores(metrics.cm_sub, list(table.fine_names))
     if diagnose:
         truth_cat = np.concatenate(truth_all)
         network = np.concatenate(network_all, axis=1) if network_all else None
@@ -130,6 +172,21 @@ def evaluate(
                 is not None
             }
     return out
+
+
+def developed_scores(cm: torch.Tensor, names: list[str]) -> dict[str, Any]:
+    """Scores over the pixels of NLCD developed classes, or why there are none.
+
+    The paper's headline metric. Reported only with at least ``MIN_DEVELOPED``
+    labelled pixels in those classes; otherwise ``note`` says so.
+    """
+    pixels = int(cm.sum())
+    if pixels < MIN_DEVELOPED:
+        return {
+            'pixels': pixels,
+            'note': f'fewer than {MIN_DEVELOPED} labelled pixels in NLCD 21-24',
+        }
+    return {'pixels': pixels, **scores_from_confusion(cm, names)}
 
 
 def ranking_auc(
@@ -198,6 +255,16 @@ def mean_scores(runs: list[dict[str, Any]]) -> dict[str, Any]:
             for c in classes
         },
     }
+    dev = [r['developed'] for r in runs if 'miou' in r['developed']]
+    out['developed'] = (
+        {
+            'pixels': dev[0]['pixels'],
+            'acc': float(np.mean([d['acc'] for d in dev])),
+            'miou': float(np.mean([d['miou'] for d in dev])),
+        }
+        if dev
+        else runs[0]['developed']
+    )
     if 'ranking_auc' in runs[0]:
         out['ranking_auc'] = {
             c: round(float(np.mean([r['ranking_auc'][c] for r in runs])), 4)
@@ -219,13 +286,19 @@ def mean_scores(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def train(
-    method: str, folder: Path, steps: int, seed: int, args: argparse.Namespace
+    method: str,
+    folder: Path,
+    steps: int,
+    seed: int,
+    args: argparse.Namespace,
+    fine: bool = True,
 ) -> tuple[LabelSuperResolutionTask, Trainer]:
+    """Train one method on a folder of triples (``fine=False``: no fine labels read)."""
     seed_everything(seed, workers=True)
     dm = LabelSuperResolutionDataModule(
         image_paths=str(folder),
         coarse_paths=str(folder),
-        fine_paths=str(folder),
+        fine_paths=str(folder) if fine else None,
         image_glob='*_naip.tif',
         coarse_glob='*_nlcd.tif',
         fine_glob='*_lc.tif',
@@ -235,6 +308,7 @@ def train(
         length=steps * args.batch_size,
         val_fraction=0.0,
         balance=args.balance,
+        radiometric=args.radiometric,
         seed=seed,
     )
     task = LabelSuperResolutionTask(
@@ -255,10 +329,103 @@ def train(
     return task, trainer
 
 
+def link(files: list[Path], folder: Path) -> Path:
+    """A folder of symbolic links to ``files``."""
+    folder.mkdir(parents=True)
+    for f in files:
+        (folder / f.name).symlink_to(f.resolve())
+    return folder
+
+
+def split_holdout(folder: Path, holdout: list[str], work: Path) -> tuple[Path, Path]:
+    """Training and held-out folders of one folder's triples (``_ID_`` in the name)."""
+    data = triples(folder)
+    held = [t for t in data if any(f'_{i}_' in t[0].name for i in holdout)]
+    rest = [t for t in data if t not in held]
+    if not held or not rest:
+        sys.exit(
+            f'--holdout {" ".join(holdout)}: matches {len(held)} of the {len(data)} '
+            f'patches in {folder}; give ids (the NN of *_NN_naip.tif) of some, not all.'
+        )
+    flat = [[f for t in ts for f in t] for ts in (rest, held)]
+    return link(flat[0], work / 'train'), link(flat[1], work / 'eval')
+
+
+def hr_sr_folder(fine: Path, target: Path, work: Path) -> Path:
+    """Fine-label patches beside the target patches, whose fine labels are nodata.
+
+    ``hr+lsr`` then learns from the fine labels where they exist and from the coarse
+    labels of every patch (the paper's HR+SR: high-resolution labels of one region,
+    low-resolution labels of the region to map).
+    """
+    out = link([f for t in triples(fine) for f in t], work / 'hr+sr')
+    for naip, nlcd, lc in triples(target):
+        if (out / naip.name).exists():
+            sys.exit(f'{naip.name} is in both --fine and the evaluation patches.')
+        for f in (naip, nlcd):
+            (out / f.name).symlink_to(f.resolve())
+        with rasterio.open(lc) as src:
+            profile = src.profile
+            empty = np.zeros((1, src.height, src.width), dtype=src.dtypes[0])
+        atomic_write_raster(out / lc.name, empty, profile)  # fine nodata (0)
+    return out
+
+
+def goals(results: dict[str, dict[str, Any]]) -> dict[str, bool]:
+    """The issue's goals, checked on the mean mIoU of each protocol."""
+    out: dict[str, bool] = {}
+    for name in ('cross-tile', 'target-sr'):
+        m = results.get(name, {}).get('methods', {})
+        if {'lsr', 'nlcd-argmax'} <= set(m):
+            out[f'{name}: lsr >= nlcd-argmax + 0.02'] = bool(
+                m['lsr']['miou'] >= m['nlcd-argmax']['miou'] + 0.02
+            )
+        if {'lsr', 'soft-naive'} <= set(m):
+            out[f'{name}: lsr > soft-naive'] = bool(
+                m['lsr']['miou'] > m['soft-naive']['miou']
+            )
+    m = results.get('hr+sr', {}).get('methods', {})
+    if {'hr', 'hr+lsr'} <= set(m):
+        out['hr+sr: hr+lsr > hr'] = bool(m['hr+lsr']['miou'] > m['hr']['miou'])
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split('\n\n')[0],
+        epilog='Protocols: cross-tile, target-sr, hr+sr (see the module docstring).',
+    )
     parser.add_argument('--train', type=Path, required=True)
-    parser.add_argument('--eval', type=Path, required=True)
+    parser.add_argument(
+        '--eval',
+        type=Path,
+        help='evaluation patches; the same folder as --train means target-sr alone',
+    )
+    parser.add_argument(
+        '--holdout',
+        nargs='+',
+        metavar='ID',
+        help='evaluate on the patches of --train whose names hold _ID_, train on the '
+        'others (instead of --eval)',
+    )
+    parser.add_argument(
+        '--fine',
+        type=Path,
+        help='fine-label patches of another region for hr+sr (default: --train)',
+    )
+    parser.add_argument(
+        '--shift',
+        type=Path,
+        metavar='RASTER',
+        help='simulate a second acquisition: map the evaluation imagery band by band '
+        "onto this raster's distribution (real imagery of another acquisition)",
+    )
+    parser.add_argument(
+        '--protocols',
+        nargs='+',
+        choices=tuple(PROTOCOLS),
+        help='default: all that the folders allow',
+    )
     parser.add_argument('--steps', type=int, default=150, help='optimiser steps')
     parser.add_argument('--out', type=Path, help='also write the JSON here')
     parser.add_argument('--save-checkpoint', type=Path, help='lsr model checkpoint')
@@ -274,13 +441,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument('--lr', type=float, default=1e-3)
     parser.add_argument('--balance', type=float, default=1.0)
     parser.add_argument(
+        '--radiometric',
+        type=float,
+        default=0.0,
+        help='strength of the random tone curve per band in training '
+        '(RandomRadiometry); 0: off',
+    )
+    parser.add_argument(
+        '--radiometry',
+        default='match',
+        choices=('match', 'off'),
+        help="match (default, the predictor's): map the evaluation imagery (all "
+        "patches pooled) onto the training imagery's band distributions; off: raw",
+    )
+    parser.add_argument(
         '--prior-weight',
         type=float,
         default=0.0,
         help='gamma of the Bayes combination with the NLCD label at evaluation; 0 '
-        '(default): the network alone, as in the paper (on the held-out folds the '
-        "lsr network's own output, which already matches the NLCD statistics, was "
-        'better than its combination with them)',
+        '(default): the network alone',
     )
     parser.add_argument(
         '--prior-rule',
@@ -329,7 +508,11 @@ def main(argv: list[str] | None = None) -> None:
         help='batch (default): every NLCD class of a batch weighs the same in the '
         "lsr and naive losses; none: blocks weighted by size (authors' code)",
     )
-    parser.add_argument('--methods', default=','.join(METHODS))
+    parser.add_argument(
+        '--methods',
+        default=','.join(METHODS),
+        help='comma-separated; each protocol runs those of its methods listed here',
+    )
     parser.add_argument(
         '--diagnose',
         action='store_true',
@@ -342,39 +525,93 @@ def main(argv: list[str] | None = None) -> None:
     with quiet(args.verbose):
         if len(set(args.seeds)) != len(args.seeds):
             parser.error(f'--seeds {args.seeds}: give each seed once.')
+        if (args.eval is None) == (args.holdout is None):
+            parser.error('give either --eval DIR or --holdout ID ...')
+        methods = args.methods.split(',')
+        unknown = sorted(set(methods) - set(METHODS))
+        if unknown:
+            parser.error(f'--methods: unknown {unknown}; choose from {METHODS}.')
         warnings.filterwarnings('ignore')
         torch.set_num_threads(os.cpu_count() or 1)
-        _train_data, eval_data = triples(args.train), triples(args.eval)
-        table = JointDistribution.builtin('nlcd-landcover4')
-        start = time.perf_counter()
-        per_seed: dict[str, dict[str, Any]] = {}
-        methods = args.methods.split(',')
-        bar = progress(desc='runs', unit='run', total=len(args.seeds) * len(methods))
-        for seed in args.seeds:
-            runs = per_seed.setdefault(str(seed), {})
-            for method in methods:
-                bar.set_postfix_str(f'seed {seed} {method}')
-                task, trainer = train(method, args.train, args.steps, seed, args)
-                runs[method] = evaluate(task, eval_data, table, args.diagnose)
-                bar.write(f'{seed} {method} {json.dumps(runs[method])}', sys.stderr)
-                bar.update(1)
+        with tempfile.TemporaryDirectory(prefix='lsr-bench-') as tmp:
+            run(args, methods, Path(tmp))
+
+
+def run(args: argparse.Namespace, methods: list[str], work: Path) -> None:
+    """Build the protocols' folders, train, score and print the JSON."""
+    if args.holdout:
+        train_dir, eval_dir = split_holdout(args.train, args.holdout, work)
+    else:
+        train_dir, eval_dir = args.train, args.eval
+    same = train_dir.resolve() == eval_dir.resolve()
+    train_data = triples(train_dir)
+    shift = None
+    if args.shift is not None:
+        shift = RadiometricShift.from_files([t[0] for t in train_data], [args.shift])
+        shift_folder(eval_dir, work / 'target', shift)
+        eval_dir = work / 'target'
+    eval_data = triples(eval_dir)
+    default = ['target-sr', 'hr+sr'] if args.fine else ['target-sr']
+    protocols = args.protocols or (default if same else list(PROTOCOLS))
+    if same and 'cross-tile' in protocols:
+        sys.exit('--train and --eval are one folder: cross-tile needs other patches.')
+    if same and 'hr+sr' in protocols and not args.fine:
+        sys.exit('hr+sr with --train = --eval needs fine labels of elsewhere: --fine.')
+    fine_dir = args.fine or train_dir
+    folders = {'cross-tile': train_dir, 'target-sr': eval_dir}
+    if 'hr+sr' in protocols:
+        folders['hr+sr'] = hr_sr_folder(fine_dir, eval_dir, work)
+    table = JointDistribution.builtin('nlcd-landcover4')
+    start = time.perf_counter()
+    plan = [(p, m) for p in protocols for m in PROTOCOLS[p] if m in methods]
+    per_seed: dict[str, dict[str, dict[str, Any]]] = {p: {} for p in protocols}
+    bar = progress(desc='runs', unit='run', total=len(args.seeds) * len(plan))
+    for seed in args.seeds:
+        done: dict[tuple[str, Path], dict[str, Any]] = {}
+        for protocol, method in plan:
+            bar.set_postfix_str(f'seed {seed} {protocol} {method}')
+            hr_only = (protocol, method) == ('hr+sr', 'hr')
+            folder = fine_dir if hr_only else folders[protocol]
+            key = (method, folder.resolve())
+            if key not in done:  # hr on --train is both cross-tile's and hr+sr's
+                fine = protocol != 'target-sr'
+                task, trainer = train(method, folder, args.steps, seed, args, fine)
+                done[key] = evaluate(
+                    task, eval_data, table, args.diagnose, args.radiometry
+                )
                 if method == 'lsr' and args.save_checkpoint and seed == args.seeds[0]:
                     with atomic_path(args.save_checkpoint, suffix='.ckpt') as tmp:
                         trainer.save_checkpoint(tmp)
-        bar.close()
-        results = {m: mean_scores([r[m] for r in per_seed.values()]) for m in methods}
-        results['nlcd-argmax'] = evaluate(None, eval_data, table, args.diagnose)
-        out: dict[str, Any] = {
-            'methods': results,
-            'steps': args.steps,
-            'seconds': round(time.perf_counter() - start, 1),
-        }
+            per_seed[protocol].setdefault(str(seed), {})[method] = done[key]
+            bar.write(f'{seed} {protocol} {method} {json.dumps(done[key])}', sys.stderr)
+            bar.update(1)
+    bar.close()
+    baseline = evaluate(None, eval_data, table, args.diagnose)
+    results: dict[str, dict[str, Any]] = {}
+    for protocol in protocols:
+        runs = per_seed[protocol]
+        names = [m for m in PROTOCOLS[protocol] if m in methods]
+        scores = {m: mean_scores([r[m] for r in runs.values()]) for m in names}
+        entry: dict[str, Any] = {'methods': scores | {'nlcd-argmax': baseline}}
         if len(args.seeds) > 1:
-            out['seeds'] = per_seed
-        text = json.dumps(out, indent=2)
-        print(text)
-        if args.out:
-            atomic_write_text(args.out, text + '\n')
+            entry['seeds'] = runs
+        results[protocol] = entry
+    out: dict[str, Any] = {
+        'protocols': results,
+        'goals': goals(results),
+        'shift': None if shift is None else shift.summary(),
+        'data': {
+            'train': [t[0].name for t in train_data],
+            'eval': [t[0].name for t in eval_data],
+            'fine': [t[0].name for t in triples(fine_dir)],
+        },
+        'steps': args.steps,
+        'seconds': round(time.perf_counter() - start, 1),
+    }
+    text = json.dumps(out, indent=2)
+    print(text)
+    if args.out:
+        atomic_write_text(args.out, text + '\n')
 
 
 if __name__ == '__main__':

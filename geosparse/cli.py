@@ -154,6 +154,7 @@ def _predict(args: argparse.Namespace) -> int:
             kernel_family=args.kernel_family,
             refit=args.refit,
             refit_on=refit_on,
+            radiometry=args.radiometry,
             trust_checkpoint=args.trust_checkpoint,
         )
     except ValueError as err:
@@ -717,6 +718,17 @@ def build_parser() -> argparse.ArgumentParser:
         '--std', help='TorchGeo tasks: per-band divisors, comma separated (default 255)'
     )
     model.add_argument('--class-names', help='class names, comma separated')
+    model.add_argument(
+        '--radiometry',
+        choices=['match', 'off'],
+        default='match',
+        help='match (default): map each input raster band by band onto the '
+        'distribution of the imagery the model was trained on (histogram matching), '
+        'so that another acquisition (sensor, season, colour balancing) looks like '
+        'the training one; for checkpoints that keep it (label super-resolution). '
+        'It assumes the raster holds land cover in roughly the training proportions; '
+        'off: raw values as they are',
+    )
     gp = pred.add_argument_group(
         'known points (regression)',
         'Condition each block on known values: the output is the Gaussian-process '

@@ -9,6 +9,8 @@ has its own:
 - :class:`RandomFlipWithPoints` (counting): horizontal and vertical flips of the
   images, the points ``(row, col)`` and each point's covariance
   (:func:`flip_batch`);
+- :class:`RandomRadiometry` (label super-resolution): a random tone curve per band
+  and sample, so that a model trained on one acquisition meets others;
 - :class:`RandomFlipWithBoxes` (instance segmentation): horizontal and vertical
   flips of the images, the instance maps, and each window's list of object masks
   and pixel-edge boxes (TorchGeo's ``mask`` and ``bbox_xyxy``).
@@ -29,6 +31,7 @@ __all__ = [
     'RandomDihedral',
     'RandomFlipWithBoxes',
     'RandomFlipWithPoints',
+    'RandomRadiometry',
     'flip_batch',
 ]
 
@@ -67,6 +70,66 @@ class RandomDihedral(nn.Module):
                 v = torch.rot90(v, k, dims=(-2, -1))
                 out.append(v)
             batch[key] = torch.stack(out)
+        return batch
+
+
+class RandomRadiometry(nn.Module):
+    r"""A random tone curve per band and sample, on the raw ``image`` of a batch.
+
+    Two acquisitions of the same ground differ band by band in gain, offset and
+    tone curve (sensor, sun, season, the vendor's colour balancing). With
+    :math:`s` the full scale of the raw values (255 for 8-bit NAIP), each band
+    :math:`b` of each sample becomes
+
+    .. math::
+        x'_b = s\,\operatorname{clip}\bigl(g_b\,(x_b/s)^{\gamma_b} + o_b,\ 0,\ 1\bigr),
+        \qquad \log g_b,\ \log\gamma_b \sim \mathcal{U}(-r, r),\quad
+        o_b \sim \mathcal{U}(-r/4, r/4),
+
+    drawn independently per band, so the relation between bands changes too (as
+    between sensors), not only the brightness. ``strength`` is :math:`r`; 0 is the
+    identity. NaN (nodata) stays NaN. It acts on raw values, before the task's own
+    normalisation, so it composes with any ``standardize`` setting.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, strength: float = 0.2, scale: float = 255.0) -> None:
+        """Set the range of the random changes.
+
+        Args:
+            strength: :math:`r`, the largest change of log gain and log gamma.
+            scale: full scale :math:`s` of the raw values.
+
+        Raises:
+            ValueError: if ``strength`` is negative or ``scale`` not positive.
+        """
+        super().__init__()
+        if strength < 0 or scale <= 0:
+            raise ValueError(
+                f'RandomRadiometry(strength={strength}, scale={scale}): strength '
+                'must be ≥ 0 (0: off) and scale > 0 (255 for 8-bit imagery).'
+            )
+        self.strength = float(strength)
+        self.scale = float(scale)
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Change ``batch['image']`` (float) and return the batch."""
+        image = batch['image']
+        if self.strength == 0:
+            return batch
+        b, c = image.shape[:2]
+        r = self.strength
+
+        def draw(low: float, high: float) -> Tensor:
+            u = torch.rand(b, c, 1, 1, device=image.device)
+            return low + (high - low) * u
+
+        gain, gamma = draw(-r, r).exp(), draw(-r, r).exp()
+        offset = draw(-r / 4, r / 4)
+        x = (image.float() / self.scale).clamp(min=0)
+        x = (gain * x.pow(gamma) + offset).clamp(0, 1) * self.scale
+        batch['image'] = x
         return batch
 
 

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from geosparse.transforms import RandomFlipWithPoints, flip_batch
@@ -34,3 +35,23 @@ def test_random_flip_with_points_copies_and_keeps_padding_with_the_mask():
     # padded points move like the rest (0 -> H or W), and stay masked out
     assert set(out['points'][:, 2].unique().tolist()) <= {0.0, 6.0, 9.0}
     assert torch.equal(RandomFlipWithPoints(p=0.0)(dict(batch))['image'], image)
+
+
+def test_random_radiometry_changes_each_band_within_range_and_keeps_nan():
+    from geosparse.transforms import RandomRadiometry
+
+    torch.manual_seed(0)
+    image = torch.rand(3, 4, 16, 16) * 255
+    image[0, 0, 0, 0] = float('nan')
+    out = RandomRadiometry(0.3)({'image': image.clone()})['image']
+    assert out.shape == image.shape and torch.isnan(out[0, 0, 0, 0])
+    finite = out[~torch.isnan(out)]
+    assert finite.min() >= 0 and finite.max() <= 255
+    change = (out - image).nan_to_num().abs().mean(dim=(2, 3))
+    assert (change > 0.5).all()  # every band of every sample moves
+    ratio = out.nanmean(dim=(2, 3)) / image.nanmean(dim=(2, 3))
+    assert ratio.std(dim=1).min() > 0.01  # and the bands move differently
+    same = RandomRadiometry(0.0)({'image': image.clone()})['image']
+    assert torch.equal(same.nan_to_num(), image.nan_to_num())
+    with pytest.raises(ValueError, match='strength'):
+        RandomRadiometry(-1)

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
+from torch import nn
 from torch.utils.data import DataLoader
 from torchgeo.datamodules import GeoDataModule
 from torchgeo.datasets import GeoDataset, random_bbox_assignment
@@ -15,7 +16,7 @@ from ..batch import KeepGeoKeys, collate_geo
 from ..datasets.coarse import CoarseLabels, FineLabels, ImageryDataset
 from ..errors import InputError
 from ..samplers import CoarseBalancedGeoSampler, CoverGeoSampler
-from ..transforms import RandomDihedral
+from ..transforms import RandomDihedral, RandomRadiometry
 
 __all__ = ['LabelSuperResolutionDataModule']
 
@@ -55,6 +56,7 @@ class LabelSuperResolutionDataModule(KeepGeoKeys, GeoDataModule):
         grid_size: int = 4,
         balance: float = 1.0,
         augment: bool = True,
+        radiometric: float = 0.0,
         seed: int = 0,
         num_workers: int = 0,
     ) -> None:
@@ -80,6 +82,9 @@ class LabelSuperResolutionDataModule(KeepGeoKeys, GeoDataModule):
             grid_size: grid cells per side for ``split='grid'``.
             balance: exponent of the inverse-frequency sampling (0 = uniform).
             augment: random flips and rotations in training.
+            radiometric: strength of a random tone curve per band and training
+                window (:class:`~geosparse.transforms.RandomRadiometry`), for models
+                that must work on other acquisitions; 0 (default) is off.
             seed: seed of the split and the samplers.
             num_workers: data loader workers.
         """
@@ -87,7 +92,10 @@ class LabelSuperResolutionDataModule(KeepGeoKeys, GeoDataModule):
         self.save_hyperparameters()
         self.collate_fn = collate_geo
         self.aug = None  # type: ignore[assignment]  # the task normalises inputs
-        self.train_aug = RandomDihedral() if augment else None
+        steps: list[nn.Module] = [RandomDihedral()] if augment else []
+        if radiometric > 0:
+            steps.append(RandomRadiometry(radiometric))
+        self.train_aug = nn.Sequential(*steps) if steps else None
 
     def build_dataset(self) -> tuple[GeoDataset, CoarseLabels]:
         """Intersect imagery, coarse labels and (if given) fine labels."""

@@ -9,6 +9,7 @@ from .instances import (
 )
 from .points import POINT_KEYS, SparsePoints, collate_points, spatial_split
 from .pseudo import InstanceRaster, collate_instances, instance_targets
+from .radiometry import RadiometricShift, sample_rasters, shift_folder
 from .synthetic import (
     FINE_CLASSES,
     InstanceScene,
@@ -33,6 +34,7 @@ __all__ = [
     'InstanceRaster',
     'InstanceScene',
     'ObjectScene',
+    'RadiometricShift',
     'SparsePoints',
     'SyntheticScene',
     'collate_instances',
@@ -46,5 +48,7 @@ __all__ = [
     'match_points_to_polygons',
     'nlcd_from_fractions',
     'read_instance_points',
+    'sample_rasters',
+    'shift_folder',
     'spatial_split',
 ]

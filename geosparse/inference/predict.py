@@ -185,6 +185,10 @@ def predict_raster(
         tags['revealed_points_outside'] = outside
     # With Predictor.refit, the kernel is re-fitted on this raster's known points.
     predictor = predictor.refitted(src, block, halo, progress=progress)
+    # With radiometry='match', this raster's bands are mapped onto the training's.
+    predictor = predictor.matched(src)
+    if predictor.shift is not None:
+        tags['radiometry'] = json.dumps(predictor.shift.summary())
     fit = None if predictor.conditioning is None else predictor.conditioning.fit
     if fit is not None and fit.refitted:
         reach = 3 * fit.params.lengthscale / abs(src.grid.transform.a)

@@ -24,7 +24,7 @@ import os
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -32,6 +32,7 @@ from affine import Affine
 from lightning.pytorch import LightningModule
 from rasterio.crs import CRS
 
+from ..datasets.radiometry import RadiometricShift, sample_rasters
 from ..gp import FAMILIES, KernelParams
 from ..io.raster import file_sha256
 from ..io.source import ImageSource
@@ -85,6 +86,7 @@ class Predictor:
         kernel_family: str | None = None,
         refit: bool = True,
         refit_on: tuple[np.ndarray, np.ndarray] | None = None,
+        radiometry: Literal['match', 'off'] | RadiometricShift = 'match',
         trust_checkpoint: bool = False,
     ) -> None:
         r"""Wrap a task (or a checkpoint, loaded now and again in each dask worker).
@@ -137,6 +139,15 @@ class Predictor:
                 known point, the training points too, and fit on those the network
                 did not see, whose residuals are honest: the posterior uses all the
                 labels, as kriging of all of them would.
+            radiometry: ``match`` (default): for tasks that remember the
+                radiometry of their training imagery
+                (:class:`~geosparse.trainers.radiometry.RadiometryReference`,
+                label super-resolution), :func:`~geosparse.inference.predict.predict_raster`
+                maps each raster's bands onto it before the network sees them
+                (histogram matching, :meth:`matched`), so that a new acquisition
+                looks like the training one; ``off``: raw values as they are; or a
+                :class:`~geosparse.datasets.RadiometricShift` applied to every
+                window.
             trust_checkpoint: unpickle whatever the checkpoint holds and import the
                 task class it names. Off by default: a checkpoint is read as weights
                 and plain data (:mod:`~geosparse.inference.checkpoints`), since its
@@ -150,6 +161,17 @@ class Predictor:
         """
         if task is None and checkpoint is None:
             raise ValueError('Predictor needs a task or a checkpoint.')
+        if not isinstance(radiometry, RadiometricShift) and radiometry not in (
+            'match',
+            'off',
+        ):
+            raise ValueError(
+                f'radiometry={radiometry!r}: choose match, off or a RadiometricShift.'
+            )
+        #: ``match``, ``off``, or the shift in use.
+        self.radiometry = radiometry
+        #: The map applied to every window's imagery, or None.
+        self.shift = radiometry if isinstance(radiometry, RadiometricShift) else None
         self.checkpoint = None if checkpoint is None else str(checkpoint)
         self.sha256 = None if checkpoint is None else file_sha256(checkpoint)
         self.task_class = task_class
@@ -290,6 +312,37 @@ class Predictor:
         other.conditioning = conditioning
         return other
 
+    def reference_quantiles(self) -> np.ndarray | None:
+        """The training imagery's band quantiles that the task keeps, or None."""
+        get = getattr(self.task, 'reference_quantiles', None)
+        return None if get is None else get()
+
+    def matched(
+        self, source: ImageSource | Sequence[np.ndarray], max_pixels: int = 1_000_000
+    ) -> Predictor:
+        """This predictor with ``source`` mapped onto the training radiometry.
+
+        With ``radiometry='match'`` and a task that keeps its training imagery's
+        band distributions, fits the per-band quantile map from ``source`` (a
+        raster or mosaic, read at reduced resolution, or ``(C, H, W)`` images
+        pooled) onto them (:meth:`~geosparse.datasets.RadiometricShift.to_reference`);
+        otherwise returns this predictor.
+        """
+        reference = self.reference_quantiles() if self.radiometry == 'match' else None
+        if reference is None:
+            return self
+        if isinstance(source, ImageSource):
+            nodata = source.nodata
+            images = sample_rasters(source.paths, max_pixels)
+            if nodata is not None:
+                for image in images:
+                    image[image == nodata] = np.nan
+        else:
+            images = [np.asarray(a, dtype=np.float64) for a in source]
+        other = copy.copy(self)
+        other.shift = RadiometricShift.to_reference(images, reference)
+        return other
+
     def for_crs(self, crs: CRS) -> Predictor:
         """This predictor with its revealed points reprojected to ``crs``."""
         c = self.conditioning
@@ -325,6 +378,8 @@ class Predictor:
             )
         if self.torch_threads is not None:
             torch.set_num_threads(self.torch_threads)
+        if self.shift is not None:
+            image = self.shift(image.astype(np.float32))
         x = torch.from_numpy(image[None]).float()
         c = None
         if coarse is not None and self.uses_coarse:

@@ -19,6 +19,7 @@ from ..metrics import LandCoverMetrics
 from ..models import LocalContextNet
 from ..priors import NLCD_DEVELOPED, JointDistribution, PriorError
 from .heads import class_bands, class_specs, forward_padded, pad_multiple
+from .radiometry import RadiometryReference
 from .utils import FiniteTraining
 
 __all__ = [
@@ -138,7 +139,9 @@ def match_fractions(
     return out
 
 
-class LabelSuperResolutionTask(FiniteTraining, SemanticSegmentation):
+class LabelSuperResolutionTask(
+    RadiometryReference, FiniteTraining, SemanticSegmentation
+):
     r"""Segmentation trained from coarse labels and a coarse-to-fine joint distribution.
 
     Losses (``loss``):
@@ -148,8 +151,9 @@ class LabelSuperResolutionTask(FiniteTraining, SemanticSegmentation):
     * ``soft-naive`` / ``hard-naive``: cross-entropy against :math:`\eta_z` or its
       argmax at every pixel;
     * ``hr``: cross-entropy on fine labels (an upper bound when they exist);
-    * ``hr+lsr``: :math:`\lambda\,\mathrm{CE}_{hr} + \mathrm{LSR}` where fine labels
-      exist.
+    * ``hr+lsr``: :math:`\lambda\,\mathrm{CE}_{hr} + \mathrm{LSR}`, each term over
+      the pixels that carry its labels (the paper's HR+SR: fine labels from one
+      region, coarse labels from the region to map; fine nodata elsewhere).
 
     Batches carry ``image`` (raw digital numbers), ``coarse`` (raw coarse codes),
     optionally ``block`` (coarse-pixel ids) and ``mask`` (raw fine codes). The task
@@ -330,6 +334,8 @@ class LabelSuperResolutionTask(FiniteTraining, SemanticSegmentation):
         # Label counts seen in training: the marginal of the Bayes combination.
         self.register_buffer('coarse_seen', torch.zeros(table.num_coarse))
         self.register_buffer('fine_seen', torch.zeros(table.num_fine))
+        # The training imagery's histogram: predictions match rasters onto it.
+        self.init_radiometry(self.hparams['in_channels'], self.hparams['input_scale'])
         sub = [
             c for c in self.hparams['eval_coarse_classes'] if c in table.coarse_codes
         ]
@@ -470,11 +476,19 @@ class LabelSuperResolutionTask(FiniteTraining, SemanticSegmentation):
             raise KeyError(f"loss={name!r} needs 'coarse' labels in the batch.")
         if needs_fine and fine is None:
             raise KeyError(f"loss={name!r} needs fine labels ('mask') in the batch.")
-        if coarse is not None and needs_coarse and not bool((coarse >= 0).any()):
-            return None
-        if fine is not None and needs_fine and not bool((fine >= 0).any()):
-            return None
+        has_coarse = coarse is not None and bool((coarse >= 0).any())
+        has_fine = fine is not None and bool((fine >= 0).any())
         blocks = batch.get('block')
+        if name == 'hr+lsr':  # each term where its labels exist (HR+SR)
+            terms = []
+            if has_fine:
+                hr = self.hr_loss(logits, fine)  # type: ignore[arg-type]
+                terms.append(self.hparams['hr_weight'] * hr)
+            if has_coarse:
+                terms.append(self.lsr_loss(logits, coarse, blocks))
+            return torch.stack(terms).sum() if terms else None
+        if (needs_coarse and not has_coarse) or (needs_fine and not has_fine):
+            return None
         match name:
             case 'lsr':
                 return self.lsr_loss(logits, coarse, blocks)
@@ -482,12 +496,8 @@ class LabelSuperResolutionTask(FiniteTraining, SemanticSegmentation):
                 return self.soft_naive(logits, coarse)
             case 'hard-naive':
                 return self.hard_naive(logits, coarse)
-            case 'hr':
-                return self.hr_loss(logits, fine)  # type: ignore[arg-type]
             case _:
-                hr = self.hr_loss(logits, fine)  # type: ignore[arg-type]
-                lsr = self.lsr_loss(logits, coarse, blocks)
-                return self.hparams['hr_weight'] * hr + lsr
+                return self.hr_loss(logits, fine)  # type: ignore[arg-type]
 
     @staticmethod
     def hr_loss(logits: Tensor, fine: Tensor) -> Tensor:

@@ -208,3 +208,42 @@ def test_local_model_with_batch_balance_trains_and_reloads(scene, tmp_path, loss
 def test_unknown_coarse_balance_is_refused():
     with pytest.raises(ValueError, match="balance='class'"):
         LabelSuperResolutionTask(model='local', coarse_balance='class')  # type: ignore[arg-type]
+
+
+def test_hr_plus_lsr_uses_each_term_where_its_labels_exist():
+    """HR+SR: windows of the target region carry coarse labels only (fine nodata)."""
+    torch.manual_seed(0)
+    task = LabelSuperResolutionTask(model='fcn', num_filters=8, loss='hr+lsr')
+    image = torch.rand(2, 4, 16, 16) * 255
+    with torch.no_grad():
+        logits = task(image)
+    coarse = torch.full((2, 16, 16), 41)
+    fine = torch.full((2, 16, 16), 2)
+    nodata = torch.zeros(2, 16, 16, dtype=torch.long)
+    both = task.compute_loss({'coarse': coarse, 'mask': fine}, logits)
+    coarse_only = task.compute_loss({'coarse': coarse, 'mask': nodata}, logits)
+    fine_only = task.compute_loss({'coarse': nodata, 'mask': fine}, logits)
+    lsr = task.lsr_loss(logits, task.coarse_index(coarse), None)
+    hr = task.hr_loss(logits, task.fine_index(fine))
+    assert coarse_only == pytest.approx(float(lsr))
+    assert fine_only == pytest.approx(float(hr))
+    assert both == pytest.approx(float(hr + lsr))
+    assert task.compute_loss({'coarse': nodata, 'mask': nodata}, logits) is None
+
+
+def test_radiometric_augmentation_reaches_training_batches(scene):
+    from geosparse.transforms import RandomRadiometry
+
+    dm = _dm(scene, radiometric=0.3)
+    assert any(isinstance(m, RandomRadiometry) for m in dm.train_aug)
+    dm.setup('fit')
+    batch = next(iter(dm.train_dataloader()))
+    raw = batch['image'].clone()
+
+    class _T:
+        training = True
+
+    dm.trainer = _T()  # type: ignore[assignment]
+    out = dm.on_after_batch_transfer(batch, 0)['image']
+    assert out.shape == raw.shape  # flips keep the band means; the tone curve not
+    assert (out.mean(dim=(2, 3)) - raw.float().mean(dim=(2, 3))).abs().min() > 0.1

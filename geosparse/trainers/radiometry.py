@@ -1,0 +1,98 @@
+r"""Task mixin: remember the radiometry of the training imagery.
+
+A model trained on one acquisition meets another one at prediction: a different
+sensor, sun, season or colour balancing changes every band's values while the land
+cover stays. The mixin counts, during training, a histogram of every band's raw
+values over the training windows (before augmentation), with :math:`K` bins over
+:math:`[0, s]` (:math:`s` the task's ``input_scale``; values outside go to the end
+bins). The checkpoint keeps it, and at prediction
+:class:`~geosparse.inference.Predictor` maps each raster's bands onto these
+distributions before the network sees them (histogram matching,
+:class:`~geosparse.datasets.RadiometricShift`): for band :math:`b` with
+distribution :math:`F_b` on the raster and :math:`R_b` in training,
+:math:`x \mapsto R_b^{-1}(F_b(x))`.
+
+.. versionadded:: 0.1
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningModule
+from torch import Tensor
+
+__all__ = ['RadiometryReference']
+
+#: Histogram bins per band.
+BINS = 1024
+
+
+class RadiometryReference(LightningModule):
+    """Count each band's raw values in training; give them back as quantiles.
+
+    Call :meth:`init_radiometry` once the band count is known. Put this class
+    before the task's base class.
+
+    .. versionadded:: 0.1
+    """
+
+    radiometry_counts: Tensor
+    radiometry_scale: float = 255.0
+
+    def init_radiometry(self, bands: int, scale: float) -> None:
+        """Register the ``(bands, BINS)`` histogram buffer (saved in checkpoints)."""
+        self.radiometry_scale = float(scale)
+        self.register_buffer(
+            'radiometry_counts', torch.zeros(bands, BINS, dtype=torch.float64)
+        )
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Count the raw training imagery of a batch (before any augmentation)."""
+        trainer = getattr(self, '_trainer', None)
+        image = batch.get('image') if isinstance(batch, dict) else None
+        counts = getattr(self, 'radiometry_counts', None)
+        if (
+            trainer is None
+            or not trainer.training
+            or not isinstance(image, Tensor)
+            or counts is None
+            or image.shape[1] != counts.shape[0]
+        ):
+            return batch
+        x = image.detach().to(counts.device, torch.float64).transpose(0, 1)
+        x = x.reshape(x.shape[0], -1)
+        finite = torch.isfinite(x)
+        idx = (x / self.radiometry_scale * (BINS - 1)).round().clamp(0, BINS - 1)
+        for b in range(x.shape[0]):
+            counts[b] += torch.bincount(idx[b][finite[b]].long(), minlength=BINS).to(
+                counts.dtype
+            )
+        return batch
+
+    def reference_quantiles(self, quantiles: int = 101) -> np.ndarray | None:
+        """``(bands, quantiles)`` raw values at evenly spaced quantiles, or None.
+
+        None before training (or for a checkpoint made before this was counted).
+        """
+        counts = getattr(self, 'radiometry_counts', None)
+        if counts is None or float(counts.sum()) == 0:
+            return None
+        values = np.arange(BINS) / (BINS - 1) * self.radiometry_scale
+        q = np.linspace(0.0, 1.0, quantiles)
+        out = []
+        for row in counts.cpu().numpy():
+            cdf = np.cumsum(row) / row.sum()
+            keep = row > 0  # strictly increasing cdf
+            out.append(np.interp(q, cdf[keep], values[keep]))
+        return np.stack(out)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Accept checkpoints made before the histogram existed (no reference)."""
+        super().on_load_checkpoint(checkpoint)
+        state = checkpoint.get('state_dict', {})
+        counts = getattr(self, 'radiometry_counts', None)
+        if counts is not None and 'radiometry_counts' not in state:
+            state['radiometry_counts'] = torch.zeros_like(counts)
