@@ -110,7 +110,8 @@ def evaluate(
 
     With ``radiometry='match'`` the predictor maps the evaluation imagery, all its
     patches pooled as one acquisition, onto the training imagery's band
-    distributions (:meth:`geosparse.inference.Predictor.matched`).
+    distributions (:meth:`geosparse.inference.Predictor.matched`); ``unmatched``
+    then gives the same network's scores on the raw values.
 
     With ``diagnose``, also ``by_coarse``: for each NLCD code of the evaluation
     patches, its pixel count, the prior eta_z, the fine-class fractions
@@ -154,6 +155,10 @@ def evaluate(
             map_all.append(pred_t.numpy().ravel())
     out = scores_from_confusion(metrics.cm, list(table.fine_names))
     out['developed'] = developed_scores(metrics.cm_sub, list(table.fine_names))
+    if predictor is not None and predictor.shift is not None:
+        # The same network on the raw values: what matching changed.
+        raw = evaluate(task, data, table, radiometry='off')
+        out['unmatched'] = {'acc': raw['acc'], 'miou': raw['miou']}
     if diagnose:
         truth_cat = np.concatenate(truth_all)
         network = np.concatenate(network_all, axis=1) if network_all else None
@@ -255,6 +260,11 @@ def mean_scores(runs: list[dict[str, Any]]) -> dict[str, Any]:
             for c in classes
         },
     }
+    if all('unmatched' in r for r in runs):
+        out['unmatched'] = {
+            k: float(np.mean([r['unmatched'][k] for r in runs]))
+            for k in ('acc', 'miou')
+        }
     dev = [r['developed'] for r in runs if 'miou' in r['developed']]
     out['developed'] = (
         {
@@ -553,6 +563,7 @@ def run(args: argparse.Namespace, methods: list[str], work: Path) -> None:
     eval_data = triples(eval_dir)
     default = ['target-sr', 'hr+sr'] if args.fine else ['target-sr']
     protocols = args.protocols or (default if same else list(PROTOCOLS))
+    protocols = [p for p in protocols if set(PROTOCOLS[p]) & set(methods)]
     if same and 'cross-tile' in protocols:
         sys.exit('--train and --eval are one folder: cross-tile needs other patches.')
     if same and 'hr+sr' in protocols and not args.fine:

@@ -80,15 +80,36 @@ def test_lsr_chesapeake_runs_on_real_patches(data_dir, tmp_path):
         check=True,
     )
     res = json.loads(out.read_text())
-    assert set(res['methods']) == {
-        'lsr',
-        'soft-naive',
-        'hard-naive',
-        'hr',
-        'nlcd-argmax',
+    assert set(res['protocols']) == {'cross-tile', 'target-sr', 'hr+sr'}
+    wanted = {
+        'cross-tile': {'lsr', 'soft-naive', 'hard-naive', 'hr'},
+        'target-sr': {'lsr', 'soft-naive', 'hard-naive'},
+        'hr+sr': {'hr', 'hr+lsr'},
     }
-    for scores in res['methods'].values():
-        assert 0 <= scores['acc'] <= 1 and 0 <= scores['miou'] <= 1
+    for name, entry in res['protocols'].items():
+        assert set(entry['methods']) == wanted[name] | {'nlcd-argmax'}
+        for scores in entry['methods'].values():
+            assert 0 <= scores['acc'] <= 1 and 0 <= scores['miou'] <= 1
+            # patch 07 has 1456 px of NLCD 21: too few for the developed scores
+            assert scores['developed']['pixels'] == 1456
+            assert 'fewer than' in scores['developed']['note']
+    assert set(res['goals']) == {
+        'cross-tile: lsr >= nlcd-argmax + 0.02',
+        'cross-tile: lsr > soft-naive',
+        'target-sr: lsr >= nlcd-argmax + 0.02',
+        'target-sr: lsr > soft-naive',
+        'hr+sr: hr+lsr > hr',
+    }
+    assert res['data']['eval'] == ['m_3708020_sw_07_naip.tif']
+    assert res['data']['fine'] == res['data']['train'] and res['shift'] is None
+    # hr trained on --train is both the cross-tile upper bound and HR-only
+    cross, hr_sr = res['protocols']['cross-tile'], res['protocols']['hr+sr']
+    assert cross['methods']['hr'] == hr_sr['methods']['hr']
+    # matching the patch onto the training radiometry is on; the raw scores beside
+    assert 0 <= cross['methods']['lsr']['unmatched']['miou'] <= 1
+    assert 'unmatched' not in cross['methods']['nlcd-argmax']
+    res['methods'] = cross['methods']
+    res['seeds'] = cross['seeds']
     # The reported numbers are the means of the two seeds' own results.
     runs = [res['seeds'][s]['lsr'] for s in ('0', '1')]
     assert res['methods']['lsr']['miou'] == pytest.approx(
@@ -103,19 +124,31 @@ def test_lsr_chesapeake_runs_on_real_patches(data_dir, tmp_path):
     from geosparse.cli import main as cli
     from geosparse.trainers import LabelSuperResolutionTask
 
+    # With --radiometry match (the default) the raster is first mapped onto the
+    # training imagery's band distributions that the checkpoint keeps.
+    from geosparse.datasets import RadiometricShift
+
     naip = next((tmp_path / 'ev').glob('*_naip.tif'))
-    maps = tmp_path / 'maps'
-    args = ['predict', '--checkpoint', str(ckpt), '--out', str(maps), '--quiet']
-    assert cli([*args, '--block', '128', '--probabilities', str(naip)]) == 0
     task = LabelSuperResolutionTask.load_from_checkpoint(ckpt, map_location='cpu')
+    reference = task.reference_quantiles()
+    assert reference is not None and reference.shape == (4, 101)
     with rasterio.open(naip) as src:
-        image = torch.from_numpy(src.read()[None].astype(np.float32))
-    with torch.no_grad():
-        want = task.eval()(image).softmax(1)[0].numpy()
-    with rasterio.open(maps / f'{naip.stem}_landcover_probabilities.tif') as out:
-        got = out.read().astype(np.float64) / 254
-    assert got.shape == want.shape and want.std(axis=(1, 2)).max() > 1e-3
-    np.testing.assert_allclose(got, want, atol=1 / 254 + 1e-6)
+        raw = src.read().astype(np.float32)
+    shift = RadiometricShift.to_reference([raw.astype(np.float64)], reference)
+    for radiometry, image in (('off', raw), ('match', shift(raw))):
+        maps = tmp_path / radiometry
+        args = ['predict', '--checkpoint', str(ckpt), '--out', str(maps), '--quiet']
+        args += ['--radiometry', radiometry, '--block', '128', '--probabilities']
+        assert cli([*args, str(naip)]) == 0
+        with torch.no_grad():
+            want = task.eval()(torch.from_numpy(image[None])).softmax(1)[0].numpy()
+        name = f'{naip.stem}_landcover_probabilities.tif'
+        with rasterio.open(maps / name) as out:
+            got = out.read().astype(np.float64) / 254
+        assert got.shape == want.shape and want.std(axis=(1, 2)).max() > 1e-3
+        np.testing.assert_allclose(got, want, atol=1 / 254 + 1e-6)
+        with rasterio.open(maps / f'{naip.stem}_landcover.tif') as out:
+            assert ('radiometry' in out.tags()) == (radiometry == 'match')
     # --diagnose: per NLCD code of patch 07, the truth fractions of the files.
     with rasterio.open(next((tmp_path / 'ev').glob('*_nlcd.tif'))) as f:
         nlcd = f.read(1)
@@ -176,11 +209,60 @@ def test_lsr_chesapeake_ablation_flags_reach_the_model(data_dir, tmp_path):
         ckpt,
     )
     res = json.loads(out.stdout)
-    assert set(res['methods']) == {'lsr', 'nlcd-argmax'}
+    assert set(res['protocols']) == {'cross-tile', 'target-sr'}  # no hr+sr method
+    for entry in res['protocols'].values():
+        assert set(entry['methods']) == {'lsr', 'nlcd-argmax'}
     hp = torch.load(ckpt, map_location='cpu', weights_only=True)['hyper_parameters']
     assert hp['prior_rule'] == 'fractions' and hp['var_floor_scale'] == 'pixel'
     assert hp['model'] == 'unet' and hp['standardize'] == 'sample'
     assert hp['coarse_balance'] == 'none' and hp['prior_weight'] == 1
+
+
+def test_lsr_chesapeake_holdout_shift_and_target_region(data_dir, tmp_path):
+    """--holdout splits one folder; --shift moves the held-out imagery to another
+    acquisition; --train = --eval means target-region SR alone."""
+    chesapeake_split(data_dir, tmp_path, ['03', '07'], ['07'])
+    sample = data_dir / 'naip-samples' / 'm_4208701_ne_16_060_20200902.tif'
+    common = ['--steps', 1, '--batch-size', 2, '--methods', 'lsr,hr+lsr']
+    out = run_script(
+        'lsr_chesapeake.py',
+        '--train',
+        tmp_path / 'tr',
+        '--holdout',
+        '07',
+        '--shift',
+        sample,
+        *common,
+    )
+    res = json.loads(out.stdout)
+    assert res['data']['train'] == ['m_3708020_sw_03_naip.tif']
+    assert res['data']['eval'] == ['m_3708020_sw_07_naip.tif']
+    assert set(res['protocols']) == {'cross-tile', 'target-sr', 'hr+sr'}
+    assert set(res['protocols']['hr+sr']['methods']) == {'hr+lsr', 'nlcd-argmax'}
+    assert res['shift']['target'] == sample.name
+    assert len(res['shift']['bands']) == 4
+    same = run_script(
+        'lsr_chesapeake.py',
+        '--train',
+        tmp_path / 'ev',
+        '--eval',
+        tmp_path / 'ev',
+        *common,
+    )
+    assert set(json.loads(same.stdout)['protocols']) == {'target-sr'}
+    bad = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / 'benchmarks' / 'lsr_chesapeake.py'),
+            '--train',
+            str(tmp_path / 'tr'),
+            '--holdout',
+            '99',
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode != 0 and '--holdout 99: matches 0 of the 2' in bad.stderr
 
 
 def test_ranking_auc_is_the_pairwise_probability(monkeypatch):

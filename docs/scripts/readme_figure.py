@@ -2,8 +2,9 @@
 
 Trains label super-resolution on six of the shared Chesapeake (West Virginia) patches
 with ``benchmarks/lsr_chesapeake.py`` (the README's Python example, at its default
-settings), predicts a seventh, held-out patch with ``geosparse predict`` and draws
-image, map and uncertainty side by side::
+settings), predicts a seventh, held-out patch with ``geosparse predict`` (its
+defaults: the patch's bands matched onto the training imagery's) and draws image, map
+and uncertainty side by side::
 
     python docs/scripts/readme_figure.py [DATA_DIR] [--out docs/_static/lsr_real_map.png]
 
@@ -53,6 +54,7 @@ def main() -> None:
         subprocess.run(
             [sys.executable, str(ROOT / 'benchmarks/lsr_chesapeake.py'), '--train',
              str(t / 'train'), '--eval', str(t / 'eval'), '--methods', 'lsr',
+             '--protocols', 'cross-tile',
              '--steps', str(args.steps), '--save-checkpoint', str(ckpt), '--out',
              str(t / 'scores.json')],
             check=True,

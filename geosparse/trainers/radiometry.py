@@ -3,7 +3,8 @@ r"""Task mixin: remember the radiometry of the training imagery.
 A model trained on one acquisition meets another one at prediction: a different
 sensor, sun, season or colour balancing changes every band's values while the land
 cover stays. The mixin counts, during training, a histogram of every band's raw
-values over the training windows (before augmentation), with :math:`K` bins over
+values over the training windows (after the data module's augmentation: what the
+network saw), with :math:`K` bins over
 :math:`[0, s]` (:math:`s` the task's ``input_scale``; values outside go to the end
 bins). The checkpoint keeps it, and at prediction
 :class:`~geosparse.inference.Predictor` maps each raster's bands onto these
@@ -49,28 +50,30 @@ class RadiometryReference(LightningModule):
             'radiometry_counts', torch.zeros(bands, BINS, dtype=torch.float64)
         )
 
-    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Count the raw training imagery of a batch (before any augmentation)."""
-        trainer = getattr(self, '_trainer', None)
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> Any:
+        """Count the imagery of a training batch, as the network sees it.
+
+        That is after the data module's augmentation: with
+        :class:`~geosparse.transforms.RandomRadiometry` the reference is the
+        (wider) distribution the network was trained on.
+        """
         image = batch.get('image') if isinstance(batch, dict) else None
         counts = getattr(self, 'radiometry_counts', None)
         if (
-            trainer is None
-            or not trainer.training
-            or not isinstance(image, Tensor)
-            or counts is None
-            or image.shape[1] != counts.shape[0]
+            isinstance(image, Tensor)
+            and counts is not None
+            and image.shape[1] == counts.shape[0]
         ):
-            return batch
-        x = image.detach().to(counts.device, torch.float64).transpose(0, 1)
-        x = x.reshape(x.shape[0], -1)
-        finite = torch.isfinite(x)
-        idx = (x / self.radiometry_scale * (BINS - 1)).round().clamp(0, BINS - 1)
-        for b in range(x.shape[0]):
-            counts[b] += torch.bincount(idx[b][finite[b]].long(), minlength=BINS).to(
-                counts.dtype
-            )
-        return batch
+            x = image.detach().to(counts.device, torch.float64).transpose(0, 1)
+            x = x.reshape(x.shape[0], -1)
+            finite = torch.isfinite(x)
+            idx = (x / self.radiometry_scale * (BINS - 1)).round().clamp(0, BINS - 1)
+            for b in range(x.shape[0]):
+                counts[b] += torch.bincount(
+                    idx[b][finite[b]].long(), minlength=BINS
+                ).to(counts.dtype)
+        # NaN pixels (nodata) were left out above; FiniteTraining then zeroes them.
+        return super().on_train_batch_start(batch, batch_idx)
 
     def reference_quantiles(self, quantiles: int = 101) -> np.ndarray | None:
         """``(bands, quantiles)`` raw values at evenly spaced quantiles, or None.

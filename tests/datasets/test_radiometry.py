@@ -80,7 +80,9 @@ def test_shift_folder_shifts_imagery_keeps_labels_and_georeference(tmp_path):
         shifted = a.read()
         assert a.count == 4 and a.transform == b.transform and a.crs == b.crs
         assert a.nodata == 0 and (shifted[:, 0, 0] == 0).all()
-    assert shifted[:, 1:, 1:].mean() == pytest.approx(image[:, 1:, 1:].mean() + 40, abs=1)
+    assert shifted[:, 1:, 1:].mean() == pytest.approx(
+        image[:, 1:, 1:].mean() + 40, abs=1
+    )
     with rasterio.open(out / 'a_nlcd.tif') as a:
         assert (a.read() == labels).all()
     assert not list(out.glob('.*'))  # no staging left

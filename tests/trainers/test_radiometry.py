@@ -1,0 +1,72 @@
+import numpy as np
+import pytest
+import rasterio
+import torch
+
+from geosparse.datasets import RadiometricShift
+from geosparse.inference import Predictor
+from geosparse.inference.predict import predict_raster
+from geosparse.io.source import ImageSource
+from geosparse.trainers import LabelSuperResolutionTask, brief_trainer
+
+from ..conftest import random_raster, save_untrained
+from .test_lsr import _dm
+
+
+def test_the_task_counts_the_training_imagery_only(scene):
+    task = LabelSuperResolutionTask(num_filters=8)
+    assert task.reference_quantiles() is None  # nothing seen yet
+    dm = _dm(scene)
+    brief_trainer(2, val_batches=1).fit(task, datamodule=dm)
+    counts = task.radiometry_counts
+    assert counts.shape == (4, 1024)
+    assert counts.sum(1).tolist() == [2 * 2 * 64 * 64] * 4  # training windows only
+    ref = task.reference_quantiles()
+    with rasterio.open(scene.image) as src:
+        image = src.read().reshape(4, -1)
+    # the scene's own quantiles, to a bin (255/1023) and the window sampling
+    for b in range(4):
+        assert ref[b, 50] == pytest.approx(np.median(image[b]), abs=12)
+        assert np.all(np.diff(ref[b]) >= 0)
+
+
+def test_a_checkpoint_without_the_histogram_still_loads(tmp_path):
+    task = LabelSuperResolutionTask(num_filters=8)
+    path = save_untrained(task, tmp_path / 'old.ckpt')
+    ckpt = torch.load(path, weights_only=True)
+    del ckpt['state_dict']['radiometry_counts']  # made before the histogram existed
+    torch.save(ckpt, path)
+    pred = Predictor(checkpoint=path)
+    assert pred.reference_quantiles() is None
+    random_raster(tmp_path / 'in.tif', h=32, w=32)
+    src = ImageSource.open(tmp_path / 'in.tif')
+    assert pred.matched(src) is pred  # nothing to match onto: raw values
+
+
+def test_predictor_matches_a_raster_onto_the_training_radiometry(tmp_path):
+    task = LabelSuperResolutionTask(num_filters=8)
+    rng = np.random.default_rng(0)
+    train = rng.integers(40, 120, (4, 64, 64)).astype(np.float64)
+    task.radiometry_counts[:] = 0
+    for b in range(4):  # as if trained on `train`
+        idx = np.rint(train[b] / 255 * 1023).astype(int).ravel()
+        task.radiometry_counts[b] += torch.bincount(
+            torch.from_numpy(idx), minlength=1024
+        )
+    brighter = np.clip(train * 1.6 + 20, 0, 255).astype(np.uint8)  # another acquisition
+    path = tmp_path / 'new.tif'
+    from ..conftest import write_raster
+
+    write_raster(path, brighter)
+    pred = Predictor(task).matched(ImageSource.open(path))
+    assert isinstance(pred.shift, RadiometricShift)
+    back = pred.shift(brighter.astype(np.float32))
+    assert np.abs(back - train).mean() < 2  # the new acquisition looks like training
+    assert (
+        Predictor(task, radiometry='off').matched(ImageSource.open(path)).shift is None
+    )
+    out = predict_raster(Predictor(task), path, tmp_path / 'map.tif', progress=False)
+    with rasterio.open(out) as src:
+        assert 'radiometry' in src.tags()
+    with pytest.raises(ValueError, match='radiometry='):
+        Predictor(task, radiometry='auto')  # type: ignore[arg-type]
