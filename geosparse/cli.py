@@ -176,10 +176,17 @@ def _predict(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     if args.coarse and not predictor.uses_coarse:
+        why = (
+            'its prior_weight is 0 (the default: the network alone, which did better '
+            'on held-out patches); train with prior_weight > 0 to combine the map '
+            'with coarse labels'
+            if predictor.landcover
+            else 'which does not take coarse labels (only LabelSuperResolutionTask '
+            'does)'
+        )
         print(
             f'geosparse: warning: --coarse {args.coarse} is not used: the '
-            f'checkpoint holds a {predictor.task_name}, which does not take coarse '
-            'labels (only LabelSuperResolutionTask does).',
+            f'checkpoint holds a {predictor.task_name}, {why}.',
             file=sys.stderr,
         )
     try:

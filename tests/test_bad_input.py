@@ -303,7 +303,7 @@ def test_regression_gives_nan_where_the_input_is_not_finite(tmp_path, reg_ckpt):
 def lsr_ckpt(tmp_path_factory):
     from geosparse.trainers import LabelSuperResolutionTask
 
-    task = LabelSuperResolutionTask(model='fcn', num_filters=4)
+    task = LabelSuperResolutionTask(model='fcn', num_filters=4, prior_weight=1)
     return save_untrained(task, tmp_path_factory.mktemp('lsr') / 'lsr.ckpt')
 
 
@@ -357,6 +357,20 @@ def test_coarse_for_a_model_without_coarse_labels_is_warned(tmp_path, ckpt, caps
     assert _with_coarse(ckpt, tmp_path / 'out', tmp_path, 'c.tif') == 0
     err = capsys.readouterr().err
     assert 'warning: --coarse' in err and 'c.tif is not used' in err
+
+
+def test_coarse_for_lsr_without_the_prior_is_warned(tmp_path, capsys):
+    """The default LSR model predicts from the imagery alone: --coarse is unused."""
+    from geosparse.trainers import LabelSuperResolutionTask
+
+    ckpt = save_untrained(LabelSuperResolutionTask(num_filters=4), tmp_path / 'a.ckpt')
+    random_raster(tmp_path / 'in.tif', 4, 64, 64)
+    _coarse(tmp_path / 'c.tif', 500000, 4200000)
+    assert _with_coarse(ckpt, tmp_path / 'out', tmp_path, 'c.tif') == 0
+    err = capsys.readouterr().err
+    assert 'c.tif is not used' in err and 'prior_weight is 0' in err
+    with rasterio.open(tmp_path / 'out' / 'in_landcover.tif') as src:
+        assert 'coarse' not in src.tags()
 
 
 @pytest.fixture(scope='module')

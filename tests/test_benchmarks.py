@@ -122,11 +122,11 @@ def test_lsr_chesapeake_runs_on_real_patches(data_dir, tmp_path):
     # The checkpoint predicts through the CLI, block by block, the same probabilities
     # as the whole-patch evaluation of the benchmark (stored as uint8, scale 1/254).
     from geosparse.cli import main as cli
-    from geosparse.trainers import LabelSuperResolutionTask
 
     # With --radiometry match (the default) the raster is first mapped onto the
     # training imagery's band distributions that the checkpoint keeps.
     from geosparse.datasets import RadiometricShift
+    from geosparse.trainers import LabelSuperResolutionTask
 
     naip = next((tmp_path / 'ev').glob('*_naip.tif'))
     task = LabelSuperResolutionTask.load_from_checkpoint(ckpt, map_location='cpu')

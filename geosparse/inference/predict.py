@@ -494,7 +494,7 @@ def run_jobs(
         ValueError: before any work, if ``out_dir`` is a file or two jobs would
             write the same output (the message names both).
     """
-    suffix = suffix or ('landcover' if predictor.uses_coarse else predictor.kind)
+    suffix = suffix or ('landcover' if predictor.landcover else predictor.kind)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f'--out {out}: is a file; give a folder for the outputs.')

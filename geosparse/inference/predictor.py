@@ -188,7 +188,10 @@ class Predictor:
         hp = task.hparams
         self.in_channels = int(hp.get('in_channels', 0)) or None
         specs = self.head.output_specs(class_names, probabilities)
-        self.uses_coarse = bool(getattr(task, 'uses_coarse', False))
+        #: A land-cover task (label super-resolution): its outputs are named so.
+        self.landcover = bool(getattr(task, 'uses_coarse', False))
+        #: Whether coarse labels change the map (``prior_weight > 0``).
+        self.uses_coarse = self.landcover and float(hp.get('prior_weight', 1.0)) > 0
         self.names = list(specs[0].names)
         # The task's GP: an NPP task carries one (its kernel_params).
         task_gp = hasattr(task, 'kernel_params')

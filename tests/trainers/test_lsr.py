@@ -129,7 +129,9 @@ def test_match_fractions_gives_each_region_its_prior_and_keeps_the_ranking():
 
 
 def test_fractions_rule_in_the_task():
-    task = LabelSuperResolutionTask(model='fcn', num_filters=8, prior_rule='fractions')
+    task = LabelSuperResolutionTask(
+        model='fcn', num_filters=8, prior_rule='fractions', prior_weight=1
+    )
     probs = torch.rand(1, 4, 8, 8).softmax(dim=1)
     coarse = torch.zeros(1, 8, 8, dtype=torch.long)  # all of the first table row
     out = task.combine(probs, coarse)
