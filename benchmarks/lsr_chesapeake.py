@@ -104,14 +104,16 @@ def evaluate(
     data: list[tuple[Path, Path, Path]],
     table: JointDistribution,
     diagnose: bool = False,
-    radiometry: str = 'match',
+    radiometry: str = 'off',
+    alternative: bool = True,
 ) -> dict[str, Any]:
     """Scores of a task (or of nlcd-argmax when ``task`` is None) on whole patches.
 
     With ``radiometry='match'`` the predictor maps the evaluation imagery, all its
     patches pooled as one acquisition, onto the training imagery's band
-    distributions (:meth:`geosparse.inference.Predictor.matched`); ``unmatched``
-    then gives the same network's scores on the raw values.
+    distributions (:meth:`geosparse.inference.Predictor.matched`). With
+    ``alternative``, ``alternative`` holds the same network's scores with the other
+    setting (``off`` or ``match``).
 
     With ``diagnose``, also ``by_coarse``: for each NLCD code of the evaluation
     patches, its pixel count, the prior eta_z, the fine-class fractions
@@ -155,10 +157,15 @@ def evaluate(
             map_all.append(pred_t.numpy().ravel())
     out = scores_from_confusion(metrics.cm, list(table.fine_names))
     out['developed'] = developed_scores(metrics.cm_sub, list(table.fine_names))
-    if predictor is not None and predictor.shift is not None:
-        # The same network on the raw values: what matching changed.
-        raw = evaluate(task, data, table, radiometry='off')
-        out['unmatched'] = {'acc': raw['acc'], 'miou': raw['miou']}
+    if task is not None and alternative:
+        # The same network with the other radiometry setting: what matching changes.
+        other = 'off' if radiometry == 'match' else 'match'
+        alt = evaluate(task, data, table, radiometry=other, alternative=False)
+        out['alternative'] = {
+            'radiometry': other,
+            'acc': alt['acc'],
+            'miou': alt['miou'],
+        }
     if diagnose:
         truth_cat = np.concatenate(truth_all)
         network = np.concatenate(network_all, axis=1) if network_all else None
@@ -260,10 +267,13 @@ def mean_scores(runs: list[dict[str, Any]]) -> dict[str, Any]:
             for c in classes
         },
     }
-    if all('unmatched' in r for r in runs):
-        out['unmatched'] = {
-            k: float(np.mean([r['unmatched'][k] for r in runs]))
-            for k in ('acc', 'miou')
+    if all('alternative' in r for r in runs):
+        out['alternative'] = {
+            'radiometry': runs[0]['alternative']['radiometry'],
+            **{
+                k: float(np.mean([r['alternative'][k] for r in runs]))
+                for k in ('acc', 'miou')
+            },
         }
     dev = [r['developed'] for r in runs if 'miou' in r['developed']]
     out['developed'] = (
@@ -459,10 +469,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         '--radiometry',
-        default='match',
+        default='off',
         choices=('match', 'off'),
-        help="match (default, the predictor's): map the evaluation imagery (all "
-        "patches pooled) onto the training imagery's band distributions; off: raw",
+        help="off (default, the predictor's): raw values; match: map the evaluation "
+        "imagery (all patches pooled) onto the training imagery's band "
+        'distributions. Either way the other is reported as "alternative"',
     )
     parser.add_argument(
         '--prior-weight',

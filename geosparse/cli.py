@@ -728,13 +728,14 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument(
         '--radiometry',
         choices=['match', 'off'],
-        default='match',
-        help='match (default): map each input raster band by band onto the '
-        'distribution of the imagery the model was trained on (histogram matching), '
-        'so that another acquisition (sensor, season, colour balancing) looks like '
-        'the training one; for checkpoints that keep it (label super-resolution). '
-        'It assumes the raster holds land cover in roughly the training proportions; '
-        'off: raw values as they are',
+        default='off',
+        help='match: map each input raster band by band onto the distribution of the '
+        'imagery the model was trained on (histogram matching), for checkpoints that '
+        'keep it (label super-resolution), so that a very different acquisition '
+        '(sensor, season, colour balancing) looks like the training one. It also '
+        'moves the values of rasters whose land cover differs in proportion from '
+        'the training imagery, so use it where the raw imagery fails; off '
+        '(default): raw values as they are',
     )
     gp = pred.add_argument_group(
         'known points (regression)',

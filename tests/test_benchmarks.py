@@ -105,9 +105,10 @@ def test_lsr_chesapeake_runs_on_real_patches(data_dir, tmp_path):
     # hr trained on --train is both the cross-tile upper bound and HR-only
     cross, hr_sr = res['protocols']['cross-tile'], res['protocols']['hr+sr']
     assert cross['methods']['hr'] == hr_sr['methods']['hr']
-    # matching the patch onto the training radiometry is on; the raw scores beside
-    assert 0 <= cross['methods']['lsr']['unmatched']['miou'] <= 1
-    assert 'unmatched' not in cross['methods']['nlcd-argmax']
+    # raw values by default; the scores with matched radiometry beside
+    assert cross['methods']['lsr']['alternative']['radiometry'] == 'match'
+    assert 0 <= cross['methods']['lsr']['alternative']['miou'] <= 1
+    assert 'alternative' not in cross['methods']['nlcd-argmax']
     res['methods'] = cross['methods']
     res['seeds'] = cross['seeds']
     # The reported numbers are the means of the two seeds' own results.
@@ -123,7 +124,7 @@ def test_lsr_chesapeake_runs_on_real_patches(data_dir, tmp_path):
     # as the whole-patch evaluation of the benchmark (stored as uint8, scale 1/254).
     from geosparse.cli import main as cli
 
-    # With --radiometry match (the default) the raster is first mapped onto the
+    # With --radiometry match (off by default) the raster is first mapped onto the
     # training imagery's band distributions that the checkpoint keeps.
     from geosparse.datasets import RadiometricShift
     from geosparse.trainers import LabelSuperResolutionTask

@@ -86,7 +86,7 @@ class Predictor:
         kernel_family: str | None = None,
         refit: bool = True,
         refit_on: tuple[np.ndarray, np.ndarray] | None = None,
-        radiometry: Literal['match', 'off'] | RadiometricShift = 'match',
+        radiometry: Literal['match', 'off'] | RadiometricShift = 'off',
         trust_checkpoint: bool = False,
     ) -> None:
         r"""Wrap a task (or a checkpoint, loaded now and again in each dask worker).
@@ -139,13 +139,17 @@ class Predictor:
                 known point, the training points too, and fit on those the network
                 did not see, whose residuals are honest: the posterior uses all the
                 labels, as kriging of all of them would.
-            radiometry: ``match`` (default): for tasks that remember the
-                radiometry of their training imagery
+            radiometry: ``off`` (default): raw values as they are; ``match``: for
+                tasks that remember the radiometry of their training imagery
                 (:class:`~geosparse.trainers.radiometry.RadiometryReference`,
-                label super-resolution), :func:`~geosparse.inference.predict.predict_raster`
-                maps each raster's bands onto it before the network sees them
-                (histogram matching, :meth:`matched`), so that a new acquisition
-                looks like the training one; ``off``: raw values as they are; or a
+                label super-resolution),
+                :func:`~geosparse.inference.predict.predict_raster` maps each
+                raster's bands onto it before the network sees them (histogram
+                matching, :meth:`matched`), so that a very different acquisition
+                looks like the training one. It also moves the values of a raster
+                whose land cover differs in proportion from the training imagery,
+                which cost up to 0.17 mIoU on held-out Chesapeake patches under a
+                mild shift; use it where the raw imagery fails. Or a
                 :class:`~geosparse.datasets.RadiometricShift` applied to every
                 window.
             trust_checkpoint: unpickle whatever the checkpoint holds and import the

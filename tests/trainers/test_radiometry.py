@@ -44,7 +44,7 @@ def test_a_checkpoint_without_the_histogram_still_loads(tmp_path):
     ckpt = torch.load(path, weights_only=True)
     del ckpt['state_dict']['radiometry_counts']  # made before the histogram existed
     torch.save(ckpt, path)
-    pred = Predictor(checkpoint=path)
+    pred = Predictor(checkpoint=path, radiometry='match')
     assert pred.reference_quantiles() is None
     random_raster(tmp_path / 'in.tif', h=32, w=32)
     src = ImageSource.open(tmp_path / 'in.tif')
@@ -66,14 +66,13 @@ def test_predictor_matches_a_raster_onto_the_training_radiometry(tmp_path):
     from ..conftest import write_raster
 
     write_raster(path, brighter)
-    pred = Predictor(task).matched(ImageSource.open(path))
+    assert Predictor(task).matched(ImageSource.open(path)).shift is None  # off
+    pred = Predictor(task, radiometry='match').matched(ImageSource.open(path))
     assert isinstance(pred.shift, RadiometricShift)
     back = pred.shift(brighter.astype(np.float32))
     assert np.abs(back - train).mean() < 2  # the new acquisition looks like training
-    assert (
-        Predictor(task, radiometry='off').matched(ImageSource.open(path)).shift is None
-    )
-    out = predict_raster(Predictor(task), path, tmp_path / 'map.tif', progress=False)
+    match = Predictor(task, radiometry='match')
+    out = predict_raster(match, path, tmp_path / 'map.tif', progress=False)
     with rasterio.open(out) as src:
         assert 'radiometry' in src.tags()
     with pytest.raises(ValueError, match='radiometry='):
