@@ -2,14 +2,13 @@ r"""Task mixin: remember the radiometry of the training imagery.
 
 A model trained on one acquisition meets another one at prediction: a different
 sensor, sun, season or colour balancing changes every band's values while the land
-cover stays. The mixin counts, during training, a histogram of every band's raw
-values over the training windows (after the data module's augmentation: what the
-network saw), with :math:`K` bins over
-:math:`[0, s]` (:math:`s` the task's ``input_scale``; values outside go to the end
-bins). The checkpoint keeps it, and at prediction
-:class:`~geosparse.inference.Predictor` maps each raster's bands onto these
-distributions before the network sees them (histogram matching,
-:class:`~geosparse.datasets.RadiometricShift`): for band :math:`b` with
+cover stays. During training the mixin counts a histogram of every band of the
+imagery the network sees (after the data module's augmentation), with ``BINS`` bins
+from 0 to the task's ``input_scale`` (values outside go to the end bins). The
+checkpoint keeps it. With ``radiometry='match'`` the predictor
+(:class:`~geosparse.inference.Predictor`) then maps each raster's bands onto these
+distributions before the network sees them, by histogram matching
+(:class:`~geosparse.datasets.RadiometricShift`): for band :math:`b` with
 distribution :math:`F_b` on the raster and :math:`R_b` in training,
 :math:`x \mapsto R_b^{-1}(F_b(x))`.
 
