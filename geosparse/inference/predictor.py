@@ -338,12 +338,8 @@ class Predictor:
         reference = self.reference_quantiles() if self.radiometry == 'match' else None
         if reference is None:
             return self
-        if isinstance(source, ImageSource):
-            nodata = source.nodata
+        if isinstance(source, ImageSource):  # each raster's nodata read as NaN
             images = sample_rasters(source.paths, max_pixels)
-            if nodata is not None:
-                for image in images:
-                    image[image == nodata] = np.nan
         else:
             images = [np.asarray(a, dtype=np.float64) for a in source]
         other = copy.copy(self)

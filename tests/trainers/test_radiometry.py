@@ -77,3 +77,17 @@ def test_predictor_matches_a_raster_onto_the_training_radiometry(tmp_path):
         assert 'radiometry' in src.tags()
     with pytest.raises(ValueError, match='radiometry='):
         Predictor(task, radiometry='auto')  # type: ignore[arg-type]
+
+
+def test_matching_leaves_the_rasters_nodata_out(tmp_path):
+    from ..conftest import write_raster
+
+    task = LabelSuperResolutionTask(num_filters=8)
+    task.radiometry_counts[:, 300:600] = 1.0  # any reference
+    image = np.full((4, 32, 32), 200, np.uint8)
+    image[:, :16] = 0  # half the raster is nodata
+    write_raster(tmp_path / 'n.tif', image, nodata=0)
+    pred = Predictor(task, radiometry='match').matched(
+        ImageSource.open(tmp_path / 'n.tif')
+    )
+    assert pred.shift is not None and (pred.shift.source == 200).all()
