@@ -1,4 +1,4 @@
-r"""Point-supervised counting on a real raster: MSE, Bayesian Loss, GST, P2R, semi-supervised P2R.
+r"""Point-supervised counting on a real raster: MSE, Bayesian Loss, GST, OT, P2R, semi-supervised P2R.
 
 Every method trains the same network (TorchGeo U-Net, ResNet-18 encoder, random
 init) with the same windows, steps and seed through
@@ -11,6 +11,8 @@ held-out band, or the whole ``--test-image``):
 - ``bayesian``: Bayesian Loss+ (Gaussians of ``--sigma``);
 - ``gst``: 2D Gaussians Spatial Transport; its ``seconds`` include the Gaussian fit
   (done once, in a fresh cache);
+- ``ot``: DM-Count (count, Sinkhorn OT and total-variation terms,
+  :func:`~geosparse.losses.dm_count_loss`), the iterative transport GST replaces;
 - ``p2r``: :class:`~geosparse.trainers.PointMapTask`, all training points;
 - ``p2r-semi``: P2R with only the top ``--labelled-fraction`` of the training band
   labelled and the rest given as unlabelled windows (EMA teacher, pseudo-points);
@@ -26,19 +28,27 @@ Without ``--test-image`` the top 70 % of the image (``--train-fraction``) trains
 the bottom 30 % is held out. A points FILE is a vector file (any CRS) or a CSV of
 pixel boxes on its raster (``xmin, ymin, xmax, ymax``; centres are the points).
 
+Every method also gives ``step_seconds`` (training seconds per step, GST's fit
+excluded) and ``count_within_1sd`` / ``count_within_2sd``: the share of evaluation
+tiles whose true count lies within 1 and 2 standard deviations of the prediction
+(Poisson for densities, Poisson-binomial for point maps;
+:mod:`geosparse.trainers.counting`).
+
 ``speed`` gives ratios of times measured in this run:
 
-- ``gst_speedup_vs_ot``: one loss step (forward and backward) of an
-  optimal-transport loss (entropic Sinkhorn from POT, 100 iterations as in
-  DM-Count, squared Euclidean cost normalised by its maximum, regularisation
-  0.05; ``speed_settings``), over one
-  GST step (sparse kernel precomputed) on the same density map: the training band at
-  the density resolution with all its points;
+- ``gst_speedup_vs_ot``: one loss step (forward and backward) of DM-Count's loss
+  (``DensityTask(loss='ot')``: 100 Sinkhorn iterations per window) over one of GST
+  (kernel built in the step, as in training), on the same batch of training windows
+  and the same density (``speed_settings``);
 - ``p2r_speedup_vs_hungarian``: one P2R loss step over one point-to-point matching
   step (P2PNet's cost, every pixel against every point, scipy's
   ``linear_sum_assignment``, then BCE with the matched pixels positive), on a
   ``--speed-map``-pixel square logit map with ``--speed-points`` random points;
-- ``gaussian_fit_seconds_per_megapixel``: the GST fit of the training band.
+- ``gaussian_fit_seconds_per_megapixel``: the GST method's Gaussian fit of the
+  training band (in tiles, as the data module does it).
+
+The memory of every step is bounded by the windows and the speed map, not by the
+raster, so a large scene (``--image`` of several megapixels) runs as a small one.
 
     python benchmarks/counting.py --image ../shared/data/kootenay-trees/kootenayOrtho.tif \
         --points ../shared/data/kootenay-trees/kootenayTrees.gpkg
@@ -47,7 +57,8 @@ pixel boxes on its raster (``xmin, ymin, xmax, ymax``; centres are the points).
 
 Prints one JSON object (and writes it atomically to ``--out``)::
 
-    {"methods": {NAME: {"mae", "rmse", "seconds"}}, "speed": {...},
+    {"methods": {NAME: {"mae", "rmse", "seconds", "step_seconds",
+                        "count_within_1sd", "count_within_2sd"}}, "speed": {...},
      "speed_settings": {...}, "counts": {...}, "settings": {...}}
 
 With several ``--seeds`` each method's numbers are the mean over the seeds and
@@ -74,13 +85,19 @@ from scipy.optimize import linear_sum_assignment
 
 from geosparse.console import progress, quiet, verbose_option
 from geosparse.datamodules import CountingDataModule
-from geosparse.gaussians import GaussianFit, fit_gaussians
 from geosparse.io.raster import atomic_write_text
 from geosparse.losses.p2r import p2r_loss
-from geosparse.losses.transport import gst_kernel, transport_loss
 from geosparse.trainers import DensityTask, PointMapTask, brief_trainer
 
-METHODS = ('mse', 'bayesian', 'gst', 'p2r', 'p2r-semi', 'p2r-labelled-only')
+METHODS = ('mse', 'bayesian', 'gst', 'ot', 'p2r', 'p2r-semi', 'p2r-labelled-only')
+KEYS = (
+    'mae',
+    'rmse',
+    'seconds',
+    'step_seconds',
+    'count_within_1sd',
+    'count_within_2sd',
+)
 
 
 def _timed(fn: Any, repeat: int) -> float:
@@ -94,49 +111,32 @@ def _timed(fn: Any, repeat: int) -> float:
     return float(np.median(times))
 
 
-def speed_gst_vs_ot(fit: GaussianFit, repeat: int) -> tuple[float, dict[str, Any]]:
-    """GST loss step vs a Sinkhorn OT loss step on the training band's density map."""
-    import ot  # POT, a dev extra
-
-    h, w = fit.shape
+def speed_gst_vs_ot(
+    dm: CountingDataModule, a: argparse.Namespace, repeat: int
+) -> tuple[float, dict[str, Any]]:
+    """DM-Count loss step vs GST loss step on one batch of training windows."""
+    batch = next(iter(dm.train_dataloader()))
     gen = torch.Generator().manual_seed(0)
-    raw = torch.rand(h, w, generator=gen, dtype=torch.float64)
-    # Dense while the kernel is small (as for training windows), else sparse.
-    sparse = len(fit.means) * h * w > 2e7
-    kernel = gst_kernel(fit, 1, 3.0, sparse=sparse)
+    shape = batch['image'][:, :1].shape
+    raw = torch.rand(shape, generator=gen) / 100.0
+    tasks = {
+        name: DensityTask(loss=name, sigma=a.sigma, cutoff=a.cutoff)
+        for name in ('gst', 'ot')
+    }
 
-    def gst_step() -> None:
+    def step(name: str) -> None:
         d = raw.clone().requires_grad_(True)
-        transport_loss(d, kernel).backward()
+        tasks[name].compute_loss(batch, d).backward()
 
-    rr, cc = torch.meshgrid(
-        torch.arange(h, dtype=torch.float64) + 0.5,
-        torch.arange(w, dtype=torch.float64) + 0.5,
-        indexing='ij',
-    )
-    cells = torch.stack([rr.reshape(-1), cc.reshape(-1)], 1)
-    pts = torch.from_numpy(fit.means)
-    cost = torch.cdist(cells, pts).square()
-    cost = cost / cost.max()
-    b = torch.full((len(pts),), 1.0 / len(pts), dtype=torch.float64)
-    reg, iters = 0.05, 100  # DM-Count runs 100 Sinkhorn iterations
-
-    def ot_step() -> None:
-        d = raw.clone().requires_grad_(True)
-        a = d.reshape(-1) / d.sum()
-        loss = ot.sinkhorn2(a, b, cost, reg, numItermax=iters, stopThr=0.0)
-        loss.backward()
-
-    t_gst = _timed(gst_step, repeat)
-    t_ot = _timed(ot_step, max(1, repeat // 5))
+    t_gst = _timed(lambda: step('gst'), repeat)
+    t_ot = _timed(lambda: step('ot'), max(1, repeat // 2))
     return t_ot / t_gst, {
-        'grid': [h, w],
-        'points': len(pts),
-        'gst_kernel': 'sparse' if sparse else 'dense',
+        'windows': list(shape),
+        'points_per_window': float(batch['valid'].sum(1).float().mean()),
         'gst_seconds': t_gst,
         'ot_seconds': t_ot,
-        'ot': f'POT sinkhorn2, {iters} iterations, reg {reg:.3g} on a max-normalised '
-        'squared-distance cost, gradient by POT torch backend',
+        'ot': "DensityTask(loss='ot'): POT sinkhorn_log, 100 iterations, "
+        'reg 1 px², cells of 2 px, squared-distance cost, count and TV terms',
     }
 
 
@@ -177,16 +177,23 @@ def speed_p2r_vs_hungarian(
 
 
 def teacher_scores(task: PointMapTask, dm: CountingDataModule) -> dict[str, float]:
-    """Count MAE and RMSE of a semi-supervised task's EMA teacher on the test tiles."""
+    """Count MAE, RMSE and coverage of a semi-supervised task's EMA teacher on the test tiles."""
     dm.setup('test')
-    truth, pred = [], []
+    truth, pred, std = [], [], []
     with torch.no_grad():
         for batch in dm.test_dataloader():
             logits = task.pool(task.teacher(task.normalize(batch['image'])))
             truth += batch['valid'].sum(1).tolist()
             pred += task.count(logits).tolist()
-    err = np.asarray(pred, dtype=float) - np.asarray(truth, dtype=float)
-    return {'mae': float(np.abs(err).mean()), 'rmse': float(np.sqrt((err**2).mean()))}
+            std += task.count_std(logits).tolist()
+    err = np.abs(np.asarray(pred, dtype=float) - np.asarray(truth, dtype=float))
+    sd = np.asarray(std, dtype=float)
+    return {
+        'mae': float(err.mean()),
+        'rmse': float(np.sqrt((err**2).mean())),
+        'count_within_1sd': float((err <= sd).mean()),
+        'count_within_2sd': float((err <= 2 * sd).mean()),
+    }
 
 
 def run(a: argparse.Namespace) -> dict[str, Any]:
@@ -203,7 +210,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     result['methods'] = {
         name: {
             key: float(np.mean([per_seed[str(s)][name][key] for s in a.seeds]))
-            for key in ('mae', 'rmse', 'seconds')
+            for key in KEYS
         }
         for name in names
     }
@@ -265,6 +272,7 @@ def run_seed(a: argparse.Namespace, speed: bool = True) -> dict[str, Any]:
     results: dict[str, Any] = {}
     counts: dict[str, Any] = {}
     fit_seconds = math.nan
+    gst_dm: CountingDataModule | None = None
     for method in progress(a.methods, desc=f'seed {a.seed}', unit='method'):
         lightning.seed_everything(a.seed, workers=True)
         dm = data(method)
@@ -283,19 +291,27 @@ def run_seed(a: argparse.Namespace, speed: bool = True) -> dict[str, Any]:
         else:
             task = DensityTask(loss=method, sigma=a.sigma, cutoff=a.cutoff)
         trainer = brief_trainer(a.steps, progress=a.progress)
+        t1 = time.perf_counter()
         trainer.fit(task, dm)
         seconds = time.perf_counter() - t0
+        step_seconds = (time.perf_counter() - t1) / max(trainer.global_step, 1)
         scores = trainer.test(task, test_dm or dm, verbose=False)[0]
         results[method] = {
             'mae': scores['test_count_mae'],
             'rmse': scores['test_count_rmse'],
             'seconds': seconds,
+            'step_seconds': step_seconds,
+            'count_within_1sd': scores['test_count_within_1sd'],
+            'count_within_2sd': scores['test_count_within_2sd'],
         }
         if method == 'p2r-semi' and task._teacher is not None:
             results['p2r-semi-teacher'] = {
                 **teacher_scores(task, test_dm or dm),
                 'seconds': seconds,
+                'step_seconds': step_seconds,
             }
+        if method == 'gst':
+            gst_dm = dm
         print(json.dumps({method: results[method]}), file=sys.stderr, flush=True)
         if not counts:
             eval_dm = test_dm or dm
@@ -321,39 +337,33 @@ def run_seed(a: argparse.Namespace, speed: bool = True) -> dict[str, Any]:
             }
     if not speed:
         return {'methods': results}
-    # Speed, from the training band of the GST data (fitted once more, uncached).
-    dm = data('gst')
-    dm.hparams['gaussians'] = False
-    dm.setup('fit')
-    band = dm.boxes['labelled'][0]
-    xres, yres = (float(r) for r in dm.image.res)
-    _, _, t = dm.image.bounds
-    window = (slice(band[0], band[2], xres), slice(band[1], band[3], yres), t)
-    pixels = dm.image[window]['image'].numpy().astype(np.float32) / 255.0
-    xy = dm.train_dataset.datasets[1].xy()  # type: ignore[attr-defined]
-    rc = np.stack([(band[3] - xy[:, 1]) / yres, (xy[:, 0] - band[0]) / xres], 1)
-    t0 = time.perf_counter()
-    fit = fit_gaussians(pixels, rc, steps=a.fit_steps, seed=a.seed)
-    fit_band = time.perf_counter() - t0
-    mp = pixels.shape[1] * pixels.shape[2] / 1e6
-    gst_ratio, gst_info = speed_gst_vs_ot(fit, a.repeat)
+    # Speed: the loss steps on training windows, the fit from the gst method.
+    if gst_dm is None:
+        gst_dm = data('gst')
+        t0 = time.perf_counter()
+        gst_dm.setup('fit')
+        fit_seconds = time.perf_counter() - t0
+    band_mp = sum(
+        (b[2] - b[0]) * (b[3] - b[1]) for b in gst_dm.boxes['labelled']
+    ) / float(gst_dm.image.res[0] * gst_dm.image.res[1] * 1e6)
+    lightning.seed_everything(a.seed, workers=True)
+    gst_ratio, gst_info = speed_gst_vs_ot(gst_dm, a, a.repeat)
     p2r_ratio, p2r_info = speed_p2r_vs_hungarian(a.speed_map, a.speed_points, a.repeat)
     return {
         'methods': results,
         'speed': {
             'gst_speedup_vs_ot': gst_ratio,
             'p2r_speedup_vs_hungarian': p2r_ratio,
-            'gaussian_fit_seconds_per_megapixel': fit_band / mp,
+            'gaussian_fit_seconds_per_megapixel': fit_seconds / band_mp,
         },
         'speed_settings': {
             'gst_vs_ot': gst_info,
             'p2r_vs_hungarian': p2r_info,
             'gaussian_fit': {
-                'seconds': fit_band,
-                'megapixels': mp,
-                'points': len(rc),
+                'seconds': fit_seconds,
+                'megapixels': band_mp,
+                'points': len(gst_dm.train_dataset.datasets[1]),  # type: ignore[attr-defined]
                 'steps': a.fit_steps,
-                'fit_seconds_in_gst_method': fit_seconds,
             },
         },
         'counts': counts,

@@ -466,11 +466,11 @@ def _predict_instances(args: argparse.Namespace, ckpt: Path) -> int:
 def _count(args: argparse.Namespace) -> int:
     import rasterio.errors
 
-    from .inference.count_maps import count_map, total_count
+    from .inference.count_maps import count_map, count_with_std
 
     try:
-        total = total_count(args.map)
-        print(f'{args.map}: {total:.1f} objects')
+        total, std = count_with_std(args.map)
+        print(f'{args.map}: {total:.1f} ± {std:.1f} objects (1 sd)')
         if args.out:
             path = count_map(args.map, args.out, args.cell)
             print(f'counts per {args.cell} x {args.cell} pixels: {path}')
@@ -875,9 +875,13 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             'Print the number of objects in a map that `geosparse predict` wrote '
             'with a DensityTask (the sum of the density) or PointMapTask checkpoint '
-            '(its detections), and with --out write a COG of counts per '
-            'cell of --cell pixels. Example: geosparse count out/scene.tif --cell 64 '
-            '--out counts.tif'
+            '(its detections), with its standard deviation, and with --out write '
+            'a COG of counts per cell of --cell pixels (band 1) and their standard '
+            'deviations (band 2). The std is the scatter of objects given the map: '
+            "Poisson for a density (times the map's count_dispersion tag), "
+            'Poisson-binomial over the cell probabilities for a point map; it does '
+            "not include the network's own error. Example: geosparse count "
+            'out/scene.tif --cell 64 --out counts.tif'
         ),
     )
     count.add_argument('map', help='density or probability COG from predict')

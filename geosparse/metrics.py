@@ -1,4 +1,4 @@
-r"""Land-cover metrics: overall accuracy, IoU per class, mIoU, and a coarse subset.
+r"""Land-cover metrics (accuracy, IoU per class, mIoU, a coarse subset) and count coverage.
 
 All scores come from one confusion matrix :math:`C` (rows truth, columns
 prediction): accuracy :math:`\sum_l C_{ll} / \sum C`, IoU
@@ -6,6 +6,10 @@ prediction): accuracy :math:`\sum_l C_{ll} / \sum C`, IoU
 the classes *present in the truth* (as in Malkin et al.). The same scores restricted
 to pixels whose coarse label is in a chosen set (default: NLCD developed, 21-24) are
 reported with the prefix ``dev_``.
+
+:class:`CountCoverage` scores the standard deviation of predicted counts: the share
+of windows whose true count lies within one and two standard deviations of the
+prediction.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-__all__ = ['LandCoverMetrics', 'scores_from_confusion']
+__all__ = ['CountCoverage', 'LandCoverMetrics', 'scores_from_confusion']
 
 
 def scores_from_confusion(cm: Tensor, names: list[str] | None = None) -> dict[str, Any]:
@@ -101,3 +105,40 @@ class LandCoverMetrics(Metric):
             sub['iou'],
         )
         return out
+
+
+class CountCoverage(Metric):
+    r"""Share of windows whose true count :math:`n` lies within 1 and 2 sd of the prediction.
+
+    Within :math:`k` sd: :math:`|\hat n - n| \le k\,\hat s`. A calibrated Gaussian
+    predictive gives 0.68 and 0.95.
+
+    .. versionadded:: 0.2
+    """
+
+    full_state_update = False
+    within1: Tensor
+    within2: Tensor
+    total: Tensor
+
+    def __init__(self, **kwargs: Any) -> None:
+        """Initialise the counters (``kwargs`` go to :class:`~torchmetrics.Metric`)."""
+        super().__init__(**kwargs)
+        self.add_state('within1', torch.tensor(0.0), dist_reduce_fx='sum')
+        self.add_state('within2', torch.tensor(0.0), dist_reduce_fx='sum')
+        self.add_state('total', torch.tensor(0.0), dist_reduce_fx='sum')
+
+    def update(self, preds: Tensor, target: Tensor, std: Tensor) -> None:
+        """Add windows: predicted counts, true counts and predicted sd, each ``(B,)``."""
+        err = (preds.float() - target.float()).abs()
+        sd = std.float()
+        self.within1 += (err <= sd).sum()
+        self.within2 += (err <= 2 * sd).sum()
+        self.total += err.numel()
+
+    def compute(self) -> dict[str, Tensor]:
+        """``count_within_1sd`` and ``count_within_2sd`` (NaN before any update)."""
+        return {
+            'count_within_1sd': self.within1 / self.total,
+            'count_within_2sd': self.within2 / self.total,
+        }

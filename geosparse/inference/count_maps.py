@@ -1,11 +1,20 @@
-"""Counts from predicted density or point-probability maps.
+r"""Counts from predicted density or point-probability maps.
 
 :func:`~geosparse.inference.predict.predict_raster` writes a counting model's map as a COG:
 ``density`` (objects per pixel, :class:`~geosparse.trainers.DensityTask`) or
 ``probability`` and ``detection`` (:class:`~geosparse.trainers.PointMapTask`, 1 at each
 detected object). :func:`count_map` turns either into a COG of counts per cell
-of ``cell`` pixels, read in strips so that memory stays at one strip, and
-:func:`total_count` gives the count of the whole map.
+of ``cell`` pixels with their standard deviations, read in strips so that memory
+stays at one strip, and :func:`count_with_std` gives the count of the whole map with its std.
+
+The standard deviation of a count follows the task's model
+(:mod:`geosparse.trainers.counting`): Poisson for a density,
+:math:`\sqrt{\phi \sum \zeta}` with the map's ``count_dispersion`` tag
+:math:`\phi` (1 when absent); Poisson-binomial for a point map,
+:math:`\sqrt{\sum_c p_c (1 - p_c)}` over its cells of ``stride`` pixels, whose
+probability the map repeats over the cell's pixels (so each pixel adds
+:math:`p(1-p)/\mathrm{stride}^2`). Both are the scatter of objects given the
+map, not the network's error.
 """
 
 from __future__ import annotations
@@ -20,34 +29,58 @@ from rasterio.windows import Window
 
 from ..io.cog import write_cog
 
-__all__ = ['count_map', 'total_count']
+__all__ = ['count_map', 'count_with_std', 'total_count']
 
 
-def _open(path: Path) -> tuple[rasterio.DatasetReader, int]:
-    """The map and its band of objects per pixel (density, or detections).
+def _open(path: Path) -> tuple[rasterio.DatasetReader, int, int, float]:
+    r"""The map, its band of objects per pixel, its band of variance, and the scale.
 
+    Variance per pixel is ``scale * band`` (density: :math:`\phi \zeta`) or
+    ``scale * p (1 - p)`` of the probability band (point map: ``1 / stride²``).
     The kind of map is its ``counting`` tag, written by every geosparse version
     (from the output spec's ``counting`` property since the spec exists).
     """
     src = rasterio.open(path)
-    kind = src.tags().get('counting')
+    tags = src.tags()
+    kind = tags.get('counting')
     if kind not in ('density', 'point map'):
         src.close()
         raise ValueError(
             f'{path}: not a counting map (no counting tag); predict it with a '
             'DensityTask or PointMapTask checkpoint.'
         )
-    return src, 1 if kind == 'density' else 2
+    try:
+        if kind == 'density':
+            return src, 1, 1, float(tags.get('count_dispersion', 1.0))
+        return src, 2, 1, 1.0 / float(tags.get('stride', 1)) ** 2
+    except ValueError:
+        src.close()
+        raise ValueError(
+            f'{path}: its count_dispersion or stride tag is not a number; '
+            're-run geosparse predict to write the map again.'
+        ) from None
+
+
+def _variance(block: np.ndarray, kind_band: int, scale: float) -> np.ndarray:
+    """Per-pixel count variance of a block of the variance band (see :func:`_open`)."""
+    v = np.nan_to_num(block.astype(np.float64), nan=0.0)
+    if kind_band == 1:
+        return scale * np.clip(v, 0, None)
+    return scale * v * (1 - v)
 
 
 def count_map(
     path: str | os.PathLike[str], out: str | os.PathLike[str], cell: int = 32
 ) -> Path:
-    """Counts per cell of ``cell`` x ``cell`` pixels, written as a COG (atomically).
+    """Counts per cell of ``cell`` x ``cell`` pixels and their std, as a COG (atomically).
 
-    Edge cells cover what is left of the raster.
+    Band 1 ``count``, band 2 ``std`` (module doc). Edge cells cover what is left of
+    the raster.
 
     .. versionadded:: 0.1
+
+    .. versionchanged:: 0.2
+       The ``std`` band.
 
     Args:
         path: a counting map written by prediction.
@@ -62,41 +95,66 @@ def count_map(
     """
     if cell < 1:
         raise ValueError(f'cell={cell} must be at least 1 pixel.')
-    src, band = _open(Path(path))
+    src, band, var_band, scale = _open(Path(path))
     with src:
         h, w = src.height, src.width
         ny, nx = -(-h // cell), -(-w // cell)
-        counts = np.zeros((ny, nx), dtype=np.float64)
+        counts = np.zeros((2, ny, nx), dtype=np.float64)
         for i in range(ny):
             rows = min(cell, h - i * cell)
-            block = src.read(band, window=Window(0, i * cell, w, rows))
-            objects = np.nan_to_num(block.astype(np.float64), nan=0.0)
-            pad = np.zeros((rows, nx * cell))
-            pad[:, :w] = objects
-            counts[i] = pad.reshape(rows, nx, cell).sum((0, 2))
+            window = Window(0, i * cell, w, rows)
+            block = src.read(band, window=window)
+            var = _variance(src.read(var_band, window=window), band, scale)
+            for k, values in enumerate(
+                (np.nan_to_num(block.astype(np.float64), nan=0.0), var)
+            ):
+                pad = np.zeros((rows, nx * cell))
+                pad[:, :w] = values
+                counts[k, i] = pad.reshape(rows, nx, cell).sum((0, 2))
         t = src.transform  # the same origin, pixels `cell` times larger
         transform = Affine(t.a * cell, t.b * cell, t.c, t.d * cell, t.e * cell, t.f)
         crs = src.crs
         tags = {'source': Path(path).name, 'cell_pixels': str(cell)}
+    counts[1] = np.sqrt(counts[1])
     return write_cog(
         out,
-        counts[None].astype(np.float32),
+        counts.astype(np.float32),
         crs,
         transform,
-        descriptions=['count'],
+        descriptions=['count', 'std'],
         tags=tags,
-        band_tags=[{'definition': f'objects per {cell} x {cell}-pixel cell'}],
+        band_tags=[
+            {'definition': f'objects per {cell} x {cell}-pixel cell'},
+            {
+                'definition': 'standard deviation of the count: Poisson (density) '
+                'or Poisson-binomial (point map) scatter given the map'
+            },
+        ],
     )
 
 
-def total_count(path: str | os.PathLike[str]) -> float:
-    """The number of objects of a whole counting map (read in strips).
+def count_with_std(path: str | os.PathLike[str]) -> tuple[float, float]:
+    """The number of objects of a whole counting map and its std (read in blocks).
 
-    .. versionadded:: 0.1
+    The std is that of the module doc, summed over the map as if its objects were
+    independent.
+
+    .. versionadded:: 0.2
     """
-    src, band = _open(Path(path))
-    total = 0.0
+    src, band, var_band, scale = _open(Path(path))
+    total = variance = 0.0
     with src:
         for _, window in src.block_windows(band):
             total += float(np.nansum(src.read(band, window=window), dtype=np.float64))
-    return total
+            variance += float(
+                _variance(src.read(var_band, window=window), band, scale).sum()
+            )
+    return total, float(np.sqrt(variance))
+
+
+def total_count(path: str | os.PathLike[str]) -> float:
+    """The number of objects of a whole counting map (:func:`count_with_std`).
+
+    .. versionadded:: 0.1
+    """
+    return count_with_std(path)[0]

@@ -5,7 +5,13 @@ from .instances import affinity_loss, colour_similarity, point_query_loss
 from .lsr import BlockStatistics, StatisticsMatchingLoss, label_counting
 from .naive import HardNaiveLoss, SoftNaiveLoss
 from .p2r import p2r_loss, p2r_targets, peak_map
-from .transport import bayesian_kernel, gst_kernel, transport_loss
+from .transport import (
+    bayesian_kernel,
+    dm_count_loss,
+    gst_kernel,
+    ot_loss,
+    transport_loss,
+)
 
 __all__ = [
     'BlockStatistics',
@@ -16,8 +22,10 @@ __all__ = [
     'affinity_loss',
     'bayesian_kernel',
     'colour_similarity',
+    'dm_count_loss',
     'gst_kernel',
     'label_counting',
+    'ot_loss',
     'p2r_loss',
     'p2r_targets',
     'peak_map',

@@ -12,7 +12,9 @@ covariances together), and score counts per window (``*_count_mae``,
   window is :math:`\sum \zeta`. Losses: ``mse`` against Gaussian-smoothed point maps
   (the classic baseline), ``bayesian`` (Bayesian Loss+, Ma et al., ICCV 2019) and
   ``gst`` (2D Gaussians Spatial Transport, Shang and Hong), both
-  :func:`~geosparse.losses.transport_loss` with their kernels.
+  :func:`~geosparse.losses.transport_loss` with their kernels, and ``ot``, DM-Count's
+  loss (Wang et al., NeurIPS 2020; :func:`~geosparse.losses.dm_count_loss`): the
+  iterative optimal transport that GST replaces by a precomputed kernel.
 - :class:`PointMapTask`: the output is a logit map; Point-to-Region loss
   (:func:`~geosparse.losses.p2r_loss`, Lin, Zhao and Chan, CVPR 2025) on the
   network's output average-pooled to cells of ``stride`` pixels (the paper's network
@@ -28,6 +30,19 @@ covariances together), and score counts per window (``*_count_mae``,
   teacher is made only after ``warmup_steps`` supervised steps (the paper trains for
   hundreds of epochs, where an average from the first step is harmless; over a few
   hundred steps it averages untrained weights and gives noise).
+
+Counts come with a standard deviation (:meth:`_CountingTask.count_std`, scored by
+:class:`~geosparse.metrics.CountCoverage` as ``*_count_within_1sd`` and ``_2sd``):
+
+- density: objects as a Poisson process of intensity :math:`\zeta`, so a window's
+  count has variance :math:`\phi \sum \zeta` (:math:`\phi` = ``count_dispersion``,
+  1 for Poisson; a quasi-Poisson :math:`\phi > 1` widens it);
+- point map: each cell holds an object independently with probability
+  :math:`p_c = \sigma(\hat y_c)`, so the number of objects is Poisson-binomial with
+  variance :math:`\sum_c p_c (1 - p_c)`.
+
+Both describe the scatter of objects given the map, not the network's own error;
+the benchmark reports how often the truth falls inside.
 """
 
 from __future__ import annotations
@@ -47,7 +62,13 @@ from ..compat import PixelwiseRegression
 from ..gaussians import GaussianFit
 from ..io.spec import BandSpec, OutputSpec, Property
 from ..losses.p2r import p2r_loss, peak_map
-from ..losses.transport import bayesian_kernel, gst_kernel, transport_loss
+from ..losses.transport import (
+    bayesian_kernel,
+    dm_count_loss,
+    gst_kernel,
+    transport_loss,
+)
+from ..metrics import CountCoverage
 from ..teacher import EMATeacher, pseudo_points, unlabelled_weight
 from .heads import forward_padded, pad_multiple
 from .utils import FiniteTraining, log_epoch_metrics
@@ -112,6 +133,8 @@ class _CountingTask(FiniteTraining, PixelwiseRegression):
         self.train_metrics = metrics.clone(prefix='train_')
         self.val_metrics = metrics.clone(prefix='val_')
         self.test_metrics = metrics.clone(prefix='test_')
+        self.val_coverage = CountCoverage()
+        self.test_coverage = CountCoverage()
 
     def configure_optimizers(self) -> Any:
         """AdamW with a plateau scheduler on ``val_loss`` (skipped without validation)."""
@@ -136,6 +159,10 @@ class _CountingTask(FiniteTraining, PixelwiseRegression):
         """``(B,)`` counts of the network outputs ``out``."""
         raise NotImplementedError
 
+    def count_std(self, out: Tensor) -> Tensor:
+        """``(B,)`` standard deviations of the counts of ``out`` (module doc)."""
+        raise NotImplementedError
+
     def point_lists(self, batch: dict[str, Any]) -> list[Tensor]:
         """Per sample, its ``(N_b, 2)`` valid points."""
         return [p[v] for p, v in zip(batch['points'], batch['valid'], strict=True)]
@@ -146,7 +173,11 @@ class _CountingTask(FiniteTraining, PixelwiseRegression):
             return
         truth = batch['valid'].sum(1).float()
         metrics = getattr(self, f'{prefix}_metrics')
-        metrics.update(self.count(out.detach())[lab], truth[lab])
+        pred = self.count(out.detach())
+        metrics.update(pred[lab], truth[lab])
+        if prefix != 'train':
+            coverage = getattr(self, f'{prefix}_coverage')
+            coverage.update(pred[lab], truth[lab], self.count_std(out.detach())[lab])
 
     def compute_loss(self, batch: dict[str, Any], out: Tensor) -> Tensor:
         """Loss of the labelled samples of a batch."""
@@ -185,6 +216,11 @@ class _CountingTask(FiniteTraining, PixelwiseRegression):
 
     def _log_epoch(self, prefix: str) -> None:
         log_epoch_metrics(self, getattr(self, f'{prefix}_metrics'))
+        coverage = getattr(self, f'{prefix}_coverage', None)
+        if coverage is not None and coverage.update_count:
+            values = coverage.compute()
+            self.log_dict({f'{prefix}_{k}': float(v) for k, v in values.items()})
+            coverage.reset()
 
     def on_train_epoch_end(self) -> None:
         """Log training count metrics."""
@@ -272,10 +308,16 @@ class DensityTask(_CountingTask):
         weights: bool | None = None,
         in_channels: int = 3,
         num_filters: int = 64,
-        loss: Literal['mse', 'bayesian', 'gst'] = 'gst',
+        loss: Literal['mse', 'bayesian', 'gst', 'ot'] = 'gst',
         sigma: float = 4.0,
         cutoff: float = 3.0,
         background_ratio: float = 0.15,
+        ot_reg: float = 1.0,
+        ot_iterations: int = 100,
+        ot_stride: int = 2,
+        ot_weight: float = 0.1,
+        tv_weight: float = 0.01,
+        count_dispersion: float = 1.0,
         density_scale: float = 100.0,
         input_scale: float = 255.0,
         flip: bool | None = None,
@@ -292,12 +334,23 @@ class DensityTask(_CountingTask):
             weights: pretrained encoder weights; off by default (no downloads).
             in_channels: image bands.
             num_filters: width of the ``fcn`` model.
-            loss: ``mse`` (smoothed point maps), ``bayesian`` (BL+) or ``gst``
-                (needs the data module's ``gaussians=True``).
+            loss: ``mse`` (smoothed point maps), ``bayesian`` (BL+), ``gst``
+                (needs the data module's ``gaussians=True``) or ``ot`` (DM-Count:
+                count, Sinkhorn OT and total-variation terms).
             sigma: pixels: std of the ``mse`` targets' smoothing and of Bayesian
                 Loss's Gaussians.
             cutoff: GST: Mahalanobis radius of the background term.
             background_ratio: Bayesian Loss: :math:`d` as a fraction of the window.
+            ot_reg: ``ot``: entropic regularisation in pixels²
+                (:func:`~geosparse.losses.ot_loss`).
+            ot_iterations: ``ot``: Sinkhorn iterations (DM-Count's 100).
+            ot_stride: ``ot``: pixels per transport cell (DM-Count transports on
+                its stride-8 output; 2 keeps cells below the size of small trees
+                and costs a quarter of stride 1).
+            ot_weight: ``ot``: weight of the OT term (DM-Count's 0.1).
+            tv_weight: ``ot``: weight of the total-variation term (DM-Count's 0.01).
+            count_dispersion: :math:`\phi`, the variance of a count over its
+                Poisson variance (1: Poisson).
             density_scale: :math:`s`; the network predicts :math:`s\,\zeta`, of order
                 one where the objects are.
             input_scale: raw imagery is divided by this.
@@ -329,9 +382,10 @@ class DensityTask(_CountingTask):
         Raises:
             ValueError: for an unknown loss.
         """
-        if self.hparams['loss'] not in ('mse', 'bayesian', 'gst'):
+        if self.hparams['loss'] not in ('mse', 'bayesian', 'gst', 'ot'):
             raise ValueError(
-                f"loss={self.hparams['loss']!r}: choose 'mse', 'bayesian' or 'gst'."
+                f"loss={self.hparams['loss']!r}: choose 'mse', 'bayesian', 'gst' or "
+                "'ot'."
             )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -346,11 +400,17 @@ class DensityTask(_CountingTask):
         band = BandSpec(
             'density', 'objects per pixel; its sum over an area is the count there'
         )
-        return [band], {'counting': 'density'}
+        phi = float(self.hparams.get('count_dispersion', 1.0))
+        return [band], {'counting': 'density', 'count_dispersion': phi}
 
     def count(self, out: Tensor) -> Tensor:
         """Sum of the density per window."""
         return out.sum(dim=(1, 2, 3))
+
+    def count_std(self, out: Tensor) -> Tensor:
+        r""":math:`\sqrt{\phi \sum \zeta}` per window (Poisson, module doc)."""
+        phi = float(self.hparams.get('count_dispersion', 1.0))
+        return (phi * self.count(out)).clamp_min(0).sqrt()
 
     def sample_loss(
         self, density: Tensor, points: Tensor, covs: Tensor | None
@@ -366,6 +426,16 @@ class DensityTask(_CountingTask):
         if hp['loss'] == 'mse':
             target = smoothed_point_map(points, (h, w), hp['sigma']).to(density)
             return (s * (density - target)).square().mean()
+        if hp['loss'] == 'ot':
+            return dm_count_loss(
+                density,
+                points,
+                hp['ot_reg'],
+                hp['ot_iterations'],
+                hp['ot_weight'],
+                hp['tv_weight'],
+                hp['ot_stride'],
+            )
         if len(points) == 0:  # all the mass belongs to the background
             return density.sum()
         if hp['loss'] == 'bayesian':
@@ -562,6 +632,11 @@ class PointMapTask(_CountingTask):
     def count(self, out: Tensor) -> Tensor:
         """Detections per window (:meth:`detections`)."""
         return self.detections(out).sum(dim=(1, 2, 3)).float()
+
+    def count_std(self, out: Tensor) -> Tensor:
+        r""":math:`\sqrt{\sum_c p_c (1 - p_c)}` per window (Poisson-binomial, module doc)."""
+        p = torch.sigmoid(out.float())
+        return (p * (1 - p)).sum(dim=(1, 2, 3)).sqrt()
 
     def detections(self, out: Tensor) -> Tensor:
         """Boolean detections of logit maps: cells above ``threshold`` (``rule='cells'``, the paper's) or local maxima above it (``rule='peaks'``)."""
