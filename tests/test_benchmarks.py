@@ -548,14 +548,18 @@ def test_counting_prints_every_method_and_the_speed_ratios(tmp_path):
     res = run_script('counting.py', *counting_args(scene.image, scene.points, out))
     result = json.loads(out.read_text())
     assert json.loads(res.stdout[res.stdout.index('{\n') :]) == result
-    methods = {'mse', 'bayesian', 'gst', 'p2r', 'p2r-semi', 'p2r-labelled-only'}
+    methods = {'mse', 'bayesian', 'gst', 'ot', 'p2r', 'p2r-semi', 'p2r-labelled-only'}
     assert methods <= set(result['methods'])
     for scores in result['methods'].values():
         assert scores['mae'] >= 0 and scores['rmse'] >= scores['mae'] - 1e-9
-        assert scores['seconds'] > 0
+        assert scores['seconds'] > 0 and scores['step_seconds'] > 0
+        within1, within2 = scores['count_within_1sd'], scores['count_within_2sd']
+        assert 0 <= within1 <= within2 <= 1
     speed = result['speed']
     assert speed['gst_speedup_vs_ot'] > 0 and speed['p2r_speedup_vs_hungarian'] > 0
     assert speed['gaussian_fit_seconds_per_megapixel'] > 0
+    settings = result['speed_settings']['gst_vs_ot']
+    assert settings['windows'] == [2, 1, 32, 32]  # the training batch, not the band
     assert result['counts']['eval_tiles'] == 8  # bottom 38 rows: 2 x 4 tiles of 32
     # a box CSV as points, and a separate test image
     other = make_object_scene(tmp_path / 'other', size=96, n=30, seed=6)
@@ -571,6 +575,35 @@ def test_counting_prints_every_method_and_the_speed_ratios(tmp_path):
     second = json.loads(out2.read_text())
     assert set(second['methods']) == {'mse', 'p2r'}
     assert second['counts']['eval_tiles'] == 9
+
+
+def test_counting_scale_predicts_and_counts_a_tiled_scene(tmp_path):
+    out = tmp_path / 'scale.json'
+    run_script(
+        'counting_scale.py',
+        '--size',
+        '640',
+        '--base',
+        '320',
+        '--scene',
+        '160',
+        '--steps',
+        '2',
+        '--forward-blocks',
+        '2',
+        '--out',
+        out,
+    )
+    got = json.loads(out.read_text())
+    assert got['end_to_end_over_forward'] > 0
+    assert got['predict_peak_rss_mb'] > 0 and got['count_peak_rss_mb'] > 0
+    assert got['predict_memory_large_over_base'] > 0
+    counts = got['counts']
+    assert counts['cells'] == [10, 10]  # 640 px in cells of 64
+    truth = counts['truth_whole_tiles']  # 4 x 4 whole tiles of 160 px
+    assert truth > 0 and truth % 16 == 0
+    assert counts['predicted'] >= 0 and counts['std'] >= 0
+    assert ' ± ' in got['count_printed']
 
 
 def test_counting_names_bad_files(tmp_path):

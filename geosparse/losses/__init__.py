@@ -9,6 +9,7 @@ from .transport import (
     bayesian_kernel,
     dm_count_loss,
     gst_kernel,
+    kernel_shares,
     ot_loss,
     transport_loss,
 )
@@ -24,6 +25,7 @@ __all__ = [
     'colour_similarity',
     'dm_count_loss',
     'gst_kernel',
+    'kernel_shares',
     'label_counting',
     'ot_loss',
     'p2r_loss',

@@ -32,6 +32,7 @@ entropic OT problem per sample at every step instead (:func:`ot_loss`,
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -42,6 +43,7 @@ __all__ = [
     'bayesian_kernel',
     'dm_count_loss',
     'gst_kernel',
+    'kernel_shares',
     'ot_loss',
     'transport_loss',
 ]
@@ -64,10 +66,30 @@ def gst_kernel(
     cutoff: float = 3.0,
     sparse: bool = False,
     reach: float = 6.0,
+    background: Literal['cutoff', 'growing'] = 'cutoff',
+    background_ratio: float = 0.015,
 ) -> Tensor:
     r"""GST transport kernel :math:`K'` ``(N + 1, J)`` on a density grid of ``stride``.
 
+    With :math:`m_n(x)` the Mahalanobis distance from cell :math:`x` to its nearest
+    Gaussian :math:`n` and :math:`c` = ``cutoff``, the background's log-likelihood
+    is
+
+    - ``background='cutoff'`` (the paper's description): that of the nearest
+      Gaussian at radius :math:`c`,
+      :math:`-\tfrac12 c^2 - \tfrac12 \log|\Sigma_n| - \log 2\pi`, a constant
+      per Gaussian, so the background takes a cell once :math:`m_n > c`;
+    - ``background='growing'`` (the authors' public code, ``Post_Prob_GS``):
+      :math:`-\tfrac12 c^2 + \tfrac12 m_n^2 - \log|\Sigma_n| + \log r - \log 2\pi`
+      with :math:`r` = ``background_ratio`` (their 0.015): it grows with the
+      distance, so the background takes a cell once
+      :math:`m_n^2 > \tfrac12 c^2 + \tfrac12\log|\Sigma_n| - \log r` (about
+      :math:`m_n > 3.3` for a 2-pixel Gaussian) and far cells more sharply.
+
     .. versionadded:: 0.1
+
+    .. versionchanged:: 0.2
+       ``background`` and ``background_ratio``.
 
     Args:
         fit: the image's fitted Gaussians (after crops and flips).
@@ -79,6 +101,8 @@ def gst_kernel(
             on a 218 x 287 grid).
         reach: sparse only: radius in standard deviations; beyond it a Gaussian's
             posterior is below :math:`e^{-(reach^2 - cutoff^2)/2}` (1.4e-6 for 6 and 3).
+        background: the background term (above).
+        background_ratio: :math:`r` of the ``growing`` background.
 
     Returns:
         Column-stochastic kernel, last row the background.
@@ -88,6 +112,12 @@ def gst_kernel(
     """
     if len(fit.means) == 0:
         raise ValueError('gst_kernel: no annotations in this sample; skip it.')
+    if background not in ('cutoff', 'growing'):
+        raise ValueError(
+            f"gst_kernel: background={background!r}; choose 'cutoff' or 'growing'."
+        )
+    growing = background == 'growing'
+    log_r = math.log(background_ratio) if growing else 0.0
     dtype = torch.float64
     cells = _cells(fit.shape, stride, dtype)
     means = torch.from_numpy(fit.means).to(dtype)
@@ -98,9 +128,14 @@ def gst_kernel(
         d = cells[None] - means[:, None]  # N, J, 2
         m2 = torch.einsum('nji,nik,njk->nj', d, inv, d)
         loglik = -0.5 * m2 - half_logdet[:, None] - math.log(2 * math.pi)
-        nearest = loglik.argmax(0)
-        background = -0.5 * cutoff**2 - half_logdet[nearest] - math.log(2 * math.pi)
-        return torch.softmax(torch.cat([loglik, background[None]]), dim=0)
+        if growing:
+            m2_min, nearest = m2.min(0)
+            bg = 0.5 * (m2_min - cutoff**2) - 2 * half_logdet[nearest] + log_r
+        else:
+            nearest = loglik.argmax(0)
+            bg = -0.5 * cutoff**2 - half_logdet[nearest]
+        bg = bg - math.log(2 * math.pi)
+        return torch.softmax(torch.cat([loglik, bg[None]]), dim=0)
     # Sparse: the cells of the grid within reach of each Gaussian.
     h = math.ceil(fit.shape[0] / stride)
     w = math.ceil(fit.shape[1] / stride)
@@ -125,18 +160,27 @@ def gst_kernel(
     row = torch.cat(rows) if rows else torch.zeros(0, dtype=torch.long)
     col = torch.cat(cols) if cols else torch.zeros(0, dtype=torch.long)
     val = torch.cat(vals) if vals else torch.zeros(0, dtype=dtype)
-    top = torch.full((cells_n,), -torch.inf, dtype=dtype)
-    top = top.scatter_reduce(0, col, val, reduce='amax')
+    empty = torch.full((cells_n,), -torch.inf, dtype=dtype)
+    top = empty.scatter_reduce(0, col, val, reduce='amax')  # for a stable softmax
+    # The nearest Gaussian: by Mahalanobis distance (growing) or by likelihood.
+    m2 = -2 * (val + half_logdet[row] + math.log(2 * math.pi))
+    key = -m2 if growing else val
+    best = empty.scatter_reduce(0, col, key, reduce='amax')
     nearest = torch.zeros(cells_n, dtype=torch.long)
-    is_top = val == top[col]
-    nearest[col[is_top]] = row[is_top]
+    is_best = key == best[col]
+    nearest[col[is_best]] = row[is_best]
     covered = torch.isfinite(top)
-    background = -0.5 * cutoff**2 - half_logdet[nearest] - math.log(2 * math.pi)
-    background = torch.where(covered, background, torch.zeros_like(background))
-    peak = torch.where(covered, torch.maximum(top, background), background)
-    denom = torch.exp(background - peak).index_add(0, col, torch.exp(val - peak[col]))
+    if growing:
+        m2_min = torch.where(covered, -best, torch.zeros_like(best))
+        bg_log = 0.5 * (m2_min - cutoff**2) - 2 * half_logdet[nearest] + log_r
+    else:
+        bg_log = -0.5 * cutoff**2 - half_logdet[nearest]
+    bg_log = bg_log - math.log(2 * math.pi)
+    bg_log = torch.where(covered, bg_log, torch.zeros_like(bg_log))
+    peak = torch.where(covered, torch.maximum(top, bg_log), bg_log)
+    denom = torch.exp(bg_log - peak).index_add(0, col, torch.exp(val - peak[col]))
     prob = torch.exp(val - peak[col]) / denom[col]
-    bg_prob = torch.exp(background - peak) / denom
+    bg_prob = torch.exp(bg_log - peak) / denom
     index = torch.stack(
         [
             torch.cat([row, torch.full((cells_n,), n)]),
@@ -146,6 +190,37 @@ def gst_kernel(
     return torch.sparse_coo_tensor(
         index, torch.cat([prob, bg_prob]), (n + 1, cells_n), check_invariants=True
     ).coalesce()
+
+
+def kernel_shares(kernel: Tensor, stds: Tensor, widest: float) -> dict[str, float]:
+    r"""Where a transport kernel sends the mass: diagnostics of :math:`K'`.
+
+    .. versionadded:: 0.2
+
+    Args:
+        kernel: ``(N + 1, J)`` kernel (dense or sparse), last row the background.
+        stds: ``(N,)`` each Gaussian's largest standard deviation (pixels).
+        widest: a Gaussian counts as wide if its std is at least this.
+
+    Returns:
+        ``background``: mean background probability over the cells (the share of
+        a uniform density the loss pushes to zero); ``wide_gaussians``: the share
+        of Gaussians that are wide; ``wide_mass``: the share of the objects'
+        posterior mass :math:`\sum_j K'_{ij}` (over the annotations) that the wide
+        Gaussians hold; ``cells_per_object``: mean :math:`\sum_j K'_{ij}`, the
+        cells an annotation owns.
+    """
+    dense = kernel.to_dense() if kernel.is_sparse else kernel
+    mass = dense[:-1].sum(1)
+    wide = stds >= widest
+    n = max(len(stds), 1)
+    total = float(mass.sum())
+    return {
+        'background': float(dense[-1].mean()),
+        'wide_gaussians': float(wide.sum()) / n,
+        'wide_mass': float(mass[wide].sum()) / total if total > 0 else 0.0,
+        'cells_per_object': total / n,
+    }
 
 
 def bayesian_kernel(

@@ -312,6 +312,8 @@ class DensityTask(_CountingTask):
         sigma: float = 4.0,
         cutoff: float = 3.0,
         background_ratio: float = 0.15,
+        gst_background: Literal['cutoff', 'growing'] = 'cutoff',
+        gst_background_ratio: float = 0.015,
         ot_reg: float = 1.0,
         ot_iterations: int = 100,
         ot_stride: int = 2,
@@ -341,6 +343,10 @@ class DensityTask(_CountingTask):
                 Loss's Gaussians.
             cutoff: GST: Mahalanobis radius of the background term.
             background_ratio: Bayesian Loss: :math:`d` as a fraction of the window.
+            gst_background: GST: the background term,
+                :func:`~geosparse.losses.gst_kernel`'s ``background`` (``cutoff``,
+                the paper's description, or ``growing``, the authors' code).
+            gst_background_ratio: GST: :math:`r` of the ``growing`` background.
             ot_reg: ``ot``: entropic regularisation in pixels²
                 (:func:`~geosparse.losses.ot_loss`).
             ot_iterations: ``ot``: Sinkhorn iterations (DM-Count's 100).
@@ -443,26 +449,39 @@ class DensityTask(_CountingTask):
                 points, (h, w), 1, hp['sigma'], hp['background_ratio']
             )
         else:
-            if (
-                covs is None
-                or covs.shape[-1] < 3
-                or not bool(torch.isfinite(covs).all())
-            ):
-                raise ValueError(
-                    "loss='gst' needs each point's fitted Gaussian: build the data "
-                    'module with gaussians=True (CountingDataModule).'
-                )
-            c = covs.detach().double().cpu().numpy()
-            cov = np.stack([c[:, [0, 1]], c[:, [1, 2]]], 1)
-            fit = GaussianFit(
-                points.detach().double().cpu().numpy(),
-                cov,
-                np.zeros((len(c), 1)),
-                np.zeros(1),
-                (h, w),
-            )
-            kernel = gst_kernel(fit, 1, hp['cutoff'])
+            kernel = self.gst_window_kernel(points, covs, (h, w))
         return transport_loss(density, kernel.to(density.device))
+
+    def gst_window_kernel(
+        self, points: Tensor, covs: Tensor | None, shape: tuple[int, int]
+    ) -> Tensor:
+        """GST's kernel of one window from its points and their fitted covariances.
+
+        Raises:
+            ValueError: without covariances (the data module's ``gaussians=False``).
+        """
+        hp = self.hparams
+        if covs is None or covs.shape[-1] < 3 or not bool(torch.isfinite(covs).all()):
+            raise ValueError(
+                "loss='gst' needs each point's fitted Gaussian: build the data "
+                'module with gaussians=True (CountingDataModule).'
+            )
+        c = covs.detach().double().cpu().numpy()
+        cov = np.stack([c[:, [0, 1]], c[:, [1, 2]]], 1)
+        fit = GaussianFit(
+            points.detach().double().cpu().numpy(),
+            cov,
+            np.zeros((len(c), 1)),
+            np.zeros(1),
+            shape,
+        )
+        return gst_kernel(
+            fit,
+            1,
+            hp['cutoff'],
+            background=hp.get('gst_background', 'cutoff'),
+            background_ratio=hp.get('gst_background_ratio', 0.015),
+        )
 
     def compute_loss(self, batch: dict[str, Any], out: Tensor) -> Tensor:
         """Mean :meth:`sample_loss` over the labelled windows (None if there are none)."""

@@ -13,7 +13,7 @@ from geosparse.cli import main
 from geosparse.datasets import make_object_scene
 from geosparse.inference import Predictor
 from geosparse.inference.checkpoints import load_task, task_class_for
-from geosparse.inference.count_maps import count_map, total_count
+from geosparse.inference.count_maps import count_map, count_with_std, total_count
 from geosparse.inference.predict import predict_raster
 from geosparse.trainers import (
     DensityTask,
@@ -42,7 +42,7 @@ def test_smoothed_point_map_keeps_the_mass():
     assert m.argmax() == 10 * 24 + 12
 
 
-@pytest.mark.parametrize('loss', ['mse', 'bayesian', 'gst'])
+@pytest.mark.parametrize('loss', ['mse', 'bayesian', 'gst', 'ot'])
 def test_density_task_trains_and_scores_counts(objects, tmp_path, loss):
     lightning.seed_everything(0)
     dm = make_dm(objects, tmp_path, gaussians=loss == 'gst')
@@ -51,8 +51,36 @@ def test_density_task_trains_and_scores_counts(objects, tmp_path, loss):
     trainer.fit(task, dm)
     [scores] = trainer.test(task, dm, verbose=False)
     assert np.isfinite(scores['test_count_mae']) and scores['test_count_mae'] >= 0
+    assert 0 <= scores['test_count_within_1sd'] <= scores['test_count_within_2sd'] <= 1
     density = task(torch.full((1, 3, 16, 16), 100.0))
     assert (density >= 0).all()
+
+
+def test_count_std_is_poisson_for_densities_and_poisson_binomial_for_point_maps():
+    density = torch.zeros(2, 1, 8, 8)
+    density[0, 0, :2, :2] = 1.0  # 4 objects expected
+    task = DensityTask(loss='mse', model='fcn', num_filters=4)
+    torch.testing.assert_close(task.count_std(density), torch.tensor([2.0, 0.0]))
+    wide = DensityTask(loss='mse', model='fcn', num_filters=4, count_dispersion=2.25)
+    torch.testing.assert_close(wide.count_std(density), torch.tensor([3.0, 0.0]))
+    assert wide.output_specs()[0].properties['count_dispersion'] == 2.25
+    points = PointMapTask(model='fcn', num_filters=4)
+    logits = torch.full((1, 1, 3, 3), -30.0)
+    logits[0, 0, 0, 0] = 0.0  # p = 1/2: variance 1/4
+    logits[0, 0, 1, 1] = 30.0  # certain: no variance
+    torch.testing.assert_close(points.count_std(logits), torch.tensor([0.5]))
+
+
+def test_count_coverage_counts_windows_within_one_and_two_sd():
+    from geosparse.metrics import CountCoverage
+
+    cov = CountCoverage()
+    assert bool(torch.isnan(cov.compute()['count_within_1sd']))
+    pred = torch.tensor([10.0, 10.0, 10.0, 10.0])
+    truth = torch.tensor([10.0, 11.5, 13.0, 20.0])
+    cov.update(pred, truth, torch.tensor([1.0, 1.0, 2.0, 3.0]))
+    got = {k: float(v) for k, v in cov.compute().items()}
+    assert got == {'count_within_1sd': 0.25, 'count_within_2sd': 0.75}
 
 
 def test_transport_losses_on_empty_windows_push_mass_to_zero():
@@ -150,10 +178,14 @@ def test_predict_writes_density_and_counts(objects, tmp_path):
     assert total_count(out) == pytest.approx(float(direct.sum()), rel=1e-4)
     counts = count_map(out, tmp_path / 'c.tif', cell=32)
     with rasterio.open(counts) as src:
-        c = src.read(1)
+        c, sd = src.read()
         assert c.shape == (3, 3) and src.res == (32.0, 32.0)
+        assert src.descriptions == ('count', 'std')
     assert float(c.sum()) == pytest.approx(float(direct.sum()), rel=1e-4)
     assert float(c[0, 0]) == pytest.approx(float(direct[:32, :32].sum()), rel=1e-4)
+    np.testing.assert_allclose(sd, np.sqrt(c), rtol=1e-4)  # Poisson, dispersion 1
+    total, std = count_with_std(out)
+    assert std == pytest.approx(np.sqrt(total), rel=1e-4)
     with pytest.raises(ValueError, match='not a counting map'):
         count_map(objects.image, tmp_path / 'x.tif')
 
@@ -184,11 +216,23 @@ def test_point_map_prediction_counts_cells(objects, tmp_path):
         det = src.read(2)
     x = torch.from_numpy(rasterio.open(objects.image).read()[None]).float()
     with torch.no_grad():
-        direct = task.count(task(x))
+        cells = task(x)
+        direct = task.count(cells)
     assert total_count(out) == float(det.sum()) == float(direct[0])
+    # The std comes from the cell probabilities (Poisson-binomial), not the pixels.
+    _, std = count_with_std(out)
+    assert std == pytest.approx(float(task.count_std(cells)[0]), rel=1e-3)
+    counts = count_map(out, tmp_path / 'pc.tif', cell=48)  # 12 x 12 cells of stride 4
+    with rasterio.open(counts) as src:
+        sd = src.read(2)
+    p = torch.sigmoid(cells[0, 0])
+    var = (p * (1 - p)).numpy()
+    assert float(sd[0, 0]) == pytest.approx(
+        float(np.sqrt(var[:12, :12].sum())), rel=1e-3
+    )
 
 
-def test_torchgeo_fit_predict_and_count_from_the_cli(tmp_path):
+def test_torchgeo_fit_predict_and_count_from_the_cli(tmp_path, capsys):
     scene = make_object_scene(tmp_path / 'data' / 'objects', size=256, n=150, seed=4)
     cmd = [
         shutil.which('torchgeo') or 'torchgeo',
@@ -238,8 +282,10 @@ def test_torchgeo_fit_predict_and_count_from_the_cli(tmp_path):
     [density] = list(maps.glob('*.tif'))
     counts = tmp_path / 'counts.tif'
     assert main(['count', str(density), '--cell', '64', '--out', str(counts)]) == 0
+    printed = capsys.readouterr().out
+    assert ' ± ' in printed and 'objects (1 sd)' in printed
     with rasterio.open(counts) as src:
-        assert src.shape == (4, 4)
+        assert src.shape == (4, 4) and src.count == 2
     assert main(['count', str(scene.image)]) == 2
 
 
