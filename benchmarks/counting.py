@@ -449,8 +449,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument(
         '--gst-background',
         choices=('cutoff', 'growing'),
-        default='cutoff',
-        help="GST background term: the paper's cutoff or the authors' code's growing",
+        default='growing',
+        help="GST background term: the authors' code's growing (the task's default) "
+        'or a constant cutoff',
     )
     p.add_argument('--radius', type=float, default=4.0, help='P2R radius (px)')
     p.add_argument('--stride', type=int, default=4, help='P2R cell size (px)')

@@ -312,7 +312,7 @@ class DensityTask(_CountingTask):
         sigma: float = 4.0,
         cutoff: float = 3.0,
         background_ratio: float = 0.15,
-        gst_background: Literal['cutoff', 'growing'] = 'cutoff',
+        gst_background: Literal['cutoff', 'growing'] = 'growing',
         gst_background_ratio: float = 0.015,
         ot_reg: float = 1.0,
         ot_iterations: int = 100,
@@ -344,8 +344,9 @@ class DensityTask(_CountingTask):
             cutoff: GST: Mahalanobis radius of the background term.
             background_ratio: Bayesian Loss: :math:`d` as a fraction of the window.
             gst_background: GST: the background term,
-                :func:`~geosparse.losses.gst_kernel`'s ``background`` (``cutoff``,
-                the paper's description, or ``growing``, the authors' code).
+                :func:`~geosparse.losses.gst_kernel`'s ``background``: ``growing``,
+                as in the authors' public code (the default since 0.2), or
+                ``cutoff``, a constant per Gaussian (the default of 0.1).
             gst_background_ratio: GST: :math:`r` of the ``growing`` background.
             ot_reg: ``ot``: entropic regularisation in pixels²
                 (:func:`~geosparse.losses.ot_loss`).
@@ -479,7 +480,7 @@ class DensityTask(_CountingTask):
             fit,
             1,
             hp['cutoff'],
-            background=hp.get('gst_background', 'cutoff'),
+            background=hp.get('gst_background', 'growing'),
             background_ratio=hp.get('gst_background_ratio', 0.015),
         )
 
