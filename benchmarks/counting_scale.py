@@ -45,6 +45,7 @@ import lightning
 import numpy as np
 import rasterio
 import torch
+from predict_throughput import vm_hwm_mb  # benchmarks/ is on the path of a script
 from rasterio.windows import Window
 
 from geosparse.console import quiet, verbose_option
@@ -127,14 +128,6 @@ def forward_megapixels_per_second(ckpt: Path, raster: Path, blocks: int) -> floa
         for x in inputs:
             forward_padded(task.model, task.normalize(x), pad_multiple(task.hparams))
     return pixels / 1e6 / (time.perf_counter() - t0)
-
-
-def vm_hwm_mb() -> float:
-    """Peak resident memory of this process in MB (VmHWM, reset at exec)."""
-    for line in Path('/proc/self/status').read_text().splitlines():
-        if line.startswith('VmHWM:'):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError('VmHWM not in /proc/self/status (Linux only).')
 
 
 def child(report: str, argv: list[str]) -> None:
