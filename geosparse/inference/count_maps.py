@@ -104,7 +104,8 @@ def count_map(
             rows = min(cell, h - i * cell)
             window = Window(0, i * cell, w, rows)
             block = src.read(band, window=window)
-            var = _variance(src.read(var_band, window=window), band, scale)
+            raw = block if var_band == band else src.read(var_band, window=window)
+            var = _variance(raw, band, scale)
             for k, values in enumerate(
                 (np.nan_to_num(block.astype(np.float64), nan=0.0), var)
             ):
@@ -145,10 +146,10 @@ def count_with_std(path: str | os.PathLike[str]) -> tuple[float, float]:
     total = variance = 0.0
     with src:
         for _, window in src.block_windows(band):
-            total += float(np.nansum(src.read(band, window=window), dtype=np.float64))
-            variance += float(
-                _variance(src.read(var_band, window=window), band, scale).sum()
-            )
+            block = src.read(band, window=window)
+            raw = block if var_band == band else src.read(var_band, window=window)
+            total += float(np.nansum(block, dtype=np.float64))
+            variance += float(_variance(raw, band, scale).sum())
     return total, float(np.sqrt(variance))
 
 
