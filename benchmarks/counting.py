@@ -88,13 +88,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
+from scipy.spatial import cKDTree
 
 from geosparse.console import progress, quiet, verbose_option
 from geosparse.datamodules import CountingDataModule
 from geosparse.io.raster import atomic_write_text
 from geosparse.losses import kernel_shares
 from geosparse.losses.p2r import p2r_loss
+from geosparse.samplers import RegionGeoSampler
+from geosparse.teacher import pseudo_points
 from geosparse.trainers import DensityTask, PointMapTask, brief_trainer
+from geosparse.trainers.psam import point_activation_maps
 
 METHODS = ('mse', 'bayesian', 'gst', 'ot', 'p2r', 'p2r-semi', 'p2r-labelled-only')
 KEYS = (
@@ -246,16 +250,102 @@ def teacher_scores(task: PointMapTask, dm: CountingDataModule) -> dict[str, floa
     }
 
 
+def semi_diagnostics(
+    task: PointMapTask, dm: CountingDataModule, windows: int, seed: int
+) -> dict[str, Any]:
+    """The teacher's pseudo-points on unlabelled training windows, and their PSAMs.
+
+    ``windows`` random windows of the unlabelled tiles, with their hidden points as
+    the truth. ``pseudo``: pseudo-points and true objects per window, and the share
+    of pseudo-points within ``radius`` of a true object (precision) and of true
+    objects within ``radius`` of a pseudo-point (recall). ``psam``: the shares of
+    the student's unlabelled-loss gradient (:func:`point_activation_maps`) under the
+    task's P2R supervision and under P2P (confidence on the matched cell only), each
+    with ``negative_on_objects``, the share of the "nothing here" gradient that
+    falls on cells holding a hidden true object.
+    """
+    hp = task.hparams
+    data = dm.image & dm.points
+    size = dm.patch_size if isinstance(dm.patch_size, int) else dm.patch_size[0]
+    gen = torch.Generator().manual_seed(seed)
+    sampler = RegionGeoSampler(data, size, windows, dm.boxes['unlabelled'], gen)
+    batch = dm.collate_fn([data[w] for w in sampler])
+    radius, stride = float(hp['radius']), float(hp['stride'])
+    counts, precision, recall = [], [], []
+    shares: dict[str, list[dict[str, float]]] = {'p2r': [], 'p2p': []}
+    background = hp.get('pseudo_background', 'certain')
+    for image, pts, ok in zip(
+        batch['image'], batch['points'], batch['valid'], strict=True
+    ):
+        truth = pts[ok].double()
+        with torch.no_grad():
+            logits = task.pool(task.teacher(task.normalize(image[None])))[0, 0]
+        window = 3 if hp['rule'] == 'peaks' else 1
+        cells, conf = pseudo_points(logits, hp['pseudo_threshold'], window)
+        pseudo = cells * stride
+        counts.append((len(pseudo), len(truth)))
+        if len(pseudo) and len(truth):
+            d_p, _ = cKDTree(truth.numpy()).query(pseudo.numpy())
+            d_t, _ = cKDTree(pseudo.numpy()).query(truth.numpy())
+            precision.append(float((d_p <= radius).mean()))
+            recall.append(float((d_t <= radius).mean()))
+        if not len(pseudo):
+            continue
+        bg: float | torch.Tensor = (
+            1 - torch.sigmoid(logits) if background == 'confidence' else 1.0
+        )
+        for scheme in ('p2r', 'p2p'):
+            act = point_activation_maps(
+                task, image, pseudo, conf, scheme, bg, truth=truth
+            )
+            shares[scheme].append(act.shares)
+    n = np.asarray(counts, dtype=float).reshape(-1, 2)
+    return {
+        'windows': windows,
+        'pseudo': {
+            'pseudo_points_per_window': float(n[:, 0].mean()),
+            'true_objects_per_window': float(n[:, 1].mean()),
+            'precision': float(np.mean(precision)) if precision else math.nan,
+            'recall': float(np.mean(recall)) if recall else math.nan,
+        },
+        'psam': {
+            scheme: {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+            for scheme, rows in shares.items()
+            if rows
+        },
+    }
+
+
+def _mean_nested(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Element-wise mean of dicts of the same nesting (numbers averaged)."""
+    out: dict[str, Any] = {}
+    for key, value in rows[0].items():
+        same = [r[key] for r in rows if key in r]
+        if isinstance(value, dict):
+            out[key] = _mean_nested(same)
+        else:
+            out[key] = float(np.nanmean(np.asarray(same, dtype=float)))
+    return out
+
+
 def run(a: argparse.Namespace) -> dict[str, Any]:
     """Train and score every method for every seed; measure the speed ratios."""
     per_seed: dict[str, Any] = {}
+    semi: dict[str, Any] = {}
     result: dict[str, Any] = {}
     for seed in a.seeds:
         one = argparse.Namespace(**{**vars(a), 'seed': seed})
-        result = run_seed(one, speed=seed == a.seeds[0]) | (
+        new = run_seed(one, speed=seed == a.seeds[0])
+        if 'semi_diagnostics' in new:
+            semi[str(seed)] = new.pop('semi_diagnostics')
+        result = new | (
             {k: v for k, v in result.items() if k != 'methods'} if result else {}
         )
         per_seed[str(seed)] = result['methods']
+    if semi:
+        result['semi_diagnostics'] = _mean_nested(list(semi.values()))
+        if len(semi) > 1:
+            result['semi_diagnostics']['per_seed'] = semi
     names = list(per_seed[str(a.seeds[0])])
     result['methods'] = {
         name: {
@@ -305,6 +395,7 @@ def run_seed(a: argparse.Namespace, speed: bool = True) -> dict[str, Any]:
         if method in ('p2r-semi', 'p2r-labelled-only'):
             extra['labelled_fraction'] = a.labelled_fraction
             extra['use_unlabelled'] = method == 'p2r-semi'
+            extra['unlabelled_batch_size'] = a.unlabelled_batch
         return CountingDataModule(**common, **extra)  # type: ignore[arg-type]
 
     test_dm = (
@@ -321,6 +412,7 @@ def run_seed(a: argparse.Namespace, speed: bool = True) -> dict[str, Any]:
     )
     results: dict[str, Any] = {}
     counts: dict[str, Any] = {}
+    diagnostics: dict[str, Any] = {}
     fit_seconds = math.nan
     gst_dm: CountingDataModule | None = None
     for method in progress(a.methods, desc=f'seed {a.seed}', unit='method'):
@@ -337,6 +429,8 @@ def run_seed(a: argparse.Namespace, speed: bool = True) -> dict[str, Any]:
                 warmup_steps=a.steps // 2,
                 ramp_steps=a.steps // 3,
                 unlabelled_weight=1.0 if method == 'p2r-semi' else 0.0,
+                pseudo_threshold=a.pseudo_threshold,
+                pseudo_background=a.pseudo_background,
             )
         else:
             task = DensityTask(
@@ -365,6 +459,7 @@ def run_seed(a: argparse.Namespace, speed: bool = True) -> dict[str, Any]:
                 'seconds': seconds,
                 'step_seconds': step_seconds,
             }
+            diagnostics = semi_diagnostics(task, dm, a.psam_windows, a.seed)
         if method == 'gst':
             gst_dm = dm
         print(json.dumps({method: results[method]}), file=sys.stderr, flush=True)
@@ -390,8 +485,9 @@ def run_seed(a: argparse.Namespace, speed: bool = True) -> dict[str, Any]:
                     'rmse': float(np.sqrt((err**2).mean())),
                 },
             }
+    semi = {'semi_diagnostics': diagnostics} if diagnostics else {}
     if not speed:
-        return {'methods': results}
+        return {'methods': results, **semi}
     # Speed: the loss steps on training windows, the fit from the gst method.
     if gst_dm is None:
         gst_dm = data('gst')
@@ -423,6 +519,7 @@ def run_seed(a: argparse.Namespace, speed: bool = True) -> dict[str, Any]:
             },
         },
         'counts': counts,
+        **semi,
     }
 
 
@@ -457,6 +554,30 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument('--stride', type=int, default=4, help='P2R cell size (px)')
     p.add_argument('--train-fraction', type=float, default=0.7)
     p.add_argument('--labelled-fraction', type=float, default=0.25, help='p2r-semi')
+    p.add_argument(
+        '--unlabelled-batch',
+        type=int,
+        help='p2r-semi: unlabelled windows added to each batch (default --batch)',
+    )
+    p.add_argument(
+        '--pseudo-threshold',
+        type=float,
+        default=0.8,
+        help="p2r-semi: the teacher's minimum probability of a pseudo-point",
+    )
+    p.add_argument(
+        '--pseudo-background',
+        choices=('certain', 'confidence'),
+        default='certain',
+        help='p2r-semi: weight of unlabelled cells in no pseudo-region (1, or the '
+        "teacher's 1 - p)",
+    )
+    p.add_argument(
+        '--psam-windows',
+        type=int,
+        default=8,
+        help='p2r-semi: unlabelled windows of the PSAM and pseudo-point diagnostics',
+    )
     p.add_argument('--fit-steps', type=int, default=100, help='GST fit steps')
     p.add_argument(
         '--fit-max-scale', type=float, help='largest GST Gaussian std (px; a prior)'

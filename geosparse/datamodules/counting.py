@@ -10,7 +10,10 @@ their bands (:class:`~geosparse.samplers.CoverGeoSampler`) and are scored by cou
 Semi-supervised training (``labelled_fraction < 1``): the training band is cut into
 tiles of about ``patch_size`` and only a random ``labelled_fraction`` of them keep
 their points; windows from the other tiles carry no points and ``labelled = False``,
-for the teacher's pseudo-points.
+for the teacher's pseudo-points. Each training batch then holds ``batch_size``
+labelled windows followed by ``unlabelled_batch_size`` unlabelled ones
+(:class:`~geosparse.samplers.LabelledBatchGeoSampler`), so the supervised part of a
+step is the same as without unlabelled data.
 
 GST (``gaussians=True``): one 2D Gaussian per training point is fitted to the
 imagery once (:func:`~geosparse.gaussians.cached_fit`, cached on disk under a key of
@@ -60,7 +63,7 @@ from ..errors import InputError
 from ..gaussians import cached_fit
 from ..io.grid import RasterGrid
 from ..io.points import box_centres, is_box_csv, read_points_frame
-from ..samplers import Box, CoverGeoSampler, RegionGeoSampler
+from ..samplers import Box, CoverGeoSampler, LabelledBatchGeoSampler, RegionGeoSampler
 from ..transforms import RandomFlipWithPoints
 
 __all__ = [
@@ -178,6 +181,7 @@ class CountingDataModule(KeepGeoKeys, GeoDataModule):
         split: Sequence[float] = (0.7, 0.1, 0.2),
         labelled_fraction: float = 1.0,
         use_unlabelled: bool = True,
+        unlabelled_batch_size: int | None = None,
         eval_size: int | None = None,
         gaussians: bool = False,
         fit_steps: int = 100,
@@ -211,6 +215,11 @@ class CountingDataModule(KeepGeoKeys, GeoDataModule):
             use_unlabelled: draw training windows from the unlabelled part too
                 (False: labelled windows only, the supervised reference of
                 semi-supervised training).
+            unlabelled_batch_size: semi-supervised: unlabelled windows added to
+                each batch of ``batch_size`` labelled ones (default
+                ``batch_size``; :class:`~geosparse.samplers.LabelledBatchGeoSampler`),
+                so that the labelled part of a step is that of the labelled-only
+                reference.
             eval_size: validation and test tile size in pixels (default
                 ``patch_size``).
             gaussians: fit GST Gaussians to the training points.
@@ -238,6 +247,11 @@ class CountingDataModule(KeepGeoKeys, GeoDataModule):
         if not 0 < labelled_fraction <= 1:
             raise ValueError(
                 f'labelled_fraction={labelled_fraction} must be in (0, 1].'
+            )
+        if unlabelled_batch_size is not None and unlabelled_batch_size < 1:
+            raise ValueError(
+                f'unlabelled_batch_size={unlabelled_batch_size} must be >= 1 '
+                '(or None for batch_size).'
             )
         self.save_hyperparameters()
         self.aug = None  # type: ignore[assignment]  # the tasks normalise inputs
@@ -433,14 +447,25 @@ class CountingDataModule(KeepGeoKeys, GeoDataModule):
             self.patch_size if isinstance(self.patch_size, int) else self.patch_size[0]
         )
         self.train_dataset = image & train_points
-        self.train_sampler = RegionGeoSampler(
-            self.train_dataset,
-            size,
-            hp['length'] or 200,
-            self.boxes['labelled']
-            + (self.boxes['unlabelled'] if hp['use_unlabelled'] else []),
-            gen,
-        )
+        length = hp['length'] or 200
+        if hp['use_unlabelled'] and self.boxes['unlabelled']:
+            # Semi-supervised: every batch holds batch_size labelled windows plus
+            # unlabelled ones (the sampler's doc says why not one pool).
+            self.train_sampler = None  # type: ignore[assignment]
+            self.train_batch_sampler = LabelledBatchGeoSampler(
+                self.train_dataset,
+                size,
+                max(length // self.batch_size, 1),
+                self.boxes['labelled'],
+                self.boxes['unlabelled'],
+                self.batch_size,
+                hp['unlabelled_batch_size'] or self.batch_size,
+                gen,
+            )
+        else:
+            self.train_sampler = RegionGeoSampler(
+                self.train_dataset, size, length, self.boxes['labelled'], gen
+            )
 
     def setup_eval(self, everything: SparsePoints) -> None:
         """Validation and test windows: tiles of ``eval_size`` over their bands.

@@ -32,7 +32,31 @@ import torch.nn.functional as F
 from scipy.spatial import cKDTree
 from torch import Tensor
 
-__all__ = ['p2r_loss', 'p2r_targets', 'peak_map']
+__all__ = ['p2r_loss', 'p2r_regions', 'p2r_targets', 'peak_map']
+
+
+def p2r_regions(
+    shape: tuple[int, int], points: Tensor, radius: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each cell's P2R region: its nearest point within ``radius`` cells.
+
+    .. versionadded:: 0.1
+
+    Args:
+        shape: ``(h, w)`` of the cell grid.
+        points: ``(N, 2)`` (row, col) points in cell units (N >= 1).
+        radius: truncation radius of the regions, in cells.
+
+    Returns:
+        ``(distance, owner)``, each flat over the ``h * w`` cells: the distance to
+        the owning point and its index, or ``inf`` and -1 for a cell in no region.
+    """
+    h, w = shape
+    rr, cc = np.meshgrid(np.arange(h) + 0.5, np.arange(w) + 0.5, indexing='ij')
+    cells = np.stack([rr.ravel(), cc.ravel()], 1)
+    pts = points.detach().cpu().double().numpy()
+    dist, owner = cKDTree(pts).query(cells, distance_upper_bound=radius)
+    return dist, np.where(np.isfinite(dist), owner, -1)
 
 
 def p2r_targets(
@@ -41,7 +65,7 @@ def p2r_targets(
     radius: float = 8.0,
     confidence: Tensor | None = None,
     pos_weight: float = 2.0,
-    background_weight: float = 1.0,
+    background_weight: float | Tensor = 1.0,
 ) -> tuple[Tensor, Tensor]:
     r"""Targets and weights of the P2R loss for one ``(h, w)`` logit map.
 
@@ -54,7 +78,9 @@ def p2r_targets(
         radius: truncation radius of the regions, in cells.
         confidence: ``(N,)`` weight of each point's region (default 1).
         pos_weight: extra weight of the positives.
-        background_weight: weight of the cells in no region.
+        background_weight: weight of the cells in no region: one number, or an
+            ``(h, w)`` map (for pseudo-labels, the teacher's confidence that a cell
+            is empty, :math:`1 - p^t_j`).
 
     Returns:
         ``(target, weight)``, each ``(h, w)``.
@@ -66,7 +92,15 @@ def p2r_targets(
         raise ValueError(f'radius={radius} must be > 0 (cells).')
     h, w = logits.shape
     target = torch.zeros(h * w, dtype=logits.dtype)
-    weight = torch.full((h * w,), float(background_weight), dtype=logits.dtype)
+    if isinstance(background_weight, Tensor):
+        if background_weight.shape != (h, w):
+            raise ValueError(
+                f'background_weight must be ({h}, {w}), got '
+                f'{tuple(background_weight.shape)}.'
+            )
+        weight = background_weight.detach().reshape(-1).to(logits.dtype).cpu().clone()
+    else:
+        weight = torch.full((h * w,), float(background_weight), dtype=logits.dtype)
     if len(points) == 0:
         return target.reshape(h, w), weight.reshape(h, w)
     if points.ndim != 2 or points.shape[1] != 2:
@@ -80,17 +114,14 @@ def p2r_targets(
         raise ValueError(
             f'confidence must be ({len(points)},), got {tuple(conf.shape)}.'
         )
-    rr, cc = np.meshgrid(np.arange(h) + 0.5, np.arange(w) + 0.5, indexing='ij')
-    cells = np.stack([rr.ravel(), cc.ravel()], 1)
-    pts = points.detach().cpu().double().numpy()
-    dist, owner = cKDTree(pts).query(cells, distance_upper_bound=radius)
-    inside = np.isfinite(dist)
+    dist, owner = p2r_regions((h, w), points, radius)
+    inside = owner >= 0
     owner_t = torch.from_numpy(np.where(inside, owner, 0))
     inside_t = torch.from_numpy(inside)
     prob = torch.sigmoid(logits.detach().reshape(-1))
     cost = torch.from_numpy(np.where(inside, dist, 0.0)).to(prob.dtype) / radius - prob
     cost = torch.where(inside_t, cost, torch.full_like(cost, torch.inf))
-    best = torch.full((len(pts),), torch.inf, dtype=cost.dtype)
+    best = torch.full((len(points),), torch.inf, dtype=cost.dtype)
     best = best.scatter_reduce(0, owner_t[inside_t], cost[inside_t], reduce='amin')
     positive = inside_t & (cost == best[owner_t])
     target[positive] = 1.0
@@ -106,7 +137,7 @@ def p2r_loss(
     radius: float = 8.0,
     confidence: list[Tensor] | None = None,
     pos_weight: float = 2.0,
-    background_weight: float = 1.0,
+    background_weight: float | list[Tensor] = 1.0,
 ) -> Tensor:
     """P2R loss of a batch: weighted BCE over all cells of every image.
 
@@ -118,7 +149,8 @@ def p2r_loss(
         radius: region radius in cells.
         confidence: per image, ``(N_b,)`` point confidences.
         pos_weight: extra weight of the positives.
-        background_weight: weight of the cells in no region.
+        background_weight: weight of the cells in no region: one number, or per
+            image an ``(h, w)`` map.
 
     Returns:
         Scalar loss (mean over cells).
@@ -137,7 +169,9 @@ def p2r_loss(
             radius,
             None if confidence is None else confidence[i],
             pos_weight,
-            background_weight,
+            background_weight
+            if not isinstance(background_weight, list)
+            else background_weight[i],
         )
         targets.append(t)
         weights.append(wt)

@@ -3,12 +3,13 @@
 from .balanced import CoarseBalancedGeoSampler
 from .cover import CoverGeoSampler, cover_offsets
 from .points import PointGeoSampler
-from .regions import Box, RegionGeoSampler
+from .regions import Box, LabelledBatchGeoSampler, RegionGeoSampler
 
 __all__ = [
     'Box',
     'CoarseBalancedGeoSampler',
     'CoverGeoSampler',
+    'LabelledBatchGeoSampler',
     'PointGeoSampler',
     'RegionGeoSampler',
     'cover_offsets',

@@ -518,6 +518,7 @@ class PointMapTask(_CountingTask):
         rule: Literal['cells', 'peaks'] = 'cells',
         ema_decay: float = 0.99,
         pseudo_threshold: float = 0.8,
+        pseudo_background: Literal['certain', 'confidence'] = 'certain',
         unlabelled_weight: float = 1.0,
         warmup_steps: int = 100,
         ramp_steps: int = 200,
@@ -549,6 +550,11 @@ class PointMapTask(_CountingTask):
             ema_decay: semi-supervised: the teacher's EMA decay.
             pseudo_threshold: semi-supervised: minimum teacher probability of a
                 pseudo-point.
+            pseudo_background: semi-supervised: weight of the unlabelled cells in
+                no pseudo-point's region: ``certain``, 1 (as for annotations);
+                ``confidence``, the teacher's confidence that the cell is empty,
+                :math:`1 - p^t_j`, so that objects the teacher saw but did not
+                trust enough for a pseudo-point are not pushed to "nothing here".
             unlabelled_weight: semi-supervised: weight of the unlabelled loss after
                 the ramp.
             warmup_steps: semi-supervised: supervised steps before the teacher is
@@ -578,6 +584,11 @@ class PointMapTask(_CountingTask):
             freeze_backbone=freeze_backbone,
             freeze_decoder=freeze_decoder,
         )
+        if pseudo_background not in ('certain', 'confidence'):
+            raise ValueError(
+                f"pseudo_background={pseudo_background!r}: use 'certain' or "
+                "'confidence'."
+            )
         self._teacher: EMATeacher | None = None
         _deprecated_flip('PointMapTask', flip)
 
@@ -726,8 +737,18 @@ class PointMapTask(_CountingTask):
                 pts.append(p)
                 conf.append(c)
             student = self(self.strong(weak))
+            background: float | list[Tensor] = 1.0
+            if hp.get('pseudo_background', 'certain') == 'confidence':
+                background = [
+                    1 - torch.sigmoid(t.float()) for t in teacher_logits[:, 0]
+                ]
             unsup = p2r_loss(
-                student, pts, hp['radius'] / hp['stride'], conf, hp['pos_weight']
+                student,
+                pts,
+                hp['radius'] / hp['stride'],
+                conf,
+                hp['pos_weight'],
+                background,
             )
             wt = unlabelled_weight(
                 self.global_step - hp['warmup_steps'],

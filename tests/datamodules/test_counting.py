@@ -69,13 +69,25 @@ def test_semi_supervised_tiles_hide_points(objects, tmp_path):
     lab, unl = dm.boxes['labelled'], dm.boxes['unlabelled']
     assert len(lab) == 8 and len(unl) == 24  # 64 x 128 band in 16-pixel tiles
     assert boxes_disjoint(lab + unl)
-    seen = {True: 0, False: 0}
-    for batch in dm.train_dataloader():
-        for i, labelled in enumerate(batch['labelled'].tolist()):
-            seen[labelled] += 1
-            if not labelled:
-                assert int(batch['valid'][i].sum()) == 0  # hidden
-    assert seen[True] > 0 and seen[False] > 0
+    batches = list(dm.train_dataloader())
+    # length 40 / batch_size 4: ten batches of 4 labelled then 4 unlabelled windows
+    assert len(batches) == 10
+    for batch in batches:
+        assert batch['labelled'].tolist() == [True] * 4 + [False] * 4
+        assert int(batch['valid'][4:].sum()) == 0  # hidden
+    assert sum(int(b['valid'][:4].sum()) for b in batches) > 0
+    half = make_dm(
+        objects,
+        tmp_path,
+        labelled_fraction=0.25,
+        length=40,
+        patch_size=16,
+        unlabelled_batch_size=3,
+    )
+    half.setup('fit')
+    assert [len(b['labelled']) for b in half.train_dataloader()] == [7] * 10
+    with pytest.raises(ValueError, match='unlabelled_batch_size'):
+        make_dm(objects, tmp_path, labelled_fraction=0.25, unlabelled_batch_size=0)
     ref = make_dm(
         objects, tmp_path, labelled_fraction=0.25, patch_size=16, use_unlabelled=False
     )

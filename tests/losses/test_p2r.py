@@ -59,3 +59,21 @@ def test_many_points_are_fast_enough_for_the_kd_tree():
     target, _ = p2r_targets(torch.zeros(256, 256), pts, radius=8.0)
     # Duplicates aside, every point gets exactly one positive.
     assert 950 <= int(target.sum()) <= 1000
+
+
+def test_a_background_map_weights_only_the_cells_in_no_region():
+    logits = torch.zeros(8, 8)
+    points = torch.tensor([[2.5, 2.5]], dtype=torch.float64)
+    background = torch.rand(8, 8)
+    target, weight = p2r_targets(
+        logits, points, radius=2.0, pos_weight=1.0, background_weight=background
+    )
+    rr, cc = np.meshgrid(np.arange(8) + 0.5, np.arange(8) + 0.5, indexing='ij')
+    outside = torch.from_numpy(np.hypot(rr - 2.5, cc - 2.5) >= 2.0)  # strict radius
+    assert torch.equal(weight[outside], background[outside])
+    assert (weight[~outside] == 1).all() and target.sum() == 1
+    # per image in a batch, and a wrong shape is refused
+    loss = p2r_loss(logits[None], [points], 2.0, background_weight=[background])
+    assert torch.isfinite(loss)
+    with pytest.raises(ValueError, match='background_weight'):
+        p2r_targets(logits, points, background_weight=torch.ones(4, 4))

@@ -148,6 +148,20 @@ def test_point_map_task_semi_supervised_moves_the_teacher(objects, tmp_path):
         for t, s in zip(teacher.parameters(), task.model.parameters(), strict=True)
     ]
     assert max(diffs) > 0  # an average, not a copy
+    # the teacher's empty-cell confidence as the background weight trains too
+    soft = PointMapTask(
+        model='fcn',
+        num_filters=8,
+        radius=3.0,
+        warmup_steps=1,
+        ramp_steps=2,
+        pseudo_threshold=0.0,
+        pseudo_background='confidence',
+    )
+    brief_trainer(3).fit(soft, dm)
+    assert soft._teacher is not None
+    with pytest.raises(ValueError, match='pseudo_background'):
+        PointMapTask(pseudo_background='sure')  # type: ignore[arg-type]
     strong = task.strong(torch.full((2, 3, 16, 16), 100.0))
     assert strong.shape == (2, 3, 16, 16) and not torch.allclose(
         strong, torch.full_like(strong, 100.0)
