@@ -451,7 +451,7 @@ class CountingDataModule(KeepGeoKeys, GeoDataModule):
         if hp['use_unlabelled'] and self.boxes['unlabelled']:
             # Semi-supervised: every batch holds batch_size labelled windows plus
             # unlabelled ones (the sampler's doc says why not one pool).
-            self.train_sampler = None  # type: ignore[assignment]
+            self.train_sampler = None
             self.train_batch_sampler = LabelledBatchGeoSampler(
                 self.train_dataset,
                 size,

@@ -23,6 +23,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 from torchgeo.datasets import GeoDataset
+from torchgeo.datasets.utils import GeoSlice
 from torchgeo.samplers import BatchGeoSampler
 from torchgeo.samplers.utils import _to_tuple
 
@@ -160,7 +161,7 @@ class LabelledBatchGeoSampler(BatchGeoSampler):
         )
         self.sizes = (labelled, unlabelled)
 
-    def __iter__(self) -> Iterator[list[tuple[slice, slice, slice]]]:
+    def __iter__(self) -> Iterator[list[GeoSlice]]:
         """Yield ``batches`` lists of windows, the labelled ones first."""
         lab, unl = iter(self.labelled), iter(self.unlabelled)
         nl, nu = self.sizes

@@ -131,7 +131,7 @@ def point_activation_maps(
             target, weight = p2r_targets(
                 logits, cells, radius, confidence, hp['pos_weight'], background_weight
             )
-            _, owner = p2r_regions(tuple(logits.shape), cells, radius)
+            _, owner = p2r_regions((logits.shape[0], logits.shape[1]), cells, radius)
             owner_t = torch.from_numpy(owner).reshape(logits.shape)
             positive = target > 0
             if scheme == 'p2p':
