@@ -166,7 +166,8 @@ class LabelledBatchGeoSampler(BatchGeoSampler):
         lab, unl = iter(self.labelled), iter(self.unlabelled)
         nl, nu = self.sizes
         for _ in range(self.batches):
-            yield [next(lab) for _ in range(nl)] + [next(unl) for _ in range(nu)]
+            batch: list[GeoSlice] = [next(lab) for _ in range(nl)]
+            yield batch + [next(unl) for _ in range(nu)]
 
     def __len__(self) -> int:
         """Batches per epoch."""
