@@ -97,8 +97,12 @@ from geosparse.losses import kernel_shares
 from geosparse.losses.p2r import p2r_loss
 from geosparse.samplers import RegionGeoSampler
 from geosparse.teacher import pseudo_points
-from geosparse.trainers import DensityTask, PointMapTask, brief_trainer
-from geosparse.trainers.psam import point_activation_maps
+from geosparse.trainers import (
+    DensityTask,
+    PointMapTask,
+    brief_trainer,
+    point_activation_maps,
+)
 
 METHODS = ('mse', 'bayesian', 'gst', 'ot', 'p2r', 'p2r-semi', 'p2r-labelled-only')
 KEYS = (

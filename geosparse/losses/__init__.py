@@ -4,7 +4,7 @@ from ..gp.likelihood import NPPLoss
 from .instances import affinity_loss, colour_similarity, point_query_loss
 from .lsr import BlockStatistics, StatisticsMatchingLoss, label_counting
 from .naive import HardNaiveLoss, SoftNaiveLoss
-from .p2r import p2r_loss, p2r_targets, peak_map
+from .p2r import p2r_loss, p2r_regions, p2r_targets, peak_map
 from .transport import (
     bayesian_kernel,
     dm_count_loss,
@@ -29,6 +29,7 @@ __all__ = [
     'label_counting',
     'ot_loss',
     'p2r_loss',
+    'p2r_regions',
     'p2r_targets',
     'peak_map',
     'point_query_loss',

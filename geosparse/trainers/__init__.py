@@ -7,6 +7,7 @@ from .instances import InstancePrediction, PointInstanceTask
 from .lsr import LabelSuperResolutionTask, combine_with_prior, match_fractions
 from .maskrcnn import Detections, MaskRCNNTask, paint_detections
 from .npp import NPPTask, point_values
+from .psam import PointActivation, point_activation_maps
 from .utils import StepProgress, brief_trainer
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     'MaskRCNNTask',
     'NPPTask',
     'OutputHead',
+    'PointActivation',
     'PointForegroundTask',
     'PointInstanceTask',
     'PointMapTask',
@@ -26,6 +28,7 @@ __all__ = [
     'match_fractions',
     'normalised_entropy',
     'paint_detections',
+    'point_activation_maps',
     'point_values',
     'smoothed_point_map',
 ]

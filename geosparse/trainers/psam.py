@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..losses.p2r import p2r_regions, p2r_targets
+from ..losses import p2r_regions, p2r_targets
 
 if TYPE_CHECKING:
     from .counting import PointMapTask

@@ -2,8 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from geosparse.trainers import PointMapTask
-from geosparse.trainers.psam import point_activation_maps
+from geosparse.trainers import PointMapTask, point_activation_maps
 
 
 @pytest.fixture
@@ -38,9 +37,9 @@ def test_p2p_leaves_no_region_negatives_and_truth_flags_pushed_objects(task):
     assert p2p.shares['region_negative'] == 0
     found = point_activation_maps(task, image, pseudo, truth=hidden[:1])
     missed = point_activation_maps(task, image, pseudo, truth=hidden)
-    assert 0 <= found.shares['negative_on_objects'] < missed.shares[
-        'negative_on_objects'
-    ]
+    assert (
+        0 <= found.shares['negative_on_objects'] < missed.shares['negative_on_objects']
+    )
     with pytest.raises(ValueError, match='at least one point'):
         point_activation_maps(task, image, torch.zeros(0, 2))
     with pytest.raises(ValueError, match='scheme'):
