@@ -293,8 +293,6 @@ def semi_diagnostics(
             d_t, _ = cKDTree(pseudo.numpy()).query(truth.numpy())
             precision.append(float((d_p <= radius).mean()))
             recall.append(float((d_t <= radius).mean()))
-        if not len(pseudo):
-            continue
         bg: float | torch.Tensor = (
             1 - torch.sigmoid(logits) if background == 'confidence' else 1.0
         )

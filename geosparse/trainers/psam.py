@@ -91,7 +91,8 @@ def point_activation_maps(
         task: the trained (or training) task; its network is put in eval mode for
             the call and restored after.
         image: ``(C, H, W)`` raw image.
-        points: ``(N, 2)`` (row, col) points in window pixels (N >= 1).
+        points: ``(N, 2)`` (row, col) points in window pixels; with none, every
+            cell is background (a teacher that found nothing).
         confidence: ``(N,)`` point confidences (default 1: annotations).
         scheme: ``p2r`` (regions share the point's confidence) or ``p2p`` (only the
             matched cell does).
@@ -107,10 +108,8 @@ def point_activation_maps(
         The maps and shares.
 
     Raises:
-        ValueError: for no points or a network without a convolution.
+        ValueError: for an unknown scheme or a network without a convolution.
     """
-    if len(points) == 0:
-        raise ValueError('point_activation_maps: give at least one point.')
     hp = task.hparams
     stride = float(hp['stride'])
     radius = float(hp['radius']) / stride
@@ -131,8 +130,12 @@ def point_activation_maps(
             target, weight = p2r_targets(
                 logits, cells, radius, confidence, hp['pos_weight'], background_weight
             )
-            _, owner = p2r_regions((logits.shape[0], logits.shape[1]), cells, radius)
-            owner_t = torch.from_numpy(owner).reshape(logits.shape)
+            if len(points):
+                shape = (logits.shape[0], logits.shape[1])
+                _, owner = p2r_regions(shape, cells, radius)
+                owner_t = torch.from_numpy(owner).reshape(logits.shape)
+            else:  # no (pseudo-)point: every cell is background
+                owner_t = torch.full(logits.shape, -1, dtype=torch.long)
             positive = target > 0
             if scheme == 'p2p':
                 # Only the matched cell keeps the point's weight; the rest of each
@@ -197,7 +200,9 @@ def point_activation_maps(
             float(negative[pixels].sum()) / neg_total if neg_total > 0 else 0.0
         )
     return PointActivation(
-        points=torch.stack(maps).detach(),
+        points=torch.stack(maps).detach()
+        if maps
+        else torch.zeros((0, *grads['background'].shape)),
         background=grads['background'].detach(),
         shares=shares,
     )

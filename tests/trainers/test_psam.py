@@ -40,7 +40,9 @@ def test_p2p_leaves_no_region_negatives_and_truth_flags_pushed_objects(task):
     assert (
         0 <= found.shares['negative_on_objects'] < missed.shares['negative_on_objects']
     )
-    with pytest.raises(ValueError, match='at least one point'):
-        point_activation_maps(task, image, torch.zeros(0, 2))
+    # a teacher that found nothing: all the gradient says "nothing here"
+    empty = point_activation_maps(task, image, torch.zeros(0, 2), truth=hidden)
+    assert empty.points.shape == (0, 64, 64) and empty.shares['background'] == 1
+    assert empty.shares['negative_on_objects'] > missed.shares['negative_on_objects']
     with pytest.raises(ValueError, match='scheme'):
         point_activation_maps(task, image, pseudo, scheme='p2x')  # type: ignore[arg-type]
