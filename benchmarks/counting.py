@@ -285,7 +285,7 @@ def semi_diagnostics(
         with torch.no_grad():
             logits = task.pool(task.teacher(task.normalize(image[None])))[0, 0]
         window = 3 if hp['rule'] == 'peaks' else 1
-        cells, conf = pseudo_points(logits, hp['pseudo_threshold'], window)
+        cells, conf = pseudo_points(logits, task.pseudo_threshold, window)
         pseudo = cells * stride
         counts.append((len(pseudo), len(truth)))
         if len(pseudo) and len(truth):
@@ -564,13 +564,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument(
         '--pseudo-threshold',
         type=float,
-        default=0.8,
-        help="p2r-semi: the teacher's minimum probability of a pseudo-point",
+        help="p2r-semi: the teacher's minimum probability of a pseudo-point "
+        "(default: the task's, its count threshold)",
     )
     p.add_argument(
         '--pseudo-background',
         choices=('certain', 'confidence'),
-        default='certain',
+        default='confidence',
         help='p2r-semi: weight of unlabelled cells in no pseudo-region (1, or the '
         "teacher's 1 - p)",
     )

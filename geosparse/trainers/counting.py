@@ -23,10 +23,14 @@ covariances together), and score counts per window (``*_count_mae``,
   the batch (``labelled = False``) it trains semi-supervised as in the paper: an EMA
   teacher (:class:`~geosparse.teacher.EMATeacher`) sees the weakly augmented window
   (the data module's flips) and gives pseudo-points with confidences
-  (:func:`~geosparse.teacher.pseudo_points`: its cells above ``pseudo_threshold``);
-  the student sees a strongly augmented view (colour jitter, noise, cut-out) of the
-  same window and is trained on them with the P2R loss, weighted by the ramp
-  :func:`~geosparse.teacher.unlabelled_weight`. Deviation for short CPU budgets: the
+  (:func:`~geosparse.teacher.pseudo_points`: its cells above ``pseudo_threshold``,
+  by default the count threshold, so that the pseudo-points are what the teacher
+  counts); the student sees a strongly augmented view (colour jitter, noise, cut-out)
+  of the same window and is trained on them with the P2R loss, weighted by the ramp
+  :func:`~geosparse.teacher.unlabelled_weight`. Cells in no pseudo-point's region are
+  negatives weighted by the teacher's confidence that they are empty,
+  :math:`1 - p^t_j` (``pseudo_background``), the pseudo-labels' confidence carried to
+  the background as well as to the regions. Deviation for short CPU budgets: the
   teacher is made only after ``warmup_steps`` supervised steps (the paper trains for
   hundreds of epochs, where an average from the first step is harmless; over a few
   hundred steps it averages untrained weights and gives noise).
@@ -517,8 +521,8 @@ class PointMapTask(_CountingTask):
         threshold: float = 0.5,
         rule: Literal['cells', 'peaks'] = 'cells',
         ema_decay: float = 0.99,
-        pseudo_threshold: float = 0.8,
-        pseudo_background: Literal['certain', 'confidence'] = 'certain',
+        pseudo_threshold: float | None = None,
+        pseudo_background: Literal['certain', 'confidence'] = 'confidence',
         unlabelled_weight: float = 1.0,
         warmup_steps: int = 100,
         ramp_steps: int = 200,
@@ -549,12 +553,15 @@ class PointMapTask(_CountingTask):
                 confident cell's neighbours pass the threshold too).
             ema_decay: semi-supervised: the teacher's EMA decay.
             pseudo_threshold: semi-supervised: minimum teacher probability of a
-                pseudo-point.
+                pseudo-point (default ``threshold``: the teacher's pseudo-points are
+                the objects it counts). A stricter threshold teaches the student to
+                count fewer objects than its teacher does, and the EMA teacher then
+                follows it down.
             pseudo_background: semi-supervised: weight of the unlabelled cells in
-                no pseudo-point's region: ``certain``, 1 (as for annotations);
-                ``confidence``, the teacher's confidence that the cell is empty,
-                :math:`1 - p^t_j`, so that objects the teacher saw but did not
-                trust enough for a pseudo-point are not pushed to "nothing here".
+                no pseudo-point's region: ``confidence`` (default), the teacher's
+                confidence that the cell is empty, :math:`1 - p^t_j`, so that
+                objects the teacher saw but did not trust are not pushed to
+                "nothing here" at full weight; ``certain``, 1 (as for annotations).
             unlabelled_weight: semi-supervised: weight of the unlabelled loss after
                 the ramp.
             warmup_steps: semi-supervised: supervised steps before the teacher is
@@ -594,6 +601,12 @@ class PointMapTask(_CountingTask):
 
     def configure_losses(self) -> None:
         """Nothing to build: :func:`~geosparse.losses.p2r_loss` is a function."""
+
+    @property
+    def pseudo_threshold(self) -> float:
+        """The teacher's minimum probability of a pseudo-point (``threshold`` unless set)."""
+        value = self.hparams.get('pseudo_threshold')
+        return float(self.hparams['threshold'] if value is None else value)
 
     @property
     def teacher(self) -> EMATeacher:
@@ -733,7 +746,7 @@ class PointMapTask(_CountingTask):
             pts, conf = [], []
             for t in teacher_logits[:, 0]:
                 window = 3 if hp['rule'] == 'peaks' else 1
-                p, c = pseudo_points(t, hp['pseudo_threshold'], window)
+                p, c = pseudo_points(t, self.pseudo_threshold, window)
                 pts.append(p)
                 conf.append(c)
             student = self(self.strong(weak))
