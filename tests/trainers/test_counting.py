@@ -317,3 +317,37 @@ def test_flip_is_deprecated_but_old_checkpoints_still_load(tmp_path):
     x = torch.full((1, 3, 16, 16), 100.0)
     with torch.no_grad():
         torch.testing.assert_close(old(x), task.eval()(x))
+
+
+def test_torchgeo_fit_semi_supervised_p2r_config(tmp_path):
+    make_object_scene(tmp_path / 'data' / 'objects', size=256, n=150, seed=4)
+    cmd = [
+        shutil.which('torchgeo') or 'torchgeo',
+        'fit',
+        '--config',
+        str(ROOT / 'examples' / 'configs' / 'counting_p2r_semi.yaml'),
+        '--trainer.max_steps',
+        '3',
+        '--trainer.limit_val_batches',
+        '1',
+        '--data.init_args.length',
+        '6',
+        '--data.init_args.batch_size',
+        '2',
+        '--data.init_args.unlabelled_batch_size',
+        '3',
+        '--model.init_args.warmup_steps',
+        '1',
+        '--trainer.log_every_n_steps',
+        '1',
+        '--trainer.default_root_dir',
+        str(tmp_path / 'runs'),
+    ]
+    res = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    [ckpt] = list((tmp_path / 'runs').rglob('*.ckpt'))
+    hp = torch.load(ckpt, map_location='cpu', weights_only=True)['hyper_parameters']
+    assert hp['pseudo_background'] == 'confidence' and hp['pseudo_threshold'] is None
+    # the teacher ran on the unlabelled windows after the warm-up step
+    [metrics] = list((tmp_path / 'runs').rglob('metrics.csv'))
+    assert 'train_pseudo_points' in metrics.read_text().splitlines()[0]
