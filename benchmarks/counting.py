@@ -14,12 +14,22 @@ held-out band, or the whole ``--test-image``):
 - ``ot``: DM-Count (count, Sinkhorn OT and total-variation terms,
   :func:`~geosparse.losses.dm_count_loss`), the iterative transport GST replaces;
 - ``p2r``: :class:`~geosparse.trainers.PointMapTask`, all training points;
-- ``p2r-semi``: P2R with only the top ``--labelled-fraction`` of the training band
-  labelled and the rest given as unlabelled windows (EMA teacher, pseudo-points);
+- ``p2r-semi``: P2R with a random ``--labelled-fraction`` of the training band's
+  tiles labelled and the others given as unlabelled windows (EMA teacher,
+  pseudo-points); each step takes ``--batch`` labelled windows, as ``p2r``, plus
+  ``--unlabelled-batch`` unlabelled ones;
 - ``p2r-semi-teacher``: the EMA teacher of ``p2r-semi`` (mean-teacher methods often
   report the teacher);
 - ``p2r-labelled-only``: the supervised reference of ``p2r-semi``: the same labelled
   part, no unlabelled windows.
+
+``semi_diagnostics`` (with ``p2r-semi``; mean of the seeds, and ``per_seed``) looks at
+``--psam-windows`` unlabelled training windows with their hidden points: the teacher's
+pseudo-points per window against the true objects, their precision and recall (within
+``--radius``), and the PSAM shares of the student's unlabelled loss
+(:func:`~geosparse.trainers.point_activation_maps`, under P2R and under P2P), with
+``negative_on_objects``, the share of the "nothing here" gradient that lands on cells
+holding a true object.
 
 ``counts.constant_density_reference`` scores the no-learning answer (every tile gets
 the training band's mean density) for scale.
@@ -284,8 +294,7 @@ def semi_diagnostics(
         truth = pts[ok].double()
         with torch.no_grad():
             logits = task.pool(task.teacher(task.normalize(image[None])))[0, 0]
-        window = 3 if hp['rule'] == 'peaks' else 1
-        cells, conf = pseudo_points(logits, task.pseudo_threshold, window)
+        cells, conf = pseudo_points(logits, task.pseudo_threshold, task.pseudo_window)
         pseudo = cells * stride
         counts.append((len(pseudo), len(truth)))
         if len(pseudo) and len(truth):
@@ -433,6 +442,7 @@ def run_seed(a: argparse.Namespace, speed: bool = True) -> dict[str, Any]:
                 unlabelled_weight=1.0 if method == 'p2r-semi' else 0.0,
                 pseudo_threshold=a.pseudo_threshold,
                 pseudo_background=a.pseudo_background,
+                pseudo_window=a.pseudo_window,
             )
         else:
             task = DensityTask(
@@ -573,6 +583,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         default='confidence',
         help='p2r-semi: weight of unlabelled cells in no pseudo-region (1, or the '
         "teacher's 1 - p)",
+    )
+    p.add_argument(
+        '--pseudo-window',
+        type=int,
+        default=3,
+        help="p2r-semi: pseudo-points are the teacher's local maxima in windows of "
+        'this many cells (1: every cell above the threshold)',
     )
     p.add_argument(
         '--psam-windows',

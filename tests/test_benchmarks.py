@@ -561,6 +561,13 @@ def test_counting_prints_every_method_and_the_speed_ratios(tmp_path):
     settings = result['speed_settings']['gst_vs_ot']
     assert settings['windows'] == [2, 1, 32, 32]  # the training batch, not the band
     assert result['counts']['eval_tiles'] == 8  # bottom 38 rows: 2 x 4 tiles of 32
+    semi = result['semi_diagnostics']  # the teacher exists after the 1-step warm-up
+    assert semi['windows'] == 8 and semi['pseudo']['true_objects_per_window'] > 0
+    for scheme in ('p2r', 'p2p'):
+        shares = semi['psam'][scheme]
+        assert 0 <= shares['negative_on_objects'] <= 1
+        parts = shares['positive'] + shares['region_negative'] + shares['background']
+        assert parts == pytest.approx(1.0)
     # a box CSV as points, and a separate test image
     other = make_object_scene(tmp_path / 'other', size=96, n=30, seed=6)
     out2 = tmp_path / 'c2.json'

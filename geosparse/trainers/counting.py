@@ -523,6 +523,7 @@ class PointMapTask(_CountingTask):
         ema_decay: float = 0.99,
         pseudo_threshold: float | None = None,
         pseudo_background: Literal['certain', 'confidence'] = 'confidence',
+        pseudo_window: int = 3,
         unlabelled_weight: float = 1.0,
         warmup_steps: int = 100,
         ramp_steps: int = 200,
@@ -562,6 +563,11 @@ class PointMapTask(_CountingTask):
                 confidence that the cell is empty, :math:`1 - p^t_j`, so that
                 objects the teacher saw but did not trust are not pushed to
                 "nothing here" at full weight; ``certain``, 1 (as for annotations).
+            pseudo_window: semi-supervised: pseudo-points are the teacher's local
+                maxima in windows of this many cells (odd; 1: every cell above the
+                threshold). Two neighbouring cells above the threshold are most
+                often one object; as two pseudo-points they teach the student to
+                see two, the teacher follows, and the count runs away.
             unlabelled_weight: semi-supervised: weight of the unlabelled loss after
                 the ramp.
             warmup_steps: semi-supervised: supervised steps before the teacher is
@@ -591,6 +597,8 @@ class PointMapTask(_CountingTask):
             freeze_backbone=freeze_backbone,
             freeze_decoder=freeze_decoder,
         )
+        if pseudo_window < 1 or pseudo_window % 2 == 0:
+            raise ValueError(f'pseudo_window={pseudo_window} must be odd and >= 1.')
         if pseudo_background not in ('certain', 'confidence'):
             raise ValueError(
                 f"pseudo_background={pseudo_background!r}: use 'certain' or "
@@ -601,6 +609,11 @@ class PointMapTask(_CountingTask):
 
     def configure_losses(self) -> None:
         """Nothing to build: :func:`~geosparse.losses.p2r_loss` is a function."""
+
+    @property
+    def pseudo_window(self) -> int:
+        """Local-maximum window of the pseudo-points (1 in checkpoints made before it)."""
+        return int(self.hparams.get('pseudo_window', 1))
 
     @property
     def pseudo_threshold(self) -> float:
@@ -745,8 +758,7 @@ class PointMapTask(_CountingTask):
             teacher_logits = self.pool(self.teacher(self.normalize(weak)))
             pts, conf = [], []
             for t in teacher_logits[:, 0]:
-                window = 3 if hp['rule'] == 'peaks' else 1
-                p, c = pseudo_points(t, self.pseudo_threshold, window)
+                p, c = pseudo_points(t, self.pseudo_threshold, self.pseudo_window)
                 pts.append(p)
                 conf.append(c)
             student = self(self.strong(weak))
