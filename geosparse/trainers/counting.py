@@ -524,6 +524,7 @@ class PointMapTask(_CountingTask):
         pseudo_threshold: float | None = None,
         pseudo_background: Literal['certain', 'confidence'] = 'confidence',
         pseudo_window: int = 3,
+        predict_with: Literal['teacher', 'student'] = 'teacher',
         unlabelled_weight: float = 1.0,
         warmup_steps: int = 100,
         ramp_steps: int = 200,
@@ -568,6 +569,11 @@ class PointMapTask(_CountingTask):
                 threshold). Two neighbouring cells above the threshold are most
                 often one object; as two pseudo-points they teach the student to
                 see two, the teacher follows, and the count runs away.
+            predict_with: semi-supervised: which network the trained task keeps
+                for prediction: ``teacher`` (default), the EMA average, copied into
+                the model when training ends and written as the model in every
+                checkpoint; or ``student``. Without a teacher (no unlabelled
+                windows) the model is the only network.
             unlabelled_weight: semi-supervised: weight of the unlabelled loss after
                 the ramp.
             warmup_steps: semi-supervised: supervised steps before the teacher is
@@ -597,6 +603,10 @@ class PointMapTask(_CountingTask):
             freeze_backbone=freeze_backbone,
             freeze_decoder=freeze_decoder,
         )
+        if predict_with not in ('teacher', 'student'):
+            raise ValueError(
+                f"predict_with={predict_with!r}: use 'teacher' or 'student'."
+            )
         if pseudo_window < 1 or pseudo_window % 2 == 0:
             raise ValueError(f'pseudo_window={pseudo_window} must be odd and >= 1.')
         if pseudo_background not in ('certain', 'confidence'):
@@ -797,3 +807,24 @@ class PointMapTask(_CountingTask):
         """Move the teacher after every student step (when there is one)."""
         if self._teacher is not None:
             self._teacher.update(self.model)
+
+    def _predicts_with_teacher(self) -> bool:
+        return (
+            self._teacher is not None
+            and self.hparams.get('predict_with', 'student') == 'teacher'
+        )
+
+    def on_train_end(self) -> None:
+        """With ``predict_with='teacher'``, the model becomes the EMA teacher."""
+        if self._predicts_with_teacher():
+            assert self._teacher is not None
+            self.model.load_state_dict(self._teacher.model.state_dict())
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """With ``predict_with='teacher'``, checkpoints hold the teacher as the model."""
+        super().on_save_checkpoint(checkpoint)
+        if self._predicts_with_teacher():
+            assert self._teacher is not None
+            state = checkpoint['state_dict']
+            for key, value in self._teacher.model.state_dict().items():
+                state[f'model.{key}'] = value.detach().clone()

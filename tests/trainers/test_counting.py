@@ -139,6 +139,7 @@ def test_point_map_task_semi_supervised_moves_the_teacher(objects, tmp_path):
         warmup_steps=1,
         ramp_steps=2,
         pseudo_threshold=0.0,
+        predict_with='student',
     )
     brief_trainer(4).fit(task, dm)
     teacher = task.teacher.model
@@ -158,10 +159,33 @@ def test_point_map_task_semi_supervised_moves_the_teacher(objects, tmp_path):
         pseudo_threshold=0.0,
         pseudo_background='confidence',
     )
-    brief_trainer(3).fit(soft, dm)
+    trainer = brief_trainer(3)
+    trainer.fit(soft, dm)
     assert soft._teacher is not None
+    # by default the trained model is the teacher, in memory and in checkpoints
+    for t, s in zip(
+        soft.teacher.model.parameters(), soft.model.parameters(), strict=True
+    ):
+        assert torch.equal(t, s)
+    with torch.no_grad():  # a student that moved on: checkpoints keep the teacher
+        next(soft.model.parameters()).add_(1.0)
+    ckpt = tmp_path / 'semi.ckpt'
+    trainer.save_checkpoint(ckpt)
+    state = torch.load(ckpt, weights_only=True)['state_dict']
+    for key, value in soft.teacher.model.state_dict().items():
+        assert torch.equal(state[f'model.{key}'], value)
+    with pytest.raises(ValueError, match='predict_with'):
+        PointMapTask(predict_with='ema')  # type: ignore[arg-type]
     with pytest.raises(ValueError, match='pseudo_background'):
         PointMapTask(pseudo_background='sure')  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match='pseudo_window'):
+        PointMapTask(pseudo_window=2)
+    # pseudo-points default to the count threshold; old checkpoints had no window
+    fresh = PointMapTask(model='fcn', num_filters=8, threshold=0.4)
+    assert soft.pseudo_threshold == 0.0 and fresh.pseudo_threshold == 0.4
+    assert fresh.pseudo_window == 3
+    del fresh.hparams['pseudo_window']
+    assert fresh.pseudo_window == 1
     strong = task.strong(torch.full((2, 3, 16, 16), 100.0))
     assert strong.shape == (2, 3, 16, 16) and not torch.allclose(
         strong, torch.full_like(strong, 100.0)
