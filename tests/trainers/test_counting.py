@@ -23,6 +23,7 @@ from geosparse.trainers import (
 )
 
 from ..conftest import ROOT, counting_dm, save_untrained
+from ..test_torchgeo_fit import torchgeo_fit
 
 
 @pytest.fixture(scope='module')
@@ -132,15 +133,8 @@ def test_counts_beat_the_constant_density_answer(objects, tmp_path, method):
 def test_point_map_task_semi_supervised_moves_the_teacher(objects, tmp_path):
     lightning.seed_everything(0)
     dm = make_dm(objects, tmp_path, labelled_fraction=0.5, patch_size=16, length=24)
-    task = PointMapTask(
-        model='fcn',
-        num_filters=8,
-        radius=3.0,
-        warmup_steps=1,
-        ramp_steps=2,
-        pseudo_threshold=0.0,
-        predict_with='student',
-    )
+    brief = dict(model='fcn', num_filters=8, radius=3.0, warmup_steps=1, ramp_steps=2)
+    task = PointMapTask(**brief, pseudo_threshold=0.0, predict_with='student')
     brief_trainer(4).fit(task, dm)
     teacher = task.teacher.model
     assert 'teacher' not in ''.join(task.state_dict())  # not checkpointed
@@ -150,15 +144,7 @@ def test_point_map_task_semi_supervised_moves_the_teacher(objects, tmp_path):
     ]
     assert max(diffs) > 0  # an average, not a copy
     # the teacher's empty-cell confidence as the background weight trains too
-    soft = PointMapTask(
-        model='fcn',
-        num_filters=8,
-        radius=3.0,
-        warmup_steps=1,
-        ramp_steps=2,
-        pseudo_threshold=0.0,
-        pseudo_background='confidence',
-    )
+    soft = PointMapTask(**brief, pseudo_threshold=0.0, pseudo_background='confidence')
     trainer = brief_trainer(3)
     trainer.fit(soft, dm)
     assert soft._teacher is not None
@@ -345,30 +331,20 @@ def test_flip_is_deprecated_but_old_checkpoints_still_load(tmp_path):
 
 def test_torchgeo_fit_semi_supervised_p2r_config(tmp_path):
     make_object_scene(tmp_path / 'data' / 'objects', size=256, n=150, seed=4)
-    cmd = [
-        shutil.which('torchgeo') or 'torchgeo',
-        'fit',
-        '--config',
-        str(ROOT / 'examples' / 'configs' / 'counting_p2r_semi.yaml'),
+    torchgeo_fit(
+        'counting_p2r_semi.yaml',
+        tmp_path,
         '--trainer.max_steps',
         '3',
-        '--trainer.limit_val_batches',
-        '1',
         '--data.init_args.length',
         '6',
-        '--data.init_args.batch_size',
-        '2',
         '--data.init_args.unlabelled_batch_size',
         '3',
         '--model.init_args.warmup_steps',
         '1',
         '--trainer.log_every_n_steps',
         '1',
-        '--trainer.default_root_dir',
-        str(tmp_path / 'runs'),
-    ]
-    res = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
+    )
     [ckpt] = list((tmp_path / 'runs').rglob('*.ckpt'))
     hp = torch.load(ckpt, map_location='cpu', weights_only=True)['hyper_parameters']
     assert hp['pseudo_background'] == 'confidence' and hp['pseudo_threshold'] is None
