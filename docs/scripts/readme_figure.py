@@ -36,14 +36,10 @@ HELD_OUT = '07'  # with 06 also held out: the 06/07 fold of the docs' table
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('data', nargs='?', type=Path)
-    parser.add_argument(
-        '--out', type=Path, default=ROOT / 'docs/_static/lsr_real_map.png'
-    )
+    parser.add_argument('--out', type=Path, default=ROOT / 'docs/_static/lsr_real_map.png')
     parser.add_argument('--steps', type=int, default=150)
     args = parser.parse_args()
-    data = args.data or Path(
-        os.environ.get('GEOSPARSE_DATA_DIR', ROOT.parent / 'shared/data')
-    )
+    data = args.data or Path(os.environ.get('GEOSPARSE_DATA_DIR', ROOT.parent / 'shared/data'))
     src = data / 'chesapeake-wv2014' / 'train'
     if not src.is_dir():
         sys.exit(f'{src}: not found; give the shared data folder as the first argument')
@@ -56,37 +52,17 @@ def main() -> None:
             (t / ('eval' if held else 'train') / f.name).symlink_to(f)
         ckpt = t / 'lsr.ckpt'
         subprocess.run(
-            [
-                sys.executable,
-                str(ROOT / 'benchmarks/lsr_chesapeake.py'),
-                '--train',
-                str(t / 'train'),
-                '--eval',
-                str(t / 'eval'),
-                '--methods',
-                'lsr',
-                '--protocols',
-                'cross-tile',
-                '--steps',
-                str(args.steps),
-                '--save-checkpoint',
-                str(ckpt),
-                '--out',
-                str(t / 'scores.json'),
-            ],
+            [sys.executable, str(ROOT / 'benchmarks/lsr_chesapeake.py'), '--train',
+             str(t / 'train'), '--eval', str(t / 'eval'), '--methods', 'lsr',
+             '--protocols', 'cross-tile',
+             '--steps', str(args.steps), '--save-checkpoint', str(ckpt), '--out',
+             str(t / 'scores.json')],
             check=True,
         )
         naip = next(src.glob(f'*_{HELD_OUT}_naip.tif'))
         subprocess.run(
-            [
-                'geosparse',
-                'predict',
-                '--checkpoint',
-                str(ckpt),
-                str(naip),
-                '--out',
-                str(t / 'maps'),
-            ],
+            ['geosparse', 'predict', '--checkpoint', str(ckpt), str(naip), '--out',
+             str(t / 'maps')],
             check=True,
         )
         cog = next((t / 'maps').glob('*.tif'))
@@ -100,23 +76,14 @@ def main() -> None:
             nodata = f.nodatavals[1]
         with rasterio.open(str(naip).replace('_naip', '_lc')) as f:
             truth = f.read(1)
-    unc = (
-        np.where(unc == nodata, np.nan, unc * scale)
-        if nodata is not None
-        else unc * scale
-    )
+    unc = np.where(unc == nodata, np.nan, unc * scale) if nodata is not None else unc * scale
     k = int(cls[cls < 255].max()) + 1
     cmap = ListedColormap([np.array(colours[i][:3]) / 255 for i in range(k)])
     fig, ax = plt.subplots(1, 3, figsize=(12, 4.3), constrained_layout=True)
     ax[0].imshow(rgb)
     ax[0].set_title('NAIP 1 m (held out)')
-    ax[1].imshow(
-        np.ma.masked_equal(cls, 255),
-        cmap=cmap,
-        vmin=-0.5,
-        vmax=k - 0.5,
-        interpolation='nearest',
-    )
+    ax[1].imshow(np.ma.masked_equal(cls, 255), cmap=cmap, vmin=-0.5, vmax=k - 0.5,
+                 interpolation='nearest')
     valid = truth > 0
     acc = float((cls[valid] == truth[valid] - 1).mean())
     ax[1].set_title('land cover from 30 m NLCD labels')
@@ -131,10 +98,8 @@ def main() -> None:
         a.set_axis_off()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=80)
-    print(
-        f'{args.out}: classes {np.unique(cls).tolist()}, truth {np.unique(truth).tolist()}, '
-        f'pixel agreement with the fine labels {acc:.3f}'
-    )
+    print(f'{args.out}: classes {np.unique(cls).tolist()}, truth {np.unique(truth).tolist()}, '
+          f'pixel agreement with the fine labels {acc:.3f}')
 
 
 if __name__ == '__main__':
