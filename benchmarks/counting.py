@@ -26,8 +26,9 @@ held-out band, or the whole ``--test-image``):
 ``semi_diagnostics`` (with ``p2r-semi``; mean of the seeds, and ``per_seed``) looks at
 ``--psam-windows`` unlabelled training windows with their hidden points: the teacher's
 pseudo-points per window against the true objects, their precision and recall (within
-``--radius``), and the PSAM shares of the student's unlabelled loss
-(:func:`~geosparse.trainers.point_activation_maps`, under P2R and under P2P), with
+``--radius``), and the PSAM shares of the unlabelled loss for the trained model (the
+teacher, by the task's default ``predict_with='teacher'``;
+:func:`~geosparse.trainers.point_activation_maps`, under P2R and under P2P), with
 ``negative_on_objects``, the share of the "nothing here" gradient that lands on cells
 holding a true object.
 
@@ -106,7 +107,6 @@ from geosparse.io.raster import atomic_write_text
 from geosparse.losses import kernel_shares
 from geosparse.losses.p2r import p2r_loss
 from geosparse.samplers import RegionGeoSampler
-from geosparse.teacher import pseudo_points
 from geosparse.trainers import (
     DensityTask,
     PointMapTask,
@@ -273,8 +273,10 @@ def semi_diagnostics(
     the truth. ``pseudo``: pseudo-points and true objects per window, and the share
     of pseudo-points within ``radius`` of a true object (precision) and of true
     objects within ``radius`` of a pseudo-point (recall). ``psam``: the shares of
-    the student's unlabelled-loss gradient (:func:`point_activation_maps`) under the
-    task's P2R supervision and under P2P (confidence on the matched cell only), each
+    the unlabelled loss's gradient (:func:`point_activation_maps`) for the trained
+    model (the teacher itself with ``predict_with='teacher'``, the task's default)
+    under the task's P2R supervision and under P2P (confidence on the matched cell
+    only), each
     with ``negative_on_objects``, the share of the "nothing here" gradient that
     falls on cells holding a hidden true object.
     """
@@ -287,24 +289,20 @@ def semi_diagnostics(
     radius, stride = float(hp['radius']), float(hp['stride'])
     counts, precision, recall = [], [], []
     shares: dict[str, list[dict[str, float]]] = {'p2r': [], 'p2p': []}
-    background = hp.get('pseudo_background', 'certain')
-    for image, pts, ok in zip(
-        batch['image'], batch['points'], batch['valid'], strict=True
+    cell_points, confidence, background = task.pseudo_labels(batch['image'])
+    for i, (image, pts, ok) in enumerate(
+        zip(batch['image'], batch['points'], batch['valid'], strict=True)
     ):
         truth = pts[ok].double()
-        with torch.no_grad():
-            logits = task.pool(task.teacher(task.normalize(image[None])))[0, 0]
-        cells, conf = pseudo_points(logits, task.pseudo_threshold, task.pseudo_window)
-        pseudo = cells * stride
+        conf = confidence[i]
+        pseudo = cell_points[i] * stride
         counts.append((len(pseudo), len(truth)))
         if len(pseudo) and len(truth):
             d_p, _ = cKDTree(truth.numpy()).query(pseudo.numpy())
             d_t, _ = cKDTree(pseudo.numpy()).query(truth.numpy())
             precision.append(float((d_p <= radius).mean()))
             recall.append(float((d_t <= radius).mean()))
-        bg: float | torch.Tensor = (
-            1 - torch.sigmoid(logits) if background == 'confidence' else 1.0
-        )
+        bg = background if isinstance(background, float) else background[i]
         for scheme in ('p2r', 'p2p'):
             act = point_activation_maps(
                 task, image, pseudo, conf, scheme, bg, truth=truth
@@ -466,8 +464,10 @@ def run_seed(a: argparse.Namespace, speed: bool = True) -> dict[str, Any]:
             'count_within_2sd': scores['test_count_within_2sd'],
         }
         if method == 'p2r-semi' and task._teacher is not None:
+            # With predict_with='teacher' the model is the teacher: no second pass.
+            same = task.hparams['predict_with'] == 'teacher'
             results['p2r-semi-teacher'] = {
-                **teacher_scores(task, test_dm or dm),
+                **(results[method] if same else teacher_scores(task, test_dm or dm)),
                 'seconds': seconds,
                 'step_seconds': step_seconds,
             }

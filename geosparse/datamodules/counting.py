@@ -206,7 +206,8 @@ class CountingDataModule(KeepGeoKeys, GeoDataModule):
             res: resolution of the samples in CRS units (default: the imagery's).
             patch_size: training window size in pixels.
             batch_size: windows per batch.
-            length: training windows per epoch.
+            length: training windows per epoch (semi-supervised: labelled windows;
+                the unlabelled ones come on top, ``unlabelled_batch_size`` per batch).
             split: fractions of each raster's height (from the top) for training,
                 validation and testing.
             labelled_fraction: fraction of the training band's tiles (of about

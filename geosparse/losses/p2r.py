@@ -44,7 +44,8 @@ def p2r_regions(
 
     Args:
         shape: ``(h, w)`` of the cell grid.
-        points: ``(N, 2)`` (row, col) points in cell units (N >= 1).
+        points: ``(N, 2)`` (row, col) points in cell units (none: every cell is in
+            no region).
         radius: truncation radius of the regions, in cells.
 
     Returns:
@@ -52,6 +53,8 @@ def p2r_regions(
         the owning point and its index, or ``inf`` and -1 for a cell in no region.
     """
     h, w = shape
+    if len(points) == 0:
+        return np.full(h * w, np.inf), np.full(h * w, -1, dtype=np.int64)
     rr, cc = np.meshgrid(np.arange(h) + 0.5, np.arange(w) + 0.5, indexing='ij')
     cells = np.stack([rr.ravel(), cc.ravel()], 1)
     pts = points.detach().cpu().double().numpy()

@@ -752,6 +752,30 @@ class PointMapTask(_CountingTask):
             x[i, :, r : r + ch, c : c + cw] = mean[i]
         return x
 
+    @torch.no_grad()
+    def pseudo_labels(
+        self, images: Tensor
+    ) -> tuple[list[Tensor], list[Tensor], float | list[Tensor]]:
+        """The teacher's pseudo-labels of raw (weakly augmented) images.
+
+        Returns:
+            Per image, the pseudo-points ``(P, 2)`` in cell units and their
+            confidences ``(P,)`` (:func:`~geosparse.teacher.pseudo_points` at
+            ``pseudo_threshold`` and ``pseudo_window``), and the weight of the cells
+            in no pseudo-region: per image an ``(h, w)`` map :math:`1 - p^t` with
+            ``pseudo_background='confidence'``, else 1.
+        """
+        logits = self.pool(self.teacher(self.normalize(images)))[:, 0]
+        points, confidence = [], []
+        for t in logits:
+            p, c = pseudo_points(t, self.pseudo_threshold, self.pseudo_window)
+            points.append(p)
+            confidence.append(c)
+        background: float | list[Tensor] = 1.0
+        if self.hparams.get('pseudo_background', 'certain') == 'confidence':
+            background = [1 - torch.sigmoid(t.float()) for t in logits]
+        return points, confidence, background
+
     def training_step(  # type: ignore[override]  # Lightning skips a None loss
         self, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> Tensor | None:
@@ -765,18 +789,8 @@ class PointMapTask(_CountingTask):
         warm = self.global_step >= hp['warmup_steps']
         if len(unl) and hp['unlabelled_weight'] > 0 and warm:
             weak = batch['image'][unl]
-            teacher_logits = self.pool(self.teacher(self.normalize(weak)))
-            pts, conf = [], []
-            for t in teacher_logits[:, 0]:
-                p, c = pseudo_points(t, self.pseudo_threshold, self.pseudo_window)
-                pts.append(p)
-                conf.append(c)
+            pts, conf, background = self.pseudo_labels(weak)
             student = self(self.strong(weak))
-            background: float | list[Tensor] = 1.0
-            if hp.get('pseudo_background', 'certain') == 'confidence':
-                background = [
-                    1 - torch.sigmoid(t.float()) for t in teacher_logits[:, 0]
-                ]
             unsup = p2r_loss(
                 student,
                 pts,

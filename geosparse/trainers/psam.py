@@ -130,12 +130,9 @@ def point_activation_maps(
             target, weight = p2r_targets(
                 logits, cells, radius, confidence, hp['pos_weight'], background_weight
             )
-            if len(points):
-                shape = (logits.shape[0], logits.shape[1])
-                _, owner = p2r_regions(shape, cells, radius)
-                owner_t = torch.from_numpy(owner).reshape(logits.shape)
-            else:  # no (pseudo-)point: every cell is background
-                owner_t = torch.full(logits.shape, -1, dtype=torch.long)
+            shape = (logits.shape[0], logits.shape[1])
+            _, owner = p2r_regions(shape, cells, radius)
+            owner_t = torch.from_numpy(owner).reshape(logits.shape)
             positive = target > 0
             if scheme == 'p2p':
                 # Only the matched cell keeps the point's weight; the rest of each

@@ -160,6 +160,14 @@ def test_point_map_task_semi_supervised_moves_the_teacher(objects, tmp_path):
     state = torch.load(ckpt, weights_only=True)['state_dict']
     for key, value in soft.teacher.model.state_dict().items():
         assert torch.equal(state[f'model.{key}'], value)
+    # its pseudo-labels: local maxima above the threshold, background maps 1 - p
+    images = torch.full((2, 3, 16, 16), 100.0)
+    points, conf, background = soft.pseudo_labels(images)
+    assert len(points) == len(conf) == len(background) == 2
+    assert isinstance(background, list) and background[0].shape == (4, 4)
+    assert points[0].shape[1] == 2 and (conf[0] >= 0).all()
+    p = torch.sigmoid(soft.pool(soft.teacher(soft.normalize(images)))[0, 0])
+    torch.testing.assert_close(background[0], 1 - p)
     with pytest.raises(ValueError, match='predict_with'):
         PointMapTask(predict_with='ema')  # type: ignore[arg-type]
     with pytest.raises(ValueError, match='pseudo_background'):
