@@ -9,9 +9,15 @@ Gaussian-process likelihood, learnable RBF kernel by default). Scored:
 - ``mse``, ``npp``: the networks' maps;
 - ``npp-gp``: the package's default prediction: the NPP map conditioned on the
   revealed points after the empirical-Bayes re-fit of the kernel, the noise and a
-  trend :math:`a + b\,m(x)` on them (:func:`~geosparse.gp.fit_revealed`);
-- ``npp-gp-all``: the same fit, conditioned on every known point, the train points
-  too (``geosparse predict --reveal ALL --refit-on REVEALED``);
+  trend :math:`a + b\,m(x) + \sum_k c_k z_k(x)` on the network mean and the image
+  bands, or on the network mean alone, whichever has the higher marginal likelihood
+  (:func:`~geosparse.gp.fit_revealed`);
+- ``npp-gp-bands``, ``npp-gp-network``: the same with the trend always on the
+  bands too (``--drift bands``), or on the network mean alone (``--drift network``);
+- ``npp-gp-all``, ``npp-gp-bands-all``, ``npp-gp-network-all``: the same fits,
+  conditioned on every known
+  point, the train points too (``geosparse predict --reveal ALL --refit-on
+  REVEALED``);
 - ``npp-gp-trained``: conditioned with the kernel as trained (no re-fit);
 - ``mse-gp``: the same re-fit and posterior around the MSE network's map;
 - baselines from *every* known label (train and revealed points), so that they hold
@@ -302,26 +308,43 @@ def run_split(
         'mse': KernelParams(a.kernel_family, a.lengthscale, scale**2, 0.1 * scale**2),
     }
     known = np.concatenate([tr, rev])
+    # The image bands as drifts of the trend (the default), or the network alone.
+    bands = torch.from_numpy(image).double()
+    bands_rev = bands[:, rc[rev, 0], rc[rev, 1]].T
     for net, start in starts.items():
         at = maps[net][rc[rev, 0], rc[rev, 1]]
-        fit = fit_revealed([(rev_pts, rev_val, at)], start)
-        mean, std = posterior_map(
-            maps[net], rev_pts, rev_val, fit.params, trend=fit.trend
-        )
-        pred[f'{net}-gp'] = mean[er, ec].numpy()
-        sd[f'{net}-gp'] = np.sqrt(std[er, ec].numpy() ** 2 + fit.params.noise)
-        kernels[f'{net}-gp'] = fit.as_dict()
-        if net == 'npp':
-            # The same fit, given every known point (the train points too).
+        for drift in ('auto', 'bands', 'network') if net == 'npp' else ('auto',):
+            name = f'{net}-gp' if drift == 'auto' else f'{net}-gp-{drift}'
+            fit = fit_revealed(
+                [(rev_pts, rev_val, at)],
+                start,
+                covariates=None if drift == 'network' else [bands_rev],
+                select=drift == 'auto',
+            )
             mean, std = posterior_map(
                 maps[net],
-                torch.from_numpy(rc[known] + 0.5),
-                torch.from_numpy(values[known]),
+                rev_pts,
+                rev_val,
                 fit.params,
                 trend=fit.trend,
+                covariates=bands,
             )
-            pred['npp-gp-all'] = mean[er, ec].numpy()
-            sd['npp-gp-all'] = np.sqrt(std[er, ec].numpy() ** 2 + fit.params.noise)
+            pred[name] = mean[er, ec].numpy()
+            sd[name] = np.sqrt(std[er, ec].numpy() ** 2 + fit.params.noise)
+            kernels[name] = fit.as_dict()
+            if net == 'npp':
+                # The same fit, given every known point (the train points too).
+                mean, std = posterior_map(
+                    maps[net],
+                    torch.from_numpy(rc[known] + 0.5),
+                    torch.from_numpy(values[known]),
+                    fit.params,
+                    trend=fit.trend,
+                    covariates=bands,
+                )
+                all_name = f'{name}-all'
+                pred[all_name] = mean[er, ec].numpy()
+                sd[all_name] = np.sqrt(std[er, ec].numpy() ** 2 + fit.params.noise)
     # Revelation curve: a growing share of the revealed points, re-fitted and as
     # trained (the share 0 is the network alone).
     curve: dict[str, dict[str, dict[str, float]]] = {'refit': {}, 'trained': {}}
@@ -331,12 +354,16 @@ def run_split(
         pts_k, val_k = rev_pts[:k], rev_val[:k]
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')  # too few points: the trained kernel
-            fit = fit_revealed([(pts_k, val_k, at_rev[:k])], trained)
+            fit = fit_revealed(
+                [(pts_k, val_k, at_rev[:k])], trained, covariates=[bands_rev[:k]]
+            )
         for name, params, trend in (
             ('refit', fit.params, fit.trend),
             ('trained', trained, None),
         ):
-            mean, _ = posterior_map(maps['npp'], pts_k, val_k, params, trend=trend)
+            mean, _ = posterior_map(
+                maps['npp'], pts_k, val_k, params, trend=trend, covariates=bands
+            )
             curve[name][str(share)] = scores(mean[er, ec].numpy(), eval_val)
     seconds['posterior'] = round(time.perf_counter() - t0, 2)
     # Baselines from every known label (train and revealed points alike): the

@@ -105,6 +105,12 @@ def _predict(args: argparse.Namespace) -> int:
             're-fits the whole kernel on the known points; drop --calibrate.',
             file=sys.stderr,
         )
+    if args.drift is not None and not (args.reveal and args.refit):
+        print(
+            f'geosparse: --drift {args.drift} is unused: it sets the trend of the '
+            're-fit, which needs --reveal and cannot go with --no-refit.',
+            file=sys.stderr,
+        )
     reveal = None
     if args.reveal:
         from .io.points import read_points
@@ -154,6 +160,7 @@ def _predict(args: argparse.Namespace) -> int:
             kernel_family=args.kernel_family,
             refit=args.refit,
             refit_on=refit_on,
+            drift=args.drift or 'auto',
             radiometry=args.radiometry,
             trust_checkpoint=args.trust_checkpoint,
         )
@@ -764,12 +771,21 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=True,
         help='before predicting, re-fit the kernel length-scale, variance, noise and '
-        'a trend a + b * network on the known points by maximum likelihood (one '
+        'a trend (see --drift) on the known points by maximum likelihood (one '
         'extra network pass over the blocks that hold points): the std then '
-        'matches errors at new places, and where the imagery says little the map '
+        'matches errors at new places, and where the network says little the map '
         'becomes kriging of the points. The trained (or given) kernel is the '
         'start, and is kept with a warning below 8 points. --no-refit uses it as '
         'it is (default: --refit)',
+    )
+    gp.add_argument(
+        '--drift',
+        choices=['auto', 'bands', 'network'],
+        help="with --refit: the re-fitted trend's terms. bands: a + b * network + "
+        'c . image bands, so that where the network is weak the map is regression '
+        'kriging on the bands; network: a + b * network alone; auto: whichever of '
+        'the two has the higher marginal likelihood on the known points (default: '
+        'auto)',
     )
     gp.add_argument(
         '--refit-on',

@@ -421,6 +421,7 @@ def test_npp_geo_on_points_with_dense_truth(height_scene, tmp_path):
     assert got['settings']['kernel_family'] == 'matern32'
     gp = {'npp-gp', 'npp-gp-trained', 'mse-gp', 'constant', 'ok', 'rk'}
     gp |= {'ok-revealed', 'rk-revealed', 'npp-gp-all'}
+    gp |= {'npp-gp-network', 'npp-gp-network-all', 'npp-gp-bands', 'npp-gp-bands-all'}
     assert set(got['methods']) == {'mse', 'npp'} | gp
     assert set(got['calibration']) == gp
     assert got['points']['evaluated_on'] == 'truth'

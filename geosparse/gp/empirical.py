@@ -5,21 +5,31 @@ residuals at its *training* points, which the network has partly fitted, and
 prediction would trust them. :func:`fit_revealed` re-estimates them, before any
 conditioning, from the labels revealed at prediction time, with the network mean
 kept as trained. The model of the revealed labels :math:`y` at points :math:`P` is
-kriging with the network mean as an external drift (Rasmussen and Williams,
-*Gaussian Processes for Machine Learning*, 2006, Sec. 2.7):
+kriging with the network mean, and optionally the image bands :math:`z_k`, as
+external drifts (Rasmussen and Williams, *Gaussian Processes for Machine
+Learning*, 2006, Sec. 2.7):
 
 .. math::
-    y = \beta_0 + \beta_1 m(P) + g(P) + \varepsilon, \quad
+    y = \beta_0 + \beta_1 m(P) + \textstyle\sum_k \gamma_k z_k(P) + g(P)
+    + \varepsilon, \quad
     g \sim GP(0, k_\theta), \quad \varepsilon \sim \mathcal N(0, \sigma_0^2 I), \quad
-    \beta \sim \mathcal N(b, B),
+    (\beta, \gamma) \sim \mathcal N(b, B),
 
-with :math:`b = (0, 1)` (the network as trained) and a wide Gaussian prior
-:math:`B`. Where the imagery explains the labels, :math:`\beta_1 \approx 1` and the
-map is NPP-GP; where it says little, :math:`\beta_1 \to 0` and the map becomes
-ordinary kriging of the points (a constant plus the GP), so the method cannot be
-much worse than kriging the user already knows. With :math:`\beta` integrated out,
-:math:`y \sim \mathcal N(H b, K_\theta + \sigma_0^2 I + H B H^\top)` with
-:math:`H = [1, m(P)]` (R&W Eq. 2.43); :math:`\theta = (\ell, s^2)` and
+with :math:`b = (0, 1, 0, \dots)` (the network as trained) and a Gaussian prior
+:math:`B`: on standardised labels and bands, standard deviations 10 for
+:math:`\beta_0`, 1 for :math:`\beta_1` and 1 for each :math:`\gamma_k` (a mild
+ridge, so that many or collinear bands stay stable with few points). Where the
+imagery explains the labels through the network, :math:`\beta_1 \approx 1` and the
+map is NPP-GP; where the network says little, :math:`\beta_1 \to 0` and the map
+becomes ordinary kriging of the points (a constant plus the GP), or, with the
+bands, regression kriging on them (the regression fitted by generalised least
+squares with the GP, i.e. universal kriging), so the method cannot be much worse
+than the kriging the user already knows. The bands are kept only when they raise
+the marginal likelihood (below) over the trend on the network alone (Bayesian model
+selection, R&W Sec. 5.2): with few points, or bands that say nothing more than the
+network, their extra coefficients cost more evidence than they gain. With :math:`(\beta, \gamma)` integrated
+out, :math:`y \sim \mathcal N(H b, K_\theta + \sigma_0^2 I + H B H^\top)` with
+:math:`H = [1, m(P), z_1(P), \dots]` (R&W Eq. 2.43); :math:`\theta = (\ell, s^2)` and
 :math:`\sigma_0^2` maximise this marginal likelihood (type-II maximum likelihood,
 R&W Sec. 5.4.1), by L-BFGS-B from the trained values and a small grid of starts,
 within bounds that keep the fit stable. (Letting the trend fixed at :math:`b`
@@ -53,47 +63,104 @@ from .params import KernelParams
 
 __all__ = ['RevealedFit', 'Trend', 'fit_revealed']
 
-#: Prior standard deviations of the standardised intercept and of the slope.
+#: Prior standard deviations of the standardised intercept, of the slope on the
+#: network mean and of each standardised band's coefficient.
 _PRIOR_SD = (10.0, 1.0)
+_BAND_PRIOR_SD = 1.0
 #: Bounds of the standardised variance and noise (label variance = 1).
 _VAR_BOUNDS = (1e-4, 10.0)
 
 
 @dataclass(frozen=True)
 class Trend:
-    r"""The mean of the labels around the network: :math:`\beta_0 + \beta_1 m(x)`.
+    r"""The mean of the labels: :math:`\beta_0 + \beta_1 m(x) + \sum_k \gamma_k z_k(x)`.
 
     .. versionadded:: 0.2
+
+    .. versionchanged:: 0.3
+       Coefficients on the image bands (:attr:`bands`); :attr:`cov` is the whole
+       matrix.
 
     Attributes:
         intercept: :math:`\bar\beta_0` (label units).
         slope: :math:`\bar\beta_1`.
-        cov: :math:`\Sigma_\beta` as ``(var β0, cov β0 β1, var β1)``; zeros for a
-            trend taken as known.
+        bands: :math:`\bar\gamma_k`, one per image band (label units per band
+            unit); empty for a trend on the network mean alone.
+        cov: :math:`\Sigma_\beta` over :math:`(\beta_0, \beta_1, \gamma_1, \dots)`,
+            row by row; empty for a trend taken as known.
     """
 
     intercept: float = 0.0
     slope: float = 1.0
-    cov: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    bands: tuple[float, ...] = ()
+    cov: tuple[tuple[float, ...], ...] = ()
 
-    def __call__(self, mean: Tensor) -> Tensor:
-        r""":math:`\bar\beta_0 + \bar\beta_1 m`."""
-        return self.intercept + self.slope * mean
+    def __post_init__(self) -> None:
+        p = 2 + len(self.bands)
+        if self.cov and (len(self.cov) != p or any(len(r) != p for r in self.cov)):
+            raise ValueError(
+                f'Trend.cov must be {p} x {p} (intercept, slope and '
+                f'{len(self.bands)} band coefficients), got {len(self.cov)} rows.'
+            )
+
+    def basis(self, mean: Tensor, covariates: Tensor | None = None) -> Tensor:
+        r""":math:`h(x) = (1, m(x), z_1(x), \dots)`, shape ``(*mean.shape, p)``.
+
+        Args:
+            mean: the network mean :math:`m`, any shape ``S``.
+            covariates: ``(K, *S)`` the image bands :math:`z_k` (needed when the
+                trend has band coefficients).
+
+        Raises:
+            ValueError: when the trend has band coefficients and ``covariates`` is
+                missing or has another number of bands.
+        """
+        parts = [torch.ones_like(mean), mean]
+        if self.bands:
+            if covariates is None or len(covariates) != len(self.bands):
+                got = 'none' if covariates is None else str(len(covariates))
+                raise ValueError(
+                    f'this trend has coefficients on {len(self.bands)} image bands; '
+                    f'pass the image as covariates (got {got} bands).'
+                )
+            parts += [c.to(mean.dtype) for c in covariates]
+        return torch.stack(parts, -1)
 
     @property
-    def matrix(self) -> Tensor:
-        r""":math:`\Sigma_\beta` as a ``(2, 2)`` float64 tensor."""
-        a, b, c = self.cov
-        return torch.tensor([[a, b], [b, c]], dtype=torch.float64)
+    def coefficients(self) -> Tensor:
+        r""":math:`\bar\beta = (\beta_0, \beta_1, \gamma_1, \dots)`, float64."""
+        return torch.tensor(
+            [self.intercept, self.slope, *self.bands], dtype=torch.float64
+        )
 
-    def as_dict(self) -> dict[str, float]:
-        """``{intercept, slope, intercept_sd, slope_sd}`` as written in the tags."""
-        return {
+    def __call__(self, mean: Tensor, covariates: Tensor | None = None) -> Tensor:
+        r""":math:`h(x)^\top \bar\beta`."""
+        if not self.bands:
+            return self.intercept + self.slope * mean
+        basis = self.basis(mean.double(), covariates)
+        return (basis @ self.coefficients).to(mean.dtype)
+
+    @property
+    def matrix(self) -> Tensor | None:
+        r""":math:`\Sigma_\beta` as a ``(p, p)`` float64 tensor (None if known)."""
+        if not self.cov:
+            return None
+        return torch.tensor(self.cov, dtype=torch.float64)
+
+    def as_dict(self) -> dict[str, Any]:
+        """``{intercept, slope, intercept_sd, slope_sd[, bands, bands_sd]}`` (tags)."""
+        var = [self.cov[i][i] if self.cov else 0.0 for i in range(2 + len(self.bands))]
+        sd = [math.sqrt(max(v, 0.0)) for v in var]
+        out: dict[str, Any] = {
             'intercept': self.intercept,
             'slope': self.slope,
-            'intercept_sd': math.sqrt(max(self.cov[0], 0.0)),
-            'slope_sd': math.sqrt(max(self.cov[2], 0.0)),
+            'intercept_sd': sd[0],
+            'slope_sd': sd[1],
         }
+        if self.bands:
+            out['bands'] = list(self.bands)
+            out['bands_sd'] = sd[2:]
+        return out
 
 
 @dataclass(frozen=True)
@@ -111,6 +178,10 @@ class RevealedFit:
         nll: negative log marginal likelihood per point at the optimum (NaN if not
             refitted).
         reason: why the trained kernel was kept, else None.
+        drift: what the trend is on: ``network`` (the network mean) or ``bands``
+            (the network mean and the image bands).
+        compared: ``(drift, nll)`` of each trend model fitted, when the better was
+            selected.
     """
 
     params: KernelParams
@@ -119,6 +190,8 @@ class RevealedFit:
     points: int
     nll: float = math.nan
     reason: str | None = None
+    drift: str = 'network'
+    compared: tuple[tuple[str, float], ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         """The fit as written in the COG tags and the STAC item."""
@@ -133,6 +206,10 @@ class RevealedFit:
             out['reason'] = self.reason
         if math.isfinite(self.nll):
             out['nll_per_point'] = self.nll
+        if self.refitted:
+            out['drift'] = self.drift
+        if self.compared:
+            out['nll_per_point_by_drift'] = dict(self.compared)
         return out
 
 
@@ -142,7 +219,7 @@ class _Groups:
 
     coords: Tensor  # (G, P, 2)
     y: Tensor  # (G, P) standardised labels
-    h: Tensor  # (G, P, 2) trend basis (1, m), zero on padding
+    h: Tensor  # (G, P, p) trend basis (1, m, z...), zero on padding
     mask: Tensor  # (G, P) float, 1 for a point
 
     @classmethod
@@ -151,7 +228,7 @@ class _Groups:
         out = cls(
             torch.zeros(g, size, 2, dtype=torch.float64),
             torch.zeros(g, size, dtype=torch.float64),
-            torch.zeros(g, size, 2, dtype=torch.float64),
+            torch.zeros(g, size, h.shape[1], dtype=torch.float64),
             torch.zeros(g, size, dtype=torch.float64),
         )
         i = 0
@@ -179,8 +256,9 @@ class _Groups:
         factor = stable_cholesky(d)
         r = (self.y - self.h @ prior_mean) * self.mask
         rhs = torch.cat([r[..., None], self.h, self.y[..., None]], -1)
-        sol = torch.cholesky_solve(rhs, factor)  # (G, P, 4)
-        d_r, d_h, d_y = sol[..., :1], sol[..., 1:3], sol[..., 3:]
+        sol = torch.cholesky_solve(rhs, factor)  # (G, P, p + 2)
+        p = self.h.shape[-1]
+        d_r, d_h, d_y = sol[..., :1], sol[..., 1 : p + 1], sol[..., p + 1 :]
         quad = (r[..., None] * d_r).sum()
         logdet = 2 * factor.diagonal(dim1=-2, dim2=-1).log().sum()
         hdr = (self.h * d_r).sum((0, 1))
@@ -206,7 +284,7 @@ def _nll(
     """
     quad, logdet, hdr, hdh, _ = groups.solves(theta, family, prior_mean)
     t = torch.diag(prior_sd)
-    a = torch.eye(2, dtype=torch.float64) + t @ hdh @ t
+    a = torch.eye(len(prior_sd), dtype=torch.float64) + t @ hdh @ t
     u = t @ hdr
     quad = quad - u @ torch.linalg.solve(a, u)
     logdet = logdet + torch.linalg.slogdet(a)[1]
@@ -229,6 +307,8 @@ def fit_revealed(
     min_points: int = 8,
     max_points: int = 1000,
     seed: int = 0,
+    covariates: Sequence[Tensor] | None = None,
+    select: bool = True,
 ) -> RevealedFit:
     r"""Kernel, noise and trend re-fitted on revealed points (empirical Bayes).
 
@@ -250,15 +330,31 @@ def fit_revealed(
         max_points: at most this many points (a random subset) enter the fit, whose
             cost grows as the cube of their number.
         seed: seed of that subset.
+        covariates: per group, ``(P, K)`` image bands at the points, to enter the
+            trend as drifts :math:`z_k` (standardised for the fit; a band with one
+            value at every point gets the coefficient 0). None: the trend is on
+            the network mean alone.
+        select: with ``covariates``: fit the trend with and without the bands and
+            keep the model of higher marginal likelihood (Bayesian model selection,
+            R&W Sec. 5.2: the evidence, with the coefficients integrated out under
+            their prior, charges the bands' extra coefficients, so that a few
+            points do not buy a trend on noise). False: always with the bands.
 
     Returns:
         The fit (:attr:`RevealedFit.refitted` False for a fallback).
 
     Raises:
-        ValueError: for non-finite labels or means, or a length-scale not in pixels.
+        ValueError: for non-finite labels, means or covariates, covariates that do
+            not match the groups, or a length-scale not in pixels.
     """
     if start.units != 'pixels':
         raise ValueError('fit_revealed needs the starting kernel in pixels.')
+    if covariates is not None:
+        if len(covariates) != len(groups):
+            raise ValueError(
+                f'covariates: {len(covariates)} arrays for {len(groups)} groups.'
+            )
+        groups = [(*g, z) for g, z in zip(groups, covariates, strict=True)]
     groups = [g for g in groups if len(g[1])]
     n = sum(len(g[1]) for g in groups)
     if n == 0:
@@ -266,10 +362,19 @@ def fit_revealed(
     pts = [g[0].double().reshape(-1, 2) for g in groups]
     y = torch.cat([g[1].double().reshape(-1) for g in groups])
     m = torch.cat([g[2].double().reshape(-1) for g in groups])
-    if not (bool(torch.isfinite(y).all()) and bool(torch.isfinite(m).all())):
+    z = (
+        torch.cat([g[3].double().reshape(len(g[1]), -1) for g in groups])
+        if covariates is not None
+        else torch.zeros(n, 0, dtype=torch.float64)
+    )
+    if not (
+        bool(torch.isfinite(y).all())
+        and bool(torch.isfinite(m).all())
+        and bool(torch.isfinite(z).all())
+    ):
         raise ValueError(
-            'revealed labels and the network mean at them must be finite (NaN is '
-            'nodata: drop those points).'
+            'revealed labels, and the network mean and bands at them, must be '
+            'finite (NaN is nodata: drop those points).'
         )
     if n < min_points:
         return _fallback(
@@ -293,13 +398,34 @@ def fit_revealed(
         sizes = [len(p) for p in pts]
         parts = keep.split(sizes)
         pts = [p[k] for p, k in zip(pts, parts, strict=True)]
-        y, m = y[keep], m[keep]
+        y, m, z = y[keep], m[keep], z[keep]
         pts = [p for p in pts if len(p)]
+    fits = [_fit(pts, y, m, z[:, :0], start, n)]
+    if z.shape[1]:
+        fits.append(_fit(pts, y, m, z, start, n))
+    fit = min(fits, key=lambda f: f.nll) if select else fits[-1]
+    if len(fits) == 1:
+        return fit
+    compared = tuple((f.drift, f.nll) for f in fits)
+    return dataclasses.replace(fit, compared=compared)
+
+
+def _fit(
+    pts: list[Tensor], y: Tensor, m: Tensor, z: Tensor, start: KernelParams, n: int
+) -> RevealedFit:
+    """The type-II maximum-likelihood fit with the trend on ``(1, m, z)``."""
+    sd = float(y.std(unbiased=False))
     center = float(y.mean())
     ys, ms = (y - center) / sd, (m - center) / sd
-    h = torch.stack([torch.ones_like(ms), ms], 1)
-    prior_mean = torch.tensor([0.0, 1.0], dtype=torch.float64)
-    prior_sd = torch.tensor(_PRIOR_SD, dtype=torch.float64)
+    # Bands standardised at the points; a constant one would repeat the intercept.
+    z_mu = z.mean(0)
+    z_sd = (z - z_mu).square().mean(0).sqrt()
+    used = torch.nonzero(z_sd > 1e-12 * (1 + z_mu.abs()))[:, 0]
+    zs = (z[:, used] - z_mu[used]) / z_sd[used]
+    h = torch.cat([torch.ones_like(ms)[:, None], ms[:, None], zs], 1)
+    k = len(used)
+    prior_mean = torch.tensor([0.0, 1.0] + [0.0] * k, dtype=torch.float64)
+    prior_sd = torch.tensor([*_PRIOR_SD] + [_BAND_PRIOR_SD] * k, dtype=torch.float64)
     data = _Groups.pad(pts, ys, h)
     # Bounds: ℓ from half a pixel to twice the extent of the points.
     span = max(float((p.amax(0) - p.amin(0)).norm()) for p in pts)
@@ -356,21 +482,33 @@ def fit_revealed(
         if math.isfinite(res.fun) and res.fun < best[0]:
             best = (float(res.fun), [float(x) for x in res.x])
     ell, s2, n2 = (math.exp(x) for x in best[1])
-    # Posterior of the standardised trend, then back to label units:
-    # β0 = centre (1 - γ1) + sd γ0, β1 = γ1.
+    # Posterior of the standardised trend (R&W Eq. 2.42).
     with torch.no_grad():
         theta = torch.tensor(best[1], dtype=torch.float64)
         _, _, _, hdh, hdy = data.solves(theta, start.family, prior_mean)
         prior_prec = torch.diag(prior_sd.square().reciprocal())
         cov_g = torch.linalg.inv(prior_prec + hdh)
         gamma = cov_g @ (hdy + prior_prec @ prior_mean)
-    a = torch.tensor([[sd, -center], [0.0, 1.0]], dtype=torch.float64)
+    # Back to label units, beta = A gamma + (centre, 0, ...): y = centre + sd ys,
+    # ms = (m - centre) / sd and zs_k = (z_k - mu_k) / sd_k give
+    # beta0 = centre (1 - g1) + sd g0 - sum_k sd g_k mu_k / sd_k, beta1 = g1 and
+    # gamma_k = sd g_k / sd_k.
+    bands_total = z.shape[1]
+    p = 2 + bands_total
+    a = torch.zeros(p, 2 + k, dtype=torch.float64)
+    a[0, 0], a[0, 1], a[1, 1] = sd, -center, 1.0
+    for j, band in enumerate(used.tolist()):
+        a[0, 2 + j] = -sd * float(z_mu[band] / z_sd[band])
+        a[2 + band, 2 + j] = sd / float(z_sd[band])
+    beta = a @ gamma
+    beta[0] += center
     cov_b = a @ cov_g @ a.T
-    g0, g1 = float(gamma[0]), float(gamma[1])
     trend = Trend(
-        intercept=center * (1 - g1) + sd * g0,
-        slope=g1,
-        cov=(float(cov_b[0, 0]), float(cov_b[0, 1]), float(cov_b[1, 1])),
+        intercept=float(beta[0]),
+        slope=float(beta[1]),
+        bands=tuple(float(b) for b in beta[2:]),
+        cov=tuple(tuple(float(c) for c in row) for row in cov_b),
     )
     params = dataclasses.replace(start, lengthscale=ell, variance=s2 * v, noise=n2 * v)
-    return RevealedFit(params, trend, True, n, nll=best[0])
+    drift = 'bands' if z.shape[1] else 'network'
+    return RevealedFit(params, trend, True, n, nll=best[0], drift=drift)

@@ -31,6 +31,7 @@ residuals have unit variance; the posterior mean does not change.
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import Tensor
@@ -59,6 +60,7 @@ def posterior_map(
     chunk: int = 8_000_000,
     cutoff: float = 1e-12,
     trend: Trend | None = None,
+    covariates: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     r"""Posterior mean and standard deviation of every pixel given revealed points.
 
@@ -75,11 +77,11 @@ def posterior_map(
     length-scale, a tile sees few points.
 
     With a ``trend`` (:func:`~geosparse.gp.fit_revealed`), the prior mean is
-    :math:`h(x)^\top \bar\beta = \bar\beta_0 + \bar\beta_1 m(x)` instead of
-    :math:`m(x)`, the residuals are taken from it, and the variance gains the
-    uncertainty of :math:`\beta` (R&W Eq. 2.42):
+    :math:`h(x)^\top \bar\beta = \bar\beta_0 + \bar\beta_1 m(x) + \sum_k
+    \bar\gamma_k z_k(x)` instead of :math:`m(x)`, the residuals are taken from it,
+    and the variance gains the uncertainty of :math:`\beta` (R&W Eq. 2.42):
     :math:`R^\top \Sigma_\beta R` with :math:`R = h(x) - H^\top K_{++}^{-1} k_{+*}`,
-    :math:`H = [1, m(P_+)]`. :math:`\Sigma_\beta` comes from the fit over all
+    :math:`H = [1, m(P_+), z_1(P_+), \dots]`. :math:`\Sigma_\beta` comes from the fit over all
     the revealed points, so within a window it is an approximation that ignores
     how few of them the window holds.
 
@@ -97,15 +99,18 @@ def posterior_map(
         chunk: at most this many kernel entries (pixels × points) at once.
         cutoff: :math:`\epsilon`, the relative covariance below which a point is
             ignored for a tile (0 keeps every point).
-        trend: the trend on the network mean and its uncertainty (default: the
-            network as trained, taken as known).
+        trend: the trend on the network mean (and the bands) and its
+            uncertainty (default: the network as trained, taken as known).
+        covariates: ``(K, H, W)`` the image bands :math:`z_k`, needed when the
+            trend has coefficients on them.
 
     Returns:
         ``(mean, std)`` maps ``(H, W)``; without points, the trend of ``mean`` and
         the prior std everywhere.
 
     Raises:
-        ValueError: on mismatched shapes or a length-scale not in pixels.
+        ValueError: on mismatched shapes, a length-scale not in pixels, or a
+            trend on bands without ``covariates``.
     """
     lengthscale, variance, noise, family = _in_pixels(params)
     if points.ndim != 2 or points.shape[1] != 2 or values.shape != points.shape[:1]:
@@ -116,34 +121,65 @@ def posterior_map(
     h, w = mean.shape
     dtype = torch.float64
     trend = trend or Trend()
-    sigma = None if trend.cov == (0.0, 0.0, 0.0) else trend.matrix
-    prior = trend(mean.to(dtype))
+    sigma = trend.matrix
+    z = None
+    if trend.bands:
+        if covariates is None or covariates.shape[1:] != mean.shape:
+            got = None if covariates is None else tuple(covariates.shape)
+            raise ValueError(
+                f'the trend has coefficients on {len(trend.bands)} image bands: pass '
+                f'covariates of shape ({len(trend.bands)}, {h}, {w}), got {got}.'
+            )
+        z = covariates.to(dtype)
+    prior = trend(mean.to(dtype), z)
 
-    def trend_var(m: Tensor, proj: Tensor | None = None) -> Tensor:
-        # R' Σβ R with R = h(x) - H' K^-1 k (proj), h(x) = (1, m(x)).
+    def basis(r0: int, r1: int, c0: int, c1: int) -> Tensor:
+        # h(x) over a tile, (n, p).
+        m = mean[r0:r1, c0:c1].to(dtype).reshape(-1)
+        zt = None if z is None else z[:, r0:r1, c0:c1].reshape(len(z), -1)
+        return trend.basis(m, zt)
+
+    def trend_var(r: Tensor, proj: Tensor | None = None) -> Tensor:
+        # R' Σβ R with R = h(x) - H' K^-1 k (proj).
         if sigma is None:
-            return torch.zeros_like(m)
-        r = torch.stack([torch.ones_like(m), m], -1)
+            return torch.zeros(r.shape[:-1], dtype=dtype)
         if proj is not None:
             r = r - proj
         return ((r @ sigma) * r).sum(-1)
 
     if points.shape[0] == 0:
-        std = (variance + trend_var(mean.to(dtype))).sqrt()
+        std = (variance + trend_var(basis(0, h, 0, w))).sqrt().reshape(h, w)
         return prior.to(mean.dtype), std.to(mean.dtype)
     pts = points.to(dtype)
     rows = pts[:, 0].floor().long().clamp(0, h - 1)
     cols = pts[:, 1].floor().long().clamp(0, w - 1)
     at_pts = mean[rows, cols].to(dtype)
-    resid = values.to(dtype) - trend(at_pts)
+    z_pts = None if z is None else z[:, rows, cols]
+    # A point on nodata (NaN mean or band) has no residual: it is left out.
+    finite = torch.isfinite(at_pts) & torch.isfinite(values.to(dtype))
+    if z_pts is not None:
+        finite &= torch.isfinite(z_pts).all(0)
+    if not bool(finite.all()):
+        warnings.warn(
+            f'{int((~finite).sum())} of {len(finite)} revealed points lie on nodata '
+            'pixels (NaN network mean, band or value) and are left out of the '
+            'posterior.',
+            stacklevel=2,
+        )
+        pts, at_pts, values = pts[finite], at_pts[finite], values[finite]
+        z_pts = None if z_pts is None else z_pts[:, finite]
+        if len(pts) == 0:
+            return posterior_map(
+                mean, pts, values, params, chunk, cutoff, trend, covariates
+            )
+    resid = values.to(dtype) - trend(at_pts, z_pts)
     kpp = stationary(pts, pts, lengthscale, variance, family)
     kpp = kpp + noise * torch.eye(len(pts), dtype=dtype)
     factor = stable_cholesky(kpp)
     alpha = torch.cholesky_solve(resid[:, None], factor)[:, 0]
     kinv = torch.cholesky_inverse(factor)
-    # G = H' K^-1, (P, 2): the projection of the trend's basis through the points.
-    basis = torch.stack([torch.ones_like(at_pts), at_pts], 1)
-    g = kinv @ basis
+    # G = H' K^-1, (P, p): the projection of the trend's basis through the points.
+    g = kinv @ trend.basis(at_pts, z_pts)
     reach = kernel_reach(lengthscale, family, cutoff)
     tile = max(8, int(math.sqrt(chunk / len(pts))))
     # Outputs in the map's dtype, filled tile by tile (float64 only within a tile).
@@ -161,10 +197,14 @@ def posterior_map(
             )
             near = torch.nonzero(dr.square() + dc.square() <= reach**2)[:, 0]
             tile_prior = prior[r0:r1, c0:c1]
-            tile_m = mean[r0:r1, c0:c1].to(dtype)
+            shape = (r1 - r0, c1 - c0)
+            tile_h = basis(r0, r1, c0, c1) if sigma is not None else None
             if len(near) == 0:
+                var = torch.full(shape, variance, dtype=dtype).reshape(-1)
+                if tile_h is not None:
+                    var = var + trend_var(tile_h)
                 out_mean[r0:r1, c0:c1] = tile_prior
-                out_std[r0:r1, c0:c1] = (variance + trend_var(tile_m)).sqrt()
+                out_std[r0:r1, c0:c1] = var.sqrt().reshape(shape)
                 continue
             rr, cc = torch.meshgrid(
                 torch.arange(r0, r1, dtype=dtype) + 0.5,
@@ -173,12 +213,11 @@ def posterior_map(
             )
             xy = torch.stack([rr.reshape(-1), cc.reshape(-1)], dim=1)
             ks = stationary(xy, pts[near], lengthscale, variance, family)  # n, L
-            shape = (r1 - r0, c1 - c0)
             out_mean[r0:r1, c0:c1] = tile_prior + (ks @ alpha[near]).reshape(shape)
             quad = ((ks @ kinv[near][:, near]) * ks).sum(1)
             var = (variance - quad).clamp(min=0)
-            if sigma is not None:
-                var = var + trend_var(tile_m.reshape(-1), ks @ g[near])
+            if tile_h is not None:
+                var = var + trend_var(tile_h, ks @ g[near])
             out_std[r0:r1, c0:c1] = var.sqrt().reshape(shape)
     return out_mean, out_std
 

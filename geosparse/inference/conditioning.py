@@ -187,6 +187,9 @@ class GPConditioning:
             pts, vals = self.points.in_window(transform, h, w)
         params = self.params(image, transform, task_kernel)
         trend = self.fit.trend if self.fit is not None else None
-        post, std = posterior_map(mean.double(), pts, vals, params, trend=trend)
+        covariates = torch.from_numpy(np.asarray(image, dtype=np.float64))
+        post, std = posterior_map(
+            mean.double(), pts, vals, params, trend=trend, covariates=covariates
+        )
         std = (std.square() + params.noise).sqrt()
         return np.stack([post.numpy(), std.numpy()]).astype(np.float32)

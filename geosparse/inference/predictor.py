@@ -86,6 +86,7 @@ class Predictor:
         kernel_family: str | None = None,
         refit: bool = True,
         refit_on: tuple[np.ndarray, np.ndarray] | None = None,
+        drift: Literal['auto', 'bands', 'network'] = 'auto',
         radiometry: Literal['match', 'off'] | RadiometricShift = 'off',
         trust_checkpoint: bool = False,
     ) -> None:
@@ -139,6 +140,13 @@ class Predictor:
                 known point, the training points too, and fit on those the network
                 did not see, whose residuals are honest: the posterior uses all the
                 labels, as kriging of all of them would.
+            drift: with ``refit``: ``bands``: the trend is on the network mean
+                and the raw image bands,
+                :math:`\beta_0 + \beta_1 m + \sum_k \gamma_k z_k`, so that where
+                the network is weak and the bands explain the labels the map
+                becomes regression (universal) kriging on the bands; ``network``:
+                on the network mean alone; ``auto`` (default): whichever of the
+                two has the higher marginal likelihood on the points.
             radiometry: ``off`` (default): raw values as they are; ``match``: for
                 tasks that remember the radiometry of their training imagery
                 (:class:`~geosparse.trainers.radiometry.RadiometryReference`,
@@ -232,6 +240,12 @@ class Predictor:
         source = str(hp.get('kernel', 'rbf'))
         #: Re-fit the kernel on the revealed points before predicting.
         self.refit = refit
+        if drift not in ('auto', 'bands', 'network'):
+            raise ValueError(
+                f"drift must be 'auto', 'bands' or 'network', got {drift!r}."
+            )
+        #: What the re-fit's trend is on (``auto``, ``bands`` or ``network``).
+        self.drift = drift
         #: The points the kernel is fitted on, if not the revealed ones.
         self.refit_points: RevealedPoints | None = None
         if refit_on is not None:
@@ -427,6 +441,13 @@ class Predictor:
             return self
         assert self.conditioning is not None
         fit = refit(
-            self, source, block, halo, progress, max_points, points=self.refit_points
+            self,
+            source,
+            block,
+            halo,
+            progress,
+            max_points,
+            points=self.refit_points,
+            drift=self.drift,
         )
         return self._with_conditioning(self.conditioning.replace(fit=fit))

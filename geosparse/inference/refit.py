@@ -4,8 +4,10 @@ The kernel learnt in training describes the residuals at *training* points, whic
 the network has partly fitted, so prediction should not trust it. :func:`refit`
 computes the network's mean at every revealed point on the same windows as the
 blocks of prediction (so it is the value of the written map), then re-fits the
-kernel, the noise and a trend :math:`\beta_0 + \beta_1 m(x)` on the network mean
-by maximum marginal likelihood (:func:`~geosparse.gp.fit_revealed`; Rasmussen and
+kernel, the noise and a trend :math:`\beta_0 + \beta_1 m(x) + \sum_k \gamma_k
+z_k(x)` on the network mean and the raw image bands :math:`z_k` (regression
+kriging nested in the posterior; the bands are kept only if they raise the
+marginal likelihood) by maximum marginal likelihood (:func:`~geosparse.gp.fit_revealed`; Rasmussen and
 Williams, 2006, Sec. 2.7 and 5.4.1). The fit is shared by every block: each block
 is then conditioned on the points inside its window and halo with it.
 """
@@ -38,6 +40,7 @@ def refit(
     max_points: int = 1000,
     min_points: int = 8,
     points: RevealedPoints | None = None,
+    drift: str = 'auto',
 ) -> RevealedFit:
     r"""Kernel, noise and trend of the revealed points on ``source``.
 
@@ -56,6 +59,10 @@ def refit(
             (with a warning).
         points: fit on these points (in the source's CRS) instead of the revealed
             ones, e.g. those the network was not trained on.
+        drift: ``auto``: the trend on the network mean and the raw image bands,
+            or on the network mean alone, whichever has the higher marginal
+            likelihood; ``bands``: always with the bands; ``network``: on the
+            network mean alone.
 
     Returns:
         The fit, :math:`\ell` in the raster's CRS units (the kernel as trained,
@@ -73,6 +80,7 @@ def refit(
     pts: list[np.ndarray] = []
     means: list[np.ndarray] = []
     vals: list[np.ndarray] = []
+    bands: list[np.ndarray] = []
     kernel: KernelParams | None = None
     task_kernel = getattr(predictor.head, 'kernel_params', None)
     groups = np.unique(keys[inside])
@@ -87,11 +95,14 @@ def refit(
         mean = predictor.window_mean(image)
         r, c = rows[sel] - r_top, cols[sel] - c_left
         ok = np.ones(len(sel), bool) if invalid is None else ~invalid[r, c]
+        # NaN is nodata, in the mean and in any band.
+        ok &= np.isfinite(mean[r, c]) & np.isfinite(image[:, r, c]).all(0)
         # Exact positions, as the posterior uses them (the mean is read at the
         # pixel that holds the point, as there too).
         pts.append(exact[sel][ok])
         means.append(mean[r[ok], c[ok]].astype(np.float64))
         vals.append(values[sel][ok].astype(np.float64))
+        bands.append(image[:, r[ok], c[ok]].T.astype(np.float64))
         if kernel is None:
             kernel = conditioning.params(
                 image, grid.window_transform(window), task_kernel
@@ -101,16 +112,27 @@ def refit(
         kernel = conditioning.params(
             image.astype(np.float32), grid.window_transform(windows[0]), task_kernel
         )
+    if drift not in ('auto', 'bands', 'network'):
+        raise ValueError(f"drift must be 'auto', 'bands' or 'network', got {drift!r}.")
     group = (
         (torch.from_numpy(np.concatenate(a)) for a in (pts, vals, means))
         if pts
         else (torch.zeros(0, 2), torch.zeros(0), torch.zeros(0))
     )
+    covariates = None
+    if drift != 'network':
+        covariates = [
+            torch.from_numpy(np.concatenate(bands))
+            if bands
+            else torch.zeros(0, source.count)
+        ]
     fit = fit_revealed(
         [tuple(group)],  # type: ignore[list-item]
         kernel,
         min_points=min_points,
         max_points=max_points,
+        covariates=covariates,
+        select=drift == 'auto',
     )
     res = abs(grid.transform.a)
     params = dataclasses.replace(

@@ -106,7 +106,7 @@ def test_points_closer_than_a_pixel_with_other_values_give_a_stable_fit():
 def test_trend_sets_the_prior_mean_and_adds_its_uncertainty():
     mean = torch.linspace(0, 1, 50, dtype=torch.float64).reshape(5, 10)
     params = KernelParams('rbf', 2.0, 1.0, 0.1)
-    trend = Trend(intercept=1.0, slope=2.0, cov=(0.04, 0.0, 0.01))
+    trend = Trend(intercept=1.0, slope=2.0, cov=((0.04, 0.0), (0.0, 0.01)))
     mu, std = posterior_map(
         mean, torch.zeros(0, 2), torch.zeros(0), params, trend=trend
     )
@@ -130,3 +130,77 @@ def test_fit_is_written_as_plain_values():
     assert d['source'] == 'refit on the revealed points' and d['points'] == 30
     assert set(d['trend']) == {'intercept', 'slope', 'intercept_sd', 'slope_sd'}
     assert all(np.isfinite(v) for v in d['trend'].values())
+
+
+def _band_scene(seed, n=200, side=60):
+    """A raster whose label is 2 * band 0 - band 1 plus a GP, and a useless network."""
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(2, side, side, generator=gen, dtype=torch.float64)
+    z = torch.nn.functional.avg_pool2d(z[None], 5, 1, 2, count_include_pad=False)[0]
+    z = z / z.std()
+    pts, g, _ = _field(n, 6.0, 0.3, 0.01, seed=seed + 100, side=float(side))
+    rc = pts.floor().long()
+    label = 2 * z[0] - z[1] + 7
+    y = label[rc[:, 0], rc[:, 1]] + g
+    mean = torch.zeros(side, side, dtype=torch.float64)
+    return z, label, pts, y, mean
+
+
+def test_band_drift_nests_regression_kriging():
+    """The network says nothing; the bands say much: the fit finds their weights."""
+    z, label, pts, y, mean = _band_scene(seed=4)
+    rc = pts.floor().long()
+    bands_at = z[:, rc[:, 0], rc[:, 1]].T
+    m = mean[rc[:, 0], rc[:, 1]]
+    fit = fit_revealed([(pts, y, m)], TRAINED, covariates=[bands_at])
+    assert len(fit.trend.bands) == 2 and len(fit.trend.cov) == 4
+    assert abs(fit.trend.bands[0] - 2) < 0.3 and abs(fit.trend.bands[1] + 1) < 0.3
+    assert abs(fit.trend.intercept - 7) < 0.5
+    assert 'bands' in fit.trend.as_dict() and len(fit.trend.as_dict()['bands_sd']) == 2
+    # Far from the points, the map follows the bands; on the network alone it cannot.
+    alone = fit_revealed([(pts[:20], y[:20], m[:20])], TRAINED)
+    with_bands = fit_revealed(
+        [(pts[:20], y[:20], m[:20])], TRAINED, covariates=[bands_at[:20]]
+    )
+    errs = []
+    for f in (alone, with_bands):
+        mu, std = posterior_map(
+            mean, pts[:20], y[:20], f.params, trend=f.trend, covariates=z
+        )
+        assert bool(torch.isfinite(std).all())
+        errs.append(float((mu - label).square().mean()))
+    assert errs[1] < 0.25 * errs[0]
+
+
+def test_band_drift_drops_a_constant_band_and_needs_the_bands():
+    z, _, pts, y, mean = _band_scene(seed=5)
+    rc = pts.floor().long()
+    bands_at = torch.cat(
+        [z[:, rc[:, 0], rc[:, 1]].T, torch.full((len(pts), 1), 3.0)], 1
+    )
+    fit = fit_revealed(
+        [(pts, y, mean[rc[:, 0], rc[:, 1]])], TRAINED, covariates=[bands_at]
+    )
+    assert fit.trend.bands[2] == 0.0 and fit.trend.cov[4][4] == 0.0
+    with pytest.raises(ValueError, match='pass covariates'):
+        posterior_map(mean, pts, y, fit.params, trend=fit.trend)
+    with pytest.raises(ValueError, match='finite'):
+        fit_revealed(
+            [(pts, y, mean[rc[:, 0], rc[:, 1]])],
+            TRAINED,
+            covariates=[bands_at * torch.nan],
+        )
+    with pytest.raises(ValueError, match=r'4 x 4'):
+        Trend(bands=(1.0, 2.0), cov=((1.0, 0.0), (0.0, 1.0)))
+
+
+def test_a_point_on_nodata_is_left_out_with_a_warning():
+    mean = torch.zeros(20, 20, dtype=torch.float64)
+    mean[2, 3] = torch.nan
+    pts = torch.tensor([[2.5, 3.5], [10.5, 10.5]], dtype=torch.float64)
+    vals = torch.tensor([5.0, 1.0], dtype=torch.float64)
+    params = KernelParams('rbf', 3.0, 1.0, 0.01)
+    with pytest.warns(UserWarning, match='1 of 2 revealed points lie on nodata'):
+        mu, _ = posterior_map(mean, pts, vals, params)
+    assert bool(torch.isfinite(mu[5:]).all()) and float(mu[10, 10]) > 0.9
+    assert torch.isnan(mu[2, 3])

@@ -317,6 +317,55 @@ def test_reveal_refits_the_kernel_on_the_known_points_by_default(tmp_path):
         assert low <= within <= high, (flag, within)
 
 
+def test_drift_on_the_bands_makes_the_map_regression_kriging(tmp_path, capsys):
+    """A label the image band explains but the network does not: --drift bands."""
+    import geopandas as gpd
+    from shapely.geometry import Point
+
+    _regression_net(tmp_path)
+    with rasterio.open(tmp_path / 'in.tif') as src:
+        band = src.read(1).astype(np.float64)
+    rng = np.random.default_rng(2)
+    rc = rng.integers(0, 200, (200, 2))
+    values = 0.2 * band[rc[:, 0], rc[:, 1]] + rng.normal(0, 0.5, 200)
+    pts = gpd.GeoDataFrame(
+        {'h': values},
+        geometry=[Point(500000 + c + 0.5, 4200000 - r - 0.5) for r, c in rc.tolist()],
+        crs='EPSG:32618',
+    )
+    pts.iloc[:100].to_file(tmp_path / 'pts.gpkg')
+    base = ['predict', '--checkpoint', str(tmp_path / 'reg.ckpt')]
+    base += [str(tmp_path / 'in.tif'), '--block', '128', '--halo', '32', '--quiet']
+    base += ['--reveal', str(tmp_path / 'pts.gpkg'), '--value', 'h']
+    base += ['--lengthscale', '5', '--kernel-variance', '1']
+    err, kernels = {}, {}
+    for drift in ('auto', 'bands', 'network'):
+        folder = tmp_path / drift
+        flags = [] if drift == 'auto' else ['--drift', drift]  # auto: the default
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')  # the halo warning
+            assert main([*base, *flags, '--out', str(folder)]) == 0
+        with rasterio.open(folder / 'in_regression.tif') as src:
+            mean = src.read(1)
+            kernels[drift] = json.loads(src.tags()['kernel'])
+        held = mean[rc[100:, 0], rc[100:, 1]] - values[100:]
+        err[drift] = float(np.sqrt(np.mean(held**2)))
+    trend = kernels['bands']['trend']
+    assert len(trend['bands']) == 3 and abs(trend['bands'][0] - 0.2) < 0.02
+    assert 'bands' not in kernels['network']['trend']
+    # The default selects the bands by marginal likelihood, and says so.
+    assert kernels['auto']['drift'] == 'bands' and err['auto'] == err['bands']
+    by_drift = kernels['auto']['nll_per_point_by_drift']
+    assert by_drift['bands'] < by_drift['network']
+    assert err['bands'] < 1.0 < 5 * 1.0 < err['network'], err
+    # Without known points, --drift has nothing to act on, and says so.
+    capsys.readouterr()
+    args = ['predict', '--checkpoint', str(tmp_path / 'reg.ckpt'), '--quiet']
+    args += [str(tmp_path / 'in.tif'), '--drift', 'network', '--out']
+    assert main([*args, str(tmp_path / 'plain')]) == 0
+    assert '--drift network is unused' in capsys.readouterr().err
+
+
 def test_calibrate_is_replaced_by_refit(tmp_path, capsys):
     task = PixelwiseRegression(model='fcn', in_channels=3, num_outputs=1, num_filters=4)
     _save(task, tmp_path / 'reg.ckpt')
