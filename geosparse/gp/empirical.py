@@ -27,8 +27,9 @@ squares with the GP, i.e. universal kriging), so the method cannot be much worse
 than the kriging the user already knows. The bands are kept only when they raise
 the marginal likelihood (below) over the trend on the network alone (Bayesian model
 selection, R&W Sec. 5.2): with few points, or bands that say nothing more than the
-network, their extra coefficients cost more evidence than they gain. With :math:`(\beta, \gamma)` integrated
-out, :math:`y \sim \mathcal N(H b, K_\theta + \sigma_0^2 I + H B H^\top)` with
+network, their extra coefficients cost more evidence than they gain. With
+:math:`(\beta, \gamma)` integrated out,
+:math:`y \sim \mathcal N(H b, K_\theta + \sigma_0^2 I + H B H^\top)` with
 :math:`H = [1, m(P), z_1(P), \dots]` (R&W Eq. 2.43); :math:`\theta = (\ell, s^2)` and
 :math:`\sigma_0^2` maximise this marginal likelihood (type-II maximum likelihood,
 R&W Sec. 5.4.1), by L-BFGS-B from the trained values and a small grid of starts,
@@ -349,24 +350,27 @@ def fit_revealed(
     """
     if start.units != 'pixels':
         raise ValueError('fit_revealed needs the starting kernel in pixels.')
-    if covariates is not None:
-        if len(covariates) != len(groups):
-            raise ValueError(
-                f'covariates: {len(covariates)} arrays for {len(groups)} groups.'
-            )
-        groups = [(*g, z) for g, z in zip(groups, covariates, strict=True)]
-    groups = [g for g in groups if len(g[1])]
+    if covariates is not None and len(covariates) != len(groups):
+        raise ValueError(
+            f'covariates: {len(covariates)} arrays for {len(groups)} groups.'
+        )
+    bands = (
+        [
+            c.double().reshape(len(g[1]), -1)
+            for g, c in zip(groups, covariates, strict=True)
+        ]
+        if covariates is not None
+        else [torch.zeros(len(g[1]), 0, dtype=torch.float64) for g in groups]
+    )
+    keep_groups = [i for i, g in enumerate(groups) if len(g[1])]
+    groups = [groups[i] for i in keep_groups]
     n = sum(len(g[1]) for g in groups)
     if n == 0:
         return _fallback(start, 0, 'no revealed point')
     pts = [g[0].double().reshape(-1, 2) for g in groups]
     y = torch.cat([g[1].double().reshape(-1) for g in groups])
     m = torch.cat([g[2].double().reshape(-1) for g in groups])
-    z = (
-        torch.cat([g[3].double().reshape(len(g[1]), -1) for g in groups])
-        if covariates is not None
-        else torch.zeros(n, 0, dtype=torch.float64)
-    )
+    z = torch.cat([bands[i] for i in keep_groups])
     if not (
         bool(torch.isfinite(y).all())
         and bool(torch.isfinite(m).all())

@@ -81,9 +81,9 @@ def posterior_map(
     \bar\gamma_k z_k(x)` instead of :math:`m(x)`, the residuals are taken from it,
     and the variance gains the uncertainty of :math:`\beta` (R&W Eq. 2.42):
     :math:`R^\top \Sigma_\beta R` with :math:`R = h(x) - H^\top K_{++}^{-1} k_{+*}`,
-    :math:`H = [1, m(P_+), z_1(P_+), \dots]`. :math:`\Sigma_\beta` comes from the fit over all
-    the revealed points, so within a window it is an approximation that ignores
-    how few of them the window holds.
+    :math:`H = [1, m(P_+), z_1(P_+), \dots]`. :math:`\Sigma_\beta` comes from the fit
+    over all the revealed points, so within a window it is an approximation that
+    ignores how few of them the window holds.
 
     .. versionadded:: 0.1
 
