@@ -784,7 +784,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --refit: the re-fitted trend's terms. bands: a + b * network + "
         'c . image bands, so that where the network is weak the map is regression '
         'kriging on the bands; network: a + b * network alone; auto: whichever of '
-        'the two has the higher marginal likelihood on the known points (default: '
+        'the two predicts the known points better, each left out in turn (default: '
         'auto)',
     )
     gp.add_argument(

@@ -146,7 +146,8 @@ class Predictor:
                 the network is weak and the bands explain the labels the map
                 becomes regression (universal) kriging on the bands; ``network``:
                 on the network mean alone; ``auto`` (default): whichever of the
-                two has the higher marginal likelihood on the points.
+                two predicts the points better, each left out in turn
+                (leave-one-out likelihood).
             radiometry: ``off`` (default): raw values as they are; ``match``: for
                 tasks that remember the radiometry of their training imagery
                 (:class:`~geosparse.trainers.radiometry.RadiometryReference`,

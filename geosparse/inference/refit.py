@@ -6,8 +6,8 @@ computes the network's mean at every revealed point on the same windows as the
 blocks of prediction (so it is the value of the written map), then re-fits the
 kernel, the noise and a trend :math:`\beta_0 + \beta_1 m(x) + \sum_k \gamma_k
 z_k(x)` on the network mean and the raw image bands :math:`z_k` (regression
-kriging nested in the posterior; the bands are kept only if they raise the
-marginal likelihood) by maximum marginal likelihood (:func:`~geosparse.gp.fit_revealed`; Rasmussen and
+kriging nested in the posterior; the bands are kept only if they predict the
+points better, each left out in turn) by maximum marginal likelihood (:func:`~geosparse.gp.fit_revealed`; Rasmussen and
 Williams, 2006, Sec. 2.7 and 5.4.1). The fit is shared by every block: each block
 is then conditioned on the points inside its window and halo with it.
 """
@@ -60,7 +60,7 @@ def refit(
         points: fit on these points (in the source's CRS) instead of the revealed
             ones, e.g. those the network was not trained on.
         drift: ``auto``: the trend on the network mean and the raw image bands,
-            or on the network mean alone, whichever has the higher marginal
+            or on the network mean alone, whichever has the higher leave-one-out
             likelihood; ``bands``: always with the bands; ``network``: on the
             network mean alone.
 

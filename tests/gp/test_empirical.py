@@ -204,3 +204,31 @@ def test_a_point_on_nodata_is_left_out_with_a_warning():
         mu, _ = posterior_map(mean, pts, vals, params)
     assert bool(torch.isfinite(mu[5:]).all()) and float(mu[10, 10]) > 0.9
     assert torch.isnan(mu[2, 3])
+
+
+def test_leave_one_out_density_matches_refitting_without_each_point():
+    """The closed form (R&W Eq. 5.12) against conditioning on the others, point by point."""
+    from geosparse.gp.empirical import _Groups, _loo_nlpd
+
+    gen = torch.Generator().manual_seed(7)
+    pts = [torch.rand(6, 2, generator=gen, dtype=torch.float64) * 10 for _ in range(2)]
+    y = torch.randn(12, generator=gen, dtype=torch.float64)
+    h = torch.cat([torch.ones(12, 1), torch.randn(12, 2, generator=gen)], 1).double()
+    data = _Groups.pad(pts, y, h)
+    theta = torch.tensor([3.0, 0.8, 0.2], dtype=torch.float64).log()  # ℓ, s², σ²
+    prior_mean = torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64)
+    prior_sd = torch.tensor([2.0, 1.0, 0.5], dtype=torch.float64)
+    ell, s2, n2 = theta.exp()
+    c = torch.block_diag(*[stationary(p, p, ell, s2) for p in pts])
+    c = c + n2 * torch.eye(12, dtype=torch.float64) + (h * prior_sd**2) @ h.T
+    mu = h @ prior_mean
+    nlpd = []
+    for i in range(12):
+        o = [j for j in range(12) if j != i]
+        w = torch.linalg.solve(c[o][:, o], c[o, i])
+        m_i = mu[i] + w @ (y[o] - mu[o])
+        v_i = c[i, i] - c[i, o] @ w
+        nlpd.append(0.5 * torch.log(2 * math.pi * v_i) + 0.5 * (y[i] - m_i) ** 2 / v_i)
+    expected = float(torch.stack(nlpd).mean())
+    got = _loo_nlpd(theta, data, 'rbf', prior_mean, prior_sd)
+    assert got == pytest.approx(expected, rel=1e-9)

@@ -353,9 +353,9 @@ def test_drift_on_the_bands_makes_the_map_regression_kriging(tmp_path, capsys):
     trend = kernels['bands']['trend']
     assert len(trend['bands']) == 3 and abs(trend['bands'][0] - 0.2) < 0.02
     assert 'bands' not in kernels['network']['trend']
-    # The default selects the bands by marginal likelihood, and says so.
+    # The default selects the bands by leave-one-out likelihood, and says so.
     assert kernels['auto']['drift'] == 'bands' and err['auto'] == err['bands']
-    by_drift = kernels['auto']['nll_per_point_by_drift']
+    by_drift = kernels['auto']['loo_nlpd_by_drift']
     assert by_drift['bands'] < by_drift['network']
     assert err['bands'] < 1.0 < 5 * 1.0 < err['network'], err
     # Without known points, --drift has nothing to act on, and says so.
