@@ -187,7 +187,12 @@ class GPConditioning:
             pts, vals = self.points.in_window(transform, h, w)
         params = self.params(image, transform, task_kernel)
         trend = self.fit.trend if self.fit is not None else None
-        covariates = torch.from_numpy(np.asarray(image, dtype=np.float64))
+        # The image bands, for a trend on them.
+        covariates = (
+            torch.from_numpy(np.asarray(image, dtype=np.float64))
+            if trend is not None and trend.bands
+            else None
+        )
         post, std = posterior_map(
             mean.double(), pts, vals, params, trend=trend, covariates=covariates
         )
