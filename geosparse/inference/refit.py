@@ -7,9 +7,10 @@ blocks of prediction (so it is the value of the written map), then re-fits the
 kernel, the noise and a trend :math:`\beta_0 + \beta_1 m(x) + \sum_k \gamma_k
 z_k(x)` on the network mean and the raw image bands :math:`z_k` (regression
 kriging nested in the posterior; the bands are kept only if they predict the
-points better, each left out in turn) by maximum marginal likelihood (:func:`~geosparse.gp.fit_revealed`; Rasmussen and
-Williams, 2006, Sec. 2.7 and 5.4.1). The fit is shared by every block: each block
-is then conditioned on the points inside its window and halo with it.
+points better, each left out in turn) by maximum marginal likelihood
+(:func:`~geosparse.gp.fit_revealed`; Rasmussen and Williams, 2006, Sec. 2.7 and
+5.4.1). The fit is shared by every block: each block is then conditioned on the
+points inside its window and halo with it.
 """
 
 from __future__ import annotations
