@@ -10,14 +10,13 @@ Gaussian-process likelihood, learnable RBF kernel by default). Scored:
 - ``npp-gp``: the package's default prediction: the NPP map conditioned on the
   revealed points after the empirical-Bayes re-fit of the kernel, the noise and a
   trend :math:`a + b\,m(x) + \sum_k c_k z_k(x)` on the network mean and the image
-  bands, or on the network mean alone, whichever has the higher marginal likelihood
-  (:func:`~geosparse.gp.fit_revealed`);
+  bands, or on the network mean alone, whichever predicts the revealed points
+  better, each left out in turn (:func:`~geosparse.gp.fit_revealed`);
 - ``npp-gp-bands``, ``npp-gp-network``: the same with the trend always on the
   bands too (``--drift bands``), or on the network mean alone (``--drift network``);
 - ``npp-gp-all``, ``npp-gp-bands-all``, ``npp-gp-network-all``: the same fits,
-  conditioned on every known
-  point, the train points too (``geosparse predict --reveal ALL --refit-on
-  REVEALED``);
+  conditioned on every known point, the train points too (``geosparse predict
+  --reveal ALL --refit-on REVEALED``);
 - ``npp-gp-trained``: conditioned with the kernel as trained (no re-fit);
 - ``mse-gp``: the same re-fit and posterior around the MSE network's map;
 - baselines from *every* known label (train and revealed points), so that they hold

@@ -140,16 +140,17 @@ def posterior_map(
         return trend.basis(m, zt)
 
     def trend_var(r: Tensor, proj: Tensor | None = None) -> Tensor:
-        # R' Σβ R with R = h(x) - H' K^-1 k (proj).
-        if sigma is None:
-            return torch.zeros(r.shape[:-1], dtype=dtype)
+        # R' Σβ R with R = h(x) - H' K^-1 k (proj); only with a Σβ.
+        assert sigma is not None
         if proj is not None:
             r = r - proj
         return ((r @ sigma) * r).sum(-1)
 
     if points.shape[0] == 0:
-        std = (variance + trend_var(basis(0, h, 0, w))).sqrt().reshape(h, w)
-        return prior.to(mean.dtype), std.to(mean.dtype)
+        var = torch.full((h * w,), variance, dtype=dtype)
+        if sigma is not None:
+            var = var + trend_var(basis(0, h, 0, w))
+        return prior.to(mean.dtype), var.sqrt().reshape(h, w).to(mean.dtype)
     pts = points.to(dtype)
     rows = pts[:, 0].floor().long().clamp(0, h - 1)
     cols = pts[:, 1].floor().long().clamp(0, w - 1)

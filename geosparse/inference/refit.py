@@ -69,6 +69,8 @@ def refit(
         The fit, :math:`\ell` in the raster's CRS units (the kernel as trained,
         if the points are too few or all hold one value).
     """
+    if drift not in ('auto', 'bands', 'network'):
+        raise ValueError(f"drift must be 'auto', 'bands' or 'network', got {drift!r}.")
     conditioning = predictor.conditioning
     assert conditioning is not None and conditioning.points is not None
     grid = source.grid
@@ -113,8 +115,6 @@ def refit(
         kernel = conditioning.params(
             image.astype(np.float32), grid.window_transform(windows[0]), task_kernel
         )
-    if drift not in ('auto', 'bands', 'network'):
-        raise ValueError(f"drift must be 'auto', 'bands' or 'network', got {drift!r}.")
     group = (
         (torch.from_numpy(np.concatenate(a)) for a in (pts, vals, means))
         if pts

@@ -358,6 +358,11 @@ def test_drift_on_the_bands_makes_the_map_regression_kriging(tmp_path, capsys):
     by_drift = kernels['auto']['loo_nlpd_by_drift']
     assert by_drift['bands'] < by_drift['network']
     assert err['bands'] < 1.0 < 5 * 1.0 < err['network'], err
+    with pytest.raises(ValueError, match="drift must be 'auto', 'bands' or 'network'"):
+        Predictor(
+            PixelwiseRegression(model='fcn', in_channels=3, num_outputs=1),
+            drift='linear',  # type: ignore[arg-type]
+        )
     # Without known points, --drift has nothing to act on, and says so.
     capsys.readouterr()
     args = ['predict', '--checkpoint', str(tmp_path / 'reg.ckpt'), '--quiet']
