@@ -661,7 +661,8 @@ def build_parser() -> argparse.ArgumentParser:
               geosparse predict --checkpoint inst.ckpt image.tif \\
                   --points trees.gpkg --id-column tree_id --class-column species \\
                   --out instances/
-              geosparse predict --checkpoint stage2.ckpt new_image.tif --out found/
+              geosparse predict --checkpoint stage2.ckpt new_image.tif \\
+                  --out found/
             """
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
