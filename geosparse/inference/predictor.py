@@ -41,6 +41,7 @@ from ..trainers.heads import OutputHead
 from .checkpoints import load_task
 from .conditioning import GPConditioning, RevealedPoints
 from .heads import head_for
+from .refit import Drift, check_drift
 
 __all__ = ['Predictor']
 
@@ -86,7 +87,7 @@ class Predictor:
         kernel_family: str | None = None,
         refit: bool = True,
         refit_on: tuple[np.ndarray, np.ndarray] | None = None,
-        drift: Literal['auto', 'bands', 'network'] = 'auto',
+        drift: Drift = 'auto',
         radiometry: Literal['match', 'off'] | RadiometricShift = 'off',
         trust_checkpoint: bool = False,
     ) -> None:
@@ -241,10 +242,7 @@ class Predictor:
         source = str(hp.get('kernel', 'rbf'))
         #: Re-fit the kernel on the revealed points before predicting.
         self.refit = refit
-        if drift not in ('auto', 'bands', 'network'):
-            raise ValueError(
-                f"drift must be 'auto', 'bands' or 'network', got {drift!r}."
-            )
+        check_drift(drift)
         #: What the re-fit's trend is on (``auto``, ``bands`` or ``network``).
         self.drift = drift
         #: The points the kernel is fitted on, if not the revealed ones.

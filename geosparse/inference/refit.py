@@ -16,7 +16,7 @@ points inside its window and halo with it.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, get_args
 
 import numpy as np
 import torch
@@ -29,7 +29,19 @@ from .conditioning import RevealedPoints
 if TYPE_CHECKING:
     from .predictor import Predictor
 
-__all__ = ['refit']
+__all__ = ['Drift', 'check_drift', 'refit']
+
+#: What the re-fitted trend is on (see :func:`refit`).
+Drift = Literal['auto', 'bands', 'network']
+
+
+def check_drift(drift: str) -> None:
+    """Raise ValueError unless ``drift`` is one of :data:`Drift`.
+
+    .. versionadded:: 0.3
+    """
+    if drift not in get_args(Drift):
+        raise ValueError(f"drift must be 'auto', 'bands' or 'network', got {drift!r}.")
 
 
 def refit(
@@ -41,7 +53,7 @@ def refit(
     max_points: int = 1000,
     min_points: int = 8,
     points: RevealedPoints | None = None,
-    drift: str = 'auto',
+    drift: Drift = 'auto',
 ) -> RevealedFit:
     r"""Kernel, noise and trend of the revealed points on ``source``.
 
@@ -69,8 +81,7 @@ def refit(
         The fit, :math:`\ell` in the raster's CRS units (the kernel as trained,
         if the points are too few or all hold one value).
     """
-    if drift not in ('auto', 'bands', 'network'):
-        raise ValueError(f"drift must be 'auto', 'bands' or 'network', got {drift!r}.")
+    check_drift(drift)
     conditioning = predictor.conditioning
     assert conditioning is not None and conditioning.points is not None
     grid = source.grid
