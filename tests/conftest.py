@@ -12,6 +12,15 @@ from geosparse.datasets import SyntheticScene, make_scene
 
 ROOT = Path(__file__).resolve().parents[1]
 
+if os.environ.get('PYTEST_XDIST_WORKER'):
+    # pytest -n N: N workers share the cores, so each (and the processes it starts:
+    # the CLI, notebooks, torchgeo fit) computes on one thread instead of all.
+    os.environ['OMP_NUM_THREADS'] = '1'
+    os.environ['MKL_NUM_THREADS'] = '1'
+    import torch
+
+    torch.set_num_threads(1)
+
 
 @pytest.fixture(scope='session')
 def scene(tmp_path_factory: pytest.TempPathFactory) -> SyntheticScene:
