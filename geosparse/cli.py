@@ -360,11 +360,16 @@ def _run_instances(
     return 0
 
 
-def _predict_detections(args: argparse.Namespace, ckpt: Path) -> int:
-    """``geosparse predict`` for a stage-2 MaskRCNNTask: instances without points."""
+def _load_instance_checkpoint(
+    args: argparse.Namespace, ckpt: Path, unused: dict[str, Any], what: str
+) -> tuple[Any, dict[str, str]] | int:
+    """What both instance predictions do first: checks, warnings, stems and the task.
+
+    ``unused``: options this checkpoint ignores (warned about when given), ``what``:
+    the reason printed with them. Returns ``(task, stems)``, or the exit status of a
+    failure already reported.
+    """
     from .inference.checkpoints import load_task
-    from .inference.instances import predict_detected_instances
-    from .trainers.maskrcnn import MaskRCNNTask
 
     if args.stac or args.mosaic:
         option = '--stac' if args.stac else '--mosaic'
@@ -372,16 +377,10 @@ def _predict_detections(args: argparse.Namespace, ckpt: Path) -> int:
             f'{option} is not supported for instance checkpoints yet; pass the input '
             'rasters one by one.'
         )
-    for option, value in (
-        ('--points', args.points),
-        ('--coarse', args.coarse),
-        ('--reveal', args.reveal),
-    ):
+    for option, value in unused.items():
         if value:
             print(
-                f'geosparse: warning: {option} {value} is not used: the checkpoint '
-                'holds a MaskRCNNTask (stage 2), which finds the objects without '
-                'points.',
+                f'geosparse: warning: {option} {value} is not used: {what}',
                 file=sys.stderr,
             )
     stems = _instance_stems(args)
@@ -393,6 +392,24 @@ def _predict_detections(args: argparse.Namespace, ckpt: Path) -> int:
         return _fail(
             f'--checkpoint {err}' if str(err).startswith(str(ckpt)) else str(err)
         )
+    return task, stems
+
+
+def _predict_detections(args: argparse.Namespace, ckpt: Path) -> int:
+    """``geosparse predict`` for a stage-2 MaskRCNNTask: instances without points."""
+    from .inference.instances import predict_detected_instances
+    from .trainers.maskrcnn import MaskRCNNTask
+
+    loaded = _load_instance_checkpoint(
+        args,
+        ckpt,
+        {'--points': args.points, '--coarse': args.coarse, '--reveal': args.reveal},
+        'the checkpoint holds a MaskRCNNTask (stage 2), which finds the objects '
+        'without points.',
+    )
+    if isinstance(loaded, int):
+        return loaded
+    task, stems = loaded
     assert isinstance(task, MaskRCNNTask)
 
     def run(path: str, stem: str) -> Any:
@@ -413,7 +430,6 @@ def _predict_detections(args: argparse.Namespace, ckpt: Path) -> int:
 
 def _predict_instances(args: argparse.Namespace, ckpt: Path) -> int:
     """``geosparse predict`` for a PointInstanceTask: masks and polygons from points."""
-    from .inference.checkpoints import load_task
     from .inference.instances import predict_instances
     from .trainers.instances import PointInstanceTask
 
@@ -423,28 +439,15 @@ def _predict_instances(args: argparse.Namespace, ckpt: Path) -> int:
             'object into instance masks: pass --points FILE (GeoPackage, GeoJSON, '
             'CSV, ...) with a point on each object.'
         )
-    if args.stac or args.mosaic:
-        option = '--stac' if args.stac else '--mosaic'
-        return _fail(
-            f'{option} is not supported for instance checkpoints yet; pass the input '
-            'rasters one by one.'
-        )
-    for option, value in (('--coarse', args.coarse), ('--reveal', args.reveal)):
-        if value:
-            print(
-                f'geosparse: warning: {option} {value} is not used: the checkpoint '
-                'holds a PointInstanceTask, which takes only --points.',
-                file=sys.stderr,
-            )
-    stems = _instance_stems(args)
-    if isinstance(stems, str):
-        return _fail(stems)
-    try:
-        task = load_task(ckpt, args.task, args.trust_checkpoint)
-    except ValueError as err:
-        return _fail(
-            f'--checkpoint {err}' if str(err).startswith(str(ckpt)) else str(err)
-        )
+    loaded = _load_instance_checkpoint(
+        args,
+        ckpt,
+        {'--coarse': args.coarse, '--reveal': args.reveal},
+        'the checkpoint holds a PointInstanceTask, which takes only --points.',
+    )
+    if isinstance(loaded, int):
+        return loaded
+    task, stems = loaded
     assert isinstance(task, PointInstanceTask)
 
     def run(path: str, stem: str) -> Any:

@@ -273,3 +273,27 @@ def test_points_with_another_task_are_unused(scene, tmp_path, capsys):
     err = capsys.readouterr().err
     assert f'--points {points} is not used' in err
     assert (out / 'scene_segmentation.tif').is_file()
+
+
+def test_instance_predict_warns_unused_options_and_refuses_mosaic(
+    task, scene, tmp_path, capsys
+):
+    from geosparse.cli import main
+
+    from ..conftest import save_untrained
+
+    image, points = scene
+    ckpt = save_untrained(task, tmp_path / 'inst.ckpt')
+    out = tmp_path / 'maps'
+    args = ['predict', '--checkpoint', str(ckpt), str(image), '--out', str(out)]
+    more = ['--points', str(points), '--id-column', 'oid', '--quiet']
+    assert main([*args, *more, '--mosaic']) == 2
+    assert (
+        '--mosaic is not supported for instance checkpoints' in capsys.readouterr().err
+    )
+    assert not out.exists()
+    assert main([*args, *more, '--coarse', 'c.tif']) == 0
+    err = capsys.readouterr().err
+    assert 'warning: --coarse c.tif is not used' in err
+    assert 'PointInstanceTask, which takes only --points' in err
+    assert (out / 'scene_instances.tif').is_file()
