@@ -9,7 +9,8 @@ Methods, all giving one mask per point (an instance is its point):
 - ``learned``: :class:`~geosparse.trainers.PointInstanceTask` (ECCV 2024 learnable
   distance) trained through :class:`~geosparse.datamodules.PointInstanceDataModule`
   and Lightning on the scene's own points (stage 1 is transductive, as in the paper):
-  each pixel takes the query at the smallest learned distance.
+  the pixels its foreground head calls objects take the object query at the smallest
+  learned distance.
 
 ``learned`` is predicted as users get it, by ``geosparse predict``'s block predictor
 (:func:`~geosparse.inference.instances.predict_instances`) with blocks of the
@@ -20,7 +21,7 @@ from a foreground/background head trained on the same points, windows and steps
 (:class:`~geosparse.trainers.PointForegroundTask`: the learned distance's U-Net with
 two classes, cross-entropy at the points and the same pairwise colour term).
 ``--foreground learned`` gives them the learned task's own foreground instead
-(pixels whose nearest query is an object's, not a stuff query), so that the methods
+(its foreground head), so that the methods
 differ only in how they split one foreground between the points; ``--foreground
 truth`` gives every method the true foreground (the learned method then splits it
 by its distances among the object queries), which isolates the split.

@@ -1,7 +1,12 @@
 """Losses of geosparse."""
 
 from ..gp.likelihood import NPPLoss
-from .instances import affinity_loss, colour_similarity, point_query_loss
+from .instances import (
+    affinity_loss,
+    colour_similarity,
+    foreground_loss,
+    point_query_loss,
+)
 from .lsr import BlockStatistics, StatisticsMatchingLoss, label_counting
 from .naive import HardNaiveLoss, SoftNaiveLoss
 from .p2r import p2r_loss, p2r_regions, p2r_targets, peak_map
@@ -24,6 +29,7 @@ __all__ = [
     'bayesian_kernel',
     'colour_similarity',
     'dm_count_loss',
+    'foreground_loss',
     'gst_kernel',
     'kernel_shares',
     'label_counting',

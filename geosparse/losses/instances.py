@@ -13,9 +13,15 @@ not say what else its loss holds; this pairwise term is our choice.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ['affinity_loss', 'colour_similarity', 'point_query_loss']
+__all__ = [
+    'affinity_loss',
+    'colour_similarity',
+    'foreground_loss',
+    'point_query_loss',
+]
 
 
 def _at_points(maps: Tensor, points: Tensor) -> Tensor:
@@ -167,3 +173,54 @@ def affinity_loss(
     if count == 0:
         return distances.sum() * 0.0
     return total / count
+
+
+def foreground_loss(
+    logits: Tensor,
+    points: Tensor,
+    valid: Tensor,
+    background: Tensor,
+    similarity: list[tuple[tuple[int, int], Tensor]],
+    threshold: float = 0.3,
+    pixel_valid: Tensor | None = None,
+    pairwise_weight: float = 1.0,
+) -> Tensor:
+    r"""Background/object logits taught by the points (and the pairwise colour term).
+
+    .. math::
+
+       L = -\frac{1}{|P|} \sum_{p \in P} \log \mathrm{softmax}(z(p))_{y_p}
+           + \beta\, L_\mathrm{pair}
+
+    the cross-entropy at the labelled points (:math:`y_p = 1` at an object's point,
+    0 at a background point) plus :func:`affinity_loss` on the two classes' logits
+    as negative distances (BoxInst's term: neighbours of similar colour take the
+    same class), weight :math:`\beta` (``pairwise_weight``).
+
+    .. versionadded:: 0.1
+
+    Args:
+        logits: ``(B, 2, H, W)`` background and object logits :math:`z`.
+        points: ``(B, N, 2)`` (row, col), centres at +0.5.
+        valid: ``(B, N)`` real points.
+        background: ``(B, N)`` background points.
+        similarity: :func:`colour_similarity` of the window.
+        threshold: :math:`\kappa` of :func:`affinity_loss`.
+        pixel_valid: ``(B, H, W)`` pixels that may take part in pairs.
+        pairwise_weight: :math:`\beta`.
+
+    Returns:
+        The loss (its point term 0 with a gradient when a batch has no point).
+    """
+    b, _, h, w = logits.shape
+    rows = points[..., 0].floor().long().clamp(0, h - 1)
+    cols = points[..., 1].floor().long().clamp(0, w - 1)
+    index = torch.arange(b, device=logits.device)[:, None].expand_as(rows)
+    at = logits.permute(0, 2, 3, 1)[index, rows, cols]  # (B, N, 2)
+    if bool(valid.any()):
+        point = F.cross_entropy(at[valid], (~background).long()[valid])
+    else:
+        point = logits.sum() * 0.0
+    both = torch.ones(b, 2, dtype=torch.bool, device=logits.device)
+    pair = affinity_loss(-logits, similarity, both, threshold, 1.0, pixel_valid)
+    return point + pairwise_weight * pair

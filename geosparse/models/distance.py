@@ -55,6 +55,14 @@ every round, and the loss supervises every round (deep supervision, as in the
 query-based segmenters the paper builds on). Without aggregation and enhancement
 there is nothing to iterate: the distance of round 0 is the output ("learned distance
 without iteration" in the paper's ablation).
+
+**Foreground head** (our addition): a 1 x 1 convolution of the same pixel features
+gives background and object logits per pixel, :math:`z(p) \in \mathbb R^2`. The
+paper's panoptic queries decide "thing or stuff" by the nearest query; here the
+thing queries carry the hand-crafted term and the stuff queries do not, which makes
+that decision depend on the distance to a point as much as on the image. The head
+decides it from the image (as the baselines' foreground head does), and the
+distance divides what it calls objects between the thing queries.
 """
 
 from __future__ import annotations
@@ -152,6 +160,8 @@ class DistanceOutput:
         query_valid: ``(B, Q)`` real queries (padding is False).
         stuff: ``(B, Q)`` stuff (background) queries.
         features: ``(B, C, H, W)`` pixel features.
+        foreground: ``(B, 2, H, W)`` logits of background and object per pixel (a
+            1 x 1 convolution of the features; see the module doc).
     """
 
     distances: list[Tensor]
@@ -159,6 +169,7 @@ class DistanceOutput:
     query_valid: Tensor
     stuff: Tensor
     features: Tensor
+    foreground: Tensor
 
 
 class LearnableDistance(nn.Module):
@@ -213,6 +224,7 @@ class LearnableDistance(nn.Module):
         self.stuff_embed = nn.Parameter(torch.randn(stuff_queries, feature_dim) * 0.5)
         self.to_query = nn.Linear(feature_dim, feature_dim)
         self.to_key = nn.Conv2d(feature_dim, feature_dim, 1)
+        self.to_foreground = nn.Conv2d(feature_dim, 2, 1)
         self.to_lambda = nn.Linear(feature_dim, 1)
         nn.init.zeros_(self.to_lambda.weight)
         nn.init.constant_(self.to_lambda.bias, math.log(math.e - 1))  # softplus = 1
@@ -332,4 +344,5 @@ class LearnableDistance(nn.Module):
             )
             distances.append(dist)
             appearance.append(look)
-        return DistanceOutput(distances, appearance, qvalid, stuff, feats)
+        foreground = self.to_foreground(feats)
+        return DistanceOutput(distances, appearance, qvalid, stuff, feats, foreground)

@@ -29,11 +29,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ..compat import BaseTask
-from ..losses.instances import affinity_loss, colour_similarity
+from ..losses.instances import colour_similarity, foreground_loss
 from ..models.distance import pixel_unet, run_padded, standardise
 from .utils import FiniteTraining
 
@@ -110,34 +109,22 @@ class PointForegroundTask(FiniteTraining, BaseTask):
             )
 
     def compute_loss(self, batch: dict[str, Any], logits: Tensor) -> Tensor:
-        """The loss of the module doc (a batch may hold points of one kind only)."""
+        """The loss of the module doc (:func:`~geosparse.losses.foreground_loss`)."""
         hp = self.hparams
-        points, valid, values = batch['points'], batch['valid'], batch['values']
-        b, _, h, w = logits.shape
-        background = values[..., 2] > 0.5
-        rows = points[..., 0].floor().long().clamp(0, h - 1)
-        cols = points[..., 1].floor().long().clamp(0, w - 1)
-        index = torch.arange(b, device=logits.device)[:, None].expand_as(rows)
-        at = logits.permute(0, 2, 3, 1)[index, rows, cols]  # (B, N, 2)
-        if bool(valid.any()):
-            target = (~background).long()
-            point = F.cross_entropy(at[valid], target[valid])
-        else:
-            point = logits.sum() * 0.0
         sim = colour_similarity(
             standardise(batch['image']), hp['pairwise_dilation'], hp['pairwise_theta']
         )
         nodata = batch.get('nodata')
-        both = torch.ones(b, 2, dtype=torch.bool, device=logits.device)
-        pair = affinity_loss(
-            -logits,
+        return foreground_loss(
+            logits,
+            batch['points'],
+            batch['valid'],
+            batch['values'][..., 2] > 0.5,
             sim,
-            both,
             hp['pairwise_threshold'],
-            1.0,
             None if nodata is None else ~nodata,
+            hp['pairwise_weight'],
         )
-        return point + hp['pairwise_weight'] * pair
 
     def training_step(
         self, batch: Any, batch_idx: int, dataloader_idx: int = 0

@@ -68,7 +68,8 @@ def test_training_lowers_the_loss_and_predicts_point_ids():
     for _ in range(15):
         out = task.forward_batch(batch)
         loss, terms = task.compute_loss(batch, out)
-        assert torch.isfinite(loss) and set(terms) == {'point', 'pairwise'}
+        assert torch.isfinite(loss)
+        assert set(terms) == {'point', 'pairwise', 'foreground'}
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -100,9 +101,68 @@ def test_nodata_pixels_are_nodata_in_the_prediction():
     assert np.isfinite(pred.uncertainty[5:]).all()
 
 
-def test_bad_prior():
+def test_bad_prior_and_foreground():
     with pytest.raises(ValueError, match='prior'):
         PointInstanceTask(prior='manhattan')
+    with pytest.raises(ValueError, match="foreground='nearest'"):
+        PointInstanceTask(foreground='nearest')
+
+
+def _set_head(task, background: float, obj: float):
+    head = task.model.to_foreground
+    torch.nn.init.zeros_(head.weight)
+    with torch.no_grad():
+        head.bias.copy_(torch.tensor([background, obj]))
+
+
+def test_the_foreground_head_decides_objects_and_the_distance_splits_them():
+    torch.manual_seed(0)
+    image, points, ids = _two_rectangles()
+    task = PointInstanceTask(in_channels=1, rounds=1, stuff_queries=2)
+    assert task.hparams['foreground'] == 'head'
+    _set_head(task, 0.0, 5.0)  # every pixel an object
+    pred = task.predict_instances(image, points, ids)
+    thing = pred.ids > 0
+    nearest = pred.ids[
+        np.argmin(np.where(thing[:, None, None], pred.distances[-1], np.inf), 0)
+    ]
+    # every pixel is an object, given to the nearest thing query (never stuff)
+    np.testing.assert_array_equal(pred.instances, nearest)
+    assert pred.foreground.all()
+    _set_head(task, 5.0, 0.0)  # every pixel background
+    pred = task.predict_instances(image, points, ids)
+    assert not pred.foreground.any() and (pred.instances == 0).all()
+    # on background the uncertainty is the ratio of the two classes' probabilities
+    np.testing.assert_allclose(pred.uncertainty, np.exp(-5.0), rtol=1e-5)
+    # 'queries': the nearest query decides, whatever the head says
+    task.hparams['foreground'] = 'queries'
+    pred = task.predict_instances(image, points, ids)
+    every = pred.ids[np.argmin(pred.distances[-1], 0)]
+    np.testing.assert_array_equal(pred.instances, every)
+
+
+def test_foreground_loss_teaches_the_head_from_points():
+    from geosparse.losses import colour_similarity, foreground_loss
+
+    torch.manual_seed(0)
+    image, points, _ = _two_rectangles()
+    x = torch.tensor(image, dtype=torch.float32)[None]
+    pts = torch.tensor([[*points[0]], [*points[1]], [5.5, 30.5]])[None].float()
+    valid = torch.ones(1, 3, dtype=torch.bool)
+    background = torch.tensor([[False, False, True]])
+    sim = colour_similarity(x / 100.0)
+    right = torch.zeros(1, 2, 40, 60)
+    right[:, 1, 10:30, 5:55] = 4.0  # object logits on the rectangles
+    right[:, 0] = 4.0 - right[:, 1]
+    wrong = right.flip(1)
+    good = foreground_loss(right, pts, valid, background, sim)
+    bad = foreground_loss(wrong, pts, valid, background, sim)
+    assert float(good) < 0.1 < float(bad)
+    # no point: the point term is 0 and the loss still has a gradient
+    logits = torch.zeros(1, 2, 40, 60, requires_grad=True)
+    none = foreground_loss(logits, pts, torch.zeros_like(valid), background, sim)
+    none.backward()
+    assert logits.grad is not None
 
 
 def test_geodesic_split_divides_the_task_foreground_by_the_geodesic():
