@@ -44,6 +44,7 @@ the pseudo masks, which needs no points on new imagery) is not part of this task
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -183,12 +184,32 @@ class PointInstanceTask(FiniteTraining, BaseTask):
         )
 
     def on_fit_start(self) -> None:
-        """Remember the data module's window size (``window``) for prediction."""
+        """Remember the data module's window size (``window``) for prediction.
+
+        A data module without background points (no ``background_column``) cannot
+        teach the foreground head what background is (its cross-entropy would only
+        ever say "object"): the task then falls back to ``foreground='queries'``,
+        with a warning that names the fix, and saves that in its hyperparameters.
+        """
         dm = getattr(self.trainer, 'datamodule', None)
         size = getattr(dm, 'patch_size', None)
         if self.hparams.get('window') is None and size is not None:
             side = size if isinstance(size, int) else size[0]
             self.hparams['window'] = int(side)
+        hp = getattr(dm, 'hparams', None)
+        if (
+            self.hparams['foreground'] == 'head'
+            and hp is not None
+            and hp.get('background_column') is None
+        ):
+            warnings.warn(
+                'PointInstanceTask: the points have no background points '
+                '(background_column), so the foreground head cannot learn background; '
+                "the nearest query decides instead (foreground='queries'). Give "
+                'background clicks and background_column for the head.',
+                stacklevel=2,
+            )
+            self.hparams['foreground'] = 'queries'
 
     def configure_optimizers(self) -> Any:
         """AdamW at a constant learning rate (stage 1 runs a fixed number of steps)."""

@@ -178,3 +178,18 @@ def test_geodesic_split_divides_the_task_foreground_by_the_geodesic():
     assert ((split.uncertainty[inside] >= 0) & (split.uncertainty[inside] <= 1)).all()
     with pytest.raises(ValueError, match='split'):
         task.predict_instances(image, points, ids, split='nearest')
+
+
+def test_without_background_points_the_nearest_query_decides_with_a_warning():
+    from types import SimpleNamespace
+
+    task = PointInstanceTask(in_channels=1)
+    dm = SimpleNamespace(patch_size=64, hparams={'background_column': 'background'})
+    task._trainer = SimpleNamespace(datamodule=dm)
+    task.on_fit_start()
+    assert task.hparams['foreground'] == 'head'
+    dm.hparams['background_column'] = None
+    with pytest.warns(UserWarning, match='background_column'):
+        task.on_fit_start()
+    assert task.hparams['foreground'] == 'queries'
+    assert task.hparams['window'] == 64
