@@ -244,7 +244,17 @@ def load_task(
         except ValueError as err:
             raise type(err)(f'{path}: {err}') from None
     with torch.serialization.safe_globals(list(SAFE_GLOBALS)):
-        task = cls.load_from_checkpoint(
-            str(path), map_location='cpu', weights_only=not trust
-        )
+        try:
+            task = cls.load_from_checkpoint(
+                str(path), map_location='cpu', weights_only=not trust
+            )
+        except RuntimeError as err:
+            if 'state_dict' not in str(err):
+                raise
+            first = str(err).strip().splitlines()[-1].strip()
+            raise ValueError(
+                f'{path}: its weights do not fit {cls.__name__} as this version of '
+                f'geosparse builds it ({first}); retrain it, or predict with the '
+                'version that wrote it.'
+            ) from None
     return task.eval()

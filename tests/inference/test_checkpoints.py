@@ -135,3 +135,22 @@ def test_an_npp_checkpoint_from_before_the_gp_objects_still_predicts(tmp_path):
     assert params.noise == pytest.approx(0.3, rel=1e-5)
     out = pred(np.full((3, 16, 16), 100, np.float32))
     assert out.shape == (2, 16, 16) and np.isfinite(out).all()
+
+
+def test_weights_of_another_version_are_a_one_line_error(tmp_path, capsys):
+    from geosparse.trainers import PointInstanceTask
+
+    ckpt = save_untrained(PointInstanceTask(in_channels=1), tmp_path / 'old.ckpt')
+    data = torch.load(ckpt, weights_only=True)
+    # as a checkpoint written before the foreground head was added
+    for key in [k for k in data['state_dict'] if 'to_foreground' in k]:
+        del data['state_dict'][key]
+    torch.save(data, ckpt)
+    with pytest.raises(ValueError, match='weights do not fit PointInstanceTask'):
+        load_task(ckpt)
+    raster = random_raster(tmp_path / 'in.tif', bands=1, h=32, w=32)
+    args = ['predict', '--checkpoint', str(ckpt), str(raster), '--out', str(tmp_path)]
+    assert main([*args, '--points', str(raster)]) == 2
+    err = capsys.readouterr().err
+    assert 'weights do not fit PointInstanceTask' in err
+    assert 'Traceback' not in err and len(err.strip().splitlines()) == 1
