@@ -85,7 +85,7 @@ def test_torchgeo_fit_instances_config_then_predict(tmp_path):
     assert (out / 'instances_instances.json').is_file()
 
 
-def test_torchgeo_fit_stage2_config_then_predict_without_points(tmp_path):
+def test_torchgeo_fit_stage2_config_then_predict_without_points(tmp_path, capsys):
     import geopandas as gpd
     import rasterio
 
@@ -118,3 +118,9 @@ def test_torchgeo_fit_stage2_config_then_predict_without_points(tmp_path):
     assert len(polygons) == len(ids)  # one feature per instance
     assert {'class', 'score', 'area'} <= set(polygons.columns)
     assert (out / 'instances_instances.json').is_file()
+    # points are not used by stage 2: a warning says so (the output is complete)
+    capsys.readouterr()
+    clicks = str(new.points)
+    assert main([*args, '--points', clicks, '--resume', '--quiet']) == 0
+    err = capsys.readouterr().err
+    assert f'--points {clicks} is not used' in err and 'MaskRCNNTask (stage 2)' in err

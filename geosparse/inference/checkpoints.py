@@ -251,10 +251,10 @@ def load_task(
         except RuntimeError as err:
             if 'state_dict' not in str(err):
                 raise
-            first = str(err).strip().splitlines()[-1].strip()
+            detail = str(err).strip().splitlines()[-1].strip()
             raise ValueError(
                 f'{path}: its weights do not fit {cls.__name__} as this version of '
-                f'geosparse builds it ({first}); retrain it, or predict with the '
+                f'geosparse builds it ({detail}); retrain it, or predict with the '
                 'version that wrote it.'
             ) from None
     return task.eval()

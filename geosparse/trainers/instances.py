@@ -289,17 +289,12 @@ class PointInstanceTask(FiniteTraining, BaseTask):
         loss = total / len(out.distances)
         terms = {'point': lp.detach(), 'pairwise': la.detach()}
         if hp['foreground'] == 'head':
-            values = batch['values']
-            background = (
-                values[..., 2] > 0.5
-                if values.shape[-1] > 2
-                else torch.zeros_like(batch['valid'])
-            )
+            # the background points are the point queries that are stuff
             lf = foreground_loss(
                 out.foreground,
                 batch['points'],
                 batch['valid'],
-                background,
+                out.stuff[:, : batch['points'].shape[1]],
                 sim,
                 hp['pairwise_threshold'],
                 pixel_valid,
@@ -488,7 +483,7 @@ class PointInstanceTask(FiniteTraining, BaseTask):
         prior = self.hand_crafted(x[None], pts[None], valid & ~bg[None])
         out = self.model(x[None], pts[None], valid, bg[None], tau, prior)
         instances, uncertainty = self.pseudo_labels(
-            out, idt[None], tau, self.hparams.get('foreground', 'queries')
+            out, idt[None], tau, self.hparams['foreground']
         )
         nodata = ~torch.isfinite(x).all(0)
         inst = instances[0].masked_fill(nodata, 0)
