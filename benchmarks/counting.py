@@ -103,6 +103,7 @@ from scipy.spatial import cKDTree
 
 from geosparse.console import progress, quiet, verbose_option
 from geosparse.datamodules import CountingDataModule
+from geosparse.gaussians import clamp_scales
 from geosparse.io.raster import atomic_write_text
 from geosparse.losses import kernel_shares
 from geosparse.losses.p2r import p2r_loss
@@ -174,7 +175,11 @@ def gst_diagnostics(
     Bayesian Loss width).
     """
     task = DensityTask(
-        loss='gst', sigma=a.sigma, cutoff=a.cutoff, gst_background=a.gst_background
+        loss='gst',
+        sigma=a.sigma,
+        cutoff=a.cutoff,
+        gst_background=a.gst_background,
+        gst_scale_range=a.gst_scale_range,
     )
     shares: list[dict[str, float]] = []
     stds: list[np.ndarray] = []
@@ -189,6 +194,9 @@ def gst_diagnostics(
                 continue
             c = covs[ok].double()
             cov = torch.stack([c[:, [0, 1]], c[:, [1, 2]]], 1)
+            if a.gst_scale_range:  # the stds the kernel uses
+                lo, hi = (r * a.sigma for r in a.gst_scale_range)
+                cov = torch.from_numpy(clamp_scales(cov.numpy(), lo, hi))
             sd = torch.linalg.eigvalsh(cov)[:, -1].clamp_min(0).sqrt()
             kernel = task.gst_window_kernel(pts[ok], covs[ok], shape)  # type: ignore[arg-type]
             shares.append(kernel_shares(kernel, sd, 2 * a.sigma))
@@ -448,6 +456,7 @@ def run_seed(a: argparse.Namespace, speed: bool = True) -> dict[str, Any]:
                 sigma=a.sigma,
                 cutoff=a.cutoff,
                 gst_background=a.gst_background,
+                gst_scale_range=a.gst_scale_range,
             )
         trainer = brief_trainer(a.steps, progress=a.progress)
         t1 = time.perf_counter()
@@ -561,6 +570,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         default='growing',
         help="GST background term: the authors' code's growing (the task's default) "
         'or a constant cutoff',
+    )
+    p.add_argument(
+        '--gst-scale-range',
+        type=float,
+        nargs=2,
+        metavar=('LO', 'HI'),
+        help="GST: clamp the Gaussians' stds to [LO, HI] x --sigma in the loss "
+        "(the authors' code: 1 2.5)",
     )
     p.add_argument('--radius', type=float, default=4.0, help='P2R radius (px)')
     p.add_argument('--stride', type=int, default=4, help='P2R cell size (px)')

@@ -40,7 +40,14 @@ from torch import Tensor
 
 from .io.raster import atomic_path
 
-__all__ = ['GaussianFit', 'cached_fit', 'fit_gaussians', 'fit_key', 'render']
+__all__ = [
+    'GaussianFit',
+    'cached_fit',
+    'clamp_scales',
+    'fit_gaussians',
+    'fit_key',
+    'render',
+]
 
 
 @dataclass(frozen=True)
@@ -257,6 +264,29 @@ def fit_gaussians(
         background.double().numpy(),
         (h, w),
     )
+
+
+def clamp_scales(covs: np.ndarray, low: float, high: float) -> np.ndarray:
+    r"""Covariances ``(N, 2, 2)`` with each axis std clamped to ``[low, high]`` pixels.
+
+    With :math:`\Sigma = U\,\mathrm{diag}(s_1^2, s_2^2)\,U^\top`, the result is
+    :math:`U\,\mathrm{diag}(\bar s_1^2, \bar s_2^2)\,U^\top` with
+    :math:`\bar s_k = \min(\max(s_k, low), high)`: the orientation is kept. GST's
+    public code clamps the fitted scales the same way before it builds the
+    transport kernel (``Post_Prob_GS``: ``post_min``, ``post_max``).
+
+    .. versionadded:: 0.3
+
+    Raises:
+        ValueError: unless ``0 < low <= high``.
+    """
+    if not 0 < low <= high:
+        raise ValueError(
+            f'clamp_scales: need 0 < low <= high, got low={low}, high={high}.'
+        )
+    values, vectors = np.linalg.eigh(np.asarray(covs, dtype=np.float64))
+    scales = np.clip(np.sqrt(np.clip(values, 0, None)), low, high)
+    return np.einsum('nik,nk,njk->nij', vectors, scales**2, vectors)
 
 
 def fit_key(image: np.ndarray, points: np.ndarray, **settings: object) -> str:

@@ -162,3 +162,18 @@ def test_max_scale_caps_the_fitted_gaussians():
     assert np.sqrt(np.linalg.eigvalsh(covs)).max() > 2.0  # the blobs are wider
     fit = fit_gaussians(image, means, steps=50, max_scale=1.5)
     assert np.sqrt(np.linalg.eigvalsh(fit.covs)).max() <= 1.5 + 1e-6
+
+
+def test_clamp_scales_keeps_the_axes_and_clamps_each_std():
+    theta = 0.3
+    rot = np.array(
+        [[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]]
+    )
+    covs = np.stack([rot @ np.diag([0.25, 36.0]) @ rot.T, np.diag([4.0, 4.0])])
+    out = gaussians.clamp_scales(covs, 1.0, 5.0)
+    values, vectors = np.linalg.eigh(out[0])
+    np.testing.assert_allclose(np.sqrt(values), [1.0, 5.0])
+    assert abs(abs(float(vectors[:, 1] @ rot[:, 1])) - 1) < 1e-9  # same long axis
+    np.testing.assert_allclose(out[1], covs[1])  # inside the range: unchanged
+    with pytest.raises(ValueError, match='low <= high'):
+        gaussians.clamp_scales(covs, 3.0, 2.0)

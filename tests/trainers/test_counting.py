@@ -359,3 +359,22 @@ def test_torchgeo_fit_semi_supervised_p2r_config(tmp_path):
     # the teacher ran on the unlabelled windows after the warm-up step
     [metrics] = list((tmp_path / 'runs').rglob('metrics.csv'))
     assert 'train_pseudo_points' in metrics.read_text().splitlines()[0]
+
+
+def test_gst_scale_range_clamps_the_kernels_gaussians_in_units_of_sigma():
+    points = torch.tensor([[8.5, 8.5]])
+    narrow = torch.tensor([[0.04, 0.0, 0.04]])  # std 0.2 px: all mass on one cell
+    free = DensityTask(loss='gst', model='fcn', num_filters=4, sigma=2.0)
+    clamped = DensityTask(
+        loss='gst', model='fcn', num_filters=4, sigma=2.0, gst_scale_range=(1.0, 2.5)
+    )
+    wide = torch.tensor([[2.0**2, 0.0, 2.0**2]])  # exactly sigma: inside the range
+    for covs in (narrow, wide):
+        k_free = free.gst_window_kernel(points, covs, (17, 17))
+        k_clamped = clamped.gst_window_kernel(points, covs, (17, 17))
+        # One Gaussian's kernel row, shaped by its std (2 px after the clamp).
+        same = torch.allclose(k_free, k_clamped)
+        assert same == (covs is wide)
+    k = clamped.gst_window_kernel(points, narrow, (17, 17))
+    reference = free.gst_window_kernel(points, wide, (17, 17))
+    torch.testing.assert_close(k, reference)
