@@ -111,9 +111,11 @@ def evaluate(
 
     With ``radiometry='match'`` the predictor maps the evaluation imagery, all its
     patches pooled as one acquisition, onto the training imagery's band
-    distributions (:meth:`geosparse.inference.Predictor.matched`). With
-    ``alternative``, ``alternative`` holds the same network's scores with the other
-    setting (``off`` or ``match``).
+    distributions (:meth:`geosparse.inference.Predictor.matched`); with ``auto``
+    (the predictor's default) only if they lie far from them, and ``radiometry``
+    gives the decision and the displacements. With ``alternative``,
+    ``alternative`` holds the same network's scores with the other decision
+    (``off`` if the imagery was matched, else ``match``).
 
     With ``diagnose``, also ``by_coarse``: for each NLCD code of the evaluation
     patches, its pixel count, the prior eta_z, the fine-class fractions
@@ -125,9 +127,11 @@ def evaluate(
     """
     metrics = LandCoverMetrics(table.num_fine, list(table.fine_names))
     predictor = None
+    decision = None
     if task is not None:
         predictor = Predictor(task, torch_threads=None, radiometry=radiometry)  # type: ignore[arg-type]
         predictor = predictor.matched([read(t[0]).astype(np.float64) for t in data])
+        decision = predictor.radiometry_report
     lut = np.full(256, -1, dtype=np.int64)
     lut[table.fine_codes] = np.arange(table.num_fine)
     amap = table.argmax_map()
@@ -157,9 +161,11 @@ def evaluate(
             map_all.append(pred_t.numpy().ravel())
     out = scores_from_confusion(metrics.cm, list(table.fine_names))
     out['developed'] = developed_scores(metrics.cm_sub, list(table.fine_names))
-    if task is not None and alternative:
-        # The same network with the other radiometry setting: what matching changes.
-        other = 'off' if radiometry == 'match' else 'match'
+    if predictor is not None and decision is not None:
+        out['radiometry'] = decision
+    if predictor is not None and alternative:
+        # The same network with the other decision: what matching changes.
+        other = 'off' if predictor.shift is not None else 'match'
         alt = evaluate(task, data, table, radiometry=other, alternative=False)
         out['alternative'] = {
             'radiometry': other,
@@ -267,6 +273,10 @@ def mean_scores(runs: list[dict[str, Any]]) -> dict[str, Any]:
             for c in classes
         },
     }
+    if all('radiometry' in r for r in runs):  # auto: how often it matched
+        out['radiometry_matched'] = float(
+            np.mean([r['radiometry']['matched'] for r in runs])
+        )
     if all('alternative' in r for r in runs):
         out['alternative'] = {
             'radiometry': runs[0]['alternative']['radiometry'],
@@ -469,11 +479,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         '--radiometry',
-        default='off',
-        choices=('match', 'off'),
-        help="off (default, the predictor's): raw values; match: map the evaluation "
-        "imagery (all patches pooled) onto the training imagery's band "
-        'distributions. Either way the other is reported as "alternative"',
+        default='auto',
+        choices=('auto', 'match', 'off'),
+        help="auto (default, the predictor's): map the evaluation imagery (all "
+        "patches pooled) onto the training imagery's band distributions only if it "
+        'lies far from them; match: always; off: raw values. The other decision is '
+        'reported as "alternative"',
     )
     parser.add_argument(
         '--prior-weight',

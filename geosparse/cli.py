@@ -162,6 +162,7 @@ def _predict(args: argparse.Namespace) -> int:
             refit_on=refit_on,
             drift=args.drift or 'auto',
             radiometry=args.radiometry,
+            radiometry_threshold=args.radiometry_threshold,
             trust_checkpoint=args.trust_checkpoint,
         )
     except ValueError as err:
@@ -738,15 +739,24 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument('--class-names', help='class names, comma separated')
     model.add_argument(
         '--radiometry',
-        choices=['match', 'off'],
-        default='off',
-        help='match: map each input raster band by band onto the distribution of the '
-        'imagery the model was trained on (histogram matching), for checkpoints that '
-        'keep it (label super-resolution), so that a very different acquisition '
-        '(sensor, season, colour balancing) looks like the training one. It also '
+        choices=['auto', 'match', 'off'],
+        default='auto',
+        help='for checkpoints that keep the band distributions of their training '
+        'imagery (label super-resolution): match maps each input raster band by '
+        'band onto them (histogram matching), so that a very different acquisition '
+        '(sensor, season, colour balancing) looks like the training one; it also '
         'moves the values of rasters whose land cover differs in proportion from '
-        'the training imagery, so use it where the raw imagery fails; off '
-        '(default): raw values as they are',
+        'the training imagery. auto (default) matches only a raster whose bands lie '
+        'far from the training imagery (displacement above --radiometry-threshold) '
+        'and says so in the tags; off: raw values as they are',
+    )
+    model.add_argument(
+        '--radiometry-threshold',
+        type=float,
+        default=0.5,
+        metavar='D',
+        help='auto: largest band displacement (mean quantile distance over the '
+        'training 5-95%% range) still predicted raw (default 0.5)',
     )
     gp = pred.add_argument_group(
         'known points (regression)',

@@ -105,7 +105,11 @@ def test_lsr_chesapeake_runs_on_real_patches(data_dir, tmp_path):
     # hr trained on --train is both the cross-tile upper bound and HR-only
     cross, hr_sr = res['protocols']['cross-tile'], res['protocols']['hr+sr']
     assert cross['methods']['hr'] == hr_sr['methods']['hr']
-    # raw values by default; the scores with matched radiometry beside
+    # auto by default: a patch of the training tile stays raw; the scores with
+    # matched radiometry beside
+    assert cross['methods']['lsr']['radiometry_matched'] == 0.0
+    decision = cross['seeds']['0']['lsr']['radiometry']
+    assert decision['mode'] == 'auto' and max(decision['displacement']) < 0.5
     assert cross['methods']['lsr']['alternative']['radiometry'] == 'match'
     assert 0 <= cross['methods']['lsr']['alternative']['miou'] <= 1
     assert 'alternative' not in cross['methods']['nlcd-argmax']
@@ -124,7 +128,7 @@ def test_lsr_chesapeake_runs_on_real_patches(data_dir, tmp_path):
     # as the whole-patch evaluation of the benchmark (stored as uint8, scale 1/254).
     from geosparse.cli import main as cli
 
-    # With --radiometry match (off by default) the raster is first mapped onto the
+    # With --radiometry match the raster is first mapped onto the
     # training imagery's band distributions that the checkpoint keeps.
     from geosparse.datasets import RadiometricShift
     from geosparse.trainers import LabelSuperResolutionTask

@@ -185,9 +185,15 @@ def predict_raster(
         tags['revealed_points_outside'] = outside
     # With Predictor.refit, the kernel is re-fitted on this raster's known points.
     predictor = predictor.refitted(src, block, halo, progress=progress)
-    # With radiometry='match', this raster's bands are mapped onto the training's.
+    # With radiometry 'match' (or 'auto' and far from the training imagery), this
+    # raster's bands are mapped onto the training's.
     predictor = predictor.matched(src)
-    if predictor.shift is not None:
+    if predictor.radiometry_report is not None:
+        report = dict(predictor.radiometry_report)
+        if predictor.shift is not None:
+            report.update(predictor.shift.summary())
+        tags['radiometry'] = json.dumps(report)
+    elif predictor.shift is not None:
         tags['radiometry'] = json.dumps(predictor.shift.summary())
     fit = None if predictor.conditioning is None else predictor.conditioning.fit
     if fit is not None and fit.refitted:

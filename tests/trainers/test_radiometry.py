@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import rasterio
@@ -66,7 +68,8 @@ def test_predictor_matches_a_raster_onto_the_training_radiometry(tmp_path):
     from ..conftest import write_raster
 
     write_raster(path, brighter)
-    assert Predictor(task).matched(ImageSource.open(path)).shift is None  # off
+    off = Predictor(task, radiometry='off')
+    assert off.matched(ImageSource.open(path)).shift is None
     pred = Predictor(task, radiometry='match').matched(ImageSource.open(path))
     assert isinstance(pred.shift, RadiometricShift)
     back = pred.shift(brighter.astype(np.float32))
@@ -76,7 +79,59 @@ def test_predictor_matches_a_raster_onto_the_training_radiometry(tmp_path):
     with rasterio.open(out) as src:
         assert 'radiometry' in src.tags()
     with pytest.raises(ValueError, match='radiometry='):
-        Predictor(task, radiometry='auto')  # type: ignore[arg-type]
+        Predictor(task, radiometry='always')  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match='radiometry_threshold'):
+        Predictor(task, radiometry_threshold=float('nan'))
+
+
+def _trained_on(train: np.ndarray) -> LabelSuperResolutionTask:
+    task = LabelSuperResolutionTask(num_filters=8)
+    task.radiometry_counts[:] = 0
+    for b in range(train.shape[0]):  # as if trained on `train`
+        idx = np.rint(train[b] / 255 * 1023).astype(int).ravel()
+        task.radiometry_counts[b] += torch.bincount(
+            torch.from_numpy(idx), minlength=1024
+        )
+    return task
+
+
+@pytest.mark.parametrize(
+    ('gain', 'offset', 'matched'),
+    [(1.0, 0.0, False), (1.05, 2.0, False), (0.3, 150.0, True)],
+)
+def test_auto_matches_only_a_raster_far_from_the_training_radiometry(
+    tmp_path, gain, offset, matched
+):
+    from ..conftest import write_raster
+
+    rng = np.random.default_rng(1)
+    train = rng.integers(40, 120, (4, 64, 64)).astype(np.float64)
+    task = _trained_on(train)
+    new = np.clip(rng.integers(40, 120, (4, 64, 64)) * gain + offset, 0, 255)
+    path = tmp_path / 'new.tif'
+    write_raster(path, new.astype(np.uint8))
+    pred = Predictor(task)  # auto is the default
+    assert pred.radiometry == 'auto'
+    out = pred.matched(ImageSource.open(path))
+    assert (out.shift is not None) == matched
+    report = out.radiometry_report
+    assert report is not None and report['matched'] == matched
+    assert (max(report['displacement']) > 0.5) == matched
+    tif = predict_raster(pred, path, tmp_path / 'map.tif', progress=False)
+    with rasterio.open(tif) as src:  # the decision and its reason, in the tags
+        tag = json.loads(src.tags()['radiometry'])
+    assert tag['mode'] == 'auto' and tag['matched'] == matched
+    assert tag['threshold'] == 0.5
+    # A threshold of 0 matches whatever moves at all.
+    eager = Predictor(task, radiometry_threshold=0.0).matched(ImageSource.open(path))
+    assert eager.shift is not None
+
+
+def test_displacement_is_the_mean_quantile_distance_over_the_target_range():
+    q = np.linspace(0, 1, 101)
+    target = np.stack([100 * q, 100 * q])
+    shift = RadiometricShift(np.stack([100 * q + 10, 100 * q]), target)
+    np.testing.assert_allclose(shift.displacement(), [10 / 90, 0.0])
 
 
 def test_matching_leaves_the_rasters_nodata_out(tmp_path):
