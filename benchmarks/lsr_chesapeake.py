@@ -26,7 +26,8 @@ It prints one JSON object::
 
     {"protocols": {NAME: {"methods": {METHOD: {"acc", "miou", "iou", "developed"}},
                           "seeds": {...}}},
-     "goals": {...}, "shift": {...} | null, "data": {...}, "steps", "seconds"}
+     "goals": {...}, "shift": {...} | null, "data": {...},
+     "displacement": {"eval", "train_patch_max"}, "steps", "seconds"}
 
 mIoU is over the fine classes present in the evaluation truth; ``developed`` holds
 the scores over pixels whose NLCD class is developed (21-24, the paper's headline),
@@ -63,7 +64,7 @@ from torchmetrics.functional.classification import binary_auroc
 
 from geosparse.console import progress, quiet, verbose_option
 from geosparse.datamodules import LabelSuperResolutionDataModule
-from geosparse.datasets import RadiometricShift, shift_folder
+from geosparse.datasets import RadiometricShift, sample_rasters, shift_folder
 from geosparse.inference import Predictor
 from geosparse.io.raster import atomic_path, atomic_write_raster, atomic_write_text
 from geosparse.metrics import LandCoverMetrics, scores_from_confusion
@@ -99,12 +100,36 @@ def read(path: Path) -> np.ndarray:
         return src.read()
 
 
+def displacement(
+    train_data: list[tuple[Path, Path, Path]], eval_data: list[tuple[Path, Path, Path]]
+) -> dict[str, list[float]]:
+    """Per band, how far the imagery lies from the training imagery's (pooled pixels).
+
+    :meth:`geosparse.datasets.RadiometricShift.displacement` of the evaluation
+    patches (pooled) onto the training patches (pooled), and of each training patch
+    onto all of them: what ``radiometry='auto'`` compares with its threshold, here
+    from the patches' own pixels rather than a network's training windows.
+    """
+    train = sample_rasters([t[0] for t in train_data])
+
+    def moved(images: list[np.ndarray]) -> list[float]:
+        shift = RadiometricShift.fit(images, train)
+        return [round(float(d), 3) for d in shift.displacement()]
+
+    return {
+        'eval': moved(sample_rasters([t[0] for t in eval_data])),
+        'train_patch_max': [
+            max(v) for v in zip(*(moved([image]) for image in train), strict=True)
+        ],
+    }
+
+
 def evaluate(
     task: LabelSuperResolutionTask | None,
     data: list[tuple[Path, Path, Path]],
     table: JointDistribution,
     diagnose: bool = False,
-    radiometry: str = 'off',
+    radiometry: str = 'auto',
     alternative: bool = True,
 ) -> dict[str, Any]:
     """Scores of a task (or of nlcd-argmax when ``task`` is None) on whole patches.
@@ -638,6 +663,7 @@ def run(args: argparse.Namespace, methods: list[str], work: Path) -> None:
             'eval': [t[0].name for t in eval_data],
             'fine': [t[0].name for t in triples(fine_dir)],
         },
+        'displacement': displacement(train_data, eval_data),
         'steps': args.steps,
         'seconds': round(time.perf_counter() - start, 1),
     }

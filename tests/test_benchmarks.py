@@ -111,6 +111,8 @@ def test_lsr_chesapeake_runs_on_real_patches(data_dir, tmp_path):
     decision = cross['seeds']['0']['lsr']['radiometry']
     assert decision['mode'] == 'auto' and max(decision['displacement']) < 0.5
     assert cross['methods']['lsr']['alternative']['radiometry'] == 'match'
+    assert len(res['displacement']['eval']) == 4  # per band, the patches' own
+    assert max(res['displacement']['train_patch_max']) < 0.5
     assert 0 <= cross['methods']['lsr']['alternative']['miou'] <= 1
     assert 'alternative' not in cross['methods']['nlcd-argmax']
     res['methods'] = cross['methods']

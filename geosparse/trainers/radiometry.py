@@ -5,9 +5,10 @@ sensor, sun, season or colour balancing changes every band's values while the la
 cover stays. During training the mixin counts a histogram of every band of the
 imagery the network sees (after the data module's augmentation), with ``BINS`` bins
 from 0 to the task's ``input_scale`` (values outside go to the end bins). The
-checkpoint keeps it. With ``radiometry='match'`` the predictor
-(:class:`~geosparse.inference.Predictor`) then maps each raster's bands onto these
-distributions before the network sees them, by histogram matching
+checkpoint keeps it. With ``radiometry='match'`` (or ``auto``, the default, for a
+raster whose bands lie far from these distributions) the predictor
+(:class:`~geosparse.inference.Predictor`) then maps each raster's bands onto them
+before the network sees them, by histogram matching
 (:class:`~geosparse.datasets.RadiometricShift`): for band :math:`b` with
 distribution :math:`F_b` on the raster and :math:`R_b` in training,
 :math:`x \mapsto R_b^{-1}(F_b(x))`.
