@@ -42,8 +42,9 @@ pixel boxes on its raster (``xmin, ymin, xmax, ymax``; centres are the points).
 Every method also gives ``step_seconds`` (training seconds per step, GST's fit
 excluded) and ``count_within_1sd`` / ``count_within_2sd``: the share of evaluation
 tiles whose true count lies within 1 and 2 standard deviations of the prediction
-(Poisson for densities, Poisson-binomial for point maps;
-:mod:`geosparse.trainers.counting`).
+(Poisson for densities, Poisson-binomial for point maps, times the dispersion
+``count_dispersion`` that the task fits on ``--val-fraction`` of the training band,
+1 without; :mod:`geosparse.trainers.counting`).
 
 ``speed`` gives ratios of times measured in this run:
 
@@ -123,6 +124,7 @@ KEYS = (
     'step_seconds',
     'count_within_1sd',
     'count_within_2sd',
+    'count_dispersion',
 )
 
 
@@ -269,6 +271,7 @@ def teacher_scores(task: PointMapTask, dm: CountingDataModule) -> dict[str, floa
         'rmse': float(np.sqrt((err**2).mean())),
         'count_within_1sd': float((err <= sd).mean()),
         'count_within_2sd': float((err <= 2 * sd).mean()),
+        'count_dispersion': task.dispersion,
     }
 
 
@@ -386,7 +389,7 @@ def run_seed(a: argparse.Namespace, speed: bool = True) -> dict[str, Any]:
     )
     cache = Path(tempfile.mkdtemp(prefix='geosparse-gst-'))
     split = (
-        (a.train_fraction, 0.0, 1 - a.train_fraction)
+        (a.train_fraction - a.val_fraction, a.val_fraction, 1 - a.train_fraction)
         if not a.test_image
         else (1.0, 0.0, 0.0)
     )
@@ -458,7 +461,8 @@ def run_seed(a: argparse.Namespace, speed: bool = True) -> dict[str, Any]:
                 gst_background=a.gst_background,
                 gst_scale_range=a.gst_scale_range,
             )
-        trainer = brief_trainer(a.steps, progress=a.progress)
+        val = 1.0 if a.val_fraction > 0 and not a.test_image else 0
+        trainer = brief_trainer(a.steps, progress=a.progress, val_batches=val)
         t1 = time.perf_counter()
         trainer.fit(task, dm)
         seconds = time.perf_counter() - t0
@@ -471,6 +475,7 @@ def run_seed(a: argparse.Namespace, speed: bool = True) -> dict[str, Any]:
             'step_seconds': step_seconds,
             'count_within_1sd': scores['test_count_within_1sd'],
             'count_within_2sd': scores['test_count_within_2sd'],
+            'count_dispersion': task.dispersion,
         }
         if method == 'p2r-semi' and task._teacher is not None:
             # With predict_with='teacher' the model is the teacher: no second pass.
@@ -582,6 +587,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument('--radius', type=float, default=4.0, help='P2R radius (px)')
     p.add_argument('--stride', type=int, default=4, help='P2R cell size (px)')
     p.add_argument('--train-fraction', type=float, default=0.7)
+    p.add_argument(
+        '--val-fraction',
+        type=float,
+        default=0.0,
+        help='the bottom part of the training band held out as validation windows, '
+        "on which the tasks fit the counts' dispersion (0: none, phi = 1)",
+    )
     p.add_argument('--labelled-fraction', type=float, default=0.25, help='p2r-semi')
     p.add_argument(
         '--unlabelled-batch',

@@ -907,11 +907,12 @@ def build_parser() -> argparse.ArgumentParser:
             'with a DensityTask (the sum of the density) or PointMapTask checkpoint '
             '(its detections), with its standard deviation, and with --out write '
             'a COG of counts per cell of --cell pixels (band 1) and their standard '
-            'deviations (band 2). The std is the scatter of objects given the map: '
-            "Poisson for a density (times the map's count_dispersion tag), "
-            'Poisson-binomial over the cell probabilities for a point map; it does '
-            "not include the network's own error. Example: geosparse count "
-            'out/scene.tif --cell 64 --out counts.tif'
+            'deviations (band 2). The std is Poisson for a density and '
+            'Poisson-binomial over the cell probabilities for a point map, times '
+            "the map's count_dispersion tag: the dispersion the task fitted on its "
+            "validation windows to cover the network's own error (1 when it had "
+            'none). Example: geosparse count out/scene.tif --cell 64 --out '
+            'counts.tif'
         ),
     )
     count.add_argument('map', help='density or probability COG from predict')

@@ -562,6 +562,7 @@ def test_counting_prints_every_method_and_the_speed_ratios(tmp_path):
         assert scores['seconds'] > 0 and scores['step_seconds'] > 0
         within1, within2 = scores['count_within_1sd'], scores['count_within_2sd']
         assert 0 <= within1 <= within2 <= 1
+        assert scores['count_dispersion'] == 1.0  # no validation windows: phi as given
     speed = result['speed']
     assert speed['gst_speedup_vs_ot'] > 0 and speed['p2r_speedup_vs_hungarian'] > 0
     assert speed['gaussian_fit_seconds_per_megapixel'] > 0
@@ -772,3 +773,16 @@ def test_point_instances_benchmark_scores_stage2_on_held_out_imagery(tmp_path):
     assert 0 <= stage2['instance_iou'] <= 1 and 0 <= stage2['miou'] <= 1
     # only the objects of the right half are scored
     assert 0 < stage2['n_objects'] < scene.count
+
+
+def test_counting_fits_the_dispersion_on_validation_windows(tmp_path):
+    from geosparse.datasets import make_object_scene
+
+    scene = make_object_scene(tmp_path / 'scene', size=128, n=60, seed=5)
+    out = tmp_path / 'c.json'
+    extra = ('--methods', 'mse', 'p2r', '--val-fraction', '0.3')
+    run_script('counting.py', *counting_args(scene.image, scene.points, out, *extra))
+    methods = json.loads(out.read_text())['methods']
+    # Two steps leave the density far from the counts: phi well above Poisson's 1.
+    assert methods['mse']['count_dispersion'] > 1
+    assert methods['p2r']['count_dispersion'] >= 1

@@ -8,13 +8,12 @@ of ``cell`` pixels with their standard deviations, read in strips so that memory
 stays at one strip, and :func:`count_with_std` gives the count of the whole map with its std.
 
 The standard deviation of a count follows the task's model
-(:mod:`geosparse.trainers.counting`): Poisson for a density,
-:math:`\sqrt{\phi \sum \zeta}` with the map's ``count_dispersion`` tag
-:math:`\phi` (1 when absent); Poisson-binomial for a point map,
-:math:`\sqrt{\sum_c p_c (1 - p_c)}` over its cells of ``stride`` pixels, whose
-probability the map repeats over the cell's pixels (so each pixel adds
-:math:`p(1-p)/\mathrm{stride}^2`). Both are the scatter of objects given the
-map, not the network's error.
+(:mod:`geosparse.trainers.counting`), times the map's ``count_dispersion`` tag
+:math:`\phi` (fitted on validation windows by the task; 1 when absent): Poisson
+for a density, :math:`\sqrt{\phi \sum \zeta}`; Poisson-binomial for a point
+map, :math:`\sqrt{\phi \sum_c p_c (1 - p_c)}` over its cells of ``stride``
+pixels, whose probability the map repeats over the cell's pixels (so each pixel
+adds :math:`\phi\,p(1-p)/\mathrm{stride}^2`).
 """
 
 from __future__ import annotations
@@ -36,7 +35,7 @@ def _open(path: Path) -> tuple[rasterio.DatasetReader, int, int, float]:
     r"""The map, its band of objects per pixel, its band of variance, and the scale.
 
     Variance per pixel is ``scale * band`` (density: :math:`\phi \zeta`) or
-    ``scale * p (1 - p)`` of the probability band (point map: ``1 / stride²``).
+    ``scale * p (1 - p)`` of the probability band (point map: ``φ / stride²``).
     The kind of map is its ``counting`` tag, written by every geosparse version
     (from the output spec's ``counting`` property since the spec exists).
     """
@@ -50,9 +49,10 @@ def _open(path: Path) -> tuple[rasterio.DatasetReader, int, int, float]:
             'DensityTask or PointMapTask checkpoint.'
         )
     try:
+        phi = float(tags.get('count_dispersion', 1.0))
         if kind == 'density':
-            return src, 1, 1, float(tags.get('count_dispersion', 1.0))
-        return src, 2, 1, 1.0 / float(tags.get('stride', 1)) ** 2
+            return src, 1, 1, phi
+        return src, 2, 1, phi / float(tags.get('stride', 1)) ** 2
     except ValueError:
         src.close()
         raise ValueError(

@@ -45,8 +45,22 @@ Counts come with a standard deviation (:meth:`_CountingTask.count_std`, scored b
   :math:`p_c = \sigma(\hat y_c)`, so the number of objects is Poisson-binomial with
   variance :math:`\sum_c p_c (1 - p_c)`.
 
-Both describe the scatter of objects given the map, not the network's own error;
-the benchmark reports how often the truth falls inside.
+Both describe the scatter of objects given the map, not the network's own error,
+which dominates after a short training. So both variances are multiplied by a
+dispersion :math:`\phi` (``count_dispersion``), and with ``fit_dispersion`` (the
+default) every validation epoch re-estimates it from the validation windows'
+errors, as a quasi-Poisson model does (the Pearson estimator, McCullagh and
+Nelder, *Generalized Linear Models*, 1989, §4.5 and §9.2, in ratio form):
+
+.. math::
+    \hat\phi = \max\Big(1, \frac{\sum_w (c_w - \hat c_w)^2}{\sum_w v_w}\Big),
+
+with :math:`c_w` a window's true count, :math:`\hat c_w` the predicted one and
+:math:`v_w` its model variance at :math:`\phi = 1`. The checkpoint keeps the fitted
+:math:`\phi` and the map's ``count_dispersion`` tag carries it to ``geosparse
+count``. It assumes the error grows with the variance as it does at the validation
+windows' size; without validation windows :math:`\phi` stays as given. The
+benchmark reports how often the truth falls inside.
 """
 
 from __future__ import annotations
@@ -163,9 +177,18 @@ class _CountingTask(FiniteTraining, PixelwiseRegression):
         """``(B,)`` counts of the network outputs ``out``."""
         raise NotImplementedError
 
-    def count_std(self, out: Tensor) -> Tensor:
-        """``(B,)`` standard deviations of the counts of ``out`` (module doc)."""
+    def count_variance(self, out: Tensor) -> Tensor:
+        r"""``(B,)`` the model variance of the counts of ``out`` at :math:`\phi = 1`."""
         raise NotImplementedError
+
+    @property
+    def dispersion(self) -> float:
+        r""":math:`\phi`: ``count_dispersion``, fitted on validation windows or given."""
+        return float(self.hparams.get('count_dispersion', 1.0))
+
+    def count_std(self, out: Tensor) -> Tensor:
+        r"""``(B,)`` :math:`\sqrt{\phi\, v}`: standard deviations of the counts (module doc)."""
+        return (self.dispersion * self.count_variance(out)).clamp_min(0).sqrt()
 
     def point_lists(self, batch: dict[str, Any]) -> list[Tensor]:
         """Per sample, its ``(N_b, 2)`` valid points."""
@@ -209,9 +232,16 @@ class _CountingTask(FiniteTraining, PixelwiseRegression):
         """
         out = self(batch['image'])
         truth = batch['valid'].sum(1).float()
-        loss = (self.count(out) - truth).abs().mean()
+        pred = self.count(out)
+        loss = (pred - truth).abs().mean()
         self.log('val_loss', loss, batch_size=out.shape[0])
         self._score(batch, out, 'val')
+        lab = _labelled_mask(batch)
+        if bool(lab.any()):  # the sums of the dispersion's estimator
+            sums = getattr(self, '_dispersion_sums', (0.0, 0.0))
+            err = float((pred - truth)[lab].square().sum())
+            var = float(self.count_variance(out.detach())[lab].sum())
+            self._dispersion_sums = (sums[0] + err, sums[1] + var)
 
     def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         """Count metrics on test windows."""
@@ -231,8 +261,16 @@ class _CountingTask(FiniteTraining, PixelwiseRegression):
         self._log_epoch('train')
 
     def on_validation_epoch_end(self) -> None:
-        """Log validation count metrics."""
+        r"""Log validation count metrics; with ``fit_dispersion``, re-fit :math:`\phi`."""
         self._log_epoch('val')
+        err, var = getattr(self, '_dispersion_sums', (0.0, 0.0))
+        self._dispersion_sums = (0.0, 0.0)
+        trainer = self._trainer
+        sanity = trainer is not None and trainer.sanity_checking
+        if self.hparams.get('fit_dispersion', False) and var > 0 and not sanity:
+            phi = max(1.0, err / var)
+            self.hparams['count_dispersion'] = phi  # saved with the checkpoint
+            self.log('val_count_dispersion', phi)
 
     def on_test_epoch_end(self) -> None:
         """Log test count metrics."""
@@ -325,6 +363,7 @@ class DensityTask(_CountingTask):
         ot_weight: float = 0.1,
         tv_weight: float = 0.01,
         count_dispersion: float = 1.0,
+        fit_dispersion: bool = True,
         density_scale: float = 100.0,
         input_scale: float = 255.0,
         flip: bool | None = None,
@@ -367,7 +406,11 @@ class DensityTask(_CountingTask):
             ot_weight: ``ot``: weight of the OT term (DM-Count's 0.1).
             tv_weight: ``ot``: weight of the total-variation term (DM-Count's 0.01).
             count_dispersion: :math:`\phi`, the variance of a count over its
-                Poisson variance (1: Poisson).
+                Poisson variance (1: Poisson); the starting value when
+                ``fit_dispersion`` re-fits it.
+            fit_dispersion: re-estimate :math:`\phi` on the validation windows at
+                every validation epoch (module doc); without validation windows it
+                stays ``count_dispersion``.
             density_scale: :math:`s`; the network predicts :math:`s\,\zeta`, of order
                 one where the objects are.
             input_scale: raw imagery is divided by this.
@@ -417,17 +460,15 @@ class DensityTask(_CountingTask):
         band = BandSpec(
             'density', 'objects per pixel; its sum over an area is the count there'
         )
-        phi = float(self.hparams.get('count_dispersion', 1.0))
-        return [band], {'counting': 'density', 'count_dispersion': phi}
+        return [band], {'counting': 'density', 'count_dispersion': self.dispersion}
 
     def count(self, out: Tensor) -> Tensor:
         """Sum of the density per window."""
         return out.sum(dim=(1, 2, 3))
 
-    def count_std(self, out: Tensor) -> Tensor:
-        r""":math:`\sqrt{\phi \sum \zeta}` per window (Poisson, module doc)."""
-        phi = float(self.hparams.get('count_dispersion', 1.0))
-        return (phi * self.count(out)).clamp_min(0).sqrt()
+    def count_variance(self, out: Tensor) -> Tensor:
+        r""":math:`\sum \zeta` per window (Poisson, module doc)."""
+        return self.count(out)
 
     def sample_loss(
         self, density: Tensor, points: Tensor, covs: Tensor | None
@@ -537,6 +578,8 @@ class PointMapTask(_CountingTask):
         unlabelled_weight: float = 1.0,
         warmup_steps: int = 100,
         ramp_steps: int = 200,
+        count_dispersion: float = 1.0,
+        fit_dispersion: bool = True,
         input_scale: float = 255.0,
         flip: bool | None = None,
         lr: float = 1e-3,
@@ -544,7 +587,7 @@ class PointMapTask(_CountingTask):
         freeze_backbone: bool = False,
         freeze_decoder: bool = False,
     ) -> None:
-        """Initialise the task.
+        r"""Initialise the task.
 
         Args:
             model: network (TorchGeo names); one logit channel at full resolution.
@@ -591,6 +634,12 @@ class PointMapTask(_CountingTask):
                 pseudo-points.
             ramp_steps: semi-supervised: steps of the Gaussian ramp-up after the
                 warm-up.
+            count_dispersion: :math:`\phi`, the variance of a count over its
+                Poisson-binomial variance; the starting value when
+                ``fit_dispersion`` re-fits it.
+            fit_dispersion: re-estimate :math:`\phi` on the validation windows at
+                every validation epoch (module doc; the student's errors, when a
+                teacher replaces it at the end).
             input_scale: raw imagery is divided by this.
             flip: deprecated and ignored (old checkpoints hold it): the weak
                 augmentation (random flips) is the data module's ``augment``.
@@ -683,6 +732,7 @@ class PointMapTask(_CountingTask):
             'counting': 'point map',
             'threshold': self.hparams['threshold'],
             'stride': int(self.hparams['stride']),
+            'count_dispersion': self.dispersion,
         }
         return bands, props
 
@@ -709,10 +759,10 @@ class PointMapTask(_CountingTask):
         """Detections per window (:meth:`detections`)."""
         return self.detections(out).sum(dim=(1, 2, 3)).float()
 
-    def count_std(self, out: Tensor) -> Tensor:
-        r""":math:`\sqrt{\sum_c p_c (1 - p_c)}` per window (Poisson-binomial, module doc)."""
+    def count_variance(self, out: Tensor) -> Tensor:
+        r""":math:`\sum_c p_c (1 - p_c)` per window (Poisson-binomial, module doc)."""
         p = torch.sigmoid(out.float())
-        return (p * (1 - p)).sum(dim=(1, 2, 3)).sqrt()
+        return (p * (1 - p)).sum(dim=(1, 2, 3))
 
     def detections(self, out: Tensor) -> Tensor:
         """Boolean detections of logit maps: cells above ``threshold`` (``rule='cells'``, the paper's) or local maxima above it (``rule='peaks'``)."""

@@ -378,3 +378,41 @@ def test_gst_scale_range_clamps_the_kernels_gaussians_in_units_of_sigma():
     k = clamped.gst_window_kernel(points, narrow, (17, 17))
     reference = free.gst_window_kernel(points, wide, (17, 17))
     torch.testing.assert_close(k, reference)
+
+
+@pytest.mark.parametrize('cls', [DensityTask, PointMapTask])
+def test_the_dispersion_is_fitted_on_the_validation_windows(objects, tmp_path, cls):
+    """phi = max(1, sum of squared count errors / sum of model variances) at the end."""
+
+    def make(**kw):
+        if cls is DensityTask:
+            return DensityTask(loss='mse', sigma=2.0, model='fcn', num_filters=8, **kw)
+        return PointMapTask(radius=3.0, stride=4, model='fcn', num_filters=8, **kw)
+
+    lightning.seed_everything(0)
+    dm = make_dm(objects, tmp_path, split=(0.5, 0.25, 0.25), eval_size=16)
+    task = make()
+    brief_trainer(2, val_batches=1.0).fit(task, dm)
+    err = var = 0.0
+    task.eval()
+    with torch.no_grad():
+        for batch in dm.val_dataloader():
+            out = task(batch['image'])
+            truth = batch['valid'].sum(1).float()
+            err += float((task.count(out) - truth).square().sum())
+            var += float(task.count_variance(out).sum())
+    phi = task.hparams['count_dispersion']
+    assert var > 0 and phi == pytest.approx(max(1.0, err / var), rel=1e-4)
+    assert task.output_specs()[0].properties['count_dispersion'] == phi
+    out = task(torch.full((1, 3, 32, 32), 100.0))
+    torch.testing.assert_close(
+        task.count_std(out), (phi * task.count_variance(out)).sqrt()
+    )
+    # Without validation windows, or switched off, phi stays as given.
+    lightning.seed_everything(0)
+    fixed = make(fit_dispersion=False, count_dispersion=1.5)
+    brief_trainer(2, val_batches=1.0).fit(fixed, dm)
+    assert fixed.hparams['count_dispersion'] == 1.5
+    none = make()
+    brief_trainer(2).fit(none, make_dm(objects, tmp_path))
+    assert none.hparams['count_dispersion'] == 1.0
