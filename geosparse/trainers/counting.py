@@ -49,8 +49,8 @@ Both describe the scatter of objects given the map, not the network's own error,
 which dominates after a short training. So both variances are multiplied by a
 dispersion :math:`\phi` (``count_dispersion``), and with ``fit_dispersion`` (the
 default) every validation epoch re-estimates it from the validation windows'
-errors, as a quasi-Poisson model does (the Pearson estimator, McCullagh and
-Nelder, *Generalized Linear Models*, 1989, §4.5 and §9.2, in ratio form):
+errors, as a quasi-Poisson model does (the Pearson estimator of the dispersion,
+McCullagh and Nelder, *Generalized Linear Models*, 2nd ed., 1989, in ratio form):
 
 .. math::
     \hat\phi = \max\Big(1, \frac{\sum_w (c_w - \hat c_w)^2}{\sum_w v_w}\Big),
