@@ -104,7 +104,6 @@ from scipy.spatial import cKDTree
 
 from geosparse.console import progress, quiet, verbose_option
 from geosparse.datamodules import CountingDataModule
-from geosparse.gaussians import clamp_scales
 from geosparse.io.raster import atomic_write_text
 from geosparse.losses import kernel_shares
 from geosparse.losses.p2r import p2r_loss
@@ -194,11 +193,7 @@ def gst_diagnostics(
         ):
             if not bool(ok.any()):
                 continue
-            c = covs[ok].double()
-            cov = torch.stack([c[:, [0, 1]], c[:, [1, 2]]], 1)
-            if a.gst_scale_range:  # the stds the kernel uses
-                lo, hi = (r * a.sigma for r in a.gst_scale_range)
-                cov = torch.from_numpy(clamp_scales(cov.numpy(), lo, hi))
+            cov = torch.from_numpy(task.gst_covariances(covs[ok]))  # as the kernel
             sd = torch.linalg.eigvalsh(cov)[:, -1].clamp_min(0).sqrt()
             kernel = task.gst_window_kernel(pts[ok], covs[ok], shape)  # type: ignore[arg-type]
             shares.append(kernel_shares(kernel, sd, 2 * a.sigma))
@@ -650,6 +645,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             path = getattr(a, name)
             if path is not None and not path.exists():
                 p.error(f'--{name.replace("_", "-")} {path}: no such file.')
+        if not 0 <= a.val_fraction < a.train_fraction:
+            p.error(
+                f'--val-fraction {a.val_fraction}: give 0 (no validation) up to less '
+                f'than --train-fraction {a.train_fraction}; it is cut from the '
+                'training band.'
+            )
         if (a.test_image is None) != (a.test_points is None):
             p.error('give --test-image and --test-points together.')
         result = run(a)

@@ -786,3 +786,16 @@ def test_counting_fits_the_dispersion_on_validation_windows(tmp_path):
     # Two steps leave the density far from the counts: phi well above Poisson's 1.
     assert methods['mse']['count_dispersion'] > 1
     assert methods['p2r']['count_dispersion'] >= 1
+
+
+def test_counting_refuses_a_validation_band_as_large_as_the_training_band(tmp_path):
+    image, points = tmp_path / 'i.tif', tmp_path / 'p.gpkg'
+    image.touch()
+    points.touch()
+    extra = ('--val-fraction', '0.7')
+    out = tmp_path / 'o.json'
+    res = run_script(
+        'counting.py', *counting_args(image, points, out, *extra), check=False
+    )
+    assert res.returncode != 0 and '--val-fraction 0.7' in res.stderr
+    assert not out.exists()  # nothing written

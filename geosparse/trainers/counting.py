@@ -153,6 +153,8 @@ class _CountingTask(FiniteTraining, PixelwiseRegression):
         self.test_metrics = metrics.clone(prefix='test_')
         self.val_coverage = CountCoverage()
         self.test_coverage = CountCoverage()
+        #: Sums of the dispersion's estimator over a validation epoch (error, variance).
+        self._dispersion_sums = (0.0, 0.0)
 
     def configure_optimizers(self) -> Any:
         """AdamW with a plateau scheduler on ``val_loss`` (skipped without validation)."""
@@ -238,9 +240,9 @@ class _CountingTask(FiniteTraining, PixelwiseRegression):
         self._score(batch, out, 'val')
         lab = _labelled_mask(batch)
         if bool(lab.any()):  # the sums of the dispersion's estimator
-            sums = getattr(self, '_dispersion_sums', (0.0, 0.0))
             err = float((pred - truth)[lab].square().sum())
             var = float(self.count_variance(out.detach())[lab].sum())
+            sums = self._dispersion_sums
             self._dispersion_sums = (sums[0] + err, sums[1] + var)
 
     def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -263,7 +265,7 @@ class _CountingTask(FiniteTraining, PixelwiseRegression):
     def on_validation_epoch_end(self) -> None:
         r"""Log validation count metrics; with ``fit_dispersion``, re-fit :math:`\phi`."""
         self._log_epoch('val')
-        err, var = getattr(self, '_dispersion_sums', (0.0, 0.0))
+        err, var = self._dispersion_sums
         self._dispersion_sums = (0.0, 0.0)
         trainer = self._trainer
         sanity = trainer is not None and trainer.sanity_checking
@@ -434,6 +436,14 @@ class DensityTask(_CountingTask):
             freeze_backbone=freeze_backbone,
             freeze_decoder=freeze_decoder,
         )
+        if gst_scale_range is not None and not (
+            len(gst_scale_range) == 2 and 0 < gst_scale_range[0] <= gst_scale_range[1]
+        ):
+            raise ValueError(
+                f'gst_scale_range={gst_scale_range!r}: give (lo, hi) with '
+                "0 < lo <= hi, in units of sigma (the authors' code: (1, 2.5)), or "
+                'None.'
+            )
         _deprecated_flip('DensityTask', flip)
 
     def configure_losses(self) -> None:
@@ -504,10 +514,11 @@ class DensityTask(_CountingTask):
             kernel = self.gst_window_kernel(points, covs, (h, w))
         return transport_loss(density, kernel.to(density.device))
 
-    def gst_window_kernel(
-        self, points: Tensor, covs: Tensor | None, shape: tuple[int, int]
-    ) -> Tensor:
-        """GST's kernel of one window from its points and their fitted covariances.
+    def gst_covariances(self, covs: Tensor | None) -> np.ndarray:
+        """``(N, 2, 2)`` covariances of a window's points, as GST's kernel uses them.
+
+        From the data module's ``(N, 3)`` columns (``cov_rr``, ``cov_rc``,
+        ``cov_cc``), with ``gst_scale_range`` applied.
 
         Raises:
             ValueError: without covariances (the data module's ``gaussians=False``).
@@ -523,10 +534,22 @@ class DensityTask(_CountingTask):
         scale_range = hp.get('gst_scale_range')
         if scale_range is not None:
             cov = clamp_scales(cov, *(float(r) * hp['sigma'] for r in scale_range))
+        return cov
+
+    def gst_window_kernel(
+        self, points: Tensor, covs: Tensor | None, shape: tuple[int, int]
+    ) -> Tensor:
+        """GST's kernel of one window from its points and their fitted covariances.
+
+        Raises:
+            ValueError: without covariances (the data module's ``gaussians=False``).
+        """
+        hp = self.hparams
+        cov = self.gst_covariances(covs)
         fit = GaussianFit(
             points.detach().double().cpu().numpy(),
             cov,
-            np.zeros((len(c), 1)),
+            np.zeros((len(cov), 1)),
             np.zeros(1),
             shape,
         )

@@ -416,3 +416,9 @@ def test_the_dispersion_is_fitted_on_the_validation_windows(objects, tmp_path, c
     none = make()
     brief_trainer(2).fit(none, make_dm(objects, tmp_path))
     assert none.hparams['count_dispersion'] == 1.0
+
+
+@pytest.mark.parametrize('bad', [(2.5, 1.0), (0.0, 1.0), (1.0,)])
+def test_a_bad_gst_scale_range_is_refused_when_the_task_is_made(bad):
+    with pytest.raises(ValueError, match='gst_scale_range'):
+        DensityTask(loss='gst', model='fcn', num_filters=4, gst_scale_range=bad)
