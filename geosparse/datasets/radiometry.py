@@ -198,7 +198,7 @@ class RadiometricShift:
             return np.clip(np.rint(out), info.min, info.max).astype(image.dtype)
         return out.astype(image.dtype)
 
-    def displacement(self) -> np.ndarray:
+    def displacement(self, resolution: float = 0.0) -> np.ndarray:
         r"""``(C,)`` how far each band moves, over the target's 5–95 % range.
 
         The 1-Wasserstein distance between the source and target distributions,
@@ -215,14 +215,28 @@ class RadiometricShift:
         second acquisition (California) 0.30–0.31, under the harsh one (Michigan)
         0.99–1.02 (``displacement`` of ``benchmarks/lsr_chesapeake.py``).
 
+        The spread is taken as at least ``resolution``, the finest the target
+        resolves (for a training histogram, one bin): otherwise a band that never
+        varied in the target would divide by 0. Where the floored spread is still
+        0, the band gives 0 if the source is the same constant and ``inf`` if it
+        moved at all.
+
         .. versionadded:: 0.3
+
+        .. versionchanged:: 0.3
+           ``resolution``; a band constant in the target no longer divides by a
+           tiny number.
         """
         spread = (
             self.target[:, round(0.95 * (self.target.shape[1] - 1))]
             - (self.target[:, round(0.05 * (self.target.shape[1] - 1))])
         )
+        spread = np.maximum(spread, resolution)
         moved = np.abs(self.source - self.target).mean(1)
-        return moved / np.maximum(spread, np.finfo(np.float64).tiny)
+        flat = spread <= 0
+        out = moved / np.where(flat, 1.0, spread)
+        out[flat] = np.where(moved[flat] > 0, np.inf, 0.0)
+        return out
 
     def summary(self) -> dict[str, Any]:
         """Median, 5 % and 95 % quantile of each band before and after."""

@@ -381,14 +381,18 @@ class Predictor:
         else:
             images = [np.asarray(a, dtype=np.float64) for a in source]
         shift = RadiometricShift.to_reference(images, reference)
-        moved = shift.displacement()
+        resolution = getattr(self.task, 'reference_resolution', None)
+        moved = shift.displacement(0.0 if resolution is None else resolution())
         use = mode == 'match' or float(moved.max()) > self.radiometry_threshold
         other = copy.copy(self)
         other.shift = shift if use else None
         other.radiometry_report = {
             'mode': str(mode),
             'matched': bool(use),
-            'displacement': [round(float(d), 3) for d in moved],
+            # JSON has no infinity: null for a band constant in training that moved
+            'displacement': [
+                round(float(d), 3) if np.isfinite(d) else None for d in moved
+            ],
             **({'threshold': self.radiometry_threshold} if mode == 'auto' else {}),
         }
         return other

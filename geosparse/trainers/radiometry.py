@@ -92,6 +92,10 @@ class RadiometryReference(LightningModule):
             out.append(np.interp(q, cdf[keep], values[keep]))
         return np.stack(out)
 
+    def reference_resolution(self) -> float:
+        """Width of one histogram bin: the finest spread the reference can resolve."""
+        return self.radiometry_scale / (BINS - 1)
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Accept checkpoints made before the histogram existed (no reference)."""
         super().on_load_checkpoint(checkpoint)

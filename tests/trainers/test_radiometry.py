@@ -132,6 +132,11 @@ def test_displacement_is_the_mean_quantile_distance_over_the_target_range():
     target = np.stack([100 * q, 100 * q])
     shift = RadiometricShift(np.stack([100 * q + 10, 100 * q]), target)
     np.testing.assert_allclose(shift.displacement(), [10 / 90, 0.0])
+    # a band constant in the target: over the resolution, or 0 / inf without one
+    flat = np.stack([np.full(101, 80.0), np.full(101, 80.0)])
+    shift = RadiometricShift(np.stack([np.full(101, 81.0), flat[1]]), flat)
+    np.testing.assert_allclose(shift.displacement(0.25), [4.0, 0.0])
+    assert shift.displacement().tolist() == [np.inf, 0.0]
 
 
 def test_matching_leaves_the_rasters_nodata_out(tmp_path):
@@ -146,3 +151,44 @@ def test_matching_leaves_the_rasters_nodata_out(tmp_path):
         ImageSource.open(tmp_path / 'n.tif')
     )
     assert pred.shift is not None and (pred.shift.source == 200).all()
+
+
+def test_geosparse_predict_decides_by_itself_and_takes_a_threshold(tmp_path):
+    from geosparse.cli import main
+
+    from ..conftest import write_raster
+
+    rng = np.random.default_rng(2)
+    train = rng.integers(40, 120, (4, 64, 64)).astype(np.float64)
+    train[3] = 80.0  # a band that never varied in training
+    ckpt = save_untrained(_trained_on(train), tmp_path / 'lsr.ckpt')
+    same = train.copy()
+    same[:3] = rng.integers(40, 120, (3, 64, 64))
+    write_raster(tmp_path / 'same.tif', same.astype(np.uint8))
+    moved = np.clip(same * 1.1 + 8, 0, 255)  # displacement about 0.2
+    moved[3] = 80.0
+    write_raster(tmp_path / 'moved.tif', moved.astype(np.uint8))
+    flat_moved = same.copy()
+    flat_moved[3] = 90.0  # the constant band moved: always matched
+    write_raster(tmp_path / 'flat.tif', flat_moved.astype(np.uint8))
+
+    def tag(name: str, *extra: str) -> dict | None:
+        out = tmp_path / f'out-{name}-{len(extra)}'
+        args = ['predict', '--checkpoint', str(ckpt), str(tmp_path / f'{name}.tif')]
+        assert main([*args, '--quiet', '--out', str(out), *extra]) == 0
+        [tif] = out.glob('*.tif')
+        with rasterio.open(tif) as src:
+            found = src.tags().get('radiometry')
+        return None if found is None else json.loads(found)
+
+    kept = tag('same')  # the default is auto
+    assert kept['mode'] == 'auto' and not kept['matched']
+    # the constant band: quantised by the training histogram, not moved
+    assert kept['displacement'][3] < 0.1 and kept['threshold'] == 0.5
+    mild = tag('moved')
+    assert not mild['matched'] and 0.05 < max(mild['displacement']) < 0.5
+    eager = tag('moved', '--radiometry-threshold', '0.05')
+    assert eager['matched'] and eager['threshold'] == 0.05
+    flat = tag('flat')
+    assert flat['matched'] and flat['displacement'][3] > 10  # 10 grey levels / bin
+    assert tag('flat', '--radiometry', 'off') is None  # raw values, nothing decided
