@@ -256,12 +256,36 @@ def test_point_map_prediction_counts_cells(objects, tmp_path):
     assert std == pytest.approx(float(task.count_std(cells)[0]), rel=1e-3)
     counts = count_map(out, tmp_path / 'pc.tif', cell=48)  # 12 x 12 cells of stride 4
     with rasterio.open(counts) as src:
-        sd = src.read(2)
+        cell_counts, sd = src.read()
     p = torch.sigmoid(cells[0, 0])
     var = (p * (1 - p)).numpy()
     assert float(sd[0, 0]) == pytest.approx(
         float(np.sqrt(var[:12, :12].sum())), rel=1e-3
     )
+    # A fitted dispersion travels checkpoint -> map tag -> geosparse count: phi = 4
+    # doubles every std, and leaves the counts alone.
+    task.hparams['count_dispersion'] = 4.0
+    wide_ckpt = tmp_path / 'p2r-wide.ckpt'
+    trainer.save_checkpoint(wide_ckpt)
+    wide = predict_raster(
+        Predictor(checkpoint=wide_ckpt),
+        objects.image,
+        tmp_path / 'pw.tif',
+        block=64,
+        halo=8,
+    )
+    with rasterio.open(wide) as src:
+        assert float(src.tags()['count_dispersion']) == 4.0
+    total_wide, std_wide = count_with_std(wide)
+    assert total_wide == total_count(out)
+    assert std_wide == pytest.approx(2 * std, rel=1e-6)
+    assert (
+        main(['count', str(wide), '--cell', '48', '--out', str(tmp_path / 'pwc.tif')])
+        == 0
+    )
+    with rasterio.open(tmp_path / 'pwc.tif') as src:
+        np.testing.assert_allclose(src.read(2), 2 * sd, rtol=1e-5)
+        np.testing.assert_array_equal(src.read(1), cell_counts)
 
 
 def test_torchgeo_fit_predict_and_count_from_the_cli(tmp_path, capsys):
