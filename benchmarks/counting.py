@@ -77,7 +77,8 @@ Prints one JSON object (and writes it atomically to ``--out``)::
 ``gst_kernel`` says where GST's kernel sends the mass on training windows
 (:func:`~geosparse.losses.kernel_shares`): the background's share of the cells,
 the share of Gaussians wider than twice ``--sigma`` and of the objects' mass they
-hold, and percentiles of the fitted stds.
+hold, the share of the objects' mass in cells that no single point owns by half
+(``contested_mass``: crowded objects), and percentiles of the fitted stds.
 
 With several ``--seeds`` each method's numbers are the mean over the seeds and
 ``per_seed`` holds every run (the speed ratios come from the first seed).
@@ -204,7 +205,13 @@ def gst_diagnostics(
         'wide_std_px': 2 * a.sigma,
         **{
             k: float(np.mean([s[k] for s in shares])) if shares else math.nan
-            for k in ('background', 'wide_gaussians', 'wide_mass', 'cells_per_object')
+            for k in (
+                'background',
+                'wide_gaussians',
+                'wide_mass',
+                'cells_per_object',
+                'contested_mass',
+            )
         },
         'std_px_percentiles': {
             str(q): float(np.percentile(every, q)) if len(every) else math.nan

@@ -208,18 +208,30 @@ def kernel_shares(kernel: Tensor, stds: Tensor, widest: float) -> dict[str, floa
         of Gaussians that are wide; ``wide_mass``: the share of the objects'
         posterior mass :math:`\sum_j K'_{ij}` (over the annotations) that the wide
         Gaussians hold; ``cells_per_object``: mean :math:`\sum_j K'_{ij}`, the
-        cells an annotation owns.
+        cells an annotation owns; ``contested_mass``: the share of the objects'
+        mass in cells that no single annotation owns by half of it,
+        :math:`\max_i K'_{ij} < \tfrac12 \sum_i K'_{ij}` (where objects crowd,
+        each annotation's constraint :math:`\sum_j K'_{ij} \zeta_j = 1` runs over
+        cells it shares with its neighbours).
+
+    .. versionchanged:: 0.3
+       ``contested_mass``.
     """
     dense = kernel.to_dense() if kernel.is_sparse else kernel
-    mass = dense[:-1].sum(1)
+    objects = dense[:-1]
+    mass = objects.sum(1)
     wide = stds >= widest
     n = max(len(stds), 1)
     total = float(mass.sum())
+    per_cell = objects.sum(0)
+    top = objects.max(0).values if len(objects) else per_cell
+    contested = float(per_cell[top < 0.5 * per_cell].sum())
     return {
         'background': float(dense[-1].mean()),
         'wide_gaussians': float(wide.sum()) / n,
         'wide_mass': float(mass[wide].sum()) / total if total > 0 else 0.0,
         'cells_per_object': total / n,
+        'contested_mass': contested / total if total > 0 else 0.0,
     }
 
 

@@ -182,3 +182,11 @@ def test_kernel_shares_of_wide_gaussians():
     assert shares['cells_per_object'] == pytest.approx(
         float(k[:-1].sum()) / 2, rel=1e-9
     )
+    assert shares['contested_mass'] == 0.0  # far apart: each cell has one owner
+    # Two points on one object: every cell is shared half and half.
+    crowd = gst_kernel(_fit([[20.5, 30.5], [20.5, 30.5]], [3.0, 3.0]))
+    shares = kernel_shares(crowd, torch.tensor([3.0, 3.0]), widest=4.0)
+    assert shares['contested_mass'] == 0.0  # exactly half is not less than half
+    near = gst_kernel(_fit([[20.5, 30.5], [20.5, 32.5], [20.5, 34.5]], [3.0] * 3))
+    shares = kernel_shares(near, torch.tensor([3.0] * 3), widest=4.0)
+    assert 0.2 < shares['contested_mass'] < 1.0  # the middle one shares its cells
