@@ -222,10 +222,6 @@ class RadiometricShift:
         moved at all.
 
         .. versionadded:: 0.3
-
-        .. versionchanged:: 0.3
-           ``resolution``; a band constant in the target no longer divides by a
-           tiny number.
         """
         spread = (
             self.target[:, round(0.95 * (self.target.shape[1] - 1))]
