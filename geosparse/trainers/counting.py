@@ -56,7 +56,8 @@ McCullagh and Nelder, *Generalized Linear Models*, 2nd ed., 1989, in ratio form)
     \hat\phi = \max\Big(1, \frac{\sum_w (c_w - \hat c_w)^2}{\sum_w v_w}\Big),
 
 with :math:`c_w` a window's true count, :math:`\hat c_w` the predicted one and
-:math:`v_w` its model variance at :math:`\phi = 1`. The checkpoint keeps the fitted
+:math:`v_w` its model variance at :math:`\phi = 1`, both from the network the
+checkpoint keeps (the EMA teacher of semi-supervised P2R, which predicts). The checkpoint keeps the fitted
 :math:`\phi` and the map's ``count_dispersion`` tag carries it to ``geosparse
 count``. It assumes the error grows with the variance as it does at the validation
 windows' size; without validation windows :math:`\phi` stays as given. The
@@ -240,10 +241,18 @@ class _CountingTask(FiniteTraining, PixelwiseRegression):
         self._score(batch, out, 'val')
         lab = _labelled_mask(batch)
         if bool(lab.any()):  # the sums of the dispersion's estimator
-            err = float((pred - truth)[lab].square().sum())
-            var = float(self.count_variance(out.detach())[lab].sum())
+            kept = self.predicting_output(batch['image'], out).detach()
+            err = float((self.count(kept) - truth)[lab].square().sum())
+            var = float(self.count_variance(kept)[lab].sum())
             sums = self._dispersion_sums
             self._dispersion_sums = (sums[0] + err, sums[1] + var)
+
+    def predicting_output(self, images: Tensor, out: Tensor) -> Tensor:
+        """The output of the network that will predict, given the model's ``out``.
+
+        The model itself here; the dispersion is fitted on it.
+        """
+        return out
 
     def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         """Count metrics on test windows."""
@@ -661,8 +670,8 @@ class PointMapTask(_CountingTask):
                 Poisson-binomial variance; the starting value when
                 ``fit_dispersion`` re-fits it.
             fit_dispersion: re-estimate :math:`\phi` on the validation windows at
-                every validation epoch (module doc; the student's errors, when a
-                teacher replaces it at the end).
+                every validation epoch (module doc; the teacher's errors when it
+                is the network kept for prediction, :meth:`predicting_output`).
             input_scale: raw imagery is divided by this.
             flip: deprecated and ignored (old checkpoints hold it): the weak
                 augmentation (random flips) is the data module's ``augment``.
@@ -725,6 +734,17 @@ class PointMapTask(_CountingTask):
     def forward(self, x: Tensor) -> Tensor:
         """Logits ``(B, 1, ceil(H / stride), ceil(W / stride))`` from raw imagery."""
         return self.pool(self.model(self.normalize(x)))
+
+    def predicting_output(self, images: Tensor, out: Tensor) -> Tensor:
+        """The teacher's logits when it will predict (``predict_with='teacher'``).
+
+        So the dispersion is fitted on the errors of the network that the
+        checkpoint keeps, not on the student's.
+        """
+        if not self._predicts_with_teacher():
+            return out
+        with torch.no_grad():
+            return self.pool(self.teacher(self.normalize(images)))
 
     def pool(self, logits: Tensor) -> Tensor:
         """Full-resolution logits average-pooled to cells of ``stride`` pixels."""

@@ -442,6 +442,42 @@ def test_the_dispersion_is_fitted_on_the_validation_windows(objects, tmp_path, c
     assert none.hparams['count_dispersion'] == 1.0
 
 
+def test_the_dispersion_is_fitted_on_the_network_that_predicts(objects, tmp_path):
+    """Semi-supervised with predict_with='teacher': phi from the teacher's errors."""
+    lightning.seed_everything(0)
+    dm = make_dm(
+        objects,
+        tmp_path,
+        labelled_fraction=0.5,
+        split=(0.5, 0.25, 0.25),
+        eval_size=16,
+        patch_size=16,
+        length=16,  # one epoch of 4 steps, then the validation that fits phi
+    )
+    task = PointMapTask(
+        model='fcn', num_filters=8, radius=3.0, warmup_steps=1, ramp_steps=2
+    )
+    brief_trainer(4, val_batches=1.0).fit(task, dm)
+    assert task._predicts_with_teacher()  # the model is now the teacher
+    err = var = 0.0
+    with torch.no_grad():  # the teacher's errors, as it stood at the validation
+        for batch in dm.val_dataloader():
+            out = task.pool(task.teacher(task.normalize(batch['image'])))
+            truth = batch['valid'].sum(1).float()
+            err += float((task.count(out) - truth).square().sum())
+            var += float(task.count_variance(out).sum())
+    phi = task.hparams['count_dispersion']
+    assert phi == pytest.approx(max(1.0, err / var), rel=1e-4)
+    assert phi > 1
+    # A student that moved on: the dispersion's output is still the teacher's.
+    x = torch.full((1, 3, 16, 16), 100.0)
+    with torch.no_grad():
+        next(task.model.parameters()).add_(1.0)
+        kept = task.predicting_output(x, task(x))
+        torch.testing.assert_close(kept, task.pool(task.teacher(task.normalize(x))))
+        assert not torch.allclose(kept, task(x))
+
+
 @pytest.mark.parametrize('bad', [(2.5, 1.0), (0.0, 1.0), (1.0,)])
 def test_a_bad_gst_scale_range_is_refused_when_the_task_is_made(bad):
     with pytest.raises(ValueError, match='gst_scale_range'):
