@@ -57,9 +57,9 @@ McCullagh and Nelder, *Generalized Linear Models*, 2nd ed., 1989, in ratio form)
 
 with :math:`c_w` a window's true count, :math:`\hat c_w` the predicted one and
 :math:`v_w` its model variance at :math:`\phi = 1`, both from the network the
-checkpoint keeps (the EMA teacher of semi-supervised P2R, which predicts). The checkpoint keeps the fitted
-:math:`\phi` and the map's ``count_dispersion`` tag carries it to ``geosparse
-count``. It assumes the error grows with the variance as it does at the validation
+checkpoint keeps (the EMA teacher of semi-supervised P2R, which predicts). The
+checkpoint keeps the fitted :math:`\phi` and the map's ``count_dispersion`` tag
+carries it to ``geosparse count``. It assumes the error grows with the variance as it does at the validation
 windows' size; without validation windows :math:`\phi` stays as given. The
 benchmark reports how often the truth falls inside.
 """
@@ -241,9 +241,10 @@ class _CountingTask(FiniteTraining, PixelwiseRegression):
         self._score(batch, out, 'val')
         lab = _labelled_mask(batch)
         if bool(lab.any()):  # the sums of the dispersion's estimator
-            kept = self.predicting_output(batch['image'], out).detach()
-            err = float((self.count(kept) - truth)[lab].square().sum())
-            var = float(self.count_variance(kept)[lab].sum())
+            kept = self.predicting_output(batch['image'], out)
+            kept_pred = pred if kept is out else self.count(kept)  # no second count
+            err = float((kept_pred - truth)[lab].square().sum())
+            var = float(self.count_variance(kept.detach())[lab].sum())
             sums = self._dispersion_sums
             self._dispersion_sums = (sums[0] + err, sums[1] + var)
 
