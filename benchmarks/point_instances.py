@@ -53,7 +53,10 @@ with a 2-class head, cross-entropy at the points) on the same batch.
 Scenes: ``--image RASTER --polygons FILE`` (real data, e.g.
 ``../shared/data/spacenet-atlanta``), or ``--synthetic`` (a generated scene of
 touching objects of similar appearance,
-:func:`~geosparse.datasets.synthetic.make_instance_scene`, a new scene per seed).
+:func:`~geosparse.datasets.synthetic.make_instance_scene`, a new scene per seed;
+``--size``, ``--terraces`` and ``--isolated`` set its side and how many objects it
+holds, e.g. ``--size 512 --terraces 16 --isolated 36`` for four times the objects at
+the same density).
 
     python benchmarks/point_instances.py \
         --image ../shared/data/spacenet-atlanta/atlanta_pan.tif \
@@ -256,7 +259,11 @@ def stage2_scores(
     t0 = time.perf_counter()
     if a.synthetic:
         new = make_instance_scene(
-            work / f'heldout{a.seed}', size=a.size, seed=a.seed + 1000
+            work / f'heldout{a.seed}',
+            size=a.size,
+            seed=a.seed + 1000,
+            terraces=a.terraces,
+            isolated=a.isolated,
         )
         train_image, train_masks = image_path, pseudo
         test_image, test_polygons = new.image, new.polygons
@@ -559,7 +566,11 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
             one = argparse.Namespace(**{**vars(a), 'seed': seed})
             if a.synthetic:
                 scene = make_instance_scene(
-                    work / f'scene{seed}', size=a.size, seed=seed
+                    work / f'scene{seed}',
+                    size=a.size,
+                    seed=seed,
+                    terraces=a.terraces,
+                    isolated=a.isolated,
                 )
                 image_path, polygons_path = scene.image, scene.polygons
             else:
@@ -609,6 +620,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument('--points', help='one point per object (default: placed per seed)')
     p.add_argument('--synthetic', action='store_true', help='generated scenes instead')
     p.add_argument('--size', type=int, default=256, help='synthetic scene side, pixels')
+    p.add_argument(
+        '--terraces',
+        type=int,
+        default=4,
+        help='synthetic: rows of touching roofs attempted (scale with the area)',
+    )
+    p.add_argument(
+        '--isolated', type=int, default=9, help='synthetic: isolated roofs attempted'
+    )
     p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     p.add_argument(
         '--methods',

@@ -732,6 +732,7 @@ def test_point_instances_benchmark_prints_every_method(tmp_path):
             '2',
             '--patch-size',
             '32',
+            *('--terraces', '1', '--isolated', '2'),
             '--out',
             str(out),
         ],
@@ -741,6 +742,9 @@ def test_point_instances_benchmark_prints_every_method(tmp_path):
     )
     res = json.loads(out.read_text())
     assert set(res['methods']) == {'voronoi', 'geodesic', 'learned', 'learned_geodesic'}
+    # the scene's density options reach the generator: one terrace of 3-6, 2 isolated
+    assert res['settings']['terraces'] == 1
+    assert 1 <= res['n_instances'] <= 8
     for scores in res['methods'].values():
         assert 0 <= scores['instance_iou'] <= 1 and 0 <= scores['pq'] <= 1
         assert len(scores['per_seed']) == 1

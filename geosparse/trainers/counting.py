@@ -230,18 +230,25 @@ class _CountingTask(FiniteTraining, PixelwiseRegression):
     ) -> None:
         """Count metrics on validation windows; ``val_loss`` is their count MAE.
 
-        The same measure for every loss (GST's kernel would need Gaussians fitted
-        to the validation points too), used by the plateau scheduler.
+        ``val_loss`` is the same measure for every loss (GST's kernel would need
+        Gaussians fitted to the validation points too), used by the plateau
+        scheduler; it scores the trained model (the student of a semi-supervised
+        task), whose learning rate it steers. The count metrics
+        (``val_count_mae``, ``val_count_rmse``), the coverage of the count's
+        standard deviation and the dispersion's sums score the network that
+        will predict (:meth:`predicting_output`: the EMA teacher with
+        ``predict_with='teacher'``), so that they describe what a checkpoint
+        gives.
         """
         out = self(batch['image'])
         truth = batch['valid'].sum(1).float()
         pred = self.count(out)
         loss = (pred - truth).abs().mean()
         self.log('val_loss', loss, batch_size=out.shape[0])
-        self._score(batch, out, 'val')
+        kept = self.predicting_output(batch['image'], out)
+        self._score(batch, kept, 'val')
         lab = _labelled_mask(batch)
         if bool(lab.any()):  # the sums of the dispersion's estimator
-            kept = self.predicting_output(batch['image'], out)
             kept_pred = pred if kept is out else self.count(kept)  # no second count
             err = float((kept_pred - truth)[lab].square().sum())
             var = float(self.count_variance(kept.detach())[lab].sum())

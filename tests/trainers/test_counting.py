@@ -457,18 +457,35 @@ def test_the_dispersion_is_fitted_on_the_network_that_predicts(objects, tmp_path
     task = PointMapTask(
         model='fcn', num_filters=8, radius=3.0, warmup_steps=1, ramp_steps=2
     )
-    brief_trainer(4, val_batches=1.0).fit(task, dm)
+
+    class MoveTheStudent(lightning.Callback):
+        """Before the validation, the student alone moves: it sees no object."""
+
+        def on_validation_start(self, trainer, module):
+            with torch.no_grad():
+                list(module.model.parameters())[-1].sub_(20.0)  # the output bias
+
+    trainer = brief_trainer(4, val_batches=1.0, callbacks=[MoveTheStudent()])
+    trainer.fit(task, dm)
     assert task._predicts_with_teacher()  # the model is now the teacher
     err = var = 0.0
+    errors = []
     with torch.no_grad():  # the teacher's errors, as it stood at the validation
         for batch in dm.val_dataloader():
             out = task.pool(task.teacher(task.normalize(batch['image'])))
             truth = batch['valid'].sum(1).float()
             err += float((task.count(out) - truth).square().sum())
             var += float(task.count_variance(out).sum())
+            errors.append((task.count(out) - truth).abs())
     phi = task.hparams['count_dispersion']
     assert phi == pytest.approx(max(1.0, err / var), rel=1e-4)
     assert phi > 1
+    # The validation count metrics score the teacher too; val_loss (the
+    # scheduler's) the student, whose count differs.
+    logged = trainer.callback_metrics
+    teacher_mae = float(torch.cat(errors).mean())
+    assert float(logged['val_count_mae']) == pytest.approx(teacher_mae, rel=1e-4)
+    assert abs(float(logged['val_loss']) - teacher_mae) > 1e-3
     # A student that moved on: the dispersion's output is still the teacher's.
     x = torch.full((1, 3, 16, 16), 100.0)
     with torch.no_grad():
