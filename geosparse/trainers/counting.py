@@ -59,9 +59,9 @@ with :math:`c_w` a window's true count, :math:`\hat c_w` the predicted one and
 :math:`v_w` its model variance at :math:`\phi = 1`, both from the network the
 checkpoint keeps (the EMA teacher of semi-supervised P2R, which predicts). The
 checkpoint keeps the fitted :math:`\phi` and the map's ``count_dispersion`` tag
-carries it to ``geosparse count``. It assumes the error grows with the variance as it does at the validation
-windows' size; without validation windows :math:`\phi` stays as given. The
-benchmark reports how often the truth falls inside.
+carries it to ``geosparse count``. It assumes the error grows with the variance as
+it does at the validation windows' size; without validation windows :math:`\phi`
+stays as given. The benchmark reports how often the truth falls inside.
 """
 
 from __future__ import annotations
@@ -197,13 +197,19 @@ class _CountingTask(FiniteTraining, PixelwiseRegression):
         """Per sample, its ``(N_b, 2)`` valid points."""
         return [p[v] for p, v in zip(batch['points'], batch['valid'], strict=True)]
 
-    def _score(self, batch: dict[str, Any], out: Tensor, prefix: str) -> None:
+    def _score(
+        self,
+        batch: dict[str, Any],
+        out: Tensor,
+        prefix: str,
+        counts: Tensor | None = None,
+    ) -> None:
         lab = _labelled_mask(batch)
         if not bool(lab.any()):
             return
         truth = batch['valid'].sum(1).float()
         metrics = getattr(self, f'{prefix}_metrics')
-        pred = self.count(out.detach())
+        pred = self.count(out.detach()) if counts is None else counts.detach()
         metrics.update(pred[lab], truth[lab])
         if prefix != 'train':
             coverage = getattr(self, f'{prefix}_coverage')
@@ -246,10 +252,10 @@ class _CountingTask(FiniteTraining, PixelwiseRegression):
         loss = (pred - truth).abs().mean()
         self.log('val_loss', loss, batch_size=out.shape[0])
         kept = self.predicting_output(batch['image'], out)
-        self._score(batch, kept, 'val')
+        kept_pred = pred if kept is out else self.count(kept)  # counted once
+        self._score(batch, kept, 'val', kept_pred)
         lab = _labelled_mask(batch)
         if bool(lab.any()):  # the sums of the dispersion's estimator
-            kept_pred = pred if kept is out else self.count(kept)  # no second count
             err = float((kept_pred - truth)[lab].square().sum())
             var = float(self.count_variance(kept.detach())[lab].sum())
             sums = self._dispersion_sums
