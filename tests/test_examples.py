@@ -1,8 +1,11 @@
 """Every example in the README and the documentation runs as written.
 
-The README's examples run in order in one fresh folder (the repository's ``examples`` and
-``benchmarks`` linked into it), bash blocks with bash and Python blocks with Python. A block
-of the documentation runs too, unless it is also in the README (it ran there). Benchmark
+The README's examples run section by section (a capability each, in the order written),
+every section in its own fresh folder (the repository's ``examples`` and ``benchmarks``
+linked into it), so that the sections run in parallel and none leans on another's files;
+bash blocks run with bash and Python blocks with Python. A block of the documentation runs
+too, unless it is also in the README (it ran there); a page whose examples continue a README
+section (``FOLLOW_UPS``) runs right after that section, in its folder. Benchmark
 commands (``python benchmarks/...``) take real data and minutes: they run as written with
 ``python`` standing for a wrapper that stops each script right after it parsed its
 arguments, so every option they show must exist. ``pip install`` lines are what CI's
@@ -30,7 +33,18 @@ from .conftest import ROOT
 pytestmark = pytest.mark.examples
 
 BLOCK = re.compile(r'^```(bash|python)\n(.*?)^```', re.M | re.S)
+#: A section of the README starts at a heading or at a line in bold alone.
+TITLE = re.compile(r'^(?:#+ (.+)|\*\*(.+)\*\*)$', re.M)
 DOC_PAGES = sorted((ROOT / 'docs').glob('**/*.md'))
+#: What each README section must leave behind (a leading word of its title: the files).
+OUTPUTS = {
+    'Land cover': ['maps/scene_naip_landcover.tif', 'maps/lsr.tif'],
+    'Regression': ['maps/scene_naip_regression.tif'],
+    'Counting': ['maps/objects_regression.tif', 'maps/counts.tif'],
+    'Instance': ['maps/instances_instances.gpkg', 'maps/instances_instances.tif'],
+}
+#: Documentation pages whose examples start from a README section's outputs.
+FOLLOW_UPS = {'docs/capabilities/instances.md': 'Instance'}
 
 # Stops a benchmark script once its arguments are parsed (exit 0), or fails.
 PARSE_ONLY = r"""
@@ -62,10 +76,32 @@ def blocks(path: Path) -> list[tuple[str, str]]:
     return [(m.group(1), m.group(2)) for m in BLOCK.finditer(path.read_text())]
 
 
+def sections(path: Path) -> dict[str, list[tuple[str, str]]]:
+    """The runnable blocks of a Markdown file by section title, in order."""
+    text = path.read_text()
+    prose = BLOCK.sub(lambda m: ' ' * len(m.group(0)), text)  # no titles in code
+    starts = [(m.start(), m.group(1) or m.group(2)) for m in TITLE.finditer(prose)]
+    out: dict[str, list[tuple[str, str]]] = {}
+    for m in BLOCK.finditer(text):
+        title = max(((at, t) for at, t in starts if at < m.start()), default=(0, ''))[1]
+        if runnable(m.group(2)).strip() and 'python -m pytest' not in m.group(2):
+            out.setdefault(title, []).append((m.group(1), m.group(2)))
+    return out
+
+
 def runnable(code: str) -> str:
     """A bash block without its ``pip install`` and ``sphinx-build`` lines."""
     skip = ('pip install', 'sphinx-build')
     return '\n'.join(line for line in code.splitlines() if not line.startswith(skip))
+
+
+README_SECTIONS = sections(ROOT / 'README.md')
+
+
+def section_of(word: str) -> str:
+    """The README section whose title starts with ``word``."""
+    (title,) = [t for t in README_SECTIONS if t.startswith(word)]
+    return title
 
 
 def run_block(lang: str, code: str, cwd: Path) -> None:
@@ -105,34 +141,49 @@ def run_block(lang: str, code: str, cwd: Path) -> None:
     )
 
 
-@pytest.fixture(scope='module')
-def workspace(tmp_path_factory):
-    """A fresh folder that looks like the repository's root to the examples."""
-    ws = tmp_path_factory.mktemp('examples')
+def make_workspace(ws: Path) -> Path:
+    """``ws`` made to look like the repository's root to the examples."""
     for name in ('examples', 'benchmarks', 'constraints.txt'):
         (ws / name).symlink_to(ROOT / name)
     return ws
 
 
-def test_readme_examples_run_as_written(workspace):
-    done = 0
-    for lang, code in blocks(ROOT / 'README.md'):
-        if not runnable(code).strip() or 'python -m pytest' in code:
-            continue
-        run_block(lang, code, workspace)
-        done += 1
-    assert done >= 8  # the examples of the four capabilities, CLI and Python
-    assert (workspace / 'maps' / 'scene_naip_landcover.tif').exists()
-    assert (workspace / 'maps' / 'counts.tif').exists()
-    assert (workspace / 'maps' / 'instances_instances.gpkg').exists()
+def doc_blocks(page: Path) -> list[tuple[str, str]]:
+    """The blocks of a documentation page that the README does not hold."""
+    readme = {code for _, code in blocks(ROOT / 'README.md')}
+    return [(lang, code) for lang, code in blocks(page) if code not in readme]
+
+
+def test_readme_sections_are_the_capabilities():
+    # Every runnable README block lies in a section with its expected outputs.
+    assert sorted(README_SECTIONS) == sorted(map(section_of, OUTPUTS))
+    assert sum(map(len, README_SECTIONS.values())) >= 8  # CLI and Python each
+    for page, word in FOLLOW_UPS.items():
+        assert doc_blocks(ROOT / page), page
+        assert section_of(word)
+
+
+@pytest.mark.parametrize('word', sorted(OUTPUTS))
+def test_readme_examples_run_as_written(word, tmp_path):
+    ws = make_workspace(tmp_path)
+    for lang, code in README_SECTIONS[section_of(word)]:
+        run_block(lang, code, ws)
+    for name in OUTPUTS[word]:
+        assert (ws / name).exists(), f'README section {section_of(word)!r}: no {name}'
+    for page, after in FOLLOW_UPS.items():
+        if after == word:
+            for lang, code in doc_blocks(ROOT / page):
+                run_block(lang, code, ws)
 
 
 @pytest.mark.parametrize('page', DOC_PAGES, ids=lambda p: str(p.relative_to(ROOT)))
-def test_doc_examples_run_as_written(page, workspace, tmp_path):
-    readme = {code for _, code in blocks(ROOT / 'README.md')}
-    todo = [(lang, code) for lang, code in blocks(page) if code not in readme]
+def test_doc_examples_run_as_written(page, tmp_path):
+    name = str(page.relative_to(ROOT))
+    todo = doc_blocks(page)
     if not todo:
         pytest.skip(f'{page.name}: every example is one of the README, run there')
+    if name in FOLLOW_UPS:
+        pytest.skip(f'{page.name}: runs after the README section {FOLLOW_UPS[name]!r}')
     if any('geosparse-demo/' in code for _, code in todo):
         # Its examples start from the demo's outputs: a short demo makes them.
         demo = subprocess.run(
@@ -142,17 +193,15 @@ def test_doc_examples_run_as_written(page, workspace, tmp_path):
             text=True,
         )
         assert demo.returncode == 0, demo.stderr[-2000:]
-        for name in ('examples', 'benchmarks', 'constraints.txt'):
-            (tmp_path / name).symlink_to(ROOT / name)
-        cwd = tmp_path
-    else:
-        cwd = workspace
+    ws = make_workspace(tmp_path)
     for lang, code in todo:
-        run_block(lang, code, cwd)
+        run_block(lang, code, ws)
 
 
-def test_parse_only_wrapper_catches_a_wrong_option(workspace):
+def test_parse_only_wrapper_catches_a_wrong_option(tmp_path):
     with pytest.raises(AssertionError, match='block failed'):
         run_block(
-            'bash', 'python benchmarks/counting.py --no-such-option 1\n', workspace
+            'bash',
+            'python benchmarks/counting.py --no-such-option 1\n',
+            make_workspace(tmp_path),
         )
