@@ -14,7 +14,8 @@ code mapped to its most likely fine class) on the evaluation patches:
 * ``hr+sr``: ``hr`` trained on the fine labels of ``--fine`` (another region; by
   default ``--train``) alone is the paper's HR-only row; ``hr+lsr`` adds the coarse
   labels of the evaluation patches (cross-entropy where fine labels exist, the lsr
-  loss where coarse ones do).
+  loss where coarse ones do). The target imagery is first mapped onto the ``--fine``
+  imagery when it comes from another acquisition (``--harmonize``, :func:`harmonize`).
 
 ``--holdout ID ...`` splits one folder (``--train``) into training patches and the
 held-out patches whose names hold ``_ID_``. ``--shift RASTER`` simulates a second
@@ -26,7 +27,8 @@ It prints one JSON object::
 
     {"protocols": {NAME: {"methods": {METHOD: {"acc", "miou", "iou", "developed"}},
                           "seeds": {...}}},
-     "goals": {...}, "shift": {...} | null, "data": {...},
+     "goals": {...}, "shift": {...} | null, "harmonized": {...} | null,
+     "data": {...},
      "displacement": {"eval", "train_patch_max"}, "steps", "seconds"}
 
 mIoU is over the fine classes present in the evaluation truth; ``developed`` holds
@@ -47,6 +49,7 @@ Example (one fold of the shared tile, under a second acquisition)::
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import sys
@@ -374,6 +377,7 @@ def train(
         loss=method,  # type: ignore[arg-type]
         lr=args.lr,
         prior_weight=args.prior_weight,
+        hr_weight=args.hr_weight,
         var_floor=args.var_floor,
         var_floor_scale=args.var_floor_scale,
         prior_rule=args.prior_rule,
@@ -424,6 +428,28 @@ def hr_sr_folder(fine: Path, target: Path, work: Path) -> Path:
             empty = np.zeros((1, src.height, src.width), dtype=src.dtypes[0])
         atomic_write_raster(out / lc.name, empty, profile)  # fine nodata (0)
     return out
+
+
+def harmonize(fine: Path, target: Path, work: Path, mode: str) -> dict[str, Any]:
+    """Map the target imagery onto the fine-label imagery before hr+lsr trains on it.
+
+    The per-band quantile map from the target patches (pooled) to the ``--fine``
+    patches (pooled), :class:`geosparse.datasets.RadiometricShift`, written to
+    ``work/target-harmonized`` with the labels unchanged; with ``mode='auto'`` only
+    if some band's displacement exceeds the predictor's threshold (0.5), the rule
+    by which ``radiometry='auto'`` matches a raster at prediction. The network then
+    learns the fine and coarse labels in one radiometry, and the predictor's
+    ``auto`` maps the raw target onto it.
+    """
+    shift = RadiometricShift.from_files(
+        [t[0] for t in triples(target)], [t[0] for t in triples(fine)]
+    )
+    moved = [round(float(d), 3) for d in shift.displacement()]
+    threshold = inspect.signature(Predictor).parameters['radiometry_threshold']
+    matched = mode == 'match' or max(moved) > threshold.default
+    if matched:
+        shift_folder(target, work / 'target-harmonized', shift)
+    return {'mode': mode, 'displacement': moved, 'matched': bool(matched)}
 
 
 def goals(results: dict[str, dict[str, Any]]) -> dict[str, bool]:
@@ -510,6 +536,20 @@ def main(argv: list[str] | None = None) -> None:
         "patches pooled) onto the training imagery's band distributions only if it "
         'lies far from them; match: always; off: raw values. The other decision is '
         'reported as "alternative"',
+    )
+    parser.add_argument(
+        '--harmonize',
+        default='auto',
+        choices=('auto', 'match', 'off'),
+        help='hr+sr: map the target imagery onto the --fine imagery (per-band '
+        'quantiles) before hr+lsr trains on both; auto (default): only if it lies '
+        "far from it (the predictor's rule); match: always; off: the raw target",
+    )
+    parser.add_argument(
+        '--hr-weight',
+        type=float,
+        default=1.0,
+        help='hr+lsr: weight of the fine-label cross-entropy beside the lsr term',
     )
     parser.add_argument(
         '--prior-weight',
@@ -617,8 +657,14 @@ def run(args: argparse.Namespace, methods: list[str], work: Path) -> None:
         sys.exit('hr+sr with --train = --eval needs fine labels of elsewhere: --fine.')
     fine_dir = args.fine or train_dir
     folders = {'cross-tile': train_dir, 'target-sr': eval_dir}
+    harmonized = None
     if 'hr+sr' in protocols:
-        folders['hr+sr'] = hr_sr_folder(fine_dir, eval_dir, work)
+        target = eval_dir
+        if args.harmonize != 'off':
+            harmonized = harmonize(fine_dir, eval_dir, work, args.harmonize)
+            if harmonized['matched']:
+                target = work / 'target-harmonized'
+        folders['hr+sr'] = hr_sr_folder(fine_dir, target, work)
     table = JointDistribution.builtin('nlcd-landcover4')
     start = time.perf_counter()
     plan = [(p, m) for p in protocols for m in PROTOCOLS[p] if m in methods]
@@ -664,6 +710,7 @@ def run(args: argparse.Namespace, methods: list[str], work: Path) -> None:
             'fine': [t[0].name for t in triples(fine_dir)],
         },
         'displacement': displacement(train_data, eval_data),
+        'harmonized': harmonized,
         'steps': args.steps,
         'seconds': round(time.perf_counter() - start, 1),
     }
