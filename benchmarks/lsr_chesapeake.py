@@ -49,7 +49,6 @@ Example (one fold of the shared tile, under a second acquisition)::
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import sys
@@ -67,7 +66,12 @@ from torchmetrics.functional.classification import binary_auroc
 
 from geosparse.console import progress, quiet, verbose_option
 from geosparse.datamodules import LabelSuperResolutionDataModule
-from geosparse.datasets import RadiometricShift, sample_rasters, shift_folder
+from geosparse.datasets import (
+    RadiometricShift,
+    harmonize_folder,
+    sample_rasters,
+    shift_folder,
+)
 from geosparse.inference import Predictor
 from geosparse.io.raster import atomic_path, atomic_write_raster, atomic_write_text
 from geosparse.metrics import LandCoverMetrics, scores_from_confusion
@@ -433,23 +437,15 @@ def hr_sr_folder(fine: Path, target: Path, work: Path) -> Path:
 def harmonize(fine: Path, target: Path, work: Path, mode: str) -> dict[str, Any]:
     """Map the target imagery onto the fine-label imagery before hr+lsr trains on it.
 
-    The per-band quantile map from the target patches (pooled) to the ``--fine``
-    patches (pooled), :class:`geosparse.datasets.RadiometricShift`, written to
-    ``work/target-harmonized`` with the labels unchanged; with ``mode='auto'`` only
-    if some band's displacement exceeds the predictor's threshold (0.5), the rule
-    by which ``radiometry='auto'`` matches a raster at prediction. The network then
-    learns the fine and coarse labels in one radiometry, and the predictor's
-    ``auto`` maps the raw target onto it.
+    :func:`geosparse.datasets.harmonize_folder` of the target patches onto the
+    ``--fine`` patches, into ``work/target-harmonized``: with ``mode='auto'`` only
+    if some band's displacement exceeds the threshold by which the predictor's
+    ``radiometry='auto'`` matches a raster. The network then learns the fine and
+    coarse labels in one radiometry, and the predictor maps the raw target onto it.
     """
-    shift = RadiometricShift.from_files(
-        [t[0] for t in triples(target)], [t[0] for t in triples(fine)]
-    )
-    moved = [round(float(d), 3) for d in shift.displacement()]
-    threshold = inspect.signature(Predictor).parameters['radiometry_threshold']
-    matched = mode == 'match' or max(moved) > threshold.default
-    if matched:
-        shift_folder(target, work / 'target-harmonized', shift)
-    return {'mode': mode, 'displacement': moved, 'matched': bool(matched)}
+    report = harmonize_folder(target, fine, work / 'target-harmonized', mode)
+    report.pop('out', None)
+    return report
 
 
 def goals(results: dict[str, dict[str, Any]]) -> dict[str, bool]:

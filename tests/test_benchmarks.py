@@ -2,7 +2,6 @@ import json
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
@@ -293,47 +292,6 @@ def test_ranking_auc_is_the_pairwise_probability(monkeypatch):
     assert (
         ranking_auc(np.arange(4.0), np.array([0, 0, 1, 1], bool), np.ones(4, bool)) == 1
     )
-
-
-def test_lsr_harmonize_maps_a_far_target_onto_the_fine_imagery(monkeypatch, tmp_path):
-    monkeypatch.syspath_prepend(str(ROOT / 'benchmarks'))
-    from lsr_chesapeake import harmonize
-
-    rng = np.random.default_rng(0)
-    profile = {'driver': 'GTiff', 'width': 32, 'height': 32, 'dtype': 'uint8'}
-
-    def patches(folder: Path, images: list[np.ndarray]) -> None:
-        folder.mkdir()
-        for i, image in enumerate(images):
-            stem = folder / f'm_0_{i:02d}'
-            for suffix, data in (
-                ('naip', image),
-                ('nlcd', image[:1]),
-                ('lc', image[:1]),
-            ):
-                with rasterio.open(
-                    f'{stem}_{suffix}.tif', 'w', count=len(data), **profile
-                ) as dst:
-                    dst.write(data)
-
-    fine = [rng.integers(0, 120, (4, 32, 32), dtype=np.uint8) for _ in range(2)]
-    patches(tmp_path / 'fine', fine)
-    # Another acquisition: brighter, with less contrast (displacement > 0.5).
-    patches(tmp_path / 'far', [(100 + f // 2).astype(np.uint8) for f in fine])
-    patches(tmp_path / 'near', [f + 1 for f in fine])
-    near = harmonize(tmp_path / 'fine', tmp_path / 'near', tmp_path / 'a', 'auto')
-    assert not near['matched'] and max(near['displacement']) < 0.5
-    assert not (tmp_path / 'a' / 'target-harmonized').exists()
-    far = harmonize(tmp_path / 'fine', tmp_path / 'far', tmp_path / 'b', 'auto')
-    assert far['matched'] and min(far['displacement']) > 0.5
-    out = tmp_path / 'b' / 'target-harmonized'
-    with rasterio.open(out / 'm_0_00_naip.tif') as src:
-        mapped = src.read()
-    assert mapped.shape == (4, 32, 32)  # four bands stay four
-    assert np.abs(mapped.astype(float) - fine[0]).mean() < 3  # undone
-    assert (out / 'm_0_00_lc.tif').exists()  # labels come along
-    forced = harmonize(tmp_path / 'fine', tmp_path / 'near', tmp_path / 'c', 'match')
-    assert forced['matched']
 
 
 def test_lsr_chesapeake_rejects_repeated_seeds(tmp_path):

@@ -9,7 +9,13 @@ from .instances import (
 )
 from .points import POINT_KEYS, SparsePoints, collate_points, spatial_split
 from .pseudo import InstanceRaster, collate_instances, instance_targets
-from .radiometry import RadiometricShift, sample_rasters, shift_folder
+from .radiometry import (
+    DISPLACEMENT_THRESHOLD,
+    RadiometricShift,
+    harmonize_folder,
+    sample_rasters,
+    shift_folder,
+)
 from .synthetic import (
     FINE_CLASSES,
     InstanceScene,
@@ -24,6 +30,7 @@ from .synthetic import (
 )
 
 __all__ = [
+    'DISPLACEMENT_THRESHOLD',
     'FINE_CLASSES',
     'INSTANCE_VALUES',
     'POINT_KEYS',
@@ -39,6 +46,7 @@ __all__ = [
     'SyntheticScene',
     'collate_instances',
     'collate_points',
+    'harmonize_folder',
     'instance_targets',
     'make_instance_scene',
     'make_object_scene',

@@ -32,7 +32,11 @@ from affine import Affine
 from lightning.pytorch import LightningModule
 from rasterio.crs import CRS
 
-from ..datasets.radiometry import RadiometricShift, sample_rasters
+from ..datasets.radiometry import (
+    DISPLACEMENT_THRESHOLD,
+    RadiometricShift,
+    sample_rasters,
+)
 from ..gp import FAMILIES, KernelParams
 from ..io.raster import file_sha256
 from ..io.source import ImageSource
@@ -89,7 +93,7 @@ class Predictor:
         refit_on: tuple[np.ndarray, np.ndarray] | None = None,
         drift: Drift = 'auto',
         radiometry: Literal['auto', 'match', 'off'] | RadiometricShift = 'auto',
-        radiometry_threshold: float = 0.5,
+        radiometry_threshold: float = DISPLACEMENT_THRESHOLD,
         trust_checkpoint: bool = False,
     ) -> None:
         r"""Wrap a task (or a checkpoint, loaded now and again in each dask worker).

@@ -1,10 +1,19 @@
+import inspect
+from pathlib import Path
+
 import numpy as np
 import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from geosparse.datasets import RadiometricShift, shift_folder
+from geosparse.datasets import (
+    DISPLACEMENT_THRESHOLD,
+    RadiometricShift,
+    harmonize_folder,
+    shift_folder,
+)
 from geosparse.errors import InputError
+from geosparse.inference import Predictor
 
 
 def _images(seed=0, n=3, bands=4):
@@ -112,3 +121,53 @@ def test_shift_fitted_on_real_naip_moves_the_tile_onto_the_other_acquisition(
             np.percentile(target[b], q), abs=3
         )
     assert len(list((tmp_path / 'shifted').glob('*_lc.tif'))) == len(tile)
+
+
+def test_harmonize_folder_maps_a_far_acquisition_onto_the_reference(tmp_path):
+    rng = np.random.default_rng(0)
+    profile = {'driver': 'GTiff', 'width': 32, 'height': 32, 'dtype': 'uint8'}
+
+    def patches(folder: Path, images: list[np.ndarray]) -> None:
+        folder.mkdir()
+        for i, image in enumerate(images):
+            stem = folder / f'm_0_{i:02d}'
+            for suffix, data in (
+                ('naip', image),
+                ('nlcd', image[:1]),
+                ('lc', image[:1]),
+            ):
+                with rasterio.open(
+                    f'{stem}_{suffix}.tif', 'w', count=len(data), **profile
+                ) as dst:
+                    dst.write(data)
+
+    fine = [rng.integers(0, 120, (4, 32, 32), dtype=np.uint8) for _ in range(2)]
+    patches(tmp_path / 'fine', fine)
+    # Another acquisition: brighter, with less contrast (displacement > 0.5).
+    patches(tmp_path / 'far', [(100 + f // 2).astype(np.uint8) for f in fine])
+    patches(tmp_path / 'near', [f + 1 for f in fine])
+    near = harmonize_folder(tmp_path / 'near', tmp_path / 'fine', tmp_path / 'a')
+    assert not near['matched'] and max(near['displacement']) < 0.5
+    assert not (tmp_path / 'a').exists() and 'out' not in near
+    far = harmonize_folder(tmp_path / 'far', tmp_path / 'fine', tmp_path / 'b')
+    assert far['matched'] and min(far['displacement']) > 0.5
+    out = tmp_path / 'b'
+    assert far['out'] == str(out)
+    with rasterio.open(out / 'm_0_00_naip.tif') as src:
+        mapped = src.read()
+    assert mapped.shape == (4, 32, 32)  # four bands stay four
+    assert np.abs(mapped.astype(float) - fine[0]).mean() < 3  # undone
+    assert (out / 'm_0_00_lc.tif').exists()  # labels come along
+    forced = harmonize_folder(
+        tmp_path / 'near', tmp_path / 'fine', tmp_path / 'c', mode='match'
+    )
+    assert forced['matched']
+    with pytest.raises(InputError, match="mode='nearest'"):
+        harmonize_folder(tmp_path / 'far', tmp_path / 'fine', tmp_path / 'd', 'nearest')
+    with pytest.raises(InputError, match=r'reference=.*holds no'):
+        harmonize_folder(tmp_path / 'far', tmp_path / 'nothing', tmp_path / 'd')
+    # The predictor's auto decides by the same threshold.
+    assert (
+        inspect.signature(Predictor).parameters['radiometry_threshold'].default
+        == DISPLACEMENT_THRESHOLD
+    )
