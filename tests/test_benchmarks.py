@@ -1,7 +1,5 @@
 import json
 import math
-import subprocess
-import sys
 
 import geopandas as gpd
 import numpy as np
@@ -11,28 +9,26 @@ import torch
 
 from geosparse.datasets.synthetic import make_point_labels, make_scene
 
+from ._scripts import run_script
 from .conftest import ROOT
+
+#: Every test here runs a benchmark script end to end (CI: once, in its first step).
+pytestmark = pytest.mark.slow
 
 
 def test_loss_overhead_prints_ratio():
-    res = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / 'benchmarks' / 'loss_overhead.py'),
-            '--repeats',
-            '1',
-            '--size',
-            '64',
-            '--batch-size',
-            '2',
-            '--posterior-size',
-            '64',
-            '--memory-size',
-            '256',
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
+    res = run_script(
+        'loss_overhead.py',
+        '--repeats',
+        '1',
+        '--size',
+        '64',
+        '--batch-size',
+        '2',
+        '--posterior-size',
+        '64',
+        '--memory-size',
+        '256',
     )
     out = json.loads(res.stdout)
     assert out['lsr_over_ce'] > 0
@@ -54,30 +50,24 @@ def test_lsr_chesapeake_runs_on_real_patches(data_dir, tmp_path):
     chesapeake_split(data_dir, tmp_path, ['00', '03'], ['07'])
     out = tmp_path / 'r.json'
     ckpt = tmp_path / 'lsr.ckpt'
-    subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / 'benchmarks' / 'lsr_chesapeake.py'),
-            '--train',
-            str(tmp_path / 'tr'),
-            '--eval',
-            str(tmp_path / 'ev'),
-            '--steps',
-            '1',
-            '--batch-size',
-            '2',
-            '--seeds',
-            '0',
-            '1',
-            '--diagnose',
-            '--out',
-            str(out),
-            '--save-checkpoint',
-            str(ckpt),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
+    run_script(
+        'lsr_chesapeake.py',
+        '--train',
+        str(tmp_path / 'tr'),
+        '--eval',
+        str(tmp_path / 'ev'),
+        '--steps',
+        '1',
+        '--batch-size',
+        '2',
+        '--seeds',
+        '0',
+        '1',
+        '--diagnose',
+        '--out',
+        str(out),
+        '--save-checkpoint',
+        str(ckpt),
     )
     res = json.loads(out.read_text())
     assert set(res['protocols']) == {'cross-tile', 'target-sr', 'hr+sr'}
@@ -260,17 +250,13 @@ def test_lsr_chesapeake_holdout_shift_and_target_region(data_dir, tmp_path):
         *common,
     )
     assert set(json.loads(same.stdout)['protocols']) == {'target-sr'}
-    bad = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / 'benchmarks' / 'lsr_chesapeake.py'),
-            '--train',
-            str(tmp_path / 'tr'),
-            '--holdout',
-            '99',
-        ],
-        capture_output=True,
-        text=True,
+    bad = run_script(
+        'lsr_chesapeake.py',
+        '--train',
+        str(tmp_path / 'tr'),
+        '--holdout',
+        '99',
+        check=False,
     )
     assert bad.returncode != 0 and '--holdout 99: matches 0 of the 2' in bad.stderr
 
@@ -295,20 +281,16 @@ def test_ranking_auc_is_the_pairwise_probability(monkeypatch):
 
 
 def test_lsr_chesapeake_rejects_repeated_seeds(tmp_path):
-    res = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / 'benchmarks' / 'lsr_chesapeake.py'),
-            '--train',
-            str(tmp_path),
-            '--eval',
-            str(tmp_path),
-            '--seeds',
-            '0',
-            '0',
-        ],
-        capture_output=True,
-        text=True,
+    res = run_script(
+        'lsr_chesapeake.py',
+        '--train',
+        str(tmp_path),
+        '--eval',
+        str(tmp_path),
+        '--seeds',
+        '0',
+        '0',
+        check=False,
     )
     assert res.returncode == 2
     assert '--seeds [0, 0]: give each seed once' in res.stderr
@@ -316,26 +298,21 @@ def test_lsr_chesapeake_rejects_repeated_seeds(tmp_path):
 
 def test_predict_throughput_prints_ratios(tmp_path):
     out = tmp_path / 'r.json'
-    res = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / 'benchmarks' / 'predict_throughput.py'),
-            '--size',
-            '192',
-            '--block',
-            '64',
-            '--halo',
-            '8',
-            '--repeats',
-            '1',
-            '--memory-repeats',
-            '1',
-            '--out',
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    res = run_script(
+        'predict_throughput.py',
+        '--size',
+        '192',
+        '--block',
+        '64',
+        '--halo',
+        '8',
+        '--repeats',
+        '1',
+        '--memory-repeats',
+        '1',
+        '--out',
+        str(out),
+        check=False,
     )
     assert res.returncode == 0, res.stderr[-3000:]
     got = json.loads(res.stdout[res.stdout.index('{') :])
@@ -343,18 +320,6 @@ def test_predict_throughput_prints_ratios(tmp_path):
     assert got['end_to_end_over_forward'] > 0 and got['memory_4x_over_1x'] > 0.5
     assert got['peak_rss_mb_4x'] > 100
     assert got['cluster_bytes_equal_threaded'] is True
-
-
-def run_script(name, *args, check=True):
-    res = subprocess.run(
-        [sys.executable, str(ROOT / 'benchmarks' / name), *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if check:
-        assert res.returncode == 0, res.stderr[-3000:]
-    return res
 
 
 def test_npp_paper_prints_every_dataset_pattern_and_fraction(tmp_path):
@@ -687,18 +652,12 @@ def test_npp_training_through_lightning_is_the_plain_optimiser_loop(monkeypatch)
 
 def test_output_digests_cover_every_predictor_output(tmp_path):
     out = tmp_path / 'd.json'
-    subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / 'benchmarks' / 'output_digests.py'),
-            '--steps',
-            '1',
-            '--out',
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
+    run_script(
+        'output_digests.py',
+        '--steps',
+        '1',
+        '--out',
+        str(out),
     )
     got = json.loads(out.read_text())
     assert {'lsr', 'lsr_probs_probabilities', 'tg_seg', 'tg_reg', 'npp'} <= set(got)
@@ -722,26 +681,20 @@ def test_output_digests_cover_every_predictor_output(tmp_path):
 
 def test_point_instances_benchmark_prints_every_method(tmp_path):
     out = tmp_path / 'r.json'
-    subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / 'benchmarks' / 'point_instances.py'),
-            '--synthetic',
-            '--size',
-            '96',
-            '--seeds',
-            '0',
-            '--steps',
-            '2',
-            '--patch-size',
-            '32',
-            *('--terraces', '1', '--isolated', '2'),
-            '--out',
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
+    run_script(
+        'point_instances.py',
+        '--synthetic',
+        '--size',
+        '96',
+        '--seeds',
+        '0',
+        '--steps',
+        '2',
+        '--patch-size',
+        '32',
+        *('--terraces', '1', '--isolated', '2'),
+        '--out',
+        str(out),
     )
     res = json.loads(out.read_text())
     assert set(res['methods']) == {'voronoi', 'geodesic', 'learned', 'learned_geodesic'}
@@ -761,18 +714,12 @@ def test_point_instances_benchmark_scores_stage2_on_held_out_imagery(tmp_path):
     # The real-data path: stage 2 trains on the left half, is scored on the right.
     scene = make_instance_scene(tmp_path / 'scene', size=128, seed=3)
     out = tmp_path / 'r.json'
-    subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / 'benchmarks' / 'point_instances.py'),
-            *('--image', str(scene.image), '--polygons', str(scene.polygons)),
-            *('--methods', 'voronoi', 'learned', 'stage2'),
-            *('--seeds', '0', '--steps', '2', '--stage2-steps', '2'),
-            *('--patch-size', '32', '--out', str(out)),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
+    run_script(
+        'point_instances.py',
+        *('--image', str(scene.image), '--polygons', str(scene.polygons)),
+        *('--methods', 'voronoi', 'learned', 'stage2'),
+        *('--seeds', '0', '--steps', '2', '--stage2-steps', '2'),
+        *('--patch-size', '32', '--out', str(out)),
     )
     res = json.loads(out.read_text())
     assert set(res['methods']) == {'voronoi', 'learned', 'stage2'}

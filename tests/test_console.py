@@ -198,20 +198,14 @@ def test_big_rasters_are_summarised_from_a_decimated_read(tmp_path):
 
 def test_benchmarks_take_verbose(tmp_path):
     import argparse
-    import subprocess
-    import sys
 
     from geosparse.console import verbose_option
 
-    from .conftest import ROOT
+    from ._scripts import run_script
 
     parser = argparse.ArgumentParser()
     verbose_option(parser)
     assert parser.parse_args(['--verbose']).verbose is True
     assert parser.parse_args([]).verbose is False
-    res = subprocess.run(
-        [sys.executable, str(ROOT / 'benchmarks' / 'loss_overhead.py'), '--help'],
-        capture_output=True,
-        text=True,
-    )
+    res = run_script('loss_overhead.py', '--help', check=False)
     assert res.returncode == 0 and '--verbose' in res.stdout, res.stderr[-2000:]

@@ -21,6 +21,9 @@ import pytest
 
 from .conftest import ROOT
 
+#: The build executes every tutorial (CI: once, in its first step).
+pytestmark = pytest.mark.slow
+
 TUTORIALS = sorted(p.stem for p in (ROOT / 'docs' / 'tutorials').glob('*.ipynb'))
 
 

@@ -1,10 +1,10 @@
 import shutil
-import subprocess
 
 import torch
 
 from geosparse.datasets import make_scene
 
+from ._scripts import run_python
 from .conftest import ROOT
 
 
@@ -27,8 +27,7 @@ def torchgeo_fit(config, cwd, *overrides):
         str(cwd / 'runs'),
         *overrides,
     ]
-    res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
+    run_python(*cmd, cwd=cwd)
     return cwd / 'runs'
 
 

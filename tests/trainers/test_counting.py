@@ -1,6 +1,4 @@
-import os
 import shutil
-import subprocess
 
 import lightning
 import numpy as np
@@ -22,6 +20,7 @@ from geosparse.trainers import (
     smoothed_point_map,
 )
 
+from .._scripts import run_python
 from ..conftest import ROOT, counting_dm, save_untrained
 from ..test_torchgeo_fit import torchgeo_fit
 
@@ -100,6 +99,7 @@ def test_gst_without_gaussians_is_a_clear_error(objects, tmp_path):
         brief_trainer(1).fit(task, dm)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('method', ['gst', 'p2r'])
 def test_counts_beat_the_constant_density_answer(objects, tmp_path, method):
     """Trained, the count error is well below that of the training mean density."""
@@ -309,15 +309,7 @@ def test_torchgeo_fit_predict_and_count_from_the_cli(tmp_path, capsys):
         str(tmp_path / 'runs'),
     ]
     env = {'GEOSPARSE_CACHE': str(tmp_path / 'cache')}
-    res = subprocess.run(
-        cmd,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, **env},
-    )
-    assert res.returncode == 0, res.stderr[-3000:]
+    run_python(*cmd, cwd=tmp_path, env=env)
     assert list((tmp_path / 'cache').glob('gst-*.npz'))
     [ckpt] = list((tmp_path / 'runs').rglob('*.ckpt'))
     maps = tmp_path / 'maps'

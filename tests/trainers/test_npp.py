@@ -1,6 +1,5 @@
 import json
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
@@ -12,6 +11,7 @@ from geosparse.datasets import make_point_labels, make_scene
 from geosparse.gp.posterior import posterior_map
 from geosparse.trainers import NPPTask, point_values
 
+from .._scripts import run_python
 from ..conftest import ROOT
 
 
@@ -99,8 +99,7 @@ def test_torchgeo_fit_then_predict_with_revealed_points(tmp_path):
         '--trainer.default_root_dir',
         str(tmp_path / 'runs'),
     ]
-    res = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
+    run_python(*cmd, cwd=tmp_path)
     [ckpt] = list((tmp_path / 'runs').rglob('*.ckpt'))
     out = tmp_path / 'maps'
     base = [
