@@ -6,9 +6,10 @@ linked into it), so that the sections run in parallel and none leans on another'
 bash blocks run with bash and Python blocks with Python. A block of the documentation runs
 too, unless it is also in the README (it ran there); a page whose examples continue a README
 section (``FOLLOW_UPS``) runs right after that section, in its folder. Benchmark
-commands (``python benchmarks/...``) take real data and minutes: they run as written with
-``python`` standing for a wrapper that stops each script right after it parsed its
-arguments, so every option they show must exist. ``pip install`` lines are what CI's
+commands (``python benchmarks/...``) take real data and minutes: they run as written, but
+each stops right after it parsed its arguments (``python`` stands for a function that
+records them; after the block, one process runs every recorded command up to that point),
+so every option they show must exist. ``pip install`` lines are what CI's
 fresh-environment step runs, and ``sphinx-build`` what ``tests/test_docs.py`` runs; they
 are not repeated here.
 
@@ -46,7 +47,9 @@ OUTPUTS = {
 #: Documentation pages whose examples start from a README section's outputs.
 FOLLOW_UPS = {'docs/capabilities/instances.md': 'Instance'}
 
-# Stops a benchmark script once its arguments are parsed (exit 0), or fails.
+# Runs each benchmark command of a block (argv records, NUL-separated, each ended by
+# \x01\0) up to the end of its argument parsing (exit 0 if they all parse), in one
+# process, so that torch and the rest are imported once for all of them.
 PARSE_ONLY = r"""
 import argparse, runpy, sys
 class Parsed(Exception):
@@ -56,16 +59,26 @@ def parse_args(self, args=None, namespace=None):
     original(self, args, namespace)
     raise Parsed
 argparse.ArgumentParser.parse_args = parse_args
-sys.argv = sys.argv[1:]
-try:
-    runpy.run_path(sys.argv[0], run_name='__main__')
-except Parsed:
-    sys.exit(0)
-sys.exit(f'{sys.argv[0]} never parsed its arguments')
+with open(sys.argv[1], 'rb') as f:
+    records = [r for r in f.read().split(b'\x01\x00') if r]
+for record in records:
+    sys.argv = [a.decode() for a in record.split(b'\x00')[:-1]]
+    command = 'python ' + ' '.join(sys.argv)
+    try:
+        runpy.run_path(sys.argv[0], run_name='__main__')
+    except Parsed:
+        continue
+    except SystemExit as exc:
+        sys.exit(f'{command}: exit status {exc.code}')
+    sys.exit(f'{command}: never parsed its arguments')
 """
+# A benchmark command only records its arguments (in the workspace's COMMANDS file);
+# check_benchmark_commands runs PARSE_ONLY on them after the test's blocks.
+COMMANDS = '.benchmark-commands'
 BASH_PRELUDE = """set -euo pipefail
 python() {
-    if [[ "${1:-}" == benchmarks/* ]]; then command python -c "$PARSE_ONLY" "$@";
+    if [[ "${1:-}" == benchmarks/* ]]; then
+        printf '%s\\0' "$@" >> "$BENCHMARK_COMMANDS"; printf '\\1\\0' >> "$BENCHMARK_COMMANDS"
     else command python "$@"; fi
 }
 """
@@ -107,7 +120,7 @@ def section_of(word: str) -> str:
 def run_block(lang: str, code: str, cwd: Path) -> None:
     env = {
         **os.environ,
-        'PARSE_ONLY': PARSE_ONLY,
+        'BENCHMARK_COMMANDS': str(cwd / COMMANDS),
         'MPLBACKEND': 'Agg',
         'PYTHONPATH': str(ROOT),
     }
@@ -138,6 +151,25 @@ def run_block(lang: str, code: str, cwd: Path) -> None:
     out = log.read_text()
     assert proc.returncode == 0, (
         f'{lang} block failed:\n{code}\n--- output ---\n{out[-4000:]}'
+    )
+
+
+def check_benchmark_commands(cwd: Path) -> None:
+    """Every benchmark command the blocks run in ``cwd`` recorded parses its arguments."""
+    commands = cwd / COMMANDS
+    if not commands.exists():
+        return
+    parsed = subprocess.run(
+        [sys.executable, '-c', PARSE_ONLY, str(commands)],
+        cwd=cwd,
+        env={**os.environ, 'PYTHONPATH': str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    commands.unlink()
+    assert parsed.returncode == 0, (
+        f'a benchmark command of the examples failed:\n{parsed.stderr[-4000:]}'
     )
 
 
@@ -174,6 +206,7 @@ def test_readme_examples_run_as_written(word, tmp_path):
         if after == word:
             for lang, code in doc_blocks(ROOT / page):
                 run_block(lang, code, ws)
+    check_benchmark_commands(ws)
 
 
 @pytest.mark.parametrize('page', DOC_PAGES, ids=lambda p: str(p.relative_to(ROOT)))
@@ -196,12 +229,14 @@ def test_doc_examples_run_as_written(page, tmp_path):
     ws = make_workspace(tmp_path)
     for lang, code in todo:
         run_block(lang, code, ws)
+    check_benchmark_commands(ws)
 
 
 def test_parse_only_wrapper_catches_a_wrong_option(tmp_path):
-    with pytest.raises(AssertionError, match='block failed'):
-        run_block(
-            'bash',
-            'python benchmarks/counting.py --no-such-option 1\n',
-            make_workspace(tmp_path),
-        )
+    ws = make_workspace(tmp_path)
+    good = 'python benchmarks/counting.py --image x.tif --points p.gpkg --seeds 0 1\n'
+    run_block('bash', good + 'python benchmarks/counting.py --no-such-option 1\n', ws)
+    # The good command parses and the check goes on to the next one, which fails.
+    with pytest.raises(AssertionError, match=r'counting\.py --no-such-option 1: exit'):
+        check_benchmark_commands(ws)
+    assert not (ws / COMMANDS).exists()  # the next test's check starts afresh
