@@ -8,8 +8,8 @@ too, unless it is also in the README (it ran there); a page whose examples conti
 section (``FOLLOW_UPS``) runs right after that section, in its folder. Benchmark
 commands (``python benchmarks/...``) take real data and minutes: they run as written, but
 each stops right after it parsed its arguments (``python`` stands for a function that
-records them; after the block, one process runs every recorded command up to that point),
-so every option they show must exist. ``pip install`` lines are what CI's
+records them; after the test's blocks, one process runs every recorded command up to that
+point), so every option they show must exist. ``pip install`` lines are what CI's
 fresh-environment step runs, and ``sphinx-build`` what ``tests/test_docs.py`` runs; they
 are not repeated here.
 
@@ -47,9 +47,9 @@ OUTPUTS = {
 #: Documentation pages whose examples start from a README section's outputs.
 FOLLOW_UPS = {'docs/capabilities/instances.md': 'Instance'}
 
-# Runs each benchmark command of a block (argv records, NUL-separated, each ended by
-# \x01\0) up to the end of its argument parsing (exit 0 if they all parse), in one
-# process, so that torch and the rest are imported once for all of them.
+# Runs each benchmark command a test's blocks recorded (argv records, NUL-separated, each
+# ended by \x01\0) up to the end of its argument parsing (exit 0 if they all parse), in
+# one process, so that torch and the rest are imported once for all of them.
 PARSE_ONLY = r"""
 import argparse, runpy, sys
 class Parsed(Exception):
