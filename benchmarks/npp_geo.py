@@ -12,11 +12,16 @@ Gaussian-process likelihood, learnable RBF kernel by default). Scored:
   trend :math:`a + b\,m(x) + \sum_k c_k z_k(x)` on the network mean and the image
   bands, or on the network mean alone, whichever predicts the revealed points
   better, each left out in turn (:func:`~geosparse.gp.fit_revealed`);
-- ``npp-gp-bands``, ``npp-gp-network``: the same with the trend always on the
-  bands too (``--drift bands``), or on the network mean alone (``--drift network``);
-- ``npp-gp-all``, ``npp-gp-bands-all``, ``npp-gp-network-all``: the same fits,
-  conditioned on every known point, the train points too (``geosparse predict
-  --reveal ALL --refit-on REVEALED``);
+- ``npp-gp-bands``, ``npp-gp-network``, ``npp-gp-kriging``: the same with the
+  trend always on the bands too (``--drift bands``), on the network mean alone
+  (``--drift network``), or on the bands alone, the network left out (``--drift
+  kriging``: universal kriging of the points);
+- ``npp-gp-all``, ``npp-gp-bands-all``, ``npp-gp-network-all``,
+  ``npp-gp-kriging-all``: the same, given every known point, the train points too
+  (``geosparse predict --reveal ALL --refit-on REVEALED``): conditioned on all of
+  them, the kernel of the network's trends fitted on the revealed points, that of
+  ``kriging`` on all, and the default's choice made at the revealed points, each
+  predicted from all the others;
 - ``npp-gp-trained``: conditioned with the kernel as trained (no re-fit);
 - ``mse-gp``: the same re-fit and posterior around the MSE network's map;
 - baselines from *every* known label (train and revealed points), so that they hold
@@ -310,40 +315,41 @@ def run_split(
     # The image bands as drifts of the trend (the default), or the network alone.
     bands = torch.from_numpy(image).double()
     bands_rev = bands[:, rc[rev, 0], rc[rev, 1]].T
+    tr_pts = torch.from_numpy(rc[tr] + 0.5)
+    tr_val = torch.from_numpy(values[tr])
+    bands_tr = bands[:, rc[tr, 0], rc[tr, 1]].T
     for net, start in starts.items():
         at = maps[net][rc[rev, 0], rc[rev, 1]]
-        for drift in ('auto', 'bands', 'network') if net == 'npp' else ('auto',):
+        at_tr = maps[net][rc[tr, 0], rc[tr, 1]]
+        drifts = ('auto', 'bands', 'network', 'kriging') if net == 'npp' else ('auto',)
+        for drift in drifts:
             name = f'{net}-gp' if drift == 'auto' else f'{net}-gp-{drift}'
-            fit = fit_revealed(
-                [(rev_pts, rev_val, at)],
-                start,
-                covariates=None if drift == 'network' else [bands_rev],
-                select=drift == 'auto',
-            )
-            mean, std = posterior_map(
-                maps[net],
-                rev_pts,
-                rev_val,
-                fit.params,
-                trend=fit.trend,
-                covariates=bands,
-            )
-            pred[name] = mean[er, ec].numpy()
-            sd[name] = np.sqrt(std[er, ec].numpy() ** 2 + fit.params.noise)
-            kernels[name] = fit.as_dict()
-            if net == 'npp':
-                # The same fit, given every known point (the train points too).
-                mean, std = posterior_map(
-                    maps[net],
-                    torch.from_numpy(rc[known] + 0.5),
-                    torch.from_numpy(values[known]),
-                    fit.params,
-                    trend=fit.trend,
-                    covariates=bands,
+            for all_points in (False, True) if net == 'npp' else (False,):
+                # Given every known point (``--reveal ALL --refit-on REVEALED``), the
+                # train points are seen: conditioned on, and in the drift's choice.
+                fit = fit_revealed(
+                    [(rev_pts, rev_val, at)],
+                    start,
+                    covariates=None if drift == 'network' else [bands_rev],
+                    select=drift == 'auto',
+                    seen=[(tr_pts, tr_val, at_tr)] if all_points else None,
+                    seen_covariates=(
+                        [bands_tr] if all_points and drift != 'network' else None
+                    ),
+                    drift=None if drift == 'auto' else drift,
                 )
-                all_name = f'{name}-all'
-                pred[all_name] = mean[er, ec].numpy()
-                sd[all_name] = np.sqrt(std[er, ec].numpy() ** 2 + fit.params.noise)
+                given = (
+                    (torch.from_numpy(rc[known] + 0.5), torch.from_numpy(values[known]))
+                    if all_points
+                    else (rev_pts, rev_val)
+                )
+                mean, std = posterior_map(
+                    maps[net], *given, fit.params, trend=fit.trend, covariates=bands
+                )
+                key = f'{name}-all' if all_points else name
+                pred[key] = mean[er, ec].numpy()
+                sd[key] = np.sqrt(std[er, ec].numpy() ** 2 + fit.params.noise)
+                kernels[key] = fit.as_dict()
     # Revelation curve: a growing share of the revealed points, re-fitted and as
     # trained (the share 0 is the network alone).
     curve: dict[str, dict[str, dict[str, float]]] = {'refit': {}, 'trained': {}}

@@ -794,12 +794,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gp.add_argument(
         '--drift',
-        choices=['auto', 'bands', 'network'],
+        choices=['auto', 'bands', 'network', 'kriging'],
         help="with --refit: the re-fitted trend's terms. bands: a + b * network + "
         'c . image bands, so that where the network is weak the map is regression '
-        'kriging on the bands; network: a + b * network alone; auto: whichever of '
-        'the two predicts the known points better, each left out in turn (default: '
-        'auto)',
+        'kriging on the bands; network: a + b * network alone; kriging: a + c . '
+        'image bands, the network left out (universal kriging of every known '
+        'point); auto: whichever of bands and network (and kriging, with '
+        '--refit-on) predicts the known points (those of --refit-on) better, each '
+        'left out in turn and predicted from all the others, so a network that '
+        'predicts new points worse than the bands steps aside (default: auto)',
     )
     gp.add_argument(
         '--refit-on',

@@ -396,6 +396,7 @@ def test_npp_geo_on_points_with_dense_truth(height_scene, tmp_path):
     gp = {'npp-gp', 'npp-gp-trained', 'mse-gp', 'constant', 'ok', 'rk'}
     gp |= {'ok-revealed', 'rk-revealed', 'npp-gp-all'}
     gp |= {'npp-gp-network', 'npp-gp-network-all', 'npp-gp-bands', 'npp-gp-bands-all'}
+    gp |= {'npp-gp-kriging', 'npp-gp-kriging-all'}
     assert set(got['methods']) == {'mse', 'npp'} | gp
     assert set(got['calibration']) == gp
     assert got['points']['evaluated_on'] == 'truth'
@@ -411,6 +412,13 @@ def test_npp_geo_on_points_with_dense_truth(height_scene, tmp_path):
         assert 0 <= c['within_1sd'] <= c['within_2sd'] <= 1 and math.isfinite(c['nlpd'])
     fit = got['per_seed']['0']['kernel'][0]['npp-gp']
     assert fit['source'] == 'refit on the revealed points' and fit['points'] == 40
+    assert set(fit['loo_nlpd_by_drift']) == {'bands', 'network'}
+    given_all = got['per_seed']['0']['kernel'][0]['npp-gp-all']
+    assert set(given_all['loo_nlpd_by_drift']) == {'bands', 'network', 'kriging'}
+    # Given every point, the kriging trend is fitted on all 120 and not on the network.
+    kriging = got['per_seed']['0']['kernel'][0]['npp-gp-kriging-all']
+    assert kriging['drift'] == 'kriging' and kriging['trend']['slope'] == 0.0
+    assert kriging['points'] == 120
     assert set(got['revelation']) == {'refit', 'trained'}
     assert list(got['revelation']['refit']) == ['0.25', '0.5', '1.0']
     # Regression kriging on the bands of an image that explains the height beats

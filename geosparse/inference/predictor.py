@@ -151,9 +151,15 @@ class Predictor:
                 :math:`\beta_0 + \beta_1 m + \sum_k \gamma_k z_k`, so that where
                 the network is weak and the bands explain the labels the map
                 becomes regression (universal) kriging on the bands; ``network``:
-                on the network mean alone; ``auto`` (default): whichever of the
-                two predicts the points better, each left out in turn
-                (leave-one-out likelihood).
+                on the network mean alone; ``kriging``: on the bands alone,
+                :math:`\beta_0 + \sum_k \gamma_k z_k`, the network left out
+                (universal kriging of the points, fitted on every revealed point,
+                ``refit_on`` or not); ``auto`` (default): whichever of ``bands``
+                and ``network`` (and ``kriging``, with ``refit_on``) predicts the
+                ``refit_on`` (or revealed) points better, each left out in turn
+                and predicted from all the others (leave-one-out likelihood), so
+                that a network that predicts new points worse than the bands
+                steps aside.
             radiometry: for tasks that remember the radiometry of their
                 training imagery
                 (:class:`~geosparse.trainers.radiometry.RadiometryReference`,
@@ -268,7 +274,7 @@ class Predictor:
         #: Re-fit the kernel on the revealed points before predicting.
         self.refit = refit
         check_drift(drift)
-        #: What the re-fit's trend is on (``auto``, ``bands`` or ``network``).
+        #: What the re-fit's trend is on (``auto``, ``bands``, ``network``, ``kriging``).
         self.drift = drift
         #: The points the kernel is fitted on, if not the revealed ones.
         self.refit_points: RevealedPoints | None = None

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Literal, get_args
 
 import numpy as np
 import torch
+from scipy.spatial import cKDTree
 
 from ..console import progress as progress_bar
 from ..gp import KernelParams, RevealedFit, fit_revealed
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 __all__ = ['Drift', 'check_drift', 'refit']
 
 #: What the re-fitted trend is on (see :func:`refit`).
-Drift = Literal['auto', 'bands', 'network']
+Drift = Literal['auto', 'bands', 'network', 'kriging']
 
 
 def check_drift(drift: str) -> None:
@@ -41,7 +42,9 @@ def check_drift(drift: str) -> None:
     .. versionadded:: 0.3
     """
     if drift not in get_args(Drift):
-        raise ValueError(f"drift must be 'auto', 'bands' or 'network', got {drift!r}.")
+        raise ValueError(
+            f"drift must be 'auto', 'bands', 'network' or 'kriging', got {drift!r}."
+        )
 
 
 def refit(
@@ -72,10 +75,14 @@ def refit(
             (with a warning).
         points: fit on these points (in the source's CRS) instead of the revealed
             ones, e.g. those the network was not trained on.
-        drift: ``auto``: the trend on the network mean and the raw image bands,
-            or on the network mean alone, whichever has the higher leave-one-out
-            likelihood; ``bands``: always with the bands; ``network``: on the
-            network mean alone.
+        drift: ``auto``: of the trends on the network mean and the raw image
+            bands, on the network mean alone, and, with ``points``, on the bands
+            alone (universal kriging, fitted on every revealed point: it owes
+            nothing to the network), the one with the highest leave-one-out
+            likelihood at the fitted points, each predicted from all the other
+            revealed points;
+            ``bands``, ``network``, ``kriging``: that trend (see
+            :func:`~geosparse.gp.fit_revealed`).
 
     Returns:
         The fit, :math:`\ell` in the raster's CRS units (the kernel as trained,
@@ -86,14 +93,21 @@ def refit(
     assert conditioning is not None and conditioning.points is not None
     grid = source.grid
     fit_points = conditioning.points if points is None else points
-    xy, values = fit_points.xy, fit_points.values
+    # The revealed points the fit is not on (the network's training points, with
+    # --refit-on): the map is conditioned on them, so the drift is chosen with them.
+    seen = _others(conditioning.points, fit_points, abs(grid.transform.a))
+    both = RevealedPoints(
+        np.concatenate([fit_points.xy, seen.xy]),
+        np.concatenate([fit_points.values, seen.values]),
+    )
+    is_seen = np.arange(len(both.values)) >= len(fit_points.values)
+    xy, values = both.xy, both.values
     exact = np.stack(grid.to_pixels(xy), 1)
     rows, cols, inside = grid.pixel_of(xy)
     keys = grid.block_of(rows, cols, block)
     windows = grid.blocks(block)
-    pts: list[np.ndarray] = []
+    kept: list[np.ndarray] = []
     means: list[np.ndarray] = []
-    vals: list[np.ndarray] = []
     bands: list[np.ndarray] = []
     kernel: KernelParams | None = None
     task_kernel = getattr(predictor.head, 'kernel_params', None)
@@ -113,9 +127,8 @@ def refit(
         ok &= np.isfinite(mean[r, c]) & np.isfinite(image[:, r, c]).all(0)
         # Exact positions, as the posterior uses them (the mean is read at the
         # pixel that holds the point, as there too).
-        pts.append(exact[sel][ok])
+        kept.append(sel[ok])
         means.append(mean[r[ok], c[ok]].astype(np.float64))
-        vals.append(values[sel][ok].astype(np.float64))
         bands.append(image[:, r[ok], c[ok]].T.astype(np.float64))
         if kernel is None:
             kernel = conditioning.params(
@@ -126,28 +139,43 @@ def refit(
         kernel = conditioning.params(
             image.astype(np.float32), grid.window_transform(windows[0]), task_kernel
         )
-    group = (
-        (torch.from_numpy(np.concatenate(a)) for a in (pts, vals, means))
-        if pts
-        else (torch.zeros(0, 2), torch.zeros(0), torch.zeros(0))
+    idx = np.concatenate(kept) if kept else np.zeros(0, int)
+    m_all = np.concatenate(means) if means else np.zeros(0)
+    z_all = np.concatenate(bands) if bands else np.zeros((0, source.count))
+    split = [~is_seen[idx], is_seen[idx]]
+    group, other = (
+        (
+            torch.from_numpy(exact[idx[s]]),
+            torch.from_numpy(values[idx[s]].astype(np.float64)),
+            torch.from_numpy(m_all[s]),
+        )
+        for s in split
     )
-    covariates = None
-    if drift != 'network':
-        covariates = [
-            torch.from_numpy(np.concatenate(bands))
-            if bands
-            else torch.zeros(0, source.count)
-        ]
+    z_fit, z_seen = (torch.from_numpy(z_all[s]) for s in split)
+    with_bands = drift != 'network'
     fit = fit_revealed(
-        [tuple(group)],  # type: ignore[list-item]
+        [group],
         kernel,
         min_points=min_points,
         max_points=max_points,
-        covariates=covariates,
+        covariates=[z_fit] if with_bands else None,
         select=drift == 'auto',
+        seen=[other] if len(other[1]) else None,
+        seen_covariates=[z_seen] if with_bands and len(other[1]) else None,
+        drift=None if drift == 'auto' else drift,
     )
     res = abs(grid.transform.a)
     params = dataclasses.replace(
         fit.params, lengthscale=fit.params.lengthscale * res, units='crs'
     )
     return dataclasses.replace(fit, params=params)
+
+
+def _others(
+    revealed: RevealedPoints, fitted: RevealedPoints, pixel: float
+) -> RevealedPoints:
+    """The revealed points not among the fitted ones (within a thousandth pixel)."""
+    if fitted is revealed or not len(revealed.values) or not len(fitted.values):
+        return revealed.subset(np.zeros(len(revealed.values), bool))
+    dist, _ = cKDTree(fitted.xy).query(revealed.xy)
+    return revealed.subset(dist > 1e-3 * pixel)

@@ -208,13 +208,12 @@ def test_a_point_on_nodata_is_left_out_with_a_warning():
 
 def test_leave_one_out_density_matches_refitting_without_each_point():
     """The closed form (R&W Eq. 5.12) against conditioning on the others, point by point."""
-    from geosparse.gp.empirical import _Groups, _loo_nlpd
+    from geosparse.gp.empirical import _loo_nlpd
 
     gen = torch.Generator().manual_seed(7)
     pts = [torch.rand(6, 2, generator=gen, dtype=torch.float64) * 10 for _ in range(2)]
     y = torch.randn(12, generator=gen, dtype=torch.float64)
     h = torch.cat([torch.ones(12, 1), torch.randn(12, 2, generator=gen)], 1).double()
-    data = _Groups.pad(pts, y, h)
     theta = torch.tensor([3.0, 0.8, 0.2], dtype=torch.float64).log()  # ℓ, s², σ²
     prior_mean = torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64)
     prior_sd = torch.tensor([2.0, 1.0, 0.5], dtype=torch.float64)
@@ -230,5 +229,123 @@ def test_leave_one_out_density_matches_refitting_without_each_point():
         v_i = c[i, i] - c[i, o] @ w
         nlpd.append(0.5 * torch.log(2 * math.pi * v_i) + 0.5 * (y[i] - m_i) ** 2 / v_i)
     expected = float(torch.stack(nlpd).mean())
-    got = _loo_nlpd(theta, data, 'rbf', prior_mean, prior_sd)
+    every = torch.ones(12, dtype=torch.bool)
+    got = _loo_nlpd(theta, 'rbf', pts, y, h, every, every, prior_mean, prior_sd)
     assert got == pytest.approx(expected, rel=1e-9)
+
+
+def test_leave_one_out_with_seen_points_matches_the_map_without_each_point():
+    """Seen points are conditioned on but do not estimate the trend (brute force)."""
+    from geosparse.gp.empirical import _loo_nlpd
+
+    gen = torch.Generator().manual_seed(8)
+    pts = [torch.rand(9, 2, generator=gen, dtype=torch.float64) * 10 for _ in range(2)]
+    y = torch.randn(18, generator=gen, dtype=torch.float64)
+    h = torch.cat([torch.ones(18, 1), torch.randn(18, 2, generator=gen)], 1).double()
+    trend_on = torch.tensor([True] * 6 + [False] * 3 + [True] * 5 + [False] * 4)
+    scored = trend_on.clone()
+    scored[0] = False  # a trend point that is not scored
+    theta = torch.tensor([4.0, 0.7, 0.3], dtype=torch.float64).log()
+    b = torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64)
+    tau = torch.tensor([2.0, 1.0, 0.5], dtype=torch.float64)
+    ell, s2, n2 = theta.exp()
+    k = torch.block_diag(*[stationary(p, p, ell, s2) for p in pts])
+    k = k + n2 * torch.eye(18, dtype=torch.float64)
+    nlpd = []
+    for i in torch.nonzero(scored)[:, 0].tolist():
+        o = [j for j in range(18) if j != i]
+        t = [j for j in o if trend_on[j]]
+        # The trend's posterior from the other trend points (R&W Eq. 2.42).
+        kt = torch.linalg.inv(k[t][:, t])
+        cov = torch.linalg.inv(torch.diag(tau**-2) + h[t].T @ kt @ h[t])
+        beta = cov @ (torch.diag(tau**-2) @ b + h[t].T @ kt @ y[t])
+        # Then the GP on every other point, with the trend's uncertainty.
+        w = torch.linalg.solve(k[o][:, o], k[o, i])
+        m_i = h[i] @ beta + w @ (y[o] - h[o] @ beta)
+        r = h[i] - h[o].T @ w
+        v_i = k[i, i] - k[i, o] @ w + r @ cov @ r
+        nlpd.append(0.5 * torch.log(2 * math.pi * v_i) + 0.5 * (y[i] - m_i) ** 2 / v_i)
+    expected = float(torch.stack(nlpd).mean())
+    got = _loo_nlpd(theta, 'rbf', pts, y, h, trend_on, scored, b, tau)
+    assert got == pytest.approx(expected, rel=1e-9)
+
+
+def _seen_scene(seed, informative):
+    """Bands explain the labels; the network knows its training points only."""
+    z, label, pts, y, _mean = _band_scene(seed=seed)
+    rc = pts.floor().long()
+    bands_at = z[:, rc[:, 0], rc[:, 1]].T
+    gen = torch.Generator().manual_seed(seed)
+    n = len(y)
+    if informative:
+        # The network knows what is not linear in the bands.
+        extra = 2 * bands_at[:, 0] ** 2
+        y = y + extra
+        m = label[rc[:, 0], rc[:, 1]] + extra
+    else:
+        # Memorised at its training points, noise anywhere else.
+        m = 2 * torch.randn(n, generator=gen, dtype=torch.float64) + 7
+        m[n // 3 :] = y[n // 3 :]
+    rev, seen = slice(0, n // 3), slice(n // 3, n)
+    return z, label, pts, y, m, bands_at, rev, seen
+
+
+@pytest.mark.parametrize('informative', [False, True])
+def test_the_network_steps_aside_for_kriging_when_it_only_knows_its_points(
+    informative,
+):
+    """``seen`` points: the drift is chosen as the map will predict new points."""
+    z, label, pts, y, m, bands_at, rev, seen = _seen_scene(6, informative)
+    fit = fit_revealed(
+        [(pts[rev], y[rev], m[rev])],
+        TRAINED,
+        covariates=[bands_at[rev]],
+        seen=[(pts[seen], y[seen], m[seen])],
+        seen_covariates=[bands_at[seen]],
+    )
+    scores = dict(fit.compared)
+    assert set(scores) == {'bands', 'network', 'kriging'}
+    if informative:
+        assert fit.drift != 'kriging', scores
+        return
+    assert fit.drift == 'kriging', scores
+    assert fit.trend.slope == 0.0 and fit.trend.cov[1] == (0.0,) * 4
+    assert abs(fit.trend.bands[0] - 2) < 0.3 and abs(fit.trend.bands[1] + 1) < 0.3
+    # The network as a drift, conditioned on the same points, maps far worse.
+    network = fit_revealed(
+        [(pts[rev], y[rev], m[rev])],
+        TRAINED,
+        covariates=[bands_at[rev]],
+        seen=[(pts[seen], y[seen], m[seen])],
+        seen_covariates=[bands_at[seen]],
+        drift='network',
+    )
+    # A map whose network mean is noise away from the points.
+    gen = torch.Generator().manual_seed(0)
+    noise_map = 2 * torch.randn(label.shape, generator=gen, dtype=torch.float64) + 7
+    errs = {}
+    for name, f in (('kriging', fit), ('network', network)):
+        mu, std = posterior_map(
+            noise_map, pts, y, f.params, trend=f.trend, covariates=z
+        )
+        assert bool(torch.isfinite(std).all())
+        errs[name] = float((mu - label).square().mean())
+    assert errs['kriging'] < 0.5 * errs['network'], errs
+
+
+def test_drift_and_seen_points_are_checked():
+    _z, _label, pts, y, m, bands_at, rev, seen = _seen_scene(7, False)
+    one = [(pts[rev], y[rev], m[rev])]
+    with pytest.raises(ValueError, match='drift must be one of'):
+        fit_revealed(one, TRAINED, drift='trend')
+    with pytest.raises(ValueError, match='needs the image bands'):
+        fit_revealed(one, TRAINED, drift='kriging')
+    with pytest.raises(ValueError, match='seen: 2 groups for 1'):
+        fit_revealed(one, TRAINED, seen=one * 2)
+    with pytest.raises(ValueError, match='exactly when covariates'):
+        fit_revealed(one, TRAINED, covariates=[bands_at[rev]], seen=one)
+    bad = [(pts[seen], y[seen] * torch.nan, m[seen])]
+    with pytest.raises(ValueError, match='seen points: labels'):
+        fit_revealed(one, TRAINED, seen=bad)
+    # Without the bands, only the network's trend can be fitted.
+    assert fit_revealed(one, TRAINED, seen=one).drift == 'network'

@@ -305,6 +305,10 @@ def test_reveal_refits_the_kernel_on_the_known_points_by_default(tmp_path):
         tags = src.tags()
     assert json.loads(tags['kernel'])['points'] == 50
     assert json.loads(tags['revealed_points']) == 100
+    # The three trends were compared (the network explains the points here).
+    scores = json.loads(tags['kernel'])['loo_nlpd_by_drift']
+    assert set(scores) == {'bands', 'network', 'kriging'}
+    assert json.loads(tags['kernel'])['drift'] != 'kriging', scores
     bad = [*base, '--no-refit', '--refit-on', str(tmp_path / 'fit.gpkg')]
     assert main([*bad, '--out', str(tmp_path / 'bad')]) == 2
     err = {f: np.sqrt(np.mean((m[r, c] - truth) ** 2)) for f, (m, _, _) in out.items()}
