@@ -362,7 +362,9 @@ def test_drift_on_the_bands_makes_the_map_regression_kriging(tmp_path, capsys):
     by_drift = kernels['auto']['loo_nlpd_by_drift']
     assert by_drift['bands'] < by_drift['network']
     assert err['bands'] < 1.0 < 5 * 1.0 < err['network'], err
-    with pytest.raises(ValueError, match="drift must be 'auto', 'bands' or 'network'"):
+    with pytest.raises(
+        ValueError, match="drift must be 'auto', 'bands', 'network' or 'kriging'"
+    ):
         Predictor(
             PixelwiseRegression(model='fcn', in_channels=3, num_outputs=1),
             drift='linear',  # type: ignore[arg-type]
