@@ -327,17 +327,20 @@ def run_split(
             for all_points in (False, True) if net == 'npp' else (False,):
                 # Given every known point (``--reveal ALL --refit-on REVEALED``), the
                 # train points are seen: conditioned on, and in the drift's choice.
-                fit = fit_revealed(
-                    [(rev_pts, rev_val, at)],
-                    start,
-                    covariates=None if drift == 'network' else [bands_rev],
-                    select=drift == 'auto',
-                    seen=[(tr_pts, tr_val, at_tr)] if all_points else None,
-                    seen_covariates=(
-                        [bands_tr] if all_points and drift != 'network' else None
-                    ),
-                    drift=None if drift == 'auto' else drift,
-                )
+                # The network's trends are fitted on the revealed points alone: the
+                # same fit with or without the train points.
+                if not (all_points and drift in ('bands', 'network')):
+                    fit = fit_revealed(
+                        [(rev_pts, rev_val, at)],
+                        start,
+                        covariates=None if drift == 'network' else [bands_rev],
+                        select=drift == 'auto',
+                        seen=[(tr_pts, tr_val, at_tr)] if all_points else None,
+                        seen_covariates=(
+                            [bands_tr] if all_points and drift != 'network' else None
+                        ),
+                        drift=None if drift == 'auto' else drift,
+                    )
                 given = (
                     (torch.from_numpy(rc[known] + 0.5), torch.from_numpy(values[known]))
                     if all_points
