@@ -10,8 +10,10 @@ Gaussian-process likelihood, learnable RBF kernel by default). Scored:
 - ``npp-gp``: the package's default prediction: the NPP map conditioned on the
   revealed points after the empirical-Bayes re-fit of the kernel, the noise and a
   trend :math:`a + b\,m(x) + \sum_k c_k z_k(x)` on the network mean and the image
-  bands, or on the network mean alone, whichever predicts the revealed points
-  better, each left out in turn (:func:`~geosparse.gp.fit_revealed`);
+  bands, and one on the network mean alone, the two maps stacked with the weights
+  that best predict the revealed points, each left out in turn
+  (:func:`~geosparse.gp.fit_revealed`);
+- ``npp-gp-select``: instead of stacking, the one trend that predicts them best;
 - ``npp-gp-bands``, ``npp-gp-network``, ``npp-gp-kriging``: the same with the
   trend always on the bands too (``--drift bands``), on the network mean alone
   (``--drift network``), or on the bands alone, the network left out (``--drift
@@ -20,8 +22,8 @@ Gaussian-process likelihood, learnable RBF kernel by default). Scored:
   ``npp-gp-kriging-all``: the same, given every known point, the train points too
   (``geosparse predict --reveal ALL --refit-on REVEALED``): conditioned on all of
   them, the kernel of the network's trends fitted on the revealed points, that of
-  ``kriging`` on all, and the default's choice made at the revealed points, each
-  predicted from all the others;
+  ``kriging`` on all, and the default's stacking weights (``npp-gp-select-all``:
+  its choice) made at the revealed points, each predicted from all the others;
 - ``npp-gp-trained``: conditioned with the kernel as trained (no re-fit);
 - ``mse-gp``: the same re-fit and posterior around the MSE network's map;
 - baselines from *every* known label (train and revealed points), so that they hold
@@ -67,6 +69,7 @@ re-fitted (below 8 points the trained kernel is kept) and with the kernel as tra
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -97,9 +100,12 @@ from geosparse.datasets import (
 )
 from geosparse.gp import (
     KernelParams,
+    RevealedFit,
+    Trend,
     fit_revealed,
     ordinary_kriging,
     posterior_map,
+    predictive_map,
     regression_kriging,
 )
 from geosparse.gp.kernels import FAMILIES
@@ -346,13 +352,30 @@ def run_split(
                     if all_points
                     else (rev_pts, rev_val)
                 )
-                mean, std = posterior_map(
-                    maps[net], *given, fit.params, trend=fit.trend, covariates=bands
-                )
+                mean, std = predictive_map(maps[net], *given, fit, covariates=bands)
                 key = f'{name}-all' if all_points else name
                 pred[key] = mean[er, ec].numpy()
-                sd[key] = np.sqrt(std[er, ec].numpy() ** 2 + fit.params.noise)
+                sd[key] = std[er, ec].numpy()
                 kernels[key] = fit.as_dict()
+                if drift == 'auto' and net == 'npp':
+                    # The trend of best leave-one-out density alone (stack=False).
+                    best = min(fit.compared, key=lambda c: c[1])[0]
+                    one = next((f for _, f in fit.parts if f.drift == best), None)
+                    if one is None:  # dropped from the stack: fit it again
+                        one = fit_revealed(
+                            [(rev_pts, rev_val, at)],
+                            start,
+                            covariates=[bands_rev],
+                            seen=[(tr_pts, tr_val, at_tr)] if all_points else None,
+                            seen_covariates=[bands_tr] if all_points else None,
+                            stack=False,
+                        )
+                    one = dataclasses.replace(one, compared=fit.compared)
+                    mean, std = predictive_map(maps[net], *given, one, covariates=bands)
+                    key = f'{net}-gp-select' + ('-all' if all_points else '')
+                    pred[key] = mean[er, ec].numpy()
+                    sd[key] = std[er, ec].numpy()
+                    kernels[key] = one.as_dict()
     # Revelation curve: a growing share of the revealed points, re-fitted and as
     # trained (the share 0 is the network alone).
     curve: dict[str, dict[str, dict[str, float]]] = {'refit': {}, 'trained': {}}
@@ -365,12 +388,12 @@ def run_split(
             fit = fit_revealed(
                 [(pts_k, val_k, at_rev[:k])], trained, covariates=[bands_rev[:k]]
             )
-        for name, params, trend in (
-            ('refit', fit.params, fit.trend),
-            ('trained', trained, None),
+        for name, given_fit in (
+            ('refit', fit),
+            ('trained', RevealedFit(trained, Trend(), False, k)),
         ):
-            mean, _ = posterior_map(
-                maps['npp'], pts_k, val_k, params, trend=trend, covariates=bands
+            mean, _ = predictive_map(
+                maps['npp'], pts_k, val_k, given_fit, covariates=bands
             )
             curve[name][str(share)] = scores(mean[er, ec].numpy(), eval_val)
     seconds['posterior'] = round(time.perf_counter() - t0, 2)

@@ -799,10 +799,11 @@ def build_parser() -> argparse.ArgumentParser:
         'c . image bands, so that where the network is weak the map is regression '
         'kriging on the bands; network: a + b * network alone; kriging: a + c . '
         'image bands, the network left out (universal kriging of every known '
-        'point); auto: whichever of bands and network (and kriging, with '
-        '--refit-on) predicts the known points (those of --refit-on) better, each '
-        'left out in turn and predicted from all the others, so a network that '
-        'predicts new points worse than the bands steps aside (default: auto)',
+        'point); auto: bands and network (and kriging, with --refit-on) each '
+        'fitted, and the map their mixture, weighted by how well each predicts the '
+        'known points (those of --refit-on) left out in turn from all the others '
+        '(stacking), so a network that predicts new points worse than the bands '
+        'steps aside; the tags list the weights (default: auto)',
     )
     gp.add_argument(
         '--refit-on',

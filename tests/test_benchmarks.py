@@ -396,7 +396,7 @@ def test_npp_geo_on_points_with_dense_truth(height_scene, tmp_path):
     gp = {'npp-gp', 'npp-gp-trained', 'mse-gp', 'constant', 'ok', 'rk'}
     gp |= {'ok-revealed', 'rk-revealed', 'npp-gp-all'}
     gp |= {'npp-gp-network', 'npp-gp-network-all', 'npp-gp-bands', 'npp-gp-bands-all'}
-    gp |= {'npp-gp-kriging', 'npp-gp-kriging-all'}
+    gp |= {'npp-gp-kriging', 'npp-gp-kriging-all', 'npp-gp-select', 'npp-gp-select-all'}
     assert set(got['methods']) == {'mse', 'npp'} | gp
     assert set(got['calibration']) == gp
     assert got['points']['evaluated_on'] == 'truth'
@@ -419,6 +419,12 @@ def test_npp_geo_on_points_with_dense_truth(height_scene, tmp_path):
     kriging = got['per_seed']['0']['kernel'][0]['npp-gp-kriging-all']
     assert kriging['drift'] == 'kriging' and kriging['trend']['slope'] == 0.0
     assert kriging['points'] == 120
+    # The default stacks the trends (weights summing to 1) or keeps the one left.
+    weights = [p['weight'] for p in given_all.get('stack', [{'weight': 1.0}])]
+    assert sum(weights) == pytest.approx(1.0) and min(weights) >= 1e-3
+    chosen = got['per_seed']['0']['kernel'][0]['npp-gp-select-all']
+    scores = chosen['loo_nlpd_by_drift']
+    assert chosen['drift'] == min(scores, key=scores.get) and 'stack' not in chosen
     assert set(got['revelation']) == {'refit', 'trained'}
     assert list(got['revelation']['refit']) == ['0.25', '0.5', '1.0']
     # Regression kriging on the bands of an image that explains the height beats

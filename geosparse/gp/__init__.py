@@ -30,7 +30,7 @@ from .kriging import KrigingResult, ordinary_kriging, regression_kriging
 from .likelihood import MarginalLikelihood, NPPLoss
 from .noise import GaussianNoise
 from .params import KernelParams
-from .posterior import loo_variance_scale, posterior_map
+from .posterior import loo_variance_scale, posterior_map, predictive_map
 
 __all__ = [
     'FAMILIES',
@@ -50,6 +50,7 @@ __all__ = [
     'loo_variance_scale',
     'ordinary_kriging',
     'posterior_map',
+    'predictive_map',
     'rbf',
     'regression_kriging',
     'stable_cholesky',

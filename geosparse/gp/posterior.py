@@ -36,11 +36,11 @@ import warnings
 import torch
 from torch import Tensor
 
-from .empirical import Trend
+from .empirical import RevealedFit, Trend
 from .kernels import kernel_reach, stable_cholesky, stationary
 from .params import KernelParams
 
-__all__ = ['loo_variance_scale', 'posterior_map']
+__all__ = ['loo_variance_scale', 'posterior_map', 'predictive_map']
 
 
 def _in_pixels(params: KernelParams) -> tuple[float, float, float, str]:
@@ -221,6 +221,62 @@ def posterior_map(
                 var = var + trend_var(tile_h, ks @ g[near])
             out_std[r0:r1, c0:c1] = var.sqrt().reshape(shape)
     return out_mean, out_std
+
+
+def predictive_map(
+    mean: Tensor,
+    points: Tensor,
+    values: Tensor,
+    fit: RevealedFit,
+    covariates: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    r"""Predictive mean and std of a new measurement at every pixel, given a fit.
+
+    For one fit, :func:`posterior_map` with its kernel and trend, the std widened by
+    the noise, :math:`\sqrt{\sigma_*^2 + \sigma_0^2}` (a held-out label is
+    measured with the noise, as a kriging variance with a nugget). For stacked
+    trends (:attr:`~geosparse.gp.RevealedFit.members`, weights :math:`w_k`), the
+    mixture of their predictive distributions (Yao et al., 2018):
+
+    .. math::
+        \mu = \sum_k w_k \mu_k, \qquad
+        \sigma^2 = \sum_k w_k (\sigma_k^2 + \mu_k^2) - \mu^2
+        = \sum_k w_k \sigma_k^2 + \sum_k w_k (\mu_k - \mu)^2,
+
+    so the std grows where the trends disagree.
+
+    .. versionadded:: 0.5
+
+    Args:
+        mean: ``(H, W)`` network mean map.
+        points: ``(P, 2)`` (row, col) pixel coordinates of the known points.
+        values: ``(P,)`` their labels.
+        fit: the fit (:func:`~geosparse.gp.fit_revealed`), :math:`\ell` in pixels.
+        covariates: ``(K, H, W)`` the image bands, for trends on them.
+
+    Returns:
+        ``(mean, std)`` maps ``(H, W)``, float64.
+    """
+    first = torch.zeros(mean.shape, dtype=torch.float64)
+    second = torch.zeros(mean.shape, dtype=torch.float64)
+    parts = fit.parts
+    for weight, part in parts:
+        bands = covariates if part.trend.bands else None
+        mu, sd = posterior_map(
+            mean.double(),
+            points,
+            values,
+            part.params,
+            trend=part.trend,
+            covariates=bands,
+        )
+        mu = mu.double()
+        var = sd.double().square() + part.params.noise
+        if len(parts) == 1:
+            return mu, var.sqrt()
+        first += weight * mu
+        second += weight * (var + mu.square())
+    return first, (second - first.square()).clamp_min(0).sqrt()
 
 
 def loo_variance_scale(

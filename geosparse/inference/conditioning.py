@@ -17,7 +17,11 @@ kernel). By default the kernel, the noise and a trend
 (:func:`~geosparse.inference.refit.refit`, empirical Bayes); the fit replaces the
 trained kernel for every window. The written ``std`` is that of a new measurement at
 the pixel, :math:`\sqrt{\sigma_*^2 + \sigma_0^2}`, as a kriging variance with a
-nugget is: held-out labels are measured with the noise. :class:`GPConditioning`
+nugget is: held-out labels are measured with the noise. When the re-fit stacks
+several trends (:attr:`~geosparse.gp.RevealedFit.members`, weights :math:`w_k`),
+each gives its posterior :math:`(\mu_k, \sigma_k^2)` and the map is their mixture's
+mean and standard deviation, :math:`\mu = \sum_k w_k \mu_k` and
+:math:`\sigma^2 = \sum_k w_k (\sigma_k^2 + \mu_k^2) - \mu^2`. :class:`GPConditioning`
 also turns the head's one-band spec into the written ``mean`` and ``std`` bands
 with the kernel and the fit in the tags.
 """
@@ -35,7 +39,7 @@ from pyproj import Transformer
 from rasterio.crs import CRS
 from torch import Tensor
 
-from ..gp import KernelParams, RevealedFit, posterior_map
+from ..gp import KernelParams, RevealedFit, Trend, predictive_map
 from ..io.grid import RasterGrid
 from ..io.spec import BandSpec, OutputSpec
 
@@ -185,16 +189,14 @@ class GPConditioning:
             if transform is None:
                 raise ValueError('reveal needs the window transform.')
             pts, vals = self.points.in_window(transform, h, w)
-        params = self.params(image, transform, task_kernel)
-        trend = self.fit.trend if self.fit is not None else None
+        if self.fit is not None and self.fit.refitted:
+            res = 1.0 if transform is None else abs(transform.a)
+            fit = self.fit.map_params(lambda p: p.in_pixels(res))
+        else:  # the kernel given or trained, the trend as known
+            params = self.params(image, transform, task_kernel)
+            trend = self.fit.trend if self.fit is not None else Trend()
+            fit = RevealedFit(params, trend, False, len(vals))
         # The image bands, for a trend on them.
-        covariates = (
-            torch.from_numpy(np.asarray(image, dtype=np.float64))
-            if trend is not None and trend.bands
-            else None
-        )
-        post, std = posterior_map(
-            mean.double(), pts, vals, params, trend=trend, covariates=covariates
-        )
-        std = (std.square() + params.noise).sqrt()
+        bands = torch.from_numpy(np.asarray(image, dtype=np.float64))
+        post, std = predictive_map(mean, pts, vals, fit, covariates=bands)
         return np.stack([post.numpy(), std.numpy()]).astype(np.float32)

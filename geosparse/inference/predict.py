@@ -197,7 +197,8 @@ def predict_raster(
         tags['radiometry'] = json.dumps(predictor.shift.summary())
     fit = None if predictor.conditioning is None else predictor.conditioning.fit
     if fit is not None and fit.refitted:
-        reach = 3 * fit.params.lengthscale / abs(src.grid.transform.a)
+        widest = max(f.params.lengthscale for _, f in fit.parts)
+        reach = 3 * widest / abs(src.grid.transform.a)
         one_block = max(src.grid.height, src.grid.width) <= block
         if reach > halo and not one_block:
             warnings.warn(

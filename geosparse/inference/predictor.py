@@ -154,12 +154,12 @@ class Predictor:
                 on the network mean alone; ``kriging``: on the bands alone,
                 :math:`\beta_0 + \sum_k \gamma_k z_k`, the network left out
                 (universal kriging of the points, fitted on every revealed point,
-                ``refit_on`` or not); ``auto`` (default): whichever of ``bands``
-                and ``network`` (and ``kriging``, with ``refit_on``) predicts the
-                ``refit_on`` (or revealed) points better, each left out in turn
-                and predicted from all the others (leave-one-out likelihood), so
-                that a network that predicts new points worse than the bands
-                steps aside.
+                ``refit_on`` or not); ``auto`` (default): ``bands`` and
+                ``network`` (and ``kriging``, with ``refit_on``) each fitted and
+                the map their mixture, with the stacking weights that maximise
+                the leave-one-out likelihood of the ``refit_on`` (or revealed)
+                points, each predicted from all the others, so that a network
+                that predicts new points worse than the bands steps aside.
             radiometry: for tasks that remember the radiometry of their
                 training imagery
                 (:class:`~geosparse.trainers.radiometry.RadiometryReference`,

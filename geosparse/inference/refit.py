@@ -78,9 +78,9 @@ def refit(
         drift: ``auto``: of the trends on the network mean and the raw image
             bands, on the network mean alone, and, with ``points``, on the bands
             alone (universal kriging, fitted on every revealed point: it owes
-            nothing to the network), the one with the highest leave-one-out
-            likelihood at the fitted points, each predicted from all the other
-            revealed points;
+            nothing to the network), averaged with the stacking weights that
+            maximise the leave-one-out likelihood at the fitted points, each
+            predicted from all the other revealed points;
             ``bands``, ``network``, ``kriging``: that trend (see
             :func:`~geosparse.gp.fit_revealed`).
 
@@ -165,10 +165,9 @@ def refit(
         drift=None if drift == 'auto' else drift,
     )
     res = abs(grid.transform.a)
-    params = dataclasses.replace(
-        fit.params, lengthscale=fit.params.lengthscale * res, units='crs'
+    return fit.map_params(
+        lambda p: dataclasses.replace(p, lengthscale=p.lengthscale * res, units='crs')
     )
-    return dataclasses.replace(fit, params=params)
 
 
 def _others(

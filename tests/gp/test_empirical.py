@@ -228,10 +228,9 @@ def test_leave_one_out_density_matches_refitting_without_each_point():
         m_i = mu[i] + w @ (y[o] - mu[o])
         v_i = c[i, i] - c[i, o] @ w
         nlpd.append(0.5 * torch.log(2 * math.pi * v_i) + 0.5 * (y[i] - m_i) ** 2 / v_i)
-    expected = float(torch.stack(nlpd).mean())
     every = torch.ones(12, dtype=torch.bool)
     got = _loo_nlpd(theta, 'rbf', pts, y, h, every, every, prior_mean, prior_sd)
-    assert got == pytest.approx(expected, rel=1e-9)
+    torch.testing.assert_close(got, torch.stack(nlpd), rtol=1e-9, atol=0)
 
 
 def test_leave_one_out_with_seen_points_matches_the_map_without_each_point():
@@ -265,9 +264,33 @@ def test_leave_one_out_with_seen_points_matches_the_map_without_each_point():
         r = h[i] - h[o].T @ w
         v_i = k[i, i] - k[i, o] @ w + r @ cov @ r
         nlpd.append(0.5 * torch.log(2 * math.pi * v_i) + 0.5 * (y[i] - m_i) ** 2 / v_i)
-    expected = float(torch.stack(nlpd).mean())
     got = _loo_nlpd(theta, 'rbf', pts, y, h, trend_on, scored, b, tau)
-    assert got == pytest.approx(expected, rel=1e-9)
+    torch.testing.assert_close(got, torch.stack(nlpd), rtol=1e-9, atol=0)
+
+
+def test_stacking_weights_maximise_the_leave_one_out_density():
+    """EM's weights against a direct optimiser of the same objective (Yao et al.)."""
+    from scipy.optimize import minimize
+
+    from geosparse.gp.empirical import _stacking_weights
+
+    gen = torch.Generator().manual_seed(3)
+    nlpd = torch.rand(3, 40, generator=gen, dtype=torch.float64) * 3
+    w = _stacking_weights(nlpd)
+    assert float(w.sum()) == pytest.approx(1.0) and bool((w >= 0).all())
+    dens = (-nlpd).exp().numpy()
+
+    def objective(v: np.ndarray) -> float:
+        p = np.exp(v - v.max())
+        return -float(np.log((p / p.sum()) @ dens).mean())
+
+    best = minimize(objective, np.zeros(3), method='Nelder-Mead', tol=1e-12)
+    assert objective(np.log(w.numpy() + 1e-300)) <= best.fun + 1e-6
+    # A model better at every point takes all the weight; two equal ones share it.
+    one = torch.stack([nlpd[0] - 1, nlpd[0]])
+    assert float(_stacking_weights(one)[0]) > 0.999
+    both = _stacking_weights(torch.stack([nlpd[0], nlpd[0]]))
+    torch.testing.assert_close(both, torch.full((2,), 0.5, dtype=torch.float64))
 
 
 def _seen_scene(seed, informative):
@@ -305,10 +328,15 @@ def test_the_network_steps_aside_for_kriging_when_it_only_knows_its_points(
     )
     scores = dict(fit.compared)
     assert set(scores) == {'bands', 'network', 'kriging'}
+    # The trends are stacked; the heaviest comes first and gives the tags' trend.
+    weights = {f.drift: w for w, f in fit.parts}
+    assert sum(weights.values()) == pytest.approx(1.0)
+    top = max(fit.parts, key=lambda part: part[0])[1]
+    assert (top.drift, top.params, top.trend) == (fit.drift, fit.params, fit.trend)
     if informative:
-        assert fit.drift != 'kriging', scores
+        assert weights.get('kriging', 0.0) < 0.5, (scores, weights)
         return
-    assert fit.drift == 'kriging', scores
+    assert fit.drift == 'kriging' and weights['kriging'] > 0.9, (scores, weights)
     assert fit.trend.slope == 0.0 and fit.trend.cov[1] == (0.0,) * 4
     assert abs(fit.trend.bands[0] - 2) < 0.3 and abs(fit.trend.bands[1] + 1) < 0.3
     # The network as a drift, conditioned on the same points, maps far worse.

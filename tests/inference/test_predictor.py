@@ -309,6 +309,17 @@ def test_reveal_refits_the_kernel_on_the_known_points_by_default(tmp_path):
     scores = json.loads(tags['kernel'])['loo_nlpd_by_drift']
     assert set(scores) == {'bands', 'network', 'kriging'}
     assert json.loads(tags['kernel'])['drift'] != 'kriging', scores
+    # Forced, the kriging trend leaves the network out and is fitted on all 100.
+    folder = tmp_path / 'kriging'
+    assert main([*args[:-1], str(folder), '--drift', 'kriging']) == 0
+    with rasterio.open(folder / 'in_regression.tif') as src:
+        forced = json.loads(src.tags()['kernel'])
+        kriged = src.read(1)
+    assert forced['drift'] == 'kriging' and forced['points'] == 100
+    assert forced['trend']['slope'] == 0.0 and len(forced['trend']['bands']) == 3
+    assert 'loo_nlpd_by_drift' not in forced
+    with rasterio.open(tmp_path / 'refit_on' / 'in_regression.tif') as src:
+        assert not np.allclose(kriged, src.read(1))
     bad = [*base, '--no-refit', '--refit-on', str(tmp_path / 'fit.gpkg')]
     assert main([*bad, '--out', str(tmp_path / 'bad')]) == 2
     err = {f: np.sqrt(np.mean((m[r, c] - truth) ** 2)) for f, (m, _, _) in out.items()}
