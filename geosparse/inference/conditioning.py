@@ -196,7 +196,11 @@ class GPConditioning:
             params = self.params(image, transform, task_kernel)
             trend = self.fit.trend if self.fit is not None else Trend()
             fit = RevealedFit(params, trend, False, len(vals))
-        # The image bands, for a trend on them.
-        bands = torch.from_numpy(np.asarray(image, dtype=np.float64))
+        # The image bands, only for a trend on them (a float64 copy of the window).
+        bands = (
+            torch.from_numpy(np.asarray(image, dtype=np.float64))
+            if any(part.trend.bands for _, part in fit.parts)
+            else None
+        )
         post, std = predictive_map(mean, pts, vals, fit, covariates=bands)
         return np.stack([post.numpy(), std.numpy()]).astype(np.float32)
