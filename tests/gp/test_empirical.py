@@ -319,13 +319,18 @@ def test_the_network_steps_aside_for_kriging_when_it_only_knows_its_points(
 ):
     """``seen`` points: the drift is chosen as the map will predict new points."""
     z, label, pts, y, m, bands_at, rev, seen = _seen_scene(6, informative)
-    fit = fit_revealed(
-        [(pts[rev], y[rev], m[rev])],
-        TRAINED,
-        covariates=[bands_at[rev]],
-        seen=[(pts[seen], y[seen], m[seen])],
-        seen_covariates=[bands_at[seen]],
-    )
+
+    def fit_with(drift=None):
+        return fit_revealed(
+            [(pts[rev], y[rev], m[rev])],
+            TRAINED,
+            covariates=[bands_at[rev]],
+            seen=[(pts[seen], y[seen], m[seen])],
+            seen_covariates=[bands_at[seen]],
+            drift=drift,
+        )
+
+    fit = fit_with()
     scores = dict(fit.compared)
     assert set(scores) == {'bands', 'network', 'kriging'}
     # The trends are stacked; the heaviest comes first and gives the tags' trend.
@@ -340,14 +345,7 @@ def test_the_network_steps_aside_for_kriging_when_it_only_knows_its_points(
     assert fit.trend.slope == 0.0 and fit.trend.cov[1] == (0.0,) * 4
     assert abs(fit.trend.bands[0] - 2) < 0.3 and abs(fit.trend.bands[1] + 1) < 0.3
     # The network as a drift, conditioned on the same points, maps far worse.
-    network = fit_revealed(
-        [(pts[rev], y[rev], m[rev])],
-        TRAINED,
-        covariates=[bands_at[rev]],
-        seen=[(pts[seen], y[seen], m[seen])],
-        seen_covariates=[bands_at[seen]],
-        drift='network',
-    )
+    network = fit_with('network')
     # A map whose network mean is noise away from the points.
     gen = torch.Generator().manual_seed(0)
     noise_map = 2 * torch.randn(label.shape, generator=gen, dtype=torch.float64) + 7
