@@ -800,7 +800,8 @@ def build_parser() -> argparse.ArgumentParser:
         'kriging on the bands; network: a + b * network alone; kriging: a + c . '
         'image bands, the network left out (universal kriging of every known '
         'point); auto: bands and network (and kriging, with --refit-on) each '
-        'fitted, and the map their mixture, weighted by how well each predicts the '
+        'fitted, and the map their mixture with the kernel as trained (the network '
+        'as the trend), weighted by how well each predicts the '
         'known points (those of --refit-on) left out in turn from all the others '
         '(stacking), so a network that predicts new points worse than the bands '
         'steps aside; the tags list the weights (default: auto)',

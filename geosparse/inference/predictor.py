@@ -156,7 +156,8 @@ class Predictor:
                 (universal kriging of the points, fitted on every revealed point,
                 ``refit_on`` or not); ``auto`` (default): ``bands`` and
                 ``network`` (and ``kriging``, with ``refit_on``) each fitted and
-                the map their mixture, with the stacking weights that maximise
+                the map their mixture with the kernel as trained (the network
+                mean as the trend), with the stacking weights that maximise
                 the leave-one-out likelihood of the ``refit_on`` (or revealed)
                 points, each predicted from all the others, so that a network
                 that predicts new points worse than the bands steps aside.

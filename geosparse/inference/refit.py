@@ -78,9 +78,11 @@ def refit(
         drift: ``auto``: of the trends on the network mean and the raw image
             bands, on the network mean alone, and, with ``points``, on the bands
             alone (universal kriging, fitted on every revealed point: it owes
-            nothing to the network), averaged with the stacking weights that
-            maximise the leave-one-out likelihood at the fitted points, each
-            predicted from all the other revealed points;
+            nothing to the network), and the kernel as trained (that of the
+            first block with points) with the network mean as the trend,
+            averaged with the stacking weights that maximise the leave-one-out
+            likelihood at the fitted points, each predicted from all the other
+            revealed points, the re-fits charged for their fitted kernels;
             ``bands``, ``network``, ``kriging``: that trend (see
             :func:`~geosparse.gp.fit_revealed`).
 

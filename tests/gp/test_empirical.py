@@ -375,3 +375,64 @@ def test_drift_and_seen_points_are_checked():
         fit_revealed(one, TRAINED, seen=bad)
     # Without the bands, only the network's trend can be fitted.
     assert fit_revealed(one, TRAINED, seen=one).drift == 'network'
+
+
+def test_trained_leave_one_out_matches_the_map_without_each_point():
+    """The kernel as trained, the trend held at the network (brute force)."""
+    from geosparse.gp.empirical import _Data, _trained_loo
+
+    gen = torch.Generator().manual_seed(11)
+    pts = [torch.rand(8, 2, generator=gen, dtype=torch.float64) * 10 for _ in range(2)]
+    m = 3 * torch.randn(16, generator=gen, dtype=torch.float64)
+    y = m + torch.randn(16, generator=gen, dtype=torch.float64)
+    honest = torch.tensor([True] * 6 + [False] * 2 + [True] * 5 + [False] * 3)
+    start = KernelParams('matern32', 3.0, 0.8, 0.2)
+    data = _Data(pts, y, m, torch.zeros(16, 0, dtype=torch.float64), honest)
+    k = torch.block_diag(*[stationary(p, p, 3.0, 0.8, 'matern32') for p in pts])
+    k = k + 0.2 * torch.eye(16, dtype=torch.float64)
+    nlpd = []
+    for i in torch.nonzero(honest)[:, 0].tolist():
+        o = [j for j in range(16) if j != i]
+        w = torch.linalg.solve(k[o][:, o], k[o, i])
+        mu = m[i] + w @ (y[o] - m[o])
+        v = k[i, i] - k[i, o] @ w
+        nlpd.append(0.5 * torch.log(2 * math.pi * v) + 0.5 * (y[i] - mu) ** 2 / v)
+    # In the standardised labels of the fits: label units less log(sd).
+    sd = float(y[honest].std(unbiased=False))
+    got = _trained_loo(data, start) + math.log(sd)
+    torch.testing.assert_close(got, torch.stack(nlpd), rtol=1e-6, atol=1e-8)
+
+
+def _stack_scene(n, seed):
+    """A GP of known kernel on a network mean that explains the labels."""
+    pts, g, gen = _field(n, 6.0, 1.0, 0.05, seed, side=60.0)
+    m = 5 * torch.randn(n, generator=gen, dtype=torch.float64)
+    bands = torch.randn(n, 3, generator=gen, dtype=torch.float64)
+    return [(pts, m + g, m)], [bands]
+
+
+def test_the_kernel_as_trained_joins_the_stack_and_carries_few_points():
+    """Right as trained, it takes the map from re-fits of 20 points; wrong, it cedes."""
+    right = KernelParams('rbf', 6.0, 1.0, 0.05)
+    groups, bands = _stack_scene(20, seed=0)
+    fit = fit_revealed(groups, right, covariates=bands)
+    # The one member left: the fit is the kernel as trained, and says why.
+    assert [f.drift for _, f in fit.parts] == ['trained'] and not fit.refitted
+    assert fit.params == right and fit.trend == Trend()
+    assert 'preferred the kernel as trained' in str(fit.reason)
+    # Its density is the criterion's: better than each re-fit's with the charge.
+    assert all(fit.trained_loo < loo + 3 / 20 for _, loo in fit.compared)
+    groups, bands = _stack_scene(40, seed=2)
+    fit = fit_revealed(groups, right, covariates=bands)
+    weights = {f.drift: w for w, f in fit.parts}
+    assert fit.refitted and 0.3 < weights['trained'] < 1, weights
+    assert fit.as_dict()['source'].endswith('stacked with the kernel as trained')
+    assert fit.as_dict()['loo_nlpd_trained'] == fit.trained_loo
+    # The trained member keeps the network as its trend, at the trained kernel.
+    trained = next(f for _, f in fit.parts if f.drift == 'trained')
+    assert trained.params == right and trained.trend == Trend()
+    # A kernel trained narrow and sure gets (almost) nothing from 150 points.
+    groups, bands = _stack_scene(150, seed=1)
+    fit = fit_revealed(groups, TRAINED, covariates=bands)
+    weights = {f.drift: w for w, f in fit.parts}
+    assert weights.get('trained', 0.0) < 0.05 and fit.trained_loo > 5, weights
