@@ -38,8 +38,13 @@ truth pixel that holds neither a train nor a revealed point, plus the RMSE.
 ``calibration`` gives, for every method with a standard deviation, the fraction of
 those within 1 and 2 predictive standard deviations (for the GP methods
 :math:`\sqrt{\sigma_*^2 + \sigma_0^2}`, the std of a new noisy label, which
-``geosparse predict`` writes; a calibrated Gaussian gives 0.683 and 0.954) and the
-mean negative log predictive density (``nlpd``, lower is better).
+``geosparse predict`` writes; a calibrated Gaussian gives 0.683 and 0.954), the
+fraction within the central 68.3 and 95.4 % intervals of the predictive distribution
+(``central_68``, ``central_95``: the probability integral transform
+:math:`F(y)` within :math:`0.5 \pm 0.341` and :math:`0.5 \pm 0.477`; the same as
+the sd counts for a Gaussian, but for a stacked map that of the mixture of its
+members, whose moment-matched std the sd counts use) and the mean negative log
+predictive density of that distribution (``nlpd``, lower is better).
 
 Points come from ``--points FILE --value COLUMN`` (any vector file or a CSV with
 coordinates, reprojected to the raster's CRS) or from ``--sample-truth N`` (N random
@@ -55,7 +60,8 @@ becomes 0.
 Prints one JSON object (and writes it to ``--out``)::
 
     {"methods": {METHOD: {"mse", "mae", "r2", "rmse"}},
-     "calibration": {METHOD: {"within_1sd", "within_2sd", "nlpd"}},
+     "calibration": {METHOD: {"within_1sd", "within_2sd", "central_68",
+                              "central_95", "nlpd"}},
      "revelation": {"refit"|"trained": {"0.25"|"0.5"|"1.0": {"mse", "mae", "r2"}}},
      "points": {...}, "per_seed": {SEED: {the above, "kernel", "seconds"}},
      "settings": {...}}
@@ -85,6 +91,7 @@ import numpy as np
 import rasterio
 import torch
 from rasterio.transform import rowcol
+from scipy.special import logsumexp, ndtr
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -303,6 +310,8 @@ def run_split(
     er, ec = eval_rc[:, 0], eval_rc[:, 1]
     pred: dict[str, np.ndarray] = {}
     sd: dict[str, np.ndarray] = {}
+    # Stacked maps: (weight, mean, std) of each member at the evaluated pixels.
+    mixtures: dict[str, list[tuple[float, np.ndarray, np.ndarray]]] = {}
     kernels: dict[str, Any] = {}
     t0 = time.perf_counter()
     trained = tasks['npp'].kernel_params(torch.from_numpy(image)[None])
@@ -357,6 +366,14 @@ def run_split(
                 pred[key] = mean[er, ec].numpy()
                 sd[key] = std[er, ec].numpy()
                 kernels[key] = fit.as_dict()
+                if fit.members:  # the mixture's members, for its calibration
+                    mixtures[key] = [
+                        (w, *(x[er, ec].numpy() for x in member))
+                        for w, part in fit.parts
+                        for member in [
+                            predictive_map(maps[net], *given, part, covariates=bands)
+                        ]
+                    ]
                 if drift == 'auto' and net == 'npp':
                     # The trend of best leave-one-out density alone (stack=False).
                     best = min(fit.compared, key=lambda c: c[1])[0]
@@ -420,6 +437,10 @@ def run_split(
         'truth': eval_val,
         'pred': pred,
         'sd': sd,
+        'predictive': {
+            m: predictive_scores(mixtures.get(m, [(1.0, pred[m], sd[m])]), eval_val)
+            for m in sd
+        },
         'kernel': kernels,
         'seconds': seconds,
         'revelation': curve,
@@ -433,13 +454,31 @@ def nested_mean(runs: list[Any]) -> Any:
     return float(np.mean(runs))
 
 
-def calibration(err: np.ndarray, sd: np.ndarray) -> dict[str, float]:
-    """Coverage within 1 and 2 sd, and the mean negative log predictive density."""
+def predictive_scores(
+    parts: list[tuple[float, np.ndarray, np.ndarray]], truth: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    r"""PIT :math:`F(y)` and :math:`-\log p(y)` of a Gaussian mixture at the truth."""
+    cdf = np.zeros(len(truth))
+    logs = []
+    for w, mu, sd in parts:
+        sd = np.maximum(sd, 1e-12)
+        z = (truth - mu) / sd
+        cdf += w * ndtr(z)
+        logs.append(math.log(w) - 0.5 * np.log(2 * np.pi * sd**2) - 0.5 * z**2)
+    return cdf, -logsumexp(np.stack(logs), axis=0)
+
+
+def calibration(
+    err: np.ndarray, sd: np.ndarray, pit: np.ndarray, nlpd: np.ndarray
+) -> dict[str, float]:
+    """Coverage within 1 and 2 sd and central intervals, and the mean NLPD."""
     sd = np.maximum(sd, 1e-12)
-    nlpd = 0.5 * np.log(2 * np.pi * sd**2) + 0.5 * (err / sd) ** 2
+    dev = np.abs(pit - 0.5)
     return {
         'within_1sd': float((np.abs(err) <= sd).mean()),
         'within_2sd': float((np.abs(err) <= 2 * sd).mean()),
+        'central_68': float((dev <= 0.5 * math.erf(1 / math.sqrt(2))).mean()),
+        'central_95': float((dev <= 0.5 * math.erf(2 / math.sqrt(2))).mean()),
         'nlpd': float(nlpd.mean()),
     }
 
@@ -561,6 +600,8 @@ def run_seed(
         m: calibration(
             np.concatenate([o['pred'][m] for o in outputs]) - truth_all,
             np.concatenate([o['sd'][m] for o in outputs]),
+            np.concatenate([o['predictive'][m][0] for o in outputs]),
+            np.concatenate([o['predictive'][m][1] for o in outputs]),
         )
         for m in outputs[0]['sd']
     }

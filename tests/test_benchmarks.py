@@ -410,6 +410,12 @@ def test_npp_geo_on_points_with_dense_truth(height_scene, tmp_path):
     assert got['points']['evaluated'] == 96 * 96 - len(pixels)
     for c in got['calibration'].values():
         assert 0 <= c['within_1sd'] <= c['within_2sd'] <= 1 and math.isfinite(c['nlpd'])
+        assert 0 <= c['central_68'] <= c['central_95'] <= 1
+    # For a Gaussian the central intervals are the sd counts (a mixture's are not).
+    for name in ('ok', 'npp-gp-trained'):
+        c = got['calibration'][name]
+        assert c['central_68'] == pytest.approx(c['within_1sd'], abs=1e-3)
+        assert c['central_95'] == pytest.approx(c['within_2sd'], abs=1e-3)
     fit = got['per_seed']['0']['kernel'][0]['npp-gp']
     assert fit['source'] == 'refit on the revealed points' and fit['points'] == 40
     assert set(fit['loo_nlpd_by_drift']) == {'bands', 'network'}
