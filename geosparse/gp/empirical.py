@@ -738,7 +738,7 @@ def fit_revealed(
     kept = [int(i) for i in w.argsort(descending=True) if float(w[i]) >= 1e-3]
     w = w[kept] / w[kept].sum()
     members = tuple(fits[i] for i in kept)
-    tloo = float(trained_loo.mean())
+    tloo = fits[-1].loo
     if len(members) == 1:
         return dataclasses.replace(members[0], compared=compared, trained_loo=tloo)
     return dataclasses.replace(
@@ -753,6 +753,23 @@ def fit_revealed(
     )
 
 
+def _standardised(data: _Data) -> tuple[float, float, Tensor, Tensor]:
+    """``(centre, sd, y, m)``: labels and means standardised by the revealed points."""
+    y_h = data.y[data.honest]
+    sd = float(y_h.std(unbiased=False))
+    center = float(y_h.mean())
+    return center, sd, (data.y - center) / sd, (data.m - center) / sd
+
+
+def _log_kernel(params: KernelParams, v: float) -> list[float]:
+    r"""Log :math:`(\ell, s^2/v, \sigma_0^2/v)`, the variances floored at the bound."""
+    return [
+        math.log(params.lengthscale),
+        math.log(max(params.variance / v, _VAR_BOUNDS[0])),
+        math.log(max(params.noise / v, _VAR_BOUNDS[0])),
+    ]
+
+
 def _trained_loo(data: _Data, start: KernelParams) -> Tensor:
     r"""Leave-one-out density of the honest points under the kernel as trained.
 
@@ -763,19 +780,8 @@ def _trained_loo(data: _Data, start: KernelParams) -> Tensor:
     Returns:
         ``(n,)`` :math:`-\log p(y_i \mid y_{-i})` of the honest points.
     """
-    y_h = data.y[data.honest]
-    sd = float(y_h.std(unbiased=False))
-    center = float(y_h.mean())
-    ys, ms = (data.y - center) / sd, (data.m - center) / sd
-    v = sd**2
-    theta = torch.tensor(
-        [
-            math.log(start.lengthscale),
-            math.log(max(start.variance / v, _VAR_BOUNDS[0])),
-            math.log(max(start.noise / v, _VAR_BOUNDS[0])),
-        ],
-        dtype=torch.float64,
-    )
+    _, sd, ys, ms = _standardised(data)
+    theta = torch.tensor(_log_kernel(start, sd**2), dtype=torch.float64)
     with torch.no_grad():
         return _loo_nlpd(
             theta,
@@ -829,10 +835,7 @@ def _fit(
         predictive density (:func:`_loo_nlpd`; else None).
     """
     # Standardised by the revealed points, whatever the trend.
-    y_h = data.y[data.honest]
-    sd = float(y_h.std(unbiased=False))
-    center = float(y_h.mean())
-    ys, ms = (data.y - center) / sd, (data.m - center) / sd
+    center, sd, ys, ms = _standardised(data)
     # Bands standardised at the points; a constant one would repeat the intercept.
     z = data.z if drift != 'network' else data.z[:, :0]
     z_mu = z.mean(0)
@@ -875,13 +878,7 @@ def _fit(
         (grad,) = torch.autograd.grad(loss, theta)
         return loss.item(), grad.numpy()
 
-    trained = clip(
-        [
-            math.log(start.lengthscale),
-            math.log(max(start.variance / v, _VAR_BOUNDS[0])),
-            math.log(max(start.noise / v, _VAR_BOUNDS[0])),
-        ]
-    )
+    trained = clip(_log_kernel(start, v))
     starts = [trained] + [
         clip([math.log(ell), math.log(1 - f), math.log(f)])
         for ell in np.geomspace(ell_lo * 2, ell_hi / 2, 5)
