@@ -18,8 +18,10 @@ Scores are MSE and R² at the pins of the test images. Partial label revelation
 (random pins), and the error is measured at the second half; ``0.0`` is the
 network's own error at those same pins. By default the kernel, the noise and a
 trend on the network map are first re-fitted on the revealed pins of all test
-images (:func:`~geosparse.gp.fit_revealed`, the package's default at prediction);
-``METHOD/trained`` keeps the kernel as trained. ``best_kernel`` names the strategy
+images and stacked with the kernel as trained (the mean of the test images' trained
+kernels) by their leave-one-out densities (:func:`~geosparse.gp.fit_revealed`, the
+package's default at prediction; ``trained_weight`` is the latter's weight);
+``METHOD/trained`` keeps each image's kernel as trained. ``best_kernel`` names the strategy
 with the lowest mean validation MSE, whose curve is the headline.
 
 Datasets (generated with a fixed seed):
@@ -39,7 +41,7 @@ Prints one JSON object (and writes it to ``--out``)::
 
     {"datasets": {DATASET: {PATTERN: {METHOD: {"mse", "r2"}}}},
      "revelation": {DATASET: {METHOD or METHOD/trained:
-                    {"0.0", "0.25" .. "1.0": {"mse", "r2"}}}},
+                    {"0.0", "0.25" .. "1.0": {"mse", "r2"[, "trained_weight"]}}}},
      "validation_mse": {DATASET: {METHOD: float}},
      "best_kernel": {DATASET: METHOD},
      "per_seed": {SEED: {the three above, "kernels": {DATASET: {PATTERN/METHOD:
@@ -77,7 +79,13 @@ from _npp import make_task, scores, train
 
 from geosparse.console import progress, quiet, verbose_option
 from geosparse.datasets import collate_points
-from geosparse.gp import KernelParams, fit_kernel, fit_revealed, posterior_map
+from geosparse.gp import (
+    KernelParams,
+    fit_kernel,
+    fit_revealed,
+    posterior_map,
+    predictive_map,
+)
 from geosparse.inference import Predictor
 from geosparse.io.raster import atomic_write_text
 from geosparse.trainers import NPPTask
@@ -388,14 +396,20 @@ def reveal(
             fit = fit_revealed(groups, start)
         preds = []
         for i, (pts, vals) in enumerate(shown):
-            params = fit.params if fit is not None else kernels[i]
-            trend = fit.trend if fit is not None else None
-            mean, _ = posterior_map(maps[i].double(), pts, vals, params, trend=trend)
+            if fit is not None:  # the stacked members' mixture, as geosparse predicts
+                mean, _ = predictive_map(maps[i].double(), pts, vals, fit)
+            else:
+                mean, _ = posterior_map(maps[i].double(), pts, vals, kernels[i])
             preds.append(
                 at_pins(mean[None].float(), test.points[i][orders[i][half:]][None])[0]
             )
         scored = scores(np.concatenate(preds), y)
         out[str(f)] = {k_: v for k_, v in scored.items() if k_ != 'mae'}
+        if fit is not None:
+            # The weight of the kernel as trained in the stack (0: the re-fit alone).
+            out[str(f)]['trained_weight'] = sum(
+                w for w, part in fit.parts if part.drift == 'trained'
+            )
     no = {k: v for k, v in scores(np.concatenate(base), y).items() if k != 'mae'}
     return out, no
 

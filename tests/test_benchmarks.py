@@ -344,8 +344,14 @@ def test_npp_paper_prints_every_dataset_pattern_and_fraction(tmp_path):
         assert set(curves) == {
             f'{m}{t}' for m in methods - {'mse'} for t in ('', '/trained')
         }
-        for curve in curves.values():
+        for key, curve in curves.items():
             assert list(curve) == ['0.0', '0.25', '0.5', '0.75', '1.0']
+            # The re-fit's curves say how much the kernel as trained weighed.
+            weights = [curve[f].get('trained_weight') for f in list(curve)[1:]]
+            if key.endswith('/trained'):
+                assert weights == [None] * 4
+            else:
+                assert all(0 <= w <= 1 for w in weights), weights
         assert got['best_kernel'][name] in methods - {'mse'}
     # Two seeds by default; the top level is their mean.
     assert list(got['per_seed']) == ['0', '1']

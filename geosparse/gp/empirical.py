@@ -567,8 +567,9 @@ def fit_revealed(
        The compared trends are stacked (``stack``), not selected.
 
     .. versionchanged:: 0.6
-       The kernel as trained joins the stack, and the re-fits' leave-one-out
-       densities are charged for their fitted kernels.
+       The kernel as trained joins the stack, with or without ``covariates``,
+       and the re-fits' leave-one-out densities are charged for their fitted
+       kernels.
 
     Args:
         groups: per image or window, ``(P, 2)`` point coordinates (pixels), ``(P,)``
@@ -585,15 +586,16 @@ def fit_revealed(
             trend as drifts :math:`z_k` (standardised for the fit; a band with one
             value at every point gets the coefficient 0). None: the trend is on
             the network mean alone.
-        select: with ``covariates`` and no ``drift``: fit the trends (``bands``
-            and ``network``, and ``kriging`` when there are ``seen`` points) and
+        select: with no ``drift``: fit the trends (``bands`` and ``network``
+            when there are ``covariates``, and ``kriging`` when there are also
+            ``seen`` points; ``network`` alone without ``covariates``) and
             weigh them by the leave-one-out predictive density of the points of
             ``groups``, each predicted as the map would predict it from all the
             other points, ``seen`` ones included, with the trend re-estimated
             without it (validation likelihood, R&W Sec. 5.4.2; see
             :func:`_loo_nlpd`), so that bands that do not predict new points, or a
             network that does not, are left out. False: ``bands`` (``network``
-            without covariates).
+            without covariates), and no kernel as trained.
         stack: with ``select``: average the trends' maps, and that of the kernel
             as trained with the network mean as the trend (``drift`` ``trained``),
             with stacking weights (:func:`_stacking_weights`; a member under a
@@ -700,7 +702,9 @@ def fit_revealed(
         names = _DRIFTS if len(y_s) else _DRIFTS[:2]
     else:
         names = ('bands',) if z.shape[1] > 0 else ('network',)
-    compare = len(names) > 1
+    # Without bands there is one trend to fit, but with ``select`` the kernel as
+    # trained still competes with its re-fit.
+    compare = len(names) > 1 or (select and drift is None and stack)
     # Points fitted on: the revealed ones, and for kriging the seen ones too.
     fitted = [
         _fit(data, name, start, n + (len(y_s) if name == 'kriging' else 0), compare)

@@ -125,7 +125,7 @@ def test_trend_sets_the_prior_mean_and_adds_its_uncertainty():
 
 def test_fit_is_written_as_plain_values():
     pts, g, _ = _field(30, 5.0, 1.0, 0.01, seed=6)
-    fit = fit_revealed([(pts, g, torch.zeros(30))], TRAINED)
+    fit = fit_revealed([(pts, g, torch.zeros(30))], TRAINED, select=False)
     d = fit.as_dict()
     assert d['source'] == 'refit on the revealed points' and d['points'] == 30
     assert set(d['trend']) == {'intercept', 'slope', 'intercept_sd', 'slope_sd'}
@@ -436,3 +436,21 @@ def test_the_kernel_as_trained_joins_the_stack_and_carries_few_points():
     fit = fit_revealed(groups, TRAINED, covariates=bands)
     weights = {f.drift: w for w, f in fit.parts}
     assert weights.get('trained', 0.0) < 0.05 and fit.trained_loo > 5, weights
+
+
+def test_the_kernel_as_trained_competes_without_bands():
+    """With no covariates, the network's re-fit and the kernel as trained are stacked."""
+    right = KernelParams('rbf', 6.0, 1.0, 0.05)
+    groups, _ = _stack_scene(20, seed=0)
+    fit = fit_revealed(groups, right)
+    assert [f.drift for _, f in fit.parts] == ['trained'] and not fit.refitted
+    assert [d for d, _ in fit.compared] == ['network']
+    # Not selecting keeps the re-fit alone, as before.
+    alone = fit_revealed(groups, right, select=False)
+    assert alone.refitted and alone.drift == 'network' and not alone.members
+    # Wrong as trained, it cedes to the re-fit of 150 points.
+    groups, _ = _stack_scene(150, seed=1)
+    fit = fit_revealed(groups, TRAINED)
+    weights = {f.drift: w for w, f in fit.parts}
+    assert fit.refitted and weights.get('trained', 0.0) < 0.05, weights
+    assert weights['network'] > 0.95
