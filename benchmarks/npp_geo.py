@@ -110,9 +110,11 @@ from geosparse.gp import (
     RevealedFit,
     Trend,
     fit_revealed,
+    mixture_moments,
     ordinary_kriging,
     posterior_map,
     predictive_map,
+    predictive_parts,
     regression_kriging,
 )
 from geosparse.gp.kernels import FAMILIES
@@ -361,18 +363,16 @@ def run_split(
                     if all_points
                     else (rev_pts, rev_val)
                 )
-                mean, std = predictive_map(maps[net], *given, fit, covariates=bands)
+                parts = predictive_parts(maps[net], *given, fit, covariates=bands)
+                mean, std = mixture_moments(parts)
                 key = f'{name}-all' if all_points else name
                 pred[key] = mean[er, ec].numpy()
                 sd[key] = std[er, ec].numpy()
                 kernels[key] = fit.as_dict()
                 if fit.members:  # the mixture's members, for its calibration
                     mixtures[key] = [
-                        (w, *(x[er, ec].numpy() for x in member))
-                        for w, part in fit.parts
-                        for member in [
-                            predictive_map(maps[net], *given, part, covariates=bands)
-                        ]
+                        (w, mu[er, ec].numpy(), s_k[er, ec].numpy())
+                        for w, mu, s_k in parts
                     ]
                 if drift == 'auto' and net == 'npp':
                     # The trend of best leave-one-out density alone (stack=False).

@@ -30,7 +30,13 @@ from .kriging import KrigingResult, ordinary_kriging, regression_kriging
 from .likelihood import MarginalLikelihood, NPPLoss
 from .noise import GaussianNoise
 from .params import KernelParams
-from .posterior import loo_variance_scale, posterior_map, predictive_map
+from .posterior import (
+    loo_variance_scale,
+    mixture_moments,
+    posterior_map,
+    predictive_map,
+    predictive_parts,
+)
 
 __all__ = [
     'FAMILIES',
@@ -48,9 +54,11 @@ __all__ = [
     'fit_revealed',
     'kernel_reach',
     'loo_variance_scale',
+    'mixture_moments',
     'ordinary_kriging',
     'posterior_map',
     'predictive_map',
+    'predictive_parts',
     'rbf',
     'regression_kriging',
     'stable_cholesky',

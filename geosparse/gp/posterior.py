@@ -40,7 +40,13 @@ from .empirical import RevealedFit, Trend
 from .kernels import kernel_reach, stable_cholesky, stationary
 from .params import KernelParams
 
-__all__ = ['loo_variance_scale', 'posterior_map', 'predictive_map']
+__all__ = [
+    'loo_variance_scale',
+    'mixture_moments',
+    'posterior_map',
+    'predictive_map',
+    'predictive_parts',
+]
 
 
 def _in_pixels(params: KernelParams) -> tuple[float, float, float, str]:
@@ -223,6 +229,51 @@ def posterior_map(
     return out_mean, out_std
 
 
+def predictive_parts(
+    mean: Tensor,
+    points: Tensor,
+    values: Tensor,
+    fit: RevealedFit,
+    covariates: Tensor | None = None,
+) -> list[tuple[float, Tensor, Tensor]]:
+    r"""Each stacked member's weight and predictive mean and std at every pixel.
+
+    For each member :math:`k` of ``fit`` (:attr:`~geosparse.gp.RevealedFit.parts`:
+    the fit itself with weight 1 when it is not stacked), :func:`posterior_map` with
+    its kernel and trend, the std widened by its noise,
+    :math:`\sigma_k = \sqrt{\sigma_{*k}^2 + \sigma_{0k}^2}` (a held-out label is
+    measured with the noise, as a kriging variance with a nugget).
+    :func:`predictive_map` mixes them; the members themselves give the mixture's
+    quantiles and density (Yao et al., 2018).
+
+    .. versionadded:: 0.6
+
+    Args:
+        mean: ``(H, W)`` network mean map.
+        points: ``(P, 2)`` (row, col) pixel coordinates of the known points.
+        values: ``(P,)`` their labels.
+        fit: the fit (:func:`~geosparse.gp.fit_revealed`), :math:`\ell` in pixels.
+        covariates: ``(K, H, W)`` the image bands, for trends on them.
+
+    Returns:
+        ``(w_k, mean_k, std_k)`` per member, maps ``(H, W)`` float64.
+    """
+    out = []
+    for weight, part in fit.parts:
+        bands = covariates if part.trend.bands else None
+        mu, sd = posterior_map(
+            mean.double(),
+            points,
+            values,
+            part.params,
+            trend=part.trend,
+            covariates=bands,
+        )
+        var = sd.double().square() + part.params.noise
+        out.append((weight, mu.double(), var.sqrt()))
+    return out
+
+
 def predictive_map(
     mean: Tensor,
     points: Tensor,
@@ -236,7 +287,8 @@ def predictive_map(
     the noise, :math:`\sqrt{\sigma_*^2 + \sigma_0^2}` (a held-out label is
     measured with the noise, as a kriging variance with a nugget). For stacked
     trends (:attr:`~geosparse.gp.RevealedFit.members`, weights :math:`w_k`), the
-    mixture of their predictive distributions (Yao et al., 2018):
+    moments of the mixture of their predictive distributions
+    (:func:`predictive_parts`; Yao et al., 2018):
 
     .. math::
         \mu = \sum_k w_k \mu_k, \qquad
@@ -257,25 +309,34 @@ def predictive_map(
     Returns:
         ``(mean, std)`` maps ``(H, W)``, float64.
     """
-    first = torch.zeros(mean.shape, dtype=torch.float64)
-    second = torch.zeros(mean.shape, dtype=torch.float64)
-    parts = fit.parts
-    for weight, part in parts:
-        bands = covariates if part.trend.bands else None
-        mu, sd = posterior_map(
-            mean.double(),
-            points,
-            values,
-            part.params,
-            trend=part.trend,
-            covariates=bands,
-        )
-        mu = mu.double()
-        var = sd.double().square() + part.params.noise
-        if len(parts) == 1:
-            return mu, var.sqrt()
-        first += weight * mu
-        second += weight * (var + mu.square())
+    return mixture_moments(predictive_parts(mean, points, values, fit, covariates))
+
+
+def mixture_moments(
+    parts: list[tuple[float, Tensor, Tensor]],
+) -> tuple[Tensor, Tensor]:
+    r"""Mean and std of a mixture of Gaussians, :math:`\sum_k w_k \mathcal N(\mu_k, \sigma_k^2)`.
+
+    :math:`\mu = \sum_k w_k \mu_k`,
+    :math:`\sigma^2 = \sum_k w_k (\sigma_k^2 + \mu_k^2) - \mu^2`; one part is
+    returned as it is.
+
+    .. versionadded:: 0.6
+
+    Args:
+        parts: ``(w_k, mean_k, std_k)`` per component (:func:`predictive_parts`),
+            weights summing to one.
+
+    Returns:
+        ``(mean, std)``, float64.
+    """
+    if len(parts) == 1:
+        return parts[0][1], parts[0][2]
+    first = torch.zeros_like(parts[0][1])
+    second = torch.zeros_like(parts[0][1])
+    for w, mu, sd in parts:
+        first += w * mu
+        second += w * (sd.square() + mu.square())
     return first, (second - first.square()).clamp_min(0).sqrt()
 
 

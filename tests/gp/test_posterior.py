@@ -4,9 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from geosparse.gp import KernelParams
+from geosparse.gp import KernelParams, RevealedFit, Trend
 from geosparse.gp.kernels import rbf
-from geosparse.gp.posterior import loo_variance_scale, posterior_map
+from geosparse.gp.posterior import (
+    loo_variance_scale,
+    mixture_moments,
+    posterior_map,
+    predictive_map,
+    predictive_parts,
+)
 
 
 def _dense(mean, pts, vals, ell, var, noise):
@@ -112,3 +118,35 @@ def test_loo_variance_scale_recovers_the_true_variance():
         loo_variance_scale(
             pts[:2], torch.tensor([0.0, math.nan]), KernelParams('rbf', 8.0, 1.0, 0.1)
         )
+
+
+def test_mixture_moments_of_two_gaussians():
+    """0.25 N(0, 1) + 0.75 N(4, 4): mean 3, variance 0.25 + 0.75 * 20 - 9 = 6.25."""
+    ones = torch.ones(2, 3, dtype=torch.float64)
+    mean, std = mixture_moments([(0.25, 0 * ones, ones), (0.75, 4 * ones, 2 * ones)])
+    torch.testing.assert_close(mean, 3 * ones)
+    torch.testing.assert_close(std, 2.5 * ones)
+    # One component is itself.
+    one = mixture_moments([(1.0, ones, 2 * ones)])
+    torch.testing.assert_close(one[1], 2 * ones)
+
+
+def test_predictive_parts_are_the_members_with_their_noise():
+    net = torch.linspace(0, 1, 60, dtype=torch.float64).reshape(6, 10)
+    pts = torch.tensor([[1.5, 2.5], [4.5, 7.5]], dtype=torch.float64)
+    vals = torch.tensor([0.3, 2.0], dtype=torch.float64)
+    a = RevealedFit(KernelParams('rbf', 2.0, 1.0, 0.1), Trend(), True, 2)
+    b = RevealedFit(KernelParams('rbf', 5.0, 0.5, 0.3), Trend(slope=0.5), True, 2)
+    fit = RevealedFit(a.params, a.trend, True, 2, members=(a, b), weights=(0.3, 0.7))
+    parts = predictive_parts(net, pts, vals, fit)
+    assert [w for w, _, _ in parts] == [0.3, 0.7]
+    for (_, mu, sd), member in zip(parts, (a, b), strict=True):
+        mu_m, sd_m = posterior_map(net, pts, vals, member.params, trend=member.trend)
+        torch.testing.assert_close(mu, mu_m.double())
+        torch.testing.assert_close(
+            sd, (sd_m.double() ** 2 + member.params.noise).sqrt()
+        )
+    # The map is their mixture, wider than either member where they disagree.
+    mean, std = predictive_map(net, pts, vals, fit)
+    torch.testing.assert_close(mean, 0.3 * parts[0][1] + 0.7 * parts[1][1])
+    assert bool((std >= torch.minimum(parts[0][2], parts[1][2]) - 1e-12).all())
