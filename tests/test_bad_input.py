@@ -444,6 +444,22 @@ def test_duplicate_points_with_other_values_are_warned(tmp_path, reg_ckpt):
     assert '3 revealed points are too few to re-fit the kernel' in text
 
 
+def test_revealed_points_of_one_value_keep_the_given_kernel(tmp_path, reg_ckpt):
+    """Twelve points that all hold 3: said, and a stable map (no std of thousands)."""
+    csv = tmp_path / 'p.csv'
+    rows = [f'{500005 + 5 * i},{4199995 - 4 * i},3' for i in range(12)]
+    csv.write_text('x,y,v\n' + '\n'.join(rows) + '\n')
+    with pytest.warns(UserWarning) as record:
+        assert _reveal(reg_ckpt, tmp_path, csv, '--points-crs', 'EPSG:32618') == 0
+    text = ' '.join(str(w.message) for w in record)
+    assert 'all 12 revealed points hold the value 3' in text
+    with rasterio.open(tmp_path / 'out' / 'in_regression.tif') as src:
+        mean, std = src.read(1), src.read(2)
+        kernel = json.loads(src.tags()['kernel'])
+    assert np.isfinite(mean).all() and np.isfinite(std).all()
+    assert 0 < std.max() < 10 and kernel['refit'].startswith('not done: all 12')
+
+
 def _nan_scene(tmp_path, rows, cols):
     """A synthetic scene whose imagery is float32 with NaN in ``[rows, cols]``."""
     from geosparse.datamodules import LabelSuperResolutionDataModule
