@@ -760,9 +760,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gp = pred.add_argument_group(
         'known points (regression)',
-        'Condition each block on known values: the output is the Gaussian-process '
-        'posterior mean and std given the points inside the block and its halo '
-        '(NPP-GP); make the halo about 3 length-scales.',
+        'Condition the map on known values: the output is the Gaussian-process '
+        'posterior mean and std given the known points (NPP-GP). Each block is '
+        "conditioned on every point within the kernel's reach, in it or not, with "
+        'the network mean at each point computed on the block that holds it: the '
+        'blocks agree whatever the halo.',
     )
     gp.add_argument(
         '--reveal', metavar='POINTS', help='points file (GPKG, GeoJSON, CSV, ...)'

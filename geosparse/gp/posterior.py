@@ -67,6 +67,8 @@ def posterior_map(
     cutoff: float = 1e-12,
     trend: Trend | None = None,
     covariates: Tensor | None = None,
+    point_mean: Tensor | None = None,
+    point_covariates: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     r"""Posterior mean and standard deviation of every pixel given revealed points.
 
@@ -93,11 +95,15 @@ def posterior_map(
 
     .. versionadded:: 0.1
 
+    .. versionchanged:: 0.6
+       ``point_mean`` and ``point_covariates``: points outside the map.
+
     Args:
         mean: ``(H, W)`` network mean map :math:`m`.
         points: ``(P, 2)`` revealed points as (row, col) pixel coordinates of
             ``mean`` (pixel centres at integer + 0.5 are not required; the network
-            mean at a point is read at the pixel that contains it).
+            mean at a point is read at the pixel that contains it, unless
+            ``point_mean`` is given).
         values: ``(P,)`` revealed labels :math:`y_+`.
         params: kernel family, :math:`\ell` (pixels), :math:`s^2` and
             :math:`\sigma_0^2`; for a Matérn the reach :math:`R` is
@@ -109,6 +115,12 @@ def posterior_map(
             uncertainty (default: the network as trained, taken as known).
         covariates: ``(K, H, W)`` the image bands :math:`z_k`, needed when the
             trend has coefficients on them.
+        point_mean: ``(P,)`` the network mean :math:`m(P_+)` at the points, when
+            it is known (e.g. from the blocks that hold them); the points may then
+            lie outside the map, within the kernel's reach, and condition it (a map
+            cut into blocks is then the same as the whole map's posterior).
+        point_covariates: ``(K, P)`` the bands at the points, with
+            ``point_mean`` and a trend on bands.
 
     Returns:
         ``(mean, std)`` maps ``(H, W)``; without points, the trend of ``mean`` and
@@ -158,10 +170,29 @@ def posterior_map(
             var = var + trend_var(basis(0, h, 0, w))
         return prior.to(mean.dtype), var.sqrt().reshape(h, w).to(mean.dtype)
     pts = points.to(dtype)
-    rows = pts[:, 0].floor().long().clamp(0, h - 1)
-    cols = pts[:, 1].floor().long().clamp(0, w - 1)
-    at_pts = mean[rows, cols].to(dtype)
-    z_pts = None if z is None else z[:, rows, cols]
+    if point_mean is not None:
+        if point_mean.shape != values.shape:
+            raise ValueError(
+                f'point_mean must be (P,) like values, got {tuple(point_mean.shape)}.'
+            )
+        at_pts = point_mean.to(dtype)
+        z_pts = None
+        if z is not None:
+            if point_covariates is None or point_covariates.shape != (
+                len(z),
+                len(values),
+            ):
+                got = None if point_covariates is None else point_covariates.shape
+                raise ValueError(
+                    f'the trend is on {len(z)} bands: pass point_covariates of shape '
+                    f'({len(z)}, {len(values)}) with point_mean, got {got}.'
+                )
+            z_pts = point_covariates.to(dtype)
+    else:
+        rows = pts[:, 0].floor().long().clamp(0, h - 1)
+        cols = pts[:, 1].floor().long().clamp(0, w - 1)
+        at_pts = mean[rows, cols].to(dtype)
+        z_pts = None if z is None else z[:, rows, cols]
     # A point on nodata (NaN mean or band) has no residual: it is left out.
     finite = torch.isfinite(at_pts) & torch.isfinite(values.to(dtype))
     if z_pts is not None:
@@ -235,6 +266,8 @@ def predictive_parts(
     values: Tensor,
     fit: RevealedFit,
     covariates: Tensor | None = None,
+    point_mean: Tensor | None = None,
+    point_covariates: Tensor | None = None,
 ) -> list[tuple[float, Tensor, Tensor]]:
     r"""Each stacked member's weight and predictive mean and std at every pixel.
 
@@ -254,20 +287,25 @@ def predictive_parts(
         values: ``(P,)`` their labels.
         fit: the fit (:func:`~geosparse.gp.fit_revealed`), :math:`\ell` in pixels.
         covariates: ``(K, H, W)`` the image bands, for trends on them.
+        point_mean: ``(P,)`` the network mean at the points, which may then lie
+            outside the map (:func:`posterior_map`).
+        point_covariates: ``(K, P)`` the bands at the points, with ``point_mean``.
 
     Returns:
         ``(w_k, mean_k, std_k)`` per member, maps ``(H, W)`` float64.
     """
     out = []
     for weight, part in fit.parts:
-        bands = covariates if part.trend.bands else None
+        on_bands = bool(part.trend.bands)
         mu, sd = posterior_map(
             mean.double(),
             points,
             values,
             part.params,
             trend=part.trend,
-            covariates=bands,
+            covariates=covariates if on_bands else None,
+            point_mean=point_mean,
+            point_covariates=point_covariates if on_bands else None,
         )
         var = sd.double().square() + part.params.noise
         out.append((weight, mu.double(), var.sqrt()))
@@ -280,6 +318,8 @@ def predictive_map(
     values: Tensor,
     fit: RevealedFit,
     covariates: Tensor | None = None,
+    point_mean: Tensor | None = None,
+    point_covariates: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     r"""Predictive mean and std of a new measurement at every pixel, given a fit.
 
@@ -305,11 +345,18 @@ def predictive_map(
         values: ``(P,)`` their labels.
         fit: the fit (:func:`~geosparse.gp.fit_revealed`), :math:`\ell` in pixels.
         covariates: ``(K, H, W)`` the image bands, for trends on them.
+        point_mean: ``(P,)`` the network mean at the points, which may then lie
+            outside the map (:func:`posterior_map`).
+        point_covariates: ``(K, P)`` the bands at the points, with ``point_mean``.
 
     Returns:
         ``(mean, std)`` maps ``(H, W)``, float64.
     """
-    return mixture_moments(predictive_parts(mean, points, values, fit, covariates))
+    return mixture_moments(
+        predictive_parts(
+            mean, points, values, fit, covariates, point_mean, point_covariates
+        )
+    )
 
 
 def mixture_moments(

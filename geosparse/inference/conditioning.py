@@ -39,7 +39,7 @@ from pyproj import Transformer
 from rasterio.crs import CRS
 from torch import Tensor
 
-from ..gp import KernelParams, RevealedFit, Trend, predictive_map
+from ..gp import KernelParams, RevealedFit, Trend, kernel_reach, predictive_map
 from ..io.grid import RasterGrid
 from ..io.spec import BandSpec, OutputSpec
 
@@ -107,6 +107,15 @@ class GPConditioning:
         fit: the kernel and trend re-fitted on the revealed points
             (:func:`~geosparse.inference.refit.refit`); when it re-fitted, it
             replaces :attr:`kernel` and the task's kernel.
+        at_points: ``(P, 1 + K)`` the network mean and the ``K`` image bands at
+            each of :attr:`points`, computed on the blocks that hold them (NaN off
+            the raster or on nodata; :func:`~geosparse.inference.refit.refit_with_points`).
+            With it, a window is conditioned on every point within the kernel's
+            reach of it, inside the window or not, so the blocks of a map agree;
+            without, on the points inside the window alone.
+
+    .. versionchanged:: 0.6
+       :attr:`at_points`.
     """
 
     points: RevealedPoints | None = None
@@ -114,6 +123,7 @@ class GPConditioning:
     kernel_source: str = 'rbf'
     family: str = 'rbf'
     fit: RevealedFit | None = None
+    at_points: np.ndarray | None = None
 
     def replace(self, **changes: object) -> GPConditioning:
         """A copy with some fields changed."""
@@ -183,24 +193,60 @@ class GPConditioning:
             ValueError: with points but no transform.
         """
         h, w = mean.shape
-        pts = torch.zeros(0, 2, dtype=torch.float64)
-        vals = torch.zeros(0, dtype=torch.float64)
-        if self.points is not None:
-            if transform is None:
-                raise ValueError('reveal needs the window transform.')
-            pts, vals = self.points.in_window(transform, h, w)
+        if self.points is not None and transform is None:
+            raise ValueError('reveal needs the window transform.')
         if self.fit is not None and self.fit.refitted:
             res = 1.0 if transform is None else abs(transform.a)
             fit = self.fit.map_params(lambda p: p.in_pixels(res))
         else:  # the kernel given or trained, the trend as known
             params = self.params(image, transform, task_kernel)
             trend = self.fit.trend if self.fit is not None else Trend()
-            fit = RevealedFit(params, trend, False, len(vals))
+            fit = RevealedFit(params, trend, False, 0)
+        on_bands = any(part.trend.bands for _, part in fit.parts)
+        pts = torch.zeros(0, 2, dtype=torch.float64)
+        vals = torch.zeros(0, dtype=torch.float64)
+        at = None
+        if self.points is not None and self.at_points is not None:
+            assert transform is not None
+            reach = max(
+                kernel_reach(part.params.lengthscale, part.params.family)
+                for _, part in fit.parts
+            )
+            pts, vals, at = self._near(transform, h, w, reach)
+        elif self.points is not None:
+            assert transform is not None
+            pts, vals = self.points.in_window(transform, h, w)
         # The image bands, only for a trend on them (a float64 copy of the window).
-        bands = (
-            torch.from_numpy(np.asarray(image, dtype=np.float64))
-            if any(part.trend.bands for _, part in fit.parts)
-            else None
+        bands = torch.from_numpy(np.asarray(image, np.float64)) if on_bands else None
+        post, std = predictive_map(
+            mean,
+            pts,
+            vals,
+            fit,
+            covariates=bands,
+            point_mean=None if at is None else at[:, 0],
+            point_covariates=None if at is None or not on_bands else at[:, 1:].T,
         )
-        post, std = predictive_map(mean, pts, vals, fit, covariates=bands)
         return np.stack([post.numpy(), std.numpy()]).astype(np.float32)
+
+    def _near(
+        self, transform: Affine, h: int, w: int, reach: float
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Points within ``reach`` pixels of the window, with :attr:`at_points`."""
+        assert self.points is not None and self.at_points is not None
+        grid = RasterGrid(self.points.crs or CRS(), transform, h, w)
+        rows, cols = grid.to_pixels(self.points.xy)
+        keep = (
+            (rows > -reach)
+            & (rows < h + reach)
+            & (cols > -reach)
+            & (cols < w + reach)
+            & np.isfinite(self.at_points).all(1)
+            & np.isfinite(self.points.values)
+        )
+        pts = torch.from_numpy(np.stack([rows[keep], cols[keep]], axis=1))
+        return (
+            pts.to(torch.float64),
+            torch.from_numpy(self.points.values[keep].astype(np.float64)),
+            torch.from_numpy(self.at_points[keep]),
+        )

@@ -183,11 +183,13 @@ def predict_raster(
     if predictor.reveal is not None:
         predictor, outside = _reveal_on(predictor, src, label)
         tags['revealed_points_outside'] = outside
-    # With Predictor.refit, the kernel is re-fitted on this raster's known points.
-    predictor = predictor.refitted(src, block, halo, progress=progress)
     # With radiometry 'match' (or 'auto' and far from the training imagery), this
-    # raster's bands are mapped onto the training's.
+    # raster's bands are mapped onto the training's (before the network is read at
+    # the known points, so that it is the map's network there).
     predictor = predictor.matched(src)
+    # With Predictor.refit, the kernel is re-fitted on this raster's known points;
+    # in any case the network mean at them is computed once, for every block.
+    predictor = predictor.refitted(src, block, halo, progress=progress)
     if predictor.radiometry_report is not None:
         report = dict(predictor.radiometry_report)
         if predictor.shift is not None:
@@ -195,19 +197,6 @@ def predict_raster(
         tags['radiometry'] = json.dumps(report)
     elif predictor.shift is not None:
         tags['radiometry'] = json.dumps(predictor.shift.summary())
-    fit = None if predictor.conditioning is None else predictor.conditioning.fit
-    if fit is not None and fit.refitted:
-        widest = max(f.params.lengthscale for _, f in fit.parts)
-        reach = 3 * widest / abs(src.grid.transform.a)
-        one_block = max(src.grid.height, src.grid.width) <= block
-        if reach > halo and not one_block:
-            warnings.warn(
-                f'{label}: the re-fitted kernel reaches {reach:.0f} px (3 '
-                f'length-scales), beyond the halo of {halo} px; each block sees only '
-                'the points within its window and halo, so the map can show block '
-                f'edges: raise --halo to about {reach:.0f}.',
-                stacklevel=2,
-            )
     main, *further = [spec.with_properties(**tags) for spec in predictor.specs]
     extra = [
         OutputFile(further_path(out_path, spec.kind), spec.count, spec.cog_options())

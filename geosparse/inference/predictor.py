@@ -461,8 +461,23 @@ class Predictor:
             return np.where(np.isfinite(out), out, np.float32(np.nan))
         return out
 
-    def window_mean(self, image: np.ndarray) -> np.ndarray:
-        """The head's first band ``(h, w)`` of a raw window (the GP's mean)."""
+    def prepared(self, image: np.ndarray) -> np.ndarray:
+        """A raw window ``(C, h, w)`` as the model sees it: float32, radiometry matched.
+
+        .. versionadded:: 0.6
+        """
+        image = image.astype(np.float32)
+        return image if self.shift is None else self.shift(image)
+
+    def window_mean(self, image: np.ndarray, prepared: bool = False) -> np.ndarray:
+        """The head's first band ``(h, w)`` of a window (the GP's mean).
+
+        Args:
+            image: ``(C, h, w)``, raw, or already :meth:`prepared`.
+            prepared: whether it is.
+        """
+        if not prepared:
+            image = self.prepared(image)
         x = torch.from_numpy(image[None]).float()
         with torch.no_grad():
             return self.head.predict_window(x)[0].numpy()
@@ -477,18 +492,27 @@ class Predictor:
     ) -> Predictor:
         """This predictor with its kernel and trend re-fitted on ``source``'s points.
 
-        See :func:`~geosparse.inference.refit.refit`.
+        See :func:`~geosparse.inference.refit.refit`. The network mean and bands at
+        the revealed points, computed on the blocks that hold them, are kept too
+        (with or without :attr:`refit`), so each block is conditioned on every
+        point within the kernel's reach
+        (:attr:`~geosparse.inference.conditioning.GPConditioning.at_points`).
+
+        .. versionchanged:: 0.6
+           The points' mean and bands are kept, also without :attr:`refit`.
 
         Returns:
-            A copy whose conditioning holds the fit (self without :attr:`refit`
-            or revealed points).
+            A copy whose conditioning holds the fit and the points' mean and bands
+            (self without revealed points).
         """
-        from .refit import refit
+        from .refit import network_at_points, refit_with_points
 
-        if not self.refit or self.reveal is None:
+        if self.reveal is None or self.conditioning is None:
             return self
-        assert self.conditioning is not None
-        fit = refit(
+        if not self.refit:
+            table = network_at_points(self, source, block, halo, progress)
+            return self._with_conditioning(self.conditioning.replace(at_points=table))
+        fit, at_points = refit_with_points(
             self,
             source,
             block,
@@ -498,4 +522,6 @@ class Predictor:
             points=self.refit_points,
             drift=self.drift,
         )
-        return self._with_conditioning(self.conditioning.replace(fit=fit))
+        return self._with_conditioning(
+            self.conditioning.replace(fit=fit, at_points=at_points)
+        )

@@ -150,3 +150,44 @@ def test_predictive_parts_are_the_members_with_their_noise():
     mean, std = predictive_map(net, pts, vals, fit)
     torch.testing.assert_close(mean, 0.3 * parts[0][1] + 0.7 * parts[1][1])
     assert bool((std >= torch.minimum(parts[0][2], parts[1][2]) - 1e-12).all())
+
+
+def test_points_outside_a_window_condition_it_given_their_mean():
+    """A window conditioned on every point, given their means, is the whole map's crop."""
+    gen = torch.Generator().manual_seed(3)
+    net = torch.randn(40, 60, generator=gen, dtype=torch.float64)
+    bands = torch.randn(2, 40, 60, generator=gen, dtype=torch.float64)
+    pts = torch.rand(25, 2, generator=gen, dtype=torch.float64) * torch.tensor(
+        [40.0, 60.0], dtype=torch.float64
+    )
+    vals = torch.randn(25, generator=gen, dtype=torch.float64)
+    params = KernelParams('rbf', 8.0, 1.0, 0.1)
+    trend = Trend(
+        0.2, 0.8, (0.3, -0.1), cov=tuple(tuple(r) for r in torch.eye(4).tolist())
+    )
+    full = posterior_map(net, pts, vals, params, trend=trend, covariates=bands)
+    r, c = pts[:, 0].floor().long(), pts[:, 1].floor().long()
+    win = (slice(10, 30), slice(20, 45))
+    crop = posterior_map(
+        net[win],
+        pts - torch.tensor([10.0, 20.0], dtype=torch.float64),
+        vals,
+        params,
+        trend=trend,
+        covariates=bands[:, win[0], win[1]],
+        point_mean=net[r, c],
+        point_covariates=bands[:, r, c],
+    )
+    for a, b in zip(crop, full, strict=True):
+        torch.testing.assert_close(a, b[win])
+    # A trend on bands needs the bands at the points too.
+    with pytest.raises(ValueError, match='point_covariates of shape'):
+        posterior_map(
+            net[win],
+            pts,
+            vals,
+            params,
+            trend=trend,
+            covariates=bands[:, win[0], win[1]],
+            point_mean=net[r, c],
+        )

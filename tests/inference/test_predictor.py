@@ -279,12 +279,19 @@ def test_reveal_refits_the_kernel_on_the_known_points_by_default(tmp_path):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter('always')
             assert main([*base, flag, '--out', str(folder)]) == 0
-        # The re-fitted length-scale (~15 px) reaches beyond the 32 px halo.
-        halo = [w for w in caught if 'raise --halo' in str(w.message)]
-        assert bool(halo) == (flag == '--refit')
+        # The re-fitted length-scale (~15 px) reaches beyond the 32 px halo, but
+        # every block is conditioned on the points within reach, in it or not.
+        assert not [w for w in caught if 'halo' in str(w.message)]
         with rasterio.open(folder / 'in_regression.tif') as src:
             mean, std = src.read()
             out[flag] = (mean, std, json.loads(src.tags()['kernel']))
+    # So the map in blocks of 128 px is the map in one block: no block edges.
+    base[base.index('--block') + 1] = '256'
+    assert main([*base, '--refit', '--out', str(tmp_path / 'one')]) == 0
+    with rasterio.open(tmp_path / 'one' / 'in_regression.tif') as src:
+        whole = src.read()
+    np.testing.assert_allclose(out['--refit'][0], whole[0], rtol=0, atol=1e-3)
+    np.testing.assert_allclose(out['--refit'][1], whole[1], rtol=0, atol=1e-3)
     r, c = rc[100:, 0].numpy(), rc[100:, 1].numpy()
     truth = held['h'].to_numpy()
     fitted = out['--refit'][2]
