@@ -45,6 +45,17 @@ from ..io.spec import BandSpec, OutputSpec
 
 __all__ = ['GPConditioning', 'RevealedPoints', 'TaskKernel']
 
+#: Correlation below which a point is left out of a pixel's variance (not of its
+#: mean) when every point within reach conditions a window
+#: (:attr:`GPConditioning.at_points`): with a long length-scale and many points, the
+#: exact reach (:math:`10^{-12}`) holds most points for every pixel, and the
+#: variance costs their number squared per pixel. Measured on a 576 px window with
+#: 1000 points and a length-scale of 103 px: the std moved by at most
+#: :math:`5 \cdot 10^{-6} s`, in 0.63 of the time. (A cutoff of :math:`10^{-6}` on the
+#: mean too, tried, moved the mean by up to 0.3 % of :math:`s` between blocks where
+#: the noise is small.)
+_NEAR = {'variance_cutoff': 1e-4}
+
 #: A task's kernel of one raw window ``(1, C, h, w)`` (:math:`\ell` in pixels).
 TaskKernel = Callable[[Tensor], KernelParams]
 
@@ -226,6 +237,7 @@ class GPConditioning:
             covariates=bands,
             point_mean=None if at is None else at[:, 0],
             point_covariates=None if at is None or not on_bands else at[:, 1:].T,
+            **({} if at is None else _NEAR),
         )
         return np.stack([post.numpy(), std.numpy()]).astype(np.float32)
 

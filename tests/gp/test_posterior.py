@@ -191,3 +191,16 @@ def test_points_outside_a_window_condition_it_given_their_mean():
             covariates=bands[:, win[0], win[1]],
             point_mean=net[r, c],
         )
+
+
+def test_a_variance_cutoff_leaves_the_mean_alone():
+    gen = torch.Generator().manual_seed(4)
+    pts = torch.rand(300, 2, generator=gen, dtype=torch.float64) * 200
+    vals = torch.randn(300, generator=gen, dtype=torch.float64)
+    net = torch.zeros(120, 120, dtype=torch.float64)
+    params = KernelParams('rbf', 20.0, 1.0, 0.1)
+    exact = posterior_map(net, pts, vals, params)
+    loose = posterior_map(net, pts, vals, params, variance_cutoff=1e-4)
+    torch.testing.assert_close(loose[0], exact[0], rtol=0, atol=0)
+    diff = float((loose[1] - exact[1]).abs().max())
+    assert 0 < diff < 1e-4
