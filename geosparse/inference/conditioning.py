@@ -29,6 +29,7 @@ with the kernel and the fit in the tags.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -43,7 +44,11 @@ from ..gp import KernelParams, RevealedFit, Trend, kernel_reach, predictive_map
 from ..io.grid import RasterGrid
 from ..io.spec import BandSpec, OutputSpec
 
-__all__ = ['GPConditioning', 'RevealedPoints', 'TaskKernel']
+__all__ = ['MAX_POINTS_PER_WINDOW', 'GPConditioning', 'RevealedPoints', 'TaskKernel']
+
+#: At most this many revealed points condition one window (the nearest); a window
+#: factorises a matrix of their number squared (4000: 128 MB in float64).
+MAX_POINTS_PER_WINDOW = 4000
 
 #: Correlation below which a point is left out of a pixel's variance (not of its
 #: mean) when every point within reach conditions a window
@@ -248,14 +253,27 @@ class GPConditioning:
         assert self.points is not None and self.at_points is not None
         grid = RasterGrid(self.points.crs or CRS(), transform, h, w)
         rows, cols = grid.to_pixels(self.points.xy)
+        # Distance from each point to the window's rectangle, in pixels.
+        dr = np.maximum(0.0, np.maximum(-rows, rows - h))
+        dc = np.maximum(0.0, np.maximum(-cols, cols - w))
+        dist = np.hypot(dr, dc)
         keep = (
-            (rows > -reach)
-            & (rows < h + reach)
-            & (cols > -reach)
-            & (cols < w + reach)
+            (dist < reach)
             & np.isfinite(self.at_points).all(1)
             & np.isfinite(self.points.values)
         )
+        if keep.sum() > MAX_POINTS_PER_WINDOW:
+            # A moving neighbourhood, as kriging software has: the nearest ones.
+            order = np.flatnonzero(keep)[np.argsort(dist[keep], kind='stable')]
+            keep = np.zeros_like(keep)
+            keep[order[:MAX_POINTS_PER_WINDOW]] = True
+            warnings.warn(
+                f"{len(order)} revealed points lie within the kernel's reach of a "
+                f'window; it is conditioned on the nearest {MAX_POINTS_PER_WINDOW} '
+                '(memory grows as their number squared), so neighbouring blocks can '
+                'differ slightly: thin the points or predict smaller blocks.',
+                stacklevel=3,
+            )
         pts = torch.from_numpy(np.stack([rows[keep], cols[keep]], axis=1))
         return (
             pts.to(torch.float64),

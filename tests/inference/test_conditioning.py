@@ -77,3 +77,40 @@ def test_stacked_fit_maps_the_mixture_of_its_trends():
     tags = stacked.as_dict()
     assert [p['drift'] for p in tags['stack']] == ['network', 'kriging']
     assert [p['weight'] for p in tags['stack']] == [0.7, 0.3]
+
+
+def test_points_outside_the_window_condition_it_and_the_nearest_are_kept(
+    monkeypatch,
+):
+    """With at_points, a window sees points beyond it; past the cap, the nearest."""
+    import warnings
+
+    import pytest
+
+    from geosparse.inference import conditioning as module
+
+    mean, image, transform, points, rc = _scene()
+    fit = RevealedFit(
+        KernelParams('rbf', 16.0, 1.0, 0.1, units='crs'), Trend(), True, 4
+    )
+    at = np.concatenate(
+        [mean[rc[:, 0], rc[:, 1]].numpy()[:, None], image[:, rc[:, 0], rc[:, 1]].T], 1
+    )
+    whole = GPConditioning(points=points, fit=fit)(mean, image, transform)
+    # The window of rows 12-24: points at rows 3, 7 and 10 lie above it.
+    top = Affine(2.0, 0, 100.0, 0, -2.0, 200.0 - 2 * 12)
+    part = GPConditioning(points=points, fit=fit, at_points=at)
+    got = part(mean[12:], image[:, 12:], top)
+    np.testing.assert_allclose(got, whole[:, 12:], atol=1e-5)
+    # Without the points' means, only the one inside the window conditions it.
+    alone = GPConditioning(points=points, fit=fit)(mean[12:], image[:, 12:], top)
+    assert np.abs(alone - whole[:, 12:]).max() > 0.01
+    # Capped at two points: the nearest two (rows 20 and 10), said once.
+    monkeypatch.setattr(module, 'MAX_POINTS_PER_WINDOW', 2)
+    with pytest.warns(UserWarning, match='conditioned on the nearest 2'):
+        capped = part(mean[12:], image[:, 12:], top)
+    two = RevealedPoints(points.xy[[1, 2]], points.values[[1, 2]])
+    expect = GPConditioning(points=two, fit=fit, at_points=at[[1, 2]])
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        np.testing.assert_allclose(capped, expect(mean[12:], image[:, 12:], top))
