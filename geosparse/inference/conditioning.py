@@ -59,7 +59,7 @@ MAX_POINTS_PER_WINDOW = 4000
 #: :math:`5 \cdot 10^{-6} s`, in 0.63 of the time. (A cutoff of :math:`10^{-6}` on the
 #: mean too, tried, moved the mean by up to 0.3 % of :math:`s` between blocks where
 #: the noise is small.)
-_NEAR = {'variance_cutoff': 1e-4}
+_VARIANCE_CUTOFF = 1e-4
 
 #: A task's kernel of one raw window ``(1, C, h, w)`` (:math:`\ell` in pixels).
 TaskKernel = Callable[[Tensor], KernelParams]
@@ -139,7 +139,8 @@ class GPConditioning:
     kernel_source: str = 'rbf'
     family: str = 'rbf'
     fit: RevealedFit | None = None
-    at_points: np.ndarray | None = None
+    # An array: left out of == and hash (an array has no truth value).
+    at_points: np.ndarray | None = dataclasses.field(default=None, compare=False)
 
     def replace(self, **changes: object) -> GPConditioning:
         """A copy with some fields changed."""
@@ -242,7 +243,7 @@ class GPConditioning:
             covariates=bands,
             point_mean=None if at is None else at[:, 0],
             point_covariates=None if at is None or not on_bands else at[:, 1:].T,
-            **({} if at is None else _NEAR),
+            variance_cutoff=None if at is None else _VARIANCE_CUTOFF,
         )
         return np.stack([post.numpy(), std.numpy()]).astype(np.float32)
 

@@ -443,9 +443,8 @@ class Predictor:
             )
         if self.torch_threads is not None:
             torch.set_num_threads(self.torch_threads)
-        if self.shift is not None:
-            image = self.shift(image.astype(np.float32))
-        x = torch.from_numpy(image[None]).float()
+        image = self.prepared(image)
+        x = torch.from_numpy(image[None])
         c = None
         if coarse is not None and self.uses_coarse:
             c = torch.from_numpy(coarse[None].astype(np.int64))

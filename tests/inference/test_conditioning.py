@@ -100,6 +100,9 @@ def test_points_outside_the_window_condition_it_and_the_nearest_are_kept(
     # The window of rows 12-24: points at rows 3, 7 and 10 lie above it.
     top = Affine(2.0, 0, 100.0, 0, -2.0, 200.0 - 2 * 12)
     part = GPConditioning(points=points, fit=fit, at_points=at)
+    # The table is an array: it stays out of == (which would raise) and hash.
+    assert part == GPConditioning(points=points, fit=fit, at_points=at.copy())
+    assert hash(part.replace(points=None)) == hash(GPConditioning(fit=fit))
     got = part(mean[12:], image[:, 12:], top)
     np.testing.assert_allclose(got, whole[:, 12:], atol=1e-5)
     # Without the points' means, only the one inside the window conditions it.
