@@ -726,7 +726,13 @@ def test_point_instances_benchmark_prints_every_method(tmp_path):
         str(out),
     )
     res = json.loads(out.read_text())
-    assert set(res['methods']) == {'voronoi', 'geodesic', 'learned', 'learned_geodesic'}
+    assert set(res['methods']) == {
+        'voronoi',
+        'geodesic',
+        'ot',
+        'learned',
+        'learned_geodesic',
+    }
     # the scene's density options reach the generator: one terrace of 3-6, 2 isolated
     assert res['settings']['terraces'] == 1
     assert 1 <= res['n_instances'] <= 8
