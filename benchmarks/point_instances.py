@@ -651,7 +651,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "points (PointForegroundTask), the learned task's own, or the truth (which "
         'the learned distance then splits too)',
     )
-    p.add_argument('--steps', type=int, default=200, help='training steps of learned')
+    p.add_argument(
+        '--steps',
+        type=int,
+        default=400,
+        help="training steps of learned and of the baselines' foreground head",
+    )
     p.add_argument('--patch-size', type=int, default=128)
     p.add_argument(
         '--block', type=int, help='prediction block, pixels (default: --patch-size)'
