@@ -100,6 +100,7 @@ from geosparse.datasets.synthetic import make_instance_scene
 from geosparse.inference.instances import predict_instances
 from geosparse.inference.stage2 import predict_stage2, train_stage2
 from geosparse.instances import (
+    EDGE_WEIGHT,
     geodesic_instances,
     instance_scores,
     transport_instances,
@@ -676,7 +677,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument(
         '--edge-weight',
         type=float,
-        default=40.0,
+        default=EDGE_WEIGHT,
         help='edge cost weight of the geodesic (baselines and prior)',
     )
     p.add_argument('--pairwise-weight', type=float, default=1.0)

@@ -743,6 +743,22 @@ def test_point_instances_benchmark_prints_every_method(tmp_path):
     assert res['speed']['train_step_over_segmentation'] > 0
 
 
+def test_point_instances_benchmark_trains_only_what_the_methods_need(tmp_path):
+    out = tmp_path / 'r.json'
+    run_script(
+        'point_instances.py',
+        *('--synthetic', '--size', '96', '--seeds', '0', '--steps', '2'),
+        *('--patch-size', '32', '--terraces', '1', '--isolated', '2'),
+        *('--methods', 'voronoi', 'ot', '--out', str(out)),
+    )
+    res = json.loads(out.read_text())
+    # No learned method: no learned task trained, so no learned_geodesic and no
+    # training-step ratio (which needs the learned task).
+    assert set(res['methods']) == {'voronoi', 'ot'}
+    assert res['speed'] == {}
+    assert res['settings']['edge_weight'] == 40.0  # EDGE_WEIGHT, the package's
+
+
 def test_point_instances_benchmark_scores_stage2_on_held_out_imagery(tmp_path):
     from geosparse.datasets import make_instance_scene
 

@@ -5,6 +5,7 @@ data modules, tasks, inference or CLI.
 """
 
 from .baselines import (
+    EDGE_WEIGHT,
     edge_cost,
     geodesic_distance,
     geodesic_instances,
@@ -16,6 +17,7 @@ from .baselines import (
 from .metrics import instance_scores
 
 __all__ = [
+    'EDGE_WEIGHT',
     'edge_cost',
     'geodesic_distance',
     'geodesic_instances',

@@ -54,6 +54,7 @@ from torch import Tensor
 
 from ..compat import BaseTask
 from ..instances.baselines import (
+    EDGE_WEIGHT,
     geodesic_instances,
     geodesic_point_distances,
     margin_uncertainty,
@@ -110,7 +111,7 @@ class PointInstanceTask(FiniteTraining, BaseTask):
         enhancement: bool = True,
         scale: float = 32.0,
         prior: Literal['geodesic', 'euclidean'] = 'geodesic',
-        edge_weight: float = 40.0,
+        edge_weight: float = EDGE_WEIGHT,
         edge_sigma: float = 1.0,
         temperature: float = 1.0,
         pairwise_weight: float = 1.0,
@@ -136,10 +137,9 @@ class PointInstanceTask(FiniteTraining, BaseTask):
             prior: the hand-crafted term: ``geodesic``, the distance on image edges
                 of :func:`~geosparse.instances.geodesic_point_distances` (PSPS-style
                 cost), or ``euclidean``.
-            edge_weight: :math:`\lambda` of the geodesic edge cost (40: chosen on
-                generated scenes of seeds 10-12, where 10 split the true foreground
-                0.02 IoU worse; also the default of ``geosparse predict --split
-                geodesic``).
+            edge_weight: :math:`\lambda` of the geodesic edge cost (default
+                :data:`~geosparse.instances.EDGE_WEIGHT`; also what ``geosparse
+                predict --split geodesic`` uses).
             edge_sigma: Gaussian smoothing (pixels) of the geodesic's edge strength.
             temperature: :math:`\tau` of the soft assignments.
             pairwise_weight: :math:`\beta`, weight of the pairwise term.
