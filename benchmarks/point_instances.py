@@ -350,6 +350,7 @@ def train_learned(
             prior=a.prior,
             edge_weight=a.edge_weight,
             pairwise_weight=a.pairwise_weight,
+            separate_foreground=not a.shared_foreground,
             lr=a.lr,
         ),
         image_path,
@@ -668,6 +669,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument('--no-aggregation', action='store_true')
     p.add_argument('--no-enhancement', action='store_true')
     p.add_argument('--scale', type=float, default=32.0)
+    p.add_argument(
+        '--shared-foreground',
+        action='store_true',
+        help="learned's foreground head as a 1 x 1 convolution of the distance's "
+        "features (before 0.1's separate U-Net)",
+    )
     p.add_argument(
         '--prior',
         choices=('geodesic', 'euclidean'),

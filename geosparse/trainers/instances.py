@@ -119,6 +119,7 @@ class PointInstanceTask(FiniteTraining, BaseTask):
         pairwise_theta: float = 0.5,
         pairwise_threshold: float = 0.3,
         foreground: Literal['head', 'queries'] = 'head',
+        separate_foreground: bool = True,
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
         window: int | None = None,
@@ -152,6 +153,11 @@ class PointInstanceTask(FiniteTraining, BaseTask):
                 between the thing queries by their distances; ``queries``, the
                 pixels whose nearest query is a thing query (the paper's panoptic
                 reading, and this task's before 0.1's head).
+            separate_foreground: the foreground head is a U-Net of its own (the
+                default) or a 1 x 1 convolution of the distance's pixel features
+                (see :class:`~geosparse.models.LearnableDistance`). Checkpoints
+                written before this choice existed load with the 1 x 1 head they
+                were trained with.
             lr: AdamW learning rate.
             weight_decay: AdamW weight decay.
             window: side of the training windows, pixels. Set from the data module's
@@ -184,7 +190,19 @@ class PointInstanceTask(FiniteTraining, BaseTask):
             aggregation=hp['aggregation'],
             enhancement=hp['enhancement'],
             scale=hp['scale'],
+            separate_foreground=hp.get('separate_foreground', True),
         )
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Rebuild a checkpoint from before ``separate_foreground`` with its 1 x 1 head.
+
+        Its hyperparameters lack the key, so the task was built with the default (a
+        separate U-Net), which its weights do not fit.
+        """
+        super().on_load_checkpoint(checkpoint)
+        if 'separate_foreground' not in checkpoint.get('hyper_parameters', {}):
+            self.hparams['separate_foreground'] = False
+            self.configure_models()
 
     def on_fit_start(self) -> None:
         """Remember the data module's window size (``window``) for prediction.

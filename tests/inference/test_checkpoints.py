@@ -137,6 +137,26 @@ def test_an_npp_checkpoint_from_before_the_gp_objects_still_predicts(tmp_path):
     assert out.shape == (2, 16, 16) and np.isfinite(out).all()
 
 
+def test_a_checkpoint_from_before_the_separate_foreground_loads_its_head(tmp_path):
+    from geosparse.trainers import PointInstanceTask
+
+    torch.manual_seed(0)
+    old = PointInstanceTask(in_channels=1, separate_foreground=False)
+    ckpt = save_untrained(old, tmp_path / 'old.ckpt')
+    data = torch.load(ckpt, weights_only=True)
+    del data['hyper_parameters']['separate_foreground']  # as 0.1 before the choice
+    torch.save(data, ckpt)
+    task = load_task(ckpt)
+    assert task.hparams['separate_foreground'] is False
+    assert isinstance(task.model.to_foreground, torch.nn.Conv2d)
+    for key, value in old.state_dict().items():
+        torch.testing.assert_close(task.state_dict()[key], value)
+    # a new checkpoint keeps its separate U-Net
+    new = save_untrained(PointInstanceTask(in_channels=1), tmp_path / 'new.ckpt')
+    assert load_task(new).hparams['separate_foreground'] is True
+    assert not isinstance(load_task(new).model.to_foreground, torch.nn.Conv2d)
+
+
 def test_weights_of_another_version_are_a_one_line_error(tmp_path, capsys):
     from geosparse.trainers import PointInstanceTask
 

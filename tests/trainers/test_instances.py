@@ -110,6 +110,8 @@ def test_bad_prior_and_foreground():
 
 def _set_head(task, background: float, obj: float):
     head = task.model.to_foreground
+    if task.hparams['separate_foreground']:
+        head = head.segmentation_head[0]  # the U-Net's last convolution
     torch.nn.init.zeros_(head.weight)
     with torch.no_grad():
         head.bias.copy_(torch.tensor([background, obj]))
