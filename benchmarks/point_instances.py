@@ -20,14 +20,18 @@ Methods, all giving one mask per point (an instance is its point):
 training window size (``--block``, ``--halo``: the distance trained on windows of
 128 pixels did worse on whole 900-pixel scenes, whose windows hold many more
 queries). The foreground of ``voronoi``, ``geodesic`` and ``ot`` comes, as the issue asks,
-from a foreground/background head trained on the same points, windows and steps
-(:class:`~geosparse.trainers.PointForegroundTask`: the learned distance's U-Net with
-two classes, cross-entropy at the points and the same pairwise colour term).
-``--foreground learned`` gives them the learned task's own foreground instead
-(its foreground head), so that the methods
-differ only in how they split one foreground between the points; ``--foreground
-truth`` gives every method the true foreground (the learned method then splits it
-by its distances among the object queries), which isolates the split.
+from a foreground/background head trained on the same points, windows and steps. By
+default (``--foreground auto``) that is the learned task's own foreground head when
+``learned`` is run (a U-Net of its own, trained in the same steps with the same loss
+as :class:`~geosparse.trainers.PointForegroundTask`), so that every method divides one
+foreground and the table compares the splits; their ``seconds`` then include the
+learned task's training and prediction. Without ``learned``, ``auto`` trains a
+:class:`~geosparse.trainers.PointForegroundTask` (the distance's U-Net with two
+classes, cross-entropy at the points and the same pairwise colour term), which
+``--foreground head`` asks for always (a second network, trained on the same windows:
+the methods then also differ by their foregrounds). ``--foreground truth`` gives every
+method the true foreground (the learned method then splits it by its distances among
+the object queries), which isolates the split.
 
 ``learned_geodesic`` (with ``--foreground head``, when both are run): the learned
 task's foreground divided by the geodesic, as ``geosparse predict --split geodesic``
@@ -502,6 +506,8 @@ def run_seed(
             learned = np.where(foreground, pred.ids[nearest], 0)
         infer = time.perf_counter() - t0
         masks['learned'] = (learned, train_seconds + infer, infer)
+        if a.foreground == 'learned':
+            head_seconds = train_seconds + infer  # the baselines' foreground
     if a.foreground == 'head':
         t0 = time.perf_counter()
         head = train_foreground(image_path, points_path, image.shape[0], a)
@@ -647,11 +653,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     p.add_argument(
         '--foreground',
-        choices=('head', 'learned', 'truth'),
-        default='head',
-        help='foreground of the baselines: a foreground head trained on the same '
-        "points (PointForegroundTask), the learned task's own, or the truth (which "
-        'the learned distance then splits too)',
+        choices=('auto', 'head', 'learned', 'truth'),
+        default='auto',
+        help="foreground of the baselines: the learned task's own head (learned; "
+        'auto when learned is run), a separate head trained on the same points '
+        '(head: PointForegroundTask; auto otherwise), or the truth (which the '
+        'learned distance then splits too)',
     )
     p.add_argument(
         '--steps',
@@ -692,6 +699,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument('--out', help='also write the JSON here')
     verbose_option(p)
     a = p.parse_args(argv)
+    if a.foreground == 'auto':
+        a.foreground = 'learned' if 'learned' in a.methods else 'head'
     with quiet(a.verbose):
         if not a.synthetic and not (a.image and a.polygons):
             p.error('give --image and --polygons, or --synthetic')

@@ -726,13 +726,15 @@ def test_point_instances_benchmark_prints_every_method(tmp_path):
         str(out),
     )
     res = json.loads(out.read_text())
-    assert set(res['methods']) == {
-        'voronoi',
-        'geodesic',
-        'ot',
-        'learned',
-        'learned_geodesic',
-    }
+    assert set(res['methods']) == {'voronoi', 'geodesic', 'ot', 'learned'}
+    # One foreground for every method by default: the learned task's own head, so
+    # the methods differ only by their splits, and the baselines pay for its training.
+    assert res['settings']['foreground'] == 'learned'
+    methods = res['methods']
+    # (Voronoi gives every foreground pixel a point; the others may leave some out)
+    assert methods['voronoi']['miou'] == pytest.approx(methods['learned']['miou'])
+    for name in ('voronoi', 'geodesic', 'ot'):
+        assert methods[name]['seconds'] >= methods['learned']['seconds']
     # the scene's density options reach the generator: one terrace of 3-6, 2 isolated
     assert res['settings']['terraces'] == 1
     assert 1 <= res['n_instances'] <= 8
@@ -756,6 +758,7 @@ def test_point_instances_benchmark_trains_only_what_the_methods_need(tmp_path):
     # training-step ratio (which needs the learned task).
     assert set(res['methods']) == {'voronoi', 'ot'}
     assert res['speed'] == {}
+    assert res['settings']['foreground'] == 'head'  # a PointForegroundTask instead
     assert res['settings']['edge_weight'] == 40.0  # EDGE_WEIGHT, the package's
 
 
@@ -768,12 +771,20 @@ def test_point_instances_benchmark_scores_stage2_on_held_out_imagery(tmp_path):
     run_script(
         'point_instances.py',
         *('--image', str(scene.image), '--polygons', str(scene.polygons)),
-        *('--methods', 'voronoi', 'learned', 'stage2'),
+        *('--methods', 'voronoi', 'geodesic', 'learned', 'stage2'),
         *('--seeds', '0', '--steps', '2', '--stage2-steps', '2'),
-        *('--patch-size', '32', '--out', str(out)),
+        *('--patch-size', '32', '--foreground', 'head', '--out', str(out)),
     )
     res = json.loads(out.read_text())
-    assert set(res['methods']) == {'voronoi', 'learned', 'stage2'}
+    # a separate head for the baselines, and the learned foreground split by the
+    # geodesic as geosparse predict --split geodesic makes it
+    assert set(res['methods']) == {
+        'voronoi',
+        'geodesic',
+        'learned',
+        'learned_geodesic',
+        'stage2',
+    }
     stage2 = res['methods']['stage2']['per_seed'][0]
     assert 0 <= stage2['instance_iou'] <= 1 and 0 <= stage2['miou'] <= 1
     # only the objects of the right half are scored
