@@ -94,6 +94,16 @@ class InstancePrediction:
     ids: np.ndarray
 
 
+def _foreground_logits(out: DistanceOutput) -> Tensor:
+    """The foreground head's logits of ``out``; an error if it was not run."""
+    if out.foreground is None:
+        raise ValueError(
+            "foreground='head' needs the distance's foreground head: call the model "
+            'with foreground=True.'
+        )
+    return out.foreground
+
+
 class PointInstanceTask(FiniteTraining, BaseTask):
     """Learnable pixel-to-instance distance from points (see the module doc).
 
@@ -285,6 +295,7 @@ class PointInstanceTask(FiniteTraining, BaseTask):
             background,
             self.hparams['temperature'],
             self.hand_crafted(batch['image'], batch['points'], objects),
+            foreground=self.hparams['foreground'] == 'head',
         )
 
     def compute_loss(
@@ -312,7 +323,7 @@ class PointInstanceTask(FiniteTraining, BaseTask):
         if hp['foreground'] == 'head':
             # the background points are the point queries that are stuff
             lf = foreground_loss(
-                out.foreground,
+                _foreground_logits(out),
                 batch['points'],
                 batch['valid'],
                 out.stuff[:, : batch['points'].shape[1]],
@@ -410,7 +421,7 @@ class PointInstanceTask(FiniteTraining, BaseTask):
         else:
             uncertainty = torch.zeros_like(nearest, dtype=dist.dtype)
         if foreground == 'head':
-            z = out.foreground
+            z = _foreground_logits(out)
             objects = z[:, 1] > z[:, 0]
             instances = instances.masked_fill(~objects, 0)
             uncertainty = torch.where(
@@ -502,7 +513,15 @@ class PointInstanceTask(FiniteTraining, BaseTask):
         valid = torch.ones(1, len(pts), dtype=torch.bool, device=device)
         tau = self.hparams['temperature']
         prior = self.hand_crafted(x[None], pts[None], valid & ~bg[None])
-        out = self.model(x[None], pts[None], valid, bg[None], tau, prior)
+        out = self.model(
+            x[None],
+            pts[None],
+            valid,
+            bg[None],
+            tau,
+            prior,
+            foreground=self.hparams['foreground'] == 'head',
+        )
         instances, uncertainty = self.pseudo_labels(
             out, idt[None], tau, self.hparams['foreground']
         )

@@ -195,3 +195,25 @@ def test_without_background_points_the_nearest_query_decides_with_a_warning():
         task.on_fit_start()
     assert task.hparams['foreground'] == 'queries'
     assert task.hparams['window'] == 64
+
+
+def test_the_nearest_query_reading_does_not_run_the_foreground_head():
+    torch.manual_seed(0)
+    image, points, ids = _two_rectangles()
+    task = PointInstanceTask(in_channels=1, rounds=1, foreground='queries')
+    calls = []
+    task.model.to_foreground.register_forward_hook(lambda *_: calls.append(1))
+    pred = task.predict_instances(image, points, ids)
+    assert not calls  # the separate U-Net is skipped: nothing reads it
+    assert set(np.unique(pred.instances)) <= {0, *ids}
+    # the head's reading on an output without the head is an error, not a guess
+    x = torch.as_tensor(image)[None]
+    pts = torch.as_tensor(points, dtype=torch.float32)[None]
+    out = task.model(
+        x, pts, torch.ones(1, len(ids), dtype=torch.bool), foreground=False
+    )
+    with pytest.raises(ValueError, match='foreground head'):
+        task.pseudo_labels(out, torch.as_tensor(ids)[None], 1.0, 'head')
+    task.hparams['foreground'] = 'head'
+    task.predict_instances(image, points, ids)
+    assert calls  # and run when it decides
