@@ -217,3 +217,47 @@ def test_the_nearest_query_reading_does_not_run_the_foreground_head():
     task.hparams['foreground'] = 'head'
     task.predict_instances(image, points, ids)
     assert calls  # and run when it decides
+
+
+def test_training_resumes_from_a_checkpoint_made_before_the_separate_head(tmp_path):
+    """``fit(ckpt_path=old)``: the model is rebuilt before the optimizer is made."""
+    from lightning.pytorch import Trainer
+
+    from ..datamodules.test_instances import make_dm
+    from ..datasets.test_instances import make_instance_scene
+
+    scene = make_instance_scene(tmp_path / 'scene')
+
+    def trainer(steps):
+        return Trainer(
+            max_steps=steps,
+            accelerator='cpu',
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            default_root_dir=tmp_path,
+        )
+
+    torch.manual_seed(0)
+    fit = trainer(1)
+    fit.fit(
+        PointInstanceTask(in_channels=3, rounds=1, separate_foreground=False),
+        datamodule=make_dm(scene, length=4),
+    )
+    ckpt = tmp_path / 'old.ckpt'
+    fit.save_checkpoint(ckpt)
+    data = torch.load(ckpt, weights_only=True)
+    del data['hyper_parameters']['separate_foreground']  # as 0.1 before the choice
+    assert len(data['optimizer_states'][0]['state']) > 0
+    torch.save(data, ckpt)
+
+    task = PointInstanceTask(in_channels=3, rounds=1)  # the new default head
+    resumed = trainer(3)
+    resumed.fit(task, datamodule=make_dm(scene, length=8), ckpt_path=str(ckpt))
+    assert resumed.global_step == 3
+    assert isinstance(task.model.to_foreground, torch.nn.Conv2d)
+    params = [
+        p for group in resumed.optimizers[0].param_groups for p in group['params']
+    ]
+    assert {id(p) for p in params} == {id(p) for p in task.parameters()}
