@@ -221,26 +221,15 @@ def test_the_nearest_query_reading_does_not_run_the_foreground_head():
 
 def test_training_resumes_from_a_checkpoint_made_before_the_separate_head(tmp_path):
     """``fit(ckpt_path=old)``: the model is rebuilt before the optimizer is made."""
-    from lightning.pytorch import Trainer
+    from geosparse.trainers import brief_trainer
 
     from ..datamodules.test_instances import make_dm
     from ..datasets.test_instances import make_instance_scene
 
     scene = make_instance_scene(tmp_path / 'scene')
 
-    def trainer(steps):
-        return Trainer(
-            max_steps=steps,
-            accelerator='cpu',
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            default_root_dir=tmp_path,
-        )
-
     torch.manual_seed(0)
-    fit = trainer(1)
+    fit = brief_trainer(1, default_root_dir=tmp_path)
     fit.fit(
         PointInstanceTask(in_channels=3, rounds=1, separate_foreground=False),
         datamodule=make_dm(scene, length=4),
@@ -253,7 +242,8 @@ def test_training_resumes_from_a_checkpoint_made_before_the_separate_head(tmp_pa
     torch.save(data, ckpt)
 
     task = PointInstanceTask(in_channels=3, rounds=1)  # the new default head
-    resumed = trainer(3)
+    # as many epochs as the three steps take (brief_trainer stops after one)
+    resumed = brief_trainer(3, max_epochs=None, default_root_dir=tmp_path)
     resumed.fit(task, datamodule=make_dm(scene, length=8), ckpt_path=str(ckpt))
     assert resumed.global_step == 3
     assert isinstance(task.model.to_foreground, torch.nn.Conv2d)
