@@ -385,11 +385,19 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_seed(a: argparse.Namespace, speed: bool = True) -> dict[str, Any]:
-    """Train and score every method with ``a.seed``; with ``speed``, the ratios too."""
+    """Train and score every method with ``a.seed``; with ``speed``, the ratios too.
+
+    The Gaussian fits are cached in a temporary folder removed when the seed ends.
+    """
+    with tempfile.TemporaryDirectory(prefix='geosparse-gst-') as cache:
+        return _run_seed(a, Path(cache), speed)
+
+
+def _run_seed(a: argparse.Namespace, cache: Path, speed: bool) -> dict[str, Any]:
+    """:func:`run_seed` with the Gaussian fits cached in ``cache``."""
     warnings.filterwarnings(
         'ignore', message='.*(does not have many workers|strict is set).*'
     )
-    cache = Path(tempfile.mkdtemp(prefix='geosparse-gst-'))
     split = (
         (a.train_fraction - a.val_fraction, a.val_fraction, 1 - a.train_fraction)
         if not a.test_image
