@@ -458,7 +458,7 @@ def _run_seed(a: argparse.Namespace, cache: Path, speed: bool) -> dict[str, Any]
                 stride=a.stride,
                 warmup_steps=a.steps // 2,
                 ramp_steps=a.steps // 3,
-                unlabelled_weight=1.0 if method == 'p2r-semi' else 0.0,
+                unlabelled_weight=a.unlabelled_weight if method == 'p2r-semi' else 0.0,
                 pseudo_threshold=a.pseudo_threshold,
                 pseudo_background=a.pseudo_background,
                 pseudo_window=a.pseudo_window,
@@ -609,6 +609,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         '--unlabelled-batch',
         type=int,
         help='p2r-semi: unlabelled windows added to each batch (default --batch)',
+    )
+    p.add_argument(
+        '--unlabelled-weight',
+        type=float,
+        default=1.0,
+        help='p2r-semi: full weight of the unlabelled loss after its ramp (a tiny '
+        'weight such as 1e-9 keeps the EMA teacher and leaves out what the '
+        'pseudo-points teach: the ablation of the teacher alone)',
     )
     p.add_argument(
         '--pseudo-threshold',
