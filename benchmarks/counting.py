@@ -459,6 +459,7 @@ def _run_seed(a: argparse.Namespace, cache: Path, speed: bool) -> dict[str, Any]
                 warmup_steps=a.steps // 2,
                 ramp_steps=a.steps // 3,
                 unlabelled_weight=a.unlabelled_weight if method == 'p2r-semi' else 0.0,
+                strong_view_statistics=a.strong_view_statistics == 'update',
                 pseudo_threshold=a.pseudo_threshold,
                 pseudo_background=a.pseudo_background,
                 pseudo_window=a.pseudo_window,
@@ -617,6 +618,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help='p2r-semi: full weight of the unlabelled loss after its ramp (a tiny '
         'weight such as 1e-9 keeps the EMA teacher and leaves out what the '
         'pseudo-points teach: the ablation of the teacher alone)',
+    )
+    p.add_argument(
+        '--strong-view-statistics',
+        choices=('update', 'keep'),
+        default='update',
+        help="p2r-semi: 'keep' stops the student's forward on strongly augmented "
+        'views from moving its BatchNorm running statistics, which the EMA teacher '
+        'averages and predicts with',
     )
     p.add_argument(
         '--pseudo-threshold',

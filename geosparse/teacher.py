@@ -9,20 +9,25 @@ unlabelled images with pseudo-points from an exponential-moving-average teacher:
 - :func:`pseudo_points`: the teacher's confident local maxima as points, each with
   its probability as confidence (every cell of its P2R region inherits it);
 - :func:`unlabelled_weight`: the ramp-up of the unlabelled loss,
-  :math:`w(t) = w_{max} \exp(-5 (1 - t/T)^2)` for :math:`t < T` (Laine and Aila, 2017).
+  :math:`w(t) = w_{max} \exp(-5 (1 - t/T)^2)` for :math:`t < T` (Laine and Aila, 2017);
+- :func:`frozen_norm_statistics`: the student's forward on strongly augmented views
+  without moving its BatchNorm running statistics (which the teacher averages and
+  predicts with) towards the statistics of those views.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor, nn
 
 from .losses.p2r import peak_map
 
-__all__ = ['EMATeacher', 'pseudo_points', 'unlabelled_weight']
+__all__ = ['EMATeacher', 'frozen_norm_statistics', 'pseudo_points', 'unlabelled_weight']
 
 
 class EMATeacher(nn.Module):
@@ -104,3 +109,29 @@ def unlabelled_weight(step: int, ramp_steps: int, max_weight: float = 1.0) -> fl
         return max_weight
     t = max(step, 0) / ramp_steps
     return max_weight * math.exp(-5 * (1 - t) ** 2)
+
+
+@contextlib.contextmanager
+def frozen_norm_statistics(model: nn.Module) -> Iterator[None]:
+    r"""Forward passes in training mode that leave BatchNorm's running statistics alone.
+
+    In training mode a BatchNorm layer normalises with the batch's own statistics
+    and moves its running estimates, :math:`\hat\mu \leftarrow (1 - m)\hat\mu + m
+    \mu_B`, which the network uses at prediction. Inside this context the momentum
+    :math:`m` is 0: the batch is normalised the same way (the gradients are
+    unchanged) but the running estimates keep describing the imagery the network
+    will predict on, not a strongly augmented view of it (noise, cut-out, jitter).
+
+    .. versionadded:: 0.1
+    """
+    norms = [
+        m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+    ]
+    momenta = [m.momentum for m in norms]
+    try:
+        for m in norms:
+            m.momentum = 0.0
+        yield
+    finally:
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum

@@ -5,7 +5,12 @@ import torch
 from torch import nn
 
 from geosparse.losses import p2r_targets
-from geosparse.teacher import EMATeacher, pseudo_points, unlabelled_weight
+from geosparse.teacher import (
+    EMATeacher,
+    frozen_norm_statistics,
+    pseudo_points,
+    unlabelled_weight,
+)
 
 
 def test_teacher_is_the_moving_average_and_gets_no_gradients():
@@ -53,3 +58,24 @@ def test_unlabelled_weight_ramps_up_from_exp_minus_5():
     assert unlabelled_weight(0, 100, 2.0) == pytest.approx(2 * math.exp(-5))
     assert unlabelled_weight(50, 100) == pytest.approx(math.exp(-1.25))
     assert unlabelled_weight(100, 100) == 1.0 and unlabelled_weight(5, 0) == 1.0
+
+
+def test_frozen_norm_statistics_normalise_by_the_batch_but_keep_running_estimates():
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(2, 3, 1), nn.BatchNorm2d(3), nn.BatchNorm2d(3, momentum=None)
+    )
+    net.train()
+    x = 5 + 3 * torch.randn(4, 2, 6, 6)
+    before = [b.clone() for b in net.buffers() if b.is_floating_point()]
+    with frozen_norm_statistics(net):
+        frozen = net(x)
+    after = [b for b in net.buffers() if b.is_floating_point()]
+    assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+    # the momenta come back, and the same forward then moves the estimates
+    assert net[1].momentum == 0.1 and net[2].momentum is None
+    moving = net(x)
+    torch.testing.assert_close(frozen, moving)  # batch statistics either way
+    moved = [b for b in net.buffers() if b.is_floating_point()]
+    assert not torch.equal(before[0], moved[0])
+    assert not torch.equal(before[2], moved[2])

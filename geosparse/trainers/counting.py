@@ -88,7 +88,12 @@ from ..losses.transport import (
     transport_loss,
 )
 from ..metrics import CountCoverage
-from ..teacher import EMATeacher, pseudo_points, unlabelled_weight
+from ..teacher import (
+    EMATeacher,
+    frozen_norm_statistics,
+    pseudo_points,
+    unlabelled_weight,
+)
 from .heads import forward_padded, pad_multiple
 from .utils import FiniteTraining, log_epoch_metrics
 
@@ -622,6 +627,7 @@ class PointMapTask(_CountingTask):
         pseudo_window: int = 3,
         predict_with: Literal['teacher', 'student'] = 'teacher',
         unlabelled_weight: float = 1.0,
+        strong_view_statistics: bool = True,
         warmup_steps: int = 100,
         ramp_steps: int = 200,
         count_dispersion: float = 1.0,
@@ -674,6 +680,11 @@ class PointMapTask(_CountingTask):
                 windows) the model is the only network.
             unlabelled_weight: semi-supervised: weight of the unlabelled loss after
                 the ramp.
+            strong_view_statistics: semi-supervised: whether the student's forward
+                on the strongly augmented unlabelled views moves its BatchNorm
+                running statistics (which the EMA teacher averages and predicts
+                with); ``False`` keeps them to the weakly augmented windows
+                (:func:`~geosparse.teacher.frozen_norm_statistics`).
             warmup_steps: semi-supervised: supervised steps before the teacher is
                 made (a copy of the student then) and the unlabelled loss starts; an
                 average of an untrained network's early weights gives noise, not
@@ -906,7 +917,11 @@ class PointMapTask(_CountingTask):
         if len(unl) and hp['unlabelled_weight'] > 0 and warm:
             weak = batch['image'][unl]
             pts, conf, background = self.pseudo_labels(weak)
-            student = self(self.strong(weak))
+            if hp.get('strong_view_statistics', True):
+                student = self(self.strong(weak))
+            else:
+                with frozen_norm_statistics(self.model):
+                    student = self(self.strong(weak))
             unsup = p2r_loss(
                 student,
                 pts,

@@ -491,3 +491,26 @@ def test_the_dispersion_is_fitted_on_the_network_that_predicts(objects, tmp_path
 def test_a_bad_gst_scale_range_is_refused_when_the_task_is_made(bad):
     with pytest.raises(ValueError, match='gst_scale_range'):
         DensityTask(loss='gst', model='fcn', num_filters=4, gst_scale_range=bad)
+
+
+def test_strong_views_can_leave_the_norm_statistics_to_the_weak_windows(
+    objects, tmp_path
+):
+    # One step from the same start: the running statistics move in the forward on
+    # the batch, before the optimiser, so they tell which forwards moved them.
+    def running_means(**kw):
+        lightning.seed_everything(0)
+        dm = make_dm(objects, tmp_path, labelled_fraction=0.5, patch_size=32, length=4)
+        task = PointMapTask(radius=3.0, warmup_steps=0, ramp_steps=0, **kw)
+        brief_trainer(1).fit(task, dm)
+        norms = [m for m in task.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        assert norms
+        # the unlabelled branch ran (it makes the teacher) unless its weight is 0
+        assert (task._teacher is None) == (task.hparams['unlabelled_weight'] == 0)
+        return torch.cat([m.running_mean for m in norms])
+
+    weak_only = running_means(unlabelled_weight=0.0)
+    kept = running_means(strong_view_statistics=False)
+    moved = running_means()
+    torch.testing.assert_close(kept, weak_only)
+    assert not torch.allclose(moved, weak_only)
