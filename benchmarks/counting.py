@@ -460,6 +460,7 @@ def _run_seed(a: argparse.Namespace, cache: Path, speed: bool) -> dict[str, Any]
                 ramp_steps=a.steps // 3,
                 unlabelled_weight=a.unlabelled_weight if method == 'p2r-semi' else 0.0,
                 strong_view_statistics=a.strong_view_statistics == 'update',
+                predict_with=a.predict_with,
                 pseudo_threshold=a.pseudo_threshold,
                 pseudo_background=a.pseudo_background,
                 pseudo_window=a.pseudo_window,
@@ -626,6 +627,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="p2r-semi: 'keep' stops the student's forward on strongly augmented "
         'views from moving its BatchNorm running statistics, which the EMA teacher '
         'averages and predicts with',
+    )
+    p.add_argument(
+        '--predict-with',
+        choices=('teacher', 'student'),
+        default='teacher',
+        help="p2r-semi: the network scored as 'p2r-semi' (the task's predict_with); "
+        "'p2r-semi-teacher' is the EMA teacher either way",
     )
     p.add_argument(
         '--pseudo-threshold',
