@@ -68,6 +68,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from contextlib import nullcontext
 from typing import Any, Literal
 
 import numpy as np
@@ -917,11 +918,9 @@ class PointMapTask(_CountingTask):
         if len(unl) and hp['unlabelled_weight'] > 0 and warm:
             weak = batch['image'][unl]
             pts, conf, background = self.pseudo_labels(weak)
-            if hp.get('strong_view_statistics', True):
+            keep = not hp.get('strong_view_statistics', True)
+            with frozen_norm_statistics(self.model) if keep else nullcontext():
                 student = self(self.strong(weak))
-            else:
-                with frozen_norm_statistics(self.model):
-                    student = self(self.strong(weak))
             unsup = p2r_loss(
                 student,
                 pts,
