@@ -23,7 +23,8 @@ held-out band, or the whole ``--test-image``):
 - ``p2r-labelled-only``: the supervised reference of ``p2r-semi``: the same labelled
   part, no unlabelled windows.
 
-``semi_diagnostics`` (with ``p2r-semi``; mean of the seeds, and ``per_seed``) looks at
+``semi_task`` (with ``p2r-semi``) gives the semi-supervised settings as the trained
+task holds them. ``semi_diagnostics`` (mean of the seeds, and ``per_seed``) looks at
 ``--psam-windows`` unlabelled training windows with their hidden points: the teacher's
 pseudo-points per window against the true objects, their precision and recall (within
 ``--radius``), and the PSAM shares of the unlabelled loss for the trained model (the
@@ -125,6 +126,16 @@ KEYS = (
     'count_within_1sd',
     'count_within_2sd',
     'count_dispersion',
+)
+# The semi-supervised task's settings reported in ``semi_task``, as the task holds them.
+SEMI_HPARAMS = (
+    'unlabelled_weight',
+    'strong_view_statistics',
+    'predict_with',
+    'pseudo_threshold',
+    'pseudo_background',
+    'pseudo_window',
+    'pseudo_flips',
 )
 
 
@@ -360,6 +371,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         new = run_seed(one, speed=seed == a.seeds[0])
         if 'semi_diagnostics' in new:
             semi[str(seed)] = new.pop('semi_diagnostics')
+            result['semi_task'] = new.pop('semi_task')
         result = new | (
             {k: v for k, v in result.items() if k != 'methods'} if result else {}
         )
@@ -443,6 +455,7 @@ def _run_seed(a: argparse.Namespace, cache: Path, speed: bool) -> dict[str, Any]
     results: dict[str, Any] = {}
     counts: dict[str, Any] = {}
     diagnostics: dict[str, Any] = {}
+    semi_task: dict[str, Any] = {}
     fit_seconds = math.nan
     gst_dm: CountingDataModule | None = None
     for method in progress(a.methods, desc=f'seed {a.seed}', unit='method'):
@@ -464,6 +477,7 @@ def _run_seed(a: argparse.Namespace, cache: Path, speed: bool) -> dict[str, Any]
                 pseudo_threshold=a.pseudo_threshold,
                 pseudo_background=a.pseudo_background,
                 pseudo_window=a.pseudo_window,
+                pseudo_flips=a.pseudo_flips,
             )
         else:
             task = DensityTask(
@@ -498,6 +512,7 @@ def _run_seed(a: argparse.Namespace, cache: Path, speed: bool) -> dict[str, Any]
                 'step_seconds': step_seconds,
             }
             diagnostics = semi_diagnostics(task, dm, a.psam_windows, a.seed)
+            semi_task = {k: task.hparams[k] for k in SEMI_HPARAMS}
         if method == 'gst':
             gst_dm = dm
         print(json.dumps({method: results[method]}), file=sys.stderr, flush=True)
@@ -523,7 +538,9 @@ def _run_seed(a: argparse.Namespace, cache: Path, speed: bool) -> dict[str, Any]
                     'rmse': float(np.sqrt((err**2).mean())),
                 },
             }
-    semi = {'semi_diagnostics': diagnostics} if diagnostics else {}
+    semi = (
+        {'semi_diagnostics': diagnostics, 'semi_task': semi_task} if diagnostics else {}
+    )
     if not speed:
         return {'methods': results, **semi}
     # Speed: the loss steps on training windows, the fit from the gst method.
@@ -654,6 +671,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         default=3,
         help="p2r-semi: pseudo-points are the teacher's local maxima in windows of "
         'this many cells (1: every cell above the threshold)',
+    )
+    p.add_argument(
+        '--pseudo-flips',
+        action='store_true',
+        help="p2r-semi: the teacher's probabilities averaged over the four flips "
+        'of each unlabelled window before the pseudo-points are taken',
     )
     p.add_argument(
         '--psam-windows',

@@ -586,6 +586,31 @@ def test_counting_prints_every_method_and_the_speed_ratios(tmp_path):
     assert second['counts']['eval_tiles'] == 9
 
 
+def test_counting_passes_the_semi_supervised_switches_to_the_task(tmp_path):
+    from geosparse.datasets import make_object_scene
+
+    scene = make_object_scene(tmp_path / 'scene', size=128, n=60, seed=5)
+    out = tmp_path / 'semi.json'
+    switches = [
+        '--methods',
+        'p2r-semi',
+        '--predict-with',
+        'student',
+        '--strong-view-statistics',
+        'keep',
+        '--pseudo-flips',
+        '--unlabelled-weight',
+        '0.5',
+    ]
+    run_script('counting.py', *counting_args(scene.image, scene.points, out, *switches))
+    result = json.loads(out.read_text())
+    task = result['semi_task']
+    assert task['predict_with'] == 'student' and task['strong_view_statistics'] is False
+    assert task['pseudo_flips'] is True and task['unlabelled_weight'] == 0.5
+    # the student is scored as p2r-semi and its EMA teacher beside it
+    assert set(result['methods']) == {'p2r-semi', 'p2r-semi-teacher'}
+
+
 def test_counting_scale_predicts_and_counts_a_tiled_scene(tmp_path):
     out = tmp_path / 'scale.json'
     run_script(

@@ -626,6 +626,7 @@ class PointMapTask(_CountingTask):
         pseudo_threshold: float | None = None,
         pseudo_background: Literal['certain', 'confidence'] = 'confidence',
         pseudo_window: int = 3,
+        pseudo_flips: bool = False,
         predict_with: Literal['teacher', 'student'] = 'teacher',
         unlabelled_weight: float = 1.0,
         strong_view_statistics: bool = True,
@@ -674,6 +675,12 @@ class PointMapTask(_CountingTask):
                 threshold). Two neighbouring cells above the threshold are most
                 often one object; as two pseudo-points they teach the student to
                 see two, the teacher follows, and the count runs away.
+            pseudo_flips: semi-supervised: the teacher's cell probabilities are
+                the mean over the four flips :math:`g` of each weak window (none,
+                horizontal, vertical, both),
+                :math:`\bar p^t = \frac{1}{4}\sum_g g^{-1}\sigma(f_t(g\,x))`, before
+                the pseudo-points and the background weights are taken from them
+                (test-time augmentation of the teacher; four teacher forwards).
             predict_with: semi-supervised: which network the trained task keeps
                 for prediction: ``teacher`` (default), the EMA average, copied into
                 the model when training ends and written as the model in every
@@ -893,7 +900,19 @@ class PointMapTask(_CountingTask):
             in no pseudo-region: per image an ``(h, w)`` map :math:`1 - p^t` with
             ``pseudo_background='confidence'``, else 1.
         """
-        logits = self.pool(self.teacher(self.normalize(images)))[:, 0]
+        x = self.normalize(images)
+        if self.hparams.get('pseudo_flips', False):
+            prob = torch.stack(
+                [
+                    torch.sigmoid(
+                        self.pool(self.teacher(x.flip(dims)).flip(dims)).float()
+                    )
+                    for dims in ((), (-1,), (-2,), (-2, -1))
+                ]
+            ).mean(0)
+            logits = torch.logit(prob.clamp(1e-6, 1 - 1e-6))[:, 0]
+        else:
+            logits = self.pool(self.teacher(x))[:, 0]
         points, confidence = [], []
         for t in logits:
             p, c = pseudo_points(t, self.pseudo_threshold, self.pseudo_window)

@@ -222,6 +222,29 @@ def test_predict_writes_density_and_counts(objects, tmp_path):
         count_map(objects.image, tmp_path / 'x.tif')
 
 
+def test_pseudo_flips_make_the_teachers_pseudo_labels_flip_with_the_window():
+    torch.manual_seed(0)
+    brief = dict(model='fcn', num_filters=8, radius=3.0, pseudo_threshold=0.5)
+    images = torch.rand(2, 3, 16, 16) * 255
+    flipped = images.flip(-1)
+    for flips in (False, True):
+        task = PointMapTask(**brief, pseudo_flips=flips)
+        task.teacher.model.load_state_dict(task.model.state_dict())
+        _, _, background = task.pseudo_labels(images)
+        _, _, mirrored = task.pseudo_labels(flipped)
+        assert isinstance(background, list) and isinstance(mirrored, list)
+        same = torch.allclose(background[0].flip(-1), mirrored[0], atol=1e-5)
+        # a random network is not equivariant; the mean over the flips is
+        assert same == flips
+    views = [
+        torch.sigmoid(task.pool(task.teacher(task.normalize(images).flip(d)).flip(d)))
+        for d in ((), (-1,), (-2,), (-2, -1))
+    ]
+    torch.testing.assert_close(
+        background[0], 1 - torch.stack(views).mean(0)[0, 0], atol=1e-5, rtol=1e-4
+    )
+
+
 def test_point_map_prediction_counts_cells(objects, tmp_path):
     lightning.seed_everything(0)
     task = PointMapTask(model='fcn', num_filters=8, stride=4, radius=4.0)
