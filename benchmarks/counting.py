@@ -3,8 +3,9 @@ r"""Point-supervised counting on a real raster: MSE, Bayesian Loss, GST, OT, P2R
 Every method trains the same network (TorchGeo U-Net, ResNet-18 encoder, random
 init) with the same windows, steps and seed through
 :class:`~geosparse.datamodules.CountingDataModule` and Lightning, and is scored by
-the count MAE and RMSE over the evaluation tiles (``--eval-size`` pixels, tiling the
-held-out band, or the whole ``--test-image``):
+the count MAE, RMSE and bias (mean signed error: positive when it counts too many)
+over the evaluation tiles (``--eval-size`` pixels, tiling the held-out band, or the
+whole ``--test-image``):
 
 - ``mse``: :class:`~geosparse.trainers.DensityTask` against Gaussian-smoothed point
   maps (``--sigma``);
@@ -121,6 +122,7 @@ METHODS = ('mse', 'bayesian', 'gst', 'ot', 'p2r', 'p2r-semi', 'p2r-labelled-only
 KEYS = (
     'mae',
     'rmse',
+    'bias',
     'seconds',
     'step_seconds',
     'count_within_1sd',
@@ -268,7 +270,7 @@ def speed_p2r_vs_hungarian(
 
 
 def teacher_scores(task: PointMapTask, dm: CountingDataModule) -> dict[str, float]:
-    """Count MAE, RMSE and coverage of a semi-supervised task's EMA teacher on the test tiles."""
+    """Count MAE, RMSE, bias and coverage of a semi-supervised task's EMA teacher on the test tiles."""
     dm.setup('test')
     truth, pred, std = [], [], []
     with torch.no_grad():
@@ -277,11 +279,13 @@ def teacher_scores(task: PointMapTask, dm: CountingDataModule) -> dict[str, floa
             truth += batch['valid'].sum(1).tolist()
             pred += task.count(logits).tolist()
             std += task.count_std(logits).tolist()
-    err = np.abs(np.asarray(pred, dtype=float) - np.asarray(truth, dtype=float))
+    signed = np.asarray(pred, dtype=float) - np.asarray(truth, dtype=float)
+    err = np.abs(signed)
     sd = np.asarray(std, dtype=float)
     return {
         'mae': float(err.mean()),
         'rmse': float(np.sqrt((err**2).mean())),
+        'bias': float(signed.mean()),
         'count_within_1sd': float((err <= sd).mean()),
         'count_within_2sd': float((err <= 2 * sd).mean()),
         'count_dispersion': task.dispersion,
@@ -497,6 +501,7 @@ def _run_seed(a: argparse.Namespace, cache: Path, speed: bool) -> dict[str, Any]
         results[method] = {
             'mae': scores['test_count_mae'],
             'rmse': scores['test_count_rmse'],
+            'bias': scores['test_count_bias'],
             'seconds': seconds,
             'step_seconds': step_seconds,
             'count_within_1sd': scores['test_count_within_1sd'],

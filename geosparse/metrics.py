@@ -1,4 +1,4 @@
-r"""Land-cover metrics (accuracy, IoU per class, mIoU, a coarse subset) and count coverage.
+r"""Land-cover metrics (accuracy, IoU per class, mIoU, a coarse subset); count bias and coverage.
 
 All scores come from one confusion matrix :math:`C` (rows truth, columns
 prediction): accuracy :math:`\sum_l C_{ll} / \sum C`, IoU
@@ -9,7 +9,8 @@ reported with the prefix ``dev_``.
 
 :class:`CountCoverage` scores the standard deviation of predicted counts: the share
 of windows whose true count lies within one and two standard deviations of the
-prediction.
+prediction. :class:`CountBias` is the mean signed error of the counts, which the MAE
+hides: whether a model over- or under-counts.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-__all__ = ['CountCoverage', 'LandCoverMetrics', 'scores_from_confusion']
+__all__ = ['CountBias', 'CountCoverage', 'LandCoverMetrics', 'scores_from_confusion']
 
 
 def scores_from_confusion(cm: Tensor, names: list[str] | None = None) -> dict[str, Any]:
@@ -105,6 +106,35 @@ class LandCoverMetrics(Metric):
             sub['iou'],
         )
         return out
+
+
+class CountBias(Metric):
+    r"""Mean signed count error over windows, :math:`\frac{1}{W}\sum_w (\hat n_w - n_w)`.
+
+    Positive when the model counts too many objects, negative when too few; its
+    absolute value is at most the count MAE.
+
+    .. versionadded:: 0.2
+    """
+
+    full_state_update = False
+    error: Tensor
+    total: Tensor
+
+    def __init__(self, **kwargs: Any) -> None:
+        """Initialise the sums (``kwargs`` go to :class:`~torchmetrics.Metric`)."""
+        super().__init__(**kwargs)
+        self.add_state('error', torch.tensor(0.0), dist_reduce_fx='sum')
+        self.add_state('total', torch.tensor(0.0), dist_reduce_fx='sum')
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        """Add windows: predicted and true counts, each ``(B,)``."""
+        self.error += (preds.float() - target.float()).sum()
+        self.total += preds.numel()
+
+    def compute(self) -> Tensor:
+        """The mean signed error (NaN before any update)."""
+        return self.error / self.total
 
 
 class CountCoverage(Metric):

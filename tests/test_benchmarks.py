@@ -553,6 +553,7 @@ def test_counting_prints_every_method_and_the_speed_ratios(tmp_path):
     assert methods <= set(result['methods'])
     for scores in result['methods'].values():
         assert scores['mae'] >= 0 and scores['rmse'] >= scores['mae'] - 1e-9
+        assert abs(scores['bias']) <= scores['mae'] + 1e-9
         assert scores['seconds'] > 0 and scores['step_seconds'] > 0
         within1, within2 = scores['count_within_1sd'], scores['count_within_2sd']
         assert 0 <= within1 <= within2 <= 1

@@ -88,7 +88,7 @@ from ..losses.transport import (
     gst_kernel,
     transport_loss,
 )
-from ..metrics import CountCoverage
+from ..metrics import CountBias, CountCoverage
 from ..teacher import (
     EMATeacher,
     frozen_norm_statistics,
@@ -148,11 +148,12 @@ class _CountingTask(FiniteTraining, PixelwiseRegression):
     """Shared parts: normalisation, count metrics, optimiser."""
 
     def configure_metrics(self) -> None:
-        """Count MAE and RMSE over the windows of an epoch."""
+        """Count MAE, RMSE and bias (mean signed error) over the windows of an epoch."""
         metrics = MetricCollection(
             {
                 'count_mae': MeanAbsoluteError(),
                 'count_rmse': MeanSquaredError(squared=False),
+                'count_bias': CountBias(),
             }
         )
         self.train_metrics = metrics.clone(prefix='train_')

@@ -51,6 +51,7 @@ def test_density_task_trains_and_scores_counts(objects, tmp_path, loss):
     trainer.fit(task, dm)
     [scores] = trainer.test(task, dm, verbose=False)
     assert np.isfinite(scores['test_count_mae']) and scores['test_count_mae'] >= 0
+    assert abs(scores['test_count_bias']) <= scores['test_count_mae'] + 1e-6
     assert 0 <= scores['test_count_within_1sd'] <= scores['test_count_within_2sd'] <= 1
     density = task(torch.full((1, 3, 16, 16), 100.0))
     assert (density >= 0).all()
@@ -81,6 +82,16 @@ def test_count_coverage_counts_windows_within_one_and_two_sd():
     cov.update(pred, truth, torch.tensor([1.0, 1.0, 2.0, 3.0]))
     got = {k: float(v) for k, v in cov.compute().items()}
     assert got == {'count_within_1sd': 0.25, 'count_within_2sd': 0.75}
+
+
+def test_count_bias_is_the_mean_signed_error():
+    from geosparse.metrics import CountBias
+
+    bias = CountBias()
+    assert bool(torch.isnan(bias.compute()))
+    bias.update(torch.tensor([12.0, 8.0]), torch.tensor([10.0, 10.0]))
+    bias.update(torch.tensor([5.0]), torch.tensor([2.0]))
+    assert float(bias.compute()) == pytest.approx(1.0)  # (2 - 2 + 3) / 3
 
 
 def test_transport_losses_on_empty_windows_push_mass_to_zero():
