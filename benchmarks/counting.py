@@ -98,10 +98,13 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import geopandas as gpd
 import lightning
 import numpy as np
+import rasterio
 import torch
 import torch.nn.functional as F
+from rasterio.windows import Window
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial import cKDTree
 
@@ -365,8 +368,87 @@ def _mean_nested(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def derived_condition(
+    image: Path, points: Path, top_rows: int | None, transpose: bool, folder: Path
+) -> tuple[Path, Path]:
+    """A validation condition cut from ``image``, written to ``folder``.
+
+    ``top_rows`` keeps the image's top rows (``--top-rows 153`` on Kootenay: the
+    top 70 %, which shares no pixel with the default test band below it);
+    ``transpose`` swaps rows and columns, the points moving with their pixels
+    (pixel :math:`(r, c)` goes to :math:`(c, r)`), so that the training band and the
+    held-out band run the other way and the semi-supervised tiles are cut anew.
+
+    Returns:
+        The condition's raster and points files (``points`` itself when unchanged).
+
+    Raises:
+        ValueError: for ``top_rows`` outside the image, or box CSV points with
+            ``transpose``.
+    """
+    with rasterio.open(image) as src:
+        rows = src.height if top_rows is None else top_rows
+        if not 0 < rows <= src.height:
+            raise ValueError(
+                f'--top-rows {top_rows}: {image} has {src.height} rows; give 1 to '
+                f'{src.height}.'
+            )
+        window = Window(0, 0, src.width, rows)
+        data = src.read(window=window)
+        transform = src.window_transform(window)
+        crs = src.crs
+        profile = src.profile.copy()
+    if transpose:
+        if points.suffix.lower() == '.csv':
+            raise ValueError(
+                f'--transpose: {points} is a CSV of pixel boxes; give the points as a '
+                'vector file (GeoPackage, GeoJSON, ...).'
+            )
+        data = np.ascontiguousarray(data.transpose(0, 2, 1))
+    profile.update(
+        driver='GTiff',
+        height=data.shape[1],
+        width=data.shape[2],
+        transform=transform,
+        photometric='MINISBLACK',  # no alpha band for four uint8 bands
+    )
+    out_image = folder / 'condition.tif'
+    with rasterio.open(out_image, 'w', **profile) as dst:
+        dst.write(data)
+    if not transpose:
+        return out_image, points
+    frame = gpd.read_file(points).to_crs(crs)
+    centre = frame.geometry.centroid
+    x0, y0, rx, ry = transform.c, transform.f, transform.a, -transform.e
+    xs = x0 + (y0 - centre.y) / ry * rx  # the new column is the old row
+    ys = y0 - (centre.x - x0) / rx * ry  # the new row is the old column
+    frame = frame.set_geometry(gpd.points_from_xy(xs, ys, crs=crs))
+    out_points = folder / 'condition_points.gpkg'
+    frame.to_file(out_points)
+    return out_image, out_points
+
+
 def run(a: argparse.Namespace) -> dict[str, Any]:
-    """Train and score every method for every seed; measure the speed ratios."""
+    """Train and score every method for every seed; measure the speed ratios.
+
+    With ``--top-rows`` or ``--transpose``, on the condition
+    :func:`derived_condition` cuts from the image (in a temporary folder).
+    """
+    if a.top_rows is None and not a.transpose:
+        return _run(a)
+    with tempfile.TemporaryDirectory(prefix='geosparse-condition-') as folder:
+        image, points = derived_condition(
+            a.image, a.points, a.top_rows, a.transpose, Path(folder)
+        )
+        result = _run(
+            argparse.Namespace(**{**vars(a), 'image': image, 'points': points})
+        )
+    result['settings'].update(image=str(a.image), points=str(a.points))
+    return result
+
+
+def _run(a: argparse.Namespace) -> dict[str, Any]:
+    """:func:`run` on the files ``a`` names."""
     per_seed: dict[str, Any] = {}
     semi: dict[str, Any] = {}
     result: dict[str, Any] = {}
@@ -592,6 +674,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument('--points', type=Path, required=True, help='points or box CSV')
     p.add_argument('--test-image', type=Path, help='evaluation raster')
     p.add_argument('--test-points', type=Path, help='its points or box CSV')
+    p.add_argument(
+        '--top-rows',
+        type=int,
+        help="a validation condition: keep only the image's top N rows (then the "
+        'top --train-fraction of them trains and the rest is scored)',
+    )
+    p.add_argument(
+        '--transpose',
+        action='store_true',
+        help='a validation condition: swap the rows and columns of the image (after '
+        '--top-rows) and move the points with them',
+    )
     p.add_argument('--out', type=Path, help='also write the JSON here')
     p.add_argument('--methods', nargs='+', default=list(METHODS), choices=METHODS)
     p.add_argument('--steps', type=int, default=300, help='training steps per method')
@@ -721,6 +815,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             )
         if (a.test_image is None) != (a.test_points is None):
             p.error('give --test-image and --test-points together.')
+        if a.test_image and (a.top_rows is not None or a.transpose):
+            p.error(
+                '--top-rows and --transpose cut a validation condition from --image; '
+                'give them without --test-image.'
+            )
+        if a.transpose and a.points.suffix.lower() == '.csv':
+            p.error(
+                f'--transpose: --points {a.points} is a CSV of pixel boxes; give the '
+                'points as a vector file (GeoPackage, GeoJSON, ...).'
+            )
         result = run(a)
         text = json.dumps(result, indent=2)
         print(text)

@@ -612,6 +612,36 @@ def test_counting_passes_the_semi_supervised_switches_to_the_task(tmp_path):
     assert set(result['methods']) == {'p2r-semi', 'p2r-semi-teacher'}
 
 
+def test_counting_cuts_a_transposed_validation_condition_from_the_image(tmp_path):
+    from geosparse.datasets import make_object_scene
+
+    scene = make_object_scene(tmp_path / 'scene', size=128, n=60, seed=5)
+    out = tmp_path / 'cond.json'
+    extra = ['--methods', 'p2r', '--top-rows', '96', '--transpose']
+    run_script('counting.py', *counting_args(scene.image, scene.points, out, *extra))
+    result = json.loads(out.read_text())
+    with rasterio.open(scene.image) as src:
+        geometry = gpd.read_file(scene.points).to_crs(src.crs).geometry
+        rows, _ = rasterio.transform.rowcol(src.transform, geometry.x, geometry.y)
+    # the top 96 rows keep their points; transposed, the image is 128 rows of 96:
+    # 90 rows train, the last 38 give 2 x 3 evaluation tiles of 32 (as 2 x 4 above)
+    assert result['counts']['points'] == int((np.asarray(rows) < 96).sum())
+    assert result['counts']['eval_tiles'] == 6
+    assert result['settings']['image'] == str(scene.image)
+    bad = tmp_path / 'boxes.csv'
+    bad.write_text('xmin,ymin,xmax,ymax\n1,1,3,3\n')
+    res = run_script(
+        'counting.py',
+        '--image',
+        scene.image,
+        '--points',
+        bad,
+        '--transpose',
+        check=False,
+    )
+    assert res.returncode == 2 and 'vector file' in res.stderr
+
+
 def test_counting_scale_predicts_and_counts_a_tiled_scene(tmp_path):
     out = tmp_path / 'scale.json'
     run_script(
