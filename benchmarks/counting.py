@@ -22,7 +22,9 @@ whole ``--test-image``):
 - ``p2r-semi-teacher``: the EMA teacher of ``p2r-semi`` (mean-teacher methods often
   report the teacher);
 - ``p2r-labelled-only``: the supervised reference of ``p2r-semi``: the same labelled
-  part, no unlabelled windows.
+  part, no unlabelled windows;
+- ``METHOD@peaks`` (with ``--rules cells peaks``): a P2R method's network counted
+  again by another rule, without training it again.
 
 ``semi_task`` (with ``p2r-semi``) gives the semi-supervised settings as the trained
 task holds them. ``semi_diagnostics`` (mean of the seeds, and ``per_seed``) looks at
@@ -141,6 +143,7 @@ SEMI_HPARAMS = (
     'pseudo_background',
     'pseudo_window',
     'pseudo_flips',
+    'rule',
 )
 
 
@@ -269,6 +272,19 @@ def speed_p2r_vs_hungarian(
         'points': n_points,
         'p2r_seconds': t_p2r,
         'hungarian_seconds': t_h,
+    }
+
+
+def scored(trainer: Any, task: Any, dm: CountingDataModule) -> dict[str, float]:
+    """Count MAE, RMSE, bias, coverage and dispersion of a trained task on the test tiles."""
+    scores = trainer.test(task, dm, verbose=False)[0]
+    return {
+        'mae': scores['test_count_mae'],
+        'rmse': scores['test_count_rmse'],
+        'bias': scores['test_count_bias'],
+        'count_within_1sd': scores['test_count_within_1sd'],
+        'count_within_2sd': scores['test_count_within_2sd'],
+        'count_dispersion': task.dispersion,
     }
 
 
@@ -564,6 +580,7 @@ def _run_seed(a: argparse.Namespace, cache: Path, speed: bool) -> dict[str, Any]
                 pseudo_background=a.pseudo_background,
                 pseudo_window=a.pseudo_window,
                 pseudo_flips=a.pseudo_flips,
+                rule=a.rules[0],
             )
         else:
             task = DensityTask(
@@ -579,17 +596,15 @@ def _run_seed(a: argparse.Namespace, cache: Path, speed: bool) -> dict[str, Any]
         trainer.fit(task, dm)
         seconds = time.perf_counter() - t0
         step_seconds = (time.perf_counter() - t1) / max(trainer.global_step, 1)
-        scores = trainer.test(task, test_dm or dm, verbose=False)[0]
-        results[method] = {
-            'mae': scores['test_count_mae'],
-            'rmse': scores['test_count_rmse'],
-            'bias': scores['test_count_bias'],
-            'seconds': seconds,
-            'step_seconds': step_seconds,
-            'count_within_1sd': scores['test_count_within_1sd'],
-            'count_within_2sd': scores['test_count_within_2sd'],
-            'count_dispersion': task.dispersion,
-        }
+        times = {'seconds': seconds, 'step_seconds': step_seconds}
+        results[method] = scored(trainer, task, test_dm or dm) | times
+        if method.startswith('p2r'):
+            for rule in a.rules[1:]:  # the same network, counted by another rule
+                task.hparams['rule'] = rule
+                results[f'{method}@{rule}'] = (
+                    scored(trainer, task, test_dm or dm) | times
+                )
+            task.hparams['rule'] = a.rules[0]
         if method == 'p2r-semi' and task._teacher is not None:
             # With predict_with='teacher' the model is the teacher: no second pass.
             same = task.hparams['predict_with'] == 'teacher'
@@ -714,6 +729,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     p.add_argument('--radius', type=float, default=4.0, help='P2R radius (px)')
     p.add_argument('--stride', type=int, default=4, help='P2R cell size (px)')
+    p.add_argument(
+        '--rules',
+        nargs='+',
+        choices=('cells', 'peaks'),
+        default=['cells'],
+        help="P2R counting rules: the first is the task's; each other one counts the "
+        "same trained network again, reported as 'METHOD@RULE' (cells: every cell "
+        'above the threshold; peaks: its local maxima over 3 x 3 cells)',
+    )
     p.add_argument('--train-fraction', type=float, default=0.7)
     p.add_argument(
         '--val-fraction',

@@ -602,14 +602,21 @@ def test_counting_passes_the_semi_supervised_switches_to_the_task(tmp_path):
         '--pseudo-flips',
         '--unlabelled-weight',
         '0.5',
+        '--rules',
+        'cells',
+        'peaks',
     ]
     run_script('counting.py', *counting_args(scene.image, scene.points, out, *switches))
     result = json.loads(out.read_text())
     task = result['semi_task']
     assert task['predict_with'] == 'student' and task['strong_view_statistics'] is False
     assert task['pseudo_flips'] is True and task['unlabelled_weight'] == 0.5
-    # the student is scored as p2r-semi and its EMA teacher beside it
-    assert set(result['methods']) == {'p2r-semi', 'p2r-semi-teacher'}
+    # the student is scored as p2r-semi and its EMA teacher beside it, and the
+    # student counted by local maxima: a subset of the cells, so never more
+    methods = result['methods']
+    assert set(methods) == {'p2r-semi', 'p2r-semi-teacher', 'p2r-semi@peaks'}
+    assert methods['p2r-semi@peaks']['bias'] <= methods['p2r-semi']['bias'] + 1e-9
+    assert task['rule'] == 'cells'
 
 
 def test_counting_cuts_a_transposed_validation_condition_from_the_image(tmp_path):
