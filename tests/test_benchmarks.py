@@ -587,7 +587,7 @@ def test_counting_prints_every_method_and_the_speed_ratios(tmp_path):
     assert second['counts']['eval_tiles'] == 9
 
 
-def test_counting_passes_the_semi_supervised_switches_to_the_task(tmp_path):
+def test_counting_semi_supervised_switches_on_a_transposed_condition(tmp_path):
     from geosparse.datasets import make_object_scene
 
     scene = make_object_scene(tmp_path / 'scene', size=128, n=60, seed=5)
@@ -605,33 +605,27 @@ def test_counting_passes_the_semi_supervised_switches_to_the_task(tmp_path):
         '--rules',
         'cells',
         'peaks',
+        '--top-rows',
+        '96',
+        '--transpose',
     ]
     run_script('counting.py', *counting_args(scene.image, scene.points, out, *switches))
     result = json.loads(out.read_text())
+    # the switches reach the task
     task = result['semi_task']
     assert task['predict_with'] == 'student' and task['strong_view_statistics'] is False
     assert task['pseudo_flips'] is True and task['unlabelled_weight'] == 0.5
+    assert task['rule'] == 'cells'
     # the student is scored as p2r-semi and its EMA teacher beside it, and the
     # student counted by local maxima: a subset of the cells, so never more
     methods = result['methods']
     assert set(methods) == {'p2r-semi', 'p2r-semi-teacher', 'p2r-semi@peaks'}
     assert methods['p2r-semi@peaks']['bias'] <= methods['p2r-semi']['bias'] + 1e-9
-    assert task['rule'] == 'cells'
-
-
-def test_counting_cuts_a_transposed_validation_condition_from_the_image(tmp_path):
-    from geosparse.datasets import make_object_scene
-
-    scene = make_object_scene(tmp_path / 'scene', size=128, n=60, seed=5)
-    out = tmp_path / 'cond.json'
-    extra = ['--methods', 'p2r', '--top-rows', '96', '--transpose']
-    run_script('counting.py', *counting_args(scene.image, scene.points, out, *extra))
-    result = json.loads(out.read_text())
+    # the condition: the top 96 rows keep their points; transposed, the image is 128
+    # rows of 96, 90 rows train, the last 38 give 2 x 3 evaluation tiles of 32
     with rasterio.open(scene.image) as src:
         geometry = gpd.read_file(scene.points).to_crs(src.crs).geometry
         rows, _ = rasterio.transform.rowcol(src.transform, geometry.x, geometry.y)
-    # the top 96 rows keep their points; transposed, the image is 128 rows of 96:
-    # 90 rows train, the last 38 give 2 x 3 evaluation tiles of 32 (as 2 x 4 above)
     assert result['counts']['points'] == int((np.asarray(rows) < 96).sum())
     assert result['counts']['eval_tiles'] == 6
     assert result['settings']['image'] == str(scene.image)
