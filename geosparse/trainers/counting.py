@@ -682,6 +682,8 @@ class PointMapTask(_CountingTask):
                 :math:`\bar p^t = \frac{1}{4}\sum_g g^{-1}\sigma(f_t(g\,x))`, before
                 the pseudo-points and the background weights are taken from them
                 (test-time augmentation of the teacher; four teacher forwards).
+                Off by default: on the Kootenay validation condition it tied the
+                single view (the counting page of the docs).
             predict_with: semi-supervised: which network the trained task keeps
                 for prediction: ``teacher`` (default), the EMA average, copied into
                 the model when training ends and written as the model in every
