@@ -395,31 +395,19 @@ def derived_condition(
     (pixel :math:`(r, c)` goes to :math:`(c, r)`), so that the training band and the
     held-out band run the other way and the semi-supervised tiles are cut anew.
 
+    :func:`main` checks the arguments first (``top_rows`` within the image, a
+    vector points file with ``transpose``).
+
     Returns:
         The condition's raster and points files (``points`` itself when unchanged).
-
-    Raises:
-        ValueError: for ``top_rows`` outside the image, or box CSV points with
-            ``transpose``.
     """
     with rasterio.open(image) as src:
-        rows = src.height if top_rows is None else top_rows
-        if not 0 < rows <= src.height:
-            raise ValueError(
-                f'--top-rows {top_rows}: {image} has {src.height} rows; give 1 to '
-                f'{src.height}.'
-            )
-        window = Window(0, 0, src.width, rows)
+        window = Window(0, 0, src.width, top_rows or src.height)
         data = src.read(window=window)
         transform = src.window_transform(window)
         crs = src.crs
         profile = src.profile.copy()
     if transpose:
-        if points.suffix.lower() == '.csv':
-            raise ValueError(
-                f'--transpose: {points} is a CSV of pixel boxes; give the points as a '
-                'vector file (GeoPackage, GeoJSON, ...).'
-            )
         data = np.ascontiguousarray(data.transpose(0, 2, 1))
     profile.update(
         driver='GTiff',
@@ -844,6 +832,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 '--top-rows and --transpose cut a validation condition from --image; '
                 'give them without --test-image.'
             )
+        if a.top_rows is not None:
+            with rasterio.open(a.image) as src:
+                height = src.height
+            if not 0 < a.top_rows <= height:
+                p.error(
+                    f'--top-rows {a.top_rows}: --image {a.image} has {height} rows; '
+                    f'give 1 to {height}.'
+                )
         if a.transpose and a.points.suffix.lower() == '.csv':
             p.error(
                 f'--transpose: --points {a.points} is a CSV of pixel boxes; give the '

@@ -641,6 +641,17 @@ def test_counting_semi_supervised_switches_on_a_transposed_condition(tmp_path):
         check=False,
     )
     assert res.returncode == 2 and 'vector file' in res.stderr
+    res = run_script(
+        'counting.py',
+        '--image',
+        scene.image,
+        '--points',
+        scene.points,
+        '--top-rows',
+        '500',
+        check=False,
+    )
+    assert res.returncode == 2 and 'has 128 rows' in res.stderr
 
 
 def test_counting_scale_predicts_and_counts_a_tiled_scene(tmp_path):
