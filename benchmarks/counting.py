@@ -24,7 +24,10 @@ whole ``--test-image``):
 - ``p2r-labelled-only``: the supervised reference of ``p2r-semi``: the same labelled
   part, no unlabelled windows;
 - ``METHOD@peaks`` (with ``--rules cells peaks``): a P2R method's network counted
-  again by another rule, without training it again.
+  again by another rule, without training it again;
+- ``METHOD@norm-train`` / ``METHOD@norm-eval`` (with ``--norm-stats train eval``): any
+  method's network scored again with its BatchNorm running statistics re-estimated on
+  its training windows or on the evaluation imagery (no labels), weights unchanged.
 
 ``semi_task`` (with ``p2r-semi``) gives the semi-supervised settings as the trained
 task holds them. ``semi_diagnostics`` (mean of the seeds, and ``per_seed``) looks at
@@ -91,12 +94,15 @@ With several ``--seeds`` each method's numbers are the mean over the seeds and
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
 import json
 import math
 import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -286,6 +292,42 @@ def scored(trainer: Any, task: Any, dm: CountingDataModule) -> dict[str, float]:
         'count_within_2sd': scores['test_count_within_2sd'],
         'count_dispersion': task.dispersion,
     }
+
+
+@contextlib.contextmanager
+def renormalised(task: Any, loader: Any, batches: int = 32) -> Iterator[None]:
+    """``task.model`` with its BatchNorm statistics re-estimated on ``loader``'s images.
+
+    Inside the context the running means and variances are the plain averages over
+    up to ``batches`` batches in training mode (no gradients, the weights unchanged:
+    "precise BatchNorm" on training windows, AdaBN on the imagery to predict);
+    afterwards the trained statistics are back.
+    """
+    norms = [
+        m
+        for m in task.model.modules()
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+    ]
+    saved = copy.deepcopy(task.model.state_dict())
+    momenta = [m.momentum for m in norms]
+    training = task.model.training
+    try:
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None
+        task.model.train()
+        with torch.no_grad():
+            for i, batch in enumerate(loader):
+                if i >= batches:
+                    break
+                task.model(task.normalize(batch['image']))
+        task.model.train(training)
+        yield
+    finally:
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+        task.model.load_state_dict(saved)
+        task.model.train(training)
 
 
 def teacher_scores(task: PointMapTask, dm: CountingDataModule) -> dict[str, float]:
@@ -593,6 +635,17 @@ def _run_seed(a: argparse.Namespace, cache: Path, speed: bool) -> dict[str, Any]
                     scored(trainer, task, test_dm or dm) | times
                 )
             task.hparams['rule'] = a.rules[0]
+        eval_dm = test_dm or dm
+        for where in a.norm_stats:  # the same network, its statistics re-estimated
+            if where == 'eval':
+                eval_dm.setup('test')
+            loader = (
+                dm.train_dataloader() if where == 'train' else eval_dm.test_dataloader()
+            )
+            with renormalised(task, loader):
+                results[f'{method}@norm-{where}'] = (
+                    scored(trainer, task, eval_dm) | times
+                )
         if method == 'p2r-semi' and task._teacher is not None:
             # With predict_with='teacher' the model is the teacher: no second pass.
             same = task.hparams['predict_with'] == 'teacher'
@@ -725,6 +778,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="P2R counting rules: the first is the task's; each other one counts the "
         "same trained network again, reported as 'METHOD@RULE' (cells: every cell "
         'above the threshold; peaks: its local maxima over 3 x 3 cells)',
+    )
+    p.add_argument(
+        '--norm-stats',
+        nargs='*',
+        choices=('train', 'eval'),
+        default=[],
+        help='score each trained network again with its BatchNorm statistics '
+        "re-estimated on training windows ('METHOD@norm-train') or on the "
+        "evaluation imagery ('METHOD@norm-eval', no labels)",
     )
     p.add_argument('--train-fraction', type=float, default=0.7)
     p.add_argument(

@@ -605,6 +605,9 @@ def test_counting_semi_supervised_switches_on_a_transposed_condition(tmp_path):
         '--rules',
         'cells',
         'peaks',
+        '--norm-stats',
+        'train',
+        'eval',
         '--top-rows',
         '96',
         '--transpose',
@@ -619,8 +622,16 @@ def test_counting_semi_supervised_switches_on_a_transposed_condition(tmp_path):
     # the student is scored as p2r-semi and its EMA teacher beside it, and the
     # student counted by local maxima: a subset of the cells, so never more
     methods = result['methods']
-    assert set(methods) == {'p2r-semi', 'p2r-semi-teacher', 'p2r-semi@peaks'}
+    assert set(methods) == {
+        'p2r-semi',
+        'p2r-semi-teacher',
+        'p2r-semi@peaks',
+        'p2r-semi@norm-train',
+        'p2r-semi@norm-eval',
+    }
     assert methods['p2r-semi@peaks']['bias'] <= methods['p2r-semi']['bias'] + 1e-9
+    for name in ('p2r-semi@norm-train', 'p2r-semi@norm-eval'):
+        assert abs(methods[name]['bias']) <= methods[name]['mae'] + 1e-9
     # the condition: the top 96 rows keep their points; transposed, the image is 128
     # rows of 96, 90 rows train, the last 38 give 2 x 3 evaluation tiles of 32
     with rasterio.open(scene.image) as src:
