@@ -95,7 +95,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import json
 import math
 import sys
@@ -308,8 +307,7 @@ def renormalised(task: Any, loader: Any, batches: int = 32) -> Iterator[None]:
         for m in task.model.modules()
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
     ]
-    saved = copy.deepcopy(task.model.state_dict())
-    momenta = [m.momentum for m in norms]
+    saved = [(m.momentum, [b.detach().clone() for b in m.buffers()]) for m in norms]
     training = task.model.training
     try:
         for m in norms:
@@ -324,9 +322,11 @@ def renormalised(task: Any, loader: Any, batches: int = 32) -> Iterator[None]:
         task.model.train(training)
         yield
     finally:
-        for m, momentum in zip(norms, momenta, strict=True):
-            m.momentum = momentum
-        task.model.load_state_dict(saved)
+        with torch.no_grad():
+            for m, (momentum, buffers) in zip(norms, saved, strict=True):
+                m.momentum = momentum
+                for b, old in zip(m.buffers(), buffers, strict=True):
+                    b.copy_(old)
         task.model.train(training)
 
 
