@@ -37,6 +37,12 @@ the object queries), which isolates the split.
 task's foreground divided by the geodesic, as ``geosparse predict --split geodesic``
 makes it.
 
+``learned_queries`` (when ``learned`` runs with its foreground head and the
+foreground is not the truth): the same trained distance read as the paper reads it,
+every pixel to its nearest query, thing or stuff, so that the stuff queries and the
+hand-crafted term bound each object instead of the head (the task's
+``foreground='queries'``); the baselines still divide the head's foreground.
+
 ``stage2`` (not in the default methods): TorchGeo's Mask R-CNN
 (:class:`~geosparse.trainers.MaskRCNNTask`) trained on the learned pseudo masks,
 scored with no points on imagery it never saw: a new generated scene (seed + 1000),
@@ -447,9 +453,14 @@ def run_seed(
     image, transform, crs = read_scene(image_path)
     polygons = gpd.read_file(polygons_path).to_crs(crs)
     polygons['instance'] = polygon_ids(polygons, a.polygon_id)
+    h, w = image.shape[-2:]
+    if getattr(a, 'columns', None):
+        # Scored on those columns only: the polygons cut to them.
+        box = shapely.box(*rasterio.transform.array_bounds(h, w, transform)[:4])
+        polygons['geometry'] = polygons.geometry.intersection(box)
+        polygons = polygons[polygons.geometry.area > 0]
     if a.points:
         points = user_points(a.points, polygons, polygons_path)
-    h, w = image.shape[-2:]
     bounds = (
         transform.c,
         transform.f + h * transform.e,
@@ -467,6 +478,7 @@ def run_seed(
     result: dict[str, Any] = {'seed': a.seed, 'methods': {}}
 
     masks: dict[str, tuple[np.ndarray, float, float]] = {}
+    extra: dict[str, tuple[np.ndarray, float, float]] = {}
     foreground = truth > 0
     head_seconds = 0.0
     task: PointInstanceTask | None = None
@@ -496,6 +508,32 @@ def run_seed(
                 learned = src.read(1).astype(np.int64)
                 learned[src.read_masks(1) == 0] = 0
             foreground = learned > 0
+            if task.hparams['foreground'] == 'head':
+                # The paper's own reading of the same distance: every pixel takes
+                # its nearest query, thing or stuff (the stuff queries bound the
+                # objects instead of the head).
+                t1 = time.perf_counter()
+                task.hparams['foreground'] = 'queries'
+                try:
+                    nearest_out = predict_instances(
+                        task,
+                        image_path,
+                        points_path,
+                        work / f'pred_queries_{a.seed}',
+                        block=a.block or a.patch_size,
+                        halo=a.halo if a.halo is not None else a.patch_size // 4,
+                        id_column='instance',
+                        background_column='background',
+                        progress=False,
+                        split='learned',
+                    )
+                finally:
+                    task.hparams['foreground'] = 'head'
+                with rasterio.open(nearest_out.raster) as src:
+                    nearest_query = src.read(1).astype(np.int64)
+                    nearest_query[src.read_masks(1) == 0] = 0
+                make = time.perf_counter() - t1
+                extra['learned_queries'] = (nearest_query, train_seconds + make, make)
         else:
             # The learned distance splits the true foreground: nearest object
             # query (one window over the scene, for the distance maps).
@@ -539,8 +577,9 @@ def run_seed(
         dt = time.perf_counter() - t0
         make = masks['learned'][2] + dt
         masks['learned_geodesic'] = (g, masks['learned'][1] + dt, make)
+    masks.update(extra)
     for name, (mask, seconds, make) in masks.items():
-        if name not in a.methods and name != 'learned_geodesic':
+        if name not in a.methods and name not in ('learned_geodesic', *extra):
             continue
         scores = instance_scores(mask, truth, point_ids=ids[obj])
         result['methods'][name] = {
@@ -578,11 +617,15 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
                 image_path, polygons_path = scene.image, scene.polygons
             else:
                 image_path, polygons_path = Path(a.image), Path(a.polygons)
+                if a.columns:
+                    image_path = crop(
+                        image_path, work / 'columns.tif', slice(*a.columns)
+                    )
             runs.append(
                 run_seed(image_path, polygons_path, None, one, work, speed=k == 0)
             )
     methods: dict[str, Any] = {}
-    for name in [*a.methods, 'learned_geodesic']:
+    for name in [*a.methods, 'learned_geodesic', 'learned_queries']:
         per_seed = [
             {'seed': r['seed'], **r['methods'][name]}
             for r in runs
@@ -609,6 +652,20 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def n_polygons(a: argparse.Namespace) -> int:
+    """How many polygons of ``--polygons`` reach the scored raster (``--columns``)."""
+    polygons = gpd.read_file(a.polygons)
+    if not a.columns:
+        return len(polygons)
+    with rasterio.open(a.image) as src:
+        window = rasterio.windows.Window(
+            a.columns[0], 0, a.columns[1] - a.columns[0], src.height
+        )
+        box = shapely.box(*rasterio.windows.bounds(window, src.transform))
+        crs = src.crs
+    return int((polygons.to_crs(crs).geometry.intersection(box).area > 0).sum())
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Parse the arguments, run, print and save the JSON."""
     p = argparse.ArgumentParser(
@@ -621,6 +678,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help='id column of the polygons (default: instance, else row + 1)',
     )
     p.add_argument('--points', help='one point per object (default: placed per seed)')
+    p.add_argument(
+        '--columns',
+        type=int,
+        nargs=2,
+        metavar=('START', 'STOP'),
+        help='score on these pixel columns of --image only, the polygons cut to '
+        'them (e.g. 450 900: the right half of the SpaceNet tile, held out from '
+        'choices made on its left half)',
+    )
     p.add_argument('--synthetic', action='store_true', help='generated scenes instead')
     p.add_argument('--size', type=int, default=256, help='synthetic scene side, pixels')
     p.add_argument(
@@ -704,9 +770,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with quiet(a.verbose):
         if not a.synthetic and not (a.image and a.polygons):
             p.error('give --image and --polygons, or --synthetic')
+        if a.columns and (a.synthetic or not 0 <= a.columns[0] < a.columns[1]):
+            p.error(
+                '--columns START STOP: two columns of --image, 0 <= START < STOP '
+                '(not with --synthetic)'
+            )
         if a.background_points is None:
             a.background_points = (
-                len(gpd.read_file(a.polygons)) if a.polygons and not a.synthetic else 30
+                n_polygons(a) if a.polygons and not a.synthetic else 30
             )
         torch.set_num_threads(max(1, torch.get_num_threads()))
         result = run(a)

@@ -805,7 +805,14 @@ def test_point_instances_benchmark_prints_every_method(tmp_path):
         str(out),
     )
     res = json.loads(out.read_text())
-    assert set(res['methods']) == {'voronoi', 'geodesic', 'ot', 'learned'}
+    # learned_queries: the same trained distance, every pixel to its nearest query
+    assert set(res['methods']) == {
+        'voronoi',
+        'geodesic',
+        'ot',
+        'learned',
+        'learned_queries',
+    }
     # One foreground for every method by default: the learned task's own head, so
     # the methods differ only by their splits, and the baselines pay for its training.
     assert res['settings']['foreground'] == 'learned'
@@ -844,12 +851,14 @@ def test_point_instances_benchmark_trains_only_what_the_methods_need(tmp_path):
 def test_point_instances_benchmark_scores_stage2_on_held_out_imagery(tmp_path):
     from geosparse.datasets import make_instance_scene
 
-    # The real-data path: stage 2 trains on the left half, is scored on the right.
+    # The real-data path, on the scene's first 96 columns (--columns): stage 2
+    # trains on their left half, is scored on the right.
     scene = make_instance_scene(tmp_path / 'scene', size=128, seed=3)
     out = tmp_path / 'r.json'
     run_script(
         'point_instances.py',
         *('--image', str(scene.image), '--polygons', str(scene.polygons)),
+        *('--columns', '0', '96'),
         *('--methods', 'voronoi', 'geodesic', 'learned', 'stage2'),
         *('--seeds', '0', '--steps', '2', '--stage2-steps', '2'),
         *('--patch-size', '32', '--foreground', 'head', '--out', str(out)),
@@ -862,12 +871,20 @@ def test_point_instances_benchmark_scores_stage2_on_held_out_imagery(tmp_path):
         'geodesic',
         'learned',
         'learned_geodesic',
+        'learned_queries',
         'stage2',
     }
     stage2 = res['methods']['stage2']['per_seed'][0]
     assert 0 <= stage2['instance_iou'] <= 1 and 0 <= stage2['miou'] <= 1
-    # only the objects of the right half are scored
-    assert 0 < stage2['n_objects'] < scene.count
+    # only the objects of the columns are scored, and of their right half for stage 2
+    assert 0 < stage2['n_objects'] < res['n_instances'] < scene.count
+    assert res['settings']['background_points'] == res['n_instances']
+    bad = run_script(
+        'point_instances.py',
+        *('--synthetic', '--columns', '10', '5'),
+        check=False,
+    )
+    assert bad.returncode == 2 and '--columns START STOP' in bad.stderr
 
 
 def test_counting_fits_the_dispersion_on_validation_windows(tmp_path):
