@@ -120,6 +120,7 @@ from geosparse.io.grid import apply_affine
 from geosparse.io.raster import atomic_write_text
 from geosparse.models.distance import standardise
 from geosparse.trainers import PointForegroundTask, PointInstanceTask, brief_trainer
+from geosparse.trainers.instances import STUFF_MARGIN
 
 METHODS = ('voronoi', 'geodesic', 'ot', 'learned')
 T = TypeVar('T', bound=lightning.LightningModule)
@@ -361,6 +362,7 @@ def train_learned(
             edge_weight=a.edge_weight,
             pairwise_weight=a.pairwise_weight,
             separate_foreground=not a.shared_foreground,
+            stuff_margin=a.stuff_margin,
             lr=a.lr,
         ),
         image_path,
@@ -759,6 +761,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         type=float,
         default=EDGE_WEIGHT,
         help='edge cost weight of the geodesic (baselines and prior)',
+    )
+    p.add_argument(
+        '--stuff-margin',
+        type=float,
+        default=STUFF_MARGIN,
+        help="learned: the head's objects stay objects only within this margin of "
+        "their nearest stuff query (PointInstanceTask's stuff_margin; inf: the head "
+        'alone)',
     )
     p.add_argument('--pairwise-weight', type=float, default=1.0)
     p.add_argument('--lr', type=float, default=1e-3)

@@ -141,6 +141,21 @@ def test_the_foreground_head_decides_objects_and_the_distance_splits_them():
     pred = task.predict_instances(image, points, ids)
     every = pred.ids[np.argmin(pred.distances[-1], 0)]
     np.testing.assert_array_equal(pred.instances, every)
+    # 'head' with a stuff margin: the head's objects within the margin of the
+    # nearest stuff query; at 0 those whose nearest query is a thing
+    task.hparams['foreground'] = 'head'
+    _set_head(task, 0.0, 5.0)  # every pixel an object for the head
+    d = pred.distances[-1]
+    gap = d[pred.ids > 0].min(0) - d[pred.ids == 0].min(0)
+    for margin in (0.0, float(np.median(gap))):
+        task.hparams['stuff_margin'] = margin
+        got = task.predict_instances(image, points, ids).instances
+        np.testing.assert_array_equal(got, np.where(gap < margin, nearest, 0))
+    assert 0 < (np.median(gap) > gap).sum() < gap.size
+    task.hparams['stuff_margin'] = float('inf')
+    np.testing.assert_array_equal(
+        task.predict_instances(image, points, ids).instances, nearest
+    )
 
 
 def test_foreground_loss_teaches_the_head_from_points():
@@ -238,6 +253,7 @@ def test_training_resumes_from_a_checkpoint_made_before_the_separate_head(tmp_pa
     fit.save_checkpoint(ckpt)
     data = torch.load(ckpt, weights_only=True)
     del data['hyper_parameters']['separate_foreground']  # as 0.1 before the choice
+    del data['hyper_parameters']['stuff_margin']  # and before the margin
     assert len(data['optimizer_states'][0]['state']) > 0
     torch.save(data, ckpt)
 
@@ -247,6 +263,7 @@ def test_training_resumes_from_a_checkpoint_made_before_the_separate_head(tmp_pa
     resumed.fit(task, datamodule=make_dm(scene, length=8), ckpt_path=str(ckpt))
     assert resumed.global_step == 3
     assert isinstance(task.model.to_foreground, torch.nn.Conv2d)
+    assert task.hparams['stuff_margin'] == float('inf')  # the head alone, as trained
     params = [
         p for group in resumed.optimizers[0].param_groups for p in group['params']
     ]
