@@ -33,15 +33,21 @@ the methods then also differ by their foregrounds). ``--foreground truth`` gives
 method the true foreground (the learned method then splits it by its distances among
 the object queries), which isolates the split.
 
-``learned_geodesic`` (with ``--foreground head``, when both are run): the learned
-task's foreground divided by the geodesic, as ``geosparse predict --split geodesic``
-makes it.
+The learned task's objects are the pixels its head calls objects that lie within
+its stuff margin (``--stuff-margin``, the task's ``stuff_margin``, default
+:data:`~geosparse.trainers.instances.STUFF_MARGIN`): the learned distance bounds
+each object to where its point reaches. The baselines divide the head's foreground
+without the margin (``learned_head_only``: the learned split of that foreground),
+as the issue defines them; ``learned_geodesic`` is the learned foreground divided
+by the geodesic, which is what ``geosparse predict`` gives by default
+(``--split geodesic``).
 
 ``learned_queries`` (when ``learned`` runs with its foreground head and the
 foreground is not the truth): the same trained distance read as the paper reads it,
 every pixel to its nearest query, thing or stuff, so that the stuff queries and the
 hand-crafted term bound each object instead of the head (the task's
-``foreground='queries'``); the baselines still divide the head's foreground.
+``foreground='queries'``). ``--also-margins D ...`` reads it again with other stuff
+margins (``learned_margin_D``), to choose one without retraining.
 
 ``stage2`` (not in the default methods): TorchGeo's Mask R-CNN
 (:class:`~geosparse.trainers.MaskRCNNTask`) trained on the learned pseudo masks,
@@ -87,6 +93,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import tempfile
 import time
 import warnings
@@ -494,34 +501,15 @@ def run_seed(
         if a.foreground != 'truth':
             # As users get it: geosparse's block predictor, blocks of the training
             # window size (windows of block + 2 halo pixels).
-            out = predict_instances(
-                task,
-                image_path,
-                points_path,
-                work / f'pred_{a.seed}',
-                block=a.block or a.patch_size,
-                halo=a.halo if a.halo is not None else a.patch_size // 4,
-                id_column='instance',
-                background_column='background',
-                progress=False,
-                split='learned',
-            )
-            with rasterio.open(out.raster) as src:
-                learned = src.read(1).astype(np.int64)
-                learned[src.read_masks(1) == 0] = 0
-            foreground = learned > 0
-            if task.hparams['foreground'] == 'head':
-                # The paper's own reading of the same distance: every pixel takes
-                # its nearest query, thing or stuff (the stuff queries bound the
-                # objects instead of the head).
-                t1 = time.perf_counter()
-                task.hparams['foreground'] = 'queries'
+            def read_learned(name: str, **hparams: Any) -> tuple[np.ndarray, Path]:
+                saved = {k: task.hparams[k] for k in hparams}
+                task.hparams.update(hparams)
                 try:
-                    nearest_out = predict_instances(
+                    pred_out = predict_instances(
                         task,
                         image_path,
                         points_path,
-                        work / f'pred_queries_{a.seed}',
+                        work / f'pred_{name}_{a.seed}',
                         block=a.block or a.patch_size,
                         halo=a.halo if a.halo is not None else a.patch_size // 4,
                         id_column='instance',
@@ -530,12 +518,32 @@ def run_seed(
                         split='learned',
                     )
                 finally:
-                    task.hparams['foreground'] = 'head'
-                with rasterio.open(nearest_out.raster) as src:
-                    nearest_query = src.read(1).astype(np.int64)
-                    nearest_query[src.read_masks(1) == 0] = 0
-                make = time.perf_counter() - t1
-                extra['learned_queries'] = (nearest_query, train_seconds + make, make)
+                    task.hparams.update(saved)
+                with rasterio.open(pred_out.raster) as src:
+                    labels = src.read(1).astype(np.int64)
+                    labels[src.read_masks(1) == 0] = 0
+                return labels, pred_out.raster
+
+            learned, learned_raster = read_learned('learned')
+            foreground = learned > 0
+            if task.hparams['foreground'] == 'head':
+
+                def timed(name: str, **hparams: Any) -> None:
+                    t1 = time.perf_counter()
+                    labels, _ = read_learned(name, **hparams)
+                    make = time.perf_counter() - t1
+                    extra[name] = (labels, train_seconds + make, make)
+
+                if math.isfinite(task.hparams['stuff_margin']):
+                    # The baselines divide the head's foreground, without the
+                    # margin the learned distance adds to it.
+                    timed('learned_head_only', stuff_margin=math.inf)
+                    foreground = extra['learned_head_only'][0] > 0
+                # The paper's own reading of the same distance: every pixel takes
+                # its nearest query, thing or stuff.
+                timed('learned_queries', foreground='queries')
+                for margin in a.also_margins or ():
+                    timed(f'learned_margin_{margin:g}', stuff_margin=margin)
         else:
             # The learned distance splits the true foreground: nearest object
             # query (one window over the scene, for the distance maps).
@@ -571,7 +579,8 @@ def run_seed(
             mask = split(foreground)
             dt = time.perf_counter() - t0
             masks[name] = (mask, head_seconds + dt, dt)
-    if a.foreground == 'head' and 'learned' in masks and 'geodesic' in a.methods:
+    learned_own = a.foreground == 'head' or 'learned_head_only' in extra
+    if learned_own and 'learned' in masks and 'geodesic' in a.methods:
         # What geosparse predict --split geodesic gives: the learned foreground
         # divided by the geodesic.
         t0 = time.perf_counter()
@@ -593,7 +602,7 @@ def run_seed(
         }
     if 'stage2' in a.methods and a.foreground != 'truth':
         result['methods']['stage2'] = stage2_scores(
-            image_path, polygons_path, out.raster, a, work
+            image_path, polygons_path, learned_raster, a, work
         )
     result['n_instances'] = int(obj.sum())
     if speed and task is not None:
@@ -627,7 +636,10 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
                 run_seed(image_path, polygons_path, None, one, work, speed=k == 0)
             )
     methods: dict[str, Any] = {}
-    for name in [*a.methods, 'learned_geodesic', 'learned_queries']:
+    names = [*a.methods]
+    for r in runs:
+        names += [name for name in r['methods'] if name not in names]
+    for name in names:
         per_seed = [
             {'seed': r['seed'], **r['methods'][name]}
             for r in runs
@@ -769,6 +781,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="learned: the head's objects stay objects only within this margin of "
         "their nearest stuff query (PointInstanceTask's stuff_margin; inf: the head "
         'alone)',
+    )
+    p.add_argument(
+        '--also-margins',
+        type=float,
+        nargs='+',
+        metavar='D',
+        help='learned: also read the same trained network with these stuff margins '
+        '(rows learned_margin_D; to choose the margin without retraining)',
     )
     p.add_argument('--pairwise-weight', type=float, default=1.0)
     p.add_argument('--lr', type=float, default=1e-3)

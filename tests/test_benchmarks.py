@@ -801,24 +801,34 @@ def test_point_instances_benchmark_prints_every_method(tmp_path):
         '--patch-size',
         '32',
         *('--terraces', '1', '--isolated', '2'),
+        *('--also-margins', '0', '1000'),
         '--out',
         str(out),
     )
     res = json.loads(out.read_text())
-    # learned_queries: the same trained distance, every pixel to its nearest query
+    # The same trained network read without the stuff margin (the baselines'
+    # foreground), split by the geodesic (geosparse predict's default), every pixel
+    # to its nearest query, and with other margins
     assert set(res['methods']) == {
         'voronoi',
         'geodesic',
         'ot',
         'learned',
+        'learned_head_only',
+        'learned_geodesic',
         'learned_queries',
+        'learned_margin_0',
+        'learned_margin_1000',
     }
+    assert res['settings']['stuff_margin'] == 64.0
     # One foreground for every method by default: the learned task's own head, so
     # the methods differ only by their splits, and the baselines pay for its training.
     assert res['settings']['foreground'] == 'learned'
     methods = res['methods']
     # (Voronoi gives every foreground pixel a point; the others may leave some out)
-    assert methods['voronoi']['miou'] == pytest.approx(methods['learned']['miou'])
+    assert methods['voronoi']['miou'] == pytest.approx(
+        methods['learned_head_only']['miou']
+    )
     for name in ('voronoi', 'geodesic', 'ot'):
         assert methods[name]['seconds'] >= methods['learned']['seconds']
     # the scene's density options reach the generator: one terrace of 3-6, 2 isolated
@@ -870,6 +880,7 @@ def test_point_instances_benchmark_scores_stage2_on_held_out_imagery(tmp_path):
         'voronoi',
         'geodesic',
         'learned',
+        'learned_head_only',
         'learned_geodesic',
         'learned_queries',
         'stage2',
