@@ -189,7 +189,8 @@ class PointInstanceTask(FiniteTraining, BaseTask):
                 less than :math:`\delta` farther than its nearest stuff query,
                 :math:`\min_{i \in \mathrm{thing}} D_i(p) - \min_{j \in
                 \mathrm{stuff}} D_j(p) < \delta` (``inf``: the head alone, as
-                before 0.1's margin; 0: also the paper's nearest-query reading).
+                before the margin existed; 0: the head's objects whose nearest
+                query is a thing).
                 Stuff distances have no hand-crafted term, so this bounds each
                 object to where its point reaches, which a head trained on a few
                 points does not.
@@ -211,6 +212,11 @@ class PointInstanceTask(FiniteTraining, BaseTask):
             raise ValueError(
                 f"foreground={foreground!r}: choose 'head' (the foreground head) or "
                 "'queries' (the nearest query decides)."
+            )
+        if not stuff_margin >= 0:  # also NaN
+            raise ValueError(
+                f'stuff_margin={stuff_margin!r}: give a margin >= 0 (inf: the '
+                "foreground head alone, without the stuff queries' bound)."
             )
         if prior not in ('geodesic', 'euclidean'):
             raise ValueError(

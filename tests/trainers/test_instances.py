@@ -106,6 +106,9 @@ def test_bad_prior_and_foreground():
         PointInstanceTask(prior='manhattan')
     with pytest.raises(ValueError, match="foreground='nearest'"):
         PointInstanceTask(foreground='nearest')
+    for bad in (-1.0, float('nan')):
+        with pytest.raises(ValueError, match=r'stuff_margin=.*margin >= 0'):
+            PointInstanceTask(stuff_margin=bad)
 
 
 def _set_head(task, background: float, obj: float):
