@@ -463,7 +463,7 @@ def run_seed(
     polygons = gpd.read_file(polygons_path).to_crs(crs)
     polygons['instance'] = polygon_ids(polygons, a.polygon_id)
     h, w = image.shape[-2:]
-    if getattr(a, 'columns', None):
+    if a.columns:
         # Scored on those columns only: the polygons cut to them.
         box = shapely.box(*rasterio.transform.array_bounds(h, w, transform)[:4])
         polygons['geometry'] = polygons.geometry.intersection(box)
@@ -802,11 +802,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with quiet(a.verbose):
         if not a.synthetic and not (a.image and a.polygons):
             p.error('give --image and --polygons, or --synthetic')
-        if a.columns and (a.synthetic or not 0 <= a.columns[0] < a.columns[1]):
-            p.error(
-                '--columns START STOP: two columns of --image, 0 <= START < STOP '
-                '(not with --synthetic)'
-            )
+        if a.columns:
+            width = None
+            if not a.synthetic:
+                with rasterio.open(a.image) as src:
+                    width = src.width
+            if width is None or not 0 <= a.columns[0] < a.columns[1] <= width:
+                p.error(
+                    f'--columns START STOP ({a.columns[0]} {a.columns[1]}): two '
+                    f'columns of --image, 0 <= START < STOP <= its width ({width}; '
+                    'not with --synthetic)'
+                )
+        if a.also_margins and not all(m >= 0 for m in a.also_margins):
+            p.error(f'--also-margins {a.also_margins}: give margins >= 0 (inf: none)')
         if a.background_points is None:
             a.background_points = (
                 n_polygons(a) if a.polygons and not a.synthetic else 30

@@ -896,6 +896,13 @@ def test_point_instances_benchmark_scores_stage2_on_held_out_imagery(tmp_path):
         check=False,
     )
     assert bad.returncode == 2 and '--columns START STOP' in bad.stderr
+    bad = run_script(
+        'point_instances.py',
+        *('--image', str(scene.image), '--polygons', str(scene.polygons)),
+        *('--columns', '0', '500'),
+        check=False,
+    )
+    assert bad.returncode == 2 and 'STOP <= its width (128' in bad.stderr
 
 
 def test_counting_fits_the_dispersion_on_validation_windows(tmp_path):
