@@ -120,6 +120,7 @@ from geosparse.instances import (
     EDGE_WEIGHT,
     geodesic_instances,
     instance_scores,
+    point_components,
     transport_instances,
     voronoi_instances,
 )
@@ -535,16 +536,22 @@ def run_seed(
                     make = time.perf_counter() - t1
                     extra[name] = (labels, train_seconds + make, make)
 
+                # The other readings take the masks whole; --connected scores them
+                # cut too (rows NAME_connected).
+                whole = {'connected': False}
                 if math.isfinite(task.hparams['stuff_margin']):
                     # The baselines divide the head's foreground, without the
                     # margin the learned distance adds to it.
-                    timed('learned_head_only', stuff_margin=math.inf)
+                    timed('learned_head_only', stuff_margin=math.inf, **whole)
                     foreground = extra['learned_head_only'][0] > 0
                 # The paper's own reading of the same distance: every pixel takes
                 # its nearest query, thing or stuff.
-                timed('learned_queries', foreground='queries')
+                timed('learned_queries', foreground='queries', **whole)
                 for margin in a.also_margins or ():
-                    timed(f'learned_margin_{margin:g}', stuff_margin=margin)
+                    timed(f'learned_margin_{margin:g}', stuff_margin=margin, **whole)
+                if a.connected and task.hparams['connected']:
+                    # the learned masks as they were before the cut
+                    timed('learned_whole', **whole)
         else:
             # The learned distance splits the true foreground: nearest object
             # query (one window over the scene, for the distance maps).
@@ -591,8 +598,24 @@ def run_seed(
         make = masks['learned'][2] + dt
         masks['learned_geodesic'] = (g, masks['learned'][1] + dt, make)
     masks.update(extra)
+    if a.connected:
+        # Every method's masks again, each instance cut to the connected piece that
+        # holds its point (geosparse.instances.point_components).
+        for name, (mask, seconds, make) in list(masks.items()):
+            if (
+                name == 'learned'
+                and a.foreground != 'truth'
+                and task is not None
+                and task.hparams['connected']
+            ):
+                continue  # cut already (the task's connected)
+            t0 = time.perf_counter()
+            cut = point_components(mask, rc[obj], ids[obj])
+            dt = time.perf_counter() - t0
+            masks[f'{name}_connected'] = (cut, seconds + dt, make + dt)
     for name, (mask, seconds, make) in masks.items():
-        if name not in a.methods and name not in ('learned_geodesic', *extra):
+        base = name.removesuffix('_connected')
+        if base not in a.methods and base not in ('learned_geodesic', *extra):
             continue
         scores = instance_scores(mask, truth, point_ids=ids[obj])
         result['methods'][name] = {
@@ -791,6 +814,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         metavar='D',
         help='learned: also read the same trained network with these stuff margins '
         '(rows learned_margin_D; to choose the margin without retraining)',
+    )
+    p.add_argument(
+        '--connected',
+        action='store_true',
+        help="also score every method's masks with each instance cut to the "
+        'connected piece that holds its point (rows NAME_connected; '
+        "geosparse.instances.point_components, which the learned task's masks "
+        'get by default), and the learned masks without it (learned_whole)',
     )
     p.add_argument('--pairwise-weight', type=float, default=1.0)
     p.add_argument('--lr', type=float, default=1e-3)

@@ -802,23 +802,31 @@ def test_point_instances_benchmark_prints_every_method(tmp_path):
         '32',
         *('--terraces', '1', '--isolated', '2'),
         *('--also-margins', '0', '1000'),
+        '--connected',
         '--out',
         str(out),
     )
     res = json.loads(out.read_text())
     # The same trained network read without the stuff margin (the baselines'
     # foreground), split by the geodesic (geosparse predict's default), every pixel
-    # to its nearest query, and with other margins
-    assert set(res['methods']) == {
+    # to its nearest query, with other margins and without the cut to each point's
+    # piece (learned_whole); with --connected every row but the learned one (cut
+    # already) is scored cut too
+    plain = {
         'voronoi',
         'geodesic',
         'ot',
-        'learned',
         'learned_head_only',
         'learned_geodesic',
         'learned_queries',
         'learned_margin_0',
         'learned_margin_1000',
+        'learned_whole',
+    }
+    assert set(res['methods']) == {
+        'learned',
+        *plain,
+        *(f'{name}_connected' for name in plain),
     }
     assert res['settings']['stuff_margin'] == 64.0
     # One foreground for every method by default: the learned task's own head, so

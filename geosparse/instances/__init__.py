@@ -1,4 +1,4 @@
-"""Instance masks from one point per object: hand-crafted baselines and metrics.
+"""Instance masks from one point per object: baselines, metrics, a piece per point.
 
 Array-level only: this package may import :mod:`geosparse.io` but none of the
 data modules, tasks, inference or CLI.
@@ -14,6 +14,7 @@ from .baselines import (
     transport_instances,
     voronoi_instances,
 )
+from .components import point_components
 from .metrics import instance_scores
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     'geodesic_point_distances',
     'instance_scores',
     'margin_uncertainty',
+    'point_components',
     'transport_instances',
     'voronoi_instances',
 ]

@@ -45,8 +45,12 @@ object to where its point reaches (with the default geodesic term, roughly
 few dozen points does not: on a wooded SpaceNet suburb the head called 42 % of the
 pixels buildings (4.5 % are). :math:`\delta` was chosen on the tuning scenes
 (generated seeds 10 and 11, the left half of the SpaceNet tile) and checked on
-others, ``docs/capabilities/instances.md``. The uncertainty is the
-margin between the two smallest distances,
+others, ``docs/capabilities/instances.md``. Each object is then cut to the connected
+piece of its mask that holds its point (``connected``, on by default, in
+:meth:`~geosparse.trainers.PointInstanceTask.predict_instances` and validation;
+:func:`~geosparse.instances.point_components`): one click marks one region, so
+pieces elsewhere (where the head's foreground strays) return to the background.
+The uncertainty is the margin between the two smallest distances,
 :math:`u = \exp(-(D_{(2)} - D_{(1)}) / \tau) = A_{(2)} / A_{(1)} \in (0, 1]`, the
 ratio of the two largest soft assignments (1: a tie, near 0: one clear query). With
 ``foreground='queries'`` every pixel takes the nearest query, thing or stuff (the
@@ -75,6 +79,7 @@ from ..instances.baselines import (
     geodesic_point_distances,
     margin_uncertainty,
 )
+from ..instances.components import point_components
 from ..instances.metrics import instance_scores
 from ..losses.instances import (
     affinity_loss,
@@ -150,6 +155,7 @@ class PointInstanceTask(FiniteTraining, BaseTask):
         pairwise_threshold: float = 0.3,
         foreground: Literal['head', 'queries'] = 'head',
         stuff_margin: float = STUFF_MARGIN,
+        connected: bool = True,
         separate_foreground: bool = True,
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
@@ -194,6 +200,14 @@ class PointInstanceTask(FiniteTraining, BaseTask):
                 Stuff distances have no hand-crafted term, so this bounds each
                 object to where its point reaches, which a head trained on a few
                 points does not.
+            connected: each object is cut to the connected piece of its mask that
+                holds its point (:func:`~geosparse.instances.point_components`):
+                an object is one region around its click, so pieces of its mask
+                elsewhere go to the background (pieces that reach the window's
+                edge stay, as they may join their point outside it). Applies to the pseudo labels of
+                :meth:`predict_instances` (so to ``geosparse predict``, either
+                split) and of validation. Checkpoints from before this option load
+                without it.
             separate_foreground: the foreground head is a U-Net of its own (the
                 default) or a 1 x 1 convolution of the distance's pixel features
                 (see :class:`~geosparse.models.LearnableDistance`). Checkpoints
@@ -248,6 +262,8 @@ class PointInstanceTask(FiniteTraining, BaseTask):
         super().on_load_checkpoint(checkpoint)
         if 'stuff_margin' not in checkpoint.get('hyper_parameters', {}):
             self.hparams['stuff_margin'] = float('inf')  # the head alone, as trained
+        if 'connected' not in checkpoint.get('hyper_parameters', {}):
+            self.hparams['connected'] = False  # its masks as it made them
         if 'separate_foreground' not in checkpoint.get('hyper_parameters', {}):
             self.hparams['separate_foreground'] = False
             self.configure_models()
@@ -413,8 +429,12 @@ class PointInstanceTask(FiniteTraining, BaseTask):
             point_ids = ids[i][objects[i]].long().cpu().numpy()
             if not len(point_ids):
                 continue
+            masks = pred[i].cpu().numpy()
+            if self.hparams.get('connected', False):
+                points = batch['points'][i][objects[i]].cpu().numpy()
+                masks = point_components(masks, points, point_ids)
             scores = instance_scores(
-                pred[i].cpu().numpy(),
+                masks,
                 batch['instances'][i].cpu().numpy(),
                 point_ids=point_ids,
             )
@@ -531,6 +551,26 @@ class PointInstanceTask(FiniteTraining, BaseTask):
             torch.from_numpy(new_unc.astype(np.float32)).to(unc.device),
         )
 
+    @staticmethod
+    def _connected(
+        inst: Tensor, unc: Tensor, pts: Tensor, ids: Tensor, out: DistanceOutput
+    ) -> tuple[Tensor, Tensor]:
+        """``inst`` (H, W) cut to each point's piece, by point_components.
+
+        Pieces at the window's edge stay (a window may be a block of a larger
+        raster); removed pixels get the head's background uncertainty (or keep
+        theirs without a head).
+        """
+        before = inst.cpu().numpy()
+        cut = point_components(
+            before, pts.cpu().numpy(), ids.cpu().numpy(), keep_edge=True
+        )
+        removed = torch.from_numpy((before > 0) & (cut == 0)).to(inst.device)
+        if out.foreground is not None:
+            z = _foreground_logits(out)[0]
+            unc = torch.where(removed, torch.exp(-(z[1] - z[0]).abs()), unc)
+        return torch.from_numpy(cut).to(inst.device), unc
+
     @torch.no_grad()
     def predict_instances(
         self,
@@ -595,6 +635,8 @@ class PointInstanceTask(FiniteTraining, BaseTask):
             inst, unc = self._geodesic_split(x, pts, idt, bg, inst, unc, prior)
         elif split != 'learned':
             raise ValueError(f"split={split!r}: choose 'learned' or 'geodesic'.")
+        if self.hparams.get('connected', False):
+            inst, unc = self._connected(inst, unc, pts[~bg], idt[~bg], out)
         q = out.distances[0].shape[1]
         query_ids = torch.zeros(q, dtype=torch.long, device=device)
         query_ids[: len(idt)] = idt

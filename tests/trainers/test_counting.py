@@ -115,7 +115,9 @@ def test_gst_without_gaussians_is_a_clear_error(objects, tmp_path):
 def test_counts_beat_the_constant_density_answer(objects, tmp_path, method):
     """Trained, the count error is well below that of the training mean density."""
     lightning.seed_everything(0)
-    steps = 300
+    # GST needs its 300 steps here (at 150 it is no better than the constant); P2R's
+    # error is a quarter of the constant's at 100 (a third at 300).
+    steps = 300 if method == 'gst' else 100
     dm = make_dm(
         objects,
         tmp_path,

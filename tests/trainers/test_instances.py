@@ -161,6 +161,43 @@ def test_the_foreground_head_decides_objects_and_the_distance_splits_them():
     )
 
 
+@pytest.mark.parametrize('split', ['learned', 'geodesic'])
+def test_connected_cuts_each_object_to_the_piece_that_holds_its_point(split):
+    from geosparse.instances import point_components
+
+    torch.manual_seed(0)
+    image, points, ids = _two_rectangles()
+    image[:, 34:38, 2:6] = 100.0  # a stray patch like the big rectangle, apart
+    task = PointInstanceTask(in_channels=1, rounds=1, stuff_queries=2)
+    objects = torch.from_numpy(image[0] >= 100.0).float()
+
+    # A head that calls the rectangles and the patch objects (logits 5 / 0)
+    class Head(torch.nn.Module):
+        def forward(self, x):
+            logits = torch.stack([5.0 * (1 - objects), 5.0 * objects])
+            return logits[None].expand(len(x), -1, -1, -1)
+
+    task.model.to_foreground = Head()
+    task.hparams['stuff_margin'] = float('inf')
+    assert task.hparams['connected'] is True  # the default
+    task.hparams['connected'] = False
+    whole = task.predict_instances(image, points, ids, split=split)
+    task.hparams['connected'] = True
+    cut = task.predict_instances(image, points, ids, split=split)
+    np.testing.assert_array_equal(
+        cut.instances, point_components(whole.instances, points, ids, keep_edge=True)
+    )
+    removed = (whole.instances > 0) & (cut.instances == 0)
+    assert removed[34:38, 2:6].all()  # the stray patch is gone
+    # The removed pixels get the head's background uncertainty, the kept ones keep
+    # theirs.
+    np.testing.assert_allclose(cut.uncertainty[removed], np.exp(-5.0), rtol=1e-5)
+    kept = cut.instances > 0
+    np.testing.assert_array_equal(cut.uncertainty[kept], whole.uncertainty[kept])
+    for k, (r, c) in zip(ids, points.astype(int), strict=True):
+        assert cut.instances[r, c] == k
+
+
 def test_foreground_loss_teaches_the_head_from_points():
     from geosparse.losses import colour_similarity, foreground_loss
 
@@ -188,7 +225,8 @@ def test_foreground_loss_teaches_the_head_from_points():
 def test_geodesic_split_divides_the_task_foreground_by_the_geodesic():
     torch.manual_seed(0)
     image, points, ids = _two_rectangles()
-    task = PointInstanceTask(in_channels=1, rounds=1)
+    # the masks whole (the cut to each point's piece is tested on its own)
+    task = PointInstanceTask(in_channels=1, rounds=1, connected=False)
     learned = task.predict_instances(image, points, ids)
     split = task.predict_instances(image, points, ids, split='geodesic')
     np.testing.assert_array_equal(split.foreground, learned.foreground)
@@ -257,6 +295,7 @@ def test_training_resumes_from_a_checkpoint_made_before_the_separate_head(tmp_pa
     data = torch.load(ckpt, weights_only=True)
     del data['hyper_parameters']['separate_foreground']  # as 0.1 before the choice
     del data['hyper_parameters']['stuff_margin']  # and before the margin
+    del data['hyper_parameters']['connected']  # and before the pieces were cut
     assert len(data['optimizer_states'][0]['state']) > 0
     torch.save(data, ckpt)
 
@@ -267,6 +306,7 @@ def test_training_resumes_from_a_checkpoint_made_before_the_separate_head(tmp_pa
     assert resumed.global_step == 3
     assert isinstance(task.model.to_foreground, torch.nn.Conv2d)
     assert task.hparams['stuff_margin'] == float('inf')  # the head alone, as trained
+    assert task.hparams['connected'] is False  # its masks as it made them
     params = [
         p for group in resumed.optimizers[0].param_groups for p in group['params']
     ]
