@@ -86,12 +86,9 @@ def point_components(
 
 def _components(instances: np.ndarray) -> np.ndarray:
     """Labels 1..K of the 8-connected regions of equal nonzero id (0: background)."""
-    values, dense = np.unique(instances, return_inverse=True)
-    dense = dense.reshape(instances.shape)
-    if values[0] == 0:
-        dense = np.where(dense > 0, dense, 0)
-    else:
-        dense = dense + 1
+    # Each id as a label 1..V (0 stays background), whatever the ids' values.
+    dense = np.unique(instances, return_inverse=True)[1].reshape(instances.shape) + 1
+    dense[instances == 0] = 0
     comp = np.zeros(instances.shape, dtype=np.int64)
     eight = np.ones((3, 3), dtype=bool)
     n = 0

@@ -203,11 +203,13 @@ class PointInstanceTask(FiniteTraining, BaseTask):
             connected: each object is cut to the connected piece of its mask that
                 holds its point (:func:`~geosparse.instances.point_components`):
                 an object is one region around its click, so pieces of its mask
-                elsewhere go to the background (pieces that reach the window's
-                edge stay, as they may join their point outside it). Applies to the pseudo labels of
+                elsewhere go to the background. Applies to the pseudo labels of
                 :meth:`predict_instances` (so to ``geosparse predict``, either
-                split) and of validation. Checkpoints from before this option load
-                without it.
+                split), where pieces that reach the window's edge stay (a window
+                may be a block of a larger raster, and such a piece may join its
+                point outside it), and of validation, which scores each window as a
+                whole scene (no piece kept for touching its edge). Checkpoints from
+                before this option load without it.
             separate_foreground: the foreground head is a U-Net of its own (the
                 default) or a 1 x 1 convolution of the distance's pixel features
                 (see :class:`~geosparse.models.LearnableDistance`). Checkpoints
