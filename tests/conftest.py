@@ -22,6 +22,24 @@ if os.environ.get('PYTEST_XDIST_WORKER'):
     torch.set_num_threads(1)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The README's examples first, then the other slow runs, then the rest.
+
+    With ``pytest -n N`` (``--dist loadgroup``, set in ``pyproject.toml``: tests of one
+    ``xdist_group`` share a worker, every other test is handed out alone, in this order)
+    the runs of minutes start at once and the many short tests fill in around them (the
+    longest-first rule). In file order the longest (the README's instance example, about
+    4 minutes) came near the end, and one worker ran it alone while the other idled.
+    """
+
+    def tier(item: pytest.Item) -> int:
+        if item.get_closest_marker('examples'):
+            return 0
+        return 1 if item.get_closest_marker('slow') else 2
+
+    items.sort(key=tier)  # stable: file order within a tier
+
+
 @pytest.fixture(scope='session')
 def scene(tmp_path_factory: pytest.TempPathFactory) -> SyntheticScene:
     return make_scene(tmp_path_factory.mktemp('scene'), size=192, seed=3)

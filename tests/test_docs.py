@@ -21,8 +21,9 @@ import pytest
 
 from .conftest import ROOT
 
-#: The build executes every tutorial (CI: once, in its first step).
-pytestmark = pytest.mark.slow
+#: The build executes every tutorial (CI: once, in its first step); its tests share one
+#: worker, and so one build, under pytest-xdist.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group('docs')]
 
 TUTORIALS = sorted(p.stem for p in (ROOT / 'docs' / 'tutorials').glob('*.ipynb'))
 
