@@ -62,6 +62,7 @@ import numpy as np
 import rasterio
 import torch
 from lightning.pytorch import Trainer, seed_everything
+from lightning.pytorch.callbacks import WeightAveraging
 from torchmetrics.functional.classification import binary_auroc
 
 from geosparse.console import progress, quiet, verbose_option
@@ -386,10 +387,40 @@ def train(
         var_floor_scale=args.var_floor_scale,
         prior_rule=args.prior_rule,
     )
-    trainer = brief_trainer(steps)
+    callbacks = []
+    if args.average_from > 0:
+        callbacks.append(TailAverage(int(args.average_from * steps)))
+    trainer = brief_trainer(steps, callbacks=callbacks)
     trainer.fit(task, datamodule=dm)
     task.eval()
     return task, trainer
+
+
+class TailAverage(WeightAveraging):
+    """Uniform average of the weights (and BatchNorm statistics) from step ``start``.
+
+    SWA-style averaging at a constant learning rate (Izmailov et al. 2018; dense
+    averaging for domain shift, SWAD, Cha et al. 2021). The radiometry histogram the
+    task counts is kept as counted, not averaged.
+    """
+
+    def __init__(self, start: int) -> None:
+        super().__init__(use_buffers=True)
+        self.start = start
+
+    def should_update(
+        self, step_idx: int | None = None, epoch_idx: int | None = None
+    ) -> bool:
+        """Average the steps from ``start`` on."""
+        return step_idx is not None and step_idx >= self.start
+
+    def on_train_end(self, trainer: Trainer, pl_module: Any) -> None:
+        """Put the average in the model, but for the radiometry histogram."""
+        counts = getattr(pl_module, 'radiometry_counts', None)
+        kept = None if counts is None else counts.clone()
+        super().on_train_end(trainer, pl_module)
+        if kept is not None:
+            pl_module.radiometry_counts.copy_(kept)
 
 
 def link(files: list[Path], folder: Path) -> Path:
@@ -516,6 +547,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument('--batch-size', type=int, default=8)
     parser.add_argument('--patch-size', type=int, default=128)
     parser.add_argument('--lr', type=float, default=1e-3)
+    parser.add_argument(
+        '--average-from',
+        type=float,
+        default=0.0,
+        help='average the weights uniformly over the steps after this fraction of '
+        'the budget (SWA-style); 0: off, the last weights',
+    )
     parser.add_argument('--balance', type=float, default=1.0)
     parser.add_argument(
         '--radiometric',
@@ -708,6 +746,7 @@ def run(args: argparse.Namespace, methods: list[str], work: Path) -> None:
         'displacement': displacement(train_data, eval_data),
         'harmonized': harmonized,
         'steps': args.steps,
+        'average_from': args.average_from,
         'seconds': round(time.perf_counter() - start, 1),
     }
     text = json.dumps(out, indent=2)

@@ -173,6 +173,48 @@ def test_lsr_chesapeake_runs_on_real_patches(data_dir, tmp_path):
     assert 'ranking_auc' not in res['methods']['nlcd-argmax']
 
 
+def test_lsr_tail_average_is_the_mean_of_the_late_weights(monkeypatch):
+    """--average-from: the weights after training are the mean of those of the late
+    steps, while the radiometry histogram stays the one counted (not averaged)."""
+    monkeypatch.syspath_prepend(str(ROOT / 'benchmarks'))
+    from lightning.pytorch import LightningModule, Trainer
+    from lsr_chesapeake import TailAverage
+    from torch.utils.data import DataLoader, TensorDataset
+
+    class Toy(LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+            self.register_buffer(
+                'radiometry_counts', torch.zeros(3, dtype=torch.float64)
+            )
+            self.seen: list[float] = []
+
+        def training_step(self, batch, batch_idx):
+            self.radiometry_counts += 1
+            return ((self.w - batch[0]) ** 2).sum()
+
+        def on_train_batch_end(self, outputs, batch, batch_idx):
+            self.seen.append(float(self.w))
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.5)
+
+    toy = Toy()
+    data = DataLoader(TensorDataset(torch.arange(1.0, 7.0)[:, None]), batch_size=1)
+    Trainer(
+        max_steps=6,
+        callbacks=[TailAverage(3)],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    ).fit(toy, data)
+    assert len(toy.seen) == 6 and toy.seen[3] != toy.seen[5]
+    assert float(toy.w) == pytest.approx(np.mean(toy.seen[3:]))
+    assert toy.radiometry_counts.tolist() == [6.0, 6.0, 6.0]
+
+
 def test_lsr_chesapeake_ablation_flags_reach_the_model(data_dir, tmp_path):
     chesapeake_split(data_dir, tmp_path, ['03'], ['07'])
     ckpt = tmp_path / 'lsr.ckpt'
