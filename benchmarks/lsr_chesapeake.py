@@ -415,12 +415,19 @@ class TailAverage(WeightAveraging):
         return step_idx is not None and step_idx >= self.start
 
     def on_train_end(self, trainer: Trainer, pl_module: Any) -> None:
-        """Put the average in the model, but for the radiometry histogram."""
+        """Put the average in the model, but for the radiometry histogram.
+
+        The histogram goes into the averaged copy too, which a checkpoint saved after
+        training holds as its ``state_dict``.
+        """
         counts = getattr(pl_module, 'radiometry_counts', None)
         kept = None if counts is None else counts.clone()
         super().on_train_end(trainer, pl_module)
         if kept is not None:
             pl_module.radiometry_counts.copy_(kept)
+            average = getattr(self._average_model, 'module', None)
+            if average is not None:
+                average.radiometry_counts.copy_(kept)
 
 
 def link(files: list[Path], folder: Path) -> Path:
@@ -658,6 +665,11 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f'--seeds {args.seeds}: give each seed once.')
         if (args.eval is None) == (args.holdout is None):
             parser.error('give either --eval DIR or --holdout ID ...')
+        if not 0 <= args.average_from < 1:
+            parser.error(
+                f'--average-from {args.average_from}: give a fraction of the steps in '
+                '[0, 1) (0: off); at 1 or more no step would be averaged.'
+            )
         methods = args.methods.split(',')
         unknown = sorted(set(methods) - set(METHODS))
         if unknown:

@@ -173,7 +173,7 @@ def test_lsr_chesapeake_runs_on_real_patches(data_dir, tmp_path):
     assert 'ranking_auc' not in res['methods']['nlcd-argmax']
 
 
-def test_lsr_tail_average_is_the_mean_of_the_late_weights(monkeypatch):
+def test_lsr_tail_average_is_the_mean_of_the_late_weights(monkeypatch, tmp_path):
     """--average-from: the weights after training are the mean of those of the late
     steps, while the radiometry histogram stays the one counted (not averaged)."""
     monkeypatch.syspath_prepend(str(ROOT / 'benchmarks'))
@@ -202,17 +202,37 @@ def test_lsr_tail_average_is_the_mean_of_the_late_weights(monkeypatch):
 
     toy = Toy()
     data = DataLoader(TensorDataset(torch.arange(1.0, 7.0)[:, None]), batch_size=1)
-    Trainer(
+    trainer = Trainer(
         max_steps=6,
         callbacks=[TailAverage(3)],
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-    ).fit(toy, data)
+    )
+    trainer.fit(toy, data)
     assert len(toy.seen) == 6 and toy.seen[3] != toy.seen[5]
     assert float(toy.w) == pytest.approx(np.mean(toy.seen[3:]))
     assert toy.radiometry_counts.tolist() == [6.0, 6.0, 6.0]
+    # a checkpoint saved after training (--save-checkpoint) holds the same
+    trainer.save_checkpoint(tmp_path / 'toy.ckpt')
+    state = torch.load(tmp_path / 'toy.ckpt', weights_only=True)['state_dict']
+    assert float(state['w']) == pytest.approx(np.mean(toy.seen[3:]))
+    assert state['radiometry_counts'].tolist() == [6.0, 6.0, 6.0]
+
+
+def test_lsr_average_from_outside_0_1_is_an_error(tmp_path):
+    res = run_script(
+        'lsr_chesapeake.py',
+        '--train',
+        tmp_path,
+        '--eval',
+        tmp_path,
+        '--average-from',
+        1,
+        check=False,
+    )
+    assert res.returncode != 0 and '--average-from' in res.stderr
 
 
 def test_lsr_chesapeake_ablation_flags_reach_the_model(data_dir, tmp_path):
