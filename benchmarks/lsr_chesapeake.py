@@ -62,7 +62,7 @@ import numpy as np
 import rasterio
 import torch
 from lightning.pytorch import Trainer, seed_everything
-from lightning.pytorch.callbacks import WeightAveraging
+from lightning.pytorch.callbacks import Callback, WeightAveraging
 from torchmetrics.functional.classification import binary_auroc
 
 from geosparse.console import progress, quiet, verbose_option
@@ -333,6 +333,20 @@ def mean_scores(runs: list[dict[str, Any]]) -> dict[str, Any]:
             c: round(float(np.mean([r['ranking_auc'][c] for r in runs])), 4)
             for c in runs[0]['ranking_auc']
         }
+    if all('budgets' in r for r in runs):  # --select-steps
+        out['selected'] = [r['selected'] for r in runs]
+        out['budgets'] = {
+            step: {
+                'miou': float(np.mean([r['budgets'][step]['miou'] for r in runs])),
+                'coarse_fit': {
+                    k: float(
+                        np.mean([r['budgets'][step]['coarse_fit'][k] for r in runs])
+                    )
+                    for k in runs[0]['budgets'][step]['coarse_fit']
+                },
+            }
+            for step in runs[0]['budgets']
+        }
     if 'by_coarse' in runs[0]:  # fractions averaged over the seeds
         out['by_coarse'] = {
             code: {
@@ -387,9 +401,11 @@ def train(
         var_floor_scale=args.var_floor_scale,
         prior_rule=args.prior_rule,
     )
-    callbacks = []
+    callbacks: list[Callback] = []
     if args.average_from > 0:
         callbacks.append(TailAverage(int(args.average_from * steps)))
+    if args.select_steps:
+        callbacks.append(Snapshots(args.select_steps))
     trainer = brief_trainer(steps, callbacks=callbacks)
     trainer.fit(task, datamodule=dm)
     task.eval()
@@ -486,6 +502,129 @@ def harmonize(fine: Path, target: Path, work: Path, mode: str) -> dict[str, Any]
     return report
 
 
+def coarse_fit(
+    predictor: Any,
+    data: list[tuple[Path, Path, Path]],
+    window: int = 128,
+) -> dict[str, float]:
+    r"""How well a network's fine map agrees with the coarse labels alone.
+
+    Scores that need no fine label, to choose a training budget on the evaluation
+    patches (``--select-steps``). Each patch is cut into ``window``-pixel windows
+    (the training windows' size); in each, every NLCD region is a block :math:`b`
+    of coarse class :math:`z_b`, :math:`\mu_b` the network's mean probabilities over
+    it (before the combination with the prior, which reads the coarse labels) and
+    :math:`f_b` the fractions of the predictor's class band (the map users get):
+
+    * ``lsr_nll``: the task's own label-counting loss on :math:`\mu_b`
+      (:class:`geosparse.losses.StatisticsMatchingLoss`, Malkin et al. Eq. 4-7, its
+      block weights and balance) averaged over the windows;
+    * ``fraction_l1``: :math:`\sum_b |B_b|\,\lVert\mu_b-\eta_{z_b}\rVert_1 /
+      \sum_b |B_b|`, the pixel-weighted L1 distance between each region's mean
+      probabilities and the joint distribution's row;
+    * ``map_l1``: the same distance for the map's fractions :math:`f_b`.
+
+    Args:
+        predictor: a :class:`geosparse.inference.Predictor` of the task (its
+            ``task``, radiometric ``shift`` and class band are read).
+        data: the evaluation triples (the fine labels are not read).
+        window: window size in pixels.
+
+    Returns:
+        ``{'lsr_nll', 'fraction_l1', 'map_l1'}``; lower is better.
+    """
+    task = predictor.task
+    eta = task.lsr_loss.eta
+    nll: list[float] = []
+    l1 = {'fraction_l1': 0.0, 'map_l1': 0.0}
+    pixels = 0
+    for naip, nlcd, _ in data:
+        image, coarse = read(naip).astype(np.float32), read(nlcd)[0]
+        seen = image if predictor.shift is None else predictor.shift(image)
+        probs = task.window_probabilities(torch.from_numpy(seen[None]))[0]
+        classes = torch.from_numpy(predictor(image, coarse)[0].astype(np.int64))
+        onehot = torch.nn.functional.one_hot(classes, eta.shape[1]).permute(2, 0, 1)
+        index = task.coarse_index(torch.from_numpy(coarse.astype(np.int64)))
+        h, w = index.shape
+        for r in range(0, h, window):
+            for c in range(0, w, window):
+                p = probs[:, r : r + window, c : c + window]
+                z = index[r : r + window, c : c + window]
+                if not bool((z >= 0).any()):
+                    continue
+                with torch.no_grad():
+                    loss = task.lsr_loss(p.clamp_min(1e-8).log()[None], z[None])
+                nll.append(float(loss))
+                f = onehot[:, r : r + window, c : c + window].float()
+                for k in z[z >= 0].unique().tolist():
+                    m = z == k
+                    n = int(m.sum())
+                    for name, q in (('fraction_l1', p), ('map_l1', f)):
+                        l1[name] += (
+                            float((q[:, m].mean(dim=1) - eta[k]).abs().sum()) * n
+                        )
+                    pixels += n
+    nan = float('nan')
+    return {
+        'lsr_nll': float(np.mean(nll)) if nll else nan,
+        **{k: v / pixels if pixels else nan for k, v in l1.items()},
+    }
+
+
+class Snapshots(Callback):
+    """Copies of a module's ``state_dict`` after the listed optimiser steps."""
+
+    def __init__(self, steps: list[int]) -> None:
+        self.steps = set(steps)
+        self.states: dict[int, dict[str, torch.Tensor]] = {}
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: Any, outputs: Any, batch: Any, idx: int
+    ) -> None:
+        """Keep a copy when the step just taken is one of ``steps``."""
+        if trainer.global_step in self.steps:
+            self.states[trainer.global_step] = {
+                k: v.detach().clone() for k, v in pl_module.state_dict().items()
+            }
+
+
+def select_budget(
+    task: LabelSuperResolutionTask,
+    trainer: Trainer,
+    data: list[tuple[Path, Path, Path]],
+    table: JointDistribution,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """Score every budget of ``--select-steps`` and keep the best by the coarse fit.
+
+    Every snapshot and the final model are scored on the evaluation patches (fine
+    labels, for the record) and by :func:`coarse_fit` (coarse labels only); the
+    budget with the lowest ``--select-by`` criterion is the method's result, with
+    ``budgets`` holding all of them and ``selected`` the step chosen. The task is
+    left with the selected weights.
+    """
+    snaps = next(c for c in trainer.callbacks if isinstance(c, Snapshots))  # type: ignore[attr-defined]
+    final = {k: v.detach().clone() for k, v in task.state_dict().items()}
+    states = dict(snaps.states) | {args.steps: final}
+    budgets: dict[int, dict[str, Any]] = {}
+    for step in sorted(states):
+        task.load_state_dict(states[step])
+        scores = evaluate(task, data, table, args.diagnose, args.radiometry)
+        predictor = Predictor(task, torch_threads=None, radiometry=args.radiometry)  # type: ignore[arg-type]
+        predictor = predictor.matched([read(t[0]).astype(np.float64) for t in data])
+        scores['coarse_fit'] = coarse_fit(predictor, data)
+        budgets[step] = scores
+    best = min(budgets, key=lambda s: budgets[s]['coarse_fit'][args.select_by])
+    task.load_state_dict(states[best])
+    out = dict(budgets[best])
+    out['selected'] = best
+    out['budgets'] = {
+        str(s): {'miou': b['miou'], 'acc': b['acc'], 'coarse_fit': b['coarse_fit']}
+        for s, b in budgets.items()
+    }
+    return out
+
+
 def goals(results: dict[str, dict[str, Any]]) -> dict[str, bool]:
     """The issue's goals, checked on the mean mIoU of each protocol."""
     out: dict[str, bool] = {}
@@ -550,6 +689,25 @@ def main(argv: list[str] | None = None) -> None:
         nargs='+',
         default=[0],
         help='one run per seed; the JSON reports the mean and each seed',
+    )
+    parser.add_argument(
+        '--select-steps',
+        type=int,
+        nargs='+',
+        metavar='N',
+        help='also keep the weights after these steps (each below --steps) and '
+        'report, per method and seed, the budget whose map best fits the evaluation '
+        "patches' coarse labels (--select-by; no fine label used), with every "
+        "budget's scores under budgets",
+    )
+    parser.add_argument(
+        '--select-by',
+        default='lsr_nll',
+        choices=('lsr_nll', 'fraction_l1', 'map_l1'),
+        help='criterion of --select-steps: lsr_nll (default), the label-counting '
+        'loss on the evaluation windows; fraction_l1, the L1 distance of each NLCD '
+        "region's mean probabilities to the joint distribution's row; map_l1, the "
+        'same for the fractions of the predicted map',
     )
     parser.add_argument('--batch-size', type=int, default=8)
     parser.add_argument('--patch-size', type=int, default=128)
@@ -665,6 +823,13 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f'--seeds {args.seeds}: give each seed once.')
         if (args.eval is None) == (args.holdout is None):
             parser.error('give either --eval DIR or --holdout ID ...')
+        if args.select_steps and not all(0 < n < args.steps for n in args.select_steps):
+            parser.error(
+                f'--select-steps {args.select_steps}: give steps between 0 and '
+                f'--steps {args.steps} (the final model is always a candidate).'
+            )
+        if args.select_steps and args.average_from:
+            parser.error('--select-steps and --average-from: choose one.')
         if not 0 <= args.average_from < 1:
             parser.error(
                 f'--average-from {args.average_from}: give a fraction of the steps in '
@@ -726,9 +891,12 @@ def run(args: argparse.Namespace, methods: list[str], work: Path) -> None:
             if key not in done:  # hr on --train is both cross-tile's and hr+sr's
                 fine = protocol != 'target-sr'
                 task, trainer = train(method, folder, args.steps, seed, args, fine)
-                done[key] = evaluate(
-                    task, eval_data, table, args.diagnose, args.radiometry
-                )
+                if args.select_steps:
+                    done[key] = select_budget(task, trainer, eval_data, table, args)
+                else:
+                    done[key] = evaluate(
+                        task, eval_data, table, args.diagnose, args.radiometry
+                    )
                 if method == 'lsr' and args.save_checkpoint and seed == args.seeds[0]:
                     with atomic_path(args.save_checkpoint, suffix='.ckpt') as tmp:
                         trainer.save_checkpoint(tmp)
@@ -759,6 +927,8 @@ def run(args: argparse.Namespace, methods: list[str], work: Path) -> None:
         'harmonized': harmonized,
         'steps': args.steps,
         'average_from': args.average_from,
+        'select_steps': args.select_steps,
+        'select_by': args.select_by if args.select_steps else None,
         'seconds': round(time.perf_counter() - start, 1),
     }
     text = json.dumps(out, indent=2)

@@ -235,6 +235,114 @@ def test_lsr_average_from_outside_0_1_is_an_error(tmp_path):
     assert res.returncode != 0 and '--average-from' in res.stderr
 
 
+def test_lsr_select_steps_outside_the_budget_is_an_error(tmp_path):
+    res = run_script(
+        'lsr_chesapeake.py',
+        '--train',
+        tmp_path,
+        '--eval',
+        tmp_path,
+        '--steps',
+        10,
+        '--select-steps',
+        5,
+        10,
+        check=False,
+    )
+    assert res.returncode != 0 and '--select-steps' in res.stderr
+
+
+def test_lsr_coarse_fit_reads_only_the_coarse_labels(monkeypatch, tmp_path):
+    """coarse_fit: zero L1 distance when each NLCD region's mean probabilities are
+    the joint distribution's row, positive otherwise; the fine labels are not read."""
+    monkeypatch.syspath_prepend(str(ROOT / 'benchmarks'))
+    from lsr_chesapeake import coarse_fit
+
+    from geosparse.losses import StatisticsMatchingLoss
+
+    eta = torch.tensor([[0.7, 0.3], [0.1, 0.9]])
+    codes = torch.full((256,), -2, dtype=torch.long)
+    codes[41], codes[82] = 0, 1
+    coarse = np.full((6, 8), 41, dtype=np.uint8)
+    coarse[:, 5:] = 82
+
+    class Task:
+        lsr_loss = StatisticsMatchingLoss(eta, torch.full((2, 2), 0.2))
+
+        def __init__(self, probs: torch.Tensor) -> None:
+            self.probs = probs
+
+        def window_probabilities(self, image: torch.Tensor) -> torch.Tensor:
+            assert image.shape == (1, 4, 6, 8)
+            return self.probs[None]
+
+        def coarse_index(self, raw: torch.Tensor) -> torch.Tensor:
+            return codes[raw]
+
+    class Stub:  # a predictor: its task, no radiometric shift, a class band
+        shift = None
+
+        def __init__(self, probs: torch.Tensor) -> None:
+            self.task = Task(probs)
+
+        def __call__(self, image: np.ndarray, raw: np.ndarray) -> np.ndarray:
+            return self.task.probs.argmax(0)[None].numpy()
+
+    naip, nlcd = tmp_path / 'a_naip.tif', tmp_path / 'a_nlcd.tif'
+    for path, bands in ((naip, np.zeros((4, 6, 8), np.uint8)), (nlcd, coarse[None])):
+        with rasterio.open(
+            path,
+            'w',
+            driver='GTiff',
+            width=8,
+            height=6,
+            count=len(bands),
+            dtype='uint8',
+        ) as dst:
+            dst.write(bands)
+    index = codes[torch.from_numpy(coarse.astype(np.int64))]
+    exact = eta[index].permute(2, 0, 1)  # every pixel holds its region's row
+    data = [(naip, nlcd, tmp_path / 'missing_lc.tif')]
+    fit = coarse_fit(Stub(exact), data, window=4)  # type: ignore[arg-type]
+    assert fit['fraction_l1'] == pytest.approx(0.0, abs=1e-6)
+    # the map is each region's argmax: off by the minority share of each row
+    assert fit['map_l1'] == pytest.approx((5 * 0.6 + 3 * 0.2) / 8, abs=1e-6)
+    swapped = coarse_fit(Stub(exact.flip(0)), data, window=4)  # type: ignore[arg-type]
+    assert swapped['fraction_l1'] > 0.5 and swapped['lsr_nll'] > fit['lsr_nll']
+    assert swapped['map_l1'] > fit['map_l1']
+
+
+def test_lsr_chesapeake_select_steps_reports_every_budget(data_dir, tmp_path):
+    """--select-steps: the result is the budget with the lowest coarse fit."""
+    chesapeake_split(data_dir, tmp_path, ['03'], ['07'])
+    out = run_script(
+        'lsr_chesapeake.py',
+        '--train',
+        tmp_path / 'tr',
+        '--eval',
+        tmp_path / 'ev',
+        '--protocols',
+        'cross-tile',
+        '--methods',
+        'lsr',
+        '--steps',
+        3,
+        '--select-steps',
+        1,
+        2,
+        '--batch-size',
+        2,
+    )
+    lsr = json.loads(out.stdout)['protocols']['cross-tile']['methods']['lsr']
+    budgets = lsr['budgets']
+    assert set(budgets) == {'1', '2', '3'}
+    [chosen] = lsr['selected']
+    assert chosen == int(
+        min(budgets, key=lambda s: budgets[s]['coarse_fit']['lsr_nll'])
+    )
+    assert lsr['miou'] == budgets[str(chosen)]['miou']
+
+
 def test_lsr_chesapeake_ablation_flags_reach_the_model(data_dir, tmp_path):
     chesapeake_split(data_dir, tmp_path, ['03'], ['07'])
     ckpt = tmp_path / 'lsr.ckpt'
