@@ -139,8 +139,12 @@ def evaluate(
     diagnose: bool = False,
     radiometry: str = 'auto',
     alternative: bool = True,
+    fit: bool = False,
 ) -> dict[str, Any]:
     """Scores of a task (or of nlcd-argmax when ``task`` is None) on whole patches.
+
+    With ``fit`` (and a task), ``coarse_fit`` holds :func:`coarse_fit` of the same
+    predictor: how well its map agrees with the coarse labels alone.
 
     With ``radiometry='match'`` the predictor maps the evaluation imagery, all its
     patches pooled as one acquisition, onto the training imagery's band
@@ -196,6 +200,8 @@ def evaluate(
     out['developed'] = developed_scores(metrics.cm_sub, list(table.fine_names))
     if predictor is not None and decision is not None:
         out['radiometry'] = decision
+    if predictor is not None and fit:
+        out['coarse_fit'] = coarse_fit(predictor, data)
     if predictor is not None and alternative:
         # The same network with the other decision: what matching changes.
         other = 'off' if predictor.shift is not None else 'match'
@@ -609,11 +615,9 @@ def select_budget(
     budgets: dict[int, dict[str, Any]] = {}
     for step in sorted(states):
         task.load_state_dict(states[step])
-        scores = evaluate(task, data, table, args.diagnose, args.radiometry)
-        predictor = Predictor(task, torch_threads=None, radiometry=args.radiometry)  # type: ignore[arg-type]
-        predictor = predictor.matched([read(t[0]).astype(np.float64) for t in data])
-        scores['coarse_fit'] = coarse_fit(predictor, data)
-        budgets[step] = scores
+        budgets[step] = evaluate(
+            task, data, table, args.diagnose, args.radiometry, fit=True
+        )
     best = min(budgets, key=lambda s: budgets[s]['coarse_fit'][args.select_by])
     task.load_state_dict(states[best])
     out = dict(budgets[best])
