@@ -403,6 +403,7 @@ def train(
         lr=args.lr,
         prior_weight=args.prior_weight,
         hr_weight=args.hr_weight,
+        naive_warmup=args.naive_warmup,
         var_floor=args.var_floor,
         var_floor_scale=args.var_floor_scale,
         prior_rule=args.prior_rule,
@@ -723,6 +724,14 @@ def main(argv: list[str] | None = None) -> None:
         help='average the weights uniformly over the steps after this fraction of '
         'the budget (SWA-style); 0: off, the last weights',
     )
+    parser.add_argument(
+        '--naive-warmup',
+        type=int,
+        default=0,
+        metavar='N',
+        help='lsr: train the first N steps with the soft-naive loss, then the '
+        "label-counting loss (the task's naive_warmup); 0: off",
+    )
     parser.add_argument('--balance', type=float, default=1.0)
     parser.add_argument(
         '--radiometric',
@@ -839,6 +848,11 @@ def main(argv: list[str] | None = None) -> None:
                 f'--average-from {args.average_from}: give a fraction of the steps in '
                 '[0, 1) (0: off); at 1 or more no step would be averaged.'
             )
+        if not 0 <= args.naive_warmup < args.steps:
+            parser.error(
+                f'--naive-warmup {args.naive_warmup}: give a number of steps in '
+                f'[0, --steps {args.steps}) (0: off).'
+            )
         methods = args.methods.split(',')
         unknown = sorted(set(methods) - set(METHODS))
         if unknown:
@@ -931,6 +945,7 @@ def run(args: argparse.Namespace, methods: list[str], work: Path) -> None:
         'harmonized': harmonized,
         'steps': args.steps,
         'average_from': args.average_from,
+        'naive_warmup': args.naive_warmup,
         'select_steps': args.select_steps,
         'select_by': args.select_by if args.select_steps else None,
         'seconds': round(time.perf_counter() - start, 1),

@@ -252,6 +252,23 @@ def test_lsr_select_steps_outside_the_budget_is_an_error(tmp_path):
     assert res.returncode != 0 and '--select-steps' in res.stderr
 
 
+@pytest.mark.parametrize('warmup', [-1, 10])
+def test_lsr_naive_warmup_outside_the_budget_is_an_error(tmp_path, warmup):
+    res = run_script(
+        'lsr_chesapeake.py',
+        '--train',
+        tmp_path,
+        '--eval',
+        tmp_path,
+        '--steps',
+        10,
+        '--naive-warmup',
+        warmup,
+        check=False,
+    )
+    assert res.returncode != 0 and f'--naive-warmup {warmup}' in res.stderr
+
+
 def test_lsr_coarse_fit_reads_only_the_coarse_labels(monkeypatch, tmp_path):
     """coarse_fit: zero L1 distance when each NLCD region's mean probabilities are
     the joint distribution's row, positive otherwise; the fine labels are not read."""

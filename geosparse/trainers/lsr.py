@@ -193,6 +193,7 @@ class LabelSuperResolutionTask(
         coarse_balance: CoarseBalance = 'batch',
         block_size_power: float = 1.0,
         hr_weight: float = 1.0,
+        naive_warmup: int = 0,
         coarse_nodata: int | None = 0,
         fine_nodata: int | None = 0,
         eval_coarse_classes: Sequence[int] = NLCD_DEVELOPED,
@@ -238,6 +239,10 @@ class LabelSuperResolutionTask(
                 the lsr loss (``size_power`` of
                 :class:`~geosparse.losses.StatisticsMatchingLoss`).
             hr_weight: :math:`\lambda` of the fine-label term in ``hr+lsr``.
+            naive_warmup: with ``loss='lsr'``, train the first this many optimiser
+                steps with the soft-naive loss (:class:`~geosparse.losses.SoftNaiveLoss`)
+                and the label-counting loss after them (our addition; 0, the
+                default, is the paper's lsr from the first step).
             coarse_nodata: coarse code meaning "no label".
             fine_nodata: fine code meaning "no label".
             eval_coarse_classes: coarse codes of the ``dev_`` metrics.
@@ -367,6 +372,12 @@ class LabelSuperResolutionTask(
             raise ValueError(
                 f'prior_rule={rule!r}: choose bayes, product or fractions.'
             )
+        warmup = self.hparams.get('naive_warmup', 0)
+        if not isinstance(warmup, int) or warmup < 0:
+            raise ValueError(
+                f'naive_warmup={warmup!r}: give a number of optimiser steps >= 0 '
+                '(0: no warm-up).'
+            )
         if loss not in ('lsr', 'soft-naive', 'hard-naive', 'hr', 'hr+lsr'):
             raise ValueError(
                 f'loss={loss!r}: choose lsr, soft-naive, hard-naive, hr or hr+lsr.'
@@ -490,6 +501,10 @@ class LabelSuperResolutionTask(
         if (needs_coarse and not has_coarse) or (needs_fine and not has_fine):
             return None
         match name:
+            case 'lsr' if self.training and self.global_step < self.hparams.get(
+                'naive_warmup', 0
+            ):
+                return self.soft_naive(logits, coarse)
             case 'lsr':
                 return self.lsr_loss(logits, coarse, blocks)
             case 'soft-naive':

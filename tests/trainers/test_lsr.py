@@ -249,3 +249,32 @@ def test_radiometric_augmentation_reaches_training_batches(scene):
     out = dm.on_after_batch_transfer(batch, 0)['image']
     assert out.shape == raw.shape  # flips keep the band means; the tone curve not
     assert (out.mean(dim=(2, 3)) - raw.float().mean(dim=(2, 3))).abs().min() > 0.1
+
+
+def test_naive_warmup_trains_the_first_steps_with_the_soft_naive_loss(monkeypatch):
+    torch.manual_seed(0)
+    task = LabelSuperResolutionTask(model='fcn', num_filters=8, naive_warmup=3)
+    logits = torch.randn(2, 4, 16, 16)
+    coarse = torch.full((2, 16, 16), 41)
+    coarse[:, :, 8:] = 82
+    rows = task.coarse_index(coarse)
+    naive = float(task.soft_naive(logits, rows))
+    lsr = float(task.lsr_loss(logits, rows, None))
+    assert naive != pytest.approx(lsr)
+    clock = {'step': 0}
+    monkeypatch.setattr(
+        LabelSuperResolutionTask, 'global_step', property(lambda self: clock['step'])
+    )
+    task.train()
+    for step, expected in ((0, naive), (2, naive), (3, lsr), (10, lsr)):
+        clock['step'] = step
+        loss = task.compute_loss({'coarse': coarse}, logits)
+        assert float(loss) == pytest.approx(expected)
+    task.eval()  # validation and test score the configured loss from the start
+    clock['step'] = 0
+    assert float(task.compute_loss({'coarse': coarse}, logits)) == pytest.approx(lsr)
+
+
+def test_negative_naive_warmup_is_refused():
+    with pytest.raises(ValueError, match='naive_warmup=-1'):
+        LabelSuperResolutionTask(model='local', naive_warmup=-1)
