@@ -841,6 +841,13 @@ def main(argv: list[str] | None = None) -> None:
                 f'--select-steps {args.select_steps}: give steps between 0 and '
                 f'--steps {args.steps} (the final model is always a candidate).'
             )
+        if args.select_steps and len(set(args.select_steps)) < len(args.select_steps):
+            parser.error(f'--select-steps {args.select_steps}: give each step once.')
+        if args.select_steps and args.save_checkpoint:
+            parser.error(
+                '--select-steps and --save-checkpoint: choose one (the checkpoint '
+                "would pair the selected weights with the last step's optimiser)."
+            )
         if args.select_steps and args.average_from:
             parser.error('--select-steps and --average-from: choose one.')
         if not 0 <= args.average_from < 1:

@@ -235,7 +235,15 @@ def test_lsr_average_from_outside_0_1_is_an_error(tmp_path):
     assert res.returncode != 0 and '--average-from' in res.stderr
 
 
-def test_lsr_select_steps_outside_the_budget_is_an_error(tmp_path):
+@pytest.mark.parametrize(
+    ('extra', 'message'),
+    [
+        ((5, 10), 'between 0 and --steps 10'),
+        ((5, 5), 'give each step once'),
+        ((5, '--save-checkpoint', 'm.ckpt'), '--save-checkpoint: choose one'),
+    ],
+)
+def test_lsr_bad_select_steps_is_an_error(tmp_path, extra, message):
     res = run_script(
         'lsr_chesapeake.py',
         '--train',
@@ -245,11 +253,10 @@ def test_lsr_select_steps_outside_the_budget_is_an_error(tmp_path):
         '--steps',
         10,
         '--select-steps',
-        5,
-        10,
+        *extra,
         check=False,
     )
-    assert res.returncode != 0 and '--select-steps' in res.stderr
+    assert res.returncode != 0 and message in res.stderr
 
 
 @pytest.mark.parametrize('warmup', [-1, 10])
