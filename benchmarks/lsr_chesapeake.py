@@ -140,8 +140,13 @@ def evaluate(
     radiometry: str = 'auto',
     alternative: bool = True,
     fit: bool = False,
+    reference: str = 'pooled',
 ) -> dict[str, Any]:
     """Scores of a task (or of nlcd-argmax when ``task`` is None) on whole patches.
+
+    ``reference`` (``--match-reference``): ``nlcd`` matches onto the training
+    radiometry mixed in the evaluation patches' own NLCD composition
+    (``Predictor.matched(..., coarse=...)``), ``pooled`` onto the pooled one.
 
     With ``fit`` (and a task), ``coarse_fit`` holds :func:`coarse_fit` of the same
     predictor: how well its map agrees with the coarse labels alone.
@@ -167,7 +172,10 @@ def evaluate(
     decision = None
     if task is not None:
         predictor = Predictor(task, torch_threads=None, radiometry=radiometry)  # type: ignore[arg-type]
-        predictor = predictor.matched([read(t[0]).astype(np.float64) for t in data])
+        predictor = predictor.matched(
+            [read(t[0]).astype(np.float64) for t in data],
+            coarse=[read(t[1])[0] for t in data] if reference == 'nlcd' else None,
+        )
         decision = predictor.radiometry_report
     lut = np.full(256, -1, dtype=np.int64)
     lut[table.fine_codes] = np.arange(table.num_fine)
@@ -202,10 +210,20 @@ def evaluate(
         out['radiometry'] = decision
     if predictor is not None and fit:
         out['coarse_fit'] = coarse_fit(predictor, data)
+    if predictor is not None and alternative and reference == 'nlcd':
+        # The same network matched onto the pooled reference: what the mixture changes.
+        pooled = evaluate(task, data, table, radiometry=radiometry, alternative=False)
+        out['pooled_reference'] = {
+            'radiometry': pooled.get('radiometry'),
+            'acc': pooled['acc'],
+            'miou': pooled['miou'],
+        }
     if predictor is not None and alternative:
         # The same network with the other decision: what matching changes.
         other = 'off' if predictor.shift is not None else 'match'
-        alt = evaluate(task, data, table, radiometry=other, alternative=False)
+        alt = evaluate(
+            task, data, table, radiometry=other, alternative=False, reference=reference
+        )
         out['alternative'] = {
             'radiometry': other,
             'acc': alt['acc'],
@@ -321,6 +339,16 @@ def mean_scores(runs: list[dict[str, Any]]) -> dict[str, Any]:
             'radiometry': runs[0]['alternative']['radiometry'],
             **{
                 k: float(np.mean([r['alternative'][k] for r in runs]))
+                for k in ('acc', 'miou')
+            },
+        }
+    if all('pooled_reference' in r for r in runs):  # --match-reference nlcd
+        out['pooled_reference'] = {
+            'radiometry_matched': float(
+                np.mean([r['pooled_reference']['radiometry']['matched'] for r in runs])
+            ),
+            **{
+                k: float(np.mean([r['pooled_reference'][k] for r in runs]))
                 for k in ('acc', 'miou')
             },
         }
@@ -617,7 +645,13 @@ def select_budget(
     for step in sorted(states):
         task.load_state_dict(states[step])
         budgets[step] = evaluate(
-            task, data, table, args.diagnose, args.radiometry, fit=True
+            task,
+            data,
+            table,
+            args.diagnose,
+            args.radiometry,
+            fit=True,
+            reference=args.match_reference,
         )
     best = min(budgets, key=lambda s: budgets[s]['coarse_fit'][args.select_by])
     task.load_state_dict(states[best])
@@ -748,6 +782,15 @@ def main(argv: list[str] | None = None) -> None:
         "patches pooled) onto the training imagery's band distributions only if it "
         'lies far from them; match: always; off: raw values. The other decision is '
         'reported as "alternative"',
+    )
+    parser.add_argument(
+        '--match-reference',
+        default='pooled',
+        choices=('pooled', 'nlcd'),
+        help='what the evaluation imagery is matched onto when it is: pooled '
+        "(default), the training windows' band distributions; nlcd, the same "
+        "counted per NLCD class and mixed in the evaluation patches' own NLCD "
+        'composition (corrects the acquisition, not the land cover)',
     )
     parser.add_argument(
         '--harmonize',
@@ -920,7 +963,12 @@ def run(args: argparse.Namespace, methods: list[str], work: Path) -> None:
                     done[key] = select_budget(task, trainer, eval_data, table, args)
                 else:
                     done[key] = evaluate(
-                        task, eval_data, table, args.diagnose, args.radiometry
+                        task,
+                        eval_data,
+                        table,
+                        args.diagnose,
+                        args.radiometry,
+                        reference=args.match_reference,
                     )
                 if method == 'lsr' and args.save_checkpoint and seed == args.seeds[0]:
                     with atomic_path(args.save_checkpoint, suffix='.ckpt') as tmp:
@@ -953,6 +1001,7 @@ def run(args: argparse.Namespace, methods: list[str], work: Path) -> None:
         'steps': args.steps,
         'average_from': args.average_from,
         'naive_warmup': args.naive_warmup,
+        'match_reference': args.match_reference,
         'select_steps': args.select_steps,
         'select_by': args.select_by if args.select_steps else None,
         'seconds': round(time.perf_counter() - start, 1),

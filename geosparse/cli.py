@@ -183,10 +183,11 @@ def _predict(args: argparse.Namespace) -> int:
             'turns points into instances.',
             file=sys.stderr,
         )
-    if args.coarse and not predictor.uses_coarse:
+    if args.coarse and not (predictor.uses_coarse or predictor.coarse_radiometry):
         why = (
             'its prior_weight is 0 (the default: the network alone, which did better '
-            'on held-out patches); train with prior_weight > 0 to combine the map '
+            'on held-out patches) and it keeps no per-class training histograms or '
+            '--radiometry is off; train with prior_weight > 0 to combine the map '
             'with coarse labels'
             if predictor.landcover
             else 'which does not take coarse labels (only LabelSuperResolutionTask '
@@ -704,7 +705,10 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument(
         '--coarse',
         help='coarse labels for models that use them (label super-resolution): a '
-        'raster (any CRS), or with --stac an asset key of each item',
+        'raster (any CRS), or with --stac an asset key of each item. Their shares '
+        "in the raster's area set the land-cover mix of the training radiometry "
+        'that --radiometry matches onto; with a prior_weight > 0 they are also '
+        'combined with the map',
     )
     pred.add_argument(
         '--mosaic',

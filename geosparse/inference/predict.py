@@ -146,7 +146,9 @@ def predict_raster(
         source: imagery raster or :class:`~geosparse.io.source.ImageSource`.
         out_path: output COG (atomic).
         coarse_path: coarse labels, for predictors that use them
-            (:attr:`Predictor.uses_coarse`); ignored otherwise.
+            (:attr:`Predictor.uses_coarse`), and for matching the radiometry in
+            the raster's land-cover composition
+            (:attr:`Predictor.coarse_radiometry`); ignored otherwise.
         block: block size in pixels.
         halo: context kept around each block and discarded.
         threads: threads of the local threaded scheduler (default: one per core;
@@ -172,7 +174,10 @@ def predict_raster(
         )
     label = ', '.join(src.paths)
     tags: dict[str, Property] = {}
-    if coarse_path is not None and predictor.uses_coarse:
+    # Coarse labels serve the prior combination, and the radiometry matching
+    # (the training imagery mixed in this raster's land-cover composition).
+    radiometry_coarse = coarse_path if predictor.coarse_radiometry else None
+    if coarse_path is not None and (predictor.uses_coarse or radiometry_coarse):
         cover = src.grid.coverage(coarse_path)
         if cover == 0:
             raise ValueError(
@@ -186,7 +191,7 @@ def predict_raster(
     # With radiometry 'match' (or 'auto' and far from the training imagery), this
     # raster's bands are mapped onto the training's (before the network is read at
     # the known points, so that it is the map's network there).
-    predictor = predictor.matched(src)
+    predictor = predictor.matched(src, coarse=radiometry_coarse)
     # With Predictor.refit, the kernel is re-fitted on this raster's known points;
     # in any case the network mean at them is computed once, for every block.
     predictor = predictor.refitted(src, block, halo, progress=progress)

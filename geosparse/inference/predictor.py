@@ -24,6 +24,7 @@ import os
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Literal
 
 import numpy as np
@@ -38,7 +39,7 @@ from ..datasets.radiometry import (
     sample_rasters,
 )
 from ..gp import FAMILIES, KernelParams
-from ..io.raster import file_sha256
+from ..io.raster import file_sha256, read_coarse_on_grid
 from ..io.source import ImageSource
 from ..io.spec import OutputSpec
 from ..trainers.heads import OutputHead
@@ -52,6 +53,23 @@ __all__ = ['Predictor']
 # Models loaded in this process, by checkpoint path and hash (dask workers keep one).
 _LOADED: dict[tuple[str, str, str | None, bool], LightningModule] = {}
 _LOAD_LOCK = threading.Lock()
+
+
+def _coarse_overview(
+    coarse: str | os.PathLike[str], grid: Any, max_pixels: int
+) -> np.ndarray:
+    """Coarse codes on ``grid`` at reduced resolution (at most ``max_pixels``)."""
+    factor = max(1.0, float(np.sqrt(grid.width * grid.height / max(max_pixels, 1))))
+    width = max(1, int(grid.width / factor))
+    height = max(1, int(grid.height / factor))
+    view = SimpleNamespace(
+        crs=grid.crs,
+        transform=grid.transform
+        * Affine.scale(grid.width / width, grid.height / height),
+        width=width,
+        height=height,
+    )
+    return read_coarse_on_grid(coarse, view)
 
 
 def _load(
@@ -364,13 +382,39 @@ class Predictor:
         other.conditioning = conditioning
         return other
 
-    def reference_quantiles(self) -> np.ndarray | None:
-        """The training imagery's band quantiles that the task keeps, or None."""
+    @property
+    def coarse_radiometry(self) -> bool:
+        """Whether coarse labels given to :meth:`matched` shape the reference.
+
+        True with ``radiometry`` ``match`` or ``auto`` and a task that counted its
+        training histograms per coarse class (label super-resolution since 0.4).
+        """
+        per = getattr(self.task, 'radiometry_strata_counts', None)
+        return (
+            self.radiometry in ('match', 'auto')
+            and per is not None
+            and float(per.sum()) > 0
+        )
+
+    def reference_quantiles(
+        self, composition: np.ndarray | None = None
+    ) -> np.ndarray | None:
+        """The training imagery's band quantiles that the task keeps, or None.
+
+        With ``composition`` (shares of the task's strata, e.g. coarse classes),
+        those of its per-stratum histograms mixed in these shares
+        (:class:`~geosparse.trainers.radiometry.RadiometryReference`).
+        """
         get = getattr(self.task, 'reference_quantiles', None)
-        return None if get is None else get()
+        if get is None:
+            return None
+        return get() if composition is None else get(composition=composition)
 
     def matched(
-        self, source: ImageSource | Sequence[np.ndarray], max_pixels: int = 1_000_000
+        self,
+        source: ImageSource | Sequence[np.ndarray],
+        max_pixels: int = 1_000_000,
+        coarse: str | os.PathLike[str] | Sequence[np.ndarray] | None = None,
     ) -> Predictor:
         """This predictor with ``source`` mapped onto the training radiometry.
 
@@ -382,11 +426,36 @@ class Predictor:
         it only if some band's displacement exceeds ``radiometry_threshold``.
         Otherwise returns this predictor. :attr:`radiometry_report` of the result
         says what was decided and why.
+
+        With ``coarse`` (the source's coarse labels: a raster, read on the
+        source's grid at reduced resolution, or arrays of codes) and a task that
+        counted its histograms per coarse class, the reference is the training
+        radiometry mixed in the source's own land-cover composition, so that the
+        map corrects the acquisition and not the land cover
+        (:class:`~geosparse.trainers.radiometry.RadiometryReference`; the report's
+        ``reference`` says which was used).
         """
         mode = self.radiometry
-        reference = self.reference_quantiles() if mode in ('match', 'auto') else None
+        if mode not in ('match', 'auto'):
+            return self
+        composition = None
+        compose = getattr(self.task, 'radiometry_composition', None)
+        if coarse is not None and compose is not None:
+            if isinstance(coarse, str | os.PathLike):
+                if not isinstance(source, ImageSource):
+                    raise ValueError(
+                        f'coarse={coarse}: a raster path needs the source as an '
+                        'ImageSource (its grid); give arrays of codes instead.'
+                    )
+                coarse = [_coarse_overview(coarse, source.grid, max_pixels)]
+            composition = compose(coarse)
+            if not composition.any():
+                composition = None
+        reference = self.reference_quantiles(composition)
         if reference is None:
             return self
+        mixture = getattr(self.task, 'radiometry_mixture', None)
+        mixed = mixture is not None and mixture(composition) is not None
         if isinstance(source, ImageSource):  # each raster's nodata read as NaN
             images = sample_rasters(source.paths, max_pixels)
         else:
@@ -405,6 +474,7 @@ class Predictor:
                 round(float(d), 3) if np.isfinite(d) else None for d in moved
             ],
             **({'threshold': self.radiometry_threshold} if mode == 'auto' else {}),
+            'reference': 'land-cover composition' if mixed else 'pooled',
         }
         return other
 

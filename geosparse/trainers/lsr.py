@@ -7,6 +7,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -340,7 +341,9 @@ class LabelSuperResolutionTask(
         self.register_buffer('coarse_seen', torch.zeros(table.num_coarse))
         self.register_buffer('fine_seen', torch.zeros(table.num_fine))
         # The training imagery's histogram: predictions match rasters onto it.
-        self.init_radiometry(self.hparams['in_channels'], self.hparams['input_scale'])
+        self.init_radiometry(
+            self.hparams['in_channels'], self.hparams['input_scale'], table.num_coarse
+        )
         sub = [
             c for c in self.hparams['eval_coarse_classes'] if c in table.coarse_codes
         ]
@@ -410,6 +413,32 @@ class LabelSuperResolutionTask(
         if 'block' in batch:
             batch['block'] = batch['block'].masked_fill(bad, -1)
         return True
+
+    def radiometry_strata(self, batch: dict[str, Any]) -> Tensor | None:
+        """The coarse-table row of each pixel (``-1`` nodata): histograms per class."""
+        coarse = batch.get('coarse')
+        if not isinstance(coarse, Tensor):
+            return None
+        if coarse.ndim == 4 and coarse.shape[1] == 1:
+            coarse = coarse[:, 0]
+        return self.coarse_index(coarse, 'training batch')
+
+    def radiometry_composition(self, coarse: Sequence[np.ndarray]) -> np.ndarray:
+        """``(num_coarse,)`` share of each coarse class in rasters of coarse codes.
+
+        For :meth:`reference_quantiles`: nodata and codes outside the joint
+        distribution are left out (all zeros if nothing is left).
+        """
+        lut = self.coarse_lut.cpu().numpy()
+        shares = np.zeros(self.table.num_coarse)
+        for codes in coarse:
+            c = np.asarray(codes)
+            c = c[np.isfinite(c)].astype(np.int64) if c.dtype.kind == 'f' else c
+            c = c[(c >= 0) & (c < lut.size)].astype(np.int64)
+            rows = lut[c]
+            shares += np.bincount(rows[rows >= 0], minlength=shares.size)
+        total = shares.sum()
+        return shares / total if total > 0 else shares
 
     #: Metric watched by the learning-rate scheduler (always logged, even when a
     #: run has no validation data).

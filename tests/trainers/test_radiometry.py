@@ -45,6 +45,7 @@ def test_a_checkpoint_without_the_histogram_still_loads(tmp_path):
     path = save_untrained(task, tmp_path / 'old.ckpt')
     ckpt = torch.load(path, weights_only=True)
     del ckpt['state_dict']['radiometry_counts']  # made before the histogram existed
+    del ckpt['state_dict']['radiometry_strata_counts']
     torch.save(ckpt, path)
     pred = Predictor(checkpoint=path, radiometry='match')
     assert pred.reference_quantiles() is None
@@ -192,3 +193,122 @@ def test_geosparse_predict_decides_by_itself_and_takes_a_threshold(tmp_path):
     flat = tag('flat')
     assert flat['matched'] and flat['displacement'][3] > 10  # 10 grey levels / bin
     assert tag('flat', '--radiometry', 'off') is None  # raw values, nothing decided
+
+
+def test_the_task_counts_the_training_imagery_per_coarse_class(scene):
+    from lightning.pytorch import Callback
+
+    seen = []
+
+    class Grab(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen.append((batch['image'].clone(), batch['coarse'].clone()))
+
+    task = LabelSuperResolutionTask(num_filters=8)
+    trainer = brief_trainer(2, val_batches=1)
+    trainer.callbacks.append(Grab())
+    trainer.fit(task, datamodule=_dm(scene))
+    per = task.radiometry_strata_counts
+    assert per.shape == (task.table.num_coarse, 4, 1024)
+    image = torch.cat([s[0] for s in seen])
+    rows = task.coarse_index(torch.cat([s[1] for s in seen]))
+    assert len(rows.unique()) > 1
+    for z in rows.unique().tolist():
+        if z < 0:
+            continue
+        pixels = image.permute(1, 0, 2, 3)[:, rows == z]  # (bands, n) of class z
+        idx = (pixels.double() / 255 * 1023).round().clamp(0, 1023).long()
+        for b in range(4):
+            want = torch.bincount(idx[b], minlength=1024).double()
+            torch.testing.assert_close(per[z, b], want)
+    # the classes the windows never held stay empty
+    unseen = [z for z in range(per.shape[0]) if z not in rows.unique().tolist()]
+    assert all(float(per[z].sum()) == 0 for z in unseen)
+
+
+def _two_class_task(dark: np.ndarray, bright: np.ndarray) -> LabelSuperResolutionTask:
+    """A task as if trained on equal shares of a dark (NLCD 41) and a bright (82) class."""
+    task = LabelSuperResolutionTask(num_filters=8)
+    rows = task.table.coarse_codes.index(41), task.table.coarse_codes.index(82)
+    for row, pixels in zip(rows, (dark, bright), strict=True):
+        for b in range(4):
+            idx = np.rint(pixels[b] / 255 * 1023).astype(int).ravel()
+            h = torch.bincount(torch.from_numpy(idx), minlength=1024).double()
+            task.radiometry_strata_counts[row, b] += h
+            task.radiometry_counts[b] += h
+    return task
+
+
+def test_matching_in_the_rasters_land_cover_corrects_the_acquisition_only(tmp_path):
+    """Pooled matching forces the training windows' 50/50 land cover on a raster
+    that is 90 % forest; mixed in the raster's own NLCD shares it does not."""
+    from ..conftest import write_raster
+
+    rng = np.random.default_rng(3)
+    dark = rng.normal(60, 6, (4, 64, 64)).clip(0, 255)
+    bright = rng.normal(170, 6, (4, 64, 64)).clip(0, 255)
+    task = _two_class_task(dark, bright)
+    # the raster: 90 % forest (dark), 10 % pasture (bright), another acquisition
+    nlcd = np.full((64, 64), 41, np.uint8)
+    nlcd[:, :6] = 82
+    truth = np.where(nlcd == 41, rng.normal(60, 6, (4, 64, 64)), 0)
+    truth = np.where(nlcd == 82, rng.normal(170, 6, (4, 64, 64)), truth)
+    raster = np.clip(truth * 0.8 + 25, 0, 255).astype(np.uint8)
+    write_raster(tmp_path / 'r.tif', raster)
+    write_raster(tmp_path / 'nlcd.tif', nlcd[None])
+    src = ImageSource.open(tmp_path / 'r.tif')
+    base = Predictor(task, radiometry='match')
+    pooled = base.matched(src)
+    mixed = base.matched(src, coarse=tmp_path / 'nlcd.tif')
+    arrays = base.matched([raster.astype(np.float64)], coarse=[nlcd])
+    assert pooled.radiometry_report['reference'] == 'pooled'
+    assert mixed.radiometry_report['reference'] == 'land-cover composition'
+    np.testing.assert_allclose(mixed.shift.target, arrays.shift.target)
+
+    def error(pred):
+        return float(np.abs(pred.shift(raster.astype(np.float32)) - truth).mean())
+
+    assert error(mixed) < 4 < 30 < error(pooled)
+    # a composition the task never saw (open water only): the pooled reference
+    water = np.full((64, 64), 11, np.uint8)
+    other = base.matched([raster.astype(np.float64)], coarse=[water])
+    assert other.radiometry_report['reference'] == 'pooled'
+    np.testing.assert_allclose(other.shift.target, pooled.shift.target)
+    with pytest.raises(ValueError, match='shares'):
+        task.reference_quantiles(composition=np.ones(3))
+
+
+def test_geosparse_predict_matches_in_the_land_cover_of_coarse(tmp_path, capsys):
+    from geosparse.cli import main
+
+    from ..conftest import write_raster
+
+    rng = np.random.default_rng(4)
+    task = _two_class_task(
+        rng.normal(60, 6, (4, 64, 64)).clip(0, 255),
+        rng.normal(170, 6, (4, 64, 64)).clip(0, 255),
+    )
+    ckpt = save_untrained(task, tmp_path / 'lsr.ckpt')
+    image = rng.normal(60, 6, (4, 64, 64)) * 0.5 + 20  # forest, another acquisition
+    write_raster(tmp_path / 'r.tif', image.clip(0, 255).astype(np.uint8))
+    write_raster(tmp_path / 'nlcd.tif', np.full((1, 64, 64), 41, np.uint8))
+
+    def tag(*extra: str) -> dict:
+        out = tmp_path / f'out{len(extra)}'
+        args = ['predict', '--checkpoint', str(ckpt), str(tmp_path / 'r.tif')]
+        assert main([*args, '--quiet', '--out', str(out), *extra]) == 0
+        with rasterio.open(out / 'r_landcover.tif') as src:
+            return src.tags()
+
+    with_coarse = tag('--coarse', str(tmp_path / 'nlcd.tif'))
+    assert 'is not used' not in capsys.readouterr().err  # it sets the reference
+    report = json.loads(with_coarse['radiometry'])
+    assert report['matched'] and report['reference'] == 'land-cover composition'
+    assert with_coarse['coarse'] == 'nlcd.tif'
+    # forest only: mapped onto the forest's values (60 +- 6), not onto the pooled
+    # training windows', half of them pasture (170)
+    for band in report['bands']:
+        assert abs(band['p50'][1] - 60) < 4 and band['p95'][1] < 80
+    pooled = json.loads(tag()['radiometry'])
+    assert pooled['reference'] == 'pooled'
+    assert all(band['p95'][1] > 150 for band in pooled['bands'])
