@@ -140,7 +140,7 @@ def evaluate(
     radiometry: str = 'auto',
     alternative: bool = True,
     fit: bool = False,
-    reference: str = 'pooled',
+    reference: str = 'nlcd',
 ) -> dict[str, Any]:
     """Scores of a task (or of nlcd-argmax when ``task`` is None) on whole patches.
 
@@ -212,7 +212,14 @@ def evaluate(
         out['coarse_fit'] = coarse_fit(predictor, data)
     if predictor is not None and alternative and reference == 'nlcd':
         # The same network matched onto the pooled reference: what the mixture changes.
-        pooled = evaluate(task, data, table, radiometry=radiometry, alternative=False)
+        pooled = evaluate(
+            task,
+            data,
+            table,
+            radiometry=radiometry,
+            alternative=False,
+            reference='pooled',
+        )
         out['pooled_reference'] = {
             'radiometry': pooled.get('radiometry'),
             'acc': pooled['acc'],
@@ -785,12 +792,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         '--match-reference',
-        default='pooled',
+        default='nlcd',
         choices=('pooled', 'nlcd'),
-        help='what the evaluation imagery is matched onto when it is: pooled '
-        "(default), the training windows' band distributions; nlcd, the same "
-        "counted per NLCD class and mixed in the evaluation patches' own NLCD "
-        'composition (corrects the acquisition, not the land cover)',
+        help='what the evaluation imagery is matched onto when it is: nlcd '
+        "(default, what geosparse predict --coarse does), the training windows' "
+        "band distributions per NLCD class mixed in the evaluation patches' own "
+        'NLCD shares (the scores with the pooled reference are reported beside, '
+        "as pooled_reference); pooled, the training windows' distributions as "
+        'they came (without coarse labels)',
     )
     parser.add_argument(
         '--harmonize',

@@ -432,6 +432,11 @@ def test_lsr_chesapeake_holdout_shift_and_target_region(data_dir, tmp_path):
     assert set(res['protocols']['hr+sr']['methods']) == {'hr+lsr', 'nlcd-argmax'}
     assert res['shift']['target'] == sample.name
     assert len(res['shift']['bands']) == 4
+    # matched in the evaluation patches' NLCD mix, the pooled reference beside
+    lsr = res['protocols']['cross-tile']['methods']['lsr']
+    assert res['match_reference'] == 'nlcd'
+    assert 0 <= lsr['pooled_reference']['miou'] <= 1
+    assert lsr['pooled_reference']['radiometry_matched'] == lsr['radiometry_matched']
     harmonized = res['harmonized']  # hr+lsr's target imagery, onto the fine imagery
     assert harmonized['mode'] == 'auto' and len(harmonized['displacement']) == 4
     assert harmonized['matched'] == (max(harmonized['displacement']) > 0.5)
