@@ -115,9 +115,14 @@ class RadiometryReference(LightningModule):
         if per is None:
             return
         strata = self.radiometry_strata(batch)
-        image = batch['image']
-        if strata is None or tuple(strata.shape) != (image.shape[0], *image.shape[2:]):
+        if strata is None:
             return
+        image = batch['image']
+        if tuple(strata.shape) != (image.shape[0], *image.shape[2:]):
+            raise ValueError(
+                f'radiometry_strata gave shape {tuple(strata.shape)} for images of '
+                f'shape {tuple(image.shape)}; it must be (batch, height, width).'
+            )
         s = strata.to(per.device).reshape(-1).long()
         n = per.shape[0]
         for b in range(idx.shape[0]):
