@@ -21,7 +21,12 @@ code mapped to its most likely fine class) on the evaluation patches:
 held-out patches whose names hold ``_ID_``. ``--shift RASTER`` simulates a second
 acquisition: the evaluation patches go through the per-band quantile map from the
 training imagery to the pixels of ``RASTER``, real imagery of another acquisition
-(:class:`geosparse.datasets.RadiometricShift`); their labels are unchanged.
+(:class:`geosparse.datasets.RadiometricShift`); their labels are unchanged. A
+trained method's predictor maps the evaluation imagery back onto the training
+imagery when it lies far from it (``--radiometry auto``), onto the training
+radiometry mixed in the evaluation patches' own NLCD shares (``--match-reference
+nlcd``, what ``geosparse predict --coarse`` does); ``pooled_reference`` holds the
+same networks' scores with the pooled reference.
 
 It prints one JSON object::
 
