@@ -24,7 +24,6 @@ import os
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Literal
 
 import numpy as np
@@ -53,23 +52,6 @@ __all__ = ['Predictor']
 # Models loaded in this process, by checkpoint path and hash (dask workers keep one).
 _LOADED: dict[tuple[str, str, str | None, bool], LightningModule] = {}
 _LOAD_LOCK = threading.Lock()
-
-
-def _coarse_overview(
-    coarse: str | os.PathLike[str], grid: Any, max_pixels: int
-) -> np.ndarray:
-    """Coarse codes on ``grid`` at reduced resolution (at most ``max_pixels``)."""
-    factor = max(1.0, float(np.sqrt(grid.width * grid.height / max(max_pixels, 1))))
-    width = max(1, int(grid.width / factor))
-    height = max(1, int(grid.height / factor))
-    view = SimpleNamespace(
-        crs=grid.crs,
-        transform=grid.transform
-        * Affine.scale(grid.width / width, grid.height / height),
-        width=width,
-        height=height,
-    )
-    return read_coarse_on_grid(coarse, view)
 
 
 def _load(
@@ -447,15 +429,18 @@ class Predictor:
                         f'coarse={coarse}: a raster path needs the source as an '
                         'ImageSource (its grid); give arrays of codes instead.'
                     )
-                coarse = [_coarse_overview(coarse, source.grid, max_pixels)]
+                coarse = [
+                    read_coarse_on_grid(coarse, source.grid.decimated(max_pixels))
+                ]
             composition = compose(coarse)
-            if not composition.any():
-                composition = None
+        mixture = getattr(self.task, 'radiometry_mixture', None)
+        if composition is not None and (
+            mixture is None or mixture(composition) is None
+        ):
+            composition = None  # no class of the source was seen in training
         reference = self.reference_quantiles(composition)
         if reference is None:
             return self
-        mixture = getattr(self.task, 'radiometry_mixture', None)
-        mixed = mixture is not None and mixture(composition) is not None
         if isinstance(source, ImageSource):  # each raster's nodata read as NaN
             images = sample_rasters(source.paths, max_pixels)
         else:
@@ -474,7 +459,7 @@ class Predictor:
                 round(float(d), 3) if np.isfinite(d) else None for d in moved
             ],
             **({'threshold': self.radiometry_threshold} if mode == 'auto' else {}),
-            'reference': 'land-cover composition' if mixed else 'pooled',
+            'reference': 'pooled' if composition is None else 'land-cover composition',
         }
         return other
 

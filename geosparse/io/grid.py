@@ -150,6 +150,19 @@ class RasterGrid:
             int(window.width),
         )
 
+    def decimated(self, max_pixels: int) -> RasterGrid:
+        r"""The same extent in coarser pixels, at most about ``max_pixels`` (:math:`N`).
+
+        Each side is divided by :math:`\max(1, \sqrt{HW / N})`
+        (the grid itself when it is small enough), for reading a raster onto it
+        cheaply, e.g. to count its classes.
+        """
+        step = max(1.0, math.sqrt(self.height * self.width / max(max_pixels, 1)))
+        height = max(1, int(self.height / step))
+        width = max(1, int(self.width / step))
+        scale = Affine.scale(self.width / width, self.height / height)
+        return RasterGrid(self.crs, self.transform * scale, height, width)
+
     @classmethod
     def from_bounds(
         cls,

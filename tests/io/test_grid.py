@@ -48,3 +48,16 @@ def test_window_bounds_and_a_grid_from_bounds():
     assert (sub.height, sub.width) == (10, 5) and sub.bounds == GRID.window_bounds(w)
     g = RasterGrid.from_bounds('EPSG:32618', (0.0, 0.0, 10.5, 4.0), (1.0, 1.0))
     assert (g.height, g.width) == (4, 11) and g.transform.f == 4.0
+
+
+def test_a_decimated_grid_keeps_the_extent_in_fewer_pixels():
+    grid = RasterGrid(
+        CRS.from_epsg(32618), Affine(1.0, 0, 500000, 0, -1.0, 4200000), 400, 300
+    )
+    small = grid.decimated(1200)
+    assert small.height * small.width <= 1200 and (small.height, small.width) == (
+        40,
+        30,
+    )
+    assert small.bounds == grid.bounds and small.crs == grid.crs
+    assert grid.decimated(10**6) == grid  # small enough already
