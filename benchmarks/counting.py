@@ -21,6 +21,10 @@ whole ``--test-image``):
   ``--unlabelled-batch`` unlabelled ones;
 - ``p2r-semi-teacher``: the EMA teacher of ``p2r-semi`` (mean-teacher methods often
   report the teacher);
+- ``p2r-semi-transductive`` (not in a default run): ``p2r-semi`` whose unlabelled
+  windows also come from the held-out bands' imagery (never their points;
+  ``CountingDataModule(transductive=True)``): the teacher's pseudo-points then cover
+  the imagery that is scored, as they can when a user counts imagery at hand;
 - ``p2r-labelled-only``: the supervised reference of ``p2r-semi``: the same labelled
   part, no unlabelled windows;
 - ``METHOD@peaks`` (with ``--rules cells peaks``): a P2R method's network counted
@@ -129,6 +133,8 @@ from geosparse.trainers import (
 )
 
 METHODS = ('mse', 'bayesian', 'gst', 'ot', 'p2r', 'p2r-semi', 'p2r-labelled-only')
+# Not in a default run: the transductive variant of p2r-semi.
+EXTRA_METHODS = ('p2r-semi-transductive',)
 KEYS = (
     'mae',
     'rmse',
@@ -566,10 +572,11 @@ def _run_seed(a: argparse.Namespace, cache: Path, speed: bool) -> dict[str, Any]
         extra: dict[str, Any] = {}
         if method == 'gst':
             extra['gaussians'] = True
-        if method in ('p2r-semi', 'p2r-labelled-only'):
+        if method.startswith('p2r-semi') or method == 'p2r-labelled-only':
             extra['labelled_fraction'] = a.labelled_fraction
-            extra['use_unlabelled'] = method == 'p2r-semi'
+            extra['use_unlabelled'] = method.startswith('p2r-semi')
             extra['unlabelled_batch_size'] = a.unlabelled_batch
+            extra['transductive'] = method == 'p2r-semi-transductive'
         return CountingDataModule(**common, **extra)  # type: ignore[arg-type]
 
     test_dm = (
@@ -603,7 +610,9 @@ def _run_seed(a: argparse.Namespace, cache: Path, speed: bool) -> dict[str, Any]
                 stride=a.stride,
                 warmup_steps=a.steps // 2,
                 ramp_steps=a.steps // 3,
-                unlabelled_weight=a.unlabelled_weight if method == 'p2r-semi' else 0.0,
+                unlabelled_weight=(
+                    a.unlabelled_weight if method.startswith('p2r-semi') else 0.0
+                ),
                 strong_view_statistics=a.strong_view_statistics == 'update',
                 predict_with=a.predict_with,
                 pseudo_threshold=a.pseudo_threshold,
@@ -743,7 +752,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         '--top-rows) and move the points with them',
     )
     p.add_argument('--out', type=Path, help='also write the JSON here')
-    p.add_argument('--methods', nargs='+', default=list(METHODS), choices=METHODS)
+    p.add_argument(
+        '--methods',
+        nargs='+',
+        default=list(METHODS),
+        choices=METHODS + EXTRA_METHODS,
+        help='methods to train (default: all but p2r-semi-transductive)',
+    )
     p.add_argument('--steps', type=int, default=300, help='training steps per method')
     p.add_argument('--batch', type=int, default=8, help='windows per step')
     p.add_argument('--patch', type=int, default=64, help='training window (pixels)')
@@ -893,6 +908,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             p.error(
                 '--top-rows and --transpose cut a validation condition from --image; '
                 'give them without --test-image.'
+            )
+        if a.test_image and 'p2r-semi-transductive' in a.methods:
+            p.error(
+                '--methods p2r-semi-transductive draws unlabelled windows from the '
+                'held-out band of --image; without --test-image, or drop the method.'
             )
         if a.top_rows is not None:
             with rasterio.open(a.image) as src:

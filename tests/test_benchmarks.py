@@ -864,6 +864,35 @@ def test_counting_semi_supervised_switches_on_a_transposed_condition(tmp_path):
     assert res.returncode == 2 and 'has 128 rows' in res.stderr
 
 
+def test_counting_transductive_variant_and_its_parser_error(tmp_path):
+    from geosparse.datasets import make_object_scene
+
+    scene = make_object_scene(tmp_path / 'scene', size=128, n=60, seed=5)
+    out = tmp_path / 'transductive.json'
+    methods = ['--methods', 'p2r-semi-transductive', 'p2r-labelled-only']
+    run_script('counting.py', *counting_args(scene.image, scene.points, out, *methods))
+    result = json.loads(out.read_text())
+    assert set(result['methods']) == {'p2r-semi-transductive', 'p2r-labelled-only'}
+    for row in result['methods'].values():
+        assert np.isfinite(row['mae'])
+    res = run_script(
+        'counting.py',
+        *counting_args(
+            scene.image,
+            scene.points,
+            out,
+            '--methods',
+            'p2r-semi-transductive',
+            '--test-image',
+            scene.image,
+            '--test-points',
+            scene.points,
+        ),
+        check=False,
+    )
+    assert res.returncode == 2 and 'held-out band' in res.stderr
+
+
 def test_counting_scale_predicts_and_counts_a_tiled_scene(tmp_path):
     out = tmp_path / 'scale.json'
     run_script(

@@ -13,7 +13,11 @@ their points; windows from the other tiles carry no points and ``labelled = Fals
 for the teacher's pseudo-points. Each training batch then holds ``batch_size``
 labelled windows followed by ``unlabelled_batch_size`` unlabelled ones
 (:class:`~geosparse.samplers.LabelledBatchGeoSampler`), so the supervised part of a
-step is the same as without unlabelled data.
+step is the same as without unlabelled data. With ``transductive=True`` the validation
+and test bands' imagery joins the unlabelled pool (never their points): the imagery a
+model will count is usually at hand, and a teacher's pseudo-points on it let the
+student see that imagery's density; validation and test windows are scored as
+before.
 
 GST (``gaussians=True``): one 2D Gaussian per training point is fitted to the
 imagery once (:func:`~geosparse.gaussians.cached_fit`, cached on disk under a key of
@@ -182,6 +186,7 @@ class CountingDataModule(KeepGeoKeys, GeoDataModule):
         labelled_fraction: float = 1.0,
         use_unlabelled: bool = True,
         unlabelled_batch_size: int | None = None,
+        transductive: bool = False,
         eval_size: int | None = None,
         gaussians: bool = False,
         fit_steps: int = 100,
@@ -221,6 +226,10 @@ class CountingDataModule(KeepGeoKeys, GeoDataModule):
                 ``batch_size``; :class:`~geosparse.samplers.LabelledBatchGeoSampler`),
                 so that the labelled part of a step is that of the labelled-only
                 reference.
+            transductive: semi-supervised: draw unlabelled windows from the
+                validation and test bands too (their imagery only; their points
+                stay hidden from training), so that the teacher's pseudo-points
+                cover the imagery that is scored.
             eval_size: validation and test tile size in pixels (default
                 ``patch_size``).
             gaussians: fit GST Gaussians to the training points.
@@ -253,6 +262,12 @@ class CountingDataModule(KeepGeoKeys, GeoDataModule):
             raise ValueError(
                 f'unlabelled_batch_size={unlabelled_batch_size} must be >= 1 '
                 '(or None for batch_size).'
+            )
+        if transductive and (labelled_fraction >= 1 or not use_unlabelled):
+            raise ValueError(
+                f'transductive=True needs unlabelled windows: give labelled_fraction '
+                f'< 1 (got {labelled_fraction}) and use_unlabelled=True (got '
+                f'{use_unlabelled}).'
             )
         self.save_hyperparameters()
         self.aug = None  # type: ignore[assignment]  # the tasks normalise inputs
@@ -458,7 +473,7 @@ class CountingDataModule(KeepGeoKeys, GeoDataModule):
                 size,
                 max(length // self.batch_size, 1),
                 self.boxes['labelled'],
-                self.boxes['unlabelled'],
+                self.unlabelled_pool(),
                 self.batch_size,
                 hp['unlabelled_batch_size'] or self.batch_size,
                 gen,
@@ -467,6 +482,58 @@ class CountingDataModule(KeepGeoKeys, GeoDataModule):
             self.train_sampler = RegionGeoSampler(
                 self.train_dataset, size, length, self.boxes['labelled'], gen
             )
+
+    def unlabelled_pool(self) -> list[Box]:
+        """Boxes of the unlabelled training windows.
+
+        The training band's unlabelled tiles, and with ``transductive=True`` those of
+        the validation and test bands that hold a training window (imagery only: the
+        training dataset holds the labelled tiles' points alone, and the training
+        collate marks these windows unlabelled).
+
+        Raises:
+            ValueError: with ``transductive=True``, if neither held-out band holds a
+                window of ``patch_size``.
+        """
+        hp = self.hparams
+        pool = list(self.boxes['unlabelled'])
+        if not hp.get('transductive', False):
+            return pool
+        rx, ry = (float(r) for r in self.image.res)
+        size = (
+            self.patch_size if isinstance(self.patch_size, int) else self.patch_size[0]
+        )
+        held_out = self.boxes['val'] + self.boxes['test']
+        fits = [
+            b
+            for b in held_out
+            if min((b[2] - b[0]) / rx, (b[3] - b[1]) / ry) >= size * (1 - 1e-9)
+        ]
+        if not fits:
+            rows = [round((b[3] - b[1]) / ry) for b in held_out]
+            raise ValueError(
+                f'transductive=True: the validation and test bands ({rows} pixels '
+                f'high, split={list(hp["split"])}) hold no training window of '
+                f'patch_size={size}; give them a larger split fraction or a smaller '
+                'patch_size.'
+            )
+        return pool + fits
+
+    def train_dataloader(self) -> Any:
+        """The training loader, whose collate marks every unlabelled-pool window unlabelled.
+
+        Validation and test loaders keep :attr:`collate_fn`, which marks only the
+        training band's unlabelled tiles, so that the validation and test bands are
+        scored with ``transductive=True`` too.
+        """
+        scored = self.collate_fn
+        self.collate_fn = functools.partial(
+            collate_counting, unlabelled=tuple(self.unlabelled_pool())
+        )
+        try:
+            return super().train_dataloader()
+        finally:
+            self.collate_fn = scored
 
     def setup_eval(self, everything: SparsePoints) -> None:
         """Validation and test windows: tiles of ``eval_size`` over their bands.

@@ -95,6 +95,61 @@ def test_semi_supervised_tiles_hide_points(objects, tmp_path):
     assert all(b['labelled'].all() for b in ref.train_dataloader())
 
 
+def test_transductive_windows_come_from_the_held_out_bands_without_points(
+    objects, tmp_path
+):
+    dm = make_dm(
+        objects,
+        tmp_path,
+        labelled_fraction=0.25,
+        length=80,
+        patch_size=16,
+        transductive=True,
+    )
+    dm.setup('fit')
+    held_out = dm.boxes['val'] + dm.boxes['test']
+    assert dm.unlabelled_pool() == dm.boxes['unlabelled'] + held_out
+    train_band = dm.boxes['labelled'] + dm.boxes['unlabelled']
+    band_bottom = min(b[1] for b in train_band)
+    below = 0
+    for batch in dm.train_dataloader():
+        assert batch['labelled'].tolist() == [True] * 4 + [False] * 4
+        assert int(batch['valid'][4:].sum()) == 0  # hidden, in every band
+        for bounds, lab in zip(batch['bounds'], batch['labelled'], strict=True):
+            top = window_bounds(bounds)[3]
+            if top <= band_bottom + 1e-6:
+                below += 1
+                assert not lab  # a held-out band window is never labelled
+    assert below > 0  # some unlabelled windows lie in the held-out bands
+    # ... while the held-out bands are still scored: their tiles stay labelled
+    dm.setup('test')
+    tiles = list(dm.test_dataloader())
+    assert all(b['labelled'].all() for b in tiles)
+    assert sum(int(b['valid'].sum()) for b in tiles) > 0
+    plain = make_dm(objects, tmp_path, labelled_fraction=0.25, patch_size=16)
+    plain.setup('fit')
+    assert plain.unlabelled_pool() == plain.boxes['unlabelled']
+    narrow = make_dm(
+        objects,
+        tmp_path,
+        split=(0.8, 0.1, 0.1),
+        labelled_fraction=0.25,
+        patch_size=16,
+        eval_size=8,
+        transductive=True,
+    )
+    with pytest.raises(ValueError, match='hold no training window of patch_size=16'):
+        narrow.setup('fit')  # 13-pixel bands
+    for bad in (dict(labelled_fraction=1.0), dict(use_unlabelled=False)):
+        with pytest.raises(ValueError, match='transductive=True needs unlabelled'):
+            make_dm(
+                objects,
+                tmp_path,
+                **{'labelled_fraction': 0.25, **bad},
+                transductive=True,
+            )
+
+
 def test_gaussians_are_fitted_once_and_travel_with_points(
     objects, tmp_path, monkeypatch
 ):
