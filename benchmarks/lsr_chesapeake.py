@@ -10,7 +10,10 @@ code mapped to its most likely fine class) on the evaluation patches:
 * ``target-sr`` (the paper's SR rows, Table 1: "trained on test geographical
   regions, without using high-resolution labels"): lsr and the naive losses trained
   on the imagery and coarse labels of the evaluation patches themselves, scored on
-  them. ``--train`` and ``--eval`` the same folder means this protocol alone;
+  them. ``--train`` and ``--eval`` the same folder means this protocol alone.
+  ``hr-target`` trains the same recipe on the evaluation patches' own fine labels:
+  an oracle, not a method (those labels are what the others lack), the recipe's
+  upper bound on the target, which says whether a target-sr goal can be met there;
 * ``hr+sr``: ``hr`` trained on the fine labels of ``--fine`` (another region; by
   default ``--train``) alone is the paper's HR-only row; ``hr+lsr`` adds the coarse
   labels of the evaluation patches (cross-entropy where fine labels exist, the lsr
@@ -33,6 +36,7 @@ It prints one JSON object::
     {"protocols": {NAME: {"methods": {METHOD: {"acc", "miou", "iou", "developed"}},
                           "seeds": {...}}},
      "goals": {...}, "shift": {...} | null, "harmonized": {...} | null,
+     "trained_on": {PROTOCOL: {METHOD: {"fine_labels", "evaluation_patches"}}},
      "data": {...},
      "displacement": {"eval", "train_patch_max"}, "steps", "seconds"}
 
@@ -86,7 +90,7 @@ from geosparse.trainers import LabelSuperResolutionTask, brief_trainer
 
 PROTOCOLS = {
     'cross-tile': ('lsr', 'soft-naive', 'hard-naive', 'hr'),
-    'target-sr': ('lsr', 'soft-naive', 'hard-naive'),
+    'target-sr': ('lsr', 'soft-naive', 'hard-naive', 'hr-target'),
     'hr+sr': ('hr', 'hr+lsr'),
 }
 METHODS = tuple(dict.fromkeys(m for ms in PROTOCOLS.values() for m in ms))
@@ -439,7 +443,7 @@ def train(
         backbone='resnet18',
         standardize=args.standardize,
         coarse_balance=args.coarse_balance,
-        loss=method,  # type: ignore[arg-type]
+        loss='hr' if method == 'hr-target' else method,  # type: ignore[arg-type]
         lr=args.lr,
         prior_weight=args.prior_weight,
         hr_weight=args.hr_weight,
@@ -962,6 +966,8 @@ def run(args: argparse.Namespace, methods: list[str], work: Path) -> None:
     start = time.perf_counter()
     plan = [(p, m) for p in protocols for m in PROTOCOLS[p] if m in methods]
     per_seed: dict[str, dict[str, dict[str, Any]]] = {p: {} for p in protocols}
+    # What each run learns from: fine labels or not, the evaluation patches or not.
+    trained_on: dict[str, dict[str, dict[str, bool]]] = {p: {} for p in protocols}
     bar = progress(desc='runs', unit='run', total=len(args.seeds) * len(plan))
     for seed in args.seeds:
         done: dict[tuple[str, Path], dict[str, Any]] = {}
@@ -970,8 +976,12 @@ def run(args: argparse.Namespace, methods: list[str], work: Path) -> None:
             hr_only = (protocol, method) == ('hr+sr', 'hr')
             folder = fine_dir if hr_only else folders[protocol]
             key = (method, folder.resolve())
+            fine = protocol != 'target-sr' or method == 'hr-target'
+            trained_on[protocol][method] = {
+                'fine_labels': fine,
+                'evaluation_patches': folder.resolve() == eval_dir.resolve(),
+            }
             if key not in done:  # hr on --train is both cross-tile's and hr+sr's
-                fine = protocol != 'target-sr'
                 task, trainer = train(method, folder, args.steps, seed, args, fine)
                 if args.select_steps:
                     done[key] = select_budget(task, trainer, eval_data, table, args)
@@ -1012,6 +1022,7 @@ def run(args: argparse.Namespace, methods: list[str], work: Path) -> None:
         },
         'displacement': displacement(train_data, eval_data),
         'harmonized': harmonized,
+        'trained_on': trained_on,
         'steps': args.steps,
         'average_from': args.average_from,
         'naive_warmup': args.naive_warmup,

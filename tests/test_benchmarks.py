@@ -73,9 +73,18 @@ def test_lsr_chesapeake_runs_on_real_patches(data_dir, tmp_path):
     assert set(res['protocols']) == {'cross-tile', 'target-sr', 'hr+sr'}
     wanted = {
         'cross-tile': {'lsr', 'soft-naive', 'hard-naive', 'hr'},
-        'target-sr': {'lsr', 'soft-naive', 'hard-naive'},
+        'target-sr': {'lsr', 'soft-naive', 'hard-naive', 'hr-target'},
         'hr+sr': {'hr', 'hr+lsr'},
     }
+    # only the oracle hr-target learns from the evaluation patches' fine labels
+    for name, methods in wanted.items():
+        for method in methods:
+            used = res['trained_on'][name][method]
+            on_eval = name == 'target-sr'
+            assert used == {
+                'fine_labels': not on_eval or method == 'hr-target',
+                'evaluation_patches': on_eval,
+            }, (name, method)
     for name, entry in res['protocols'].items():
         assert set(entry['methods']) == wanted[name] | {'nlcd-argmax'}
         for scores in entry['methods'].values():
