@@ -67,7 +67,13 @@ from ..errors import InputError
 from ..gaussians import cached_fit
 from ..io.grid import RasterGrid
 from ..io.points import box_centres, is_box_csv, read_points_frame
-from ..samplers import Box, CoverGeoSampler, LabelledBatchGeoSampler, RegionGeoSampler
+from ..samplers import (
+    Box,
+    CoverGeoSampler,
+    LabelledBatchGeoSampler,
+    RegionGeoSampler,
+    window_positions,
+)
 from ..transforms import RandomFlipWithPoints
 
 __all__ = [
@@ -273,6 +279,12 @@ class CountingDataModule(KeepGeoKeys, GeoDataModule):
         self.aug = None  # type: ignore[assignment]  # the tasks normalise inputs
         self.train_aug = RandomFlipWithPoints() if augment else None
 
+    @property
+    def window_side(self) -> int:
+        """Side of the (square) training windows in pixels."""
+        size = self.patch_size
+        return size if isinstance(size, int) else int(size[0])
+
     # ------------------------------------------------------------ points
     def read_points(self, image: ImageryDataset) -> SparsePoints:
         """All points in the imagery's CRS, off-imagery ones dropped, duplicates merged.
@@ -344,9 +356,7 @@ class CountingDataModule(KeepGeoKeys, GeoDataModule):
         """
         hp = self.hparams
         rx, ry = (float(r) for r in image.res)
-        size = (
-            self.patch_size if isinstance(self.patch_size, int) else self.patch_size[0]
-        )
+        size = self.window_side
         out: dict[str, list[Box]] = {
             k: [] for k in ('labelled', 'unlabelled', 'val', 'test')
         }
@@ -459,9 +469,7 @@ class CountingDataModule(KeepGeoKeys, GeoDataModule):
                 dict(zip(COV_COLUMNS, covs.T, strict=True)), key='covariances'
             )
         gen = torch.Generator().manual_seed(hp['seed'])
-        size = (
-            self.patch_size if isinstance(self.patch_size, int) else self.patch_size[0]
-        )
+        size = self.window_side
         self.train_dataset = image & train_points
         length = hp['length'] or 200
         if hp['use_unlabelled'] and self.boxes['unlabelled']:
@@ -499,18 +507,12 @@ class CountingDataModule(KeepGeoKeys, GeoDataModule):
         pool = list(self.boxes['unlabelled'])
         if not hp.get('transductive', False):
             return pool
-        rx, ry = (float(r) for r in self.image.res)
-        size = (
-            self.patch_size if isinstance(self.patch_size, int) else self.patch_size[0]
-        )
+        res = (float(self.image.res[0]), float(self.image.res[1]))
+        size = self.window_side
         held_out = self.boxes['val'] + self.boxes['test']
-        fits = [
-            b
-            for b in held_out
-            if min((b[2] - b[0]) / rx, (b[3] - b[1]) / ry) >= size * (1 - 1e-9)
-        ]
+        fits = [b for b in held_out if min(window_positions(b, res, (size, size))) > 0]
         if not fits:
-            rows = [round((b[3] - b[1]) / ry) for b in held_out]
+            rows = [round((b[3] - b[1]) / res[1]) for b in held_out]
             raise ValueError(
                 f'transductive=True: the validation and test bands ({rows} pixels '
                 f'high, split={list(hp["split"])}) hold no training window of '
@@ -542,9 +544,7 @@ class CountingDataModule(KeepGeoKeys, GeoDataModule):
             ValueError: if ``eval_size`` exceeds a band.
         """
         hp, image = self.hparams, self.image
-        size = (
-            self.patch_size if isinstance(self.patch_size, int) else self.patch_size[0]
-        )
+        size = self.window_side
         eval_size = hp['eval_size'] or size
         self.eval_size = eval_size
         rx, ry = (float(r) for r in image.res)

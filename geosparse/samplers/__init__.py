@@ -3,7 +3,12 @@
 from .balanced import CoarseBalancedGeoSampler
 from .cover import CoverGeoSampler, cover_offsets
 from .points import PointGeoSampler
-from .regions import Box, LabelledBatchGeoSampler, RegionGeoSampler
+from .regions import (
+    Box,
+    LabelledBatchGeoSampler,
+    RegionGeoSampler,
+    window_positions,
+)
 
 __all__ = [
     'Box',
@@ -13,4 +18,5 @@ __all__ = [
     'PointGeoSampler',
     'RegionGeoSampler',
     'cover_offsets',
+    'window_positions',
 ]

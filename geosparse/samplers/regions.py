@@ -29,10 +29,26 @@ from torchgeo.samplers.utils import _to_tuple
 
 from ..compat import GeoSampler
 
-__all__ = ['Box', 'LabelledBatchGeoSampler', 'RegionGeoSampler']
+__all__ = ['Box', 'LabelledBatchGeoSampler', 'RegionGeoSampler', 'window_positions']
 
 #: ``(xmin, ymin, xmax, ymax)`` in the dataset's CRS.
 Box = tuple[float, float, float, float]
+
+
+def window_positions(
+    box: Box, res: tuple[float, float], size: tuple[int, int]
+) -> tuple[int, int]:
+    """Positions ``(nx, ny)`` of a ``size`` = ``(rows, cols)`` window on the box's pixel grid.
+
+    Zero or less along a side where the box is smaller than the window.
+
+    .. versionadded:: 0.1
+    """
+    xmin, ymin, xmax, ymax = box
+    rows, cols = size
+    nx = math.floor((xmax - xmin) / res[0] + 1e-6) - cols + 1
+    ny = math.floor((ymax - ymin) / res[1] + 1e-6) - rows + 1
+    return nx, ny
 
 
 class RegionGeoSampler(GeoSampler):
@@ -75,11 +91,10 @@ class RegionGeoSampler(GeoSampler):
         # raster's pixel edges, whose origin need not be a multiple of the
         # resolution, as for NEON's 0.1 m tiles).
         self.boxes: list[tuple[float, float, int, int]] = []
-        for xmin, ymin, xmax, ymax in boxes:
-            nx = math.floor((xmax - xmin) / xres + 1e-6) - cols + 1
-            ny = math.floor((ymax - ymin) / yres + 1e-6) - rows + 1
+        for box in boxes:
+            nx, ny = window_positions(box, self.res, self.size)
             if nx > 0 and ny > 0:
-                self.boxes.append((float(xmin), float(ymax), nx, ny))
+                self.boxes.append((float(box[0]), float(box[3]), nx, ny))
         if not self.boxes:
             raise ValueError(
                 f'RegionGeoSampler: none of the {len(boxes)} regions holds a window of '

@@ -9,6 +9,7 @@ from geosparse.samplers import (
     CoverGeoSampler,
     RegionGeoSampler,
     cover_offsets,
+    window_positions,
 )
 
 from ..conftest import write_raster
@@ -94,3 +95,11 @@ def test_point_sampler_follows_an_off_origin_raster_grid(tmp_path):
         got = both[window]['image'].numpy()
         r0, c0 = round(r0), round(c0)
         np.testing.assert_array_equal(got, data[:, r0 : r0 + 8, c0 : c0 + 8])
+
+
+def test_window_positions_counts_whole_windows_on_the_box_grid():
+    # a 10 x 6 pixel box of 0.5 m pixels: 10 - 4 + 1 positions across, 6 - 4 + 1 down
+    assert window_positions((100.0, 200.0, 105.0, 203.0), (0.5, 0.5), (4, 4)) == (7, 3)
+    # a box narrower than the window along y holds none
+    nx, ny = window_positions((0.0, 0.0, 5.0, 1.0), (0.5, 0.5), (4, 4))
+    assert nx == 7 and ny <= 0
