@@ -450,6 +450,7 @@ def train(
         naive_warmup=args.naive_warmup,
         var_floor=args.var_floor,
         var_floor_scale=args.var_floor_scale,
+        lsr_variant=args.lsr_variant,
         prior_rule=args.prior_rule,
     )
     callbacks: list[Callback] = []
@@ -840,6 +841,13 @@ def main(argv: list[str] | None = None) -> None:
         "patch gets the prior's fine-class fractions, by the network's ranking)",
     )
     parser.add_argument('--var-floor', type=float, default=0.03)
+    parser.add_argument(
+        '--lsr-variant',
+        default='gaussian',
+        choices=('gaussian', 'interval', 'kl'),
+        help="the lsr loss: gaussian (default, the paper's Eq. 7); interval (the "
+        "authors' released code: no penalty within eta +- rho); kl (an ablation)",
+    )
     parser.add_argument(
         '--var-floor-scale',
         default='block',

@@ -405,6 +405,8 @@ def test_lsr_chesapeake_ablation_flags_reach_the_model(data_dir, tmp_path):
         'sample',
         '--coarse-balance',
         'none',
+        '--lsr-variant',
+        'kl',
         '--save-checkpoint',
         ckpt,
     )
@@ -416,6 +418,7 @@ def test_lsr_chesapeake_ablation_flags_reach_the_model(data_dir, tmp_path):
     assert hp['prior_rule'] == 'fractions' and hp['var_floor_scale'] == 'pixel'
     assert hp['model'] == 'unet' and hp['standardize'] == 'sample'
     assert hp['coarse_balance'] == 'none' and hp['prior_weight'] == 1
+    assert hp['lsr_variant'] == 'kl'
 
 
 def test_lsr_chesapeake_holdout_shift_and_target_region(data_dir, tmp_path):

@@ -1,4 +1,6 @@
+import argparse
 import json
+import shlex
 import subprocess
 import sys
 
@@ -7,7 +9,7 @@ import pytest
 import rasterio
 from rio_cogeo.cogeo import cog_validate
 
-from geosparse.cli import main
+from geosparse.cli import build_parser, main
 from geosparse.priors import JointDistribution
 
 
@@ -73,6 +75,35 @@ def test_help_teaches():
     assert 'torchgeo fit --config' in res.stdout and 'demo' in res.stdout
     with pytest.raises(SystemExit):
         main(['demo', '--help'])
+
+
+def _help_examples(parser: argparse.ArgumentParser) -> list[list[str]]:
+    """The example commands of a help text, continuation lines joined, comments cut."""
+    help_text = parser.format_help()
+    if 'Examples:' not in help_text:
+        return []
+    text = help_text.split('Examples:', 1)[1]
+    for line in text.splitlines():  # a lost line break leaves a run of spaces
+        assert '   ' not in line.split('#')[0].strip(), line
+    joined = text.replace('\\\n', ' ')
+    return [
+        shlex.split(line, comments=True)
+        for line in joined.splitlines()
+        if line.strip().startswith('geosparse ')
+    ]
+
+
+def test_help_examples_parse():
+    """Every example a help text shows is one valid command (no collapsed lines)."""
+    parser = build_parser()
+    helps = [parser]
+    for action in parser._subparsers._group_actions:  # type: ignore[union-attr]
+        helps += list(action.choices.values())
+    examples = [cmd for p in helps for cmd in _help_examples(p)]
+    assert len(examples) >= 8
+    for cmd in examples:
+        assert cmd[0] == 'geosparse' and cmd.count('geosparse') == 1, cmd
+        parser.parse_args(cmd[1:])
 
 
 def test_predict_cli_writes_cogs_resumes_and_lists_failures(tmp_path, capsys):
