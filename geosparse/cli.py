@@ -478,11 +478,24 @@ def _predict_instances(args: argparse.Namespace, ckpt: Path) -> int:
 def _count(args: argparse.Namespace) -> int:
     import rasterio.errors
 
-    from .inference.count_maps import count_map, count_with_std
+    from .inference.count_maps import count_map, count_summary
 
     try:
-        total, std = count_with_std(args.map)
-        print(f'{args.map}: {total:.1f} ± {std:.1f} objects (1 sd)')
+        summary = count_summary(args.map)
+        if summary.valid == 0:
+            raise ValueError(
+                f'{args.map}: every pixel is nodata (NaN), nothing to count; check '
+                "the imagery's nodata value and predict it again."
+            )
+        where = ''
+        if summary.valid < summary.pixels:
+            where = (
+                f' over the {100 * (1 - summary.nodata_fraction):.1f} % of its pixels '
+                f'with data ({100 * summary.nodata_fraction:.1f} % nodata, not counted)'
+            )
+        print(
+            f'{args.map}: {summary.total:.1f} ± {summary.std:.1f} objects (1 sd){where}'
+        )
         if args.out:
             path = count_map(args.map, args.out, args.cell)
             print(f'counts per {args.cell} x {args.cell} pixels: {path}')
@@ -918,7 +931,9 @@ def build_parser() -> argparse.ArgumentParser:
             'with a DensityTask (the sum of the density) or PointMapTask checkpoint '
             '(its detections), with its standard deviation, and with --out write '
             'a COG of counts per cell of --cell pixels (band 1) and their standard '
-            'deviations (band 2). The std is Poisson for a density and '
+            'deviations (band 2), with the share of each cell that has data (band '
+            '3; NaN pixels are nodata, not counted, and a cell without data is NaN). '
+            'The std is Poisson for a density and '
             'Poisson-binomial over the cell probabilities for a point map, times '
             "the map's count_dispersion tag: the dispersion the task fitted on its "
             "validation windows to cover the network's own error (1 when it had "

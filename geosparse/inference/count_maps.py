@@ -14,11 +14,18 @@ for a density, :math:`\sqrt{\phi \sum \zeta}`; Poisson-binomial for a point
 map, :math:`\sqrt{\phi \sum_c p_c (1 - p_c)}` over its cells of ``stride``
 pixels, whose probability the map repeats over the cell's pixels (so each pixel
 adds :math:`\phi\,p(1-p)/\mathrm{stride}^2`).
+
+NaN is nodata (``geosparse predict`` writes it where the imagery has none): such
+pixels are not counted, a cell without a valid pixel gets a NaN count and std, and
+:func:`count_map`'s third band gives each cell's share of valid pixels, so that a
+half-covered cell does not pass for a sparse one. :func:`count_summary` says how
+much of the map was counted.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +35,13 @@ from rasterio.windows import Window
 
 from ..io.cog import write_cog
 
-__all__ = ['count_map', 'count_with_std', 'total_count']
+__all__ = [
+    'CountSummary',
+    'count_map',
+    'count_summary',
+    'count_with_std',
+    'total_count',
+]
 
 
 def _open(path: Path) -> tuple[rasterio.DatasetReader, int, int, float]:
@@ -74,13 +87,17 @@ def count_map(
 ) -> Path:
     """Counts per cell of ``cell`` x ``cell`` pixels and their std, as a COG (atomically).
 
-    Band 1 ``count``, band 2 ``std`` (module doc). Edge cells cover what is left of
-    the raster.
+    Band 1 ``count``, band 2 ``std`` (module doc), band 3 ``valid_fraction`` (the
+    share of the cell's pixels that hold data; count and std are NaN where it is 0).
+    Edge cells cover what is left of the raster.
 
     .. versionadded:: 0.1
 
     .. versionchanged:: 0.2
        The ``std`` band.
+
+    .. versionchanged:: 0.7
+       NaN pixels are nodata: the ``valid_fraction`` band, NaN for cells without data.
 
     Args:
         path: a counting map written by prediction.
@@ -99,58 +116,111 @@ def count_map(
     with src:
         h, w = src.height, src.width
         ny, nx = -(-h // cell), -(-w // cell)
-        counts = np.zeros((2, ny, nx), dtype=np.float64)
+        counts = np.zeros((3, ny, nx), dtype=np.float64)
         for i in range(ny):
             rows = min(cell, h - i * cell)
             window = Window(0, i * cell, w, rows)
             block = src.read(band, window=window)
             raw = block if var_band == band else src.read(var_band, window=window)
             var = _variance(raw, band, scale)
+            valid = np.isfinite(block)
             for k, values in enumerate(
-                (np.nan_to_num(block.astype(np.float64), nan=0.0), var)
+                (np.where(valid, block, 0.0), var, valid.astype(np.float64))
             ):
                 pad = np.zeros((rows, nx * cell))
                 pad[:, :w] = values
                 counts[k, i] = pad.reshape(rows, nx, cell).sum((0, 2))
+            # pixels of each cell inside the raster (edge cells are smaller)
+            widths = np.minimum(cell, w - np.arange(nx) * cell)
+            counts[2, i] /= rows * widths
         t = src.transform  # the same origin, pixels `cell` times larger
         transform = Affine(t.a * cell, t.b * cell, t.c, t.d * cell, t.e * cell, t.f)
         crs = src.crs
         tags = {'source': Path(path).name, 'cell_pixels': str(cell)}
     counts[1] = np.sqrt(counts[1])
+    counts[:2, counts[2] == 0] = np.nan  # no valid pixel: unknown, not zero
     return write_cog(
         out,
         counts.astype(np.float32),
         crs,
         transform,
-        descriptions=['count', 'std'],
+        nodata=float('nan'),
+        descriptions=['count', 'std', 'valid_fraction'],
         tags=tags,
         band_tags=[
-            {'definition': f'objects per {cell} x {cell}-pixel cell'},
+            {
+                'definition': f'objects per {cell} x {cell}-pixel cell (its valid pixels)'
+            },
             {
                 'definition': 'standard deviation of the count: Poisson (density) '
                 'or Poisson-binomial (point map) scatter given the map'
+            },
+            {
+                'definition': "share of the cell's pixels with data (not NaN); "
+                'the count covers only those'
             },
         ],
     )
 
 
-def count_with_std(path: str | os.PathLike[str]) -> tuple[float, float]:
-    """The number of objects of a whole counting map and its std (read in blocks).
+@dataclass(frozen=True)
+class CountSummary:
+    """Output of :func:`count_summary`.
 
-    The std is that of the module doc, summed over the map as if its objects were
-    independent.
+    .. versionadded:: 0.7
 
-    .. versionadded:: 0.2
+    Attributes:
+        total: objects counted over the valid pixels.
+        std: its standard deviation (module doc).
+        valid: pixels with data (not NaN).
+        pixels: pixels of the map.
+    """
+
+    total: float
+    std: float
+    valid: int
+    pixels: int
+
+    @property
+    def nodata_fraction(self) -> float:
+        """Share of the map's pixels that are nodata (not counted)."""
+        return 1.0 - self.valid / self.pixels if self.pixels else 0.0
+
+
+def count_summary(path: str | os.PathLike[str]) -> CountSummary:
+    """The count of a whole counting map, its std, and how much of it had data.
+
+    Read in blocks. The std is that of the module doc, summed over the map as if its
+    objects were independent. NaN pixels are nodata and not counted.
+
+    .. versionadded:: 0.7
+
+    Raises:
+        ValueError: for a map that is not a counting map.
     """
     src, band, var_band, scale = _open(Path(path))
     total = variance = 0.0
+    valid = 0
     with src:
         for _, window in src.block_windows(band):
             block = src.read(band, window=window)
             raw = block if var_band == band else src.read(var_band, window=window)
             total += float(np.nansum(block, dtype=np.float64))
             variance += float(_variance(raw, band, scale).sum())
-    return total, float(np.sqrt(variance))
+            valid += int(np.isfinite(block).sum())
+        pixels = src.height * src.width
+    return CountSummary(total, float(np.sqrt(variance)), valid, pixels)
+
+
+def count_with_std(path: str | os.PathLike[str]) -> tuple[float, float]:
+    """The number of objects of a whole counting map and its std (read in blocks).
+
+    :func:`count_summary` without the nodata share.
+
+    .. versionadded:: 0.2
+    """
+    summary = count_summary(path)
+    return summary.total, summary.std
 
 
 def total_count(path: str | os.PathLike[str]) -> float:

@@ -223,9 +223,10 @@ def test_predict_writes_density_and_counts(objects, tmp_path):
     assert total_count(out) == pytest.approx(float(direct.sum()), rel=1e-4)
     counts = count_map(out, tmp_path / 'c.tif', cell=32)
     with rasterio.open(counts) as src:
-        c, sd = src.read()
+        c, sd, valid = src.read()
         assert c.shape == (3, 3) and src.res == (32.0, 32.0)
-        assert src.descriptions == ('count', 'std')
+        assert src.descriptions == ('count', 'std', 'valid_fraction')
+    assert (valid == 1).all()  # no nodata in the scene
     assert float(c.sum()) == pytest.approx(float(direct.sum()), rel=1e-4)
     assert float(c[0, 0]) == pytest.approx(float(direct[:32, :32].sum()), rel=1e-4)
     np.testing.assert_allclose(sd, np.sqrt(c), rtol=1e-4)  # Poisson, dispersion 1
@@ -292,7 +293,7 @@ def test_point_map_prediction_counts_cells(objects, tmp_path):
     assert std == pytest.approx(float(task.count_std(cells)[0]), rel=1e-3)
     counts = count_map(out, tmp_path / 'pc.tif', cell=48)  # 12 x 12 cells of stride 4
     with rasterio.open(counts) as src:
-        cell_counts, sd = src.read()
+        cell_counts, sd, _ = src.read()
     p = torch.sigmoid(cells[0, 0])
     var = (p * (1 - p)).numpy()
     assert float(sd[0, 0]) == pytest.approx(
@@ -369,7 +370,7 @@ def test_torchgeo_fit_predict_and_count_from_the_cli(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert ' ± ' in printed and 'objects (1 sd)' in printed
     with rasterio.open(counts) as src:
-        assert src.shape == (4, 4) and src.count == 2
+        assert src.shape == (4, 4) and src.count == 3
     assert main(['count', str(scene.image)]) == 2
 
 
