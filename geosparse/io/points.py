@@ -107,8 +107,9 @@ def read_points_frame(
             )
     if len(gdf) == 0:
         raise ValueError(f'{path}: the file holds no points.')
-    if not (gdf.geom_type == 'Point').all():
-        found = sorted(set(gdf.geom_type.dropna()) - {'Point'}) or ['empty']
+    kinds = gdf.geom_type  # None for a missing geometry: dropped below, as NaN
+    if (kinds.notna() & (kinds != 'Point')).any():
+        found = sorted(set(kinds.dropna()) - {'Point'})
         raise ValueError(
             f'{path}: every geometry must be a Point (found {", ".join(found)}); give '
             'one point per object (e.g. polygon centroids or representative points).'
@@ -138,6 +139,10 @@ def read_points_frame(
             f'{path}: dropped {int((~keep).sum())} of {len(out)} points with a '
             'missing or non-finite value or coordinate.',
             stacklevel=2,
+        )
+    if not located.any():
+        raise ValueError(
+            f'{path}: no point has coordinates (every geometry is missing or empty).'
         )
     if not keep.any():
         raise ValueError(f'{path}: no point has a finite value in {list(values)}.')

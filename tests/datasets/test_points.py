@@ -98,7 +98,7 @@ def test_bad_point_files_are_named(files, tmp_path):
     with pytest.raises(ValueError, match="no value column 'ph'"):
         SparsePoints(root / 'pts.gpkg', 'ph')
     with pytest.raises(ValueError, match='no such points file'):
-        SparsePoints(tmp_path / 'none.gpkg', 'ph')
+        SparsePoints(tmp_path / 'none.gpkg', 'zinc')
     (tmp_path / 'nan.csv').write_text('lon,lat,v\n-75,39,\n')
     with (
         pytest.raises(ValueError, match='no point has a finite value'),
@@ -111,6 +111,25 @@ def test_bad_point_files_are_named(files, tmp_path):
     pts = SparsePoints(tmp_path / 'far.gpkg', 'v', crs=image.crs)
     with pytest.raises(ValueError, match='none of the 1 points'):
         PointGeoSampler(image, pts, size=16, length=1)
+
+
+def test_missing_geometries_are_dropped_like_missing_values(files, tmp_path):
+    """A null geometry and an empty point are the same thing: a point without place."""
+    root, _ = files
+    gdf = gpd.read_file(root / 'pts.gpkg')
+    holes = gdf.copy()
+    holes.loc[0, 'geometry'] = None
+    holes.loc[1, 'geometry'] = Point()
+    holes.to_file(tmp_path / 'holes.gpkg')
+    with pytest.warns(UserWarning, match=f'dropped 2 of {len(gdf)} points'):
+        pts = SparsePoints(tmp_path / 'holes.gpkg', 'zinc')
+    assert len(pts) == len(gdf) - 2
+    gdf.assign(geometry=None).set_crs(gdf.crs).to_file(tmp_path / 'none.gpkg')
+    with (
+        pytest.raises(ValueError, match=r'none\.gpkg: no point has coordinates'),
+        pytest.warns(UserWarning),
+    ):
+        SparsePoints(tmp_path / 'none.gpkg', 'zinc')
 
 
 def test_projected_csv_read_as_lon_lat_names_points_crs(files, tmp_path):
