@@ -18,6 +18,7 @@ import rasterio
 from rasterio.crs import CRS
 
 from .grid import apply_affine
+from .polygons import require_geoparquet
 
 __all__ = [
     'BOX_COLUMNS',
@@ -84,11 +85,11 @@ def read_points_frame(
             crs=points_crs or 'EPSG:4326',
         )
     else:
-        gdf = (
-            gpd.read_parquet(path)
-            if path.suffix.lower() == '.parquet'
-            else gpd.read_file(path)
-        )
+        if path.suffix.lower() == '.parquet':
+            require_geoparquet(path)
+            gdf = gpd.read_parquet(path)
+        else:
+            gdf = gpd.read_file(path)
         if points_crs is not None:
             gdf = gdf.set_crs(points_crs, allow_override=True)
         if gdf.crs is None:

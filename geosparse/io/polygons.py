@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,7 +18,12 @@ from .raster import atomic_path, remove_staging
 if TYPE_CHECKING:
     import geopandas as gpd
 
-__all__ = ['POLYGON_FORMATS', 'instance_polygons', 'write_polygons']
+__all__ = [
+    'POLYGON_FORMATS',
+    'instance_polygons',
+    'require_geoparquet',
+    'write_polygons',
+]
 
 #: File suffix -> writer of :func:`~geosparse.io.write_polygons`.
 POLYGON_FORMATS: dict[str, str] = {'.gpkg': 'GeoPackage', '.parquet': 'GeoParquet'}
@@ -109,6 +115,24 @@ def instance_polygons(
     return frame
 
 
+def require_geoparquet(path: str | os.PathLike[str]) -> None:
+    """Refuse a GeoParquet ``path`` in one line when ``pyarrow`` is not installed.
+
+    geopandas reads and writes GeoParquet through ``pyarrow``, an optional
+    dependency (the ``parquet`` extra).
+
+    .. versionadded:: 0.7
+
+    Raises:
+        ValueError: naming the file and the fix.
+    """
+    if importlib.util.find_spec('pyarrow') is None:
+        raise ValueError(
+            f'{path}: GeoParquet needs pyarrow; install it (pip install '
+            '"geosparse[parquet]") or use a GeoPackage (.gpkg).'
+        )
+
+
 def write_polygons(frame: gpd.GeoDataFrame, path: str | os.PathLike[str]) -> Path:
     """Write polygons as a GeoPackage or GeoParquet file, atomically.
 
@@ -135,6 +159,8 @@ def write_polygons(frame: gpd.GeoDataFrame, path: str | os.PathLike[str]) -> Pat
     if suffix not in POLYGON_FORMATS:
         choices = ', '.join(f'{s} ({n})' for s, n in POLYGON_FORMATS.items())
         raise ValueError(f'{path}: unknown polygon format; choose one of {choices}.')
+    if suffix == '.parquet':
+        require_geoparquet(path)
     remove_staging(path)
     with atomic_path(path, suffix=suffix) as tmp:
         if suffix == '.gpkg':

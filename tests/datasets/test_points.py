@@ -113,6 +113,16 @@ def test_bad_point_files_are_named(files, tmp_path):
         PointGeoSampler(image, pts, size=16, length=1)
 
 
+def test_geoparquet_points_read_as_the_geopackage(files, tmp_path):
+    root, _ = files
+    gpd.read_file(root / 'pts.gpkg').to_parquet(tmp_path / 'pts.parquet')
+    with pytest.warns(UserWarning, match='dropped 1 of 5 points'):
+        a = SparsePoints(root / 'pts.gpkg', 'height')
+    with pytest.warns(UserWarning, match='dropped 1 of 5 points'):
+        b = SparsePoints(tmp_path / 'pts.parquet', 'height')
+    assert len(a) == len(b) == 4
+
+
 def test_missing_geometries_are_dropped_like_missing_values(files, tmp_path):
     """A null geometry and an empty point are the same thing: a point without place."""
     root, _ = files

@@ -1,8 +1,11 @@
+import importlib.util
+
 import geopandas as gpd
 import numpy as np
 import pytest
 from rasterio.transform import from_origin
 
+from geosparse.io.points import read_points_frame
 from geosparse.io.polygons import instance_polygons, write_polygons
 
 TRANSFORM = from_origin(500000.0, 4200000.0, 0.5, 0.5)
@@ -50,10 +53,29 @@ def test_round_trip_through_a_geopackage(tmp_path):
 
 
 def test_geoparquet(tmp_path):
-    pytest.importorskip('pyarrow')
     frame = instance_polygons(_instances(), TRANSFORM, CRS)
     back = gpd.read_parquet(write_polygons(frame, tmp_path / 'out.parquet'))
     assert back['pixels'].tolist() == [24, 12]
+    assert back.crs == frame.crs
+
+
+def test_geoparquet_without_pyarrow_is_one_line_with_the_fix(tmp_path, monkeypatch):
+    """pyarrow is the optional parquet extra: without it, say so before any write."""
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        'find_spec',
+        lambda name, *a: None if name == 'pyarrow' else real(name, *a),
+    )
+    frame = instance_polygons(_instances(), TRANSFORM, CRS)
+    with pytest.raises(
+        ValueError, match=r'out\.parquet: GeoParquet needs pyarrow.*parquet'
+    ):
+        write_polygons(frame, tmp_path / 'out.parquet')
+    frame.to_parquet(tmp_path / 'pts.parquet')  # pyarrow is here, only hidden
+    with pytest.raises(ValueError, match=r'pts\.parquet: GeoParquet needs pyarrow'):
+        read_points_frame(tmp_path / 'pts.parquet', [])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['pts.parquet']
 
 
 def test_a_bad_suffix_names_the_path_and_the_choices(tmp_path):
