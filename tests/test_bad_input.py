@@ -23,6 +23,7 @@ from geosparse.inference.predict import (
     PredictionJob,
     output_complete,
     output_stem,
+    read_coarse_on_grid,
     run_jobs,
 )
 
@@ -307,19 +308,21 @@ def lsr_ckpt(tmp_path_factory):
     return save_untrained(task, tmp_path_factory.mktemp('lsr') / 'lsr.ckpt')
 
 
-def _coarse(path, west, north):
+def _coarse(path, west, north, codes=None):
+    codes = np.full((1, 4, 4), 41, dtype=np.uint8) if codes is None else codes
+    floating = codes.dtype.kind == 'f'
     profile = dict(
         driver='GTiff',
         width=4,
         height=4,
         count=1,
-        dtype='uint8',
+        dtype=codes.dtype.name,
         crs='EPSG:32618',
         transform=rasterio.transform.from_origin(west, north, 30, 30),
-        nodata=0,
+        nodata=float('nan') if floating else 0,
     )
     with rasterio.open(path, 'w', **profile) as dst:
-        dst.write(np.full((1, 4, 4), 41, dtype=np.uint8))
+        dst.write(codes)
 
 
 def _with_coarse(ckpt, out, tmp_path, coarse):
@@ -336,6 +339,33 @@ def test_coarse_that_misses_the_imagery_is_an_error(tmp_path, lsr_ckpt, capsys):
     err = capsys.readouterr().err
     assert 'far.tif does not overlap' in err and 'in.tif' in err
     assert not out.exists() or not _files(out)
+
+
+def test_coarse_codes_outside_the_table_are_named_before_any_block(
+    tmp_path, lsr_ckpt, capsys
+):
+    random_raster(tmp_path / 'in.tif', 4, 64, 64)
+    codes = np.full((1, 4, 4), 41, dtype=np.uint8)
+    codes[0, 0, :] = 12  # perennial ice: not in the NLCD -> land-cover table
+    _coarse(tmp_path / 'ice.tif', 500000, 4200000, codes)
+    out = tmp_path / 'out'
+    assert _with_coarse(lsr_ckpt, out, tmp_path, 'ice.tif') == 1
+    err = capsys.readouterr().err
+    assert (
+        'ice.tif: coarse codes [12] are not in the joint' in err and '--coarse' in err
+    )
+    assert not out.exists() or not _files(out)
+
+
+def test_nan_in_float_coarse_labels_is_nodata(tmp_path, lsr_ckpt):
+    random_raster(tmp_path / 'in.tif', 4, 64, 64)
+    codes = np.full((1, 4, 4), 41.0, dtype=np.float32)
+    codes[0, 0, :] = np.nan
+    _coarse(tmp_path / 'nan.tif', 500000, 4200000, codes)
+    on_grid = read_coarse_on_grid(tmp_path / 'nan.tif', tmp_path / 'in.tif')
+    assert on_grid.dtype == np.int64 and set(np.unique(on_grid)) == {0, 41}
+    assert (on_grid[:30] == 0).all() and (on_grid[30:] == 41).all()
+    assert _with_coarse(lsr_ckpt, tmp_path / 'out', tmp_path, 'nan.tif') == 0
 
 
 def test_coarse_used_is_recorded_in_tags_and_item(tmp_path, lsr_ckpt):

@@ -185,6 +185,8 @@ def predict_raster(
                 'labels of this area, or leave --coarse out.'
             )
         tags.update(coarse=Path(coarse_path).name, coarse_coverage=round(cover, 4))
+        if predictor.uses_coarse:
+            predictor.check_coarse(coarse_path, src.grid)
     if predictor.reveal is not None:
         predictor, outside = _reveal_on(predictor, src, label)
         tags['revealed_points_outside'] = outside

@@ -364,6 +364,33 @@ class Predictor:
         other.conditioning = conditioning
         return other
 
+    def check_coarse(
+        self,
+        coarse: str | os.PathLike[str],
+        grid: Any,
+        max_pixels: int = 1_000_000,
+    ) -> None:
+        """Refuse coarse labels whose codes the task's joint distribution lacks.
+
+        Read on ``grid`` (the imagery's, decimated to at most ``max_pixels``), so
+        that a bad code is named with its file before any block is predicted; the
+        task's ``coarse_nodata`` (and NaN) are nodata. Does nothing for a task
+        without a joint distribution.
+
+        .. versionadded:: 0.7
+
+        Raises:
+            PriorError: naming ``coarse`` and the missing codes.
+        """
+        table = getattr(self.task, 'table', None)
+        if table is None:
+            return
+        codes = np.unique(read_coarse_on_grid(coarse, grid.decimated(max_pixels)))
+        nodata = self.task.hparams.get('coarse_nodata')
+        if nodata is not None:
+            codes = codes[codes != nodata]
+        table.check_codes(codes, f'--coarse {coarse}')
+
     @property
     def coarse_radiometry(self) -> bool:
         """Whether coarse labels given to :meth:`matched` shape the reference.

@@ -167,13 +167,19 @@ def read_coarse_on_grid(
         window: read only this window of the target grid.
 
     Returns:
-        ``(H, W)`` coarse codes; outside the coarse raster, its nodata (or 0).
+        ``(H, W)`` coarse codes; outside the coarse raster, its nodata (or 0). A
+        floating-point raster's NaN pixels are nodata too: they, and a NaN nodata
+        value, become 0 (codes are whole numbers, returned as int64).
+
+    .. versionchanged:: 0.7
+       NaN is nodata (it was cast to an integer code).
     """
     if isinstance(image, str | os.PathLike):
         with rasterio.open(image) as img:
             return read_coarse_on_grid(coarse_path, img, window)
     with rasterio.open(coarse_path) as src:
-        nodata = src.nodata if src.nodata is not None else 0
+        declared = src.nodata
+        nodata = declared if declared is not None and np.isfinite(declared) else 0
         with WarpedVRT(
             src,
             crs=image.crs,
@@ -181,6 +187,9 @@ def read_coarse_on_grid(
             width=image.width,
             height=image.height,
             resampling=Resampling.nearest,
-            nodata=nodata,
+            nodata=nodata if declared is None else declared,
         ) as vrt:
-            return vrt.read(1, window=window)
+            codes = vrt.read(1, window=window)
+    if codes.dtype.kind == 'f':
+        codes = np.where(np.isfinite(codes), codes, nodata).astype(np.int64)
+    return codes
