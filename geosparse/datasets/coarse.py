@@ -21,6 +21,8 @@ import rasterio
 import torch
 from pyproj import Transformer
 from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from torch import Tensor
 from torchgeo.datasets import RasterDataset
 from torchgeo.datasets.utils import GeoSlice, Path
 
@@ -229,6 +231,44 @@ class CoarseLabels(QuietRegrid, RasterDataset):
         _, inv = np.unique(key, return_inverse=True)
         return inv.reshape(h, w).astype(np.int64)
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """float32 as read, so that NaN survives until :meth:`__getitem__` makes it nodata.
+
+        TorchGeo casts a mask to int64 on reading, which turns the NaN of a
+        floating-point coarse raster into an arbitrary code.
+        """
+        return torch.float32
+
+    @property
+    def resampling(self) -> Resampling:
+        """Nearest: codes are categories (TorchGeo's default for floats is bilinear)."""
+        return Resampling.nearest
+
+    def _codes(self, values: Tensor) -> Tensor:
+        """Coarse codes (int64) of a window read as float: NaN is ``nodata``.
+
+        Raises:
+            ValueError: for NaN without a ``nodata`` code, or codes that are not
+                whole numbers (a continuous raster given as coarse labels).
+        """
+        missing = torch.isnan(values)
+        if bool(missing.any()):
+            if self.nodata is None:
+                raise ValueError(
+                    f'{", ".join(sorted(set(self.index.filepath)))}: NaN coarse '
+                    'pixels but nodata=None; give the nodata code (coarse_nodata) '
+                    'that NaN should become.'
+                )
+            values = torch.where(missing, float(self.nodata), values)
+        if bool((values != values.round()).any()):
+            raise ValueError(
+                f'{", ".join(sorted(set(self.index.filepath)))}: coarse labels must be '
+                'whole-number class codes, but the raster holds fractions such as '
+                f'{float(values[values != values.round()][0]):g}; give a class map.'
+            )
+        return values.long()
+
     def __getitem__(self, query: GeoSlice) -> dict[str, Any]:
         """Return ``coarse`` (and ``block``) for a window.
 
@@ -236,10 +276,14 @@ class CoarseLabels(QuietRegrid, RasterDataset):
             query: ``[xmin:xmax:xres, ymin:ymax:yres, tmin:tmax:tres]``.
 
         Returns:
-            The sample; ``coarse`` is int64 with nodata as stored in the file.
+            The sample; ``coarse`` is int64 with nodata as stored in the file, and
+            NaN (of a floating-point raster) as ``nodata``.
+
+        .. versionchanged:: 0.7
+           NaN is nodata (it was cast to an arbitrary code).
         """
         sample = super().__getitem__(query)
-        coarse = sample.pop('mask')
+        coarse = self._codes(sample.pop('mask'))
         sample['coarse'] = coarse
         if self.blocks != 'regions':
             shape = (int(coarse.shape[-2]), int(coarse.shape[-1]))

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import rasterio
+import torch
 from torchgeo.samplers import RandomGeoSampler
 
 from geosparse.datasets import CoarseLabels, FineLabels, ImageryDataset, make_scene
@@ -66,3 +67,46 @@ def test_misaligned_coarse_grids_are_rejected(tmp_path, scene):
         dst.write(data)
     with pytest.raises(ValueError, match='share one grid'):
         CoarseLabels(folder, glob='*_nlcd.tif')
+
+
+def _float_copy(scene, folder, edit):
+    """The scene's coarse labels as float32 with NaN nodata, edited by ``edit``."""
+    folder.mkdir()
+    with rasterio.open(scene.coarse) as src:
+        prof, data = src.profile, src.read().astype(np.float32)
+    edit(data)
+    prof.update(dtype='float32', nodata=float('nan'))
+    with rasterio.open(folder / 'a_nlcd.tif', 'w', **prof) as dst:
+        dst.write(data)
+    with rasterio.open(scene.coarse) as src:
+        return src.read(1)
+
+
+def _whole(ds):
+    return ds[ds.bounds[0], ds.bounds[1]]
+
+
+def test_nan_in_float_coarse_labels_is_nodata(tmp_path, scene):
+    def holes(data):
+        data[0, :3] = np.nan
+
+    codes = _float_copy(scene, tmp_path / 'c', holes)
+    s = _whole(CoarseLabels(tmp_path / 'c', glob='*_nlcd.tif'))
+    ref = _whole(CoarseLabels(scene.coarse.parent, glob='*_nlcd.tif'))
+    assert s['coarse'].dtype == torch.int64
+    got, want = s['coarse'].numpy(), ref['coarse'].numpy()
+    assert set(np.unique(got)) <= set(np.unique(codes)) | {0}
+    assert (got == 0).sum() > (want == 0).sum()  # the NaN rows became nodata
+    assert ((got == want) | (got == 0)).all()  # nearest codes, not interpolated
+    assert (s['block'].numpy()[got == 0] == -1).all()
+    with pytest.raises(ValueError, match='NaN coarse pixels but nodata=None'):
+        _whole(CoarseLabels(tmp_path / 'c', glob='*_nlcd.tif', nodata=None))
+
+
+def test_fractional_coarse_values_are_refused(tmp_path, scene):
+    def fractions(data):
+        data[0, 0, 0] = 41.5
+
+    _float_copy(scene, tmp_path / 'c', fractions)
+    with pytest.raises(ValueError, match=r'a_nlcd\.tif: coarse labels must be whole'):
+        _whole(CoarseLabels(tmp_path / 'c', glob='*_nlcd.tif'))
