@@ -564,6 +564,8 @@ def _priors_estimate(args: argparse.Namespace) -> int:
             f'--coarse {args.coarse} does not overlap --fine {args.fine}; they must '
             'cover one area.'
         )
+    except ValueError as err:  # NaN without a nodata code, fractional codes
+        return _fail(f'--coarse: {err}')
     coarse = sample['coarse'].numpy()
     block = sample.get('block')
     table = JointDistribution.estimate(

@@ -579,19 +579,19 @@ def test_lsr_task_takes_a_joint_distribution_object():
         LabelSuperResolutionTask(model='fcn', priors=3)
 
 
-def _labels(path, data, nodata=0):
+def _labels(path, data, nodata=0, dtype='uint8'):
     profile = dict(
         driver='GTiff',
         width=data.shape[1],
         height=data.shape[0],
         count=1,
-        dtype='uint8',
+        dtype=dtype,
         crs='EPSG:32618',
         transform=rasterio.transform.from_origin(500000, 4200000, 1, 1),
         nodata=nodata,
     )
     with rasterio.open(path, 'w', **profile) as dst:
-        dst.write(data[None].astype('uint8'))
+        dst.write(data[None].astype(dtype))
 
 
 @pytest.mark.parametrize(
@@ -601,6 +601,7 @@ def _labels(path, data, nodata=0):
         ('missing', '--coarse nothere.tif: no such file'),
         ('empty', 'no valid pixel in common'),
         ('absent codes', 'not among the fine codes [7, 8, 9]'),
+        ('fractions', 'coarse labels must be whole-number class codes'),
     ],
 )
 def test_priors_estimate_bad_input_is_one_line(
@@ -611,6 +612,7 @@ def test_priors_estimate_bad_input_is_one_line(
     _labels(tmp_path / 'coarse.tif', np.full((60, 60), 41))
     _labels(tmp_path / 'fine.tif', fine)
     _labels(tmp_path / 'empty.tif', np.zeros((60, 60)))
+    _labels(tmp_path / 'frac.tif', np.full((60, 60), 41.5), dtype='float32')
     args = ['priors', 'estimate', '--coarse', 'coarse.tif', '--fine', 'fine.tif']
     args += ['--out', 't.csv', '--blocks', 'cells']
     more = {
@@ -618,6 +620,7 @@ def test_priors_estimate_bad_input_is_one_line(
         'missing': ['--coarse', 'nothere.tif'],
         'empty': ['--coarse', 'empty.tif', '--fine', 'empty.tif'],
         'absent codes': ['--fine-codes', '7,8,9', '--fine-names', 'a,b,c'],
+        'fractions': ['--coarse', 'frac.tif'],
     }[case]
     assert main([*args, *more]) == 2
     err = capsys.readouterr().err.strip()
