@@ -521,12 +521,63 @@ def test_nan_training_pixels_are_left_out_of_the_loss(tmp_path):
     task = LabelSuperResolutionTask(model='fcn', num_filters=4)
     trainer = brief_trainer(2)
     with pytest.warns(
-        UserWarning, match=r'nan_naip\.tif: NaN or infinite training pixels'
+        UserWarning, match=r'nan_naip\.tif: nodata, NaN or infinite training pixels'
     ):
         trainer.fit(task, datamodule=dm)
     assert trainer.global_step == 2
     assert torch.isfinite(trainer.callback_metrics['train_loss'])
     assert all(torch.isfinite(p).all() for p in task.parameters())
+
+
+def test_declared_nodata_pixels_are_left_out_of_training(tmp_path):
+    """Pixels at the raster's nodata value (a black collar) used to train as data."""
+    from geosparse.datamodules import LabelSuperResolutionDataModule
+    from geosparse.datasets import ImageryDataset, make_scene
+    from geosparse.trainers import LabelSuperResolutionTask, brief_trainer
+
+    scene = make_scene(tmp_path / 'scene', size=128)
+    with rasterio.open(scene.image) as src:
+        data, profile = src.read(), src.profile
+    data[:, :, :40] = 0  # a black collar, declared nodata
+    profile.update(nodata=0)
+    collar = tmp_path / 'collar_naip.tif'
+    with rasterio.open(collar, 'w', **profile) as dst:
+        dst.write(data)
+    ds = ImageryDataset(collar)
+    image = ds[ds.bounds[0], ds.bounds[1]]['image']
+    assert (
+        torch.isnan(image[:, :, :40]).all() and torch.isfinite(image[:, :, 40:]).all()
+    )
+    dm = LabelSuperResolutionDataModule(
+        image_paths=str(collar),
+        coarse_paths=str(scene.coarse),
+        patch_size=32,
+        batch_size=8,
+        length=32,
+        val_fraction=0.5,
+        balance=0.0,
+    )
+    task = LabelSuperResolutionTask(model='fcn', num_filters=4)
+    trainer = brief_trainer(4, val_batches=2)
+    with pytest.warns(UserWarning, match=r'collar_naip\.tif: nodata, NaN or infinite'):
+        trainer.fit(task, datamodule=dm)
+    assert trainer.global_step == 4
+    assert all(torch.isfinite(p).all() for p in task.parameters())
+    scores = {k: v for k, v in trainer.callback_metrics.items() if k.startswith('val')}
+    assert scores and all(torch.isfinite(v) for v in scores.values()), scores
+
+
+def test_a_window_without_data_gives_no_labels_beside_windows_with_data():
+    from geosparse.trainers import LabelSuperResolutionTask
+
+    task = LabelSuperResolutionTask(model='fcn', num_filters=4)
+    image = torch.rand(2, 4, 8, 8)
+    image[0] = float('nan')  # all nodata
+    batch = {'image': image, 'coarse': torch.full((2, 8, 8), 41)}
+    with pytest.warns(UserWarning, match='nodata, NaN or infinite'):
+        task.on_train_batch_start(batch, 0)
+    assert (batch['coarse'][0] == 0).all() and (batch['coarse'][1] == 41).all()
+    assert (batch['image'][0] == 0).all() and torch.equal(batch['image'][1], image[1])
 
 
 def test_a_window_without_finite_pixels_stops_training(tmp_path):
@@ -551,7 +602,7 @@ def test_nan_pixels_make_points_invalid():
         'points': torch.tensor([[[2.5, 3.5], [5.0, 5.0]]]),
         'valid': torch.tensor([[True, True]]),
     }
-    with pytest.warns(UserWarning, match='treated as nodata'):
+    with pytest.warns(UserWarning, match='are left out'):
         task.on_train_batch_start(batch, 0)
     assert batch['valid'].tolist() == [[False, True]]
     assert (

@@ -37,7 +37,15 @@ class ImageryDataset(QuietRegrid, RasterDataset):
     A thin, configurable RasterDataset: ``ImageryDataset(paths, glob='*_naip.tif')``.
     TorchGeo's own :class:`~torchgeo.datasets.NAIP` works just as well.
 
+    Pixels whose every band holds a raster's declared nodata value come as NaN, as
+    prediction reads them (:func:`geosparse.io.source.nodata_mask`), so that the
+    tasks leave them out of training (:class:`~geosparse.trainers.FiniteTraining`)
+    instead of learning from the fill value.
+
     .. versionadded:: 0.1
+
+    .. versionchanged:: 0.7
+       Declared nodata pixels are NaN (they were the fill value, e.g. black).
     """
 
     is_image = True
@@ -65,6 +73,37 @@ class ImageryDataset(QuietRegrid, RasterDataset):
         """
         self.filename_glob = glob
         super().__init__(paths, crs, res, bands, transforms, cache)
+        nodata = set()
+        for path in sorted(set(self.index.filepath)):
+            with rasterio.open(path) as src:
+                if src.nodata is not None:
+                    nodata.add(float(src.nodata))
+        self.nodata_values = sorted(nodata)
+
+    def __getitem__(self, query: GeoSlice) -> dict[str, Any]:
+        """The window's imagery, NaN where every band holds a declared nodata value.
+
+        The mask is taken on the values as stored, before any ``transforms``.
+        """
+        transforms, self.transforms = self.transforms, None
+        try:
+            sample = super().__getitem__(query)
+        finally:
+            self.transforms = transforms
+        image = sample.get('image')
+        if self.nodata_values and isinstance(image, Tensor):
+            missing = torch.zeros(image.shape[-2:], dtype=torch.bool)
+            for value in self.nodata_values:
+                missing |= (
+                    torch.isnan(image).all(0)
+                    if math.isnan(value)
+                    else (image == value).all(0)
+                )
+            if bool(missing.any()):
+                sample['image'] = image.masked_fill(missing, float('nan'))
+        if transforms is not None:
+            sample = transforms(sample)
+        return sample
 
 
 class FineLabels(QuietRegrid, RasterDataset):

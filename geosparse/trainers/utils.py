@@ -20,11 +20,12 @@ class FiniteTraining(LightningModule):
     """Task mixin: NaN or infinite training pixels are nodata; a NaN loss stops training.
 
     Without it one NaN pixel makes the loss NaN, then the weights, and training ends
-    "successfully" with a useless model. Non-finite pixels are set to 0 for the
-    network and their labels are excluded from the loss (:meth:`exclude_pixels`); a
-    window with no finite pixel left, or a task that cannot exclude labels, stops
-    training with a message naming the imagery. Put this class before the task's
-    base class.
+    "successfully" with a useless model. Non-finite pixels (declared nodata comes as
+    NaN, :class:`~geosparse.datasets.ImageryDataset`) are set to 0 for the network
+    and their labels are excluded from the loss (:meth:`exclude_pixels`), so a window
+    without any finite pixel contributes no label; a batch of such windows only, or
+    a task that cannot exclude labels, stops training with a message naming the
+    imagery. Put this class before the task's base class.
 
     .. versionadded:: 0.1
     """
@@ -69,13 +70,30 @@ class FiniteTraining(LightningModule):
         xmin, ymin, xmax, ymax = window_bounds(batch['bounds'][i])
         return f' (x {xmin:.1f}..{xmax:.1f}, y {ymin:.1f}..{ymax:.1f})'
 
+    def on_validation_batch_start(
+        self, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        """As :meth:`on_train_batch_start`: nodata pixels are left out of the scores."""
+        self._leave_out_non_finite(batch, batch_idx)
+
+    def on_test_batch_start(
+        self, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        """As :meth:`on_train_batch_start`: nodata pixels are left out of the scores."""
+        self._leave_out_non_finite(batch, batch_idx)
+
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         """Make NaN and infinite pixels nodata before the step.
 
         Raises:
-            ValueError: naming the imagery, the window and the fix, if a window has
-                no finite pixel or the task cannot exclude the labels.
+            ValueError: naming the imagery, the window and the fix, if every window
+                of the batch has no finite pixel or the task cannot exclude the
+                labels.
         """
+        self._leave_out_non_finite(batch, batch_idx)
+
+    def _leave_out_non_finite(self, batch: Any, batch_idx: int) -> None:
+        """Zero the non-finite pixels of ``batch`` and exclude their labels (in place)."""
         image = batch.get('image') if isinstance(batch, dict) else None
         if not isinstance(image, Tensor) or not image.is_floating_point():
             return
@@ -84,27 +102,28 @@ class FiniteTraining(LightningModule):
             return
         empty = ~finite.flatten(1).any(1)
         bad = ~finite
-        if bool(empty.any()) or not self.exclude_pixels(batch, bad):
+        if bool(empty.all()) or not self.exclude_pixels(batch, bad):
             i = int(
-                (empty if bool(empty.any()) else bad.flatten(1).any(1)).nonzero()[0, 0]
+                (empty if bool(empty.all()) else bad.flatten(1).any(1)).nonzero()[0, 0]
             )
             what = (
                 'has no finite pixel'
-                if bool(empty.any())
+                if bool(empty.all())
                 else 'holds NaN or infinite pixels'
             )
             raise ValueError(
-                f'{self._imagery()}: a training window{self._window(batch, i)} {what}; '
-                "set them to the rasters' nodata value or fill them (e.g. with "
+                f'{self._imagery()}: a training window{self._window(batch, i)} {what}'
+                f'{" (as every window of the batch)" if bool(empty.all()) else ""}; '
+                'train on the area with data, or fill the pixels (e.g. with '
                 'gdal_calc.py or rio calc) before training.'
             )
         batch['image'] = torch.where(finite[:, None], image, torch.zeros_like(image))
         if not self._warned_non_finite:
             self._warned_non_finite = True
             warnings.warn(
-                f'{self._imagery()}: NaN or infinite training pixels (e.g. '
-                f'{int(bad.sum())} in batch {batch_idx}) are treated as nodata: set to '
-                '0 for the network and left out of the loss.',
+                f'{self._imagery()}: nodata, NaN or infinite training pixels (e.g. '
+                f'{int(bad.sum())} in batch {batch_idx}) are left out: set to 0 for '
+                'the network and their labels out of the loss.',
                 stacklevel=2,
             )
 
