@@ -20,9 +20,7 @@ EPILOG = textwrap.dedent(
 
     Examples:
       geosparse demo                      # synthetic scene -> map COG + PNG
-      geosparse predict --checkpoint geosparse-demo/lsr.ckpt \\
-          geosparse-demo/scene/scene_naip.tif \\
-          --coarse geosparse-demo/scene/scene_nlcd.tif --out maps/
+      geosparse predict --checkpoint geosparse-demo/lsr.ckpt --out maps/ IMAGE.tif
       geosparse count maps/trees.tif --cell 64 --out counts.tif
       geosparse priors show nlcd-landcover4
       geosparse priors estimate --coarse nlcd.tif --fine lc.tif --out table.csv
