@@ -26,6 +26,7 @@ from torch import Tensor
 from torchgeo.datasets import RasterDataset
 from torchgeo.datasets.utils import GeoSlice, Path
 
+from ..io.source import nodata_mask
 from .regrid import QuietRegrid
 
 __all__ = ['CoarseLabels', 'FineLabels', 'ImageryDataset']
@@ -92,15 +93,14 @@ class ImageryDataset(QuietRegrid, RasterDataset):
             self.transforms = transforms
         image = sample.get('image')
         if self.nodata_values and isinstance(image, Tensor):
-            missing = torch.zeros(image.shape[-2:], dtype=torch.bool)
-            for value in self.nodata_values:
-                missing |= (
-                    torch.isnan(image).all(0)
-                    if math.isnan(value)
-                    else (image == value).all(0)
-                )
+            values = image.numpy()
+            missing = np.logical_or.reduce(
+                [nodata_mask(values, v) for v in self.nodata_values]
+            )
             if bool(missing.any()):
-                sample['image'] = image.masked_fill(missing, float('nan'))
+                sample['image'] = image.masked_fill(
+                    torch.from_numpy(missing), float('nan')
+                )
         if transforms is not None:
             sample = transforms(sample)
         return sample
@@ -291,20 +291,21 @@ class CoarseLabels(QuietRegrid, RasterDataset):
             ValueError: for NaN without a ``nodata`` code, or codes that are not
                 whole numbers (a continuous raster given as coarse labels).
         """
+        files = ', '.join(sorted(set(self.index.filepath)))
         missing = torch.isnan(values)
         if bool(missing.any()):
             if self.nodata is None:
                 raise ValueError(
-                    f'{", ".join(sorted(set(self.index.filepath)))}: NaN coarse '
-                    'pixels but nodata=None; give the nodata code (coarse_nodata) '
-                    'that NaN should become.'
+                    f'{files}: NaN coarse pixels but nodata=None; give the nodata '
+                    'code (coarse_nodata) that NaN should become.'
                 )
             values = torch.where(missing, float(self.nodata), values)
-        if bool((values != values.round()).any()):
+        fractions = values[values != values.round()]
+        if fractions.numel():
             raise ValueError(
-                f'{", ".join(sorted(set(self.index.filepath)))}: coarse labels must be '
-                'whole-number class codes, but the raster holds fractions such as '
-                f'{float(values[values != values.round()][0]):g}; give a class map.'
+                f'{files}: coarse labels must be whole-number class codes, but the '
+                f'raster holds fractions such as {float(fractions[0]):g}; give a '
+                'class map.'
             )
         return values.long()
 

@@ -117,6 +117,7 @@ def count_map(
         h, w = src.height, src.width
         ny, nx = -(-h // cell), -(-w // cell)
         counts = np.zeros((3, ny, nx), dtype=np.float64)
+        widths = np.minimum(cell, w - np.arange(nx) * cell)  # edge cells are smaller
         for i in range(ny):
             rows = min(cell, h - i * cell)
             window = Window(0, i * cell, w, rows)
@@ -130,9 +131,7 @@ def count_map(
                 pad = np.zeros((rows, nx * cell))
                 pad[:, :w] = values
                 counts[k, i] = pad.reshape(rows, nx, cell).sum((0, 2))
-            # pixels of each cell inside the raster (edge cells are smaller)
-            widths = np.minimum(cell, w - np.arange(nx) * cell)
-            counts[2, i] /= rows * widths
+            counts[2, i] /= rows * widths  # the share of the cell's pixels
         t = src.transform  # the same origin, pixels `cell` times larger
         transform = Affine(t.a * cell, t.b * cell, t.c, t.d * cell, t.e * cell, t.f)
         crs = src.crs

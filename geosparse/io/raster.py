@@ -178,8 +178,7 @@ def read_coarse_on_grid(
         with rasterio.open(image) as img:
             return read_coarse_on_grid(coarse_path, img, window)
     with rasterio.open(coarse_path) as src:
-        declared = src.nodata
-        nodata = declared if declared is not None and np.isfinite(declared) else 0
+        fill = src.nodata if src.nodata is not None else 0
         with WarpedVRT(
             src,
             crs=image.crs,
@@ -187,9 +186,11 @@ def read_coarse_on_grid(
             width=image.width,
             height=image.height,
             resampling=Resampling.nearest,
-            nodata=nodata if declared is None else declared,
+            nodata=fill,
         ) as vrt:
             codes = vrt.read(1, window=window)
-    if codes.dtype.kind == 'f':
-        codes = np.where(np.isfinite(codes), codes, nodata).astype(np.int64)
+    if codes.dtype.kind == 'f':  # NaN (and a NaN nodata value) become 0
+        codes = np.where(np.isfinite(codes), codes, np.nan_to_num(fill)).astype(
+            np.int64
+        )
     return codes
