@@ -525,7 +525,7 @@ def _priors_estimate(args: argparse.Namespace) -> int:
     import numpy as np
     import rasterio
 
-    from .datasets.coarse import CoarseLabels
+    from .datasets.coarse import CoarseLabels, class_codes
     from .priors import JointDistribution
 
     try:
@@ -545,7 +545,9 @@ def _priors_estimate(args: argparse.Namespace) -> int:
             return _fail(f'{option} {path}: no such file.')
     try:
         with rasterio.open(args.fine) as src:
-            fine = src.read(1)
+            fine = class_codes(
+                src.read(1), args.fine_nodata, args.fine, 'fine', '--fine-nodata'
+            )
             crs, res, b = src.crs, src.res, src.bounds
         coarse_ds = CoarseLabels(
             args.coarse, crs=crs, res=res, nodata=args.coarse_nodata, blocks=args.blocks
@@ -972,8 +974,18 @@ def build_parser() -> argparse.ArgumentParser:
     est.add_argument('--out', required=True, help='output CSV')
     est.add_argument('--fine-codes', default='1,2,3,4', help='fine raster values')
     est.add_argument('--fine-names', default='water,forest,field,impervious')
-    est.add_argument('--coarse-nodata', type=int, default=0)
-    est.add_argument('--fine-nodata', type=int, default=0)
+    est.add_argument(
+        '--coarse-nodata',
+        type=int,
+        default=0,
+        help='coarse code meaning "no label", left out; NaN becomes it (default: 0)',
+    )
+    est.add_argument(
+        '--fine-nodata',
+        type=int,
+        default=0,
+        help='fine code meaning "no label", left out; NaN becomes it (default: 0)',
+    )
     est.add_argument(
         '--blocks',
         choices=('grid', 'cells', 'regions'),

@@ -653,6 +653,7 @@ def _labels(path, data, nodata=0, dtype='uint8'):
         ('empty', 'no valid pixel in common'),
         ('absent codes', 'not among the fine codes [7, 8, 9]'),
         ('fractions', 'coarse labels must be whole-number class codes'),
+        ('fine fractions', 'fine labels must be whole-number class codes'),
     ],
 )
 def test_priors_estimate_bad_input_is_one_line(
@@ -672,12 +673,29 @@ def test_priors_estimate_bad_input_is_one_line(
         'empty': ['--coarse', 'empty.tif', '--fine', 'empty.tif'],
         'absent codes': ['--fine-codes', '7,8,9', '--fine-names', 'a,b,c'],
         'fractions': ['--coarse', 'frac.tif'],
+        'fine fractions': ['--fine', 'frac.tif'],
     }[case]
     assert main([*args, *more]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith('geosparse: error:')
     assert message in err
     assert not (tmp_path / 't.csv').exists()
+
+
+def test_priors_estimate_reads_nan_fine_labels_as_nodata(tmp_path, monkeypatch):
+    """A float fine raster's NaN is fine nodata: the table equals the integer one's."""
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(1)
+    coarse = np.repeat(np.repeat(rng.choice([41, 82], (2, 2)), 30, 0), 30, 1)
+    fine = rng.integers(1, 5, (60, 60))
+    fine[:20] = 0
+    _labels(tmp_path / 'coarse.tif', coarse)
+    _labels(tmp_path / 'fine.tif', fine)
+    _labels(tmp_path / 'nan.tif', np.where(fine == 0, np.nan, fine), None, 'float32')
+    args = ['priors', 'estimate', '--coarse', 'coarse.tif', '--blocks', 'cells']
+    assert main([*args, '--fine', 'fine.tif', '--out', 'int.csv']) == 0
+    assert main([*args, '--fine', 'nan.tif', '--out', 'nan.csv']) == 0
+    assert (tmp_path / 'nan.csv').read_text() == (tmp_path / 'int.csv').read_text()
 
 
 def test_a_truncated_raster_is_named_as_damaged(tmp_path, ckpt, capsys):

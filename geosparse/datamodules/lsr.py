@@ -46,6 +46,7 @@ class LabelSuperResolutionDataModule(KeepGeoKeys, GeoDataModule):
         coarse_glob: str = '*.tif',
         fine_glob: str = '*.tif',
         coarse_nodata: int | None = 0,
+        fine_nodata: int | None = 0,
         coarse_blocks: Literal['grid', 'regions', 'cells'] = 'grid',
         cell_size: float = 30.0,
         patch_size: int = 256,
@@ -70,6 +71,8 @@ class LabelSuperResolutionDataModule(KeepGeoKeys, GeoDataModule):
             coarse_glob: coarse file pattern (e.g. ``*_nlcd.tif``).
             fine_glob: fine file pattern (e.g. ``*_lc.tif``).
             coarse_nodata: coarse value meaning "no label".
+            fine_nodata: fine value meaning "no label" (the task's
+                ``fine_nodata``); NaN in a floating-point fine raster becomes it.
             coarse_blocks: ``grid`` (blocks = coarse pixels), ``regions`` (one block
                 per coarse class and window) or ``cells`` (regions cut by a grid of
                 ``cell_size``), see :class:`~geosparse.datasets.CoarseLabels`.
@@ -112,7 +115,9 @@ class LabelSuperResolutionDataModule(KeepGeoKeys, GeoDataModule):
         try:  # TorchGeo refuses an empty intersection with a RuntimeError
             dataset = image & coarse
             if hp['fine_paths']:
-                dataset = dataset & FineLabels(hp['fine_paths'], glob=hp['fine_glob'])
+                dataset = dataset & FineLabels(
+                    hp['fine_paths'], glob=hp['fine_glob'], nodata=hp['fine_nodata']
+                )
         except RuntimeError:
             dataset = None
         if dataset is None or len(dataset) == 0:

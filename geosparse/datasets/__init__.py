@@ -1,6 +1,6 @@
 """Datasets of geosparse."""
 
-from .coarse import CoarseLabels, FineLabels, ImageryDataset
+from .coarse import CoarseLabels, FineLabels, ImageryDataset, class_codes
 from .instances import (
     INSTANCE_VALUES,
     InstancePolygons,
@@ -44,6 +44,7 @@ __all__ = [
     'RadiometricShift',
     'SparsePoints',
     'SyntheticScene',
+    'class_codes',
     'collate_instances',
     'collate_points',
     'harmonize_folder',

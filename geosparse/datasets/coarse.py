@@ -29,7 +29,7 @@ from torchgeo.datasets.utils import GeoSlice, Path
 from ..io.source import nodata_mask
 from .regrid import QuietRegrid
 
-__all__ = ['CoarseLabels', 'FineLabels', 'ImageryDataset']
+__all__ = ['CoarseLabels', 'FineLabels', 'ImageryDataset', 'class_codes']
 
 
 class ImageryDataset(QuietRegrid, RasterDataset):
@@ -106,13 +106,100 @@ class ImageryDataset(QuietRegrid, RasterDataset):
         return sample
 
 
-class FineLabels(QuietRegrid, RasterDataset):
+def class_codes(
+    values: np.ndarray, nodata: int | None, source: str, kind: str, option: str
+) -> np.ndarray:
+    """Class codes (int64) of a label raster read as floating point.
+
+    NaN becomes ``nodata``; a value that is not a whole number is refused, since a
+    continuous raster is not a class map.
+
+    Args:
+        values: the raster's values, any shape and dtype.
+        nodata: the code NaN becomes (``None``: NaN is an error).
+        source: the file(s), for messages.
+        kind: ``coarse`` or ``fine``, for messages.
+        option: the setting that gives ``nodata`` (e.g. ``coarse_nodata``).
+
+    Returns:
+        ``values`` as int64 codes.
+
+    Raises:
+        ValueError: for NaN without a ``nodata`` code, or fractional values.
+
+    .. versionadded:: 0.7
+    """
+    values = np.asarray(values)
+    if not np.issubdtype(values.dtype, np.floating):
+        return values.astype(np.int64)
+    missing = np.isnan(values)
+    if missing.any():
+        if nodata is None:
+            raise ValueError(
+                f'{source}: NaN {kind} pixels but no nodata code; give the code '
+                f'({option}) that NaN should become.'
+            )
+        values = np.where(missing, float(nodata), values)
+    fractions = values[values != np.round(values)]
+    if fractions.size:
+        raise ValueError(
+            f'{source}: {kind} labels must be whole-number class codes, but the raster '
+            f'holds values such as {float(fractions[0]):g}; give a class map.'
+        )
+    return values.astype(np.int64)
+
+
+class _ClassCodes(RasterDataset):
+    """Mixin: a class-code raster read as float32 with nearest resampling.
+
+    TorchGeo casts a mask to int64 on reading, which turns the NaN of a
+    floating-point label raster into an arbitrary code; reading float32 keeps NaN
+    until :meth:`_codes` makes it the ``nodata`` code.
+    """
+
+    nodata: int | None
+    #: the labels' kind and the setting that gives ``nodata``, named in messages.
+    kind = 'label'
+    nodata_option = 'nodata'
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """float32 as read, so that NaN survives until :meth:`_codes`."""
+        return torch.float32
+
+    @property
+    def resampling(self) -> Resampling:
+        """Nearest: codes are categories (TorchGeo's default for floats is bilinear)."""
+        return Resampling.nearest
+
+    def _codes(self, values: Tensor) -> Tensor:
+        """Codes (int64) of a window read as float, by :func:`class_codes`.
+
+        Raises:
+            ValueError: for NaN without a ``nodata`` code, or fractional codes.
+        """
+        files = ', '.join(sorted(set(self.index.filepath)))
+        codes = class_codes(
+            values.numpy(), self.nodata, files, self.kind, self.nodata_option
+        )
+        return torch.from_numpy(codes)
+
+
+class FineLabels(QuietRegrid, _ClassCodes):
     """Fine (high-resolution) categorical labels, returned under ``mask``.
 
+    Read like :class:`CoarseLabels`: nearest resampling, NaN of a floating-point
+    raster as the ``nodata`` code, fractional values refused.
+
     .. versionadded:: 0.1
+
+    .. versionchanged:: 0.7
+       NaN is ``nodata`` (it was cast to an arbitrary code).
     """
 
     is_image = False
+    kind = 'fine'
+    nodata_option = 'fine_nodata'
 
     def __init__(
         self,
@@ -122,13 +209,34 @@ class FineLabels(QuietRegrid, RasterDataset):
         res: float | tuple[float, float] | None = None,
         transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
         cache: bool = True,
+        nodata: int | None = 0,
     ) -> None:
-        """Index the rasters (see :class:`ImageryDataset` for the arguments)."""
+        """Index the rasters (see :class:`ImageryDataset` for the arguments).
+
+        Args:
+            paths: files or folders.
+            glob: file name pattern.
+            crs: output CRS.
+            res: output resolution.
+            transforms: sample transforms.
+            cache: keep opened files.
+            nodata: fine code that NaN becomes ("no label").
+        """
         self.filename_glob = glob
-        super().__init__(paths, crs, res, None, transforms, cache)
+        self.nodata = nodata
+        self._sample_transforms = transforms
+        super().__init__(paths, crs, res, None, None, cache)
+
+    def __getitem__(self, query: GeoSlice) -> dict[str, Any]:
+        """Return ``mask`` (int64 codes, NaN as ``nodata``) for a window."""
+        sample = super().__getitem__(query)
+        sample['mask'] = self._codes(sample['mask'])
+        if self._sample_transforms is not None:
+            sample = self._sample_transforms(sample)
+        return sample
 
 
-class CoarseLabels(QuietRegrid, RasterDataset):
+class CoarseLabels(QuietRegrid, _ClassCodes):
     r"""Coarse categorical labels with the block structure of their own grid.
 
     Each sample holds ``coarse`` (the coarse code at every pixel of the query grid,
@@ -150,6 +258,8 @@ class CoarseLabels(QuietRegrid, RasterDataset):
     """
 
     is_image = False
+    kind = 'coarse'
+    nodata_option = 'coarse_nodata'
 
     def __init__(
         self,
@@ -269,45 +379,6 @@ class CoarseLabels(QuietRegrid, RasterDataset):
         key = cell * (int(coarse.max()) + 1) + coarse.astype(np.int64)
         _, inv = np.unique(key, return_inverse=True)
         return inv.reshape(h, w).astype(np.int64)
-
-    @property
-    def dtype(self) -> torch.dtype:
-        """float32 as read, so that NaN survives until :meth:`__getitem__` makes it nodata.
-
-        TorchGeo casts a mask to int64 on reading, which turns the NaN of a
-        floating-point coarse raster into an arbitrary code.
-        """
-        return torch.float32
-
-    @property
-    def resampling(self) -> Resampling:
-        """Nearest: codes are categories (TorchGeo's default for floats is bilinear)."""
-        return Resampling.nearest
-
-    def _codes(self, values: Tensor) -> Tensor:
-        """Coarse codes (int64) of a window read as float: NaN is ``nodata``.
-
-        Raises:
-            ValueError: for NaN without a ``nodata`` code, or codes that are not
-                whole numbers (a continuous raster given as coarse labels).
-        """
-        files = ', '.join(sorted(set(self.index.filepath)))
-        missing = torch.isnan(values)
-        if bool(missing.any()):
-            if self.nodata is None:
-                raise ValueError(
-                    f'{files}: NaN coarse pixels but nodata=None; give the nodata '
-                    'code (coarse_nodata) that NaN should become.'
-                )
-            values = torch.where(missing, float(self.nodata), values)
-        fractions = values[values != values.round()]
-        if fractions.numel():
-            raise ValueError(
-                f'{files}: coarse labels must be whole-number class codes, but the '
-                f'raster holds fractions such as {float(fractions[0]):g}; give a '
-                'class map.'
-            )
-        return values.long()
 
     def __getitem__(self, query: GeoSlice) -> dict[str, Any]:
         """Return ``coarse`` (and ``block``) for a window.

@@ -69,16 +69,17 @@ def test_misaligned_coarse_grids_are_rejected(tmp_path, scene):
         CoarseLabels(folder, glob='*_nlcd.tif')
 
 
-def _float_copy(scene, folder, edit):
-    """The scene's coarse labels as float32 with NaN nodata, edited by ``edit``."""
+def _float_copy(scene, folder, edit, which='coarse'):
+    """The scene's coarse (or fine) labels as float32 with NaN nodata, edited."""
     folder.mkdir()
-    with rasterio.open(scene.coarse) as src:
+    path = getattr(scene, which)
+    with rasterio.open(path) as src:
         prof, data = src.profile, src.read().astype(np.float32)
     edit(data)
     prof.update(dtype='float32', nodata=float('nan'))
-    with rasterio.open(folder / 'a_nlcd.tif', 'w', **prof) as dst:
+    with rasterio.open(folder / path.name, 'w', **prof) as dst:
         dst.write(data)
-    with rasterio.open(scene.coarse) as src:
+    with rasterio.open(path) as src:
         return src.read(1)
 
 
@@ -99,7 +100,9 @@ def test_nan_in_float_coarse_labels_is_nodata(tmp_path, scene):
     assert (got == 0).sum() > (want == 0).sum()  # the NaN rows became nodata
     assert ((got == want) | (got == 0)).all()  # nearest codes, not interpolated
     assert (s['block'].numpy()[got == 0] == -1).all()
-    with pytest.raises(ValueError, match='NaN coarse pixels but nodata=None'):
+    with pytest.raises(
+        ValueError, match=r'NaN coarse pixels but no nodata code; .*\(coarse_nodata\)'
+    ):
         _whole(CoarseLabels(tmp_path / 'c', glob='*_nlcd.tif', nodata=None))
 
 
@@ -108,5 +111,35 @@ def test_fractional_coarse_values_are_refused(tmp_path, scene):
         data[0, 0, 0] = 41.5
 
     _float_copy(scene, tmp_path / 'c', fractions)
-    with pytest.raises(ValueError, match=r'a_nlcd\.tif: coarse labels must be whole'):
+    with pytest.raises(ValueError, match=r'_nlcd\.tif: coarse labels must be whole'):
         _whole(CoarseLabels(tmp_path / 'c', glob='*_nlcd.tif'))
+
+
+def test_nan_in_float_fine_labels_is_nodata(tmp_path, scene):
+    """TorchGeo cast a NaN fine label to an arbitrary integer (an unknown code)."""
+
+    def holes(data):
+        data[0, :5] = np.nan
+
+    codes = _float_copy(scene, tmp_path / 'f', holes, which='fine')
+    got = _whole(FineLabels(tmp_path / 'f', glob='*_lc.tif'))['mask']
+    want = _whole(FineLabels(scene.fine.parent, glob='*_lc.tif'))['mask'].numpy()
+    assert got.dtype == torch.int64
+    got = got.numpy()
+    assert (got[:5] == 0).all() and set(np.unique(got)) <= set(np.unique(codes)) | {0}
+    assert (got[5:] == want[5:]).all()  # nearest codes, not interpolated
+    moved = _whole(FineLabels(tmp_path / 'f', glob='*_lc.tif', nodata=9))['mask']
+    assert (moved.numpy()[:5] == 9).all()
+    with pytest.raises(
+        ValueError, match=r'_lc\.tif: NaN fine pixels .*\(fine_nodata\)'
+    ):
+        _whole(FineLabels(tmp_path / 'f', glob='*_lc.tif', nodata=None))
+
+
+def test_fractional_fine_values_are_refused(tmp_path, scene):
+    def fractions(data):
+        data[0, 0, 0] = 2.5
+
+    _float_copy(scene, tmp_path / 'f', fractions, which='fine')
+    with pytest.raises(ValueError, match=r'_lc\.tif: fine labels must be whole'):
+        _whole(FineLabels(tmp_path / 'f', glob='*_lc.tif'))

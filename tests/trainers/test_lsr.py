@@ -278,3 +278,27 @@ def test_naive_warmup_trains_the_first_steps_with_the_soft_naive_loss(monkeypatc
 def test_negative_naive_warmup_is_refused():
     with pytest.raises(ValueError, match='naive_warmup=-1'):
         LabelSuperResolutionTask(model='local', naive_warmup=-1)
+
+
+def test_hr_trains_on_float_fine_labels_with_nan(scene, tmp_path):
+    """NaN in a float fine raster is fine nodata through the datamodule (TorchGeo
+    cast it to an arbitrary integer, which the task refused as an unknown code)."""
+    import rasterio
+
+    with rasterio.open(scene.fine) as src:
+        prof, data = src.profile, src.read().astype('float32')
+    data[:, :40] = float('nan')
+    prof.update(dtype='float32', nodata=float('nan'))
+    fine = tmp_path / scene.fine.name
+    with rasterio.open(fine, 'w', **prof) as dst:
+        dst.write(data)
+    dm = _dm(scene, fine_paths=str(fine))
+    dm.setup('fit')
+    batch = next(iter(dm.train_dataloader()))
+    assert set(batch['mask'].unique().tolist()) <= {0, 1, 2, 3, 4}
+    task = LabelSuperResolutionTask(model='fcn', num_filters=8, loss='hr')
+    trainer = _trainer()
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        trainer.fit(task, datamodule=dm)
+    assert 0 <= float(trainer.callback_metrics['val_miou']) <= 1
