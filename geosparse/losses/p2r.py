@@ -141,6 +141,7 @@ def p2r_loss(
     confidence: list[Tensor] | None = None,
     pos_weight: float = 2.0,
     background_weight: float | list[Tensor] = 1.0,
+    cell_weight: Tensor | None = None,
 ) -> Tensor:
     """P2R loss of a batch: weighted BCE over all cells of every image.
 
@@ -154,9 +155,14 @@ def p2r_loss(
         pos_weight: extra weight of the positives.
         background_weight: weight of the cells in no region: one number, or per
             image an ``(h, w)`` map.
+        cell_weight: ``(B, h, w)`` factor of every cell's weight, e.g. 0 where
+            the imagery has no data (default: 1).
 
     Returns:
         Scalar loss (mean over cells).
+
+    .. versionchanged:: 0.7
+       ``cell_weight``.
 
     Raises:
         ValueError: if the number of point sets differs from the batch.
@@ -180,6 +186,8 @@ def p2r_loss(
         weights.append(wt)
     target = torch.stack(targets).to(maps.device)
     weight = torch.stack(weights).to(maps.device)
+    if cell_weight is not None:
+        weight = weight * cell_weight.to(weight)
     return F.binary_cross_entropy_with_logits(maps, target, weight=weight)
 
 

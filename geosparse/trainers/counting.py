@@ -200,6 +200,24 @@ class _CountingTask(FiniteTraining, PixelwiseRegression):
         r"""``(B,)`` :math:`\sqrt{\phi\, v}`: standard deviations of the counts (module doc)."""
         return (self.dispersion * self.count_variance(out)).clamp_min(0).sqrt()
 
+    def exclude_pixels(self, batch: dict[str, Any], bad: Tensor) -> bool:
+        """Drop the points on ``bad`` pixels and keep ``bad`` for the loss.
+
+        The loss then covers only pixels with data (:meth:`data_pixels`): a hole
+        in the imagery is neither "no object here" nor counted.
+        """
+        batch['nodata_pixels'] = bad
+        return super().exclude_pixels(batch, bad)
+
+    def data_pixels(self, batch: dict[str, Any]) -> Tensor | None:
+        """``(B, 1, H, W)`` float, 1 where the imagery has data (None: everywhere)."""
+        bad = batch.get('nodata_pixels')
+        return None if bad is None else (~bad[:, None]).float()
+
+    def without_nodata(self, out: Tensor, batch: dict[str, Any]) -> Tensor:
+        """``out`` with the pixels without data left out of the count (as ``geosparse count`` does)."""
+        return out
+
     def point_lists(self, batch: dict[str, Any]) -> list[Tensor]:
         """Per sample, its ``(N_b, 2)`` valid points."""
         return [p[v] for p, v in zip(batch['points'], batch['valid'], strict=True)]
@@ -214,6 +232,7 @@ class _CountingTask(FiniteTraining, PixelwiseRegression):
         lab = _labelled_mask(batch)
         if not bool(lab.any()):
             return
+        out = self.without_nodata(out, batch)
         truth = batch['valid'].sum(1).float()
         metrics = getattr(self, f'{prefix}_metrics')
         pred = self.count(out.detach()) if counts is None else counts.detach()
@@ -255,10 +274,11 @@ class _CountingTask(FiniteTraining, PixelwiseRegression):
         """
         out = self(batch['image'])
         truth = batch['valid'].sum(1).float()
-        pred = self.count(out)
+        pred = self.count(self.without_nodata(out, batch))
         loss = (pred - truth).abs().mean()
         self.log('val_loss', loss, batch_size=out.shape[0])
         kept = self.predicting_output(batch['image'], out)
+        kept = self.without_nodata(kept, batch)
         kept_pred = pred if kept is out else self.count(kept)  # counted once
         self._score(batch, kept, 'val', kept_pred)
         lab = _labelled_mask(batch)
@@ -502,6 +522,11 @@ class DensityTask(_CountingTask):
         )
         return [band], {'counting': 'density', 'count_dispersion': self.dispersion}
 
+    def without_nodata(self, out: Tensor, batch: dict[str, Any]) -> Tensor:
+        """The density, 0 where the imagery has no data."""
+        data = self.data_pixels(batch)
+        return out if data is None else out * data
+
     def count(self, out: Tensor) -> Tensor:
         """Sum of the density per window."""
         return out.sum(dim=(1, 2, 3))
@@ -511,9 +536,21 @@ class DensityTask(_CountingTask):
         return self.count(out)
 
     def sample_loss(
-        self, density: Tensor, points: Tensor, covs: Tensor | None
+        self,
+        density: Tensor,
+        points: Tensor,
+        covs: Tensor | None,
+        data: Tensor | None = None,
     ) -> Tensor:
         """Loss of one window ``(H, W)`` with its points (and GST covariances).
+
+        Args:
+            density: the window's density.
+            points: its points in pixels.
+            covs: their GST covariances.
+            data: ``(H, W)``, 1 where the imagery has data; elsewhere the density
+                is left out (the transport losses see no mass there, ``mse``
+                averages over the pixels with data).
 
         Raises:
             ValueError: for ``gst`` without covariances.
@@ -521,9 +558,14 @@ class DensityTask(_CountingTask):
         h, w = density.shape
         hp = self.hparams
         s = hp['density_scale']
+        if data is not None:
+            density = density * data
         if hp['loss'] == 'mse':
             target = smoothed_point_map(points, (h, w), hp['sigma']).to(density)
-            return (s * (density - target)).square().mean()
+            err = (s * (density - target)).square()
+            if data is None:
+                return err.mean()
+            return (err * data).sum() / data.sum().clamp_min(1)
         if hp['loss'] == 'ot':
             return dm_count_loss(
                 density,
@@ -596,10 +638,18 @@ class DensityTask(_CountingTask):
         lab = _labelled_mask(batch)
         losses = []
         covariances = batch.get('covariances')
+        data = self.data_pixels(batch)
         for i in torch.nonzero(lab).flatten().tolist():
             ok = batch['valid'][i]
             covs = covariances[i][ok] if covariances is not None else None
-            losses.append(self.sample_loss(out[i, 0], batch['points'][i][ok], covs))
+            losses.append(
+                self.sample_loss(
+                    out[i, 0],
+                    batch['points'][i][ok],
+                    covs,
+                    None if data is None else data[i, 0],
+                )
+            )
         if not losses:
             return None  # type: ignore[return-value]
         return torch.stack(losses).mean()
@@ -787,6 +837,16 @@ class PointMapTask(_CountingTask):
         s = int(self.hparams['stride'])
         return F.avg_pool2d(logits, s, ceil_mode=True) if s > 1 else logits
 
+    def data_cells(self, batch: dict[str, Any]) -> Tensor | None:
+        """``(B, 1, h, w)``: 1 for cells with a pixel of data, else 0 (None: all)."""
+        data = self.data_pixels(batch)
+        return None if data is None else (self.pool(data) > 0).float()
+
+    def without_nodata(self, out: Tensor, batch: dict[str, Any]) -> Tensor:
+        """Logits of cells without data at -10⁴ (probability 0: not counted)."""
+        cells = self.data_cells(batch)
+        return out if cells is None else out.masked_fill(cells == 0, -1e4)
+
     def cell_points(self, points: Tensor) -> Tensor:
         """Pixel ``(row, col)`` positions in cell units of the logit map."""
         return points / self.hparams['stride']
@@ -858,12 +918,14 @@ class PointMapTask(_CountingTask):
             return None  # type: ignore[return-value]
         points = [self.cell_points(p) for p in self.point_lists(batch)]
         hp = self.hparams
+        cells = self.data_cells(batch)
         return p2r_loss(
             out[idx],
             [points[i] for i in idx.tolist()],
             hp['radius'] / hp['stride'],
             None,
             hp['pos_weight'],
+            cell_weight=None if cells is None else cells[idx, 0],
         )
 
     def strong(self, image: Tensor) -> Tensor:
@@ -943,6 +1005,7 @@ class PointMapTask(_CountingTask):
             keep = not hp.get('strong_view_statistics', True)
             with frozen_norm_statistics(self.model) if keep else nullcontext():
                 student = self(self.strong(weak))
+            cells = self.data_cells(batch)
             unsup = p2r_loss(
                 student,
                 pts,
@@ -950,6 +1013,7 @@ class PointMapTask(_CountingTask):
                 conf,
                 hp['pos_weight'],
                 background,
+                None if cells is None else cells[unl, 0],
             )
             wt = unlabelled_weight(
                 self.global_step - hp['warmup_steps'],

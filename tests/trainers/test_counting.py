@@ -551,3 +551,46 @@ def test_strong_views_can_leave_the_norm_statistics_to_the_weak_windows(
     moved = running_means()
     torch.testing.assert_close(kept, weak_only)
     assert not torch.allclose(moved, weak_only)
+
+
+def _half_nodata_batch():
+    """A window whose left half is NaN (nodata), with points on both halves."""
+    image = torch.rand(1, 3, 32, 32) * 100
+    image[..., :16] = float('nan')
+    points = torch.tensor([[[8.5, 4.5], [10.5, 24.5], [20.5, 28.5]]])
+    return {
+        'image': image,
+        'points': points,
+        'valid': torch.ones(1, 3, dtype=torch.bool),
+        'covariances': torch.tensor([[[4.0, 0.0, 4.0]] * 3]),
+    }
+
+
+@pytest.mark.parametrize('loss', ['mse', 'bayesian', 'gst', 'ot'])
+def test_density_loss_and_count_leave_nodata_pixels_out(loss):
+    """Pixels without data were zeroed for the network but still in the loss: there
+    they taught "no object here" (and their density was counted)."""
+    task = DensityTask(loss=loss, model='fcn', num_filters=4, sigma=2.0)
+    batch = _half_nodata_batch()
+    with pytest.warns(UserWarning, match='are left out'):
+        task.on_train_batch_start(batch, 0)
+    assert batch['valid'].tolist() == [[False, True, True]]
+    out = torch.full((1, 1, 32, 32), 0.01, requires_grad=True)
+    task.compute_loss(batch, out).backward()
+    assert out.grad is not None
+    assert (out.grad[..., :16] == 0).all() and (out.grad[..., 16:] != 0).any()
+    counted = task.count(task.without_nodata(out.detach(), batch))
+    assert float(counted) == pytest.approx(0.01 * 32 * 16)
+
+
+def test_point_map_loss_and_count_leave_nodata_cells_out():
+    task = PointMapTask(model='fcn', num_filters=4, stride=4)
+    batch = _half_nodata_batch()
+    with pytest.warns(UserWarning, match='are left out'):
+        task.on_train_batch_start(batch, 0)
+    out = torch.zeros(1, 1, 8, 8, requires_grad=True)
+    task.compute_loss(batch, out).backward()
+    assert out.grad is not None
+    assert (out.grad[..., :4] == 0).all() and (out.grad[..., 4:] != 0).any()
+    kept = task.without_nodata(torch.full((1, 1, 8, 8), 5.0), batch)
+    assert float(task.count(kept)) == 32  # the 8 x 4 cells with data
