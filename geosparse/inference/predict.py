@@ -52,6 +52,10 @@ __all__ = [
     'stac_jobs',
 ]
 
+#: Pixels of the decimated grid on which coarse labels are read once per raster,
+#: before any block: for the code check and the radiometry's land-cover shares.
+OVERVIEW_PIXELS = 1_000_000
+
 
 def further_path(out_path: str | os.PathLike[str], kind: str) -> Path:
     """Path of a further output file of ``kind`` beside the main COG.
@@ -176,8 +180,10 @@ def predict_raster(
     tags: dict[str, Property] = {}
     # Coarse labels serve the prior combination, and the radiometry matching
     # (the training imagery mixed in this raster's land-cover composition).
-    radiometry_coarse = coarse_path if predictor.coarse_radiometry else None
-    if coarse_path is not None and (predictor.uses_coarse or radiometry_coarse):
+    radiometry_coarse: list[np.ndarray] | None = None
+    if coarse_path is not None and (
+        predictor.uses_coarse or predictor.coarse_radiometry
+    ):
         cover = src.grid.coverage(coarse_path)
         if cover == 0:
             raise ValueError(
@@ -185,15 +191,21 @@ def predict_raster(
                 'labels of this area, or leave --coarse out.'
             )
         tags.update(coarse=Path(coarse_path).name, coarse_coverage=round(cover, 4))
+        # One read on the decimated grid serves the code check and the composition.
+        overview = read_coarse_on_grid(coarse_path, src.grid.decimated(OVERVIEW_PIXELS))
         if predictor.uses_coarse:
-            predictor.check_coarse(coarse_path, src.grid)
+            predictor.check_coarse(coarse_path, src.grid, values=overview)
+        if predictor.coarse_radiometry:
+            radiometry_coarse = [overview]
     if predictor.reveal is not None:
         predictor, outside = _reveal_on(predictor, src, label)
         tags['revealed_points_outside'] = outside
     # With radiometry 'match' (or 'auto' and far from the training imagery), this
     # raster's bands are mapped onto the training's (before the network is read at
     # the known points, so that it is the map's network there).
-    predictor = predictor.matched(src, coarse=radiometry_coarse)
+    predictor = predictor.matched(
+        src, max_pixels=OVERVIEW_PIXELS, coarse=radiometry_coarse
+    )
     # With Predictor.refit, the kernel is re-fitted on this raster's known points;
     # in any case the network mean at them is computed once, for every block.
     predictor = predictor.refitted(src, block, halo, progress=progress)

@@ -369,6 +369,7 @@ class Predictor:
         coarse: str | os.PathLike[str],
         grid: Any,
         max_pixels: int = 1_000_000,
+        values: np.ndarray | None = None,
     ) -> None:
         """Refuse coarse labels whose codes the task's joint distribution lacks.
 
@@ -377,15 +378,23 @@ class Predictor:
         task's ``coarse_nodata`` (and NaN) are nodata. Does nothing for a task
         without a joint distribution.
 
-        .. versionadded:: 0.7
+        Args:
+            coarse: the coarse raster, named in the error.
+            grid: the imagery's grid.
+            max_pixels: pixels of the decimated grid.
+            values: the codes already read on that grid (then nothing is read).
 
         Raises:
             PriorError: naming ``coarse`` and the missing codes.
+
+        .. versionadded:: 0.7
         """
         table = getattr(self.task, 'table', None)
         if table is None:
             return
-        codes = np.unique(read_coarse_on_grid(coarse, grid.decimated(max_pixels)))
+        if values is None:
+            values = read_coarse_on_grid(coarse, grid.decimated(max_pixels))
+        codes = np.unique(values)
         nodata = self.task.hparams.get('coarse_nodata')
         if nodata is not None:
             codes = codes[codes != nodata]

@@ -288,6 +288,7 @@ def test_geosparse_predict_matches_in_the_land_cover_of_coarse(tmp_path, capsys)
         rng.normal(60, 6, (4, 64, 64)).clip(0, 255),
         rng.normal(170, 6, (4, 64, 64)).clip(0, 255),
     )
+    task.hparams['prior_weight'] = 1.0  # coarse labels also combine with the map
     ckpt = save_untrained(task, tmp_path / 'lsr.ckpt')
     image = rng.normal(60, 6, (4, 64, 64)) * 0.5 + 20  # forest, another acquisition
     write_raster(tmp_path / 'r.tif', image.clip(0, 255).astype(np.uint8))
@@ -300,7 +301,21 @@ def test_geosparse_predict_matches_in_the_land_cover_of_coarse(tmp_path, capsys)
         with rasterio.open(out / 'r_landcover.tif') as src:
             return src.tags()
 
-    with_coarse = tag('--coarse', str(tmp_path / 'nlcd.tif'))
+    import geosparse.inference.predict as predict_module
+    import geosparse.inference.predictor as predictor_module
+
+    reads = []
+    read = predict_module.read_coarse_on_grid
+    # one read on the decimated grid serves the code check and the composition
+    with pytest.MonkeyPatch.context() as mp:
+        for module in (predict_module, predictor_module):
+            mp.setattr(
+                module,
+                'read_coarse_on_grid',
+                lambda *a, **k: reads.append(a) or read(*a, **k),
+            )
+        with_coarse = tag('--coarse', str(tmp_path / 'nlcd.tif'))
+    assert len(reads) == 1
     assert 'is not used' not in capsys.readouterr().err  # it sets the reference
     report = json.loads(with_coarse['radiometry'])
     assert report['matched'] and report['reference'] == 'land-cover composition'
