@@ -594,3 +594,14 @@ def test_point_map_loss_and_count_leave_nodata_cells_out():
     assert (out.grad[..., :4] == 0).all() and (out.grad[..., 4:] != 0).any()
     kept = task.without_nodata(torch.full((1, 1, 8, 8), 5.0), batch)
     assert float(task.count(kept)) == 32  # the 8 x 4 cells with data
+    # semi-supervised: the pseudo-label loss of an unlabelled window with a hole
+    semi = PointMapTask(
+        model='fcn', num_filters=4, stride=4, warmup_steps=0, pseudo_threshold=0.0
+    )
+    batch = _half_nodata_batch()
+    batch = {k: torch.cat([v, v]) for k, v in batch.items()}
+    batch['labelled'] = torch.tensor([True, False])
+    with pytest.warns(UserWarning, match='are left out'):
+        semi.on_train_batch_start(batch, 0)
+    loss = semi.training_step(batch, 0)
+    assert loss is not None and torch.isfinite(loss)
