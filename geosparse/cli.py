@@ -520,12 +520,8 @@ def _priors_show(args: argparse.Namespace) -> int:
 
 
 def _priors_estimate(args: argparse.Namespace) -> int:
-    import warnings
-
     import numpy as np
-    import rasterio
 
-    from .datasets.coarse import CoarseLabels, class_codes
     from .priors import JointDistribution
 
     try:
@@ -540,48 +536,99 @@ def _priors_estimate(args: argparse.Namespace) -> int:
         return _fail(
             f'--fine-names has {len(names)} names but --fine-codes {len(codes)} codes.'
         )
-    for option, path in (('--fine', args.fine), ('--coarse', args.coarse)):
-        if not os.path.isfile(path):
-            return _fail(f'{option} {path}: no such file.')
+    if len(args.fine) != len(args.coarse):
+        return _fail(
+            f'--fine has {len(args.fine)} rasters but --coarse {len(args.coarse)}; '
+            'give one coarse raster per fine raster, in the same order.'
+        )
+    for option, paths in (('--fine', args.fine), ('--coarse', args.coarse)):
+        for path in paths:
+            if not os.path.isfile(path):
+                return _fail(f'{option} {path}: no such file.')
+    pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] = []
+    for fine_path, coarse_path in zip(args.fine, args.coarse, strict=True):
+        try:
+            pair = _read_label_pair(fine_path, coarse_path, args)
+        except ValueError as err:
+            return _fail(str(err))
+        pairs.append(pair)
+    if len(pairs) == 1:
+        coarse, fine, block = pairs[0]
+    else:  # blocks of every pair apart: ids offset, or one per pair and class
+        coarse = np.concatenate([c.ravel() for c, _, _ in pairs])
+        fine = np.concatenate([f.ravel() for _, f, _ in pairs])
+        ids, offset = [], 0
+        for c, _, b in pairs:
+            own = np.unique(c, return_inverse=True)[1] if b is None else b
+            ids.append(np.where(own < 0, -1, own + offset).ravel())  # -1: nodata
+            offset += int(own.max()) + 1
+        block = np.concatenate(ids)
+    table = JointDistribution.estimate(
+        coarse,
+        fine,
+        fine_codes=codes,
+        fine_names=names,
+        coarse_nodata=args.coarse_nodata,
+        fine_nodata=args.fine_nodata,
+        block_ids=block,
+    )
+    table.to_csv(args.out)
+    print(
+        f'wrote {args.out}: {table.num_coarse} coarse x {table.num_fine} fine classes'
+        + (f' from {len(pairs)} raster pairs' if len(pairs) > 1 else '')
+    )
+    return 0
+
+
+def _read_label_pair(
+    fine_path: str, coarse_path: str, args: argparse.Namespace
+) -> tuple[Any, Any, Any]:
+    """Coarse codes on a fine raster's grid, its fine codes and the block ids.
+
+    Returns:
+        ``(coarse, fine, block)`` of one shape; ``block`` is None with
+        ``--blocks regions`` (each coarse class one block).
+
+    Raises:
+        ValueError: a one-line message naming the files and the fix.
+    """
+    import warnings
+
+    import numpy as np
+    import rasterio
+
+    from .datasets.coarse import CoarseLabels, class_codes
+
     try:
-        with rasterio.open(args.fine) as src:
+        with rasterio.open(fine_path) as src:
             fine = class_codes(
-                src.read(1), args.fine_nodata, args.fine, 'fine', '--fine-nodata'
+                src.read(1), args.fine_nodata, fine_path, 'fine', '--fine-nodata'
             )
             crs, res, b = src.crs, src.res, src.bounds
         coarse_ds = CoarseLabels(
-            args.coarse, crs=crs, res=res, nodata=args.coarse_nodata, blocks=args.blocks
+            coarse_path, crs=crs, res=res, nodata=args.coarse_nodata, blocks=args.blocks
         )
     except (rasterio.errors.RasterioIOError, ValueError) as err:
-        return _fail(f'--fine {args.fine} / --coarse {args.coarse}: {err}')
+        raise ValueError(f'--fine {fine_path} / --coarse {coarse_path}: {err}') from err
     q = (slice(b.left, b.right), slice(b.bottom, b.top), slice(None))
     try:
         with warnings.catch_warnings():  # an all-nodata window: the estimate says so
             warnings.simplefilter('ignore', UserWarning)
             sample = coarse_ds[q]
-    except IndexError:
-        return _fail(
-            f'--coarse {args.coarse} does not overlap --fine {args.fine}; they must '
+    except IndexError as err:
+        raise ValueError(
+            f'--coarse {coarse_path} does not overlap --fine {fine_path}; they must '
             'cover one area.'
-        )
+        ) from err
     except ValueError as err:  # NaN without a nodata code, fractional codes
-        return _fail(f'--coarse: {err}')
+        raise ValueError(f'--coarse: {err}') from err
     coarse = sample['coarse'].numpy()
     block = sample.get('block')
-    table = JointDistribution.estimate(
+    return (
         coarse,
         fine[: coarse.shape[0], : coarse.shape[1]],
-        fine_codes=codes,
-        fine_names=names,
-        coarse_nodata=args.coarse_nodata,
-        fine_nodata=args.fine_nodata,
-        block_ids=None if block is None else np.asarray(block),
+        None if block is None else np.asarray(block),
     )
-    table.to_csv(args.out)
-    print(
-        f'wrote {args.out}: {table.num_coarse} coarse x {table.num_fine} fine classes'
-    )
-    return 0
 
 
 def _console_options(parser: argparse.ArgumentParser, top: bool = False) -> None:
@@ -962,15 +1009,39 @@ def build_parser() -> argparse.ArgumentParser:
     est = psub.add_parser(
         'estimate',
         help='estimate a table from paired coarse and fine rasters',
-        description=(
+        description=textwrap.fill(
             'Count the fine classes inside every coarse block and write, per coarse '
             'class, the mean and std of each fine-class fraction. The coarse raster '
             'may be in any CRS and resolution: it is reprojected onto the fine grid '
-            'and, with --blocks grid, every coarse pixel is one block.'
+            'and, with --blocks grid, every coarse pixel is one block. Several '
+            'pairs (--coarse and --fine in the same order) are pooled into one table.',
+            79,
         ),
+        epilog=textwrap.dedent(
+            """\
+            Examples:
+              geosparse priors estimate --coarse nlcd.tif --fine lc.tif --out mine.csv
+              geosparse priors estimate --coarse a_nlcd.tif b_nlcd.tif --fine a_lc.tif b_lc.tif --out mine.csv
+
+            Train with it: LabelSuperResolutionTask(priors='mine.csv'), or
+            priors: mine.csv in a torchgeo fit config.
+            """
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    est.add_argument('--coarse', required=True, help='coarse label raster (e.g. NLCD)')
-    est.add_argument('--fine', required=True, help='fine label raster')
+    est.add_argument(
+        '--coarse',
+        required=True,
+        nargs='+',
+        help='coarse label raster(s) (e.g. NLCD), one per --fine raster',
+    )
+    est.add_argument(
+        '--fine',
+        required=True,
+        nargs='+',
+        help='fine label raster(s); several are pooled into one table, each pair '
+        'keeping its own blocks',
+    )
     est.add_argument('--out', required=True, help='output CSV')
     est.add_argument('--fine-codes', default='1,2,3,4', help='fine raster values')
     est.add_argument('--fine-names', default='water,forest,field,impervious')

@@ -630,7 +630,7 @@ def test_lsr_task_takes_a_joint_distribution_object():
         LabelSuperResolutionTask(model='fcn', priors=3)
 
 
-def _labels(path, data, nodata=0, dtype='uint8'):
+def _labels(path, data, nodata=0, dtype='uint8', top=4200000):
     profile = dict(
         driver='GTiff',
         width=data.shape[1],
@@ -638,7 +638,7 @@ def _labels(path, data, nodata=0, dtype='uint8'):
         count=1,
         dtype=dtype,
         crs='EPSG:32618',
-        transform=rasterio.transform.from_origin(500000, 4200000, 1, 1),
+        transform=rasterio.transform.from_origin(500000, top, 1, 1),
         nodata=nodata,
     )
     with rasterio.open(path, 'w', **profile) as dst:
@@ -696,6 +696,29 @@ def test_priors_estimate_reads_nan_fine_labels_as_nodata(tmp_path, monkeypatch):
     assert main([*args, '--fine', 'fine.tif', '--out', 'int.csv']) == 0
     assert main([*args, '--fine', 'nan.tif', '--out', 'nan.csv']) == 0
     assert (tmp_path / 'nan.csv').read_text() == (tmp_path / 'int.csv').read_text()
+
+
+def test_priors_estimate_pools_several_raster_pairs(tmp_path, monkeypatch, capsys):
+    """Two halves given as two pairs give the table of the whole raster (blocks of
+    30 m cells that the split does not cut); mismatched lists are refused."""
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(2)
+    coarse = np.repeat(np.repeat(rng.choice([41, 82, 21], (4, 2)), 30, 0), 30, 1)
+    fine = rng.integers(1, 5, (120, 60))
+    _labels(tmp_path / 'coarse.tif', coarse)
+    _labels(tmp_path / 'fine.tif', fine)
+    _labels(tmp_path / 'top.tif', fine[:60])
+    _labels(tmp_path / 'bottom.tif', fine[60:], top=4200000 - 60)
+    args = ['priors', 'estimate', '--blocks', 'cells', '--out']
+    assert main([*args, 'one.csv', '--coarse', 'coarse.tif', '--fine', 'fine.tif']) == 0
+    two = ['--coarse', 'coarse.tif', 'coarse.tif', '--fine', 'top.tif', 'bottom.tif']
+    assert main([*args, 'two.csv', *two]) == 0
+    assert 'from 2 raster pairs' in capsys.readouterr().out
+    assert (tmp_path / 'two.csv').read_text() == (tmp_path / 'one.csv').read_text()
+    bad = ['--coarse', 'coarse.tif', '--fine', 'top.tif', 'bottom.tif']
+    assert main([*args, 'bad.csv', *bad]) == 2
+    assert '--fine has 2 rasters but --coarse 1' in capsys.readouterr().err
+    assert not (tmp_path / 'bad.csv').exists()
 
 
 def test_a_truncated_raster_is_named_as_damaged(tmp_path, ckpt, capsys):
