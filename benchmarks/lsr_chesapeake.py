@@ -452,6 +452,7 @@ def train(
         var_floor_scale=args.var_floor_scale,
         lsr_variant=args.lsr_variant,
         prior_rule=args.prior_rule,
+        priors=args.priors,
     )
     callbacks: list[Callback] = []
     if args.average_from > 0:
@@ -842,6 +843,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument('--var-floor', type=float, default=0.03)
     parser.add_argument(
+        '--priors',
+        default='nlcd-landcover4',
+        help="the tasks' joint distribution: a built-in name (default "
+        'nlcd-landcover4, Maryland 2013) or a CSV of `geosparse priors estimate`; '
+        'with a CSV the JSON also scores nlcd-argmax-priors, the NLCD map read '
+        'through that table',
+    )
+    parser.add_argument(
         '--lsr-variant',
         default='gaussian',
         choices=('gaussian', 'interval', 'kl'),
@@ -1010,12 +1019,22 @@ def run(args: argparse.Namespace, methods: list[str], work: Path) -> None:
             bar.update(1)
     bar.close()
     baseline = evaluate(None, eval_data, table, args.diagnose)
+    extra_baselines: dict[str, Any] = {}
+    if args.priors != 'nlcd-landcover4':
+        own = JointDistribution.load(args.priors)
+        if list(own.fine_codes) != list(table.fine_codes):
+            sys.exit(f'--priors {args.priors}: fine codes must be {table.fine_codes}.')
+        extra_baselines['nlcd-argmax-priors'] = evaluate(
+            None, eval_data, own, args.diagnose
+        )
     results: dict[str, dict[str, Any]] = {}
     for protocol in protocols:
         runs = per_seed[protocol]
         names = [m for m in PROTOCOLS[protocol] if m in methods]
         scores = {m: mean_scores([r[m] for r in runs.values()]) for m in names}
-        entry: dict[str, Any] = {'methods': scores | {'nlcd-argmax': baseline}}
+        entry: dict[str, Any] = {
+            'methods': scores | {'nlcd-argmax': baseline} | extra_baselines
+        }
         if len(args.seeds) > 1:
             entry['seeds'] = runs
         results[protocol] = entry
