@@ -85,7 +85,7 @@ from geosparse.datasets import (
 from geosparse.inference import Predictor
 from geosparse.io.raster import atomic_path, atomic_write_raster, atomic_write_text
 from geosparse.metrics import LandCoverMetrics, scores_from_confusion
-from geosparse.priors import NLCD_DEVELOPED, JointDistribution
+from geosparse.priors import NLCD_DEVELOPED, JointDistribution, PriorError
 from geosparse.trainers import LabelSuperResolutionTask, brief_trainer
 
 PROTOCOLS = {
@@ -914,6 +914,16 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f'--seeds {args.seeds}: give each seed once.')
         if (args.eval is None) == (args.holdout is None):
             parser.error('give either --eval DIR or --holdout ID ...')
+        try:
+            own = JointDistribution.load(args.priors)
+        except (PriorError, OSError) as err:
+            parser.error(f'--priors {args.priors}: {err}')
+        scored = list(JointDistribution.builtin('nlcd-landcover4').fine_codes)
+        if list(own.fine_codes) != scored:
+            parser.error(
+                f'--priors {args.priors}: fine codes {list(own.fine_codes)}; the '
+                f'benchmark scores the fine classes {scored} (Chesapeake).'
+            )
         if args.select_steps and not all(0 < n < args.steps for n in args.select_steps):
             parser.error(
                 f'--select-steps {args.select_steps}: give steps between 0 and '
@@ -1022,8 +1032,6 @@ def run(args: argparse.Namespace, methods: list[str], work: Path) -> None:
     extra_baselines: dict[str, Any] = {}
     if args.priors != 'nlcd-landcover4':
         own = JointDistribution.load(args.priors)
-        if list(own.fine_codes) != list(table.fine_codes):
-            sys.exit(f'--priors {args.priors}: fine codes must be {table.fine_codes}.')
         extra_baselines['nlcd-argmax-priors'] = evaluate(
             None, eval_data, own, args.diagnose
         )

@@ -1177,3 +1177,62 @@ def test_counting_refuses_a_validation_band_as_large_as_the_training_band(tmp_pa
     )
     assert res.returncode != 0 and '--val-fraction 0.7' in res.stderr
     assert not out.exists()  # nothing written
+
+
+def test_lsr_chesapeake_takes_an_estimated_joint_distribution(data_dir, tmp_path):
+    """--priors: a table of `geosparse priors estimate` trains the tasks, and the
+    NLCD map read through it is scored beside the built-in one."""
+    from geosparse.cli import main
+
+    chesapeake_split(data_dir, tmp_path, ['00', '03'], ['07'])
+    train = sorted((tmp_path / 'tr').iterdir())
+    csv = tmp_path / 'own.csv'
+    assert (
+        main(
+            [
+                'priors',
+                'estimate',
+                '--out',
+                str(csv),
+                '--coarse',
+                *[str(f) for f in train if f.name.endswith('_nlcd.tif')],
+                '--fine',
+                *[str(f) for f in train if f.name.endswith('_lc.tif')],
+            ]
+        )
+        == 0
+    )
+    out = tmp_path / 'r.json'
+    run_script(
+        'lsr_chesapeake.py',
+        '--train',
+        tmp_path / 'tr',
+        '--eval',
+        tmp_path / 'ev',
+        '--protocols',
+        'cross-tile',
+        '--methods',
+        'lsr',
+        '--steps',
+        '1',
+        '--batch-size',
+        '2',
+        '--priors',
+        csv,
+        '--out',
+        out,
+    )
+    methods = json.loads(out.read_text())['protocols']['cross-tile']['methods']
+    assert set(methods) == {'lsr', 'nlcd-argmax', 'nlcd-argmax-priors'}
+    assert 0 <= methods['nlcd-argmax-priors']['miou'] <= 1
+    bad = run_script(
+        'lsr_chesapeake.py',
+        '--train',
+        tmp_path,
+        '--eval',
+        tmp_path,
+        '--priors',
+        tmp_path / 'none.csv',
+        check=False,
+    )
+    assert bad.returncode != 0 and '--priors' in bad.stderr
