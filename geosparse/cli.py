@@ -624,11 +624,14 @@ def _read_label_pair(
         raise ValueError(f'--coarse: {err}') from err
     coarse = sample['coarse'].numpy()
     block = sample.get('block')
-    return (
-        coarse,
-        fine[: coarse.shape[0], : coarse.shape[1]],
-        None if block is None else np.asarray(block),
-    )
+    fine = fine[: coarse.shape[0], : coarse.shape[1]]
+    if fine.shape != coarse.shape:
+        raise ValueError(
+            f'--coarse {coarse_path} covers only part of --fine {fine_path} '
+            f'({coarse.shape[0]} x {coarse.shape[1]} of {fine.shape[0]} x '
+            f'{fine.shape[1]} pixels); give coarse labels of the whole raster.'
+        )
+    return coarse, fine, None if block is None else np.asarray(block)
 
 
 def _console_options(parser: argparse.ArgumentParser, top: bool = False) -> None:
@@ -1044,7 +1047,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     est.add_argument('--out', required=True, help='output CSV')
     est.add_argument('--fine-codes', default='1,2,3,4', help='fine raster values')
-    est.add_argument('--fine-names', default='water,forest,field,impervious')
+    est.add_argument(
+        '--fine-names',
+        default='water,forest,field,impervious',
+        help='names of the fine classes, in the order of --fine-codes',
+    )
     est.add_argument(
         '--coarse-nodata',
         type=int,
