@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Iterable
+from functools import cached_property
 from typing import Any, Literal
 
 import numpy as np
@@ -172,15 +173,19 @@ class _ClassCodes(RasterDataset):
         """Nearest: codes are categories (TorchGeo's default for floats is bilinear)."""
         return Resampling.nearest
 
+    @cached_property
+    def _files(self) -> str:
+        """The indexed files, named in messages (listed once, not per window)."""
+        return ', '.join(sorted(set(self.index.filepath)))
+
     def _codes(self, values: Tensor) -> Tensor:
         """Codes (int64) of a window read as float, by :func:`class_codes`.
 
         Raises:
             ValueError: for NaN without a ``nodata`` code, or fractional codes.
         """
-        files = ', '.join(sorted(set(self.index.filepath)))
         codes = class_codes(
-            values.numpy(), self.nodata, files, self.kind, self.nodata_option
+            values.numpy(), self.nodata, self._files, self.kind, self.nodata_option
         )
         return torch.from_numpy(codes)
 

@@ -30,7 +30,7 @@ from ..stac import asset_href, output_item, search_items, write_item
 from ..trainers.heads import CLASS_COLORS
 from ..trainers.lsr import LabelSuperResolutionTask
 from .blocks import OutputFile, predict_blocks
-from .predictor import Predictor
+from .predictor import OVERVIEW_PIXELS, Predictor
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -51,10 +51,6 @@ __all__ = [
     'run_jobs',
     'stac_jobs',
 ]
-
-#: Pixels of the decimated grid on which coarse labels are read once per raster,
-#: before any block: for the code check and the radiometry's land-cover shares.
-OVERVIEW_PIXELS = 1_000_000
 
 
 def further_path(out_path: str | os.PathLike[str], kind: str) -> Path:
@@ -203,9 +199,7 @@ def predict_raster(
     # With radiometry 'match' (or 'auto' and far from the training imagery), this
     # raster's bands are mapped onto the training's (before the network is read at
     # the known points, so that it is the map's network there).
-    predictor = predictor.matched(
-        src, max_pixels=OVERVIEW_PIXELS, coarse=radiometry_coarse
-    )
+    predictor = predictor.matched(src, coarse=radiometry_coarse)
     # With Predictor.refit, the kernel is re-fitted on this raster's known points;
     # in any case the network mean at them is computed once, for every block.
     predictor = predictor.refitted(src, block, halo, progress=progress)

@@ -49,6 +49,10 @@ from .refit import Drift, check_drift
 
 __all__ = ['Predictor']
 
+#: Pixels of the decimated grid on which a raster's coarse labels and band
+#: distributions are read before any block (the code check, the radiometry).
+OVERVIEW_PIXELS = 1_000_000
+
 # Models loaded in this process, by checkpoint path and hash (dask workers keep one).
 _LOADED: dict[tuple[str, str, str | None, bool], LightningModule] = {}
 _LOAD_LOCK = threading.Lock()
@@ -368,7 +372,7 @@ class Predictor:
         self,
         coarse: str | os.PathLike[str],
         grid: Any,
-        max_pixels: int = 1_000_000,
+        max_pixels: int = OVERVIEW_PIXELS,
         values: np.ndarray | None = None,
     ) -> None:
         """Refuse coarse labels whose codes the task's joint distribution lacks.
@@ -431,7 +435,7 @@ class Predictor:
     def matched(
         self,
         source: ImageSource | Sequence[np.ndarray],
-        max_pixels: int = 1_000_000,
+        max_pixels: int = OVERVIEW_PIXELS,
         coarse: str | os.PathLike[str] | Sequence[np.ndarray] | None = None,
     ) -> Predictor:
         """This predictor with ``source`` mapped onto the training radiometry.

@@ -274,12 +274,16 @@ class _CountingTask(FiniteTraining, PixelwiseRegression):
         """
         out = self(batch['image'])
         truth = batch['valid'].sum(1).float()
-        pred = self.count(self.without_nodata(out, batch))
+        masked = self.without_nodata(out, batch)
+        pred = self.count(masked)
         loss = (pred - truth).abs().mean()
         self.log('val_loss', loss, batch_size=out.shape[0])
         kept = self.predicting_output(batch['image'], out)
-        kept = self.without_nodata(kept, batch)
-        kept_pred = pred if kept is out else self.count(kept)  # counted once
+        if kept is out:  # masked and counted once
+            kept, kept_pred = masked, pred
+        else:
+            kept = self.without_nodata(kept, batch)
+            kept_pred = self.count(kept)
         self._score(batch, kept, 'val', kept_pred)
         lab = _labelled_mask(batch)
         if bool(lab.any()):  # the sums of the dispersion's estimator
