@@ -918,6 +918,7 @@ def main(argv: list[str] | None = None) -> None:
             own = JointDistribution.load(args.priors)
         except (PriorError, OSError) as err:
             parser.error(f'--priors {args.priors}: {err}')
+        args.priors_table = own
         scored = list(JointDistribution.builtin('nlcd-landcover4').fine_codes)
         if list(own.fine_codes) != scored:
             parser.error(
@@ -1030,10 +1031,9 @@ def run(args: argparse.Namespace, methods: list[str], work: Path) -> None:
     bar.close()
     baseline = evaluate(None, eval_data, table, args.diagnose)
     extra_baselines: dict[str, Any] = {}
-    if args.priors != 'nlcd-landcover4':
-        own = JointDistribution.load(args.priors)
+    if args.priors != 'nlcd-landcover4':  # the table main() loaded and checked
         extra_baselines['nlcd-argmax-priors'] = evaluate(
-            None, eval_data, own, args.diagnose
+            None, eval_data, args.priors_table, args.diagnose
         )
     results: dict[str, dict[str, Any]] = {}
     for protocol in protocols:

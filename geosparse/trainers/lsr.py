@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..compat import SemanticSegmentation
+from ..errors import InputError
 from ..io.spec import OutputSpec
 from ..losses import HardNaiveLoss, SoftNaiveLoss, StatisticsMatchingLoss
 from ..losses.balance import CoarseBalance
@@ -392,6 +393,29 @@ class LabelSuperResolutionTask(
         names = list(self.table.fine_names)
         self.val_scores = LandCoverMetrics(self.table.num_fine, names)
         self.test_scores = LandCoverMetrics(self.table.num_fine, names)
+
+    def setup(self, stage: str) -> None:
+        """Check that the data module marks "no label" with the task's codes.
+
+        The data module turns NaN and out-of-footprint pixels into its
+        ``coarse_nodata``/``fine_nodata``; the task ignores its own. Two different
+        codes would make every nodata pixel an unknown code (or a class).
+
+        Raises:
+            InputError: if the attached data module's nodata codes differ.
+        """
+        trainer = getattr(self, '_trainer', None)
+        datamodule = getattr(trainer, 'datamodule', None)
+        dm_hparams = getattr(datamodule, 'hparams', None)
+        if not isinstance(dm_hparams, Mapping):
+            return
+        for name in ('coarse_nodata', 'fine_nodata'):
+            if name in dm_hparams and dm_hparams[name] != self.hparams[name]:
+                raise InputError(
+                    f'{name}: the data module uses {dm_hparams[name]!r} and the task '
+                    f'{self.hparams[name]!r}; give both the same value (in a config: '
+                    f'data.init_args.{name} and model.init_args.{name}).'
+                )
 
     def on_train_epoch_end(self) -> None:
         """Nothing to log: ``train_loss`` is logged every step, without metrics."""

@@ -605,3 +605,48 @@ def test_point_map_loss_and_count_leave_nodata_cells_out():
         semi.on_train_batch_start(batch, 0)
     loss = semi.training_step(batch, 0)
     assert loss is not None and torch.isfinite(loss)
+
+
+@pytest.mark.parametrize(
+    ('task_class', 'loss'), [(DensityTask, {'loss': 'mse'}), (PointMapTask, {})]
+)
+def test_fit_on_imagery_with_a_hole_leaves_it_out_end_to_end(
+    objects, tmp_path, task_class, loss
+):
+    """Through the data module and a whole fit (not the hooks alone): imagery
+    whose declared nodata covers the left third reaches the
+    training step with its hole marked, no point on it, and finite losses."""
+    import dataclasses
+
+    import rasterio
+
+    with rasterio.open(objects.image) as src:
+        prof, data = src.profile, src.read()
+    data[:, :, :32] = 255
+    prof.update(nodata=255)
+    holed = tmp_path / 'holed.tif'
+    with rasterio.open(holed, 'w', **prof) as dst:
+        dst.write(data)
+    scene = dataclasses.replace(objects, image=holed)
+    dm = make_dm(scene, tmp_path, split=(0.5, 0.25, 0.25), eval_size=16)
+    task = task_class(model='fcn', num_filters=4, **loss)
+    seen: list[tuple[int, int]] = []
+    compute_loss = task.compute_loss
+
+    def recording(batch, out):
+        bad = batch['nodata_pixels']
+        rows = batch['points'][..., 0].long().clamp(0, bad.shape[-2] - 1)
+        cols = batch['points'][..., 1].long().clamp(0, bad.shape[-1] - 1)
+        index = torch.arange(len(bad))[:, None]
+        on_hole = bad[index, rows, cols] & batch['valid']
+        value = compute_loss(batch, out)
+        assert value is None or torch.isfinite(value)
+        seen.append((int(bad.sum()), int(on_hole.sum())))
+        return value
+
+    task.compute_loss = recording  # type: ignore[method-assign]
+    with pytest.warns(UserWarning, match='are left out'):
+        brief_trainer(4, val_batches=2).fit(task, dm)
+    assert seen, 'no training step ran'
+    assert any(n > 0 for n, _ in seen), 'the hole never reached a step'
+    assert all(k == 0 for _, k in seen), 'a point on the hole stayed valid'

@@ -302,3 +302,15 @@ def test_hr_trains_on_float_fine_labels_with_nan(scene, tmp_path):
         warnings.simplefilter('ignore')
         trainer.fit(task, datamodule=dm)
     assert 0 <= float(trainer.callback_metrics['val_miou']) <= 1
+
+
+@pytest.mark.parametrize('name', ['coarse_nodata', 'fine_nodata'])
+def test_data_module_and_task_must_agree_on_nodata(scene, name):
+    """A data module that marks "no label" with another code than the task is
+    refused before training, naming the parameter of both (before, the data
+    module's code reached the task as an unknown label)."""
+    from geosparse.errors import InputError
+
+    task = LabelSuperResolutionTask(model='fcn', num_filters=8, loss='hr+lsr')
+    with pytest.raises(InputError, match=f'{name}.*data.init_args.{name}'):
+        _trainer().fit(task, datamodule=_dm(scene, **{name: 255}))
