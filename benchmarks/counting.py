@@ -149,6 +149,7 @@ KEYS = (
 SEMI_HPARAMS = (
     'unlabelled_weight',
     'strong_view_statistics',
+    'shared_forward',
     'predict_with',
     'pseudo_threshold',
     'pseudo_background',
@@ -614,6 +615,7 @@ def _run_seed(a: argparse.Namespace, cache: Path, speed: bool) -> dict[str, Any]
                     a.unlabelled_weight if method.startswith('p2r-semi') else 0.0
                 ),
                 strong_view_statistics=a.strong_view_statistics == 'update',
+                shared_forward=a.student_forward == 'shared',
                 predict_with=a.predict_with,
                 pseudo_threshold=a.pseudo_threshold,
                 pseudo_background=a.pseudo_background,
@@ -832,6 +834,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="p2r-semi: 'keep' stops the student's forward on strongly augmented "
         'views from moving its BatchNorm running statistics, which the EMA teacher '
         'averages and predicts with',
+    )
+    p.add_argument(
+        '--student-forward',
+        choices=('shared', 'labelled'),
+        default='shared',
+        help="p2r-semi: the student's supervised forward on the whole batch "
+        "('shared': the unlabelled windows' weak views enter its BatchNorm "
+        "statistics) or on the labelled windows alone ('labelled'); the task's "
+        'shared_forward',
     )
     p.add_argument(
         '--predict-with',

@@ -144,6 +144,21 @@ def _labelled_mask(batch: dict[str, Any]) -> Tensor:
     return batch.get('labelled', torch.ones(n, dtype=torch.bool))
 
 
+def _windows(batch: dict[str, Any], index: Tensor) -> dict[str, Any]:
+    """The windows ``index`` of a batch: every per-window tensor and list, indexed."""
+    n = batch['image'].shape[0]
+    rows = index.tolist()
+    out: dict[str, Any] = {}
+    for key, value in batch.items():
+        if isinstance(value, Tensor) and value.ndim and value.shape[0] == n:
+            out[key] = value[index]
+        elif isinstance(value, list) and len(value) == n:
+            out[key] = [value[i] for i in rows]
+        else:
+            out[key] = value
+    return out
+
+
 class _CountingTask(FiniteTraining, PixelwiseRegression):
     """Shared parts: normalisation, count metrics, optimiser."""
 
@@ -685,6 +700,7 @@ class PointMapTask(_CountingTask):
         predict_with: Literal['teacher', 'student'] = 'teacher',
         unlabelled_weight: float = 1.0,
         strong_view_statistics: bool = True,
+        shared_forward: bool = True,
         warmup_steps: int = 100,
         ramp_steps: int = 200,
         count_dispersion: float = 1.0,
@@ -750,6 +766,12 @@ class PointMapTask(_CountingTask):
                 running statistics (which the EMA teacher averages and predicts
                 with); ``False`` keeps them to the weakly augmented windows
                 (:func:`~geosparse.teacher.frozen_norm_statistics`).
+            shared_forward: semi-supervised: the student's supervised forward takes
+                the whole batch, the weak views of the unlabelled windows with the
+                labelled ones (``True``), or the labelled windows alone (``False``).
+                The unlabelled weak views carry no loss (the student learns from
+                their strong views); in the shared forward they only enter the
+                BatchNorm statistics that the labelled windows are normalised with.
             warmup_steps: semi-supervised: supervised steps before the teacher is
                 made (a copy of the student then) and the unlabelled loss starts; an
                 average of an untrained network's early weights gives noise, not
@@ -998,8 +1020,11 @@ class PointMapTask(_CountingTask):
         """P2R on labelled windows plus the ramped pseudo-point loss on unlabelled ones."""
         lab = _labelled_mask(batch)
         unl = torch.nonzero(~lab).flatten()
-        out = self(batch['image'])
-        sup = self.compute_loss(batch, out)
+        scored = batch
+        if len(unl) and not self.hparams.get('shared_forward', True):
+            scored = _windows(batch, torch.nonzero(lab).flatten())
+        out = self(scored['image'])
+        sup = self.compute_loss(scored, out)
         loss = sup
         hp = self.hparams
         warm = self.global_step >= hp['warmup_steps']
@@ -1034,7 +1059,7 @@ class PointMapTask(_CountingTask):
         if loss is None:
             return None
         self.log('train_loss', loss, batch_size=out.shape[0])
-        self._score(batch, out, 'train')
+        self._score(scored, out, 'train')
         return loss
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:

@@ -650,3 +650,25 @@ def test_fit_on_imagery_with_a_hole_leaves_it_out_end_to_end(
     assert seen, 'no training step ran'
     assert any(n > 0 for n, _ in seen), 'the hole never reached a step'
     assert all(k == 0 for _, k in seen), 'a point on the hole stayed valid'
+
+
+@pytest.mark.parametrize('shared', [True, False])
+def test_the_supervised_forward_can_leave_the_unlabelled_windows_out(shared):
+    """``shared_forward=False``: the labelled windows are normalised by their own
+    BatchNorm statistics, so the supervised loss is that of a batch holding them
+    alone; in the shared forward the unlabelled windows' weak views change it."""
+    lightning.seed_everything(0)
+    image = torch.rand(4, 3, 64, 64) * 100
+    image[2:] *= 2  # unlabelled windows of another brightness
+    batch = {
+        'image': image,
+        'points': torch.tensor([[[8.5, 4.5], [40.5, 24.5]]] * 4),
+        'valid': torch.ones(4, 2, dtype=torch.bool),
+        'labelled': torch.tensor([True, True, False, False]),
+    }
+    task = PointMapTask(stride=4, unlabelled_weight=0.0, shared_forward=shared)
+    labelled = {k: v[:2] for k, v in batch.items() if k != 'labelled'}
+    alone = task.compute_loss(labelled, task(labelled['image']))
+    loss = task.training_step(batch, 0)
+    assert loss is not None and torch.isfinite(loss)
+    assert bool(torch.isclose(loss, alone)) != shared
