@@ -150,6 +150,7 @@ def test_capability_pages_give_their_commands_and_tables(site):
     [
         ('counting_figure.py', 'kootenay-trees'),
         ('instances_figure.py', 'spacenet-atlanta'),
+        ('npp_figure.py', 'kootenay-trees'),
     ],
 )
 def test_figure_scripts_run_on_the_shared_data(data_dir, tmp_path, script, needs):
