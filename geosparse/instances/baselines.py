@@ -379,11 +379,12 @@ def margin_uncertainty(distances: np.ndarray) -> np.ndarray:
     .. math:: u = \exp\bigl(-(d_2 - d_1)\bigr) \in [0, 1]:
 
     1 at a tie (the pixel sits on the boundary between two instances), towards 0
-    when one point is much nearer than the next. :math:`u = 1` where there are fewer
-    than two distances (``K < 2``) or where :math:`d_1 = \infty` (no point reaches
-    the pixel); :math:`u = 0` where only one point reaches it
-    (:math:`d_2 = \infty > d_1`). Distances in pixel lengths (scale them first for
-    another temperature).
+    when one point is much nearer than the next. :math:`u = 1` where no point
+    reaches the pixel (:math:`d_1 = \infty`, or no distances at all); :math:`u = 0`
+    where only one point reaches it (:math:`d_2 = \infty > d_1`), which includes a
+    single point (``K = 1``, an isolated object's window): there is nothing to
+    confuse it with. Distances in pixel lengths (scale them first for another
+    temperature).
 
     .. versionadded:: 0.1
 
@@ -396,8 +397,9 @@ def margin_uncertainty(distances: np.ndarray) -> np.ndarray:
     d = np.asarray(distances, dtype=np.float64)
     if d.ndim != 3:
         raise ValueError(f'distances must be (K, H, W), got shape {d.shape}.')
-    if d.shape[0] < 2:
-        return np.ones(d.shape[1:], dtype=np.float32)
+    if d.shape[0] < 2:  # one point: 0 where it reaches, 1 elsewhere (none: 1)
+        reached = np.isfinite(d[0]) if len(d) else np.zeros(d.shape[1:], dtype=bool)
+        return np.where(reached, 0.0, 1.0).astype(np.float32)
     two = np.partition(d, 1, axis=0)[:2]
     d1, d2 = two[0], two[1]
     with np.errstate(invalid='ignore'):

@@ -128,7 +128,12 @@ def test_point_distances_and_margin_uncertainty():
 
 
 def test_margin_uncertainty_edge_cases():
-    assert (margin_uncertainty(np.zeros((1, 3, 3))) == 1).all()
+    # One point (an isolated object's window) is certain where it reaches, as two
+    # points are where only one reaches; it was 1 everywhere (the whole object
+    # "maximally uncertain" in geosparse predict's geodesic split).
+    one = margin_uncertainty(np.array([[[0.0, 2.0, np.inf]]]))
+    assert one.tolist() == [[0.0, 0.0, 1.0]]
+    assert (margin_uncertainty(np.zeros((0, 3, 3))) == 1).all()
     d = np.array([[[1.0, np.inf, 2.0]], [[3.0, np.inf, np.inf]]])
     u = margin_uncertainty(d)
     assert u[0, 0] == pytest.approx(np.exp(-2.0))
