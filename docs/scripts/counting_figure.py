@@ -13,12 +13,8 @@ bottom band, the predicted count with its 1-sd bar against the true one::
 
 from __future__ import annotations
 
-import argparse
-import os
 import subprocess
-import sys
 import tempfile
-import warnings
 from pathlib import Path
 
 import matplotlib
@@ -29,31 +25,20 @@ import lightning
 import matplotlib.pyplot as plt
 import numpy as np
 import rasterio
+from _figures import parse, require, save  # docs/scripts/_figures.py
 
 from geosparse.datamodules import CountingDataModule
 from geosparse.trainers import DensityTask, brief_trainer
 
-ROOT = Path(__file__).resolve().parents[2]
 CELL = 32
 TRAIN_FRACTION = 0.7
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('data', nargs='?', type=Path)
-    parser.add_argument(
-        '--out', type=Path, default=ROOT / 'docs/_static/counting_kootenay.png'
-    )
-    parser.add_argument('--steps', type=int, default=300)
-    args = parser.parse_args()
-    data = args.data or Path(
-        os.environ.get('GEOSPARSE_DATA_DIR', ROOT.parent / 'shared/data')
-    )
+    args, data = parse(__doc__, 'counting_kootenay', 300)
     image = data / 'kootenay-trees' / 'kootenayOrtho.tif'
     points = data / 'kootenay-trees' / 'kootenayTrees.gpkg'
-    if not image.is_file():
-        sys.exit(f'{image}: not found; give the shared data folder as the first argument')
-    warnings.filterwarnings('ignore')
+    require(image, points)
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
         lightning.seed_everything(0)
@@ -119,17 +104,13 @@ def main() -> None:
     ax[1].axhline(band, color='white', lw=1, ls='--')
     ax[1].set_title('density (trees per pixel), MSE, 300 steps')
     fig.colorbar(im, ax=ax[1], shrink=0.8)
-    for a in ax[:2]:
-        a.set_axis_off()
     ax[2].errorbar(y, c, yerr=s, fmt='o', ms=4, capsize=2)
     hi = max(y.max(), (c + s).max()) + 2
     ax[2].plot([0, hi], [0, hi], color='grey', lw=1)
     ax[2].set_xlabel(f'true trees per {CELL} px cell')
     ax[2].set_ylabel('predicted count (bar: 1 sd)')
     ax[2].set_title(f'held-out cells: MAE {mae:.2f}, {within:.0%} within 1 sd')
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=80)
-    print(f'{args.out}: {len(y)} held-out cells, MAE {mae:.2f}, within 1 sd {within:.2f}')
+    save(fig, ax[:2], args.out, f'{len(y)} held-out cells, MAE {mae:.2f}, within 1 sd {within:.2f}')
 
 
 if __name__ == '__main__':

@@ -14,12 +14,9 @@ true footprints and the points, the instance map, and its uncertainty::
 
 from __future__ import annotations
 
-import argparse
-import os
 import subprocess
 import sys
 import tempfile
-import warnings
 from pathlib import Path
 
 import matplotlib
@@ -31,34 +28,23 @@ import matplotlib.pyplot as plt
 import numpy as np
 import rasterio
 import shapely
+from _figures import ROOT, parse, require, save  # docs/scripts/_figures.py
 
 from geosparse.datamodules import PointInstanceDataModule
 from geosparse.instances.metrics import instance_scores
 from geosparse.trainers import PointInstanceTask, brief_trainer
 
-ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / 'benchmarks'))
-import point_instances as bench  # noqa: E402  (the benchmark's placement and crop)
+import point_instances as bench  # the benchmark's point placement, crop and truth
 
 COLUMNS = slice(450, 900)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('data', nargs='?', type=Path)
-    parser.add_argument(
-        '--out', type=Path, default=ROOT / 'docs/_static/instances_spacenet.png'
-    )
-    parser.add_argument('--steps', type=int, default=400)
-    args = parser.parse_args()
-    data = args.data or Path(
-        os.environ.get('GEOSPARSE_DATA_DIR', ROOT.parent / 'shared/data')
-    )
+    args, data = parse(__doc__, 'instances_spacenet', 400)
     tile = data / 'spacenet-atlanta' / 'atlanta_pan.tif'
     footprints = data / 'spacenet-atlanta' / 'atlanta_buildings.gpkg'
-    if not tile.is_file():
-        sys.exit(f'{tile}: not found; give the shared data folder as the first argument')
-    warnings.filterwarnings('ignore')
+    require(tile, footprints)
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
         image = bench.crop(tile, t / 'right.tif', COLUMNS)
@@ -132,13 +118,12 @@ def main() -> None:
     im = ax[2].imshow(uncertainty, cmap='magma', vmin=0, vmax=1, extent=extent)
     ax[2].set_title('uncertainty:\nexp(-margin of the two nearest queries)')
     fig.colorbar(im, ax=ax[2], shrink=0.8)
-    for a in ax:
-        a.set_axis_off()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=80)
-    print(
-        f'{args.out}: held-out half, instance IoU {scores["instance_iou"]:.3f}, '
-        f'PQ {scores["pq"]:.3f}, {len(objects)} buildings'
+    save(
+        fig,
+        ax,
+        args.out,
+        f'held-out half, instance IoU {scores["instance_iou"]:.3f}, '
+        f'PQ {scores["pq"]:.3f}, {len(objects)} buildings',
     )
 
 

@@ -13,12 +13,8 @@ the posterior mean and the posterior standard deviation::
 
 from __future__ import annotations
 
-import argparse
-import os
 import subprocess
-import sys
 import tempfile
-import warnings
 from pathlib import Path
 
 import matplotlib
@@ -29,29 +25,18 @@ import lightning
 import matplotlib.pyplot as plt
 import numpy as np
 import rasterio
+from _figures import parse, require, save  # docs/scripts/_figures.py
 from shapely.geometry import Point
 
 from geosparse.datamodules import NPPDataModule
 from geosparse.trainers import NPPTask, brief_trainer
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('data', nargs='?', type=Path)
-    parser.add_argument('--out', type=Path, default=ROOT / 'docs/_static/npp_kootenay.png')
-    parser.add_argument('--steps', type=int, default=300)
-    parser.add_argument('--points', type=int, default=200)
-    args = parser.parse_args()
-    data = args.data or Path(
-        os.environ.get('GEOSPARSE_DATA_DIR', ROOT.parent / 'shared/data')
-    )
+    args, data = parse(__doc__, 'npp_kootenay', 300, {'--points': 200})
     ortho = data / 'kootenay-trees' / 'kootenayOrtho.tif'
     chm_path = data / 'kootenay-trees' / 'kootenayCHM.tif'
-    if not ortho.is_file():
-        sys.exit(f'{ortho}: not found; give the shared data folder as the first argument')
-    warnings.filterwarnings('ignore')
+    require(ortho, chm_path)
     with rasterio.open(ortho) as f:
         rgb = f.read([1, 2, 3]).transpose(1, 2, 0)
         crs, transform = f.crs, f.transform
@@ -120,13 +105,12 @@ def main() -> None:
     ax[3].plot(cols, rows, '.', ms=2, color='white')
     ax[3].set_title('posterior std, m (white: the points)')
     fig.colorbar(im, ax=ax[3], shrink=0.8)
-    for a in ax:
-        a.set_axis_off()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=80)
-    print(
-        f'{args.out}: RMSE {rmse:.3f} m away from the points, the points\' mean '
-        f'{constant:.3f} m; bands {names}'
+    save(
+        fig,
+        ax,
+        args.out,
+        f"RMSE {rmse:.3f} m away from the points, the points' mean {constant:.3f} m; "
+        f'bands {names}',
     )
 
 
