@@ -918,7 +918,6 @@ def main(argv: list[str] | None = None) -> None:
             own = JointDistribution.load(args.priors)
         except (PriorError, OSError) as err:
             parser.error(f'--priors {args.priors}: {err}')
-        args.priors_table = own
         scored = list(JointDistribution.builtin('nlcd-landcover4').fine_codes)
         if list(own.fine_codes) != scored:
             parser.error(
@@ -956,11 +955,19 @@ def main(argv: list[str] | None = None) -> None:
         warnings.filterwarnings('ignore')
         torch.set_num_threads(os.cpu_count() or 1)
         with tempfile.TemporaryDirectory(prefix='lsr-bench-') as tmp:
-            run(args, methods, Path(tmp))
+            run(args, methods, Path(tmp), own)
 
 
-def run(args: argparse.Namespace, methods: list[str], work: Path) -> None:
-    """Build the protocols' folders, train, score and print the JSON."""
+def run(
+    args: argparse.Namespace,
+    methods: list[str],
+    work: Path,
+    table: JointDistribution,
+) -> None:
+    """Build the protocols' folders, train, score and print the JSON.
+
+    ``table`` is ``--priors`` as ``main`` loaded and checked it.
+    """
     if args.holdout:
         train_dir, eval_dir = split_holdout(args.train, args.holdout, work)
     else:
@@ -1031,9 +1038,9 @@ def run(args: argparse.Namespace, methods: list[str], work: Path) -> None:
     bar.close()
     baseline = evaluate(None, eval_data, table, args.diagnose)
     extra_baselines: dict[str, Any] = {}
-    if args.priors != 'nlcd-landcover4':  # the table main() loaded and checked
+    if args.priors != 'nlcd-landcover4':
         extra_baselines['nlcd-argmax-priors'] = evaluate(
-            None, eval_data, args.priors_table, args.diagnose
+            None, eval_data, table, args.diagnose
         )
     results: dict[str, dict[str, Any]] = {}
     for protocol in protocols:

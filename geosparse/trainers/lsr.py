@@ -22,7 +22,7 @@ from ..models import LocalContextNet
 from ..priors import NLCD_DEVELOPED, JointDistribution, PriorError
 from .heads import class_bands, class_specs, forward_padded, pad_multiple
 from .radiometry import RadiometryReference
-from .utils import FiniteTraining
+from .utils import FiniteTraining, datamodule_hparams
 
 __all__ = [
     'LabelSuperResolutionTask',
@@ -404,11 +404,8 @@ class LabelSuperResolutionTask(
         Raises:
             InputError: if the attached data module's nodata codes differ.
         """
-        trainer = getattr(self, '_trainer', None)
-        datamodule = getattr(trainer, 'datamodule', None)
-        dm_hparams = getattr(datamodule, 'hparams', None)
-        if not isinstance(dm_hparams, Mapping):
-            return
+        super().setup(stage)
+        dm_hparams = datamodule_hparams(self)
         for name in ('coarse_nodata', 'fine_nodata'):
             if name in dm_hparams and dm_hparams[name] != self.hparams[name]:
                 raise InputError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -13,7 +14,26 @@ from torchmetrics import MetricCollection
 from ..compat import window_bounds
 from ..console import progress as progress_bar
 
-__all__ = ['FiniteTraining', 'StepProgress', 'brief_trainer', 'log_epoch_metrics']
+__all__ = [
+    'FiniteTraining',
+    'StepProgress',
+    'brief_trainer',
+    'datamodule_hparams',
+    'log_epoch_metrics',
+]
+
+
+def datamodule_hparams(module: LightningModule) -> Mapping[str, Any]:
+    """The hyperparameters of the data module attached to ``module``'s trainer.
+
+    Empty when the module has no trainer, the trainer no data module, or the data
+    module no hyperparameters (safe before and outside ``fit``).
+
+    .. versionadded:: 0.1
+    """
+    trainer = getattr(module, '_trainer', None)
+    hparams = getattr(getattr(trainer, 'datamodule', None), 'hparams', None)
+    return hparams if isinstance(hparams, Mapping) else {}
 
 
 class FiniteTraining(LightningModule):
@@ -34,10 +54,7 @@ class FiniteTraining(LightningModule):
 
     def _imagery(self) -> str:
         """The training imagery, as the data module names it (or a generic phrase)."""
-        trainer = getattr(self, '_trainer', None)
-        dm = getattr(trainer, 'datamodule', None) if trainer is not None else None
-        hp = getattr(dm, 'hparams', {}) or {}
-        paths = hp.get('image_paths')
+        paths = datamodule_hparams(self).get('image_paths')
         if paths is None:
             return 'the training imagery'
         return (
