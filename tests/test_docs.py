@@ -143,25 +143,3 @@ def test_capability_pages_give_their_commands_and_tables(site):
         page = (site / 'capabilities' / f'{name}.html').read_text()
         assert '<table' in page, name
         assert 'benchmarks/' in page, name
-
-
-@pytest.mark.parametrize(
-    ('script', 'needs'),
-    [
-        ('counting_figure.py', 'kootenay-trees'),
-        ('instances_figure.py', 'spacenet-atlanta'),
-        ('npp_figure.py', 'kootenay-trees'),
-    ],
-)
-def test_figure_scripts_run_on_the_shared_data(data_dir, tmp_path, script, needs):
-    """The scripts behind the pages' pictures run as their docstrings say (briefly)."""
-    from ._scripts import run_python
-
-    if not (data_dir / needs).is_dir():
-        pytest.skip(f'{data_dir / needs}: not in the shared data')
-    out = tmp_path / 'figure.png'
-    res = run_python(
-        ROOT / 'docs' / 'scripts' / script, data_dir, '--steps', 2, '--out', out
-    )
-    assert out.stat().st_size > 10_000, res.stdout
-    assert f'{out}:' in res.stdout
