@@ -355,6 +355,13 @@ def fit_on_points(
     return task, dm
 
 
+def colour_kwargs(a: argparse.Namespace) -> dict[str, float | None]:
+    """The task's ``colour_scale`` from ``--colour-scale`` (0: none; unset: default)."""
+    if a.colour_scale is None:
+        return {}
+    return {'colour_scale': a.colour_scale or None}
+
+
 def train_learned(
     image_path: Path, points_path: Path, channels: int, a: argparse.Namespace
 ) -> tuple[PointInstanceTask, PointInstanceDataModule]:
@@ -372,6 +379,7 @@ def train_learned(
             separate_foreground=not a.shared_foreground,
             stuff_margin=a.stuff_margin,
             lr=a.lr,
+            **colour_kwargs(a),
         ),
         image_path,
         points_path,
@@ -781,6 +789,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument('--no-aggregation', action='store_true')
     p.add_argument('--no-enhancement', action='store_true')
     p.add_argument('--scale', type=float, default=32.0)
+    p.add_argument(
+        '--colour-scale',
+        type=float,
+        help="learned: the distance's region-colour term, in standard deviations of "
+        "the window's bands (PointInstanceTask(colour_scale=...)); 0: none; default: "
+        "the task's",
+    )
     p.add_argument(
         '--shared-foreground',
         action='store_true',

@@ -90,11 +90,16 @@ from ..losses.instances import (
 from ..models.distance import DistanceOutput, LearnableDistance, standardise
 from .utils import FiniteTraining
 
-__all__ = ['STUFF_MARGIN', 'InstancePrediction', 'PointInstanceTask']
+__all__ = ['COLOUR_SCALE', 'STUFF_MARGIN', 'InstancePrediction', 'PointInstanceTask']
 
 #: Default :math:`\delta` of :class:`PointInstanceTask` (``stuff_margin``): see there
 #: for what it bounds and ``docs/capabilities/instances.md`` for the scenes that chose it.
 STUFF_MARGIN = 64.0
+
+#: Default :math:`t` of :class:`PointInstanceTask` (``colour_scale``), the region-colour
+#: term of :class:`~geosparse.models.LearnableDistance`, in standard deviations of the
+#: window's bands; chosen on generated tuning scenes (``docs/capabilities/instances.md``).
+COLOUR_SCALE = 0.6
 
 
 @dataclass
@@ -157,6 +162,7 @@ class PointInstanceTask(FiniteTraining, BaseTask):
         stuff_margin: float = STUFF_MARGIN,
         connected: bool = True,
         separate_foreground: bool = True,
+        colour_scale: float | None = COLOUR_SCALE,
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
         window: int | None = None,
@@ -215,6 +221,11 @@ class PointInstanceTask(FiniteTraining, BaseTask):
                 (see :class:`~geosparse.models.LearnableDistance`). Checkpoints
                 written before this choice existed load with the 1 x 1 head they
                 were trained with.
+            colour_scale: :math:`t` of the region-colour term of the distance,
+                from round 1 on (standard deviations of the window's bands; default
+                :data:`COLOUR_SCALE`; None: no such term); see
+                :class:`~geosparse.models.LearnableDistance`. Checkpoints from before
+                this option load without it.
             lr: AdamW learning rate.
             weight_decay: AdamW weight decay.
             window: side of the training windows, pixels. Set from the data module's
@@ -253,6 +264,7 @@ class PointInstanceTask(FiniteTraining, BaseTask):
             enhancement=hp['enhancement'],
             scale=hp['scale'],
             separate_foreground=hp.get('separate_foreground', True),
+            colour_scale=hp.get('colour_scale'),
         )
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -266,6 +278,9 @@ class PointInstanceTask(FiniteTraining, BaseTask):
             self.hparams['stuff_margin'] = float('inf')  # the head alone, as trained
         if 'connected' not in checkpoint.get('hyper_parameters', {}):
             self.hparams['connected'] = False  # its masks as it made them
+        if 'colour_scale' not in checkpoint.get('hyper_parameters', {}):
+            self.hparams['colour_scale'] = None  # its distance as trained
+            self.model.colour_scale = None
         if 'separate_foreground' not in checkpoint.get('hyper_parameters', {}):
             self.hparams['separate_foreground'] = False
             self.configure_models()

@@ -87,3 +87,33 @@ def test_standardise_ignores_nan_and_sample_features_reads_pixel_centres():
     feats = torch.arange(12.0).view(1, 1, 3, 4)
     out = sample_features(feats, torch.tensor([[[1.5, 2.5], [0.5, 0.5]]]))
     assert out[0, :, 0].tolist() == pytest.approx([6.0, 0.0], abs=1e-5)
+
+
+def test_region_colour_moves_the_boundary_to_the_colour_change():
+    """Two touching flat regions: the Euclidean term cuts them half-way between the
+    points, the region-colour term (rounds 1 and 2) at the colour change."""
+    image = torch.zeros(1, 1, 32, 40)
+    image[..., :25] = 1.0  # roof A: columns 0-24; roof B: 25-39
+    points = torch.tensor([[[16.5, 3.5], [16.5, 30.5]]])
+    valid = torch.ones(1, 2, dtype=torch.bool)
+    truth = np.where(np.arange(40) < 25, 0, 1)
+    splits = {}
+    for colour_scale in (None, 0.5):
+        torch.manual_seed(0)
+        model = LearnableDistance(
+            in_channels=1, stuff_queries=0, rounds=2, colour_scale=colour_scale
+        )
+        _zero_appearance(model)
+        out = model(image, points, valid)
+        splits[colour_scale] = [d[0].argmin(0).numpy() for d in out.distances]
+    voronoi = np.where(np.arange(40) < 17, 0, 1)
+    for labels in splits[None]:  # no colour: the points' bisector every round
+        assert (labels == voronoi).all()
+    assert (splits[0.5][0] == voronoi).all()  # round 0 has no region yet
+    assert (splits[0.5][-1] == truth).all()
+
+
+def test_colour_scale_must_be_positive():
+    for bad in (0.0, -1.0, float('nan')):
+        with pytest.raises(ValueError, match='colour_scale'):
+            LearnableDistance(colour_scale=bad)

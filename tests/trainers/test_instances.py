@@ -46,6 +46,33 @@ def test_without_appearance_the_split_is_the_hand_crafted_one(prior):
     np.testing.assert_array_equal(nearest[foreground], expected[foreground])
 
 
+def test_region_colour_splits_touching_objects_at_their_colour_change():
+    """Two touching objects fill the window: the Euclidean term alone cuts the big
+    one at the points' bisector, the region-colour term at the colour change."""
+    image = np.full((1, 40, 60), 100.0)
+    image[..., 45:] = 200.0
+    points = np.array([[20.5, 10.5], [20.5, 52.5]])
+    ids = np.array([7, 9])
+    nearest = {}
+    for colour_scale in (None, 0.5):
+        torch.manual_seed(0)
+        task = PointInstanceTask(
+            in_channels=1,
+            stuff_queries=1,
+            rounds=2,
+            prior='euclidean',
+            colour_scale=colour_scale,
+        )
+        _zero_appearance(task)
+        pred = task.predict_instances(image, points, ids)
+        thing = pred.ids > 0
+        d = np.where(thing[:, None, None], pred.distances[-1], np.inf)
+        nearest[colour_scale] = pred.ids[np.argmin(d, 0)]
+    assert (nearest[None][:, 32:45] == 9).all()  # Voronoi's cut at column 31.5
+    assert (nearest[0.5][:, :45] == 7).all()
+    assert (nearest[0.5][:, 45:] == 9).all()
+
+
 def test_training_lowers_the_loss_and_predicts_point_ids():
     torch.manual_seed(0)
     image, points, ids = _two_rectangles()
@@ -296,6 +323,7 @@ def test_training_resumes_from_a_checkpoint_made_before_the_separate_head(tmp_pa
     del data['hyper_parameters']['separate_foreground']  # as 0.1 before the choice
     del data['hyper_parameters']['stuff_margin']  # and before the margin
     del data['hyper_parameters']['connected']  # and before the pieces were cut
+    del data['hyper_parameters']['colour_scale']  # and before the region colour
     assert len(data['optimizer_states'][0]['state']) > 0
     torch.save(data, ckpt)
 
@@ -307,6 +335,8 @@ def test_training_resumes_from_a_checkpoint_made_before_the_separate_head(tmp_pa
     assert isinstance(task.model.to_foreground, torch.nn.Conv2d)
     assert task.hparams['stuff_margin'] == float('inf')  # the head alone, as trained
     assert task.hparams['connected'] is False  # its masks as it made them
+    assert task.hparams['colour_scale'] is None  # its distance as trained
+    assert task.model.colour_scale is None
     params = [
         p for group in resumed.optimizers[0].param_groups for p in group['params']
     ]
