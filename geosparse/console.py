@@ -73,6 +73,9 @@ NOISY_WARNINGS: tuple[tuple[str, type[Warning]], ...] = (
     (r'.*The inplace keyword in .* is deprecated', Warning),
     # torchmetrics, when a class never occurs in a brief run
     (r'.*No positive samples in targets', Warning),
+    # affine 3 deprecates `Affine * Affine`, which rasterio's own transform helpers
+    # (from_origin, ...) still use; rasterio's to change, once per block in predict
+    (r'Use `@` matmul instead of `\*` mul operator', PendingDeprecationWarning),
 )
 
 #: Loggers whose INFO lines :func:`quiet` hides (WARNING and above still show).

@@ -137,6 +137,10 @@ def test_quiet_hides_only_known_third_party_warnings():
             warnings.warn(
                 'something else is deprecated', DeprecationWarning, stacklevel=1
             )
+            # rasterio's transform helpers under affine 3
+            from rasterio.transform import from_origin
+
+            from_origin(0.0, 10.0, 1.0, 1.0)
     messages = [str(w.message) for w in caught]
     assert messages == [
         'your raster has no nodata value',
