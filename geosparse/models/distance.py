@@ -56,7 +56,8 @@ query-based segmenters the paper builds on). Without aggregation and enhancement
 there is nothing to iterate: the distance of round 0 is the output ("learned distance
 without iteration" in the paper's ablation).
 
-**Region colour** (``colour_scale``, our addition, off by default): from round 1 on,
+**Region colour** (``colour_scale``, our addition; off by default here,
+:class:`~geosparse.trainers.PointInstanceTask` turns it on): from round 1 on,
 each query's distance also holds how far a pixel's colour is from the mean colour of
 the region the previous round gave the query (the pixels at which it was the nearest),
 
@@ -67,7 +68,8 @@ the region the previous round gave the query (the pixels at which it was the nea
 
 with :math:`c = G_1 * \hat x` the standardised window smoothed by a Gaussian of std 1
 pixel and :math:`t` = ``colour_scale`` (standard deviations of the window's bands); a
-query without a region takes the colour at its point. The pixel features could learn
+query without a region takes the colour at its point; pixels without data (not
+finite in every band) count in no region's mean. The pixel features could learn
 such a term, but from a few points they did not: touching roofs of slightly different
 brightness, whose shared wall is too weak an edge for the geodesic, were split as the
 hand-crafted term splits them.
@@ -305,7 +307,11 @@ class LearnableDistance(nn.Module):
         )
 
     def region_colour(
-        self, colour: Tensor, distances: Tensor, points: Tensor
+        self,
+        colour: Tensor,
+        distances: Tensor,
+        points: Tensor,
+        finite: Tensor | None = None,
     ) -> Tensor:
         r"""``(B, Q, H, W)`` region-colour term :math:`\lVert c(p) - \bar c_i\rVert^2 / t^2`.
 
@@ -315,11 +321,14 @@ class LearnableDistance(nn.Module):
                 nearest query gives each pixel's region.
             points: ``(B, Q, 2)`` query points (row, col), for queries without a
                 region.
+            finite: ``(B, H, W)`` pixels with data; the others count in no mean.
         """
         assert self.colour_scale is not None
         q = distances.shape[1]
         region = distances.flatten(2).argmin(1)  # (B, HW)
         onehot = F.one_hot(region, q).transpose(1, 2).to(colour.dtype)  # (B, Q, HW)
+        if finite is not None:
+            onehot = onehot * finite.flatten(1)[:, None, :].to(colour.dtype)
         flat = colour.flatten(2).transpose(1, 2)  # (B, HW, C)
         size = onehot.sum(-1, keepdim=True)
         mean = torch.bmm(onehot, flat) / size.clamp_min(1)
@@ -423,6 +432,7 @@ class LearnableDistance(nn.Module):
         distances, appearance = [dist], [look]
         flat = feats.flatten(2).transpose(1, 2)  # (B, HW, d)
         colour = None if self.colour_scale is None else smoothed_colour(image)
+        finite = torch.isfinite(image).all(1)
         for _ in range(self.rounds):
             if self.aggregation:
                 weights = torch.softmax(-distances[-1].flatten(2) / temperature, 1)
@@ -438,7 +448,7 @@ class LearnableDistance(nn.Module):
                 feats, keys, queries, qpoints, thing, qvalid, prior
             )
             if colour is not None:
-                dist = dist + self.region_colour(colour, distances[-1], qpoints)
+                dist = dist + self.region_colour(colour, distances[-1], qpoints, finite)
             distances.append(dist)
             appearance.append(look)
         logits = None

@@ -117,3 +117,18 @@ def test_colour_scale_must_be_positive():
     for bad in (0.0, -1.0, float('nan')):
         with pytest.raises(ValueError, match='colour_scale'):
             LearnableDistance(colour_scale=bad)
+
+
+def test_pixels_without_data_count_in_no_region_colour():
+    """A region's mean colour leaves out its nodata pixels (NaN, standardised to 0)."""
+    model = LearnableDistance(in_channels=1, stuff_queries=0, colour_scale=1.0)
+    colour = torch.tensor([[[[2.0, 2.0, 0.0, -1.0]]]])
+    distances = torch.tensor([[[[0.0, 0.0, 0.0, 1.0]], [[1.0, 1.0, 1.0, 0.0]]]])
+    points = torch.tensor([[[0.5, 0.5], [0.5, 3.5]]])
+    finite = torch.tensor([[[True, True, False, True]]])
+    with_nodata = model.region_colour(colour, distances, points)
+    without = model.region_colour(colour, distances, points, finite)
+    # query 0's region holds columns 0-2; column 2 has no data
+    assert float(with_nodata[0, 0, 0, 0]) == pytest.approx((2 - 4 / 3) ** 2)
+    assert float(without[0, 0, 0, 0]) == pytest.approx(0.0)
+    assert float(without[0, 1, 0, 3]) == pytest.approx(0.0)
