@@ -39,8 +39,8 @@ its stuff margin (``--stuff-margin``, the task's ``stuff_margin``, default
 each object to where its point reaches. The baselines divide the head's foreground
 without the margin (``learned_head_only``: the learned split of that foreground),
 as the issue defines them; ``learned_geodesic`` is the learned foreground divided
-by the geodesic, which is what ``geosparse predict`` gives by default
-(``--split geodesic``).
+by the geodesic, which is what ``geosparse predict --split geodesic`` gives
+(``learned`` is its default for a distance with the region-colour term).
 
 ``learned_queries`` (when ``learned`` runs with its foreground head and the
 foreground is not the truth): the same trained distance read as the paper reads it,

@@ -928,12 +928,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     inst.add_argument(
         '--split',
-        choices=['learned', 'geodesic'],
-        default='geodesic',
+        choices=['auto', 'learned', 'geodesic'],
+        default='auto',
         help="how the model's foreground is divided between the objects: the "
-        'geodesic distance on image edges (PSPS-style; default), which divided '
-        'touching objects better than the learned distance in '
-        'benchmarks/point_instances.py, or the learned distance alone',
+        'learned distance (the query nearest each pixel), or the geodesic distance '
+        'on image edges (PSPS-style); auto (default) takes the learned split for '
+        'distances trained with the region-colour term (geosparse 0.8 on) and the '
+        'geodesic for older checkpoints, each the better one in '
+        'benchmarks/point_instances.py when its default was chosen',
     )
     model.add_argument('--suffix', help='output name suffix (default: by task)')
     run = pred.add_argument_group('blocks and scheduling')

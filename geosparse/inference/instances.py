@@ -312,7 +312,7 @@ def predict_instances(
     y: str | None = None,
     points_crs: str | None = None,
     properties: dict[str, Property] | None = None,
-    split: Literal['learned', 'geodesic'] = 'geodesic',
+    split: Literal['auto', 'learned', 'geodesic'] = 'auto',
 ) -> InstanceOutputs:
     """Instance masks, polygons and a STAC Item of a raster from its points.
 
@@ -347,11 +347,14 @@ def predict_instances(
             the item's ``geosparse:*`` properties.
         split: how the foreground is divided between the objects (see
             :meth:`~geosparse.trainers.PointInstanceTask.predict_instances`):
-            ``geodesic`` (default), the task's foreground divided by the geodesic
-            distance, which divided touching objects better than the learned
-            distance on the scene that chose the defaults (generated scene seed 10;
-            see ``benchmarks/point_instances.py``); ``learned``, the learned
-            distance alone.
+            ``learned``, the query at the smallest learned distance; ``geodesic``,
+            the task's foreground divided by the geodesic distance; ``auto``
+            (default), the task's
+            :attr:`~geosparse.trainers.PointInstanceTask.default_split`: learned
+            for a distance with the region-colour term, geodesic for older
+            checkpoints without it (each the better split on the generated scenes
+            that chose it; see ``benchmarks/point_instances.py``). The split used
+            is recorded in the outputs' ``split`` property.
 
     Returns:
         The paths written.
@@ -396,6 +399,10 @@ def predict_instances(
         y,
         points_crs,
     )
+    if split == 'auto':
+        split = task.default_split
+    elif split not in ('learned', 'geodesic'):
+        raise ValueError(f"split={split!r}: give 'auto', 'learned' or 'geodesic'.")
     obj = ~pts.background
     stem = f'{output_stem(name or image_path.stem)}_instances'
     paths = InstanceOutputs(

@@ -224,6 +224,32 @@ def test_a_failure_while_writing_leaves_nothing(task, scene, tmp_path, monkeypat
     assert list(out.iterdir()) == []
 
 
+def test_auto_split_is_the_tasks_default_split_and_is_recorded(task, scene, tmp_path):
+    assert task.hparams['colour_scale'] is not None
+    runs = {}
+    for split in ('auto', 'learned', 'geodesic'):
+        paths = _run(task, scene, tmp_path / split, block=32, halo=16, split=split)
+        spec = OutputSpec.read(paths.raster)
+        assert spec is not None
+        runs[split] = spec.properties['split']
+        with rasterio.open(paths.raster) as ds:
+            runs[split, 'data'] = ds.read()  # the uncertainty differs by split
+    assert runs['auto'] == 'learned' and runs['geodesic'] == 'geodesic'
+    np.testing.assert_array_equal(runs['auto', 'data'], runs['learned', 'data'])
+    assert not np.array_equal(runs['auto', 'data'], runs['geodesic', 'data'])
+    saved = task.hparams['colour_scale']
+    task.hparams['colour_scale'] = None  # as a checkpoint from before the term
+    try:
+        paths = _run(task, scene, tmp_path / 'old', block=32, halo=16)
+    finally:
+        task.hparams['colour_scale'] = saved
+    spec = OutputSpec.read(paths.raster)
+    assert spec is not None and spec.properties['split'] == 'geodesic'
+    with pytest.raises(ValueError, match='split'):
+        _run(task, scene, tmp_path / 'bad', split='nearest')
+    assert not (tmp_path / 'bad').exists()
+
+
 def test_predict_cli_routes_instance_checkpoints(task, scene, tmp_path, capsys):
     from geosparse.cli import main
     from geosparse.inference.checkpoints import read_checkpoint, task_class_for

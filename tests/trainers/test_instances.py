@@ -265,6 +265,12 @@ def test_geodesic_split_divides_the_task_foreground_by_the_geodesic():
         task.predict_instances(image, points, ids, split='nearest')
 
 
+def test_default_split_follows_the_colour_term():
+    assert PointInstanceTask(in_channels=1).default_split == 'learned'
+    bare = PointInstanceTask(in_channels=1, colour_scale=None)
+    assert bare.default_split == 'geodesic'
+
+
 def test_without_background_points_the_nearest_query_decides_with_a_warning():
     from types import SimpleNamespace
 
@@ -337,6 +343,7 @@ def test_training_resumes_from_a_checkpoint_made_before_the_separate_head(tmp_pa
     assert task.hparams['connected'] is False  # its masks as it made them
     assert task.hparams['colour_scale'] is None  # its distance as trained
     assert task.model.colour_scale is None
+    assert task.default_split == 'geodesic'  # the split chosen for it
     params = [
         p for group in resumed.optimizers[0].param_groups for p in group['params']
     ]
