@@ -53,6 +53,7 @@ from ..datasets.coarse import ImageryDataset
 from ..datasets.instances import (
     InstancePolygons,
     match_points_to_polygons,
+    points_on_one_pixel,
     read_instance_points,
 )
 from ..datasets.points import SparsePoints, collate_points
@@ -177,13 +178,10 @@ class PointInstanceDataModule(KeepGeoKeys, GeoDataModule):
         obj = np.flatnonzero(values[:, 1] == 0)
         cols = np.floor((xy[obj, 0] - float(x.start)) / rx).astype(np.int64)
         rows = np.floor((float(y.stop) - xy[obj, 1]) / ry).astype(np.int64)
-        _, first, counts = np.unique(
-            np.stack([rows, cols], 1), axis=0, return_index=True, return_counts=True
-        )
-        if (counts > 1).any():
-            k = first[counts > 1][0]
-            same = obj[(rows == rows[k]) & (cols == cols[k])]
-            a, b = (int(i) for i in values[same[:2], 0])
+        shared = points_on_one_pixel(rows, cols)
+        if len(shared):
+            k = shared[0]
+            a, b = (int(i) for i in values[obj[shared[:2]], 0])
             raise InputError(
                 f'{self.hparams["points_path"]}: object points {a} and {b} (instance '
                 f'ids) lie on one pixel (row {int(rows[k])}, col {int(cols[k])}) of '

@@ -5,6 +5,7 @@ from .instances import (
     INSTANCE_VALUES,
     InstancePolygons,
     match_points_to_polygons,
+    points_on_one_pixel,
     read_instance_points,
 )
 from .points import POINT_KEYS, SparsePoints, collate_points, spatial_split
@@ -56,6 +57,7 @@ __all__ = [
     'make_stac_tiles',
     'match_points_to_polygons',
     'nlcd_from_fractions',
+    'points_on_one_pixel',
     'read_instance_points',
     'sample_rasters',
     'shift_folder',

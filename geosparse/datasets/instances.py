@@ -52,6 +52,7 @@ __all__ = [
     'MAX_ID',
     'InstancePolygons',
     'match_points_to_polygons',
+    'points_on_one_pixel',
     'read_instance_points',
 ]
 
@@ -423,6 +424,36 @@ class InstancePolygons(FrameDataset):
         if self.transforms is not None:
             sample = self.transforms(sample)
         return sample
+
+
+def points_on_one_pixel(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Indices of the first group of points that share a pixel (empty if none).
+
+    Two objects cannot be told apart by one pixel: their queries would sit on the
+    same spot, and one of them would come out with no mask. The data module and
+    :func:`~geosparse.inference.predict_instances` refuse such points.
+
+    .. versionadded:: 0.8
+
+    Args:
+        rows: ``(P,)`` integer pixel rows of the object points.
+        cols: ``(P,)`` integer pixel columns.
+
+    Returns:
+        The indices (into ``rows``) of every point on the first shared pixel, in
+        order; an empty array when each point has a pixel of its own.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    cols = np.asarray(cols, dtype=np.int64)
+    if len(rows) < 2:
+        return np.zeros(0, dtype=np.int64)
+    _, first, counts = np.unique(
+        np.stack([rows, cols], 1), axis=0, return_index=True, return_counts=True
+    )
+    if not (counts > 1).any():
+        return np.zeros(0, dtype=np.int64)
+    k = int(first[counts > 1].min())
+    return np.flatnonzero((rows == rows[k]) & (cols == cols[k]))
 
 
 def match_points_to_polygons(

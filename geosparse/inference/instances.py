@@ -65,7 +65,7 @@ from pystac.extensions.file import FileExtension
 from rasterio.windows import Window
 
 from ..console import progress as progress_bar
-from ..datasets.instances import read_instance_points
+from ..datasets.instances import points_on_one_pixel, read_instance_points
 from ..io.cog import cog_writer
 from ..io.grid import RasterGrid
 from ..io.polygons import instance_polygons, write_polygons
@@ -215,6 +215,17 @@ def read_points_on_grid(
             f'{points}: none of the {int((~background).sum())} object points lies on '
             f'{label}; check the points= (--points) file covers this raster and that '
             'its CRS is set (a GeoJSON without a CRS is read as longitude and latitude).'
+        )
+    objects = np.flatnonzero(inside & ~background)
+    shared = objects[
+        points_on_one_pixel(np.floor(rows[objects]), np.floor(cols[objects]))
+    ]
+    if len(shared):
+        a, b = (round(float(i)) for i in frame['instance'].to_numpy()[shared[:2]])
+        raise ValueError(
+            f'{points}: object points {a} and {b} (instance ids) lie on one pixel '
+            f'(row {int(rows[shared[0]])}, col {int(cols[shared[0]])}) of {label}, so '
+            'one of them would get no mask; keep one point per object.'
         )
     outside = int((~inside).sum())
     if outside:
@@ -429,6 +440,7 @@ def predict_instances(
 
     created = not out.exists()
     written: list[Path] = []
+    found: set[int] = set()  # object ids that got pixels
     try:
         frames = []
         with cog_writer(
@@ -463,6 +475,7 @@ def predict_instances(
                 if invalid is not None:
                     data[:, invalid] = INSTANCE_NODATA
                 dst.write(data, window=window)
+                found.update(int(i) for i in np.unique(inst[inst > 0]))
                 if (inst > 0).any():
                     frames.append(
                         instance_polygons(
@@ -470,6 +483,7 @@ def predict_instances(
                         )
                     )
         written.append(paths.raster)
+        _warn_missing(known_ids, found, points, paths.raster)
         polygons = _dissolve(frames, grid.crs)
         write_polygons(polygons, paths.polygons)
         written.append(paths.polygons)
@@ -483,6 +497,24 @@ def predict_instances(
             out.rmdir()
         raise
     return paths
+
+
+def _warn_missing(
+    ids: np.ndarray, found: set[int], points: str | os.PathLike[str], raster: Path
+) -> None:
+    """Warn about object points whose instance got no pixel (never silently empty)."""
+    missing = sorted(set(int(i) for i in ids) - found)
+    if missing:
+        shown = ', '.join(str(i) for i in missing[:5]) + (
+            ', ...' if len(missing) > 5 else ''
+        )
+        warnings.warn(
+            f'{points}: {len(missing)} of {len(ids)} object points (ids {shown}) got '
+            f'no pixel in {raster.name}: the model calls their pixels background or '
+            'gives them to a nearer point, and they are missing from the polygons; '
+            'check that each point sits on its object.',
+            stacklevel=3,
+        )
 
 
 def _predict_block(

@@ -11,6 +11,7 @@ from geosparse.datasets import (
     INSTANCE_VALUES,
     InstancePolygons,
     match_points_to_polygons,
+    points_on_one_pixel,
     read_instance_points,
 )
 
@@ -264,3 +265,13 @@ def test_match_warns_and_fails_naming_the_files(scene):
     ) as err:
         match_points_to_polygons(two, polygons, 'pts.gpkg')
     assert 'pts.gpkg' in str(err.value) and str(scene.polygons) in str(err.value)
+
+
+def test_points_on_one_pixel_finds_the_first_shared_pixel():
+    assert points_on_one_pixel(np.array([]), np.array([])).tolist() == []
+    assert points_on_one_pixel(np.array([3]), np.array([4])).tolist() == []
+    assert points_on_one_pixel(np.array([1, 2, 1]), np.array([1, 1, 2])).tolist() == []
+    rows, cols = np.array([5, 1, 9, 1, 5, 1]), np.array([5, 2, 9, 2, 5, 2])
+    # two pixels are shared; the first point of either (index 0) picks (5, 5)
+    assert points_on_one_pixel(rows, cols).tolist() == [0, 4]
+    assert points_on_one_pixel(rows[1:], cols[1:]).tolist() == [0, 2, 4]

@@ -210,6 +210,43 @@ def test_empty_and_outside_points_fail_and_leave_nothing(task, scene, tmp_path):
     assert not out.exists()
 
 
+def test_two_object_points_on_one_pixel_fail_naming_the_file(task, tmp_path):
+    image = tmp_path / 'scene.tif'
+    write_raster(image, _image())
+    x, y = _xy([CENTRES[0][0] + 0.2], [CENTRES[0][1] + 0.3])  # the pixel of id 7
+    twin = gpd.GeoDataFrame(
+        {'oid': [99], 'kind': [1]}, geometry=gpd.points_from_xy(x, y), crs='EPSG:32618'
+    )
+    points = _points(tmp_path / 'twins.gpkg', extra=twin)
+    out = tmp_path / 'out'
+    with pytest.raises(ValueError, match=r'twins.gpkg: object points 7 and 99 .* one'):
+        _run(task, (image, points), out)
+    assert not out.exists()
+    # a background point may share an object's pixel
+    bg = twin.assign(oid=[0], background=[1])
+    points = _points(tmp_path / 'bg.gpkg', extra=bg)
+    _run(task, (image, points), out, background_column='background', block=32)
+
+
+def test_an_object_without_pixels_is_named_not_silently_dropped(
+    task, scene, tmp_path, monkeypatch
+):
+    """The model may call a point's pixels background: the user is told which."""
+    real = PointInstanceTask.predict_instances
+
+    def drops_eleven(self, *args, **kwargs):
+        pred = real(self, *args, **kwargs)
+        pred.instances[pred.instances == 11] = 0
+        return pred
+
+    monkeypatch.setattr(PointInstanceTask, 'predict_instances', drops_eleven)
+    with pytest.warns(
+        UserWarning, match=r'points.gpkg: 1 of 4 object points \(ids 11\)'
+    ):
+        paths = _run(task, scene, tmp_path / 'out', block=32, halo=16)
+    assert 11 not in set(gpd.read_file(paths.polygons)['instance'])
+
+
 def test_a_failure_while_writing_leaves_nothing(task, scene, tmp_path, monkeypatch):
     import geosparse.inference.instances as module
 
