@@ -933,8 +933,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="how the model's foreground is divided between the objects: the "
         'learned distance (the query nearest each pixel), or the geodesic distance '
         'on image edges (PSPS-style); auto (default) takes the learned split for '
-        'distances trained with the region-colour term (geosparse 0.8 on) and the '
-        'geodesic for older checkpoints, each the better one in '
+        'distances trained with the region-colour term (colour_scale set, the '
+        'default) and the geodesic for older checkpoints, each the better one in '
         'benchmarks/point_instances.py when its default was chosen',
     )
     model.add_argument('--suffix', help='output name suffix (default: by task)')
