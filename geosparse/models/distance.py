@@ -433,7 +433,7 @@ class LearnableDistance(nn.Module):
         distances, appearance = [dist], [look]
         flat = feats.flatten(2).transpose(1, 2)  # (B, HW, d)
         colour = None if self.colour_scale is None else smoothed_colour(image)
-        finite = torch.isfinite(image).all(1)
+        finite = None if colour is None else torch.isfinite(image).all(1)
         for _ in range(self.rounds):
             if self.aggregation:
                 weights = torch.softmax(-distances[-1].flatten(2) / temperature, 1)

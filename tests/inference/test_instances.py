@@ -312,6 +312,8 @@ def test_predict_cli_routes_instance_checkpoints(task, scene, tmp_path, capsys):
     assert spec is not None and spec.properties['checkpoint'] == 'inst.ckpt'
     # blocks of the training window by default, with a quarter of it as halo
     assert (spec.properties['block'], spec.properties['halo']) == (32, 8)
+    # the split the checkpoint's distance measured better with (--split auto)
+    assert spec.properties['split'] == 'learned'
     with rasterio.open(out / 'scene_instances.tif') as ds:
         inst = ds.read(1)
     for (r, c), i in zip(CENTRES, IDS, strict=True):
