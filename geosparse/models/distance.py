@@ -335,24 +335,61 @@ class LearnableDistance(nn.Module):
         mean = torch.bmm(onehot, flat) / size.clamp_min(1)
         at_point = sample_features(colour, points)  # (B, Q, C)
         mean = torch.where(size > 0, mean, at_point)
-        sq = ((colour[:, None] - mean[..., None, None]) ** 2).sum(2)
+        # band by band: the same sum as over a (B, Q, C, H, W) difference, without it
+        sq = (colour[:, None, 0] - mean[..., 0, None, None]) ** 2
+        for c in range(1, colour.shape[1]):
+            sq = sq + (colour[:, None, c] - mean[..., c, None, None]) ** 2
         return sq / self.colour_scale**2
 
     def pixel_features(self, image: Tensor) -> Tensor:
         """``(B, d, H, W)`` features of a raw window (:func:`run_padded`)."""
         return run_padded(self.pixels, image)
 
+    def spatial(
+        self, points: Tensor, shape: tuple[int, int], prior: Tensor | None = None
+    ) -> Tensor:
+        r"""``(B, Q, H, W)`` squared scaled hand-crafted term :math:`(d_i(p) / s)^2`.
+
+        It depends on the points alone (and the prior), not on the queries, so
+        :meth:`forward` computes it once for all rounds.
+
+        Args:
+            points: ``(B, Q, 2)`` query points (row, col), centres at +0.5.
+            shape: the window's ``(H, W)``.
+            prior: ``(B, N, H, W)`` hand-crafted distance of the first ``N``
+                queries (pixels; NaN and beyond :math:`10^4` count as
+                :math:`10^4`), the others 0; default: Euclidean,
+                :math:`\lVert p - p_i \rVert`.
+        """
+        h, w = shape
+        if prior is None:
+            dtype = points.dtype
+            rows = torch.arange(h, device=points.device, dtype=dtype) + 0.5
+            cols = torch.arange(w, device=points.device, dtype=dtype) + 0.5
+            dr = (rows[None, None, :] - points[..., 0:1]) / self.scale  # (B, Q, H)
+            dc = (cols[None, None, :] - points[..., 1:2]) / self.scale  # (B, Q, W)
+            return dr[..., :, None] ** 2 + dc[..., None, :] ** 2
+        b, q = points.shape[:2]
+        n = prior.shape[1]
+        term = (prior.nan_to_num(1e4, 1e4).clamp_max(1e4) / self.scale) ** 2
+        if n == q:
+            return term
+        return torch.cat([term, term.new_zeros(b, q - n, h, w)], 1)
+
     def distance(
         self,
         features: Tensor,
         keys: Tensor,
         queries: Tensor,
-        points: Tensor,
+        spatial: Tensor,
         thing: Tensor,
         valid: Tensor,
-        prior: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """``(B, Q, H, W)`` distances of the queries and their appearance term; padding inf."""
+        r"""``(B, Q, H, W)`` distances of the queries and their appearance term; padding inf.
+
+        ``spatial``: :meth:`spatial`, weighted by each thing query's
+        :math:`\lambda_i` (stuff queries have none).
+        """
         b, _, h, w = features.shape
         q = self.to_query(queries)  # (B, Q, d)
         k = keys.flatten(2)  # (B, d, HW)
@@ -362,22 +399,10 @@ class LearnableDistance(nn.Module):
             + (k * k).sum(1, keepdim=True)
         ) / self.dim
         appearance = sq.clamp_min(0).view(b, -1, h, w)
-        rows = torch.arange(h, device=features.device, dtype=features.dtype) + 0.5
-        cols = torch.arange(w, device=features.device, dtype=features.dtype) + 0.5
-        if prior is None:
-            dr = (rows[None, None, :] - points[..., 0:1]) / self.scale  # (B, Q, H)
-            dc = (cols[None, None, :] - points[..., 1:2]) / self.scale  # (B, Q, W)
-            spatial = dr[..., :, None] ** 2 + dc[..., None, :] ** 2
-        else:
-            spatial = torch.zeros_like(appearance)
-            n = prior.shape[1]
-            spatial[:, :n] = (
-                prior.nan_to_num(1e4, 1e4).clamp_max(1e4) / self.scale
-            ) ** 2
         lam = F.softplus(self.to_lambda(queries))[..., None]  # (B, Q, 1, 1)
-        dist = appearance + torch.where(
-            thing[..., None, None], lam * spatial, torch.zeros_like(spatial)
-        )
+        # lam * 1 and lam * 0 on the (finite) spatial term: a mask on the small
+        # factor, not torch.where over the whole (B, Q, H, W) map.
+        dist = appearance + (lam * thing[..., None, None].to(lam.dtype)) * spatial
         pad = ~valid[..., None, None]
         return (
             dist.masked_fill(pad, float('inf')),
@@ -429,7 +454,8 @@ class LearnableDistance(nn.Module):
         qvalid = torch.cat([valid, valid.new_ones(b, s)], 1)
         stuff = torch.cat([bg, valid.new_ones(b, s)], 1)
         thing = qvalid & ~stuff
-        dist, look = self.distance(feats, keys, queries, qpoints, thing, qvalid, prior)
+        spatial = self.spatial(qpoints, (feats.shape[-2], feats.shape[-1]), prior)
+        dist, look = self.distance(feats, keys, queries, spatial, thing, qvalid)
         distances, appearance = [dist], [look]
         flat = feats.flatten(2).transpose(1, 2)  # (B, HW, d)
         colour = None if self.colour_scale is None else smoothed_colour(image)
@@ -445,9 +471,7 @@ class LearnableDistance(nn.Module):
                     queries, queries, queries, key_padding_mask=~qvalid
                 )
                 queries = self.norm_enhance(queries + attended)
-            dist, look = self.distance(
-                feats, keys, queries, qpoints, thing, qvalid, prior
-            )
+            dist, look = self.distance(feats, keys, queries, spatial, thing, qvalid)
             if colour is not None:
                 dist = dist + self.region_colour(colour, distances[-1], qpoints, finite)
             distances.append(dist)

@@ -83,3 +83,42 @@ def test_affinity_loss_rewards_same_query_for_similar_neighbours():
     # pairs across the edge are below the threshold: not counted
     nothing = affinity_loss(split, sim, valid, threshold=1.1)
     assert float(nothing) == 0.0
+
+
+def _affinity_by_autograd(distances, similarity, query_valid, threshold, mask):
+    """The pairwise term written with plain shifted views (autograd's own backward)."""
+    from geosparse.losses.instances import _pair_slices
+
+    logits = (-distances).masked_fill(~query_valid[..., None, None], float('-inf'))
+    probs = torch.softmax(logits, 1)
+    total, count = distances.new_zeros(()), 0
+    for (dr, dc), sim in similarity:
+        a, b = _pair_slices(probs, dr, dc)
+        same = (a * b).sum(1).clamp_min(1e-6).log()
+        pa, pb = _pair_slices(mask, dr, dc)
+        edges = (sim >= threshold) & pa & pb
+        total = total - same[edges].sum()
+        count += int(edges.sum())
+    return total / count
+
+
+def test_affinity_loss_gradient_matches_autograd_of_the_shifted_views():
+    torch.manual_seed(3)
+    d = (torch.rand(2, 5, 9, 11, dtype=torch.float64) * 4).requires_grad_()
+    image = torch.randn(2, 3, 9, 11, dtype=torch.float64)
+    sim = colour_similarity(image, dilation=2, theta=1.0)
+    valid = torch.tensor([[True] * 5, [True, True, True, False, True]])
+    mask = torch.rand(2, 9, 11) > 0.2
+    loss = affinity_loss(d, sim, valid, 0.3, 1.0, mask)
+    (grad,) = torch.autograd.grad(loss, d)
+    d2 = d.detach().clone().requires_grad_()
+    ref = _affinity_by_autograd(d2, sim, valid, 0.3, mask)
+    (grad_ref,) = torch.autograd.grad(ref, d2)
+    assert torch.allclose(loss, ref, rtol=1e-12, atol=0)
+    assert torch.allclose(grad, grad_ref, rtol=1e-9, atol=1e-15)
+    assert grad.abs().sum() > 0
+    # and against finite differences
+    assert torch.autograd.gradcheck(
+        lambda x: affinity_loss(x, sim, valid, 0.3, 1.0, mask),
+        (d.detach().clone().requires_grad_(),),
+    )
