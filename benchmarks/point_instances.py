@@ -776,8 +776,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument(
         '--steps',
         type=int,
-        default=400,
-        help="training steps of learned and of the baselines' foreground head",
+        default=300,
+        help="training steps of learned and of the baselines' foreground head "
+        '(300: chosen on the tuning scenes 10-12 for the 15-minute budget; 400 '
+        'scores about 0.01 higher for every method)',
     )
     p.add_argument('--patch-size', type=int, default=128)
     p.add_argument(

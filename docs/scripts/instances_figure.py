@@ -3,7 +3,7 @@
 Crops the right half of the shared SpaceNet Atlanta tile (columns 450-899, the docs'
 held-out half), places one random interior point per building and as many background
 points (``benchmarks/point_instances.py``'s placement, seed 0), trains a
-``PointInstanceTask`` on them (the benchmark's defaults: 400 steps of 4 windows of
+``PointInstanceTask`` on them (the benchmark's defaults: 300 steps of 4 windows of
 128 px), runs ``geosparse predict --points`` (its defaults) and draws the image with the
 true footprints and the points, the instance map, and its uncertainty::
 
@@ -41,7 +41,7 @@ COLUMNS = slice(450, 900)
 
 
 def main() -> None:
-    args, data = parse(__doc__, 'instances_spacenet', 400)
+    args, data = parse(__doc__, 'instances_spacenet', 300)
     tile = data / 'spacenet-atlanta' / 'atlanta_pan.tif'
     footprints = data / 'spacenet-atlanta' / 'atlanta_buildings.gpkg'
     require(tile, footprints)
