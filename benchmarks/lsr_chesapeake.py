@@ -997,7 +997,7 @@ def run(
             if harmonized['matched']:
                 target = work / 'target-harmonized'
         folders['hr+sr'] = hr_sr_folder(fine_dir, target, work)
-    table = JointDistribution.builtin('nlcd-landcover4')
+    builtin = JointDistribution.builtin('nlcd-landcover4')
     start = time.perf_counter()
     plan = [(p, m) for p in protocols for m in PROTOCOLS[p] if m in methods]
     per_seed: dict[str, dict[str, dict[str, Any]]] = {p: {} for p in protocols}
@@ -1019,12 +1019,12 @@ def run(
             if key not in done:  # hr on --train is both cross-tile's and hr+sr's
                 task, trainer = train(method, folder, args.steps, seed, args, fine)
                 if args.select_steps:
-                    done[key] = select_budget(task, trainer, eval_data, table, args)
+                    done[key] = select_budget(task, trainer, eval_data, builtin, args)
                 else:
                     done[key] = evaluate(
                         task,
                         eval_data,
-                        table,
+                        builtin,
                         args.diagnose,
                         args.radiometry,
                         reference=args.match_reference,
@@ -1036,7 +1036,7 @@ def run(
             bar.write(f'{seed} {protocol} {method} {json.dumps(done[key])}', sys.stderr)
             bar.update(1)
     bar.close()
-    baseline = evaluate(None, eval_data, table, args.diagnose)
+    baseline = evaluate(None, eval_data, builtin, args.diagnose)
     extra_baselines: dict[str, Any] = {}
     if args.priors != 'nlcd-landcover4':
         extra_baselines['nlcd-argmax-priors'] = evaluate(

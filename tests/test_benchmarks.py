@@ -1219,12 +1219,35 @@ def test_lsr_chesapeake_takes_an_estimated_joint_distribution(data_dir, tmp_path
         '2',
         '--priors',
         csv,
+        '--diagnose',
         '--out',
         out,
     )
     methods = json.loads(out.read_text())['protocols']['cross-tile']['methods']
     assert set(methods) == {'lsr', 'nlcd-argmax', 'nlcd-argmax-priors'}
     assert 0 <= methods['nlcd-argmax-priors']['miou'] <= 1
+    # The NLCD map read through the estimated table uses that table's rows, and the
+    # built-in map the built-in rows (they differ here, so the check can fail).
+    from geosparse.priors import JointDistribution
+
+    def rows(name: str) -> dict[str, list[float]]:
+        by_coarse = methods[name]['by_coarse']
+        return {code: r['prior'] for code, r in by_coarse.items() if r['prior']}
+
+    own = JointDistribution.load(csv)
+    builtin = JointDistribution.builtin('nlcd-landcover4')
+    expected = {
+        str(c): e.round(3).tolist()
+        for c, e in zip(own.coarse_codes, own.eta, strict=True)
+    }
+    read = rows('nlcd-argmax-priors')
+    assert read and all(read[c] == expected[c] for c in read)
+    assert rows('nlcd-argmax') != read
+    assert all(
+        rows('nlcd-argmax')[str(c)] == e.round(3).tolist()
+        for c, e in zip(builtin.coarse_codes, builtin.eta, strict=True)
+        if str(c) in rows('nlcd-argmax')
+    )
     bad = run_script(
         'lsr_chesapeake.py',
         '--train',
