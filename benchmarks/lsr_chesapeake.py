@@ -447,6 +447,7 @@ def train(
         lr=args.lr,
         prior_weight=args.prior_weight,
         hr_weight=args.hr_weight,
+        hr_coarse=args.hr_coarse,
         naive_warmup=args.naive_warmup,
         var_floor=args.var_floor,
         var_floor_scale=args.var_floor_scale,
@@ -827,6 +828,13 @@ def main(argv: list[str] | None = None) -> None:
         help='hr+lsr: weight of the fine-label cross-entropy beside the lsr term',
     )
     parser.add_argument(
+        '--hr-coarse',
+        choices=['all', 'unlabelled'],
+        default='all',
+        help='hr+lsr: the lsr term on every pixel with a coarse label (all) or only '
+        "where no fine label is (unlabelled: the paper's target region alone)",
+    )
+    parser.add_argument(
         '--prior-weight',
         type=float,
         default=0.0,
@@ -1068,6 +1076,7 @@ def run(
         'steps': args.steps,
         'average_from': args.average_from,
         'naive_warmup': args.naive_warmup,
+        'hr_coarse': args.hr_coarse,
         'match_reference': args.match_reference,
         'select_steps': args.select_steps,
         'select_by': args.select_by if args.select_steps else None,

@@ -195,6 +195,7 @@ class LabelSuperResolutionTask(
         coarse_balance: CoarseBalance = 'batch',
         block_size_power: float = 1.0,
         hr_weight: float = 1.0,
+        hr_coarse: Literal['all', 'unlabelled'] = 'all',
         naive_warmup: int = 0,
         coarse_nodata: int | None = 0,
         fine_nodata: int | None = 0,
@@ -241,6 +242,10 @@ class LabelSuperResolutionTask(
                 the lsr loss (``size_power`` of
                 :class:`~geosparse.losses.StatisticsMatchingLoss`).
             hr_weight: :math:`\lambda` of the fine-label term in ``hr+lsr``.
+            hr_coarse: pixels of the lsr term in ``hr+lsr``: ``all`` that carry a
+                coarse label, or ``unlabelled``: only those without a fine label
+                (the paper's HR+SR uses the coarse labels of the target region
+                alone).
             naive_warmup: with ``loss='lsr'``, train the first this many optimiser
                 steps with the soft-naive loss (:class:`~geosparse.losses.SoftNaiveLoss`)
                 and the label-counting loss after them (our addition; 0, the
@@ -381,6 +386,11 @@ class LabelSuperResolutionTask(
             raise ValueError(
                 f'naive_warmup={warmup!r}: give a number of optimiser steps >= 0 '
                 '(0: no warm-up).'
+            )
+        if self.hparams.get('hr_coarse', 'all') not in ('all', 'unlabelled'):
+            raise ValueError(
+                f'hr_coarse={self.hparams["hr_coarse"]!r}: choose all (every pixel '
+                'with a coarse label) or unlabelled (only pixels without a fine label).'
             )
         if loss not in ('lsr', 'soft-naive', 'hard-naive', 'hr', 'hr+lsr'):
             raise ValueError(
@@ -537,6 +547,13 @@ class LabelSuperResolutionTask(
             raise KeyError(f"loss={name!r} needs 'coarse' labels in the batch.")
         if needs_fine and fine is None:
             raise KeyError(f"loss={name!r} needs fine labels ('mask') in the batch.")
+        if (
+            name == 'hr+lsr'
+            and self.hparams.get('hr_coarse', 'all') == 'unlabelled'
+            and coarse is not None
+            and fine is not None
+        ):  # the coarse term only where no fine label is
+            coarse = torch.where(fine >= 0, torch.full_like(coarse, -1), coarse)
         has_coarse = coarse is not None and bool((coarse >= 0).any())
         has_fine = fine is not None and bool((fine >= 0).any())
         blocks = batch.get('block')

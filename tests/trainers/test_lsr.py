@@ -233,6 +233,36 @@ def test_hr_plus_lsr_uses_each_term_where_its_labels_exist():
     assert task.compute_loss({'coarse': nodata, 'mask': nodata}, logits) is None
 
 
+def test_hr_coarse_unlabelled_keeps_the_coarse_term_off_fine_labelled_pixels():
+    """hr_coarse='unlabelled': the lsr term sees only pixels without a fine label
+    (the paper's HR+SR); 'all' (the default) adds it where both labels exist."""
+    torch.manual_seed(0)
+    task = LabelSuperResolutionTask(
+        model='fcn', num_filters=8, loss='hr+lsr', hr_coarse='unlabelled'
+    )
+    image = torch.rand(2, 4, 16, 16) * 255
+    with torch.no_grad():
+        logits = task(image)
+    coarse = torch.full((2, 16, 16), 41)
+    coarse[:, :, 8:] = 81
+    fine = torch.full((2, 16, 16), 2)
+    fine[1] = 0  # the second window: target region, fine nodata
+    loss = task.compute_loss({'coarse': coarse, 'mask': fine}, logits)
+    c = task.coarse_index(coarse)
+    hr = task.hr_loss(logits, task.fine_index(fine))
+    lsr_target = task.lsr_loss(logits[1:], c[1:], None)
+    assert loss == pytest.approx(float(hr + lsr_target))
+    lsr_all = task.lsr_loss(logits, c, None)
+    assert float(lsr_all) != pytest.approx(float(lsr_target))
+    every = LabelSuperResolutionTask(model='fcn', num_filters=8, loss='hr+lsr')
+    every.load_state_dict(task.state_dict())
+    assert every.compute_loss({'coarse': coarse, 'mask': fine}, logits) == (
+        pytest.approx(float(hr + lsr_all))
+    )
+    with pytest.raises(ValueError, match="hr_coarse='target'"):
+        LabelSuperResolutionTask(model='fcn', loss='hr+lsr', hr_coarse='target')  # type: ignore[arg-type]
+
+
 def test_radiometric_augmentation_reaches_training_batches(scene):
     from geosparse.transforms import RandomRadiometry
 
