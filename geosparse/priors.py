@@ -247,15 +247,41 @@ class JointDistribution:
         path = Path(path)
         if not path.exists():
             raise PriorError(f'{path}: no such joint-distribution file.')
-        text = path.read_text().splitlines()
+        if not path.is_file():
+            raise PriorError(f'{path}: not a file; give a joint-distribution CSV.')
+        try:
+            text = path.read_text(encoding='utf-8').splitlines()
+        except UnicodeDecodeError as err:
+            raise PriorError(
+                f'{path}: not a UTF-8 text CSV ({err.reason} at byte {err.start}); '
+                'give the joint distribution as CSV (geosparse priors estimate '
+                'writes one).'
+            ) from err
         fine_codes: list[int] = []
+        first = 2  # the file's line of the first row
         if text and text[0].startswith('#'):
+            first = 3
             head = text.pop(0).lstrip('#').strip()
             if head.startswith('fine_codes:'):
-                fine_codes = [int(v) for v in head.split(':', 1)[1].split(',')]
-        rows = list(csv.DictReader(text))
+                try:
+                    fine_codes = [int(v) for v in head.split(':', 1)[1].split(',')]
+                except ValueError as err:
+                    raise PriorError(
+                        f'{path}: the first line {head!r} must list integer fine '
+                        "codes, as in '# fine_codes: 1,2,3,4'."
+                    ) from err
+        reader = csv.DictReader(text)
+        rows = list(reader)
         if not rows:
             raise PriorError(f'{path}: the table has no rows.')
+        width = len(reader.fieldnames or [])
+        for line, r in enumerate(rows, start=first):
+            if None in r or None in r.values():
+                n = width + len(r.get(None) or []) - sum(v is None for v in r.values())
+                raise PriorError(
+                    f'{path}: row {line} has {n} fields where the header has '
+                    f'{width}; give every row one value per column.'
+                )
         cols = list(rows[0].keys())
         code_col = next((c for c in ('nlcd_code', 'coarse_code') if c in cols), None)
         if code_col is None:

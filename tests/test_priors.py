@@ -43,6 +43,33 @@ def test_validation_errors(tmp_path):
         JointDistribution.builtin().check_codes([41, 99], 'nlcd.tif')
 
 
+@pytest.mark.parametrize(
+    ('content', 'match'),
+    [
+        (b'coarse_code,a_mean,a_std,b_mean,b_std\n1,0.5,0.1\n', 'row 2 has 3 fields'),
+        (
+            b'# x\ncoarse_code,a_mean,a_std,b_mean,b_std\n1,0.5,0.1,0.5,0.1,7\n',
+            'row 3 has 6 fields where the header has 5',
+        ),
+        (b'# fine_codes: 1,x\ncoarse_code,a_mean,a_std\n1,1,0.1\n', 'integer fine'),
+        (b'\xff\xfe\x00\x89PNG', 'not a UTF-8 text CSV'),
+    ],
+)
+def test_malformed_csv_gets_a_one_line_error(tmp_path, content, match):
+    """Short or long rows, a bad fine-code line and binary files name the file and
+    the problem (before: a TypeError about None, or a raw ValueError)."""
+    path = tmp_path / 'table.csv'
+    path.write_bytes(content)
+    with pytest.raises(PriorError, match=match) as err:
+        JointDistribution.from_csv(path)
+    assert str(path) in str(err.value) and '\n' not in str(err.value)
+
+
+def test_a_folder_is_not_a_table(tmp_path):
+    with pytest.raises(PriorError, match='not a file'):
+        JointDistribution.from_csv(tmp_path)
+
+
 def test_from_intervals_uniform_moments():
     t = JointDistribution.from_intervals(
         {22: {'impervious': (0.20, 0.49)}}, ['water', 'forest', 'field', 'impervious']
