@@ -478,6 +478,13 @@ def _count(args: argparse.Namespace) -> int:
 
     from .inference.count_maps import count_map, count_summary
 
+    if args.out and Path(args.out).resolve() == Path(args.map).resolve():
+        print(
+            f'geosparse: error: --out {args.out} is the map being counted and would '
+            'replace it; give another file, e.g. counts.tif.',
+            file=sys.stderr,
+        )
+        return 2
     try:
         summary = count_summary(args.map)
         if summary.valid == 0:
@@ -495,7 +502,15 @@ def _count(args: argparse.Namespace) -> int:
             f'{args.map}: {summary.total:.1f} ± {summary.std:.1f} objects (1 sd){where}'
         )
         if args.out:
-            path = count_map(args.map, args.out, args.cell)
+            try:
+                path = count_map(args.map, args.out, args.cell)
+            except OSError as err:
+                if isinstance(err, rasterio.errors.RasterioIOError):
+                    raise
+                raise ValueError(
+                    f'--out {args.out}: cannot write there ({err.strerror or err}); '
+                    'give a file in a folder you can write to.'
+                ) from err
             print(f'counts per {args.cell} x {args.cell} pixels: {path}')
     except (ValueError, rasterio.errors.RasterioIOError) as err:
         print(f'geosparse: error: {err}', file=sys.stderr)

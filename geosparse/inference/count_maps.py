@@ -61,17 +61,54 @@ def _open(path: Path) -> tuple[rasterio.DatasetReader, int, int, float]:
             f'{path}: not a counting map (no counting tag); predict it with a '
             'DensityTask or PointMapTask checkpoint.'
         )
+    bands = 1 if kind == 'density' else 2
     try:
         phi = float(tags.get('count_dispersion', 1.0))
-        if kind == 'density':
-            return src, 1, 1, phi
-        return src, 2, 1, phi / float(tags.get('stride', 1)) ** 2
+        stride = float(tags.get('stride', 1))
     except ValueError:
+        phi = stride = float('nan')
+    problem = ''
+    if not (np.isfinite(phi) and phi > 0):
+        problem = f'its count_dispersion tag ({tags.get("count_dispersion")}) is not a '
+        problem += 'positive number'
+    elif not (np.isfinite(stride) and stride >= 1):
+        problem = f'its stride tag ({tags.get("stride")}) is not a number >= 1'
+    elif src.count < bands:
+        problem = (
+            f'a point map needs {bands} bands (probability, detection) and it has '
+            f'{src.count}'
+        )
+    if problem:
         src.close()
         raise ValueError(
-            f'{path}: its count_dispersion or stride tag is not a number; '
-            're-run geosparse predict to write the map again.'
-        ) from None
+            f'{path}: {problem}; re-run geosparse predict to write the map again.'
+        )
+    if kind == 'density':
+        return src, 1, 1, phi
+    return src, 2, 1, phi / stride**2
+
+
+def _check(path: Path, raw: np.ndarray, kind_band: int) -> None:
+    """Refuse values no prediction writes (NaN is nodata).
+
+    Infinite values, negative densities, and probabilities outside [0, 1].
+    """
+    values = raw[~np.isnan(raw)]
+    if values.size == 0:
+        return
+    low, high = float(values.min()), float(values.max())
+    bad = ''
+    if not (np.isfinite(low) and np.isfinite(high)):
+        bad = 'infinite values'
+    elif kind_band == 1 and low < 0:
+        bad = f'negative densities (down to {low:.3g})'
+    elif kind_band != 1 and (low < 0 or high > 1):
+        bad = f'probabilities outside [0, 1] ({low:.3g} to {high:.3g})'
+    if bad:
+        raise ValueError(
+            f'{path}: holds {bad}, which no geosparse prediction writes; mark nodata '
+            'as NaN and predict the map again.'
+        )
 
 
 def _variance(block: np.ndarray, kind_band: int, scale: float) -> np.ndarray:
@@ -108,7 +145,8 @@ def count_map(
         ``out``.
 
     Raises:
-        ValueError: for a map that is not a counting map or a bad ``cell``.
+        ValueError: for a map that is not a counting map (its tags, bands or
+            values), or a bad ``cell``.
     """
     if cell < 1:
         raise ValueError(f'cell={cell} must be at least 1 pixel.')
@@ -123,6 +161,8 @@ def count_map(
             window = Window(0, i * cell, w, rows)
             block = src.read(band, window=window)
             raw = block if var_band == band else src.read(var_band, window=window)
+            for values in (block, raw) if raw is not block else (block,):
+                _check(Path(path), values, band)
             var = _variance(raw, band, scale)
             valid = np.isfinite(block)
             for k, values in enumerate(
@@ -195,7 +235,8 @@ def count_summary(path: str | os.PathLike[str]) -> CountSummary:
     .. versionadded:: 0.7
 
     Raises:
-        ValueError: for a map that is not a counting map.
+        ValueError: for a map that is not a counting map (its tags, bands or
+            values).
     """
     src, band, var_band, scale = _open(Path(path))
     total = variance = 0.0
@@ -204,6 +245,8 @@ def count_summary(path: str | os.PathLike[str]) -> CountSummary:
         for _, window in src.block_windows(band):
             block = src.read(band, window=window)
             raw = block if var_band == band else src.read(var_band, window=window)
+            for values in (block, raw) if raw is not block else (block,):
+                _check(Path(path), values, band)
             total += float(np.nansum(block, dtype=np.float64))
             variance += float(_variance(raw, band, scale).sum())
             valid += int(np.isfinite(block).sum())

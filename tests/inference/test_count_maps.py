@@ -90,3 +90,69 @@ def test_a_map_without_data_is_a_clear_error(tmp_path, capsys):
     assert main(['count', str(empty)]) == 2
     err = capsys.readouterr().err
     assert 'e.tif' in err and 'every pixel is nodata' in err
+
+
+def _point_map(path, **tags):
+    prob = np.full((2, 8, 8), 0.5)
+    prob[1] = 0
+    return write_map(path, prob, 'point map', **tags)
+
+
+@pytest.mark.parametrize(
+    ('make', 'match'),
+    [
+        (lambda p: _point_map(p, stride=0), r'stride tag \(0\) is not a number >= 1'),
+        (lambda p: _point_map(p, stride='inf'), 'stride tag'),
+        (
+            lambda p: _point_map(p, count_dispersion='nan'),
+            r'count_dispersion tag \(nan\) is not a positive number',
+        ),
+        (lambda p: _point_map(p, count_dispersion=-2), 'count_dispersion tag'),
+        (
+            lambda p: write_map(p, np.full((1, 8, 8), 0.5), 'point map'),
+            'needs 2 bands',
+        ),
+        (
+            lambda p: write_map(p, np.full((1, 8, 8), -0.1), 'density'),
+            'negative densities',
+        ),
+        (
+            lambda p: write_map(p, np.full((1, 8, 8), np.inf), 'density'),
+            'infinite values',
+        ),
+        (
+            lambda p: write_map(p, np.full((2, 8, 8), 1.5), 'point map'),
+            r'probabilities outside \[0, 1\]',
+        ),
+    ],
+)
+def test_maps_no_prediction_writes_are_refused_in_one_line(
+    tmp_path, capsys, make, match
+):
+    """Broken tags, too few bands and impossible values name the file (before: a
+    ZeroDivisionError or IndexError traceback, or a count of '± nan' or below zero)."""
+    path = make(tmp_path / 'm.tif')
+    with pytest.raises(ValueError, match=match):
+        count_summary(path)
+    with pytest.raises(ValueError, match=match):
+        count_map(path, tmp_path / 'c.tif', 4)
+    assert not (tmp_path / 'c.tif').exists()
+    assert main(['count', str(path), '--out', str(tmp_path / 'c.tif')]) == 2
+    err = capsys.readouterr().err
+    assert 'm.tif' in err and err.count('\n') == 1 and 'Traceback' not in err
+
+
+def test_out_may_not_replace_the_map_or_fail_with_a_traceback(
+    density, tmp_path, capsys
+):
+    before = density.read_bytes()
+    assert (
+        main(['count', str(density), '--out', str(tmp_path / '.' / 'density.tif')]) == 2
+    )
+    assert 'would replace it' in capsys.readouterr().err
+    assert density.read_bytes() == before  # before: overwritten by the counts
+    blocker = tmp_path / 'file'
+    blocker.write_text('')
+    assert main(['count', str(density), '--out', str(blocker / 'c.tif')]) == 2
+    err = capsys.readouterr().err
+    assert '--out' in err and 'cannot write there' in err and 'Traceback' not in err
