@@ -560,6 +560,11 @@ def _priors_estimate(args: argparse.Namespace) -> int:
         for path in paths:
             if not os.path.isfile(path):
                 return _fail(f'{option} {path}: no such file.')
+            if Path(path).resolve() == Path(args.out).resolve():
+                return _fail(
+                    f'--out {args.out} is the {option} raster and would be replaced '
+                    'by the table; give another file, e.g. table.csv.'
+                )
     pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] = []
     for fine_path, coarse_path in zip(args.fine, args.coarse, strict=True):
         try:

@@ -105,6 +105,22 @@ def test_two_inputs_with_one_name_are_refused_before_any_work(tmp_path, ckpt, ca
     assert not out.exists() or not _files(out)
 
 
+def test_an_output_that_would_replace_an_input_is_refused(tmp_path, ckpt, capsys):
+    """Predicting x.tif into its own folder writes x_segmentation.tif: an input of
+    that name would be replaced before it is read (before: silently overwritten)."""
+    for name in ('x', 'x_segmentation'):
+        random_raster(tmp_path / f'{name}.tif', 3, 64, 64)
+    before = (tmp_path / 'x_segmentation.tif').read_bytes()
+    code = _predict(
+        ckpt, tmp_path, str(tmp_path / 'x.tif'), str(tmp_path / 'x_segmentation.tif')
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert 'would replace the input' in err and 'x_segmentation.tif' in err
+    assert (tmp_path / 'x_segmentation.tif').read_bytes() == before
+    assert _files(tmp_path) == ['x.tif', 'x_segmentation.tif']
+
+
 def test_out_naming_a_file_is_refused(tmp_path, ckpt, capsys):
     random_raster(tmp_path / 'in.tif', 3, 64, 64)
     (tmp_path / 'out').write_text('')

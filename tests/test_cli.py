@@ -58,6 +58,15 @@ def test_priors_estimate_and_show(scene, tmp_path, capsys):
     assert 'impervious' in capsys.readouterr().out
 
 
+def test_priors_estimate_will_not_replace_an_input_raster(scene, capsys):
+    before = scene.coarse.read_bytes()
+    args = ['--coarse', str(scene.coarse), '--fine', str(scene.fine)]
+    assert main(['priors', 'estimate', *args, '--out', str(scene.coarse)]) == 2
+    err = capsys.readouterr().err
+    assert '--out' in err and 'would be replaced' in err and len(err.splitlines()) == 1
+    assert scene.coarse.read_bytes() == before  # before: the raster became a CSV
+
+
 def test_bad_table_is_reported(tmp_path, capsys):
     bad = tmp_path / 'bad.csv'
     bad.write_text('coarse_code,a_mean,a_std\n1,0.4,0.1\n')

@@ -500,14 +500,21 @@ def run_jobs(
         The report.
 
     Raises:
-        ValueError: before any work, if ``out_dir`` is a file or two jobs would
-            write the same output (the message names both).
+        ValueError: before any work, if ``out_dir`` is a file, two jobs would
+            write the same output (the message names both), or an output would
+            replace an input raster.
     """
     suffix = suffix or ('landcover' if predictor.landcover else predictor.kind)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f'--out {out}: is a file; give a folder for the outputs.')
     targets: dict[Path, PredictionJob] = {}
+    sources = {
+        Path(p).resolve(): p
+        for job in jobs
+        for p in [*job.paths, *([job.coarse] if job.coarse else [])]
+        if '://' not in p
+    }
     for job in jobs:
         label = ', '.join(job.paths) or job.name
         dst = out / f'{output_stem(job.name)}_{output_stem(suffix)}.tif'
@@ -517,6 +524,14 @@ def run_jobs(
                 f'{other} and {label} would both write {dst.name} in --out {out}; '
                 'predict them into separate --out folders, or rename one.'
             )
+        outputs = [dst, dst.with_suffix('.json')]
+        outputs += [further_path(dst, s.kind) for s in predictor.specs[1:]]
+        for path in outputs:
+            if path.resolve() in sources:
+                raise ValueError(
+                    f'{label}: its output {path} would replace the input '
+                    f'{sources[path.resolve()]}; give another --out folder.'
+                )
         targets[dst] = job
     report = PredictionReport()
     for dst, job in targets.items():
