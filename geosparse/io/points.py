@@ -32,6 +32,36 @@ __all__ = [
 BOX_COLUMNS = ('xmin', 'ymin', 'xmax', 'ymax')
 
 
+def _read_csv(path: Path, nrows: int | None = None) -> pd.DataFrame:
+    """A CSV as a frame; an unreadable file is a ValueError naming it."""
+    try:
+        return pd.read_csv(path, nrows=nrows)
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f'{path}: not a UTF-8 text CSV ({err.reason} at byte {err.start}).'
+        ) from err
+    except pd.errors.EmptyDataError as err:
+        raise ValueError(f'{path}: the file is empty (no header, no rows).') from err
+    except pd.errors.ParserError as err:
+        raise ValueError(f'{path}: not a readable CSV ({err}).') from err
+
+
+def _numeric(frame: pd.DataFrame, columns: Sequence[str], path: Path) -> pd.DataFrame:
+    """``columns`` as float64; text that is not a number names the column and row."""
+    out = frame.copy()
+    for name in columns:
+        values = pd.to_numeric(out[name], errors='coerce')
+        text = values.isna() & out[name].notna()
+        if text.any():
+            row = int(np.flatnonzero(text.to_numpy())[0])
+            raise ValueError(
+                f'{path}: column {name!r} holds {out[name].iloc[row]!r} at data row '
+                f'{row + 1}, not a number; fix or delete that row.'
+            )
+        out[name] = values.astype(np.float64)
+    return out
+
+
 def read_points_frame(
     path: str | os.PathLike[str],
     values: Sequence[str],
@@ -69,7 +99,7 @@ def read_points_frame(
     if not path.exists():
         raise ValueError(f'{path}: no such points file.')
     if path.suffix.lower() == '.csv':
-        frame = pd.read_csv(path)
+        frame = _read_csv(path)
         cols = set(frame.columns)
         x = x or ('x' if 'x' in cols else 'lon')
         y = y or ('y' if 'y' in cols else 'lat')
@@ -79,6 +109,7 @@ def read_points_frame(
                     f'{path}: no coordinate column {name!r} (columns: '
                     f'{", ".join(frame.columns)}); name them with --x/--y.'
                 )
+        frame = _numeric(frame, [x, y], path)
         gdf = gpd.GeoDataFrame(
             frame,
             geometry=gpd.points_from_xy(frame[x], frame[y]),
@@ -193,7 +224,7 @@ def is_box_csv(path: str | os.PathLike[str]) -> bool:
     path = Path(path)
     if path.suffix.lower() != '.csv' or not path.exists():
         return False
-    header = pd.read_csv(path, nrows=0).columns
+    header = _read_csv(path, nrows=0).columns
     return set(BOX_COLUMNS) <= set(header)
 
 
@@ -220,7 +251,8 @@ def box_centres(
         ValueError: for missing columns, inverted boxes or boxes off the raster
             (the message names the file).
     """
-    frame = pd.read_csv(path)
+    path = Path(path)
+    frame = _read_csv(path)
     missing = [c for c in BOX_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(
@@ -229,7 +261,19 @@ def box_centres(
         )
     if len(frame) == 0:
         raise ValueError(f'{path}: the file holds no boxes.')
+    frame = _numeric(frame, BOX_COLUMNS, path)
     box = frame[list(BOX_COLUMNS)].to_numpy(np.float64)
+    missing_rows = ~np.isfinite(box).all(1)
+    if missing_rows.all():
+        raise ValueError(f'{path}: no box has all four finite coordinates.')
+    if missing_rows.any():
+        warnings.warn(
+            f'{path}: dropped {int(missing_rows.sum())} of {len(box)} boxes with a '
+            'missing or non-finite coordinate (first at data row '
+            f'{int(np.flatnonzero(missing_rows)[0]) + 1}).',
+            stacklevel=2,
+        )
+        frame, box = frame[~missing_rows], box[~missing_rows]
     bad = (box[:, 2] <= box[:, 0]) | (box[:, 3] <= box[:, 1])
     if bad.any():
         raise ValueError(
