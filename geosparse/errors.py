@@ -10,11 +10,12 @@ errors: any other exception keeps its full traceback.
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ['InputError', 'input_error_in', 'install_cli_hook']
+__all__ = ['InputError', 'check_number', 'input_error_in', 'install_cli_hook']
 
 
 class InputError(ValueError):
@@ -22,6 +23,37 @@ class InputError(ValueError):
 
     .. versionadded:: 0.1
     """
+
+
+def check_number(
+    owner: str,
+    name: str,
+    value: object,
+    minimum: float,
+    *,
+    integer: bool = False,
+    strict: bool = False,
+) -> None:
+    """Refuse a parameter that is not a finite number ``>= minimum`` (``>`` if strict).
+
+    ``None`` passes (the parameter's default). Sizes and counts (``integer``) must
+    be whole numbers.
+
+    .. versionadded:: 0.8
+
+    Raises:
+        InputError: naming ``owner`` and ``name``, the value and the range.
+    """
+    if value is None:
+        return
+    kind = 'a whole number' if integer else 'a number'
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    number = float(value) if ok else math.nan  # type: ignore[arg-type]
+    ok = math.isfinite(number) and (not integer or number.is_integer())
+    ok = ok and (number > minimum if strict else number >= minimum)
+    if not ok:
+        bound = f'> {minimum:g}' if strict else f'>= {minimum:g}'
+        raise InputError(f'{owner}: {name}={value!r} must be {kind} {bound}.')
 
 
 def input_error_in(exc: BaseException | None) -> InputError | None:

@@ -14,7 +14,7 @@ from torchgeo.datasets.splits import random_grid_cell_assignment
 
 from ..batch import KeepGeoKeys, collate_geo
 from ..datasets.coarse import CoarseLabels, FineLabels, ImageryDataset
-from ..errors import InputError
+from ..errors import InputError, check_number
 from ..samplers import CoarseBalancedGeoSampler, CoverGeoSampler
 from ..transforms import RandomDihedral, RandomRadiometry
 
@@ -90,7 +90,30 @@ class LabelSuperResolutionDataModule(KeepGeoKeys, GeoDataModule):
                 that must work on other acquisitions; 0 (default) is off.
             seed: seed of the split and the samplers.
             num_workers: data loader workers.
+
+        Raises:
+            InputError: for a size, count or fraction out of range (e.g.
+                ``patch_size=0``, ``val_fraction=1``).
         """
+        owner = 'LabelSuperResolutionDataModule'
+        sides = patch_size if isinstance(patch_size, Sequence) else [patch_size]
+        for side in sides:
+            check_number(owner, 'patch_size', side, 1, integer=True)
+        for name, value in (
+            ('batch_size', batch_size),
+            ('length', length),
+            ('grid_size', grid_size),
+        ):
+            check_number(owner, name, value, 1, integer=True)
+        check_number(owner, 'cell_size', cell_size, 0, strict=True)
+        check_number(owner, 'balance', balance, 0)
+        check_number(owner, 'radiometric', radiometric, 0)
+        check_number(owner, 'val_fraction', val_fraction, 0)
+        if val_fraction >= 1:
+            raise InputError(
+                f'{owner}: val_fraction={val_fraction!r} must be below 1 (some area '
+                'must be left to train on).'
+            )
         super().__init__(ImageryDataset, batch_size, patch_size, length, num_workers)
         self.save_hyperparameters()
         self.collate_fn = collate_geo

@@ -305,3 +305,28 @@ def test_bad_input_is_named(objects, tmp_path):
 def test_region_sampler_needs_room(objects, tmp_path):
     with pytest.raises(ValueError, match='patch_size'):
         make_dm(objects, tmp_path, patch_size=80, eval_size=16).setup('fit')
+
+
+@pytest.mark.parametrize(
+    ('option', 'value', 'match'),
+    [
+        ('patch_size', 0, 'patch_size=0 must be a whole number >= 1'),
+        ('patch_size', 2.5, 'patch_size=2.5'),
+        ('batch_size', 0, 'batch_size=0'),
+        ('length', 0, 'length=0'),
+        ('eval_size', -32, 'eval_size=-32'),
+        ('merge_distance', -1.0, 'merge_distance=-1.0 must be a number >= 0'),
+        ('merge_distance', float('nan'), 'merge_distance=nan'),
+        ('res', -1.0, 'res=-1.0 must be a number > 0'),
+        ('fit_max_scale', 0.0, 'fit_max_scale=0.0'),
+    ],
+)
+def test_numbers_out_of_range_are_refused_by_name(
+    objects, tmp_path, option, value, match
+):
+    """Before: a ZeroDivisionError (patch_size=0), a message about a resolution of
+    -1 from the sampler, or silently no merging (a negative or NaN distance)."""
+    from geosparse.errors import InputError
+
+    with pytest.raises(InputError, match=f'CountingDataModule: {match}'):
+        make_dm(objects, tmp_path, **{option: value})

@@ -344,3 +344,23 @@ def test_data_module_and_task_must_agree_on_nodata(scene, name):
     task = LabelSuperResolutionTask(model='fcn', num_filters=8, loss='hr+lsr')
     with pytest.raises(InputError, match=f'{name}.*data.init_args.{name}'):
         _trainer().fit(task, datamodule=_dm(scene, **{name: 255}))
+
+
+@pytest.mark.parametrize(
+    ('option', 'value', 'match'),
+    [
+        ('patch_size', 0, 'patch_size=0 must be a whole number >= 1'),
+        ('batch_size', -1, 'batch_size=-1'),
+        ('grid_size', 0, 'grid_size=0'),
+        ('cell_size', 0.0, 'cell_size=0.0 must be a number > 0'),
+        ('balance', float('nan'), 'balance=nan'),
+        ('radiometric', -0.1, 'radiometric=-0.1'),
+        ('val_fraction', 1.0, 'val_fraction=1.0 must be below 1'),
+        ('val_fraction', -0.2, 'val_fraction=-0.2'),
+    ],
+)
+def test_data_module_refuses_numbers_out_of_range_by_name(scene, option, value, match):
+    from geosparse.errors import InputError
+
+    with pytest.raises(InputError, match=f'LabelSuperResolutionDataModule: {match}'):
+        _dm(scene, **{option: value})
