@@ -15,7 +15,13 @@ import sys
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ['InputError', 'check_number', 'input_error_in', 'install_cli_hook']
+__all__ = [
+    'InputError',
+    'check_counts',
+    'check_number',
+    'input_error_in',
+    'install_cli_hook',
+]
 
 
 class InputError(ValueError):
@@ -54,6 +60,23 @@ def check_number(
     if not ok:
         bound = f'> {minimum:g}' if strict else f'>= {minimum:g}'
         raise InputError(f'{owner}: {name}={value!r} must be {kind} {bound}.')
+
+
+def check_counts(owner: str, patch_size: object = None, **counts: object) -> None:
+    """Refuse a window size or count below 1 (:func:`check_number`, whole numbers).
+
+    ``patch_size`` may be one side or a pair (rows, cols); ``None`` passes.
+
+    .. versionadded:: 0.8
+
+    Raises:
+        InputError: naming ``owner`` and the parameter.
+    """
+    sides = patch_size if isinstance(patch_size, list | tuple) else [patch_size]
+    for side in sides:
+        check_number(owner, 'patch_size', side, 1, integer=True)
+    for name, value in counts.items():
+        check_number(owner, name, value, 1, integer=True)
 
 
 def input_error_in(exc: BaseException | None) -> InputError | None:

@@ -63,7 +63,7 @@ from ..batch import KeepGeoKeys
 from ..compat import window_bounds
 from ..datasets.coarse import ImageryDataset
 from ..datasets.points import SparsePoints, collate_points
-from ..errors import InputError, check_number
+from ..errors import InputError, check_counts, check_number
 from ..gaussians import cached_fit
 from ..io.grid import RasterGrid
 from ..io.points import box_centres, is_box_csv, read_points_frame
@@ -256,16 +256,14 @@ class CountingDataModule(KeepGeoKeys, GeoDataModule):
                 count, resolution or distance out of range (e.g. ``patch_size=0``).
         """
         owner = 'CountingDataModule'
-        sides = patch_size if isinstance(patch_size, Sequence) else [patch_size]
-        for side in sides:
-            check_number(owner, 'patch_size', side, 1, integer=True)
-        for name, value in (
-            ('batch_size', batch_size),
-            ('length', length),
-            ('eval_size', eval_size),
-            ('fit_tile', fit_tile),
-        ):
-            check_number(owner, name, value, 1, integer=True)
+        check_counts(
+            owner,
+            patch_size,
+            batch_size=batch_size,
+            length=length,
+            eval_size=eval_size,
+            fit_tile=fit_tile,
+        )
         check_number(owner, 'fit_steps', fit_steps, 0, integer=True)
         check_number(owner, 'merge_distance', merge_distance, 0)
         check_number(owner, 'res', res, 0, strict=True)

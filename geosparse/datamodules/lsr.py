@@ -14,7 +14,7 @@ from torchgeo.datasets.splits import random_grid_cell_assignment
 
 from ..batch import KeepGeoKeys, collate_geo
 from ..datasets.coarse import CoarseLabels, FineLabels, ImageryDataset
-from ..errors import InputError, check_number
+from ..errors import InputError, check_counts, check_number
 from ..samplers import CoarseBalancedGeoSampler, CoverGeoSampler
 from ..transforms import RandomDihedral, RandomRadiometry
 
@@ -96,15 +96,13 @@ class LabelSuperResolutionDataModule(KeepGeoKeys, GeoDataModule):
                 ``patch_size=0``, ``val_fraction=1``).
         """
         owner = 'LabelSuperResolutionDataModule'
-        sides = patch_size if isinstance(patch_size, Sequence) else [patch_size]
-        for side in sides:
-            check_number(owner, 'patch_size', side, 1, integer=True)
-        for name, value in (
-            ('batch_size', batch_size),
-            ('length', length),
-            ('grid_size', grid_size),
-        ):
-            check_number(owner, name, value, 1, integer=True)
+        check_counts(
+            owner,
+            patch_size,
+            batch_size=batch_size,
+            length=length,
+            grid_size=grid_size,
+        )
         check_number(owner, 'cell_size', cell_size, 0, strict=True)
         check_number(owner, 'balance', balance, 0)
         check_number(owner, 'radiometric', radiometric, 0)
