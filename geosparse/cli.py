@@ -592,10 +592,19 @@ def _priors_estimate(args: argparse.Namespace) -> int:
         fine_nodata=args.fine_nodata,
         block_ids=block,
     )
+    filled = ''
+    if args.fill:
+        try:
+            full = table.filled_from(JointDistribution.load(args.fill))
+        except ValueError as err:
+            return _fail(f'--fill {args.fill}: {err}')
+        filled = f', {full.num_coarse - table.num_coarse} filled from {args.fill}'
+        table = full
     table.to_csv(args.out)
     print(
         f'wrote {args.out}: {table.num_coarse} coarse x {table.num_fine} fine classes'
         + (f' from {len(pairs)} raster pairs' if len(pairs) > 1 else '')
+        + filled
     )
     return 0
 
@@ -1092,6 +1101,13 @@ def build_parser() -> argparse.ArgumentParser:
         default='grid',
         help='grid: coarse pixels; cells: 30 m cells (coarse already on the fine '
         'grid); regions: one block per coarse class',
+    )
+    est.add_argument(
+        '--fill',
+        metavar='TABLE',
+        help='add the rows of this table (a built-in name such as nlcd-landcover4, '
+        'or a CSV) for the coarse classes the rasters do not hold, so that the '
+        'table covers coarse labels of the area to map that the labelled area lacks',
     )
     _console_options(est)
     est.set_defaults(func=_priors_estimate)

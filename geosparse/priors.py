@@ -197,6 +197,43 @@ class JointDistribution:
             frequency=None if self.frequency is None else self.frequency[idx],
         )
 
+    def filled_from(self, other: JointDistribution) -> JointDistribution:
+        """This table plus ``other``'s rows for the coarse codes it lacks.
+
+        An estimated table holds only the coarse classes that occur where fine labels
+        were; the coarse labels of the area to map often hold others (e.g. cultivated
+        crops next to forest). Their rows are taken from ``other`` (e.g. the built-in
+        table); their ``frequency`` is 0 (not seen in the estimate).
+
+        .. versionadded:: 0.8
+
+        Raises:
+            PriorError: if the two tables have other fine classes.
+        """
+        if list(other.fine_names) != list(self.fine_names) or list(
+            other.fine_codes
+        ) != list(self.fine_codes):
+            raise PriorError(
+                f'cannot fill a table of fine classes {self.fine_names} (codes '
+                f'{self.fine_codes}) from one of {other.fine_names} (codes '
+                f'{other.fine_codes}); give a table with the same fine classes.'
+            )
+        add = [
+            i for i, c in enumerate(other.coarse_codes) if c not in self.coarse_codes
+        ]
+        frequency = None
+        if self.frequency is not None:
+            frequency = np.concatenate([self.frequency, np.zeros(len(add))])
+        return JointDistribution(
+            coarse_codes=[*self.coarse_codes, *(other.coarse_codes[i] for i in add)],
+            fine_names=list(self.fine_names),
+            eta=np.vstack([self.eta, other.eta[add]]),
+            rho=np.vstack([self.rho, other.rho[add]]),
+            fine_codes=list(self.fine_codes),
+            coarse_names=[*self.coarse_names, *(other.coarse_names[i] for i in add)],
+            frequency=frequency,
+        )
+
     # ------------------------------------------------------------------- I/O
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python form (stored in checkpoints' hyperparameters)."""

@@ -67,6 +67,23 @@ def test_priors_estimate_will_not_replace_an_input_raster(scene, capsys):
     assert scene.coarse.read_bytes() == before  # before: the raster became a CSV
 
 
+def test_priors_estimate_fills_the_coarse_classes_it_did_not_see(
+    scene, tmp_path, capsys
+):
+    out = tmp_path / 'filled.csv'
+    args = ['--coarse', str(scene.coarse), '--fine', str(scene.fine), '--out', str(out)]
+    assert main(['priors', 'estimate', *args]) == 0
+    seen = JointDistribution.from_csv(out).coarse_codes
+    assert main(['priors', 'estimate', *args, '--fill', 'nlcd-landcover4']) == 0
+    assert 'filled from nlcd-landcover4' in capsys.readouterr().out
+    table = JointDistribution.from_csv(out)
+    builtin = JointDistribution.builtin()
+    assert table.coarse_codes[: len(seen)] == seen
+    assert set(table.coarse_codes) == set(seen) | set(builtin.coarse_codes)
+    assert main(['priors', 'estimate', *args, '--fill', 'nope.csv']) == 2
+    assert '--fill nope.csv' in capsys.readouterr().err
+
+
 def test_bad_table_is_reported(tmp_path, capsys):
     bad = tmp_path / 'bad.csv'
     bad.write_text('coarse_code,a_mean,a_std\n1,0.4,0.1\n')

@@ -89,3 +89,21 @@ def test_estimate_recovers_fractions():
     np.testing.assert_allclose(t.eta[i], [0, 0.5, 0.5, 0])
     with pytest.raises(PriorError, match=r'\[7\]'):
         JointDistribution.estimate(coarse, fine * 0 + 7, fine_codes=[1, 2, 3, 4])
+
+
+def test_filled_from_adds_the_missing_coarse_rows_only():
+    builtin = JointDistribution.builtin()
+    mine = builtin.subset([41, 81])
+    mine.eta[0] = [0.0, 0.6, 0.4, 0.0]  # this area's own forest row
+    mine.frequency = np.array([0.7, 0.3])
+    full = mine.filled_from(builtin)
+    assert full.coarse_codes[:2] == [41, 81]
+    assert sorted(full.coarse_codes) == sorted(builtin.coarse_codes)
+    np.testing.assert_allclose(full.eta[0], [0.0, 0.6, 0.4, 0.0])  # kept, not replaced
+    i, j = full.coarse_codes.index(82), builtin.coarse_codes.index(82)
+    np.testing.assert_allclose(full.eta[i], builtin.eta[j])
+    np.testing.assert_allclose(full.rho[i], builtin.rho[j])
+    assert full.frequency[i] == 0 and full.frequency[:2].tolist() == [0.7, 0.3]
+    other = JointDistribution([1], ['a', 'b'], [[0.5, 0.5]], [[0.1, 0.1]])
+    with pytest.raises(PriorError, match='same fine classes'):
+        mine.filled_from(other)
