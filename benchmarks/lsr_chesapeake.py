@@ -58,6 +58,8 @@ Example (one fold of the shared tile, under a second acquisition)::
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import sys
@@ -542,6 +544,25 @@ def hr_sr_folder(fine: Path, target: Path, work: Path) -> Path:
     return out
 
 
+def train_priors(data: list[tuple[Path, Path, Path]], out: Path) -> Path:
+    """The joint distribution of the training patches' fine labels (``--priors train``).
+
+    30 m cells as blocks, and the built-in rows for the coarse classes the patches
+    lack (``geosparse priors estimate --blocks cells --fill nlcd-landcover4``).
+    """
+    from geosparse.cli import main as geosparse_main
+
+    args = ['priors', 'estimate', '--blocks', 'cells', '--fill', 'nlcd-landcover4']
+    args += ['--quiet', '--out', str(out), '--coarse', *(str(t[1]) for t in data)]
+    args += ['--fine', *(str(t[2]) for t in data)]
+    with contextlib.redirect_stdout(io.StringIO()):
+        if geosparse_main(args) != 0:
+            sys.exit(
+                f'--priors train: could not estimate a table from {data[0][0].parent}.'
+            )
+    return out
+
+
 def harmonize(fine: Path, target: Path, work: Path, mode: str) -> dict[str, Any]:
     """Map the target imagery onto the fine-label imagery before hr+lsr trains on it.
 
@@ -854,9 +875,12 @@ def main(argv: list[str] | None = None) -> None:
         '--priors',
         default='nlcd-landcover4',
         help="the tasks' joint distribution: a built-in name (default "
-        'nlcd-landcover4, Maryland 2013) or a CSV of `geosparse priors estimate`; '
-        'with a CSV the JSON also scores nlcd-argmax-priors, the NLCD map read '
-        'through that table',
+        'nlcd-landcover4, Maryland 2013), a CSV of `geosparse priors estimate`, or '
+        'train: estimated from the fine labels of the --train patches (after '
+        '--holdout; never the evaluation patches) in 30 m cells, with the built-in '
+        'rows for the coarse classes they lack (`geosparse priors estimate --blocks '
+        'cells --fill nlcd-landcover4`); with a table other than the built-in the '
+        'JSON also scores nlcd-argmax-priors, the NLCD map read through it',
     )
     parser.add_argument(
         '--lsr-variant',
@@ -923,9 +947,18 @@ def main(argv: list[str] | None = None) -> None:
         if (args.eval is None) == (args.holdout is None):
             parser.error('give either --eval DIR or --holdout ID ...')
         try:
-            own = JointDistribution.load(args.priors)
+            own = JointDistribution.load(
+                'nlcd-landcover4' if args.priors == 'train' else args.priors
+            )
         except (PriorError, OSError) as err:
             parser.error(f'--priors {args.priors}: {err}')
+        if args.priors == 'train' and args.eval is not None:
+            same = Path(args.eval).resolve() == Path(args.train).resolve()
+            if same:
+                parser.error(
+                    '--priors train with --eval = --train would estimate the table '
+                    'from the evaluation patches: give --holdout, or another --train.'
+                )
         scored = list(JointDistribution.builtin('nlcd-landcover4').fine_codes)
         if list(own.fine_codes) != scored:
             parser.error(
@@ -974,7 +1007,8 @@ def run(
 ) -> None:
     """Build the protocols' folders, train, score and print the JSON.
 
-    ``table`` is ``--priors`` as ``main`` loaded and checked it.
+    ``table`` is ``--priors`` as ``main`` loaded and checked it (with ``train``,
+    the table is estimated here, once the training patches are known).
     """
     if args.holdout:
         train_dir, eval_dir = split_holdout(args.train, args.holdout, work)
@@ -982,6 +1016,12 @@ def run(
         train_dir, eval_dir = args.train, args.eval
     same = train_dir.resolve() == eval_dir.resolve()
     train_data = triples(train_dir)
+    priors_from: list[str] | None = None
+    priors_given = args.priors
+    if args.priors == 'train':
+        args.priors = str(train_priors(train_data, work / 'priors-train.csv'))
+        priors_from = [t[2].name for t in train_data]
+        table = JointDistribution.load(args.priors)
     shift = None
     if args.shift is not None:
         shift = RadiometricShift.from_files([t[0] for t in train_data], [args.shift])
@@ -1077,6 +1117,7 @@ def run(
         'average_from': args.average_from,
         'naive_warmup': args.naive_warmup,
         'hr_coarse': args.hr_coarse,
+        'priors': {'given': priors_given, 'estimated_from': priors_from},
         'match_reference': args.match_reference,
         'select_steps': args.select_steps,
         'select_by': args.select_by if args.select_steps else None,

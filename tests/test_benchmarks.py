@@ -1259,3 +1259,63 @@ def test_lsr_chesapeake_takes_an_estimated_joint_distribution(data_dir, tmp_path
         check=False,
     )
     assert bad.returncode != 0 and '--priors' in bad.stderr
+
+
+def test_lsr_chesapeake_estimates_the_table_from_the_training_patches(
+    data_dir, tmp_path
+):
+    """--priors train: the table comes from the --train patches' fine labels in 30 m
+    cells, filled from the built-in table; never from the evaluation patches."""
+    from geosparse.priors import JointDistribution
+
+    chesapeake_split(data_dir, tmp_path, ['03', '04'], ['00'])
+    out = tmp_path / 'r.json'
+    run_script(
+        'lsr_chesapeake.py',
+        '--train',
+        tmp_path / 'tr',
+        '--eval',
+        tmp_path / 'ev',
+        '--protocols',
+        'target-sr',
+        '--methods',
+        'lsr',
+        '--steps',
+        '1',
+        '--batch-size',
+        '2',
+        '--priors',
+        'train',
+        '--diagnose',
+        '--out',
+        out,
+    )
+    result = json.loads(out.read_text())
+    used = result['priors']
+    assert used['given'] == 'train'
+    assert sorted(used['estimated_from']) == sorted(
+        f.name for f in (tmp_path / 'tr').iterdir() if f.name.endswith('_lc.tif')
+    )
+    methods = result['protocols']['target-sr']['methods']
+    read = methods['nlcd-argmax-priors']['by_coarse']
+    builtin = JointDistribution.builtin('nlcd-landcover4')
+    # 82 (cultivated crops) occurs in patch 00 only: its row is the built-in one
+    assert (
+        read['82']['prior']
+        == builtin.eta[builtin.coarse_codes.index(82)].round(3).tolist()
+    )
+    assert (
+        read['41']['prior']
+        != builtin.eta[builtin.coarse_codes.index(41)].round(3).tolist()
+    )
+    same = run_script(
+        'lsr_chesapeake.py',
+        '--train',
+        tmp_path / 'ev',
+        '--eval',
+        tmp_path / 'ev',
+        '--priors',
+        'train',
+        check=False,
+    )
+    assert same.returncode != 0 and 'evaluation patches' in same.stderr
