@@ -478,13 +478,6 @@ def _count(args: argparse.Namespace) -> int:
 
     from .inference.count_maps import count_map, count_summary
 
-    if args.out and Path(args.out).resolve() == Path(args.map).resolve():
-        print(
-            f'geosparse: error: --out {args.out} is the map being counted and would '
-            'replace it; give another file, e.g. counts.tif.',
-            file=sys.stderr,
-        )
-        return 2
     try:
         summary = count_summary(args.map)
         if summary.valid == 0:

@@ -88,6 +88,17 @@ def _open(path: Path) -> tuple[rasterio.DatasetReader, int, int, float]:
     return src, 2, 1, phi / stride**2
 
 
+def _read(
+    src: rasterio.DatasetReader, path: Path, band: int, var_band: int, window: Window
+) -> tuple[np.ndarray, np.ndarray]:
+    """A window's count band and variance band, both checked by :func:`_check`."""
+    block = src.read(band, window=window)
+    raw = block if var_band == band else src.read(var_band, window=window)
+    for values in (block, raw) if raw is not block else (block,):
+        _check(path, values, band)
+    return block, raw
+
+
 def _check(path: Path, raw: np.ndarray, kind_band: int) -> None:
     """Refuse values no prediction writes (NaN is nodata).
 
@@ -146,10 +157,15 @@ def count_map(
 
     Raises:
         ValueError: for a map that is not a counting map (its tags, bands or
-            values), or a bad ``cell``.
+            values), a bad ``cell``, or ``out`` naming the map itself.
     """
     if cell < 1:
         raise ValueError(f'cell={cell} must be at least 1 pixel.')
+    if Path(out).resolve() == Path(path).resolve():
+        raise ValueError(
+            f'--out {out} is the map being counted and would replace it; give '
+            'another file, e.g. counts.tif.'
+        )
     src, band, var_band, scale = _open(Path(path))
     with src:
         h, w = src.height, src.width
@@ -159,10 +175,7 @@ def count_map(
         for i in range(ny):
             rows = min(cell, h - i * cell)
             window = Window(0, i * cell, w, rows)
-            block = src.read(band, window=window)
-            raw = block if var_band == band else src.read(var_band, window=window)
-            for values in (block, raw) if raw is not block else (block,):
-                _check(Path(path), values, band)
+            block, raw = _read(src, Path(path), band, var_band, window)
             var = _variance(raw, band, scale)
             valid = np.isfinite(block)
             for k, values in enumerate(
@@ -243,10 +256,7 @@ def count_summary(path: str | os.PathLike[str]) -> CountSummary:
     valid = 0
     with src:
         for _, window in src.block_windows(band):
-            block = src.read(band, window=window)
-            raw = block if var_band == band else src.read(var_band, window=window)
-            for values in (block, raw) if raw is not block else (block,):
-                _check(Path(path), values, band)
+            block, raw = _read(src, Path(path), band, var_band, window)
             total += float(np.nansum(block, dtype=np.float64))
             variance += float(_variance(raw, band, scale).sum())
             valid += int(np.isfinite(block).sum())

@@ -151,6 +151,9 @@ def test_out_may_not_replace_the_map_or_fail_with_a_traceback(
     )
     assert 'would replace it' in capsys.readouterr().err
     assert density.read_bytes() == before  # before: overwritten by the counts
+    with pytest.raises(ValueError, match='would replace it'):  # the API refuses too
+        count_map(density, density, 16)
+    assert density.read_bytes() == before
     blocker = tmp_path / 'file'
     blocker.write_text('')
     assert main(['count', str(density), '--out', str(blocker / 'c.tif')]) == 2
